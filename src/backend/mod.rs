@@ -1,0 +1,241 @@
+//! Compute backends behind one small trait.
+//!
+//! The CPU backend ([`cpu::CpuBackend`], rayon) is the reference that defines
+//! every number. Other backends must match it: bit-exact for integer counts
+//! and within a stated tolerance for floats.
+//!
+//! A backend sees already-parsed batches ([`RowBatch`] for classification,
+//! [`SegBatch`] for segmentation) and returns sums and counts only; turning
+//! those into reported scores is done once, on the host, in
+//! [`crate::pipeline`], so every backend shares it.
+
+pub mod cpu;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::metrics::boundary_iou::BandCounts;
+use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::confusion::Confusion;
+use crate::metrics::pixel_stats::SampleScores;
+
+/// Probabilities (or logits) as stored: `f32`, or `f16` kept as raw bits so a
+/// GPU can read them packed.
+#[derive(Debug, Clone)]
+pub enum ProbBuf {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl ProbBuf {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            ProbBuf::F32(v) => v.len(),
+            ProbBuf::F16(v) => v.len(),
+        }
+    }
+
+    /// True when there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i` as `f32`.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            ProbBuf::F32(v) => v[i],
+            ProbBuf::F16(v) => half::f16::from_bits(v[i]).to_f32(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            ProbBuf::F32(v) => v.len() * 4,
+            ProbBuf::F16(v) => v.len() * 2,
+        }
+    }
+}
+
+/// A batch of classification rows: `probs` is `n × classes`, row-major.
+#[derive(Debug, Clone)]
+pub struct RowBatch {
+    pub probs: ProbBuf,
+    /// The annotated label of each row, each `< classes`.
+    pub labels: Vec<u32>,
+    pub classes: usize,
+    /// Apply a softmax to each row first.
+    pub logits: bool,
+}
+
+/// What a backend returns for a [`RowBatch`].
+#[derive(Debug, Clone, Default)]
+pub struct RowScores {
+    /// One entry per row (meaningless for rows at or after `first_invalid`).
+    pub samples: Vec<SampleScores>,
+    /// The batch's reliability table.
+    pub bins: CalibrationBins,
+    /// The first row whose values are invalid, if any.
+    pub first_invalid: Option<usize>,
+}
+
+/// One segmentation item: `probs` is `classes × h × w` (C order) and `labels`
+/// the `h × w` annotation, each value `< classes` or `== ignore_index`.
+#[derive(Debug, Clone)]
+pub struct SegItem {
+    pub probs: ProbBuf,
+    pub labels: Vec<u16>,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// A batch of segmentation items sharing the class count and options.
+#[derive(Debug, Clone)]
+pub struct SegBatch {
+    pub items: Vec<SegItem>,
+    pub classes: usize,
+    pub ignore_index: u16,
+    pub logits: bool,
+}
+
+/// Sums of per-pixel scores over an item's non-ignored pixels (`f64`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScoreSums {
+    pub entropy: f64,
+    pub margin: f64,
+    pub least_confidence: f64,
+    pub self_confidence: f64,
+    pub normalized_margin: f64,
+}
+
+impl ScoreSums {
+    /// Add one pixel's scores.
+    #[inline]
+    pub fn add(&mut self, s: &SampleScores) {
+        self.entropy += s.entropy as f64;
+        self.margin += s.margin as f64;
+        self.least_confidence += s.least_confidence as f64;
+        self.self_confidence += s.self_confidence as f64;
+        self.normalized_margin += s.normalized_margin as f64;
+    }
+
+    /// Add another set of sums.
+    pub fn merge(&mut self, o: &ScoreSums) {
+        self.entropy += o.entropy;
+        self.margin += o.margin;
+        self.least_confidence += o.least_confidence;
+        self.self_confidence += o.self_confidence;
+        self.normalized_margin += o.normalized_margin;
+    }
+}
+
+/// The temperature of the softmin aggregations (cleanlab's default, 0.1).
+pub const SOFTMIN_TEMPERATURE: f64 = 0.1;
+
+/// Running sums for a softmin over pixel scores `s_i`:
+/// `Σ s_i w_i / Σ w_i` with `w_i = exp((1 − s_i) / T)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Softmin {
+    pub weighted: f64,
+    pub weight: f64,
+}
+
+impl Softmin {
+    /// Add one score in [0, 1].
+    #[inline]
+    pub fn add(&mut self, s: f32) {
+        let w = ((1.0 - s as f64) / SOFTMIN_TEMPERATURE).exp();
+        self.weighted += s as f64 * w;
+        self.weight += w;
+    }
+
+    /// Add other sums.
+    pub fn merge(&mut self, o: &Softmin) {
+        self.weighted += o.weighted;
+        self.weight += o.weight;
+    }
+
+    /// The aggregated value, `None` without samples.
+    pub fn value(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.weighted / self.weight)
+    }
+}
+
+/// What a backend returns for one [`SegItem`]: sums and counts only.
+#[derive(Debug, Clone)]
+pub struct SegItemStats {
+    /// Non-ignored pixels.
+    pub pixels: u64,
+    /// Sums of the per-pixel scores over non-ignored pixels.
+    pub sums: ScoreSums,
+    /// Softmin of the per-pixel self-confidence.
+    pub softmin_self_confidence: Softmin,
+    /// Softmin of the per-pixel normalised margin.
+    pub softmin_normalized_margin: Softmin,
+    /// Reliability table over the item's non-ignored pixels.
+    pub bins: CalibrationBins,
+    /// Label × prediction counts over non-ignored pixels.
+    pub confusion: Confusion,
+    /// Boundary-band counts per class (ignore pixels removed after banding).
+    pub bands: BandCounts,
+    /// The first pixel (row-major index) whose values are invalid, if any.
+    pub first_invalid: Option<usize>,
+}
+
+/// Describes the backend that produced the numbers (goes into `report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendInfo {
+    /// `cpu` or `gpu`.
+    pub name: String,
+    /// Worker threads (CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Adapter name, graphics API and device type (GPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+}
+
+/// The operations every backend provides.
+pub trait Backend: Send + Sync {
+    /// Who computed the numbers.
+    fn info(&self) -> BackendInfo;
+
+    /// Score a batch of classification rows.
+    fn score_rows(&self, batch: &RowBatch) -> Result<RowScores>;
+
+    /// Score a batch of segmentation items, one result per item, in order.
+    fn score_items(&self, batch: &SegBatch) -> Result<Vec<SegItemStats>>;
+}
+
+/// Which backend the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The rayon CPU reference.
+    Cpu,
+    /// wgpu compute shaders.
+    Gpu,
+    /// A hardware GPU when one exists, else the CPU.
+    #[default]
+    Auto,
+}
+
+/// Create the backend for `kind`.
+///
+/// `gpu` fails with a clear error while the GPU backend is not built; `auto`
+/// then picks the CPU.
+pub fn select(kind: BackendKind) -> Result<Box<dyn Backend>> {
+    match kind {
+        BackendKind::Cpu | BackendKind::Auto => Ok(Box::new(cpu::CpuBackend::new())),
+        BackendKind::Gpu => Err(Error::Backend {
+            backend: "gpu".into(),
+            message: "the GPU backend is not built yet; use --backend cpu or auto".into(),
+        }),
+    }
+}

@@ -1,0 +1,127 @@
+//! `items.csv`: one row per item, column `id` (unique), plus `label`
+//! (classification) or `mask` (segmentation), plus any carried columns.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The parsed item table.
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    /// Column names in file order.
+    pub columns: Vec<String>,
+    /// Item ids in row order.
+    pub ids: Vec<String>,
+    /// Every cell, row-major, `rows[i][j]` for column `columns[j]`.
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Manifest {
+    /// Read and check `path`: an `id` column, unique non-empty ids, and every
+    /// row as wide as the header.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_path(path)
+            .map_err(|e| csv_error(path, e))?;
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(|e| csv_error(path, e))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        let id_col = columns
+            .iter()
+            .position(|c| c == "id")
+            .ok_or_else(|| Error::input(path, "no `id` column in the header").field("id"))?;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut ids = Vec::new();
+        let mut rows = Vec::new();
+        for (i, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| csv_error(path, e))?;
+            let row: Vec<String> = record.iter().map(str::to_string).collect();
+            let id = row[id_col].trim().to_string();
+            let line = i + 2;
+            if id.is_empty() {
+                return Err(Error::input(path, format!("empty id on line {line}")).field("id"));
+            }
+            if let Some(first) = seen.insert(id.clone(), line) {
+                return Err(Error::input(
+                    path,
+                    format!("duplicate id: lines {first} and {line} both use it"),
+                )
+                .item(id)
+                .field("id"));
+            }
+            ids.push(id);
+            rows.push(row);
+        }
+        Ok(Manifest { columns, ids, rows })
+    }
+
+    /// A manifest of `n` items with ids `"0"`, `"1"`, ... and no columns.
+    pub fn numbered(n: usize) -> Self {
+        Manifest {
+            columns: vec![],
+            ids: (0..n).map(|i| i.to_string()).collect(),
+            rows: vec![vec![]; n],
+        }
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Index of a column.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> Error {
+    let line = e.position().map(|p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => Error::io(path, io),
+        kind => {
+            let mut msg = format!("{kind:?}");
+            if let csv::ErrorKind::UnequalLengths { expected_len, len, .. } = kind {
+                msg = format!("a row has {len} fields, the header has {expected_len}");
+            }
+            if let Some(line) = line {
+                msg = format!("line {line}: {msg}");
+            }
+            Error::input(path, msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("items.csv");
+        std::fs::write(&p, "id,label,annotator\na,1,x\nb,2,y\n").unwrap();
+        let m = Manifest::load(&p).unwrap();
+        assert_eq!(m.ids, vec!["a", "b"]);
+        assert_eq!(m.column("annotator"), Some(2));
+        std::fs::write(&p, "id,label\na,1\nb,2\na,3\n").unwrap();
+        let e = Manifest::load(&p).unwrap_err().to_string();
+        assert!(e.contains("duplicate id") && e.contains("\"a\"") && e.contains("lines 2 and 4"), "{e}");
+        std::fs::write(&p, "name,label\na,1\n").unwrap();
+        assert!(Manifest::load(&p).unwrap_err().to_string().contains("no `id` column"));
+        std::fs::write(&p, "id,label\na,1,extra\n").unwrap();
+        let e = Manifest::load(&p).unwrap_err().to_string();
+        assert!(e.contains("3 fields"), "{e}");
+    }
+}

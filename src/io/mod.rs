@@ -1,0 +1,6 @@
+//! Readers that validate as they go, and the atomic writer for outputs.
+
+pub mod atomic;
+pub mod manifest;
+pub mod mask;
+pub mod npy;

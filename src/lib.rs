@@ -1,0 +1,26 @@
+//! `triage`: rank the labels of a dataset by how much a human should re-check them.
+//!
+//! The library reads a dataset directory (see [`config`]), streams the model's
+//! probabilities batch by batch through a [`backend::Backend`], aggregates the
+//! per-item and per-dataset scores ([`metrics`]), orders the items by
+//! [`priority`] and writes the review queue and report ([`output`]).
+//!
+//! ```no_run
+//! let opts = triage::pipeline::RunOptions::new("datasets/demo", "out/demo");
+//! let summary = triage::pipeline::run(&opts)?;
+//! println!("{} items scored", summary.n_items);
+//! # Ok::<(), triage::Error>(())
+//! ```
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod output;
+pub mod pipeline;
+pub mod priority;
+pub mod synth;
+
+pub use error::{Error, Result};

@@ -1,0 +1,141 @@
+//! Confusion counts, and the per-class mask IoU and Dice that follow from them.
+//!
+//! For class `c`, `G_c = {label == c}` and `P_c = {ŷ == c}`, with pixels whose
+//! label is `ignore_index` removed from both. Then
+//! `IoU_c = |G_c ∩ P_c| / |G_c ∪ P_c|` and
+//! `Dice_c = 2|G_c ∩ P_c| / (|G_c| + |P_c|)`.
+//! A class absent from both sides is undefined and left out of an item's mean.
+//! Dataset-level values pool the counts (sums of intersections over sums of
+//! unions), which is what summing [`Confusion`] tables gives.
+
+/// A `C × C` table of counts: row = annotated label, column = prediction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confusion {
+    classes: usize,
+    counts: Vec<u64>,
+}
+
+impl Confusion {
+    /// An all-zero table for `classes` classes.
+    pub fn new(classes: usize) -> Self {
+        Confusion {
+            classes,
+            counts: vec![0; classes * classes],
+        }
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Count one sample (`label`, `pred` both `< classes`).
+    #[inline]
+    pub fn add(&mut self, label: usize, pred: usize) {
+        self.counts[label * self.classes + pred] += 1;
+    }
+
+    /// Add another table of the same size.
+    pub fn merge(&mut self, other: &Confusion) {
+        debug_assert_eq!(self.classes, other.classes);
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    /// The count of samples labelled `label` and predicted `pred`.
+    pub fn get(&self, label: usize, pred: usize) -> u64 {
+        self.counts[label * self.classes + pred]
+    }
+
+    /// The table as rows (label) of columns (prediction).
+    pub fn rows(&self) -> Vec<Vec<u64>> {
+        self.counts
+            .chunks(self.classes.max(1))
+            .map(<[u64]>::to_vec)
+            .collect()
+    }
+
+    /// `|G_c ∩ P_c|`.
+    pub fn intersection(&self, c: usize) -> u64 {
+        self.get(c, c)
+    }
+
+    /// `|G_c|`, the class's support.
+    pub fn label_count(&self, c: usize) -> u64 {
+        (0..self.classes).map(|k| self.get(c, k)).sum()
+    }
+
+    /// `|P_c|`.
+    pub fn pred_count(&self, c: usize) -> u64 {
+        (0..self.classes).map(|k| self.get(k, c)).sum()
+    }
+
+    /// Total number of samples.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Number of samples on the diagonal.
+    pub fn correct(&self) -> u64 {
+        (0..self.classes).map(|c| self.get(c, c)).sum()
+    }
+
+    /// `IoU_c`, or `None` when the class is absent from both sides.
+    pub fn iou(&self, c: usize) -> Option<f64> {
+        let (g, p, i) = (self.label_count(c), self.pred_count(c), self.intersection(c));
+        let union = g + p - i;
+        (union > 0).then(|| i as f64 / union as f64)
+    }
+
+    /// `Dice_c`, or `None` when the class is absent from both sides.
+    pub fn dice(&self, c: usize) -> Option<f64> {
+        let (g, p, i) = (self.label_count(c), self.pred_count(c), self.intersection(c));
+        (g + p > 0).then(|| 2.0 * i as f64 / (g + p) as f64)
+    }
+
+    /// Mean of the defined per-class IoUs.
+    pub fn mean_iou(&self) -> Option<f64> {
+        mean_defined((0..self.classes).map(|c| self.iou(c)))
+    }
+
+    /// Mean of the defined per-class Dice scores.
+    pub fn mean_dice(&self) -> Option<f64> {
+        mean_defined((0..self.classes).map(|c| self.dice(c)))
+    }
+}
+
+/// The mean of the `Some` values, or `None` if there are none.
+pub fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let (sum, n) = values
+        .flatten()
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_worked_iou_and_dice() {
+        // labels: 0 0 1 1 1 ; preds: 0 1 1 1 2  (3 classes)
+        let mut t = Confusion::new(4);
+        for (l, p) in [(0, 0), (0, 1), (1, 1), (1, 1), (1, 2)] {
+            t.add(l, p);
+        }
+        // class 0: I=1, G=2, P=1 -> IoU 1/2, Dice 2/3
+        assert_eq!(t.iou(0), Some(0.5));
+        assert!((t.dice(0).unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // class 1: I=2, G=3, P=3 -> IoU 2/4, Dice 4/6
+        assert_eq!(t.iou(1), Some(0.5));
+        // class 2: I=0, G=0, P=1 -> IoU 0, Dice 0
+        assert_eq!(t.iou(2), Some(0.0));
+        assert_eq!(t.dice(2), Some(0.0));
+        // class 3 absent from both: undefined, left out of the mean.
+        assert_eq!(t.iou(3), None);
+        assert!((t.mean_iou().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(t.correct(), 3);
+        assert_eq!(t.total(), 5);
+    }
+}

@@ -1,0 +1,8 @@
+//! Metric definitions: one file per metric family, each the CPU reference
+//! that defines the numbers (see `../shared/DEFINITIONS.md`), mirrored by a
+//! shader of the same stem in `shaders/`.
+
+pub mod boundary_iou;
+pub mod calibration;
+pub mod confusion;
+pub mod pixel_stats;

@@ -1,0 +1,249 @@
+//! Per-sample uncertainty and label-quality scores (a sample is one
+//! classification row or one segmentation pixel).
+//!
+//! For a probability vector `p` over `C` classes and annotated label `y`
+//! (definitions: `../shared/DEFINITIONS.md`):
+//!
+//! | score | formula | range, meaning |
+//! |---|---|---|
+//! | `entropy` | `-Σ_k p_k ln p_k / ln C`, with `0 ln 0 = 0` | [0, 1], high = uncertain |
+//! | `margin` | `p_(1) - p_(2)` | [0, 1], low = uncertain |
+//! | `least_confidence` | `1 - p_(1)` | [0, 1], high = uncertain |
+//! | `self_confidence` | `p_y` | [0, 1], low = label suspect |
+//! | `normalized_margin` | `(p_y - max_{k≠y} p_k + 1) / 2` | [0, 1], low = label suspect |
+//!
+//! The prediction is `ŷ = argmax p` with ties broken toward the lowest class
+//! index, and the confidence is `p_(1)`.
+//!
+//! Input validation is part of the contract: every `p_k` must be finite and
+//! non-negative and `|Σ p - 1| ≤ 1e-3`; within that tolerance `p` is divided
+//! by its sum. With logits, `p = softmax(x)` (computed as
+//! `exp(x - max x) / Σ exp(x - max x)`) and only finiteness is required.
+//!
+//! All per-sample arithmetic is `f32`, in class order, exactly as written here;
+//! the CPU backend calls [`score_sample`] for every sample, so this function
+//! defines the reference numbers.
+
+/// Tolerance on `|Σ_k p_k - 1|` below which a sample is renormalised silently.
+pub const SUM_TOLERANCE: f32 = 1e-3;
+
+/// Why a sample's probabilities were rejected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Invalid {
+    /// `p[class]` is NaN or infinite.
+    NonFinite { class: usize, value: f32 },
+    /// `p[class] < 0`.
+    Negative { class: usize, value: f32 },
+    /// The probabilities sum to `sum`, more than [`SUM_TOLERANCE`] from 1.
+    NotNormalised { sum: f32 },
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::NonFinite { class, value } => {
+                write!(f, "class {class}: probability is not finite ({value})")
+            }
+            Invalid::Negative { class, value } => {
+                write!(f, "class {class}: probability is negative ({value})")
+            }
+            Invalid::NotNormalised { sum } => write!(
+                f,
+                "probabilities sum to {sum}, not 1 (tolerance {SUM_TOLERANCE}); pass --logits if these are logits"
+            ),
+        }
+    }
+}
+
+/// The scores of one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SampleScores {
+    /// `argmax p`, lowest index on ties.
+    pub pred: u32,
+    /// `p_(1)`, the top probability after renormalisation.
+    pub confidence: f32,
+    /// Normalised entropy `H(p) / ln C`.
+    pub entropy: f32,
+    /// `p_(1) - p_(2)`.
+    pub margin: f32,
+    /// `1 - p_(1)`.
+    pub least_confidence: f32,
+    /// `p_y`.
+    pub self_confidence: f32,
+    /// `(p_y - max_{k≠y} p_k + 1) / 2`.
+    pub normalized_margin: f32,
+}
+
+/// Validate, normalise and score one sample.
+///
+/// `p` holds the `C ≥ 2` values of one sample (probabilities, or logits when
+/// `logits` is set); `label` is the annotated class, which must be `< C`.
+/// `scratch` must have the same length as `p`; it receives the normalised
+/// probabilities.
+#[inline]
+pub fn score_sample(
+    p: &[f32],
+    label: u32,
+    logits: bool,
+    scratch: &mut [f32],
+) -> Result<SampleScores, Invalid> {
+    normalise(p, logits, scratch)?;
+    Ok(score_normalised(scratch, label))
+}
+
+/// Check `p` and write the normalised probabilities into `q`.
+#[inline]
+pub fn normalise(p: &[f32], logits: bool, q: &mut [f32]) -> Result<(), Invalid> {
+    debug_assert_eq!(p.len(), q.len());
+    if logits {
+        let mut max = f32::NEG_INFINITY;
+        for (class, &x) in p.iter().enumerate() {
+            if !x.is_finite() {
+                return Err(Invalid::NonFinite { class, value: x });
+            }
+            max = max.max(x);
+        }
+        let mut sum = 0.0f32;
+        for (qk, &x) in q.iter_mut().zip(p) {
+            *qk = (x - max).exp();
+            sum += *qk;
+        }
+        for qk in q.iter_mut() {
+            *qk /= sum;
+        }
+        return Ok(());
+    }
+    let mut sum = 0.0f32;
+    for (class, &x) in p.iter().enumerate() {
+        if !x.is_finite() {
+            return Err(Invalid::NonFinite { class, value: x });
+        }
+        if x < 0.0 {
+            return Err(Invalid::Negative { class, value: x });
+        }
+        sum += x;
+    }
+    if (sum - 1.0).abs() > SUM_TOLERANCE {
+        return Err(Invalid::NotNormalised { sum });
+    }
+    for (qk, &x) in q.iter_mut().zip(p) {
+        *qk = x / sum;
+    }
+    Ok(())
+}
+
+/// Score probabilities that are already valid and normalised.
+#[inline]
+pub fn score_normalised(q: &[f32], label: u32) -> SampleScores {
+    let c = q.len();
+    let mut top1 = f32::NEG_INFINITY;
+    let mut top2 = f32::NEG_INFINITY;
+    let mut pred = 0u32;
+    let mut plogp = 0.0f32;
+    for (k, &x) in q.iter().enumerate() {
+        if x > 0.0 {
+            plogp += x * x.ln();
+        }
+        if x > top1 {
+            top2 = top1;
+            top1 = x;
+            pred = k as u32;
+        } else if x > top2 {
+            top2 = x;
+        }
+    }
+    let py = q[label as usize];
+    // The largest probability among the other classes.
+    let other = if pred == label { top2 } else { top1 };
+    let ln_c = (c as f32).ln();
+    SampleScores {
+        pred,
+        confidence: top1,
+        entropy: (-plogp / ln_c).max(0.0),
+        margin: top1 - top2,
+        least_confidence: 1.0 - top1,
+        self_confidence: py,
+        normalized_margin: (py - other + 1.0) * 0.5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f64) -> bool {
+        (a as f64 - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn hand_worked_three_classes() {
+        // p = (0.7, 0.2, 0.1), label 1.
+        let p = [0.7f32, 0.2, 0.1];
+        let mut q = [0.0; 3];
+        let s = score_sample(&p, 1, false, &mut q).unwrap();
+        let h = -(0.7f64 * 0.7f64.ln() + 0.2 * 0.2f64.ln() + 0.1 * 0.1f64.ln()) / 3f64.ln();
+        assert_eq!(s.pred, 0);
+        assert!(close(s.entropy, h), "{} vs {h}", s.entropy);
+        assert!(close(s.margin, 0.5));
+        assert!(close(s.least_confidence, 0.3));
+        assert!(close(s.self_confidence, 0.2));
+        // (0.2 - 0.7 + 1) / 2
+        assert!(close(s.normalized_margin, 0.25));
+        assert!(close(s.confidence, 0.7));
+    }
+
+    #[test]
+    fn label_is_argmax_uses_runner_up() {
+        let p = [0.1f32, 0.6, 0.3];
+        let mut q = [0.0; 3];
+        let s = score_sample(&p, 1, false, &mut q).unwrap();
+        // (0.6 - 0.3 + 1) / 2
+        assert!(close(s.normalized_margin, 0.65));
+    }
+
+    #[test]
+    fn ties_break_to_lowest_index_and_one_hot_has_zero_entropy() {
+        let mut q = [0.0; 4];
+        let s = score_sample(&[0.25, 0.25, 0.25, 0.25], 3, false, &mut q).unwrap();
+        assert_eq!(s.pred, 0);
+        assert!(close(s.entropy, 1.0));
+        assert_eq!(s.margin, 0.0);
+        assert!(close(s.normalized_margin, 0.5));
+        let s = score_sample(&[0.0, 0.0, 1.0, 0.0], 2, false, &mut q).unwrap();
+        assert_eq!(s.pred, 2);
+        assert_eq!(s.entropy, 0.0);
+        assert_eq!(s.confidence, 1.0);
+        assert_eq!(s.normalized_margin, 1.0);
+    }
+
+    #[test]
+    fn renormalises_within_tolerance_and_rejects_beyond() {
+        let mut q = [0.0; 2];
+        // IMDB-style: exceeds 1 by 2e-5.
+        let s = score_sample(&[0.50001, 0.50001], 0, false, &mut q).unwrap();
+        assert_eq!(q[0], q[1]);
+        assert!((q[0] - 0.5).abs() < 1e-7);
+        assert_eq!(s.pred, 0);
+        let e = score_sample(&[0.6, 0.5], 0, false, &mut q).unwrap_err();
+        assert!(matches!(e, Invalid::NotNormalised { .. }), "{e:?}");
+        let e = score_sample(&[1.1, -0.1], 0, false, &mut q).unwrap_err();
+        assert_eq!(e, Invalid::Negative { class: 1, value: -0.1 });
+        let e = score_sample(&[f32::NAN, 1.0], 0, false, &mut q).unwrap_err();
+        assert!(matches!(e, Invalid::NonFinite { class: 0, .. }));
+        let e = score_sample(&[0.5, f32::INFINITY], 0, true, &mut q).unwrap_err();
+        assert!(matches!(e, Invalid::NonFinite { class: 1, .. }));
+    }
+
+    #[test]
+    fn logits_softmax() {
+        let mut q = [0.0; 2];
+        // softmax(0, ln 3) = (0.25, 0.75)
+        let s = score_sample(&[0.0, 3f32.ln()], 0, true, &mut q).unwrap();
+        assert!(close(q[0], 0.25) && close(q[1], 0.75));
+        assert_eq!(s.pred, 1);
+        assert!(close(s.self_confidence, 0.25));
+        // Large logits do not overflow.
+        let s = score_sample(&[1000.0, 0.0], 0, true, &mut q).unwrap();
+        assert_eq!(s.confidence, 1.0);
+    }
+}

@@ -1,0 +1,262 @@
+//! The run's outputs: `queue.jsonl`, `queue.csv` and `report.json`, written
+//! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
+//! at all.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::backend::BackendInfo;
+use crate::config::{DatasetConfig, Task};
+use crate::error::Result;
+use crate::io::atomic::AtomicOutputs;
+use crate::io::manifest::Manifest;
+use crate::pipeline::{DatasetStats, ItemResult, RunOptions, Timings};
+use crate::priority;
+
+/// Keys of a queue row that carried columns may not take.
+const RESERVED: [&str; 7] = ["rank", "id", "priority", "reasons", "scores", "label", "predicted"];
+
+/// `report.json` before the write timings are known.
+pub struct Report(Map<String, Value>);
+
+fn num(x: Option<f64>) -> Value {
+    x.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v))
+}
+
+impl Report {
+    /// Summarise the run.
+    pub fn build(
+        cfg: &DatasetConfig,
+        opts: &RunOptions,
+        backend: &BackendInfo,
+        items: &[ItemResult],
+        stats: &DatasetStats,
+        timings: &Timings,
+    ) -> Report {
+        let c = cfg.num_classes();
+        let conf = &stats.confusion;
+        let total = conf.total();
+        let per_class: Vec<Value> = (0..c)
+            .map(|k| {
+                let mut o = Map::new();
+                o.insert("class".into(), json!(k));
+                o.insert("name".into(), json!(cfg.class_names[k]));
+                o.insert("support".into(), json!(conf.label_count(k)));
+                o.insert("predicted".into(), json!(conf.pred_count(k)));
+                match cfg.task {
+                    Task::Classification => {
+                        let i = conf.intersection(k) as f64;
+                        let ratio = |d: u64| (d > 0).then(|| i / d as f64);
+                        o.insert("precision".into(), num(ratio(conf.pred_count(k))));
+                        o.insert("recall".into(), num(ratio(conf.label_count(k))));
+                    }
+                    Task::Segmentation => {
+                        o.insert("iou".into(), num(conf.iou(k)));
+                        o.insert("dice".into(), num(conf.dice(k)));
+                        let b = stats.bands.as_ref().and_then(|b| b.iou(k));
+                        o.insert("boundary_iou".into(), num(b));
+                    }
+                }
+                Value::Object(o)
+            })
+            .collect();
+        let mut r = Map::new();
+        r.insert("n_items".into(), json!(items.len()));
+        r.insert("task".into(), json!(cfg.task));
+        r.insert("num_classes".into(), json!(c));
+        r.insert("classes".into(), json!(cfg.class_names));
+        r.insert("samples".into(), json!(total));
+        r.insert(
+            "accuracy".into(),
+            num((total > 0).then(|| conf.correct() as f64 / total as f64)),
+        );
+        r.insert("ece".into(), num(stats.bins.ece()));
+        r.insert("mce".into(), num(stats.bins.mce()));
+        r.insert("reliability".into(), json!(stats.bins.table()));
+        r.insert("confusion".into(), json!(conf.rows()));
+        r.insert("per_class".into(), Value::Array(per_class));
+        if cfg.task == Task::Segmentation {
+            let mean_of = |f: fn(&priority::SegScores) -> Option<f64>| {
+                crate::metrics::confusion::mean_defined(
+                    items.iter().map(|i| i.scores.seg.as_ref().and_then(f)),
+                )
+            };
+            r.insert(
+                "segmentation".into(),
+                json!({
+                    "miou": num(conf.mean_iou()),
+                    "mdice": num(conf.mean_dice()),
+                    "mboundary_iou": num(stats.bands.as_ref().and_then(|b| b.mean_iou())),
+                    "mean_item_miou": num(mean_of(|s| s.miou)),
+                    "mean_item_boundary_iou": num(mean_of(|s| s.boundary_iou)),
+                    "ignore_index": cfg.ignore_index,
+                    "boundary_band": "d = max(1, round(0.02 * image diagonal)) per item",
+                }),
+            );
+        }
+        r.insert("priority".into(), json!(priority::formula(cfg.task)));
+        r.insert("backend".into(), json!(backend));
+        r.insert(
+            "options".into(),
+            json!({
+                "dataset": opts.dataset,
+                "batch_size": opts.batch_size,
+                "top": opts.top,
+                "logits": opts.logits,
+                "backend": opts.backend,
+            }),
+        );
+        r.insert(
+            "timings".into(),
+            json!({
+                "read_s": timings.read.as_secs_f64(),
+                "score_s": timings.score.as_secs_f64(),
+            }),
+        );
+        Report(r)
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux), from
+/// `/proc/self/status`'s `VmHWM`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct QueueRow<'a> {
+    rank: usize,
+    item: &'a ItemResult,
+}
+
+fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
+    manifest
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| {
+            name.as_str() != "id" && !(cfg.task == Task::Classification && name.as_str() == "label")
+        })
+        .map(|(j, name)| {
+            let key = if RESERVED.contains(&name.as_str()) {
+                format!("item_{name}")
+            } else {
+                name.clone()
+            };
+            (j, key)
+        })
+        .collect()
+}
+
+fn json_row(
+    row: &QueueRow<'_>,
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    carry: &[(usize, String)],
+) -> Value {
+    let it = row.item;
+    let mut o = Map::new();
+    o.insert("rank".into(), json!(row.rank));
+    o.insert("id".into(), json!(manifest.ids[it.index]));
+    o.insert("priority".into(), json!(it.priority));
+    o.insert("reasons".into(), json!(it.reasons));
+    if let Some(f) = &it.row {
+        o.insert("label".into(), json!(cfg.class_names[f.label as usize]));
+        o.insert("predicted".into(), json!(cfg.class_names[f.pred as usize]));
+    }
+    let scores: Map<String, Value> = it
+        .scores
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), num(v)))
+        .collect();
+    o.insert("scores".into(), Value::Object(scores));
+    for (j, key) in carry {
+        o.insert(key.clone(), json!(manifest.rows[it.index][*j]));
+    }
+    Value::Object(o)
+}
+
+/// Write `queue.jsonl`, `queue.csv` and `report.json` into `out`, all or none.
+#[allow(clippy::too_many_arguments)]
+pub fn write_all(
+    out: &Path,
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    top: Option<usize>,
+    report: Report,
+    t_write: Instant,
+    t0: Instant,
+) -> Result<Vec<PathBuf>> {
+    let shown = top.unwrap_or(items.len()).min(items.len());
+    let rows: Vec<QueueRow<'_>> = items[..shown]
+        .iter()
+        .enumerate()
+        .map(|(i, item)| QueueRow { rank: i + 1, item })
+        .collect();
+    let carry = carried(cfg, manifest);
+    let mut files = AtomicOutputs::new(out);
+
+    files.write("queue.jsonl", |w| {
+        for row in &rows {
+            serde_json::to_writer(&mut *w, &json_row(row, cfg, manifest, &carry))?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+
+    files.write("queue.csv", |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        let mut header: Vec<String> = ["rank", "id", "priority", "reasons"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if cfg.task == Task::Classification {
+            header.extend(["label".to_string(), "predicted".to_string()]);
+        }
+        if let Some(first) = items.first() {
+            header.extend(first.scores.fields().iter().map(|(k, _)| k.to_string()));
+        }
+        header.extend(carry.iter().map(|(_, k)| k.clone()));
+        csv.write_record(&header).map_err(std::io::Error::other)?;
+        for row in &rows {
+            let it = row.item;
+            let mut rec = vec![
+                row.rank.to_string(),
+                manifest.ids[it.index].clone(),
+                format!("{}", it.priority),
+                it.reasons.join("; "),
+            ];
+            if let Some(f) = &it.row {
+                rec.push(cfg.class_names[f.label as usize].clone());
+                rec.push(cfg.class_names[f.pred as usize].clone());
+            }
+            rec.extend(
+                it.scores
+                    .fields()
+                    .iter()
+                    .map(|(_, v)| v.map_or(String::new(), |x| format!("{x}"))),
+            );
+            rec.extend(carry.iter().map(|(j, _)| manifest.rows[it.index][*j].clone()));
+            csv.write_record(&rec).map_err(std::io::Error::other)?;
+        }
+        csv.flush()
+    })?;
+
+    let mut report = report.0;
+    if let Some(Value::Object(t)) = report.get_mut("timings") {
+        t.insert("write_s".into(), json!(t_write.elapsed().as_secs_f64()));
+        t.insert("total_s".into(), json!(t0.elapsed().as_secs_f64()));
+    }
+    report.insert("memory".into(), json!({ "peak_rss_bytes": peak_rss_bytes() }));
+    files.write("report.json", |w| {
+        serde_json::to_writer_pretty(&mut *w, &Value::Object(report))?;
+        w.write_all(b"\n")
+    })?;
+    files.commit()
+}

@@ -1,0 +1,565 @@
+//! `triage run`: read a dataset, stream it through a backend, rank, write.
+//!
+//! Segmentation streams batch by batch. A reader thread reads at most one
+//! batch ahead (a bounded channel of depth 1), so at most three batches are in
+//! memory at once (one being read, one queued, one being scored), whatever the
+//! number of items. Reads are positioned `read`s into owned buffers: no
+//! memory-mapped pages pile up.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backend::{self, Backend, BackendKind, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
+use crate::config::{DatasetConfig, Task};
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+use crate::io::mask::read_mask;
+use crate::io::npy::NpyArray;
+use crate::metrics::boundary_iou::BandCounts;
+use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::confusion::Confusion;
+use crate::metrics::pixel_stats::normalise;
+use crate::output::{self, Report};
+use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
+
+/// Classification rows scored per backend call.
+pub const ROWS_PER_BATCH: usize = 65_536;
+
+/// Options of one run, after validation.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub dataset: PathBuf,
+    pub out: PathBuf,
+    pub backend: BackendKind,
+    /// Segmentation items per batch.
+    pub batch_size: usize,
+    /// Write only the first K queue rows (the report covers every item).
+    pub top: Option<usize>,
+    /// The probabilities are logits: apply a softmax first.
+    pub logits: bool,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl RunOptions {
+    /// Defaults for `dataset` → `out`.
+    pub fn new(dataset: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            dataset: dataset.into(),
+            out: out.into(),
+            backend: BackendKind::Auto,
+            batch_size: 8,
+            top: None,
+            logits: false,
+            progress: false,
+        }
+    }
+}
+
+/// What a finished run reports back.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub n_items: usize,
+    pub files: Vec<PathBuf>,
+    pub backend: String,
+}
+
+/// One scored item.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    /// Row in items order.
+    pub index: usize,
+    pub scores: ItemScores,
+    pub priority: f64,
+    pub reasons: Vec<String>,
+    /// Classification: annotated and predicted class.
+    pub row: Option<RowFacts>,
+}
+
+/// Dataset-level pooled statistics.
+#[derive(Debug, Clone)]
+pub struct DatasetStats {
+    pub bins: CalibrationBins,
+    pub confusion: Confusion,
+    /// Segmentation only.
+    pub bands: Option<BandCounts>,
+}
+
+/// Wall-clock time of the read and score stages (write and total are
+/// measured while writing).
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub read: Duration,
+    pub score: Duration,
+}
+
+/// Run the whole job: score every item and write the queue and the report.
+pub fn run(opts: &RunOptions) -> Result<RunSummary> {
+    let t0 = Instant::now();
+    if opts.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    let cfg = DatasetConfig::load(&opts.dataset)?;
+    let backend = backend::select(opts.backend)?;
+    let mut timings = Timings::default();
+    let (manifest, items, stats) = match cfg.task {
+        Task::Classification => score_classification(&cfg, opts, backend.as_ref(), &mut timings)?,
+        Task::Segmentation => score_segmentation(&cfg, opts, backend.as_ref(), &mut timings)?,
+    };
+    let mut items = items;
+    items.sort_by(|a, b| {
+        b.priority
+            .total_cmp(&a.priority)
+            .then(a.index.cmp(&b.index))
+    });
+    let t_write = Instant::now();
+    let report = Report::build(&cfg, opts, &backend.info(), &items, &stats, &timings);
+    let files = output::write_all(&opts.out, &cfg, &manifest, &items, opts.top, report, t_write, t0)?;
+    Ok(RunSummary {
+        n_items: items.len(),
+        files,
+        backend: backend.info().name,
+    })
+}
+
+fn progress_bar(n: usize, enabled: bool) -> ProgressBar {
+    let target = if enabled {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(n as u64), target);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} scoring [{bar:40}] {pos}/{len} items  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn empty_dataset(path: &Path) -> Error {
+    Error::input(path, "empty dataset: there are no items to score")
+}
+
+// ---------------------------------------------------------------- classification
+
+fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
+    let c = cfg.num_classes() as i64;
+    if let Some(path) = &cfg.labels {
+        let mut arr = NpyArray::open(path)?;
+        let n = match arr.shape.as_slice() {
+            [n] | [n, 1] => *n,
+            s => {
+                return Err(Error::input(path, format!("labels must have shape (N,), found {s:?}")).field("shape"));
+            }
+        };
+        if n != manifest.len() {
+            return Err(Error::input(
+                path,
+                format!("{n} labels but {} items", manifest.len()),
+            )
+            .field("shape"));
+        }
+        let raw = arr.read_ints()?;
+        raw.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if (0..c).contains(&v) {
+                    Ok(v as u32)
+                } else {
+                    Err(Error::input(path, format!("class id {v} out of range 0..{c}"))
+                        .item(&manifest.ids[i])
+                        .field("label"))
+                }
+            })
+            .collect()
+    } else {
+        let items_path = cfg.items.as_deref().unwrap_or(Path::new("items.csv"));
+        let col = manifest.column("label").ok_or_else(|| {
+            Error::input(items_path, "no `label` column and no `labels` input").field("label")
+        })?;
+        manifest
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                cfg.parse_class(&row[col]).ok_or_else(|| {
+                    Error::input(
+                        items_path,
+                        format!(
+                            "label {:?} is neither a class index in 0..{c} nor a class name",
+                            row[col]
+                        ),
+                    )
+                    .item(&manifest.ids[i])
+                    .field("label")
+                })
+            })
+            .collect()
+    }
+}
+
+type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
+
+fn score_classification(
+    cfg: &DatasetConfig,
+    opts: &RunOptions,
+    backend: &dyn Backend,
+    timings: &mut Timings,
+) -> Result<Scored> {
+    let c = cfg.num_classes();
+    let mut probs = NpyArray::open(&cfg.probs)?;
+    if !probs.dtype.is_float() {
+        return Err(Error::input(&cfg.probs, "probabilities must be float16, float32 or float64").field("dtype"));
+    }
+    let (n, pc) = match probs.shape.as_slice() {
+        [n, pc] => (*n, *pc),
+        s => {
+            return Err(Error::input(&cfg.probs, format!("expected shape (N, C) for classification, found {s:?}")).field("shape"));
+        }
+    };
+    let manifest = match &cfg.items {
+        Some(p) => Manifest::load(p)?,
+        None => Manifest::numbered(n),
+    };
+    if manifest.is_empty() || n == 0 {
+        return Err(empty_dataset(cfg.items.as_deref().unwrap_or(&cfg.probs)));
+    }
+    if n != manifest.len() {
+        return Err(Error::input(
+            &cfg.probs,
+            format!("{n} rows of probabilities but {} items in {}", manifest.len(), cfg.items.as_deref().unwrap_or(Path::new("?")).display()),
+        )
+        .field("shape"));
+    }
+    if pc != c {
+        return Err(Error::input(&cfg.probs, format!("{pc} classes in the probabilities but {c} in triage.toml")).field("shape"));
+    }
+    let labels = class_labels(cfg, &manifest)?;
+    let bar = progress_bar(n, opts.progress);
+    let mut items = Vec::with_capacity(n);
+    let mut stats = DatasetStats {
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(c),
+        bands: None,
+    };
+    for start in (0..n).step_by(ROWS_PER_BATCH) {
+        let end = (start + ROWS_PER_BATCH).min(n);
+        let t = Instant::now();
+        let batch = RowBatch {
+            probs: probs.read_probs(start * c, (end - start) * c)?,
+            labels: labels[start..end].to_vec(),
+            classes: c,
+            logits: opts.logits,
+        };
+        timings.read += t.elapsed();
+        let t = Instant::now();
+        let scores = backend.score_rows(&batch)?;
+        timings.score += t.elapsed();
+        if let Some(r) = scores.first_invalid {
+            return Err(diagnose(&batch.probs, r * c, 1, c, opts.logits, &cfg.probs, &manifest.ids[start + r], None));
+        }
+        stats.bins.merge(&scores.bins);
+        for (j, s) in scores.samples.iter().enumerate() {
+            let label = batch.labels[j];
+            stats.confusion.add(label as usize, s.pred as usize);
+            let correct = (s.pred == label) as u32 as f64;
+            let sc = ItemScores {
+                entropy: Some(s.entropy as f64),
+                margin: Some(s.margin as f64),
+                least_confidence: Some(s.least_confidence as f64),
+                self_confidence: Some(s.self_confidence as f64),
+                normalized_margin: Some(s.normalized_margin as f64),
+                ece: Some((correct - s.confidence as f64).abs()),
+                seg: None,
+            };
+            let facts = RowFacts {
+                label,
+                pred: s.pred,
+                p_label: s.self_confidence as f64,
+                p_pred: s.confidence as f64,
+            };
+            let reasons = priority::row_reasons(&sc, &facts, &cfg.class_names);
+            items.push(ItemResult {
+                index: start + j,
+                priority: priority::priority(&sc),
+                scores: sc,
+                reasons,
+                row: Some(facts),
+            });
+        }
+        bar.inc((end - start) as u64);
+    }
+    bar.finish_and_clear();
+    Ok((manifest, items, stats))
+}
+
+/// Build the error for an invalid sample: `count` samples of `c` values with
+/// stride `stride` starting at `start` (one row: stride 1; one pixel: stride
+/// H·W). The message names the class and the value.
+#[allow(clippy::too_many_arguments)]
+fn diagnose(
+    probs: &ProbBuf,
+    start: usize,
+    stride: usize,
+    c: usize,
+    logits: bool,
+    file: &Path,
+    item: &str,
+    pixel: Option<(usize, usize)>,
+) -> Error {
+    let p: Vec<f32> = (0..c).map(|k| probs.get(start + k * stride)).collect();
+    let mut q = vec![0.0; c];
+    let what = match normalise(&p, logits, &mut q) {
+        Err(e) => e.to_string(),
+        Ok(()) => "invalid probabilities".to_string(),
+    };
+    let e = Error::input(file, what).item(item);
+    match pixel {
+        Some((x, y)) => e.field(format!("pixel (x={x}, y={y})")),
+        None => e.field("probs"),
+    }
+}
+
+// ---------------------------------------------------------------- segmentation
+
+/// Where an item's probabilities live.
+enum ProbSource {
+    /// One `(N, C, H, W)` array.
+    Stacked(NpyArray),
+    /// A directory of `<id>.npy`, each `(C, H, W)`.
+    PerItem(PathBuf),
+}
+
+struct SegReader<'a> {
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    mask_col: usize,
+    source: ProbSource,
+    items_path: PathBuf,
+}
+
+impl SegReader<'_> {
+    fn read_item(&mut self, i: usize) -> Result<SegItem> {
+        let c = self.cfg.num_classes();
+        let id = &self.manifest.ids[i];
+        let (probs, h, w) = match &mut self.source {
+            ProbSource::Stacked(arr) => {
+                let (h, w) = (arr.shape[2], arr.shape[3]);
+                let n = c * h * w;
+                (arr.read_probs(i * n, n).map_err(|e| e.item(id))?, h, w)
+            }
+            ProbSource::PerItem(dir) => {
+                let path = dir.join(format!("{id}.npy"));
+                let mut arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
+                let [pc, h, w] = arr.shape[..] else {
+                    return Err(Error::input(&path, format!("expected shape (C, H, W), found {:?}", arr.shape)).item(id).field("shape"));
+                };
+                if pc != c {
+                    return Err(Error::input(&path, format!("{pc} classes but {c} in triage.toml")).item(id).field("shape"));
+                }
+                if !arr.dtype.is_float() {
+                    return Err(Error::input(&path, "probabilities must be float16, float32 or float64").item(id).field("dtype"));
+                }
+                (arr.read_probs(0, c * h * w).map_err(|e| e.item(id))?, h, w)
+            }
+        };
+        let cell = self.manifest.rows[i][self.mask_col].trim();
+        if cell.is_empty() {
+            return Err(Error::input(&self.items_path, "empty mask path").item(id).field("mask"));
+        }
+        let mask_path = self.cfg.dir.join(cell);
+        let labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
+        Ok(SegItem {
+            probs,
+            labels,
+            height: h,
+            width: w,
+        })
+    }
+}
+
+fn score_segmentation(
+    cfg: &DatasetConfig,
+    opts: &RunOptions,
+    backend: &dyn Backend,
+    timings: &mut Timings,
+) -> Result<Scored> {
+    let c = cfg.num_classes();
+    let items_path = cfg
+        .items
+        .clone()
+        .ok_or_else(|| Error::Usage("segmentation needs an items CSV".into()))?;
+    let manifest = Manifest::load(&items_path)?;
+    if manifest.is_empty() {
+        return Err(empty_dataset(&items_path));
+    }
+    let mask_col = manifest
+        .column("mask")
+        .ok_or_else(|| Error::input(&items_path, "segmentation needs a `mask` column").field("mask"))?;
+    let source = if cfg.probs.is_dir() {
+        ProbSource::PerItem(cfg.probs.clone())
+    } else {
+        let arr = NpyArray::open(&cfg.probs)?;
+        if !arr.dtype.is_float() {
+            return Err(Error::input(&cfg.probs, "probabilities must be float16, float32 or float64").field("dtype"));
+        }
+        let [n, pc, _, _] = arr.shape[..] else {
+            return Err(Error::input(&cfg.probs, format!("expected shape (N, C, H, W) for segmentation, found {:?}", arr.shape)).field("shape"));
+        };
+        if n != manifest.len() {
+            return Err(Error::input(&cfg.probs, format!("{n} items of probabilities but {} rows in {}", manifest.len(), items_path.display())).field("shape"));
+        }
+        if pc != c {
+            return Err(Error::input(&cfg.probs, format!("{pc} classes in the probabilities but {c} in triage.toml")).field("shape"));
+        }
+        ProbSource::Stacked(arr)
+    };
+    let n = manifest.len();
+    let bar = progress_bar(n, opts.progress);
+    let mut stats = DatasetStats {
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(c),
+        bands: Some(BandCounts::zeros(c)),
+    };
+    let mut items: Vec<ItemResult> = Vec::with_capacity(n);
+    let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
+    let batch_size = opts.batch_size;
+    let mut reader = SegReader {
+        cfg,
+        manifest: &manifest,
+        mask_col,
+        source,
+        items_path: items_path.clone(),
+    };
+
+    let result: Result<Duration> = std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Result<(usize, SegBatch)>>(1);
+        let producer = scope.spawn(move || {
+            let mut read_time = Duration::ZERO;
+            for start in (0..n).step_by(batch_size) {
+                let t = Instant::now();
+                let end = (start + batch_size).min(n);
+                let batch = (start..end)
+                    .map(|i| reader.read_item(i))
+                    .collect::<Result<Vec<_>>>()
+                    .map(|items| {
+                        (
+                            start,
+                            SegBatch {
+                                items,
+                                classes: c,
+                                ignore_index: cfg.ignore_index,
+                                logits: opts.logits,
+                            },
+                        )
+                    });
+                read_time += t.elapsed();
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    break;
+                }
+            }
+            read_time
+        });
+        for msg in rx.iter() {
+            let (start, batch) = msg?;
+            let t = Instant::now();
+            let results = backend.score_items(&batch)?;
+            timings.score += t.elapsed();
+            for (j, (item, st)) in batch.items.iter().zip(&results).enumerate() {
+                let index = start + j;
+                if let Some(px) = st.first_invalid {
+                    let hw = item.height * item.width;
+                    let file = match &cfg.probs {
+                        p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
+                        p => p.clone(),
+                    };
+                    return Err(diagnose(
+                        &item.probs,
+                        px,
+                        hw,
+                        c,
+                        opts.logits,
+                        &file,
+                        &manifest.ids[index],
+                        Some((px % item.width, px / item.width)),
+                    ));
+                }
+                stats.bins.merge(&st.bins);
+                stats.confusion.merge(&st.confusion);
+                if let Some(b) = &mut stats.bands {
+                    b.add(&st.bands);
+                }
+                let (scores, f) = seg_item_scores(st);
+                items.push(ItemResult {
+                    index,
+                    priority: priority::priority(&scores),
+                    scores,
+                    reasons: vec![],
+                    row: None,
+                });
+                facts.push(f);
+            }
+            bar.inc(batch.items.len() as u64);
+        }
+        drop(rx);
+        producer
+            .join()
+            .map_err(|_| Error::Usage("the reader thread panicked".into()))
+    });
+    timings.read += result?;
+    bar.finish_and_clear();
+
+    let ctx = Context {
+        median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
+        median_boundary_iou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.boundary_iou)),
+    };
+    for (item, f) in items.iter_mut().zip(&facts) {
+        item.reasons = priority::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
+    }
+    Ok((manifest, items, stats))
+}
+
+/// Turn a backend's sums and counts into the item's reported scores.
+pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
+    let n = st.pixels as f64;
+    let mean = |s: f64| (st.pixels > 0).then(|| s / n);
+    let c = st.confusion.classes();
+    let worst_class = (0..c)
+        .filter_map(|k| st.confusion.iou(k).map(|v| (k, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, v)| (k, v, st.confusion.label_count(k), st.confusion.pred_count(k)));
+    let scores = ItemScores {
+        entropy: mean(st.sums.entropy),
+        margin: mean(st.sums.margin),
+        least_confidence: mean(st.sums.least_confidence),
+        self_confidence: mean(st.sums.self_confidence),
+        normalized_margin: mean(st.sums.normalized_margin),
+        ece: st.bins.ece(),
+        seg: Some(SegScores {
+            miou: st.confusion.mean_iou(),
+            dice: st.confusion.mean_dice(),
+            boundary_iou: st.bands.mean_iou(),
+            pixel_accuracy: mean(st.confusion.correct() as f64),
+            self_confidence_softmin: st.softmin_self_confidence.value(),
+            normalized_margin_softmin: st.softmin_normalized_margin.value(),
+            pixels: st.pixels,
+        }),
+    };
+    (scores, SegFacts { worst_class })
+}
+
+/// The median of the values (mean of the middle two for an even count).
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}

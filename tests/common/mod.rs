@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: write `.npy`/PNG/CSV fixtures and
+//! run the real `triage` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Write a little-endian `.npy` with the given descr (`<f4`, `<f8`, `<f2`, `<u2`, ...).
+pub fn write_npy_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let shape_txt = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+pub fn write_f32(path: &Path, shape: &[usize], v: &[f32]) {
+    assert_eq!(shape.iter().product::<usize>(), v.len());
+    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy_raw(path, "<f4", shape, &data);
+}
+
+pub fn write_f64(path: &Path, shape: &[usize], v: &[f64]) {
+    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy_raw(path, "<f8", shape, &data);
+}
+
+pub fn write_u16(path: &Path, shape: &[usize], v: &[u16]) {
+    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy_raw(path, "<u2", shape, &data);
+}
+
+/// Write an 8-bit grayscale PNG label map (row-major, `h × w`).
+pub fn write_mask(path: &Path, h: usize, w: usize, v: &[u8]) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let img = image::GrayImage::from_raw(w as u32, h as u32, v.to_vec()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// Run the `triage` binary with `args`.
+pub fn triage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(args)
+        .output()
+        .expect("the triage binary runs")
+}
+
+/// Describe a finished command for assertion messages.
+pub fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "triage {}\nexit: {:?}\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run `triage run DATASET --out OUT [extra]` and insist it succeeds.
+pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", dataset.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = triage(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
+    o
+}
+
+/// Read `queue.jsonl` into JSON values.
+pub fn read_queue(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("queue.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Read `report.json`.
+pub fn read_report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+/// The project's `../shared/data` directory, if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    p.is_dir().then_some(p)
+}
+
+/// Area under the ROC curve of `score` (higher = positive) for the labels
+/// `positive`, with tied scores counted as half (Mann-Whitney U).
+pub fn auroc(score: &[f64], positive: &[bool]) -> f64 {
+    let mut idx: Vec<usize> = (0..score.len()).collect();
+    idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    let mut ranks = vec![0.0; score.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && score[idx[j + 1]] == score[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[idx[k]] = r;
+        }
+        i = j + 1;
+    }
+    let npos = positive.iter().filter(|&&p| p).count() as f64;
+    let nneg = score.len() as f64 - npos;
+    let sum_pos: f64 = ranks.iter().zip(positive).filter(|(_, p)| **p).map(|(r, _)| r).sum();
+    (sum_pos - npos * (npos + 1.0) / 2.0) / (npos * nneg)
+}
