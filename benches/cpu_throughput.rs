@@ -35,17 +35,36 @@ fn batch(f16: bool) -> SegBatch {
                 for k in 0..C {
                     probs[k * hw + i] = if k == top { main } else { rest };
                 }
-                labels[i] = if jitter < 30 { ((top + 1) % C) as u16 } else { top as u16 };
+                labels[i] = if jitter < 30 {
+                    ((top + 1) % C) as u16
+                } else {
+                    top as u16
+                };
             }
             let probs = if f16 {
-                ProbBuf::F16(probs.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect())
+                ProbBuf::F16(
+                    probs
+                        .iter()
+                        .map(|&v| half::f16::from_f32(v).to_bits())
+                        .collect(),
+                )
             } else {
                 ProbBuf::F32(probs)
             };
-            SegItem { probs, labels, height: H, width: W }
+            SegItem {
+                probs,
+                labels,
+                height: H,
+                width: W,
+            }
         })
         .collect();
-    SegBatch { items, classes: C, ignore_index: 255, logits: false }
+    SegBatch {
+        items,
+        classes: C,
+        ignore_index: 255,
+        logits: false,
+    }
 }
 
 fn bench(c: &mut Criterion) {

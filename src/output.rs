@@ -16,13 +16,22 @@ use crate::pipeline::{DatasetStats, ItemResult, RunOptions, Timings};
 use crate::priority;
 
 /// Keys of a queue row that carried columns may not take.
-const RESERVED: [&str; 7] = ["rank", "id", "priority", "reasons", "scores", "label", "predicted"];
+const RESERVED: [&str; 7] = [
+    "rank",
+    "id",
+    "priority",
+    "reasons",
+    "scores",
+    "label",
+    "predicted",
+];
 
 /// `report.json` before the write timings are known.
 pub struct Report(Map<String, Value>);
 
 fn num(x: Option<f64>) -> Value {
-    x.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v))
+    x.filter(|v| v.is_finite())
+        .map_or(Value::Null, |v| json!(v))
 }
 
 impl Report {
@@ -242,7 +251,11 @@ pub fn write_all(
                     .iter()
                     .map(|(_, v)| v.map_or(String::new(), |x| format!("{x}"))),
             );
-            rec.extend(carry.iter().map(|(j, _)| manifest.rows[it.index][*j].clone()));
+            rec.extend(
+                carry
+                    .iter()
+                    .map(|(j, _)| manifest.rows[it.index][*j].clone()),
+            );
             csv.write_record(&rec).map_err(std::io::Error::other)?;
         }
         csv.flush()
@@ -253,7 +266,10 @@ pub fn write_all(
         t.insert("write_s".into(), json!(t_write.elapsed().as_secs_f64()));
         t.insert("total_s".into(), json!(t0.elapsed().as_secs_f64()));
     }
-    report.insert("memory".into(), json!({ "peak_rss_bytes": peak_rss_bytes() }));
+    report.insert(
+        "memory".into(),
+        json!({ "peak_rss_bytes": peak_rss_bytes() }),
+    );
     files.write("report.json", |w| {
         serde_json::to_writer_pretty(&mut *w, &Value::Object(report))?;
         w.write_all(b"\n")

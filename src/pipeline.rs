@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::backend::{self, Backend, BackendKind, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
+use crate::backend::{
+    self, Backend, BackendKind, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats,
+};
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
@@ -117,7 +119,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     });
     let t_write = Instant::now();
     let report = Report::build(&cfg, opts, &backend.info(), &items, &stats, &timings);
-    let files = output::write_all(&opts.out, &cfg, &manifest, &items, opts.top, report, t_write, t0)?;
+    let files = output::write_all(
+        &opts.out, &cfg, &manifest, &items, opts.top, report, t_write, t0,
+    )?;
     Ok(RunSummary {
         n_items: items.len(),
         files,
@@ -132,9 +136,9 @@ fn progress_bar(n: usize, enabled: bool) -> ProgressBar {
         ProgressDrawTarget::hidden()
     };
     let bar = ProgressBar::with_draw_target(Some(n as u64), target);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} scoring [{bar:40}] {pos}/{len} items  {per_sec}  eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} scoring [{bar:40}] {pos}/{len} items  {per_sec}  eta {eta}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -153,15 +157,18 @@ fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
         let n = match arr.shape.as_slice() {
             [n] | [n, 1] => *n,
             s => {
-                return Err(Error::input(path, format!("labels must have shape (N,), found {s:?}")).field("shape"));
+                return Err(Error::input(
+                    path,
+                    format!("labels must have shape (N,), found {s:?}"),
+                )
+                .field("shape"));
             }
         };
         if n != manifest.len() {
-            return Err(Error::input(
-                path,
-                format!("{n} labels but {} items", manifest.len()),
-            )
-            .field("shape"));
+            return Err(
+                Error::input(path, format!("{n} labels but {} items", manifest.len()))
+                    .field("shape"),
+            );
         }
         let raw = arr.read_ints()?;
         raw.iter()
@@ -170,9 +177,11 @@ fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
                 if (0..c).contains(&v) {
                     Ok(v as u32)
                 } else {
-                    Err(Error::input(path, format!("class id {v} out of range 0..{c}"))
-                        .item(&manifest.ids[i])
-                        .field("label"))
+                    Err(
+                        Error::input(path, format!("class id {v} out of range 0..{c}"))
+                            .item(&manifest.ids[i])
+                            .field("label"),
+                    )
                 }
             })
             .collect()
@@ -213,12 +222,20 @@ fn score_classification(
     let c = cfg.num_classes();
     let mut probs = NpyArray::open(&cfg.probs)?;
     if !probs.dtype.is_float() {
-        return Err(Error::input(&cfg.probs, "probabilities must be float16, float32 or float64").field("dtype"));
+        return Err(Error::input(
+            &cfg.probs,
+            "probabilities must be float16, float32 or float64",
+        )
+        .field("dtype"));
     }
     let (n, pc) = match probs.shape.as_slice() {
         [n, pc] => (*n, *pc),
         s => {
-            return Err(Error::input(&cfg.probs, format!("expected shape (N, C) for classification, found {s:?}")).field("shape"));
+            return Err(Error::input(
+                &cfg.probs,
+                format!("expected shape (N, C) for classification, found {s:?}"),
+            )
+            .field("shape"));
         }
     };
     let manifest = match &cfg.items {
@@ -231,12 +248,20 @@ fn score_classification(
     if n != manifest.len() {
         return Err(Error::input(
             &cfg.probs,
-            format!("{n} rows of probabilities but {} items in {}", manifest.len(), cfg.items.as_deref().unwrap_or(Path::new("?")).display()),
+            format!(
+                "{n} rows of probabilities but {} items in {}",
+                manifest.len(),
+                cfg.items.as_deref().unwrap_or(Path::new("?")).display()
+            ),
         )
         .field("shape"));
     }
     if pc != c {
-        return Err(Error::input(&cfg.probs, format!("{pc} classes in the probabilities but {c} in triage.toml")).field("shape"));
+        return Err(Error::input(
+            &cfg.probs,
+            format!("{pc} classes in the probabilities but {c} in triage.toml"),
+        )
+        .field("shape"));
     }
     let labels = class_labels(cfg, &manifest)?;
     let bar = progress_bar(n, opts.progress);
@@ -260,7 +285,16 @@ fn score_classification(
         let scores = backend.score_rows(&batch)?;
         timings.score += t.elapsed();
         if let Some(r) = scores.first_invalid {
-            return Err(diagnose(&batch.probs, r * c, 1, c, opts.logits, &cfg.probs, &manifest.ids[start + r], None));
+            return Err(diagnose(
+                &batch.probs,
+                r * c,
+                1,
+                c,
+                opts.logits,
+                &cfg.probs,
+                &manifest.ids[start + r],
+                None,
+            ));
         }
         stats.bins.merge(&scores.bins);
         for (j, s) in scores.samples.iter().enumerate() {
@@ -356,20 +390,37 @@ impl SegReader<'_> {
                 let path = dir.join(format!("{id}.npy"));
                 let mut arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
                 let [pc, h, w] = arr.shape[..] else {
-                    return Err(Error::input(&path, format!("expected shape (C, H, W), found {:?}", arr.shape)).item(id).field("shape"));
+                    return Err(Error::input(
+                        &path,
+                        format!("expected shape (C, H, W), found {:?}", arr.shape),
+                    )
+                    .item(id)
+                    .field("shape"));
                 };
                 if pc != c {
-                    return Err(Error::input(&path, format!("{pc} classes but {c} in triage.toml")).item(id).field("shape"));
+                    return Err(Error::input(
+                        &path,
+                        format!("{pc} classes but {c} in triage.toml"),
+                    )
+                    .item(id)
+                    .field("shape"));
                 }
                 if !arr.dtype.is_float() {
-                    return Err(Error::input(&path, "probabilities must be float16, float32 or float64").item(id).field("dtype"));
+                    return Err(Error::input(
+                        &path,
+                        "probabilities must be float16, float32 or float64",
+                    )
+                    .item(id)
+                    .field("dtype"));
                 }
                 (arr.read_probs(0, c * h * w).map_err(|e| e.item(id))?, h, w)
             }
         };
         let cell = self.manifest.rows[i][self.mask_col].trim();
         if cell.is_empty() {
-            return Err(Error::input(&self.items_path, "empty mask path").item(id).field("mask"));
+            return Err(Error::input(&self.items_path, "empty mask path")
+                .item(id)
+                .field("mask"));
         }
         let mask_path = self.cfg.dir.join(cell);
         let labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
@@ -397,24 +448,47 @@ fn score_segmentation(
     if manifest.is_empty() {
         return Err(empty_dataset(&items_path));
     }
-    let mask_col = manifest
-        .column("mask")
-        .ok_or_else(|| Error::input(&items_path, "segmentation needs a `mask` column").field("mask"))?;
+    let mask_col = manifest.column("mask").ok_or_else(|| {
+        Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
+    })?;
     let source = if cfg.probs.is_dir() {
         ProbSource::PerItem(cfg.probs.clone())
     } else {
         let arr = NpyArray::open(&cfg.probs)?;
         if !arr.dtype.is_float() {
-            return Err(Error::input(&cfg.probs, "probabilities must be float16, float32 or float64").field("dtype"));
+            return Err(Error::input(
+                &cfg.probs,
+                "probabilities must be float16, float32 or float64",
+            )
+            .field("dtype"));
         }
         let [n, pc, _, _] = arr.shape[..] else {
-            return Err(Error::input(&cfg.probs, format!("expected shape (N, C, H, W) for segmentation, found {:?}", arr.shape)).field("shape"));
+            return Err(Error::input(
+                &cfg.probs,
+                format!(
+                    "expected shape (N, C, H, W) for segmentation, found {:?}",
+                    arr.shape
+                ),
+            )
+            .field("shape"));
         };
         if n != manifest.len() {
-            return Err(Error::input(&cfg.probs, format!("{n} items of probabilities but {} rows in {}", manifest.len(), items_path.display())).field("shape"));
+            return Err(Error::input(
+                &cfg.probs,
+                format!(
+                    "{n} items of probabilities but {} rows in {}",
+                    manifest.len(),
+                    items_path.display()
+                ),
+            )
+            .field("shape"));
         }
         if pc != c {
-            return Err(Error::input(&cfg.probs, format!("{pc} classes in the probabilities but {c} in triage.toml")).field("shape"));
+            return Err(Error::input(
+                &cfg.probs,
+                format!("{pc} classes in the probabilities but {c} in triage.toml"),
+            )
+            .field("shape"));
         }
         ProbSource::Stacked(arr)
     };
@@ -516,7 +590,11 @@ fn score_segmentation(
 
     let ctx = Context {
         median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
-        median_boundary_iou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.boundary_iou)),
+        median_boundary_iou: median(
+            items
+                .iter()
+                .filter_map(|i| i.scores.seg.as_ref()?.boundary_iou),
+        ),
     };
     for (item, f) in items.iter_mut().zip(&facts) {
         item.reasons = priority::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
@@ -532,7 +610,14 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
     let worst_class = (0..c)
         .filter_map(|k| st.confusion.iou(k).map(|v| (k, v)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(k, v)| (k, v, st.confusion.label_count(k), st.confusion.pred_count(k)));
+        .map(|(k, v)| {
+            (
+                k,
+                v,
+                st.confusion.label_count(k),
+                st.confusion.pred_count(k),
+            )
+        });
     let scores = ItemScores {
         entropy: mean(st.sums.entropy),
         margin: mean(st.sums.margin),
@@ -561,5 +646,9 @@ pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }

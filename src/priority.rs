@@ -172,7 +172,10 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
         ));
     }
     if let Some(nm) = scores.normalized_margin {
-        r.push(format!("normalized margin {} (priority = 1 - normalized margin)", f3(nm)));
+        r.push(format!(
+            "normalized margin {} (priority = 1 - normalized margin)",
+            f3(nm)
+        ));
     }
     if let Some(h) = scores.entropy
         && h >= 0.5
@@ -183,7 +186,12 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
 }
 
 /// Reasons for a segmentation item, most important first.
-pub fn seg_reasons(scores: &ItemScores, facts: &SegFacts, ctx: &Context, names: &[String]) -> Vec<String> {
+pub fn seg_reasons(
+    scores: &ItemScores,
+    facts: &SegFacts,
+    ctx: &Context,
+    names: &[String],
+) -> Vec<String> {
     let Some(s) = &scores.seg else {
         return vec![];
     };
@@ -209,18 +217,30 @@ pub fn seg_reasons(scores: &ItemScores, facts: &SegFacts, ctx: &Context, names: 
         r.push(format!("class {name:?} {what}: IoU {}", f3(iou)));
     }
     if let Some(v) = s.miou {
-        r.push(format!("mask mIoU vs prediction {}", with_median(v, ctx.median_miou)));
+        r.push(format!(
+            "mask mIoU vs prediction {}",
+            with_median(v, ctx.median_miou)
+        ));
     }
     if let Some(v) = s.boundary_iou {
-        r.push(format!("Boundary IoU {}", with_median(v, ctx.median_boundary_iou)));
+        r.push(format!(
+            "Boundary IoU {}",
+            with_median(v, ctx.median_boundary_iou)
+        ));
     }
     if let Some(v) = s.normalized_margin_softmin {
-        r.push(format!("label quality (normalized margin, softmin) {}", f3(v)));
+        r.push(format!(
+            "label quality (normalized margin, softmin) {}",
+            f3(v)
+        ));
     }
     if let Some(a) = s.pixel_accuracy
         && a < 0.95
     {
-        r.push(format!("{:.1}% of pixels disagree with the prediction", 100.0 * (1.0 - a)));
+        r.push(format!(
+            "{:.1}% of pixels disagree with the prediction",
+            100.0 * (1.0 - a)
+        ));
     }
     r
 }
@@ -267,7 +287,12 @@ mod tests {
         };
         let r = row_reasons(
             &s,
-            &RowFacts { label: 0, pred: 1, p_label: 0.04, p_pred: 0.94 },
+            &RowFacts {
+                label: 0,
+                pred: 1,
+                p_label: 0.04,
+                p_pred: 0.94,
+            },
             &names,
         );
         assert_eq!(

@@ -17,7 +17,11 @@ fn seg_dataset(dir: &Path) -> Vec<f32> {
         "task = \"segmentation\"\nclasses = [\"bg\", \"road\", \"car\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
     )
     .unwrap();
-    std::fs::write(dir.join("items.csv"), "id,mask,annotator\nimg_a,masks/a.png,ann1\nimg_b,masks/b.png,ann2\n").unwrap();
+    std::fs::write(
+        dir.join("items.csv"),
+        "id,mask,annotator\nimg_a,masks/a.png,ann1\nimg_b,masks/b.png,ann2\n",
+    )
+    .unwrap();
     let mut probs = vec![0.0f32; 2 * C * H * W];
     for n in 0..2 {
         for i in 0..H * W {
@@ -52,7 +56,14 @@ fn cls_dataset(dir: &Path) {
 /// Run on `dataset`, expect exit 2 with every `needles` in stderr and no files in the output.
 fn expect_failure(dataset: &Path, needles: &[&str]) {
     let out = dataset.join("out");
-    let args = ["run", dataset.to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "cpu"];
+    let args = [
+        "run",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
     let o = triage(&args);
     let msg = describe(&args, &o);
     assert_eq!(o.status.code(), Some(2), "{msg}");
@@ -95,17 +106,26 @@ fn at(n: usize, k: usize, x: usize, y: usize) -> usize {
 
 #[test]
 fn missing_probs_file() {
-    with_seg(|d, _| std::fs::remove_file(d.join("probs.npy")).unwrap(), &["probs.npy", "No such file"]);
+    with_seg(
+        |d, _| std::fs::remove_file(d.join("probs.npy")).unwrap(),
+        &["probs.npy", "No such file"],
+    );
 }
 
 #[test]
 fn missing_mask_file() {
-    with_seg(|d, _| std::fs::remove_file(d.join("masks/b.png")).unwrap(), &["b.png", "No such file"]);
+    with_seg(
+        |d, _| std::fs::remove_file(d.join("masks/b.png")).unwrap(),
+        &["b.png", "No such file"],
+    );
 }
 
 #[test]
 fn missing_manifest() {
-    with_seg(|d, _| std::fs::remove_file(d.join("triage.toml")).unwrap(), &["triage.toml"]);
+    with_seg(
+        |d, _| std::fs::remove_file(d.join("triage.toml")).unwrap(),
+        &["triage.toml"],
+    );
 }
 
 #[test]
@@ -122,13 +142,23 @@ fn truncated_npy() {
 
 #[test]
 fn not_an_npy_file() {
-    with_seg(|d, _| std::fs::write(d.join("probs.npy"), "id,x\n1,2\n").unwrap(), &["probs.npy", "not a valid .npy"]);
+    with_seg(
+        |d, _| std::fs::write(d.join("probs.npy"), "id,x\n1,2\n").unwrap(),
+        &["probs.npy", "not a valid .npy"],
+    );
 }
 
 #[test]
 fn unsupported_dtype() {
     with_seg(
-        |d, _| write_npy_raw(&d.join("probs.npy"), "<c8", &[2, C, H, W], &vec![0u8; 2 * C * H * W * 8]),
+        |d, _| {
+            write_npy_raw(
+                &d.join("probs.npy"),
+                "<c8",
+                &[2, C, H, W],
+                &vec![0u8; 2 * C * H * W * 8],
+            )
+        },
         &["probs.npy", "dtype", "unsupported dtype"],
     );
     with_cls(
@@ -175,7 +205,13 @@ fn nan_probability() {
             p[at(1, 2, 3, 2)] = f32::NAN;
             write_f32(&d.join("probs.npy"), &[2, C, H, W], p);
         },
-        &["probs.npy", "\"img_b\"", "pixel (x=3, y=2)", "class 2", "not finite"],
+        &[
+            "probs.npy",
+            "\"img_b\"",
+            "pixel (x=3, y=2)",
+            "class 2",
+            "not finite",
+        ],
     );
 }
 
@@ -197,10 +233,21 @@ fn negative_probability() {
             p[at(0, 1, 4, 3)] = -0.25;
             write_f32(&d.join("probs.npy"), &[2, C, H, W], p);
         },
-        &["\"img_a\"", "pixel (x=4, y=3)", "class 1", "negative (-0.25)"],
+        &[
+            "\"img_a\"",
+            "pixel (x=4, y=3)",
+            "class 1",
+            "negative (-0.25)",
+        ],
     );
     with_cls(
-        |d| write_f64(&d.join("probs.npy"), &[3, 3], &[0.7, 0.2, 0.1, 1.1, -0.1, 0.0, 0.3, 0.3, 0.4]),
+        |d| {
+            write_f64(
+                &d.join("probs.npy"),
+                &[3, 3],
+                &[0.7, 0.2, 0.1, 1.1, -0.1, 0.0, 0.3, 0.3, 0.4],
+            )
+        },
         &["probs.npy", "\"x2\"", "class 1", "negative"],
     );
 }
@@ -215,7 +262,13 @@ fn unnormalised_probability() {
         &["\"img_b\"", "pixel (x=1, y=1)", "sum to 1.5", "--logits"],
     );
     with_cls(
-        |d| write_f64(&d.join("probs.npy"), &[3, 3], &[0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.3, 0.41]),
+        |d| {
+            write_f64(
+                &d.join("probs.npy"),
+                &[3, 3],
+                &[0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.3, 0.41],
+            )
+        },
         &["\"x3\"", "sum to 1.01"],
     );
 }
@@ -228,7 +281,12 @@ fn class_id_out_of_range() {
             mask[2 * W + 1] = 7;
             write_mask(&d.join("masks/a.png"), H, W, &mask);
         },
-        &["a.png", "\"img_a\"", "pixel (x=1, y=2)", "class id 7 out of range"],
+        &[
+            "a.png",
+            "\"img_a\"",
+            "pixel (x=1, y=2)",
+            "class id 7 out of range",
+        ],
     );
     with_cls(
         |d| std::fs::write(d.join("items.csv"), "id,label\nx1,cat\nx2,wolf\nx3,2\n").unwrap(),
@@ -259,20 +317,32 @@ fn corrupt_png() {
         },
         &["b.png", "\"img_b\"", "mask", "PNG"],
     );
-    with_seg(|d, _| std::fs::write(d.join("masks/a.png"), b"not a png").unwrap(), &["a.png", "\"img_a\"", "cannot decode PNG"]);
+    with_seg(
+        |d, _| std::fs::write(d.join("masks/a.png"), b"not a png").unwrap(),
+        &["a.png", "\"img_a\"", "cannot decode PNG"],
+    );
 }
 
 #[test]
 fn duplicate_ids() {
     with_seg(
-        |d, _| std::fs::write(d.join("items.csv"), "id,mask\nimg_a,masks/a.png\nimg_a,masks/b.png\n").unwrap(),
+        |d, _| {
+            std::fs::write(
+                d.join("items.csv"),
+                "id,mask\nimg_a,masks/a.png\nimg_a,masks/b.png\n",
+            )
+            .unwrap()
+        },
         &["items.csv", "\"img_a\"", "id", "duplicate id"],
     );
 }
 
 #[test]
 fn empty_dataset() {
-    with_seg(|d, _| std::fs::write(d.join("items.csv"), "id,mask\n").unwrap(), &["items.csv", "empty dataset"]);
+    with_seg(
+        |d, _| std::fs::write(d.join("items.csv"), "id,mask\n").unwrap(),
+        &["items.csv", "empty dataset"],
+    );
     with_cls(
         |d| {
             std::fs::write(d.join("items.csv"), "id,label\n").unwrap();
@@ -285,11 +355,19 @@ fn empty_dataset() {
 #[test]
 fn bad_manifest() {
     with_seg(
-        |d, _| std::fs::write(d.join("triage.toml"), "task = \"detection\"\nnum_classes = 3\n[inputs]\nprobs = \"p.npy\"\n").unwrap(),
+        |d, _| {
+            std::fs::write(
+                d.join("triage.toml"),
+                "task = \"detection\"\nnum_classes = 3\n[inputs]\nprobs = \"p.npy\"\n",
+            )
+            .unwrap()
+        },
         &["triage.toml", "detection"],
     );
     with_seg(
-        |d, _| std::fs::write(d.join("triage.toml"), "task = \"segmentation\"\nnum_classes = 3\nclasses = [\"a\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n").unwrap(),
+        |d, _| {
+            std::fs::write(d.join("triage.toml"), "task = \"segmentation\"\nnum_classes = 3\nclasses = [\"a\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n").unwrap()
+        },
         &["triage.toml", "classes", "num_classes = 3"],
     );
 }
@@ -303,7 +381,12 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
     let before = std::fs::read(out.join("queue.jsonl")).unwrap();
     probs[at(1, 0, 0, 0)] = f32::NAN;
     write_f32(&tmp.path().join("probs.npy"), &[2, C, H, W], &probs);
-    let args = ["run", tmp.path().to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let args = [
+        "run",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     assert_eq!(triage(&args).status.code(), Some(2));
     assert_eq!(std::fs::read(out.join("queue.jsonl")).unwrap(), before);
     let names: Vec<String> = std::fs::read_dir(&out)
@@ -318,7 +401,14 @@ fn gpu_backend_reports_clearly_until_built() {
     let tmp = tempfile::tempdir().unwrap();
     seg_dataset(tmp.path());
     let out = tmp.path().join("out");
-    let args = ["run", tmp.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--backend", "gpu"];
+    let args = [
+        "run",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "gpu",
+    ];
     let o = triage(&args);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("backend gpu"));

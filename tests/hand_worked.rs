@@ -5,7 +5,10 @@ use common::*;
 
 fn close(v: &serde_json::Value, expected: f64, what: &str) {
     let got = v.as_f64().unwrap_or_else(|| panic!("{what} is {v}"));
-    assert!((got - expected).abs() < 2e-6, "{what}: got {got}, expected {expected}");
+    assert!(
+        (got - expected).abs() < 2e-6,
+        "{what}: got {got}, expected {expected}"
+    );
 }
 
 /// Item `a` (4x4, 2 classes): the label map has class 0 in columns 0-1 and
@@ -22,7 +25,11 @@ fn segmentation_item_and_dataset_scores() {
         "task = \"segmentation\"\nclasses = [\"bg\", \"fg\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
     )
     .unwrap();
-    std::fs::write(d.join("items.csv"), "id,mask,split\nb,b.png,val\na,a.png,train\n").unwrap();
+    std::fs::write(
+        d.join("items.csv"),
+        "id,mask,split\nb,b.png,val\na,a.png,train\n",
+    )
+    .unwrap();
     let mut label = [0u8; 16];
     for y in 0..4 {
         for x in 0..4 {
@@ -35,7 +42,11 @@ fn segmentation_item_and_dataset_scores() {
     let mut probs = vec![0.0f32; 2 * 2 * 16];
     for (n, wrong) in [(0usize, None), (1, Some(2usize))] {
         for i in 0..16 {
-            let pred = if Some(i) == wrong { 0 } else { (i % 4 >= 2) as usize };
+            let pred = if Some(i) == wrong {
+                0
+            } else {
+                (i % 4 >= 2) as usize
+            };
             for k in 0..2 {
                 probs[(n * 2 + k) * 16 + i] = if k == pred { 0.9 } else { 0.1 };
             }
@@ -60,8 +71,16 @@ fn segmentation_item_and_dataset_scores() {
     // (the outer ring touches the edge; the inner 2x2 straddles the class border).
     close(&s["boundary_iou"], 7.0 / 8.0, "boundary_iou");
     close(&s["pixel_accuracy"], 14.0 / 15.0, "pixel_accuracy");
-    close(&s["self_confidence"], (14.0 * 0.9 + 0.1) / 15.0, "self_confidence");
-    close(&s["normalized_margin"], (14.0 * 0.9 + 0.1) / 15.0, "normalized_margin");
+    close(
+        &s["self_confidence"],
+        (14.0 * 0.9 + 0.1) / 15.0,
+        "self_confidence",
+    );
+    close(
+        &s["normalized_margin"],
+        (14.0 * 0.9 + 0.1) / 15.0,
+        "normalized_margin",
+    );
     let h = -(0.9f64 * 0.9f64.ln() + 0.1 * 0.1f64.ln()) / 2f64.ln();
     close(&s["entropy"], h, "entropy");
     close(&s["margin"], 0.8, "margin");
@@ -71,11 +90,33 @@ fn segmentation_item_and_dataset_scores() {
     let e1 = 1f64.exp();
     let e9 = 9f64.exp();
     let softmin = (14.0 * 0.9 * e1 + 0.1 * e9) / (14.0 * e1 + e9);
-    close(&s["normalized_margin_softmin"], softmin, "normalized_margin_softmin");
-    close(&s["self_confidence_softmin"], softmin, "self_confidence_softmin");
-    close(&q[0]["priority"], 1.0 - (0.875 + 0.875 + softmin) / 3.0, "priority");
-    let reasons: Vec<&str> = q[0]["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert!(reasons.iter().any(|r| r.contains("mIoU") && r.contains("0.875")), "{reasons:?}");
+    close(
+        &s["normalized_margin_softmin"],
+        softmin,
+        "normalized_margin_softmin",
+    );
+    close(
+        &s["self_confidence_softmin"],
+        softmin,
+        "self_confidence_softmin",
+    );
+    close(
+        &q[0]["priority"],
+        1.0 - (0.875 + 0.875 + softmin) / 3.0,
+        "priority",
+    );
+    let reasons: Vec<&str> = q[0]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("mIoU") && r.contains("0.875")),
+        "{reasons:?}"
+    );
 
     // Item b is perfect.
     close(&q[1]["scores"]["miou"], 1.0, "b miou");
@@ -91,14 +132,21 @@ fn segmentation_item_and_dataset_scores() {
     close(&r["per_class"][0]["iou"], 14.0 / 15.0, "class 0 iou");
     close(&r["per_class"][1]["iou"], 15.0 / 16.0, "class 1 iou");
     close(&r["per_class"][1]["dice"], 30.0 / 31.0, "class 1 dice");
-    close(&r["per_class"][1]["boundary_iou"], 15.0 / 16.0, "class 1 boundary_iou");
+    close(
+        &r["per_class"][1]["boundary_iou"],
+        15.0 / 16.0,
+        "class 1 boundary_iou",
+    );
     assert_eq!(r["per_class"][1]["support"], 16);
     close(&r["ece"], 29.0 / 30.0 - 0.9, "dataset ece");
     close(&r["mce"], 29.0 / 30.0 - 0.9, "dataset mce");
     assert_eq!(r["reliability"][13]["count"], 30);
     assert_eq!(r["backend"]["name"], "cpu");
     assert!(r["timings"]["total_s"].is_number());
-    assert_eq!(r["priority"]["formula"], "1 - mean(miou, boundary_iou, normalized_margin_softmin) over the defined terms");
+    assert_eq!(
+        r["priority"]["formula"],
+        "1 - mean(miou, boundary_iou, normalized_margin_softmin) over the defined terms"
+    );
 }
 
 #[test]
@@ -110,9 +158,17 @@ fn classification_scores_and_label_names() {
         "task = \"classification\"\nclasses = [\"cat\", \"dog\", \"fox\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
     )
     .unwrap();
-    std::fs::write(d.join("items.csv"), "id,label,annotator\nx1,cat,ann\nx2,fox,ann\nx3,1,bob\n").unwrap();
+    std::fs::write(
+        d.join("items.csv"),
+        "id,label,annotator\nx1,cat,ann\nx2,fox,ann\nx3,1,bob\n",
+    )
+    .unwrap();
     // x2 is labelled fox but the model says dog at 0.8.
-    write_f64(&d.join("probs.npy"), &[3, 3], &[0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.4, 0.3]);
+    write_f64(
+        &d.join("probs.npy"),
+        &[3, 3],
+        &[0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, 0.4, 0.3],
+    );
     let out = d.join("out");
     run_ok(d, &out, &["--top", "2"]);
     let q = read_queue(&out);
@@ -121,11 +177,24 @@ fn classification_scores_and_label_names() {
     assert_eq!(q[0]["label"], "fox");
     assert_eq!(q[0]["predicted"], "dog");
     assert_eq!(q[0]["annotator"], "ann");
-    close(&q[0]["scores"]["normalized_margin"], (0.1 - 0.8 + 1.0) / 2.0, "nm");
+    close(
+        &q[0]["scores"]["normalized_margin"],
+        (0.1 - 0.8 + 1.0) / 2.0,
+        "nm",
+    );
     close(&q[0]["scores"]["self_confidence"], 0.1, "sc");
     close(&q[0]["scores"]["ece"], 0.8, "item ece = |0 - 0.8|");
-    close(&q[0]["priority"], 0.65, "priority");
-    assert!(q[0]["reasons"][0].as_str().unwrap().contains("labelled \"fox\" (p=0.100), predicted \"dog\" (p=0.800)"));
+    close(
+        &q[0]["priority"],
+        1.0 - 0.15,
+        "priority = 1 - normalized_margin",
+    );
+    assert!(
+        q[0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("labelled \"fox\" (p=0.100), predicted \"dog\" (p=0.800)")
+    );
     // x3 (dog, 0.4 vs 0.3): nm = 0.55, priority 0.45; x1: nm = 0.75, priority 0.25.
     assert_eq!(q[1]["id"], "x3");
     let r = read_report(&out);
@@ -156,7 +225,11 @@ fn logits_are_softmaxed() {
     write_u16(&d.join("labels.npy"), &[1], &[0]);
     let out = d.join("out");
     let args = ["run", d.to_str().unwrap(), "--out", out.to_str().unwrap()];
-    assert_eq!(triage(&args).status.code(), Some(2), "logits are not probabilities");
+    assert_eq!(
+        triage(&args).status.code(),
+        Some(2),
+        "logits are not probabilities"
+    );
     run_ok(d, &out, &["--logits"]);
     let q = read_queue(&out);
     assert_eq!(q[0]["id"], "0", "ids are row numbers without items.csv");

@@ -8,8 +8,8 @@
 use rayon::prelude::*;
 
 use super::{
-    Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItem,
-    SegItemStats, Softmin,
+    Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItem, SegItemStats,
+    Softmin,
 };
 use crate::error::Result;
 use crate::metrics::boundary_iou::band_counts;

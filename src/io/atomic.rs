@@ -41,7 +41,9 @@ impl AtomicOutputs {
                 .and_then(|_| w.flush())
                 .map_err(|e| Error::io(&target, e))?;
         }
-        tmp.as_file().sync_all().map_err(|e| Error::io(&target, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(&target, e))?;
         self.pending.push((tmp, target));
         Ok(())
     }
@@ -66,17 +68,28 @@ mod tests {
     fn nothing_visible_until_commit_and_nothing_left_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("a.txt", &mut |w: &mut dyn Write| w.write_all(b"hello")).unwrap();
+        out.write("a.txt", &mut |w: &mut dyn Write| w.write_all(b"hello"))
+            .unwrap();
         assert!(!dir.path().join("a.txt").exists());
         out.commit().unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"hello");
 
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("b.txt", &mut |w: &mut dyn Write| w.write_all(b"x")).unwrap();
-        let err = out.write("c.txt", &mut |_: &mut dyn Write| Err(std::io::Error::other("boom")));
+        out.write("b.txt", &mut |w: &mut dyn Write| w.write_all(b"x"))
+            .unwrap();
+        let err = out.write("c.txt", &mut |_: &mut dyn Write| {
+            Err(std::io::Error::other("boom"))
+        });
         assert!(err.is_err());
         drop(out);
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("a.txt")], "temp files are removed");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("a.txt")],
+            "temp files are removed"
+        );
     }
 }

@@ -92,7 +92,10 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
         csv::ErrorKind::Io(io) => Error::io(path, io),
         kind => {
             let mut msg = format!("{kind:?}");
-            if let csv::ErrorKind::UnequalLengths { expected_len, len, .. } = kind {
+            if let csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } = kind
+            {
                 msg = format!("a row has {len} fields, the header has {expected_len}");
             }
             if let Some(line) = line {
@@ -117,9 +120,17 @@ mod tests {
         assert_eq!(m.column("annotator"), Some(2));
         std::fs::write(&p, "id,label\na,1\nb,2\na,3\n").unwrap();
         let e = Manifest::load(&p).unwrap_err().to_string();
-        assert!(e.contains("duplicate id") && e.contains("\"a\"") && e.contains("lines 2 and 4"), "{e}");
+        assert!(
+            e.contains("duplicate id") && e.contains("\"a\"") && e.contains("lines 2 and 4"),
+            "{e}"
+        );
         std::fs::write(&p, "name,label\na,1\n").unwrap();
-        assert!(Manifest::load(&p).unwrap_err().to_string().contains("no `id` column"));
+        assert!(
+            Manifest::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("no `id` column")
+        );
         std::fs::write(&p, "id,label\na,1,extra\n").unwrap();
         let e = Manifest::load(&p).unwrap_err().to_string();
         assert!(e.contains("3 fields"), "{e}");

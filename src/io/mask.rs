@@ -15,11 +15,12 @@ pub fn read_mask(
     ignore_index: u16,
 ) -> Result<Vec<u16>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-        Error::input(path, format!("cannot decode PNG: {e}"))
-            .item(item)
-            .field("mask")
-    })?;
+    let img =
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
+            Error::input(path, format!("cannot decode PNG: {e}"))
+                .item(item)
+                .field("mask")
+        })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let values: Vec<u16> = match img {
         image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),

@@ -84,11 +84,10 @@ impl NpyArray {
                 }
             }
             other => {
-                return Err(Error::input(
-                    path,
-                    format!("unsupported dtype {}", other.descr()),
-                )
-                .field("dtype"));
+                return Err(
+                    Error::input(path, format!("unsupported dtype {}", other.descr()))
+                        .field("dtype"),
+                );
             }
         };
         if header.order() == Order::Fortran && header.shape().len() > 1 {
@@ -227,7 +226,8 @@ mod tests {
     use std::io::Write;
 
     fn write_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         let total = 10 + header.len() + 1;
         header.push_str(&" ".repeat((64 - total % 64) % 64));
         header.push('\n');
@@ -291,8 +291,14 @@ mod tests {
         let p = dir.path().join("l.npy");
         let bytes: Vec<u8> = [3u16, 0, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
         write_npy(&p, "<u2", "(3,)", &bytes);
-        assert_eq!(NpyArray::open(&p).unwrap().read_ints().unwrap(), vec![3, 0, 9]);
+        assert_eq!(
+            NpyArray::open(&p).unwrap().read_ints().unwrap(),
+            vec![3, 0, 9]
+        );
         write_npy(&p, "|i1", "(2,)", &[0xff, 2]);
-        assert_eq!(NpyArray::open(&p).unwrap().read_ints().unwrap(), vec![-1, 2]);
+        assert_eq!(
+            NpyArray::open(&p).unwrap().read_ints().unwrap(),
+            vec![-1, 2]
+        );
     }
 }

@@ -83,14 +83,22 @@ impl Confusion {
 
     /// `IoU_c`, or `None` when the class is absent from both sides.
     pub fn iou(&self, c: usize) -> Option<f64> {
-        let (g, p, i) = (self.label_count(c), self.pred_count(c), self.intersection(c));
+        let (g, p, i) = (
+            self.label_count(c),
+            self.pred_count(c),
+            self.intersection(c),
+        );
         let union = g + p - i;
         (union > 0).then(|| i as f64 / union as f64)
     }
 
     /// `Dice_c`, or `None` when the class is absent from both sides.
     pub fn dice(&self, c: usize) -> Option<f64> {
-        let (g, p, i) = (self.label_count(c), self.pred_count(c), self.intersection(c));
+        let (g, p, i) = (
+            self.label_count(c),
+            self.pred_count(c),
+            self.intersection(c),
+        );
         (g + p > 0).then(|| 2.0 * i as f64 / (g + p) as f64)
     }
 

@@ -24,7 +24,8 @@
 //! the CPU backend calls [`score_sample`] for every sample, so this function
 //! defines the reference numbers.
 
-/// Tolerance on `|Σ_k p_k - 1|` below which a sample is renormalised silently.
+/// Tolerance on `|Σ_k p_k - 1|` below which a sample is renormalised silently
+/// (divided by its sum; see [`normalise`]).
 pub const SUM_TOLERANCE: f32 = 1e-3;
 
 /// Why a sample's probabilities were rejected.
@@ -92,6 +93,11 @@ pub fn score_sample(
 }
 
 /// Check `p` and write the normalised probabilities into `q`.
+///
+/// * `logits`: `q = softmax(p)` (max-subtracted); values must be finite.
+/// * otherwise every `p_k` must be finite and non-negative and `s = Σ p_k`
+///   within [`SUM_TOLERANCE`] of 1. If `|s − 1| ≤ C·ε_f32` (the rounding of
+///   the sum itself) `q = p` exactly; else `q = p / s`.
 #[inline]
 pub fn normalise(p: &[f32], logits: bool, q: &mut [f32]) -> Result<(), Invalid> {
     debug_assert_eq!(p.len(), q.len());
@@ -126,10 +132,23 @@ pub fn normalise(p: &[f32], logits: bool, q: &mut [f32]) -> Result<(), Invalid> 
     if (sum - 1.0).abs() > SUM_TOLERANCE {
         return Err(Invalid::NotNormalised { sum });
     }
-    for (qk, &x) in q.iter_mut().zip(p) {
-        *qk = x / sum;
+    if (sum - 1.0).abs() <= rounding_slack(p.len()) {
+        // Already normalised up to the rounding of the sum itself: keep the
+        // values bit for bit, so a confidence of exactly 1.0 stays 1.0.
+        q.copy_from_slice(p);
+    } else {
+        for (qk, &x) in q.iter_mut().zip(p) {
+            *qk = x / sum;
+        }
     }
     Ok(())
+}
+
+/// `C · ε_f32`: a bound on the rounding error of an f32 sum of `C` values
+/// that are already normalised. Sums within it of 1 are left untouched.
+#[inline]
+pub fn rounding_slack(classes: usize) -> f32 {
+    classes as f32 * f32::EPSILON
 }
 
 /// Score probabilities that are already valid and normalised.
@@ -227,7 +246,13 @@ mod tests {
         let e = score_sample(&[0.6, 0.5], 0, false, &mut q).unwrap_err();
         assert!(matches!(e, Invalid::NotNormalised { .. }), "{e:?}");
         let e = score_sample(&[1.1, -0.1], 0, false, &mut q).unwrap_err();
-        assert_eq!(e, Invalid::Negative { class: 1, value: -0.1 });
+        assert_eq!(
+            e,
+            Invalid::Negative {
+                class: 1,
+                value: -0.1
+            }
+        );
         let e = score_sample(&[f32::NAN, 1.0], 0, false, &mut q).unwrap_err();
         assert!(matches!(e, Invalid::NonFinite { class: 0, .. }));
         let e = score_sample(&[0.5, f32::INFINITY], 0, true, &mut q).unwrap_err();
@@ -245,5 +270,22 @@ mod tests {
         // Large logits do not overflow.
         let s = score_sample(&[1000.0, 0.0], 0, true, &mut q).unwrap();
         assert_eq!(s.confidence, 1.0);
+    }
+
+    #[test]
+    fn exact_one_survives_rounding_level_sums() {
+        // 1.0 + 1e-8 rounds to 1.0 in f32 but a division would still perturb
+        // nothing; 1.0 + 3e-7 is a sum off by ~2 ulp: kept bit for bit, so the
+        // confidence stays exactly 1.0 (the ECE edge case).
+        let mut q = [0.0; 3];
+        let p = [1.0f32, 3e-7, 0.0];
+        let s = score_sample(&p, 0, false, &mut q).unwrap();
+        assert_eq!(s.confidence, 1.0);
+        assert_eq!(q, p);
+        // 2e-5 over (beyond 3·ε) is divided out.
+        let p = [1.0f32, 2e-5, 0.0];
+        let s = score_sample(&p, 0, false, &mut q).unwrap();
+        assert!(s.confidence < 1.0);
+        assert!((s.confidence as f64 - 1.0 / 1.00002).abs() < 1e-7);
     }
 }

@@ -11,7 +11,11 @@ pub fn write_npy_raw(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
         1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header =
@@ -72,7 +76,12 @@ pub fn describe(args: &[&str], out: &Output) -> String {
 
 /// Run `triage run DATASET --out OUT [extra]` and insist it succeeds.
 pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["run", dataset.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "run",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = triage(&args);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
@@ -119,6 +128,11 @@ pub fn auroc(score: &[f64], positive: &[bool]) -> f64 {
     }
     let npos = positive.iter().filter(|&&p| p).count() as f64;
     let nneg = score.len() as f64 - npos;
-    let sum_pos: f64 = ranks.iter().zip(positive).filter(|(_, p)| **p).map(|(r, _)| r).sum();
+    let sum_pos: f64 = ranks
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| **p)
+        .map(|(r, _)| r)
+        .sum();
     (sum_pos - npos * (npos + 1.0) / 2.0) / (npos * nneg)
 }
