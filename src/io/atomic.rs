@@ -33,7 +33,18 @@ impl AtomicOutputs {
     ) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let target = self.dir.join(name);
-        let tmp = NamedTempFile::with_prefix_in(format!(".{name}."), &self.dir)
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        // Ordinary output files are world-readable (subject to the umask);
+        // tempfile's default of 0600 would surprise a team sharing a queue.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        let tmp: NamedTempFile = builder
+            .tempfile_in(&self.dir)
             .map_err(|e| Error::io(&self.dir, e))?;
         {
             let mut w = std::io::BufWriter::new(tmp.as_file());

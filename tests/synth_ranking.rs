@@ -1,0 +1,330 @@
+//! `triage synth` datasets: determinism, planted errors ranking first,
+//! batch-size independence and memory bounded by the batch.
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use common::*;
+
+fn synth(out: &Path, extra: &[&str]) {
+    let mut args = vec!["synth", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = triage(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
+}
+
+fn truth(ds: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(ds.join("truth.json")).unwrap()).unwrap()
+}
+
+fn planted_ids(t: &serde_json::Value) -> HashSet<String> {
+    t["planted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn same_seed_same_bytes_and_smaller_sets_are_prefixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c, big) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+        tmp.path().join("big"),
+    );
+    let args = [
+        "--items",
+        "6",
+        "--size",
+        "40",
+        "48",
+        "--classes",
+        "4",
+        "--seed",
+        "9",
+    ];
+    synth(&a, &args);
+    synth(&b, &args);
+    synth(
+        &c,
+        &[
+            "--items",
+            "6",
+            "--size",
+            "40",
+            "48",
+            "--classes",
+            "4",
+            "--seed",
+            "10",
+        ],
+    );
+    synth(
+        &big,
+        &[
+            "--items",
+            "12",
+            "--size",
+            "40",
+            "48",
+            "--classes",
+            "4",
+            "--seed",
+            "9",
+        ],
+    );
+    for f in [
+        "probs.npy",
+        "items.csv",
+        "truth.json",
+        "triage.toml",
+        "masks/item00003.png",
+        "images/item00005.png",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
+    }
+    let pa = std::fs::read(a.join("probs.npy")).unwrap();
+    assert_ne!(
+        pa,
+        std::fs::read(c.join("probs.npy")).unwrap(),
+        "another seed, other data"
+    );
+    // (N, C, H, W) f16: 6 · 4 · 40 · 48 · 2 bytes after the header.
+    let data = 6 * 4 * 40 * 48 * 2;
+    let header = pa.len() - data;
+    assert!(String::from_utf8_lossy(&pa[..header]).contains("'shape': (6, 4, 40, 48, )"));
+    assert!(String::from_utf8_lossy(&pa[..header]).contains("'descr': '<f2'"));
+    let pbig = std::fs::read(big.join("probs.npy")).unwrap();
+    let hbig = pbig.len() - 2 * data;
+    assert_eq!(
+        &pbig[hbig..hbig + data],
+        &pa[header..],
+        "item i depends only on (seed, i)"
+    );
+    assert_eq!(
+        std::fs::read(a.join("masks/item00005.png")).unwrap(),
+        std::fs::read(big.join("masks/item00005.png")).unwrap()
+    );
+    let t = truth(&a);
+    assert_eq!(t["items"], 6);
+    let listed = t["planted"].as_array().unwrap().len() + t["clean"].as_array().unwrap().len();
+    assert_eq!(listed, 6, "every item is planted or clean");
+}
+
+#[test]
+fn planted_errors_rank_at_the_top_of_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("ds");
+    synth(
+        &ds,
+        &[
+            "--items",
+            "40",
+            "--size",
+            "96",
+            "96",
+            "--classes",
+            "5",
+            "--seed",
+            "3",
+            "--dtype",
+            "f32",
+        ],
+    );
+    let t = truth(&ds);
+    let planted = planted_ids(&t);
+    let kinds: HashSet<&str> = t["planted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(planted.len() >= 4, "{} planted", planted.len());
+    assert_eq!(kinds.len(), 3, "all three kinds are exercised: {kinds:?}");
+    // Planted pixels are the annotation's differences from the truth.
+    for p in t["planted"].as_array().unwrap() {
+        assert!(p["pixels"].as_u64().unwrap() > 0, "{p}");
+    }
+
+    let out = tmp.path().join("out");
+    run_ok(&ds, &out, &["--backend", "cpu"]);
+    let q = read_queue(&out);
+    assert_eq!(q.len(), 40);
+    let top: HashSet<String> = q[..planted.len()]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        top, planted,
+        "the planted items are exactly the top of the queue"
+    );
+    let scores: Vec<f64> = q.iter().map(|r| r["priority"].as_f64().unwrap()).collect();
+    let pos: Vec<bool> = q
+        .iter()
+        .map(|r| planted.contains(r["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(auroc(&scores, &pos), 1.0);
+    // Each planted item is explained by a mask signal.
+    for r in &q[..planted.len()] {
+        let reasons = r["reasons"].as_array().unwrap();
+        assert!(
+            reasons.iter().any(|s| s.as_str().unwrap().contains("IoU")),
+            "{}: {reasons:?}",
+            r["id"]
+        );
+    }
+}
+
+#[test]
+fn planted_errors_rank_high_across_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    for seed in ["1", "2"] {
+        let ds = tmp.path().join(format!("ds{seed}"));
+        synth(
+            &ds,
+            &[
+                "--items",
+                "30",
+                "--size",
+                "64",
+                "80",
+                "--classes",
+                "3",
+                "--seed",
+                seed,
+            ],
+        );
+        let planted = planted_ids(&truth(&ds));
+        let out = tmp.path().join(format!("out{seed}"));
+        run_ok(&ds, &out, &[]);
+        let q = read_queue(&out);
+        let scores: Vec<f64> = q.iter().map(|r| r["priority"].as_f64().unwrap()).collect();
+        let pos: Vec<bool> = q
+            .iter()
+            .map(|r| planted.contains(r["id"].as_str().unwrap()))
+            .collect();
+        let a = auroc(&scores, &pos);
+        assert!(a >= 0.95, "seed {seed}: AUROC {a}");
+    }
+}
+
+#[test]
+fn batch_size_does_not_change_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("ds");
+    synth(
+        &ds,
+        &[
+            "--items",
+            "7",
+            "--size",
+            "48",
+            "40",
+            "--classes",
+            "4",
+            "--seed",
+            "4",
+        ],
+    );
+    let mut queues = Vec::new();
+    let mut reports = Vec::new();
+    for b in ["1", "2", "3", "64"] {
+        let out = tmp.path().join(format!("out{b}"));
+        run_ok(&ds, &out, &["--batch-size", b]);
+        queues.push(std::fs::read_to_string(out.join("queue.jsonl")).unwrap());
+        let mut r = read_report(&out);
+        r.as_object_mut().unwrap().remove("timings");
+        r.as_object_mut().unwrap().remove("options");
+        r.as_object_mut().unwrap().remove("memory");
+        reports.push(r);
+    }
+    for (i, q) in queues.iter().enumerate().skip(1) {
+        assert_eq!(q, &queues[0], "queue differs at batch size index {i}");
+        assert_eq!(
+            reports[i], reports[0],
+            "report differs at batch size index {i}"
+        );
+    }
+}
+
+fn peak_rss(out: &Path) -> u64 {
+    let r = read_report(out);
+    r["memory"]["peak_rss_bytes"]
+        .as_u64()
+        .expect("peak_rss_bytes is reported on Linux")
+}
+
+#[test]
+fn memory_is_bounded_by_the_batch_not_the_dataset() {
+    if !Path::new("/proc/self/status").exists() {
+        eprintln!("skipped: no /proc to read peak RSS from");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    let large = tmp.path().join("large");
+    // f32 probabilities: 12 items = 12 · 5 · 256 · 256 · 4 B = 15.7 MB; 48 items = 63 MB.
+    let common = [
+        "--size",
+        "256",
+        "256",
+        "--classes",
+        "5",
+        "--dtype",
+        "f32",
+        "--seed",
+        "1",
+    ];
+    synth(&small, &[&["--items", "12"][..], &common[..]].concat());
+    synth(&large, &[&["--items", "48"][..], &common[..]].concat());
+    let (os, ol) = (tmp.path().join("os"), tmp.path().join("ol"));
+    run_ok(&small, &os, &["--batch-size", "2"]);
+    run_ok(&large, &ol, &["--batch-size", "2"]);
+    let (ps, pl) = (peak_rss(&os), peak_rss(&ol));
+    eprintln!("peak RSS: 12 items {ps} B, 48 items {pl} B");
+    // Holding the probabilities would add ≥ 47 MB; allow 8 MB of noise.
+    assert!(
+        pl < ps + (8 << 20),
+        "peak RSS grew from {ps} to {pl} bytes with 4× the items"
+    );
+}
+
+/// The shipped demo is exactly what `triage synth` (defaults, seed 0) writes,
+/// and the README's main command ranks its planted errors first.
+#[test]
+fn shipped_demo_is_reproducible_and_ranks_planted_first() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo");
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = tmp.path().join("fresh");
+    synth(&fresh, &[]);
+    for f in [
+        "probs.npy",
+        "truth.json",
+        "items.csv",
+        "triage.toml",
+        "masks/item00011.png",
+    ] {
+        assert!(
+            std::fs::read(demo.join(f)).unwrap() == std::fs::read(fresh.join(f)).unwrap(),
+            "datasets/demo/{f} differs from `triage synth --out DIR`; regenerate it"
+        );
+    }
+    let out = tmp.path().join("out");
+    run_ok(&demo, &out, &[]);
+    let planted = planted_ids(&truth(&demo));
+    assert_eq!(planted.len(), 8);
+    let q = read_queue(&out);
+    let top: HashSet<String> = q[..8]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(top, planted);
+}
