@@ -558,7 +558,7 @@ fn render(truth: &[u16], h: usize, w: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
         [230, 140, 60],
     ];
     let mut img = vec![0u8; h * w * 3];
-    let phase: f32 = rng.random_range(0.0..6.28);
+    let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
     for y in 0..h {
         for x in 0..w {
             let k = truth[y * w + x] as usize;

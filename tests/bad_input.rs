@@ -182,7 +182,7 @@ fn item_count_mismatch() {
 #[test]
 fn mask_size_mismatch() {
     with_seg(
-        |d, _| write_mask(&d.join("masks/b.png"), H, W + 1, &vec![0; H * (W + 1)]),
+        |d, _| write_mask(&d.join("masks/b.png"), H, W + 1, &[0; H * (W + 1)]),
         &["b.png", "\"img_b\"", "mask", "4x6", "4x5"],
     );
 }

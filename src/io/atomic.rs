@@ -79,16 +79,16 @@ mod tests {
     fn nothing_visible_until_commit_and_nothing_left_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("a.txt", &mut |w: &mut dyn Write| w.write_all(b"hello"))
+        out.write("a.txt", |w: &mut dyn Write| w.write_all(b"hello"))
             .unwrap();
         assert!(!dir.path().join("a.txt").exists());
         out.commit().unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"hello");
 
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("b.txt", &mut |w: &mut dyn Write| w.write_all(b"x"))
+        out.write("b.txt", |w: &mut dyn Write| w.write_all(b"x"))
             .unwrap();
-        let err = out.write("c.txt", &mut |_: &mut dyn Write| {
+        let err = out.write("c.txt", |_: &mut dyn Write| {
             Err(std::io::Error::other("boom"))
         });
         assert!(err.is_err());

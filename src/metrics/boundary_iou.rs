@@ -55,9 +55,9 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
             while end < w && row[end] == v {
                 end += 1;
             }
-            for x in start..end {
+            for (x, o) in out.iter_mut().enumerate().take(end).skip(start) {
                 let uniform = x >= start + d && x + d < end;
-                out[x] = u8::from(!uniform);
+                *o = u8::from(!uniform);
             }
             start = end;
         }
@@ -82,13 +82,13 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
     let need = d as u32 + 1;
     let mut down = vec![0u32; w];
     for y in (0..h).rev() {
-        for x in 0..w {
+        for (x, dn) in down.iter_mut().enumerate() {
             let i = y * w + x;
-            let below_ok = y + 1 < h && down[x] > 0 && map[i + w] == map[i];
+            let below_ok = y + 1 < h && *dn > 0 && map[i + w] == map[i];
             let this = if band[i] != 0 {
                 0
             } else if below_ok {
-                down[x] + 1
+                *dn + 1
             } else {
                 1
             };
@@ -96,7 +96,7 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
             // continuation test uses `down[x]` (0 iff the pixel below was not
             // row-uniform) instead.
             let interior = up[i] >= need && this >= need;
-            down[x] = this;
+            *dn = this;
             band[i] = u8::from(!interior);
         }
     }
