@@ -10,6 +10,7 @@
 //! [`crate::pipeline`], so every backend shares it.
 
 pub mod cpu;
+pub mod gpu;
 
 use serde::Serialize;
 
@@ -228,14 +229,31 @@ pub enum BackendKind {
 
 /// Create the backend for `kind`.
 ///
-/// `gpu` fails with a clear error while the GPU backend is not built; `auto`
-/// then picks the CPU.
+/// * `cpu`: the rayon reference.
+/// * `gpu`: the best wgpu adapter, software ones (lavapipe) included; an
+///   error (exit 2) when there is none.
+/// * `auto`: a hardware GPU (discrete or integrated) when one works, else the
+///   CPU. A software adapter is slower than the CPU path, so `auto` skips it.
 pub fn select(kind: BackendKind) -> Result<Box<dyn Backend>> {
     match kind {
-        BackendKind::Cpu | BackendKind::Auto => Ok(Box::new(cpu::CpuBackend::new())),
-        BackendKind::Gpu => Err(Error::Backend {
-            backend: "gpu".into(),
-            message: "the GPU backend is not built yet; use --backend cpu or auto".into(),
-        }),
+        BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
+        BackendKind::Gpu => match gpu::GpuBackend::new(gpu::AdapterPolicy::AnyAdapter)? {
+            Some(g) => Ok(Box::new(g)),
+            None => Err(Error::Backend {
+                backend: "gpu".into(),
+                message: "no GPU adapter found; install a Vulkan driver (on Debian/Ubuntu \
+                          `apt-get install mesa-vulkan-drivers` gives the software one) \
+                          or use --backend cpu"
+                    .into(),
+            }),
+        },
+        BackendKind::Auto => match gpu::GpuBackend::new(gpu::AdapterPolicy::HardwareOnly) {
+            Ok(Some(g)) => Ok(Box::new(g)),
+            Ok(None) => Ok(Box::new(cpu::CpuBackend::new())),
+            Err(e) => {
+                eprintln!("triage: warning: the hardware GPU is unusable ({e}); using the CPU");
+                Ok(Box::new(cpu::CpuBackend::new()))
+            }
+        },
     }
 }

@@ -16,6 +16,15 @@ pub struct Confusion {
 }
 
 impl Confusion {
+    /// A table from row-major `label × pred` counts (`classes²` of them).
+    ///
+    /// # Panics
+    /// If `counts.len() != classes²`.
+    pub fn from_counts(classes: usize, counts: Vec<u64>) -> Self {
+        assert_eq!(counts.len(), classes * classes, "counts is not classes²");
+        Confusion { classes, counts }
+    }
+
     /// An all-zero table for `classes` classes.
     pub fn new(classes: usize) -> Self {
         Confusion {

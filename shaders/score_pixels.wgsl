@@ -1,0 +1,129 @@
+// The fused per-sample pass: reads every probability exactly once and feeds
+// pixel_stats (scores), calibration (bins) and confusion (counts).
+// The host concatenates pixel_stats.wgsl, calibration.wgsl and
+// confusion.wgsl after this file's declarations (see src/backend/gpu/shaders.rs).
+//
+// One dispatch per tile: up to `P.count` samples of one item (or one block
+// of classification rows), 256 per workgroup, 2-D dispatch past 65535
+// workgroups. Each workgroup writes one record of PARTIAL_WORDS words:
+//   [0..9)   f32 sums: entropy, margin, least_confidence, self_confidence,
+//            normalized_margin, softmin(sc) weighted & weight,
+//            softmin(nm) weighted & weight (weights exp(-s/T); the host
+//            rescales by exp(1/T)), tree-reduced in workgroup memory
+//   [9]      scored samples (valid, not ignored)
+//   [10..25) bin counts, [25..40) bin correct, [40..55) bin confidence (2^23 fixed point)
+
+struct Params {
+    count: u32,          // samples in this tile
+    class_stride: u32,   // elements between class k and k+1 of one sample
+    sample_stride: u32,  // elements between consecutive samples
+    data_base: u32,      // element index of sample 0, class 0
+    label_base: u32,     // index into `labels` of sample 0
+    pred_base: u32,      // index into `pred` of sample 0 (segmentation)
+    partial_base: u32,   // record index of this dispatch's workgroup 0
+    slot: u32,           // item slot (confusion matrix, first invalid)
+    first_index: u32,    // item-relative index of sample 0 (first invalid)
+    row_base: u32,       // index into `rows` of sample 0 (classification)
+    groups_x: u32,       // workgroups per row of the 2-D dispatch
+    n_groups: u32,       // workgroups in this dispatch
+    classes: u32,
+    ignore_index: u32,   // 0xffffffff when nothing is ignored
+    is_f16: u32,
+    logits: u32,
+    rows_mode: u32,      // 1: write per-row scores, skip pred map and confusion
+    sum_tolerance: f32,
+    rounding_slack: f32,
+    ln_classes: f32,
+    softmin_inv_t: f32,
+}
+
+const PARTIAL_WORDS: u32 = 56u;
+const WG: u32 = 256u;
+const NSUM: u32 = 9u;
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> input: array<u32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> pred_map: array<u32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<u32>;
+@group(0) @binding(5) var<storage, read_write> confusion: array<atomic<u32>>;
+@group(0) @binding(6) var<storage, read_write> first_invalid: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read_write> rows: array<u32>;
+
+var<workgroup> wg_sum: array<f32, 2304>; // NSUM * WG
+var<workgroup> wg_pixels: atomic<u32>;
+
+@compute @workgroup_size(256)
+fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wid = gid.x + gid.y * P.groups_x;
+    // Uniform exit: every invocation of a workgroup shares `wid`.
+    if (wid >= P.n_groups) { return; }
+    bins_clear(lid);
+    confusion_clear(lid);
+    if (lid == 0u) { atomicStore(&wg_pixels, 0u); }
+    workgroupBarrier();
+
+    let j = wid * WG + lid;
+    var acc: array<f32, 9>;
+    for (var f = 0u; f < NSUM; f++) { acc[f] = 0.0; }
+    if (j < P.count) {
+        let raw_label = labels[P.label_base + j];
+        let ignored = raw_label == P.ignore_index;
+        let label = select(raw_label, 0u, ignored);
+        let s = score_sample(P.data_base + j * P.sample_stride, P.class_stride, label);
+        if (s.invalid != INVALID_NONE) {
+            atomicMin(&first_invalid[P.slot], P.first_index + j);
+            if (P.rows_mode == 0u) { pred_map[P.pred_base + j] = 0u; }
+        } else {
+            if (P.rows_mode == 1u) {
+                let r = (P.row_base + j) * 8u;
+                rows[r] = s.pred;
+                rows[r + 1u] = bitcast<u32>(s.confidence);
+                rows[r + 2u] = bitcast<u32>(s.entropy);
+                rows[r + 3u] = bitcast<u32>(s.margin);
+                rows[r + 4u] = bitcast<u32>(s.least_confidence);
+                rows[r + 5u] = bitcast<u32>(s.self_confidence);
+                rows[r + 6u] = bitcast<u32>(s.normalized_margin);
+            } else {
+                pred_map[P.pred_base + j] = s.pred;
+            }
+            if (!ignored) {
+                atomicAdd(&wg_pixels, 1u);
+                acc[0] = s.entropy;
+                acc[1] = s.margin;
+                acc[2] = s.least_confidence;
+                acc[3] = s.self_confidence;
+                acc[4] = s.normalized_margin;
+                let w_sc = exp(-s.self_confidence * P.softmin_inv_t);
+                let w_nm = exp(-s.normalized_margin * P.softmin_inv_t);
+                acc[5] = s.self_confidence * w_sc;
+                acc[6] = w_sc;
+                acc[7] = s.normalized_margin * w_nm;
+                acc[8] = w_nm;
+                bins_add(s.confidence, s.pred == label);
+                if (P.rows_mode == 0u) { confusion_add(P.slot, label, s.pred); }
+            }
+        }
+    }
+    for (var f = 0u; f < NSUM; f++) { wg_sum[f * WG + lid] = acc[f]; }
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            for (var f = 0u; f < NSUM; f++) {
+                wg_sum[f * WG + lid] += wg_sum[f * WG + lid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    let rec = (P.partial_base + wid) * PARTIAL_WORDS;
+    if (lid < NSUM) {
+        partials[rec + lid] = bitcast<u32>(wg_sum[lid * WG]);
+    }
+    if (lid == 0u) { partials[rec + 9u] = atomicLoad(&wg_pixels); }
+    if (lid < BINS) {
+        partials[rec + 10u + lid] = atomicLoad(&wg_bin_count[lid]);
+        partials[rec + 25u + lid] = atomicLoad(&wg_bin_correct[lid]);
+        partials[rec + 40u + lid] = atomicLoad(&wg_bin_conf[lid]);
+    }
+    if (P.rows_mode == 0u) { confusion_flush(P.slot, lid); }
+}
