@@ -397,7 +397,7 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
 }
 
 #[test]
-fn gpu_backend_reports_clearly_until_built() {
+fn gpu_backend_without_an_adapter_fails_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     seg_dataset(tmp.path());
     let out = tmp.path().join("out");
@@ -409,8 +409,29 @@ fn gpu_backend_reports_clearly_until_built() {
         "--backend",
         "gpu",
     ];
-    let o = triage(&args);
+    // Only the GL backend, which this build leaves out: no adapter at all.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(args)
+        .env("WGPU_BACKEND", "gl")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("backend gpu"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("backend gpu") && err.contains("no GPU adapter"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--backend cpu"),
+        "the error says what to do: {err}"
+    );
     assert!(!out.exists());
+    // `auto` falls back to the CPU and says so in the report.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(&args[..4])
+        .env("WGPU_BACKEND", "gl")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
+    assert_eq!(read_report(&out)["backend"]["name"], "cpu");
 }

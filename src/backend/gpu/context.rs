@@ -164,7 +164,8 @@ impl GpuContext {
     /// The largest storage binding, capped at 1 GiB so u32 word indices and
     /// f16 element indices never overflow.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64)
+        self.limits
+            .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
             .min(1 << 30)
     }

@@ -172,7 +172,9 @@ impl GpuBackend {
         let partials = ctx.buffer(
             "partials",
             n_partials * PARTIAL_WORDS as u64 * 4,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         );
         let params_buf = ctx.buffer(
             "pixel_params",
@@ -316,7 +318,11 @@ impl GpuBackend {
     }
 
     /// Score one group of segmentation items that fits the slot buffers.
-    fn score_group(&self, items: &[&super::SegItem], batch: &SegBatch) -> Result<Vec<SegItemStats>> {
+    fn score_group(
+        &self,
+        items: &[&super::SegItem],
+        batch: &SegBatch,
+    ) -> Result<Vec<SegItemStats>> {
         let ctx = &self.ctx;
         let c = batch.classes;
         let f16 = matches!(items[0].probs, ProbBuf::F16(_));
@@ -443,30 +449,30 @@ impl GpuBackend {
                 let (gx, gy) = grid(n_groups, max_dim);
                 for (pipeline, n_bindings) in [(&ctx.row_uniform, 4), (&ctx.band_count, 5)] {
                     let entries = [
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                    buffer: &band_params,
-                                    offset: s as u64 * UNIFORM_STRIDE,
-                                    size: wgpu::BufferSize::new(UNIFORM_STRIDE),
-                                }),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: buffers.labels.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: buffers.pred.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 3,
-                                resource: flags.as_entire_binding(),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 4,
-                                resource: bands.as_entire_binding(),
-                            },
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &band_params,
+                                offset: s as u64 * UNIFORM_STRIDE,
+                                size: wgpu::BufferSize::new(UNIFORM_STRIDE),
+                            }),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: buffers.labels.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: buffers.pred.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 3,
+                            resource: flags.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 4,
+                            resource: bands.as_entire_binding(),
+                        },
                     ];
                     // `row_uniform` does not touch the band counts, so its
                     // derived layout has no binding 4.
@@ -484,10 +490,13 @@ impl GpuBackend {
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
 
-        let conf: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.confusion, n * (c * c) as u64 * 4)?);
-        let inval: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.invalid, n * 4)?);
-        let band: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&bands, n * 3 * c as u64 * 4)?);
+        let conf: Vec<u32> = bytemuck::pod_collect_to_vec(
+            &ctx.read_back(&buffers.confusion, n * (c * c) as u64 * 4)?,
+        );
+        let inval: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.invalid, n * 4)?);
+        let band: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&ctx.read_back(&bands, n * 3 * c as u64 * 4)?);
 
         // Host reduction, in workgroup order.
         let wg_per_tile = (tile_len / u64::from(WG)) as usize;
@@ -522,7 +531,8 @@ impl GpuBackend {
             .collect();
         for (ti, t) in tiles.iter().enumerate() {
             let st = &mut out[t.slot as usize];
-            let recs = &partials[ti * wg_per_tile * PARTIAL_WORDS..(ti + 1) * wg_per_tile * PARTIAL_WORDS];
+            let recs =
+                &partials[ti * wg_per_tile * PARTIAL_WORDS..(ti + 1) * wg_per_tile * PARTIAL_WORDS];
             for rec in recs.chunks_exact(PARTIAL_WORDS) {
                 let pr = Partial::parse(rec);
                 st.pixels += pr.pixels;
@@ -654,9 +664,11 @@ impl Backend for GpuBackend {
                 }
             }
         };
-        let base = self.base_params(c, f16, batch.logits);
+        let mut base = self.base_params(c, f16, batch.logits);
+        base.rows_mode = 1;
         let partials = self.run_tiles(&tiles, tile_len, vb, c, base, false, &buffers, &fill)?;
-        let rows: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.rows, n as u64 * 32)?);
+        let rows: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.rows, n as u64 * 32)?);
         let inval: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.invalid, 4)?);
         let mut out = RowScores {
             samples: Vec::with_capacity(n),
