@@ -47,6 +47,29 @@ pub struct RunArgs {
     /// The probabilities are logits: apply a softmax first.
     #[arg(long)]
     pub logits: bool,
+    /// With embeddings: neighbours per item in the kNN graph.
+    #[arg(long, default_value_t = crate::neighbors::DEFAULT_K)]
+    pub knn_k: usize,
+    /// With embeddings: near-duplicates are pairs at cosine distance <= this
+    /// (absolute; 0.05 = cosine similarity 0.95).
+    #[arg(long, value_name = "D", conflicts_with = "dup_relative")]
+    pub dup_threshold: Option<f32>,
+    /// With embeddings: near-duplicates are pairs at <= F x the median
+    /// nearest-neighbour distance (relative rule, instead of --dup-threshold).
+    #[arg(long, value_name = "F")]
+    pub dup_relative: Option<f32>,
+    /// Segmentation: near-duplicate masks with mean IoU below this conflict.
+    #[arg(long, default_value_t = 0.5)]
+    pub conflict_iou: f64,
+    /// kNN graph: exact brute force, hnsw, or auto (exact up to 20000 items).
+    #[arg(long, value_enum, default_value_t = crate::neighbors::KnnMethod::Auto)]
+    pub knn: crate::neighbors::KnnMethod,
+    /// Save the HNSW index in DIR and reuse it next run, inserting only new items.
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Byte-identical outputs across runs: serial index build, no timings.
+    #[arg(long)]
+    pub deterministic: bool,
 }
 
 /// Storage type of synthetic probabilities.
@@ -88,6 +111,38 @@ impl RunArgs {
         if self.top == Some(0) {
             return Err(Error::Usage("--top must be at least 1".into()));
         }
+        if self.knn_k == 0 {
+            return Err(Error::Usage("--knn-k must be at least 1".into()));
+        }
+        let threshold = match (self.dup_threshold, self.dup_relative) {
+            (_, Some(f)) if !(f.is_finite() && f > 0.0) => {
+                return Err(Error::Usage(format!("--dup-relative must be > 0, got {f}")));
+            }
+            (_, Some(f)) => crate::neighbors::Threshold::Relative(f),
+            (Some(d), None) if !(0.0..=2.0).contains(&d) => {
+                return Err(Error::Usage(format!(
+                    "--dup-threshold is a cosine distance in [0, 2], got {d}"
+                )));
+            }
+            (Some(d), None) => crate::neighbors::Threshold::Absolute(d),
+            (None, None) => {
+                crate::neighbors::Threshold::Absolute(crate::neighbors::DEFAULT_THRESHOLD)
+            }
+        };
+        if !(0.0..=1.0).contains(&self.conflict_iou) {
+            return Err(Error::Usage(format!(
+                "--conflict-iou must be in [0, 1], got {}",
+                self.conflict_iou
+            )));
+        }
+        let neighbors = crate::neighbors::stage::NeighborOptions {
+            k: self.knn_k,
+            threshold,
+            conflict_iou: self.conflict_iou,
+            method: self.knn,
+            index_dir: self.index.clone(),
+            deterministic: self.deterministic,
+        };
         Ok(RunOptions {
             dataset: self.dataset,
             out: self.out,
@@ -96,6 +151,7 @@ impl RunArgs {
             top: self.top,
             logits: self.logits,
             progress: std::io::stderr().is_terminal(),
+            neighbors,
         })
     }
 }

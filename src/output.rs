@@ -122,6 +122,7 @@ impl Report {
             json!({
                 "read_s": timings.read.as_secs_f64(),
                 "score_s": timings.score.as_secs_f64(),
+                "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
             }),
         );
         Report(r)
@@ -161,11 +162,23 @@ fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Outputs beyond the queue and report: the neighbour stage's results.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// `report.json`'s `duplicates` section, when embeddings were given.
+    pub duplicates: Option<Value>,
+    /// `clusters.jsonl` rows, when embeddings were given.
+    pub clusters: Option<Vec<Value>>,
+    /// Leave out run-dependent fields (timings, memory) for byte-identical output.
+    pub deterministic: bool,
+}
+
 fn json_row(
     row: &QueueRow<'_>,
     cfg: &DatasetConfig,
     manifest: &Manifest,
     carry: &[(usize, String)],
+    with_neighbors: bool,
 ) -> Value {
     let it = row.item;
     let mut o = Map::new();
@@ -184,6 +197,22 @@ fn json_row(
         .map(|(k, v)| (k.to_string(), num(v)))
         .collect();
     o.insert("scores".into(), Value::Object(scores));
+    if with_neighbors {
+        o.insert("cluster".into(), json!(it.cluster));
+        let nbs: Vec<Value> = it
+            .neighbors
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": manifest.ids[n.index],
+                    "distance": n.distance,
+                    "label": n.label,
+                    "conflict": n.conflict,
+                })
+            })
+            .collect();
+        o.insert("neighbors".into(), Value::Array(nbs));
+    }
     for (j, key) in carry {
         o.insert(key.clone(), json!(manifest.rows[it.index][*j]));
     }
@@ -199,9 +228,11 @@ pub fn write_all(
     items: &[ItemResult],
     top: Option<usize>,
     report: Report,
+    extras: Extras,
     t_write: Instant,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
+    let with_neighbors = extras.clusters.is_some();
     let shown = top.unwrap_or(items.len()).min(items.len());
     let rows: Vec<QueueRow<'_>> = items[..shown]
         .iter()
@@ -213,7 +244,10 @@ pub fn write_all(
 
     files.write("queue.jsonl", |w| {
         for row in &rows {
-            serde_json::to_writer(&mut *w, &json_row(row, cfg, manifest, &carry))?;
+            serde_json::to_writer(
+                &mut *w,
+                &json_row(row, cfg, manifest, &carry, with_neighbors),
+            )?;
             w.write_all(b"\n")?;
         }
         Ok(())
@@ -230,6 +264,9 @@ pub fn write_all(
         }
         if let Some(first) = items.first() {
             header.extend(first.scores.fields().iter().map(|(k, _)| k.to_string()));
+        }
+        if with_neighbors {
+            header.extend(["cluster".to_string(), "neighbors".to_string()]);
         }
         header.extend(carry.iter().map(|(_, k)| k.clone()));
         csv.write_record(&header).map_err(std::io::Error::other)?;
@@ -251,6 +288,16 @@ pub fn write_all(
                     .iter()
                     .map(|(_, v)| v.map_or(String::new(), |x| format!("{x}"))),
             );
+            if with_neighbors {
+                rec.push(it.cluster.map_or(String::new(), |c| c.to_string()));
+                rec.push(
+                    it.neighbors
+                        .iter()
+                        .map(|n| format!("{}@{:.4}", manifest.ids[n.index], n.distance))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
             rec.extend(
                 carry
                     .iter()
@@ -261,15 +308,31 @@ pub fn write_all(
         csv.flush()
     })?;
 
-    let mut report = report.0;
-    if let Some(Value::Object(t)) = report.get_mut("timings") {
-        t.insert("write_s".into(), json!(t_write.elapsed().as_secs_f64()));
-        t.insert("total_s".into(), json!(t0.elapsed().as_secs_f64()));
+    if let Some(rows) = &extras.clusters {
+        files.write("clusters.jsonl", |w| {
+            for r in rows {
+                serde_json::to_writer(&mut *w, r)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
     }
-    report.insert(
-        "memory".into(),
-        json!({ "peak_rss_bytes": peak_rss_bytes() }),
-    );
+    let mut report = report.0;
+    if let Some(d) = extras.duplicates {
+        report.insert("duplicates".into(), d);
+    }
+    if extras.deterministic {
+        report.remove("timings");
+    } else {
+        if let Some(Value::Object(t)) = report.get_mut("timings") {
+            t.insert("write_s".into(), json!(t_write.elapsed().as_secs_f64()));
+            t.insert("total_s".into(), json!(t0.elapsed().as_secs_f64()));
+        }
+        report.insert(
+            "memory".into(),
+            json!({ "peak_rss_bytes": peak_rss_bytes() }),
+        );
+    }
     files.write("report.json", |w| {
         serde_json::to_writer_pretty(&mut *w, &Value::Object(report))?;
         w.write_all(b"\n")

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub logits: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Near-duplicate and kNN settings (used when the dataset has embeddings).
+    pub neighbors: crate::neighbors::stage::NeighborOptions,
 }
 
 impl RunOptions {
@@ -57,6 +59,7 @@ impl RunOptions {
             top: None,
             logits: false,
             progress: false,
+            neighbors: Default::default(),
         }
     }
 }
@@ -79,6 +82,28 @@ pub struct ItemResult {
     pub reasons: Vec<String>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
+    /// The annotated label (classification) or the sorted set of annotated
+    /// classes (segmentation), compared by the neighbour checks.
+    pub label_set: Vec<u32>,
+    /// Segmentation: the mask's height and width.
+    pub dims: Option<(usize, usize)>,
+    /// Near-duplicate cluster id, when embeddings are given.
+    pub cluster: Option<usize>,
+    /// Flagged near-duplicate partners.
+    pub neighbors: Vec<NeighborRef>,
+}
+
+/// A flagged near-duplicate partner of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighborRef {
+    /// The partner's row in items order.
+    pub index: usize,
+    /// Cosine distance.
+    pub distance: f32,
+    /// The partner's label (segmentation: its annotated classes joined by `+`).
+    pub label: String,
+    /// Whether the two labels disagree.
+    pub conflict: bool,
 }
 
 /// Dataset-level pooled statistics.
@@ -96,6 +121,8 @@ pub struct DatasetStats {
 pub struct Timings {
     pub read: Duration,
     pub score: Duration,
+    /// The neighbour stage, when embeddings were given.
+    pub neighbors: Option<Duration>,
 }
 
 /// Run the whole job: score every item and write the queue and the report.
@@ -112,6 +139,20 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Task::Segmentation => score_segmentation(&cfg, opts, backend.as_ref(), &mut timings)?,
     };
     let mut items = items;
+    let mut extras = output::Extras {
+        deterministic: opts.neighbors.deterministic,
+        ..Default::default()
+    };
+    let neighbor_summary = match &cfg.embeddings {
+        Some(path) => {
+            let t = Instant::now();
+            let s =
+                crate::neighbors::stage::apply(&cfg, &manifest, &mut items, path, &opts.neighbors)?;
+            timings.neighbors = Some(t.elapsed());
+            Some(s)
+        }
+        None => None,
+    };
     items.sort_by(|a, b| {
         b.priority
             .total_cmp(&a.priority)
@@ -119,8 +160,14 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     });
     let t_write = Instant::now();
     let report = Report::build(&cfg, opts, &backend.info(), &items, &stats, &timings);
+    if let Some(s) = neighbor_summary {
+        extras.clusters = Some(crate::neighbors::stage::cluster_rows(
+            &cfg, &manifest, &items, &s.result,
+        ));
+        extras.duplicates = Some(s.json);
+    }
     let files = output::write_all(
-        &opts.out, &cfg, &manifest, &items, opts.top, report, t_write, t0,
+        &opts.out, &cfg, &manifest, &items, opts.top, report, extras, t_write, t0,
     )?;
     Ok(RunSummary {
         n_items: items.len(),
@@ -309,6 +356,7 @@ fn score_classification(
                 normalized_margin: Some(s.normalized_margin as f64),
                 ece: Some((correct - s.confidence as f64).abs()),
                 seg: None,
+                ..ItemScores::default()
             };
             let facts = RowFacts {
                 label,
@@ -323,6 +371,10 @@ fn score_classification(
                 scores: sc,
                 reasons,
                 row: Some(facts),
+                label_set: vec![label],
+                dims: None,
+                cluster: None,
+                neighbors: Vec::new(),
             });
         }
         bar.inc((end - start) as u64);
@@ -575,6 +627,13 @@ fn score_segmentation(
                     scores,
                     reasons: vec![],
                     row: None,
+                    label_set: (0..c)
+                        .filter(|&k| st.confusion.label_count(k) > 0)
+                        .map(|k| k as u32)
+                        .collect(),
+                    dims: Some((item.height, item.width)),
+                    cluster: None,
+                    neighbors: Vec::new(),
                 });
                 facts.push(f);
             }
@@ -634,6 +693,7 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
             normalized_margin_softmin: st.softmin_normalized_margin.value(),
             pixels: st.pixels,
         }),
+        ..ItemScores::default()
     };
     (scores, SegFacts { worst_class })
 }

@@ -39,6 +39,11 @@ pub struct ItemScores {
     pub ece: Option<f64>,
     /// Segmentation only: the rest.
     pub seg: Option<SegScores>,
+    /// With embeddings: `1 − d/(2·threshold)` for the closest conflicting
+    /// near-duplicate at cosine distance `d`, 0 without one.
+    pub dup_conflict: Option<f64>,
+    /// With embeddings: fraction of the k nearest neighbours whose label differs.
+    pub knn_disagreement: Option<f64>,
 }
 
 /// Segmentation-only item scores.
@@ -80,6 +85,12 @@ impl ItemScores {
                 ("self_confidence_softmin", s.self_confidence_softmin),
                 ("normalized_margin_softmin", s.normalized_margin_softmin),
                 ("pixels", Some(s.pixels as f64)),
+            ]);
+        }
+        if self.dup_conflict.is_some() || self.knn_disagreement.is_some() {
+            f.extend([
+                ("dup_conflict", self.dup_conflict),
+                ("knn_disagreement", self.knn_disagreement),
             ]);
         }
         f

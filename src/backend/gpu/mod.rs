@@ -113,6 +113,32 @@ impl GpuBackend {
         Ok(GpuContext::new(policy)?.map(|ctx| GpuBackend { ctx }))
     }
 
+    /// Measure the transfer limits the GPU path is judged against: seconds to
+    /// upload `bytes` from host memory (`queue.write_buffer`, then wait) and
+    /// seconds for a device-to-device copy of the same size. For benchmarks.
+    pub fn bandwidth_probe(&self, bytes: u64) -> Result<(f64, f64)> {
+        let ctx = &self.ctx;
+        let bytes = bytes.min(ctx.limits.max_buffer_size).next_multiple_of(4);
+        let usage = wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let a = ctx.buffer("probe_a", bytes, usage);
+        let b = ctx.buffer("probe_b", bytes, usage);
+        let host = vec![1u8; bytes as usize];
+        ctx.wait()?;
+        let t = std::time::Instant::now();
+        ctx.queue.write_buffer(&a, 0, &host);
+        ctx.queue.submit([]);
+        ctx.wait()?;
+        let h2d = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(&a, 0, &b, 0, bytes);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait()?;
+        Ok((h2d, t.elapsed().as_secs_f64()))
+    }
+
     /// Samples per tile for `classes` values of `bytes` each: at most
     /// [`MAX_TILE`], a multiple of 256, and one tile within a binding.
     fn tile_samples(&self, classes: usize, bytes: usize) -> Result<u64> {

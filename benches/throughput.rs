@@ -1,15 +1,18 @@
-//! CPU throughput of scoring, all scores together (uncertainty, label quality,
-//! calibration bins, confusion counts, Boundary IoU bands), on a
-//! 32 × 19 × 512 × 512 batch, beside the plain memory-read bandwidth measured
-//! in the same run.
+//! Scoring throughput per backend, all scores together (uncertainty, label
+//! quality, calibration bins, confusion counts, Boundary IoU bands), on a
+//! 32 × 19 × 512 × 512 batch in float32 and float16, beside the limits
+//! measured in the same run: plain host memory-read bandwidth, and for the
+//! GPU the host-to-device upload and device-to-device copy bandwidth.
 //!
-//! Run: `cargo bench --bench cpu_throughput`. Criterion prints the median time
-//! and throughput (bytes of probabilities per second) of each case.
+//! Run: `cargo bench --bench throughput`. Criterion prints the median time
+//! and throughput (bytes of probabilities per second) of each case. The GPU
+//! group runs when wgpu finds an adapter (lavapipe counts).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use std::hint::black_box;
 use triage::backend::cpu::CpuBackend;
+use triage::backend::gpu::{AdapterPolicy, GpuBackend};
 use triage::backend::{Backend, ProbBuf, SegBatch, SegItem};
 
 const N: usize = 32;
@@ -103,6 +106,60 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes16 as u64));
     group.bench_function("score_all_f16", |bench| {
         bench.iter(|| black_box(backend.score_items(&b16).map(|r| r.len()).unwrap_or(0)))
+    });
+    group.finish();
+    drop(b16);
+
+    let gpu = match GpuBackend::new(AdapterPolicy::AnyAdapter) {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            eprintln!("gpu group skipped: no adapter");
+            return;
+        }
+        Err(e) => {
+            eprintln!("gpu group skipped: {e}");
+            return;
+        }
+    };
+    let info = gpu.info();
+    eprintln!(
+        "gpu adapter: {} ({}, {})",
+        info.adapter.unwrap_or_default(),
+        info.api.unwrap_or_default(),
+        info.device_type.unwrap_or_default()
+    );
+    let mut group = c.benchmark_group("gpu_32x19x512x512");
+    group.sample_size(10);
+    let b32 = batch(false);
+    group.throughput(Throughput::Bytes(bytes32 as u64));
+    group.bench_function("upload_h2d", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let (h2d, _) = gpu.bandwidth_probe(bytes32 as u64).expect("probe");
+                total += std::time::Duration::from_secs_f64(h2d);
+            }
+            total
+        })
+    });
+    group.bench_function("copy_d2d", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let (_, d2d) = gpu.bandwidth_probe(bytes32 as u64).expect("probe");
+                total += std::time::Duration::from_secs_f64(d2d);
+            }
+            total
+        })
+    });
+    group.bench_function("score_all_f32", |bench| {
+        bench.iter(|| black_box(gpu.score_items(&b32).map(|r| r.len()).expect("gpu")))
+    });
+    drop(b32);
+    let b16 = batch(true);
+    group.throughput(Throughput::Bytes(bytes16 as u64));
+    group.bench_function("score_all_f16", |bench| {
+        bench.iter(|| black_box(gpu.score_items(&b16).map(|r| r.len()).expect("gpu")))
     });
     group.finish();
 }

@@ -1,0 +1,161 @@
+//! The optional `embeddings` input: (N, D) float16/32/64 in items order,
+//! validated and L2-normalised on load.
+
+use std::path::Path;
+
+use crate::backend::ProbBuf;
+use crate::error::{Error, Result};
+use crate::io::npy::NpyArray;
+
+/// Unit-length embeddings, row-major `n × d`.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub n: usize,
+    pub d: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    /// Row `i`.
+    #[inline]
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.d..(i + 1) * self.d]
+    }
+
+    /// Build from raw rows, normalising each; `ids` name the items in errors.
+    pub fn from_rows(
+        path: &Path,
+        raw: Vec<f32>,
+        n: usize,
+        d: usize,
+        ids: &[String],
+    ) -> Result<Self> {
+        let mut data = raw;
+        for i in 0..n {
+            let row = &mut data[i * d..(i + 1) * d];
+            let bad = |msg: String| {
+                Error::input(path, msg)
+                    .item(ids.get(i).cloned().unwrap_or_else(|| i.to_string()))
+                    .field("embeddings")
+            };
+            if let Some(k) = row.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("component {k} is {}", row[k])));
+            }
+            let norm = row
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            if norm == 0.0 {
+                return Err(bad("the row is all zeros and has no direction".into()));
+            }
+            for v in row.iter_mut() {
+                *v = (f64::from(*v) / norm) as f32;
+            }
+        }
+        Ok(Embeddings { n, d, data })
+    }
+
+    /// Read and validate `path` against the item ids.
+    pub fn load(path: &Path, ids: &[String]) -> Result<Self> {
+        let mut arr = NpyArray::open(path)?;
+        let shape = arr.shape.clone();
+        if shape.len() != 2 {
+            return Err(Error::input(
+                path,
+                format!("embeddings must be 2-D (N, D), got shape {shape:?}"),
+            )
+            .field("embeddings"));
+        }
+        let (n, d) = (shape[0], shape[1]);
+        if d == 0 {
+            return Err(Error::input(path, "embedding dimension D is 0").field("embeddings"));
+        }
+        if n != ids.len() {
+            return Err(Error::input(
+                path,
+                format!("embeddings have {n} rows but there are {} items", ids.len()),
+            )
+            .field("embeddings"));
+        }
+        let raw = match arr.read_probs(0, n * d)? {
+            ProbBuf::F32(v) => v,
+            ProbBuf::F16(v) => v
+                .iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect(),
+        };
+        Self::from_rows(path, raw, n, d, ids)
+    }
+}
+
+/// Cosine distance `1 − u·v` of unit vectors, clamped at 0. The dot product
+/// uses 8 independent accumulators so the compiler vectorises it.
+#[inline]
+pub fn cosine_distance(u: &[f32], v: &[f32]) -> f32 {
+    (1.0 - dot(u, v)).max(0.0)
+}
+
+/// `u·v` with 8 lanes.
+#[inline]
+pub fn dot(u: &[f32], v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (uc, ur) = u.split_at(u.len() / 8 * 8);
+    let (vc, vr) = v.split_at(uc.len());
+    for (a, b) in uc.chunks_exact(8).zip(vc.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (a, b) in ur.iter().zip(vr) {
+        s += a * b;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_normalised_and_bad_rows_named() {
+        let ids: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let e = Embeddings::from_rows(Path::new("e.npy"), vec![3.0, 4.0, 0.0, 2.0], 2, 2, &ids)
+            .unwrap();
+        assert_eq!(e.row(0), &[0.6, 0.8]);
+        assert_eq!(e.row(1), &[0.0, 1.0]);
+        assert!((cosine_distance(e.row(0), e.row(1)) - 0.2).abs() < 1e-6);
+        let err = Embeddings::from_rows(
+            Path::new("e.npy"),
+            vec![1.0, 0.0, f32::NAN, 1.0],
+            2,
+            2,
+            &ids,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"b\"") && err.contains("embeddings") && err.contains("NaN"),
+            "{err}"
+        );
+        let err = Embeddings::from_rows(Path::new("e.npy"), vec![0.0, 0.0, 1.0, 1.0], 2, 2, &ids)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"a\"") && err.contains("zeros"), "{err}");
+    }
+
+    #[test]
+    fn dot_matches_naive_for_odd_lengths() {
+        for d in [1usize, 7, 8, 9, 33] {
+            let u: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
+            let v: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos()).collect();
+            let naive: f64 = u
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            assert!((f64::from(dot(&u, &v)) - naive).abs() < 1e-5, "d={d}");
+        }
+    }
+}

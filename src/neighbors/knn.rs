@@ -1,0 +1,331 @@
+//! The k-nearest-neighbour graph, built once per run and shared by every
+//! neighbour-based check.
+//!
+//! * **Exact** (N ≤ [`EXACT_MAX`] by default): blocked brute force with a
+//!   vectorised dot product, rayon over query blocks. It is also the recall
+//!   oracle in tests.
+//! * **HNSW** (`hnsw_rs`, `DistL2` on unit vectors, where L2² = 2·(1 − cos)):
+//!   candidates from the index, widened by one round of neighbours of
+//!   neighbours (hub points hide neighbours, see PLATFORM.md), then every
+//!   candidate is re-scored exactly. Distances in the graph are always exact
+//!   cosine distances.
+//!
+//! Ties are broken by the lower item index, so the graph is deterministic
+//! given the candidates.
+
+use std::path::Path;
+
+use hnsw_rs::prelude::*;
+use rayon::prelude::*;
+
+use super::embeddings::{Embeddings, cosine_distance};
+use crate::error::{Error, Result};
+
+/// Largest N for which `auto` uses the exact path (measured crossover, see
+/// BENCHMARKS.md).
+pub const EXACT_MAX: usize = 20_000;
+
+/// How the graph is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KnnMethod {
+    /// Exact up to `EXACT_MAX` items, HNSW beyond.
+    #[default]
+    Auto,
+    /// Brute force.
+    Exact,
+    /// `hnsw_rs` plus exact re-checks.
+    Hnsw,
+}
+
+/// `k` neighbours per item, nearest first: `ids[i*k..]`, `dist[i*k..]`.
+/// Items with fewer than `k` others hold `u32::MAX` / `f32::INFINITY` padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnGraph {
+    pub k: usize,
+    pub ids: Vec<u32>,
+    pub dist: Vec<f32>,
+    /// `exact` or `hnsw`.
+    pub method: &'static str,
+}
+
+impl KnnGraph {
+    /// Neighbours of `i`: `(index, distance)`, nearest first, padding skipped.
+    pub fn neighbours(&self, i: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        self.ids[i * self.k..(i + 1) * self.k]
+            .iter()
+            .zip(&self.dist[i * self.k..(i + 1) * self.k])
+            .filter(|(j, _)| **j != u32::MAX)
+            .map(|(&j, &d)| (j as usize, d))
+    }
+}
+
+/// A bounded, sorted top-k list (ascending by `(distance, index)`).
+struct TopK {
+    k: usize,
+    items: Vec<(f32, u32)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        TopK {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, d: f32, j: u32) {
+        if self.items.len() == self.k {
+            let worst = self.items[self.k - 1];
+            if (d, j) >= worst {
+                return;
+            }
+        }
+        let pos = self.items.partition_point(|&x| x < (d, j));
+        if self.items.get(pos) == Some(&(d, j)) {
+            return; // already present
+        }
+        self.items.insert(pos, (d, j));
+        self.items.truncate(self.k);
+    }
+}
+
+fn finish(k: usize, lists: Vec<TopK>, method: &'static str) -> KnnGraph {
+    let mut ids = Vec::with_capacity(lists.len() * k);
+    let mut dist = Vec::with_capacity(lists.len() * k);
+    for l in lists {
+        for m in 0..k {
+            match l.items.get(m) {
+                Some(&(d, j)) => {
+                    ids.push(j);
+                    dist.push(d);
+                }
+                None => {
+                    ids.push(u32::MAX);
+                    dist.push(f32::INFINITY);
+                }
+            }
+        }
+    }
+    KnnGraph {
+        k,
+        ids,
+        dist,
+        method,
+    }
+}
+
+/// Exact kNN by blocked brute force.
+pub fn exact(emb: &Embeddings, k: usize) -> KnnGraph {
+    const QB: usize = 32;
+    const CB: usize = 512;
+    let n = emb.n;
+    let lists: Vec<TopK> = (0..n)
+        .step_by(QB)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .flat_map_iter(|q0| {
+            let q1 = (q0 + QB).min(n);
+            let mut tops: Vec<TopK> = (q0..q1).map(|_| TopK::new(k)).collect();
+            for c0 in (0..n).step_by(CB) {
+                let c1 = (c0 + CB).min(n);
+                for (qi, top) in (q0..q1).zip(tops.iter_mut()) {
+                    let q = emb.row(qi);
+                    for j in c0..c1 {
+                        if j != qi {
+                            top.push(cosine_distance(q, emb.row(j)), j as u32);
+                        }
+                    }
+                }
+            }
+            tops
+        })
+        .collect();
+    finish(k, lists, "exact")
+}
+
+/// HNSW parameters.
+const MAX_CONN: usize = 24;
+const EF_CONSTRUCTION: usize = 200;
+/// `file_dump` only works with exactly 16 layers (PLATFORM.md).
+const MAX_LAYER: usize = 16;
+const INDEX_BASE: &str = "triage";
+
+/// Approximate kNN with `hnsw_rs`, re-checked exactly. With `index_dir`, an
+/// index saved there by an earlier run over `known` leading items is loaded
+/// and only the items after them are inserted; the updated index is saved
+/// back. `deterministic` inserts serially.
+pub fn hnsw(
+    emb: &Embeddings,
+    k: usize,
+    index_dir: Option<(&Path, usize)>,
+    deterministic: bool,
+) -> Result<KnnGraph> {
+    let n = emb.n;
+    let rows: Vec<Vec<f32>> = (0..n).map(|i| emb.row(i).to_vec()).collect();
+    let build_fresh = || {
+        let h = Hnsw::<f32, DistL2>::new(MAX_CONN, n.max(1), MAX_LAYER, EF_CONSTRUCTION, DistL2 {});
+        insert(&h, &rows, 0, deterministic);
+        h
+    };
+    let ef = (4 * k).max(64);
+    let search = |h: &Hnsw<f32, DistL2>| -> Vec<Vec<usize>> {
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                h.search(&rows[i], k + 1, ef)
+                    .into_iter()
+                    .map(|nb| nb.d_id)
+                    .filter(|&j| j != i && j < n)
+                    .collect()
+            })
+            .collect()
+    };
+    let candidates = match index_dir {
+        Some((dir, known)) if known > 0 && known <= n => {
+            let mut io = hnsw_rs::hnswio::HnswIo::new(dir, INDEX_BASE);
+            let loaded: std::result::Result<Hnsw<f32, DistL2>, _> = io.load_hnsw();
+            match loaded {
+                Ok(h) => {
+                    insert(&h, &rows, known, deterministic);
+                    save(&h, dir)?;
+                    search(&h)
+                }
+                Err(_) => {
+                    let h = build_fresh();
+                    save(&h, dir)?;
+                    search(&h)
+                }
+            }
+        }
+        Some((dir, _)) => {
+            let h = build_fresh();
+            save(&h, dir)?;
+            search(&h)
+        }
+        None => search(&build_fresh()),
+    };
+    // Widen with neighbours of neighbours and the reverse edges, then rank
+    // every candidate exactly.
+    let mut reverse: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, c) in candidates.iter().enumerate() {
+        for &j in c {
+            reverse[j].push(i);
+        }
+    }
+    let lists: Vec<TopK> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut top = TopK::new(k);
+            let q = emb.row(i);
+            let mut consider = |j: usize| {
+                if j != i {
+                    top.push(cosine_distance(q, emb.row(j)), j as u32);
+                }
+            };
+            for &j in candidates[i].iter().chain(&reverse[i]) {
+                consider(j);
+                for &m in &candidates[j] {
+                    consider(m);
+                }
+            }
+            top
+        })
+        .collect();
+    Ok(finish(k, lists, "hnsw"))
+}
+
+fn insert(h: &Hnsw<f32, DistL2>, rows: &[Vec<f32>], from: usize, deterministic: bool) {
+    if deterministic {
+        for (i, r) in rows.iter().enumerate().skip(from) {
+            h.insert((r.as_slice(), i));
+        }
+    } else {
+        let data: Vec<(&Vec<f32>, usize)> = rows
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, r)| (r, i))
+            .collect();
+        h.parallel_insert(&data);
+    }
+}
+
+fn save(h: &Hnsw<f32, DistL2>, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // hnsw_rs never overwrites a dump (it picks a new name), so clear ours.
+    for ext in ["hnsw.graph", "hnsw.data"] {
+        let p = dir.join(format!("{INDEX_BASE}.{ext}"));
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    let base = h
+        .file_dump(dir, INDEX_BASE)
+        .map_err(|e| Error::io(dir, std::io::Error::other(e.to_string())))?;
+    if base != INDEX_BASE {
+        return Err(Error::io(
+            dir,
+            std::io::Error::other(format!("hnsw_rs wrote {base} instead of {INDEX_BASE}")),
+        ));
+    }
+    Ok(())
+}
+
+/// Mean fraction of the exact k nearest neighbours that `approx` found.
+pub fn recall(approx: &KnnGraph, exact: &KnnGraph) -> f64 {
+    let n = exact.ids.len() / exact.k.max(1);
+    let mut hit = 0usize;
+    let mut total = 0usize;
+    for i in 0..n {
+        let a: std::collections::HashSet<usize> = approx.neighbours(i).map(|(j, _)| j).collect();
+        for (j, _) in exact.neighbours(i) {
+            total += 1;
+            hit += usize::from(a.contains(&j));
+        }
+    }
+    if total == 0 {
+        1.0
+    } else {
+        hit as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emb(rows: &[[f32; 2]]) -> Embeddings {
+        let ids: Vec<String> = (0..rows.len()).map(|i| i.to_string()).collect();
+        Embeddings::from_rows(
+            Path::new("e"),
+            rows.iter().flatten().copied().collect(),
+            rows.len(),
+            2,
+            &ids,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_hand_worked() {
+        // Angles 0°, 10°, 90°, 180°: nearest of 0 is 1 (1 − cos 10°), then 2.
+        let r = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+        let e = emb(&[r(0.0), r(10.0), r(90.0), r(180.0)]);
+        let g = exact(&e, 2);
+        let n0: Vec<(usize, f32)> = g.neighbours(0).collect();
+        assert_eq!(n0[0].0, 1);
+        assert!((n0[0].1 - (1.0 - 10f32.to_radians().cos())).abs() < 1e-6);
+        assert_eq!(n0[1].0, 2);
+        let n3: Vec<usize> = g.neighbours(3).map(|(j, _)| j).collect();
+        assert_eq!(n3, vec![2, 1], "180° is closest to 90°, then 10°");
+    }
+
+    #[test]
+    fn fewer_items_than_k_are_padded() {
+        let e = emb(&[[1.0, 0.0], [0.0, 1.0]]);
+        let g = exact(&e, 3);
+        assert_eq!(g.neighbours(0).count(), 1);
+    }
+}

@@ -1,0 +1,375 @@
+//! Near-duplicates whose labels disagree, and clusters of disagreeing labels.
+//!
+//! 1. Embeddings are L2-normalised ([`embeddings`]); the distance is the
+//!    cosine distance `1 − cos(u, v)`.
+//! 2. One k-nearest-neighbour graph per run ([`knn`]), exact for small N and
+//!    HNSW with exact re-checks beyond.
+//! 3. **Near-duplicate pairs**: neighbours at distance ≤ the threshold, which
+//!    is absolute (`--dup-threshold`, default 0.05) or relative
+//!    (`--dup-relative f`: f × the median nearest-neighbour distance), plus
+//!    every pair of byte-identical embedding rows or image files, whatever k.
+//! 4. **Conflicts**: a pair whose labels differ (classification), or whose
+//!    annotation masks have mean IoU below `--conflict-iou` (segmentation,
+//!    same-size masks).
+//! 5. **Clusters without chaining**: repeatedly take the unassigned item with
+//!    the most unassigned near-duplicates (ties: lower index) as a centre and
+//!    give it those near-duplicates. Every member lies within the threshold
+//!    `t` of its centre. Cosine distance is not a metric, but the angle is:
+//!    members are at most `2·acos(1 − t)` apart, i.e. no cluster is wider
+//!    than [`diameter_bound`]`(t) = 4t − 2t²` in cosine distance (≈ 4t).
+//! 6. Per item: `dup_conflict = 1 − d/(2·threshold)` for its closest
+//!    conflicting partner at distance `d` (so in [0.5, 1]; 0 without one), and
+//!    `knn_disagreement`, the fraction of its k neighbours whose label
+//!    (segmentation: set of annotated classes) differs.
+
+pub mod embeddings;
+pub mod knn;
+pub mod stage;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+pub use embeddings::Embeddings;
+pub use knn::{KnnGraph, KnnMethod};
+
+/// The near-duplicate threshold rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    /// Pairs at cosine distance ≤ this value.
+    Absolute(f32),
+    /// Pairs at ≤ f × the median nearest-neighbour distance.
+    Relative(f32),
+}
+
+/// Default absolute threshold (cosine similarity ≥ 0.95).
+pub const DEFAULT_THRESHOLD: f32 = 0.05;
+/// Default number of neighbours.
+pub const DEFAULT_K: usize = 10;
+
+/// A flagged near-duplicate pair, `a < b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DupPair {
+    pub a: usize,
+    pub b: usize,
+    pub distance: f32,
+    /// How it was found: `knn`, `embedding_hash` or `image_hash`.
+    pub found_by: &'static str,
+    /// Labels (or masks) disagree.
+    pub conflict: bool,
+    /// Segmentation: mean IoU between the two annotations, when compared.
+    pub mask_iou: Option<f64>,
+}
+
+/// A cluster of near-duplicates (at least two members).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub id: usize,
+    /// The centre first, then the others by index.
+    pub members: Vec<usize>,
+    pub centre: usize,
+    /// Largest exact distance between two members.
+    pub max_distance: f32,
+}
+
+/// Everything the neighbour stage found.
+#[derive(Debug, Clone)]
+pub struct NeighborResult {
+    pub graph: KnnGraph,
+    /// The absolute threshold in force (after resolving a relative rule).
+    pub threshold: f32,
+    pub rule: Threshold,
+    pub median_nn: f32,
+    pub pairs: Vec<DupPair>,
+    pub clusters: Vec<Cluster>,
+    /// Cluster id per item.
+    pub cluster_of: Vec<Option<usize>>,
+    pub dup_conflict: Vec<f64>,
+    pub knn_disagreement: Vec<f64>,
+}
+
+/// What the neighbour stage needs to know about labels.
+pub trait LabelOracle: Sync {
+    /// Whether items `a` and `b` carry the same label (segmentation: the same
+    /// set of annotated classes), for kNN disagreement.
+    fn same_label(&self, a: usize, b: usize) -> bool;
+    /// Whether near-duplicates `a` and `b` conflict, with the mask IoU when one
+    /// was computed.
+    fn conflict(&self, a: usize, b: usize) -> crate::Result<(bool, Option<f64>)>;
+}
+
+/// The largest cosine distance between two members of a cluster built with
+/// threshold `t`: two vectors within angle `θ = acos(1 − t)` of a centre are
+/// within `2θ` of each other, and `1 − cos 2θ = 4t − 2t²`.
+pub fn diameter_bound(t: f32) -> f32 {
+    let t = f64::from(t.clamp(0.0, 1.0));
+    (4.0 * t - 2.0 * t * t) as f32
+}
+
+/// Hash groups of identical byte strings: pairs `(a, b)` with `a < b` among
+/// items whose key bytes are equal (confirmed byte by byte).
+pub fn identical_pairs(keys: &[Option<Vec<u8>>]) -> Vec<(usize, usize)> {
+    let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(k) = k {
+            let mut h = std::hash::DefaultHasher::new();
+            k.hash(&mut h);
+            groups.entry(h.finish()).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for members in groups.values() {
+        for (x, &a) in members.iter().enumerate() {
+            for &b in &members[x + 1..] {
+                if keys[a] == keys[b] {
+                    out.push((a.min(b), a.max(b)));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Median of the items' nearest-neighbour distances.
+pub fn median_nn(graph: &KnnGraph) -> f32 {
+    let n = graph.ids.len() / graph.k.max(1);
+    let mut d: Vec<f32> = (0..n)
+        .filter_map(|i| graph.neighbours(i).next().map(|(_, d)| d))
+        .collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_by(f32::total_cmp);
+    let m = d.len() / 2;
+    if d.len() % 2 == 1 {
+        d[m]
+    } else {
+        0.5 * (d[m - 1] + d[m])
+    }
+}
+
+/// Run the neighbour stage over a built graph.
+pub fn analyse(
+    emb: &Embeddings,
+    graph: KnnGraph,
+    rule: Threshold,
+    extra_identical: &[(usize, usize, &'static str)],
+    labels: &dyn LabelOracle,
+) -> crate::Result<NeighborResult> {
+    let n = emb.n;
+    let median = median_nn(&graph);
+    let threshold = match rule {
+        Threshold::Absolute(t) => t,
+        Threshold::Relative(f) => f * median,
+    };
+    // Candidate pairs: graph edges within the threshold, and identical items.
+    let mut found: HashMap<(usize, usize), &'static str> = HashMap::new();
+    for i in 0..n {
+        for (j, d) in graph.neighbours(i) {
+            if d <= threshold {
+                found.entry((i.min(j), i.max(j))).or_insert("knn");
+            }
+        }
+    }
+    for &(a, b, how) in extra_identical {
+        found.insert((a.min(b), a.max(b)), how);
+    }
+    let mut keys: Vec<(usize, usize)> = found.keys().copied().collect();
+    keys.sort_unstable();
+    let mut pairs = Vec::with_capacity(keys.len());
+    for (a, b) in keys {
+        let distance = embeddings::cosine_distance(emb.row(a), emb.row(b));
+        let (conflict, mask_iou) = labels.conflict(a, b)?;
+        pairs.push(DupPair {
+            a,
+            b,
+            distance,
+            found_by: found[&(a, b)],
+            conflict,
+            mask_iou,
+        });
+    }
+
+    // Clusters: centre-bounded greedy.
+    let mut adj: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for p in &pairs {
+        adj[p.a].push(p.b);
+        adj[p.b].push(p.a);
+    }
+    for a in adj.iter_mut() {
+        a.sort_unstable();
+    }
+    let mut cluster_of: Vec<Option<usize>> = vec![None; n];
+    let mut clusters = Vec::new();
+    loop {
+        let best = (0..n)
+            .filter(|&i| cluster_of[i].is_none())
+            .map(|i| {
+                (
+                    adj[i].iter().filter(|&&j| cluster_of[j].is_none()).count(),
+                    i,
+                )
+            })
+            .filter(|&(deg, _)| deg > 0)
+            .max_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)));
+        let Some((_, centre)) = best else { break };
+        let id = clusters.len();
+        let mut members = vec![centre];
+        members.extend(
+            adj[centre]
+                .iter()
+                .copied()
+                .filter(|&j| cluster_of[j].is_none()),
+        );
+        for &m in &members {
+            cluster_of[m] = Some(id);
+        }
+        let mut max_distance = 0f32;
+        for (x, &a) in members.iter().enumerate() {
+            for &b in &members[x + 1..] {
+                max_distance =
+                    max_distance.max(embeddings::cosine_distance(emb.row(a), emb.row(b)));
+            }
+        }
+        clusters.push(Cluster {
+            id,
+            members,
+            centre,
+            max_distance,
+        });
+    }
+
+    let mut dup_conflict = vec![0f64; n];
+    for p in pairs.iter().filter(|p| p.conflict) {
+        let v = if threshold > 0.0 {
+            (1.0 - f64::from(p.distance) / (2.0 * f64::from(threshold))).clamp(0.5, 1.0)
+        } else {
+            1.0
+        };
+        dup_conflict[p.a] = dup_conflict[p.a].max(v);
+        dup_conflict[p.b] = dup_conflict[p.b].max(v);
+    }
+    let knn_disagreement: Vec<f64> = (0..n)
+        .map(|i| {
+            let (mut diff, mut total) = (0usize, 0usize);
+            for (j, _) in graph.neighbours(i) {
+                total += 1;
+                diff += usize::from(!labels.same_label(i, j));
+            }
+            if total == 0 {
+                0.0
+            } else {
+                diff as f64 / total as f64
+            }
+        })
+        .collect();
+    Ok(NeighborResult {
+        graph,
+        threshold,
+        rule,
+        median_nn: median,
+        pairs,
+        clusters,
+        cluster_of,
+        dup_conflict,
+        knn_disagreement,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    struct Labels(Vec<u32>);
+    impl LabelOracle for Labels {
+        fn same_label(&self, a: usize, b: usize) -> bool {
+            self.0[a] == self.0[b]
+        }
+        fn conflict(&self, a: usize, b: usize) -> crate::Result<(bool, Option<f64>)> {
+            Ok((self.0[a] != self.0[b], None))
+        }
+    }
+
+    fn unit(deg: f32) -> [f32; 2] {
+        [deg.to_radians().cos(), deg.to_radians().sin()]
+    }
+
+    #[test]
+    fn a_chain_is_cut_at_the_centre_bound() {
+        // Items every 10° along an arc: each neighbour pair is at
+        // 1 − cos 10° = 0.0152; with threshold 0.02 only adjacent items pair
+        // up, so a chaining method would make one 6-item cluster spanning
+        // 50°. Centre-bounded clusters hold at most a centre and its two
+        // direct neighbours.
+        let rows: Vec<f32> = (0..6).flat_map(|i| unit(10.0 * i as f32)).collect();
+        let ids: Vec<String> = (0..6).map(|i| i.to_string()).collect();
+        let e = Embeddings::from_rows(Path::new("e"), rows, 6, 2, &ids).unwrap();
+        let g = knn::exact(&e, 3);
+        let r = analyse(
+            &e,
+            g,
+            Threshold::Absolute(0.02),
+            &[],
+            &Labels(vec![0, 0, 1, 1, 0, 0]),
+        )
+        .unwrap();
+        assert_eq!(r.pairs.len(), 5);
+        for c in &r.clusters {
+            // 0 and 2 are 20° apart: 1 − cos 20° = 0.0603 > 2 × 0.02, since
+            // cosine distance breaks the triangle inequality; the angular
+            // bound 4t − 2t² = 0.0792 holds.
+            assert!(c.max_distance <= diameter_bound(0.02), "{c:?}");
+            assert!(c.members.len() <= 3);
+        }
+        assert!((r.clusters[0].max_distance - (1.0 - 20f32.to_radians().cos())).abs() < 1e-6);
+        // Item 1 has two unassigned partners (0 and 2), as do 2, 3, 4; the
+        // lowest index wins: {1, 0, 2}, then {4, 3, 5}.
+        assert_eq!(r.clusters[0].members, vec![1, 0, 2]);
+        assert_eq!(r.clusters[1].members, vec![4, 3, 5]);
+        // Conflicting pairs: (1,2) and (3,4).
+        let conflicts: Vec<(usize, usize)> = r
+            .pairs
+            .iter()
+            .filter(|p| p.conflict)
+            .map(|p| (p.a, p.b))
+            .collect();
+        assert_eq!(conflicts, vec![(1, 2), (3, 4)]);
+        assert_eq!(r.dup_conflict[0], 0.0);
+        let d = 1.0 - 10f64.to_radians().cos();
+        assert!((r.dup_conflict[1] - (1.0 - d / 0.04)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn identical_rows_pair_beyond_k_and_relative_threshold() {
+        assert_eq!(
+            identical_pairs(&[
+                Some(vec![1]),
+                None,
+                Some(vec![1]),
+                Some(vec![2]),
+                Some(vec![1])
+            ]),
+            vec![(0, 2), (0, 4), (2, 4)]
+        );
+        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let rows: Vec<f32> = [unit(0.0), unit(1.0), unit(60.0), unit(120.0)].concat();
+        let e = Embeddings::from_rows(Path::new("e"), rows, 4, 2, &ids).unwrap();
+        let g = knn::exact(&e, 1);
+        // NN distances: 1−cos1°, 1−cos1°, 1−cos59°, 1−cos60°; median = mean of the middle two.
+        let m = median_nn(&g);
+        let want = 0.5 * ((1.0 - 1f32.to_radians().cos()) + (1.0 - 59f32.to_radians().cos()));
+        assert!((m - want).abs() < 1e-6);
+        let r = analyse(
+            &e,
+            g,
+            Threshold::Relative(0.01),
+            &[],
+            &Labels(vec![0, 1, 0, 0]),
+        )
+        .unwrap();
+        assert!((r.threshold - 0.01 * want).abs() < 1e-7);
+        assert_eq!(r.pairs.len(), 1);
+        assert!(r.pairs[0].conflict);
+    }
+}

@@ -1,0 +1,336 @@
+//! The neighbour stage of a run: load embeddings, build the graph (optionally
+//! through a saved index), find near-duplicates, conflicts and clusters, and
+//! fold them into the items' scores, reasons and priority.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::knn::{self, EXACT_MAX, KnnMethod};
+use super::{Embeddings, LabelOracle, NeighborResult, Threshold, analyse, identical_pairs};
+use crate::config::{DatasetConfig, Task};
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+use crate::io::mask::read_mask;
+use crate::metrics::confusion::Confusion;
+use crate::pipeline::{ItemResult, NeighborRef};
+
+/// Options of the neighbour stage (flags of `triage run`).
+#[derive(Debug, Clone)]
+pub struct NeighborOptions {
+    pub k: usize,
+    pub threshold: Threshold,
+    /// Segmentation: near-duplicate masks with mean IoU below this conflict.
+    pub conflict_iou: f64,
+    pub method: KnnMethod,
+    /// Save the HNSW index here and reuse it on the next run.
+    pub index_dir: Option<PathBuf>,
+    /// Serial index construction, so outputs are byte-identical across runs.
+    pub deterministic: bool,
+}
+
+impl Default for NeighborOptions {
+    fn default() -> Self {
+        NeighborOptions {
+            k: super::DEFAULT_K,
+            threshold: Threshold::Absolute(super::DEFAULT_THRESHOLD),
+            conflict_iou: 0.5,
+            method: KnnMethod::Auto,
+            index_dir: None,
+            deterministic: false,
+        }
+    }
+}
+
+/// Weight of `dup_conflict` in the priority:
+/// `priority' = priority + DUP_WEIGHT · dup_conflict · (1 − priority)`.
+pub const DUP_WEIGHT: f64 = 0.5;
+
+struct Oracle<'a> {
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    items: &'a [ItemResult],
+    conflict_iou: f64,
+}
+
+impl Oracle<'_> {
+    fn mask(&self, i: usize) -> Result<Option<Vec<u16>>> {
+        let Some(col) = self.manifest.column("mask") else {
+            return Ok(None);
+        };
+        let Some(dims) = self.items[i].dims else {
+            return Ok(None);
+        };
+        let path = self.cfg.dir.join(self.manifest.rows[i][col].trim());
+        read_mask(
+            &path,
+            &self.manifest.ids[i],
+            dims,
+            self.cfg.num_classes(),
+            self.cfg.ignore_index,
+        )
+        .map(Some)
+    }
+}
+
+impl LabelOracle for Oracle<'_> {
+    fn same_label(&self, a: usize, b: usize) -> bool {
+        self.items[a].label_set == self.items[b].label_set
+    }
+
+    fn conflict(&self, a: usize, b: usize) -> Result<(bool, Option<f64>)> {
+        if self.cfg.task == Task::Classification {
+            return Ok((self.items[a].label_set != self.items[b].label_set, None));
+        }
+        if self.items[a].dims != self.items[b].dims {
+            return Ok((false, None)); // masks of different sizes are not compared
+        }
+        let (Some(ma), Some(mb)) = (self.mask(a)?, self.mask(b)?) else {
+            return Ok((false, None));
+        };
+        let mut conf = Confusion::new(self.cfg.num_classes());
+        let ig = self.cfg.ignore_index;
+        for (&x, &y) in ma.iter().zip(&mb) {
+            if x != ig && y != ig {
+                conf.add(x as usize, y as usize);
+            }
+        }
+        let iou = conf.mean_iou();
+        Ok((iou.is_some_and(|v| v < self.conflict_iou), iou))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexManifest {
+    ids: Vec<String>,
+    row_hashes: Vec<u64>,
+}
+
+fn row_hash(row: &[f32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    bytemuck::cast_slice::<f32, u8>(row).hash(&mut h);
+    h.finish()
+}
+
+fn build_graph(emb: &Embeddings, ids: &[String], o: &NeighborOptions) -> Result<super::KnnGraph> {
+    let use_hnsw = match o.method {
+        KnnMethod::Exact => false,
+        KnnMethod::Hnsw => true,
+        KnnMethod::Auto => o.index_dir.is_some() || emb.n > EXACT_MAX,
+    };
+    if !use_hnsw {
+        return Ok(knn::exact(emb, o.k));
+    }
+    let Some(dir) = &o.index_dir else {
+        return knn::hnsw(emb, o.k, None, o.deterministic);
+    };
+    let hashes: Vec<u64> = (0..emb.n).map(|i| row_hash(emb.row(i))).collect();
+    let manifest_path = dir.join("index.json");
+    let known = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => {
+            let m: IndexManifest = serde_json::from_str(&text)
+                .map_err(|e| Error::input(&manifest_path, format!("not an index manifest: {e}")))?;
+            let m_len = m.ids.len();
+            let same_prefix =
+                m_len <= emb.n && m.ids[..] == ids[..m_len] && m.row_hashes[..] == hashes[..m_len];
+            if same_prefix { m_len } else { 0 }
+        }
+        Err(_) => 0,
+    };
+    let graph = knn::hnsw(emb, o.k, Some((dir, known)), o.deterministic)?;
+    let m = IndexManifest {
+        ids: ids.to_vec(),
+        row_hashes: hashes,
+    };
+    let text = serde_json::to_string(&m).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut out = crate::io::atomic::AtomicOutputs::new(dir);
+    out.write("index.json", |w| w.write_all(text.as_bytes()))?;
+    out.commit()?;
+    Ok(graph)
+}
+
+/// Identical items by file content of the `image` column, when present.
+fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, usize)>> {
+    let Some(col) = manifest.column("image") else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::with_capacity(manifest.len());
+    for row in &manifest.rows {
+        let cell = row[col].trim();
+        if cell.is_empty() {
+            keys.push(None);
+            continue;
+        }
+        let p = cfg.dir.join(cell);
+        keys.push(std::fs::read(&p).ok());
+    }
+    Ok(identical_pairs(&keys))
+}
+
+/// What the report says about duplicates.
+pub struct NeighborSummary {
+    pub result: NeighborResult,
+    pub json: Value,
+}
+
+fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
+    it.label_set
+        .iter()
+        .map(|&k| cfg.class_names[k as usize].as_str())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// Run the stage on `items` (in items order) and update them.
+pub fn apply(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &mut [ItemResult],
+    path: &Path,
+    o: &NeighborOptions,
+) -> Result<NeighborSummary> {
+    if o.k == 0 {
+        return Err(Error::Usage("--knn-k must be at least 1".into()));
+    }
+    let emb = Embeddings::load(path, &manifest.ids)?;
+    let graph = build_graph(&emb, &manifest.ids, o)?;
+    let emb_keys: Vec<Option<Vec<u8>>> = (0..emb.n)
+        .map(|i| Some(bytemuck::cast_slice::<f32, u8>(emb.row(i)).to_vec()))
+        .collect();
+    let mut extra: Vec<(usize, usize, &'static str)> = identical_pairs(&emb_keys)
+        .into_iter()
+        .map(|(a, b)| (a, b, "embedding_hash"))
+        .collect();
+    extra.extend(
+        image_pairs(cfg, manifest)?
+            .into_iter()
+            .map(|(a, b)| (a, b, "image_hash")),
+    );
+    let result = {
+        let oracle = Oracle {
+            cfg,
+            manifest,
+            items,
+            conflict_iou: o.conflict_iou,
+        };
+        analyse(&emb, graph, o.threshold, &extra, &oracle)?
+    };
+    let t = result.threshold;
+    // Fold into the items.
+    let labels: Vec<String> = items.iter().map(|it| label_text(cfg, it)).collect();
+    for p in &result.pairs {
+        for (me, other) in [(p.a, p.b), (p.b, p.a)] {
+            items[me].neighbors.push(NeighborRef {
+                index: other,
+                distance: p.distance,
+                label: labels[other].clone(),
+                conflict: p.conflict,
+            });
+        }
+    }
+    for (i, it) in items.iter_mut().enumerate() {
+        it.cluster = result.cluster_of[i];
+        let dc = result.dup_conflict[i];
+        let kd = result.knn_disagreement[i];
+        it.scores.dup_conflict = Some(dc);
+        it.scores.knn_disagreement = Some(kd);
+        it.priority += DUP_WEIGHT * dc * (1.0 - it.priority);
+        let mut front = Vec::new();
+        for nb in it.neighbors.iter().filter(|n| n.conflict) {
+            front.push(match cfg.task {
+                Task::Classification => format!(
+                    "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) labelled {:?}, this item {:?}",
+                    manifest.ids[nb.index], nb.distance, t, nb.label, labels[i]
+                ),
+                Task::Segmentation => format!(
+                    "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) whose mask disagrees",
+                    manifest.ids[nb.index], nb.distance, t
+                ),
+            });
+        }
+        if kd >= 0.5 {
+            let k = result.graph.neighbours(i).count();
+            it.reasons.push(format!(
+                "{} of its {k} nearest neighbours carry another label",
+                (kd * k as f64).round() as usize
+            ));
+        }
+        if !front.is_empty() {
+            front.append(&mut it.reasons);
+            it.reasons = front;
+        }
+    }
+    let conflicting_clusters = result
+        .clusters
+        .iter()
+        .filter(|c| c.members.iter().any(|&m| result.dup_conflict[m] > 0.0))
+        .count();
+    let json = json!({
+        "method": result.graph.method,
+        "k": result.graph.k,
+        "distance": "cosine, 1 - cos(u, v) on L2-normalised embeddings",
+        "rule": match result.rule {
+            Threshold::Absolute(v) => json!({"absolute": v}),
+            Threshold::Relative(f) => json!({"relative": f, "of": "median nearest-neighbour distance"}),
+        },
+        "threshold": result.threshold,
+        "median_nn_distance": result.median_nn,
+        "pairs": result.pairs.len(),
+        "conflicting_pairs": result.pairs.iter().filter(|p| p.conflict).count(),
+        "pairs_by_method": {
+            "knn": result.pairs.iter().filter(|p| p.found_by == "knn").count(),
+            "embedding_hash": result.pairs.iter().filter(|p| p.found_by == "embedding_hash").count(),
+            "image_hash": result.pairs.iter().filter(|p| p.found_by == "image_hash").count(),
+        },
+        "clusters": result.clusters.len(),
+        "conflicting_clusters": conflicting_clusters,
+        "cluster_rule": "every member within the threshold of the cluster centre",
+        "cluster_diameter_bound": super::diameter_bound(result.threshold),
+        "priority": format!("priority + {DUP_WEIGHT} * dup_conflict * (1 - priority)"),
+    });
+    Ok(NeighborSummary { result, json })
+}
+
+/// `clusters.jsonl` rows.
+pub fn cluster_rows(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    r: &NeighborResult,
+) -> Vec<Value> {
+    let by_index: std::collections::HashMap<usize, &ItemResult> =
+        items.iter().map(|it| (it.index, it)).collect();
+    r.clusters
+        .iter()
+        .map(|c| {
+            let labels: Vec<String> = c
+                .members
+                .iter()
+                .map(|m| label_text(cfg, by_index[m]))
+                .collect();
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for l in &labels {
+                match counts.iter_mut().find(|(x, _)| x == l) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((l.clone(), 1)),
+                }
+            }
+            // Majority: most members; ties go to the label seen first (the centre's).
+            let (majority, top) = counts
+                .iter()
+                .fold((String::new(), 0), |acc, (l, n)| if *n > acc.1 { (l.clone(), *n) } else { acc });
+            let conflict = c.members.iter().any(|&m| r.dup_conflict[m] > 0.0);
+            json!({
+                "cluster": c.id,
+                "members": c.members.iter().zip(&labels).map(|(&m, l)| json!({"id": manifest.ids[m], "label": l})).collect::<Vec<_>>(),
+                "centre": manifest.ids[c.centre],
+                "majority_label": majority,
+                "conflict": conflict,
+                "conflict_fraction": 1.0 - top as f64 / c.members.len() as f64,
+                "max_distance": c.max_distance,
+            })
+        })
+        .collect()
+}
