@@ -99,6 +99,9 @@ pub struct Planted {
     pub detail: String,
     /// Pixels whose annotation differs from the truth.
     pub pixels: u64,
+    /// For `duplicate_conflict`: the near-duplicate source item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -110,6 +113,15 @@ struct Truth<'a> {
     classes: &'a [String],
     planted: &'a [Planted],
     clean: &'a [String],
+    /// Near-duplicate items: `{id, of, conflict}`.
+    duplicates: &'a [DupTruth],
+}
+
+#[derive(Serialize)]
+struct DupTruth {
+    id: String,
+    of: String,
+    conflict: bool,
 }
 
 /// Softmax temperature of ordinary and hard items.
@@ -242,6 +254,28 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
             SynthDtype::F16 => 2,
             SynthDtype::F32 => 4,
         };
+    outputs.write("embeddings.npy", |sink| {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[n as u64, EMBED_DIM as u64])
+            .writer(sink)
+            .begin_nd()?;
+        for i in 0..n {
+            w.extend(embedding(opts.seed, i))?;
+        }
+        w.finish()
+    })?;
+    bytes += (n * EMBED_DIM * 4) as u64;
+    let duplicates: Vec<DupTruth> = (0..n)
+        .filter_map(|i| {
+            dup_source(opts.seed, i).map(|j| DupTruth {
+                id: format!("item{i:05}"),
+                of: format!("item{j:05}"),
+                conflict: dup_conflict_roll(opts.seed, i),
+            })
+        })
+        .collect();
 
     let toml = format!(
         "# Made by `triage synth --items {n} --size {h} {w} --classes {c} --seed {seed}`.\n\
@@ -250,7 +284,8 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
          ignore_index = 255\n\n\
          [inputs]\n\
          items = \"items.csv\"\n\
-         probs = \"probs.npy\"\n",
+         probs = \"probs.npy\"\n\
+         embeddings = \"embeddings.npy\"\n",
         seed = opts.seed,
         classes = names
             .iter()
@@ -266,6 +301,7 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
         classes: &names,
         planted: &planted,
         clean: &clean,
+        duplicates: &duplicates,
     };
     let truth_json = serde_json::to_string_pretty(&truth)
         .map_err(|e| Error::Usage(format!("cannot serialise truth.json: {e}")))?;
@@ -378,15 +414,25 @@ fn rasterise(
     map
 }
 
-/// Item `i` of the dataset with `seed`.
-fn generate(seed: u64, i: usize, h: usize, w: usize, c: usize) -> Item {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(i as u64);
-    let id = format!("item{i:05}");
-    let side = h.min(w) as f32;
+/// Random streams beyond the per-item ones (which use stream `i`).
+const DUP_STREAM: u64 = 1 << 40;
+const EMB_STREAM: u64 = 2 << 40;
+/// Probability that an item is a near-duplicate of one of the 3 items before it.
+const P_DUP: f64 = 0.15;
+/// Embedding dimension.
+pub const EMBED_DIM: usize = 32;
 
+fn stream(seed: u64, s: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(s);
+    rng
+}
+
+/// One to three ellipses of classes `1..c`.
+fn scene(rng: &mut ChaCha8Rng, h: usize, w: usize, c: usize) -> Vec<Ellipse> {
+    let side = h.min(w) as f32;
     let n_obj = rng.random_range(1..=3);
-    let objects: Vec<Ellipse> = (0..n_obj)
+    (0..n_obj)
         .map(|_| {
             let ry = rng.random_range(0.12..0.28) * side;
             let rx = rng.random_range(0.12..0.28) * side;
@@ -398,7 +444,80 @@ fn generate(seed: u64, i: usize, h: usize, w: usize, c: usize) -> Item {
                 class: rng.random_range(1..c as u16),
             }
         })
+        .collect()
+}
+
+/// The item that item `i` is a near-duplicate of, if any (always earlier).
+fn dup_source(seed: u64, i: usize) -> Option<usize> {
+    let mut rng = stream(seed, DUP_STREAM + i as u64);
+    (i > 0 && rng.random_bool(P_DUP)).then(|| i - 1 - rng.random_range(0..i.min(3)))
+}
+
+/// Whether near-duplicate `i` gets a conflicting annotation.
+fn dup_conflict_roll(seed: u64, i: usize) -> bool {
+    let mut rng = stream(seed, DUP_STREAM + i as u64);
+    let _ = rng.random_bool(P_DUP);
+    let _: usize = rng.random_range(0..3);
+    rng.random_bool(0.5)
+}
+
+/// The scene of item `j`, following near-duplicate links.
+fn scene_of(seed: u64, j: usize, h: usize, w: usize, c: usize) -> Vec<Ellipse> {
+    match dup_source(seed, j) {
+        Some(k) => scene_of(seed, k, h, w, c)
+            .into_iter()
+            .map(|o| Ellipse {
+                cx: o.cx + 1.0,
+                ..o
+            })
+            .collect(),
+        None => scene(&mut stream(seed, j as u64), h, w, c),
+    }
+}
+
+/// The unit embedding of item `i`: random for ordinary items, a small
+/// perturbation (cosine distance about 0.002) of the source for near-duplicates.
+pub fn embedding(seed: u64, i: usize) -> Vec<f32> {
+    let mut rng = stream(seed, EMB_STREAM + i as u64);
+    let mut v: Vec<f32> = (0..EMBED_DIM)
+        .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
+    let unit = |v: &mut Vec<f32>| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+    };
+    unit(&mut v);
+    if let Some(j) = dup_source(seed, i) {
+        let mut e = embedding(seed, j);
+        for (a, b) in e.iter_mut().zip(&v) {
+            *a += 0.06 * b;
+        }
+        unit(&mut e);
+        return e;
+    }
+    v
+}
+
+/// Item `i` of the dataset with `seed`.
+fn generate(seed: u64, i: usize, h: usize, w: usize, c: usize) -> Item {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(i as u64);
+    let id = format!("item{i:05}");
+    let side = h.min(w) as f32;
+
+    let own = scene(&mut rng, h, w, c);
+    let dup = dup_source(seed, i);
+    // A near-duplicate shows its source's scene, shifted by a pixel.
+    let objects = match dup {
+        Some(j) => scene_of(seed, j, h, w, c)
+            .into_iter()
+            .map(|o| Ellipse {
+                cx: o.cx + 1.0,
+                ..o
+            })
+            .collect(),
+        None => own,
+    };
     let truth = rasterise(&objects, h, w, None);
 
     // Planted error on the top-most (last drawn, fully visible) object.
@@ -409,6 +528,20 @@ fn generate(seed: u64, i: usize, h: usize, w: usize, c: usize) -> Item {
     let hard = rng.random_bool(P_HARD);
     let ignore_box = rng.random_bool(0.15);
     let top = objects.len() - 1;
+    // Near-duplicates never get the ordinary planted errors; half of them get
+    // an annotation that conflicts with their source (another class).
+    let dup_conflict = dup.is_some() && dup_conflict_roll(seed, i);
+    let kind_roll = match dup {
+        Some(_) => {
+            if c > 2 {
+                2
+            } else {
+                1
+            }
+        }
+        None => kind_roll,
+    };
+    let plant = if dup.is_some() { dup_conflict } else { plant };
     let (annotation_map, planted) = if plant {
         let o = objects[top];
         let (kind, map, detail) = match kind_roll {
@@ -449,10 +582,18 @@ fn generate(seed: u64, i: usize, h: usize, w: usize, c: usize) -> Item {
             map,
             Some(Planted {
                 id: id.clone(),
-                kind,
+                kind: if dup.is_some() {
+                    "duplicate_conflict"
+                } else {
+                    kind
+                },
                 class: o.class,
-                detail,
+                detail: match dup {
+                    Some(j) => format!("near-duplicate of item{j:05}: {detail}"),
+                    None => detail,
+                },
                 pixels,
+                duplicate_of: dup.map(|j| format!("item{j:05}")),
             }),
         )
     } else {

@@ -47,6 +47,8 @@ pub struct KnnGraph {
     pub dist: Vec<f32>,
     /// `exact` or `hnsw`.
     pub method: &'static str,
+    /// Items that came from a saved index instead of being inserted.
+    pub loaded: usize,
 }
 
 impl KnnGraph {
@@ -113,6 +115,7 @@ fn finish(k: usize, lists: Vec<TopK>, method: &'static str) -> KnnGraph {
         ids,
         dist,
         method,
+        loaded: 0,
     }
 }
 
@@ -182,17 +185,20 @@ pub fn hnsw(
             })
             .collect()
     };
+    let mut loaded_items = 0;
     let candidates = match index_dir {
         Some((dir, known)) if known > 0 && known <= n => {
             let mut io = hnsw_rs::hnswio::HnswIo::new(dir, INDEX_BASE);
             let loaded: std::result::Result<Hnsw<f32, DistL2>, _> = io.load_hnsw();
             match loaded {
-                Ok(h) => {
+                Ok(h) if h.get_nb_point() == known => {
+                    loaded_items = known;
                     insert(&h, &rows, known, deterministic);
                     save(&h, dir)?;
                     search(&h)
                 }
-                Err(_) => {
+                // Unreadable or inconsistent with its manifest: rebuild.
+                _ => {
                     let h = build_fresh();
                     save(&h, dir)?;
                     search(&h)
@@ -233,7 +239,9 @@ pub fn hnsw(
             top
         })
         .collect();
-    Ok(finish(k, lists, "hnsw"))
+    let mut g = finish(k, lists, "hnsw");
+    g.loaded = loaded_items;
+    Ok(g)
 }
 
 fn insert(h: &Hnsw<f32, DistL2>, rows: &[Vec<f32>], from: usize, deterministic: bool) {

@@ -44,7 +44,12 @@ impl Default for NeighborOptions {
 }
 
 /// Weight of `dup_conflict` in the priority:
-/// `priority' = priority + DUP_WEIGHT · dup_conflict · (1 − priority)`.
+/// `priority' = p + DUP_WEIGHT · dup_conflict · (1 − p) · p / (p + p_j)`,
+/// where `p` is the item's priority before the stage and `p_j` that of its
+/// closest conflicting partner. One of two conflicting labels is wrong; the
+/// share `p / (p + p_j)` (½ when both are 0) gives most of the raise to the
+/// side the model already doubts, so a correct item does not climb just
+/// because its duplicate is mislabelled.
 pub const DUP_WEIGHT: f64 = 0.5;
 
 struct Oracle<'a> {
@@ -230,13 +235,23 @@ pub fn apply(
             });
         }
     }
+    let base: Vec<f64> = items.iter().map(|it| it.priority).collect();
     for (i, it) in items.iter_mut().enumerate() {
         it.cluster = result.cluster_of[i];
         let dc = result.dup_conflict[i];
         let kd = result.knn_disagreement[i];
         it.scores.dup_conflict = Some(dc);
         it.scores.knn_disagreement = Some(kd);
-        it.priority += DUP_WEIGHT * dc * (1.0 - it.priority);
+        let partner = it.neighbors.iter().filter(|n| n.conflict).min_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.index.cmp(&b.index))
+        });
+        if let Some(nb) = partner {
+            let (p, q) = (base[i], base[nb.index]);
+            let share = if p + q > 0.0 { p / (p + q) } else { 0.5 };
+            it.priority = p + DUP_WEIGHT * dc * (1.0 - p) * share;
+        }
         let mut front = Vec::new();
         for nb in it.neighbors.iter().filter(|n| n.conflict) {
             front.push(match cfg.task {
@@ -250,7 +265,7 @@ pub fn apply(
                 ),
             });
         }
-        if kd >= 0.5 {
+        if kd >= 0.5 && cfg.task == Task::Classification {
             let k = result.graph.neighbours(i).count();
             it.reasons.push(format!(
                 "{} of its {k} nearest neighbours carry another label",
@@ -269,6 +284,11 @@ pub fn apply(
         .count();
     let json = json!({
         "method": result.graph.method,
+        "index": o.index_dir.as_ref().map(|d| json!({
+            "dir": d.display().to_string(),
+            "loaded": result.graph.loaded,
+            "inserted": emb.n - result.graph.loaded,
+        })),
         "k": result.graph.k,
         "distance": "cosine, 1 - cos(u, v) on L2-normalised embeddings",
         "rule": match result.rule {
@@ -288,7 +308,9 @@ pub fn apply(
         "conflicting_clusters": conflicting_clusters,
         "cluster_rule": "every member within the threshold of the cluster centre",
         "cluster_diameter_bound": super::diameter_bound(result.threshold),
-        "priority": format!("priority + {DUP_WEIGHT} * dup_conflict * (1 - priority)"),
+        "priority": format!(
+            "p + {DUP_WEIGHT} * dup_conflict * (1 - p) * p / (p + p_partner), p_partner = priority of the closest conflicting near-duplicate"
+        ),
     });
     Ok(NeighborSummary { result, json })
 }
