@@ -449,12 +449,15 @@ fn cifair_pairs_with_disagreeing_labels() {
     }
 }
 
+/// A bad-input case: its name, how it corrupts the dataset, and what the error must say.
+type BadCase<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a [&'a str]);
+
 #[test]
 fn bad_embeddings_fail_clearly() {
     let p = planted_dataset(50, 2, 8);
     let ds = p.dir.path();
     let total = 52;
-    let cases: Vec<(&str, Box<dyn Fn()>, &[&str])> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "N mismatch",
             Box::new(|| {
