@@ -146,8 +146,14 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let neighbor_summary = match &cfg.embeddings {
         Some(path) => {
             let t = Instant::now();
-            let s =
-                crate::neighbors::stage::apply(&cfg, &manifest, &mut items, path, &opts.neighbors)?;
+            let s = crate::neighbors::stage::apply(
+                &cfg,
+                &manifest,
+                &mut items,
+                path,
+                &opts.neighbors,
+                backend.as_ref(),
+            )?;
             timings.neighbors = Some(t.elapsed());
             Some(s)
         }

@@ -477,7 +477,147 @@ fn cli_gpu_matches_cpu_on_the_demo() {
             r["reasons"].as_array().unwrap().len(),
             cr["reasons"].as_array().unwrap().len()
         );
+        assert_eq!(r["neighbors"], cr["neighbors"], "near-duplicate partners");
+        assert_eq!(r["cluster"], cr["cluster"]);
     }
+    // The neighbour stage ran its exact kNN and mask comparisons on the GPU.
+    assert_eq!(rg["duplicates"]["method"], "exact-gpu");
+    assert_eq!(rc["duplicates"]["method"], "exact");
+    assert!(rg["duplicates"]["conflicting_pairs"].as_u64().unwrap() > 0);
+    for key in [
+        "pairs",
+        "conflicting_pairs",
+        "clusters",
+        "median_nn_distance",
+    ] {
+        assert_eq!(rg["duplicates"][key], rc["duplicates"][key], "{key}");
+    }
+    assert_eq!(
+        std::fs::read(g.join("clusters.jsonl")).unwrap(),
+        std::fs::read(c.join("clusters.jsonl")).unwrap(),
+        "clusters.jsonl is identical on both backends"
+    );
+}
+
+fn unit_rows(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    for r in v.chunks_mut(d) {
+        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        r.iter_mut().for_each(|x| *x /= norm.max(1e-12));
+    }
+    v
+}
+
+fn embeddings(rows: Vec<f32>, n: usize, d: usize) -> triage::neighbors::Embeddings {
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    triage::neighbors::Embeddings::from_rows(std::path::Path::new("emb.npy"), rows, n, d, &ids)
+        .unwrap()
+}
+
+/// The GPU exact kNN gives the CPU reference's graph: the same neighbours in
+/// the same order and bit-identical distances, for dimensions that are not a
+/// multiple of the shader's 32-wide chunks, for fewer items than `k`, for
+/// duplicate rows (exact ties, broken by the lower index), and when the rows
+/// are split into several bindings whose candidate lists are merged.
+#[test]
+fn knn_exact_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut cases: Vec<(&str, triage::neighbors::Embeddings, usize)> = vec![
+        (
+            "random 300x48",
+            embeddings(unit_rows(&mut rng, 300, 48), 300, 48),
+            10,
+        ),
+        ("d = 1", embeddings(unit_rows(&mut rng, 40, 1), 40, 1), 5),
+        ("n < k", embeddings(unit_rows(&mut rng, 4, 8), 4, 8), 10),
+        (
+            "d = 130, k = 56",
+            embeddings(unit_rows(&mut rng, 150, 130), 150, 130),
+            56,
+        ),
+    ];
+    // Duplicate rows: items 2i and 2i+1 are identical, so every item has a
+    // neighbour at distance exactly 0 and the rest tie in pairs.
+    let base = unit_rows(&mut rng, 50, 16);
+    let dup: Vec<f32> = base
+        .chunks(16)
+        .flat_map(|r| r.iter().chain(r))
+        .copied()
+        .collect();
+    cases.push(("duplicate rows", embeddings(dup, 100, 16), 7));
+    for (name, e, k) in &cases {
+        let want = cpu.knn_exact(e, *k).unwrap();
+        assert_eq!(want.method, "exact");
+        for chunk in [usize::MAX, 37, 64] {
+            let got = if chunk == usize::MAX {
+                g.knn_exact(e, *k).unwrap()
+            } else {
+                g.knn_exact_chunked(e, *k, chunk).unwrap()
+            };
+            assert_eq!(got.method, "exact-gpu", "{name}: the GPU path ran");
+            assert_eq!(got.ids, want.ids, "{name}, chunk {chunk}: neighbour ids");
+            assert_eq!(got.dist, want.dist, "{name}, chunk {chunk}: distances");
+        }
+    }
+    // Hand-worked: on the unit circle at 0°, 10°, 90°, 180°, item 3's nearest
+    // are 2 (90° away) then 1 (170° away).
+    let r = |deg: f32| [deg.to_radians().cos(), deg.to_radians().sin()];
+    let rows: Vec<f32> = [0.0, 10.0, 90.0, 180.0]
+        .iter()
+        .flat_map(|&a| r(a))
+        .collect();
+    let e = embeddings(rows, 4, 2);
+    let got = g.knn_exact(&e, 2).unwrap();
+    assert_eq!(
+        got.neighbours(3).map(|(j, _)| j).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(
+        got.neighbours(0).map(|(j, _)| j).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Beyond the shader's list length the GPU refuses instead of truncating.
+    let err = g.knn_exact(&cases[0].1, 57).unwrap_err().to_string();
+    assert!(err.contains("at most 56"), "{err}");
+}
+
+/// The GPU's near-duplicate mask counts equal the CPU's bit for bit: random
+/// maps with ignore pixels, C = 2 and C = 150, an odd pixel count (the packed
+/// u16 tail), 37 × 1031, and a hand-worked 2 × 4 pair.
+#[test]
+fn mask_confusion_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (classes, n) in [(2usize, 1usize), (2, 4097), (19, 37 * 1031), (150, 300_001)] {
+        let ig = 255u16;
+        let mut map = |same: &[u16]| -> Vec<u16> {
+            (0..n)
+                .map(|i| {
+                    if rng.random_bool(0.05) {
+                        ig
+                    } else if !same.is_empty() && rng.random_bool(0.8) {
+                        same[i]
+                    } else {
+                        rng.random_range(0..classes as u16)
+                    }
+                })
+                .collect()
+        };
+        let a = map(&[]);
+        let b = map(&a);
+        let want = cpu.mask_confusion(&a, &b, classes, ig).unwrap();
+        let got = g.mask_confusion(&a, &b, classes, ig).unwrap();
+        assert_eq!(got.rows(), want.rows(), "C = {classes}, {n} pixels");
+    }
+    // Hand-worked (src/metrics/mask_iou.rs): rows [[2, 1], [1, 3]].
+    let a = [0, 0, 1, 1, 0, 1, 1, 255];
+    let b = [0, 1, 1, 1, 0, 0, 1, 1];
+    let got = g.mask_confusion(&a, &b, 2, 255).unwrap();
+    assert_eq!(got.rows(), vec![vec![2, 1], vec![1, 3]]);
+    assert_eq!(got.mean_iou(), Some(0.55));
 }
 
 /// `auto` takes a hardware GPU only: on a machine whose sole adapter is a

@@ -16,6 +16,7 @@ use crate::metrics::boundary_iou::band_counts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise, score_normalised};
+use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Pixels per work unit inside one item.
 const PIXEL_CHUNK: usize = 16 * 1024;
@@ -96,6 +97,22 @@ impl Backend for CpuBackend {
             .par_iter()
             .map(|item| score_item(item, batch))
             .collect())
+    }
+
+    fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph> {
+        Ok(crate::neighbors::knn::exact(emb, k))
+    }
+
+    fn mask_confusion(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        classes: usize,
+        ignore: u16,
+    ) -> Result<Confusion> {
+        Ok(crate::metrics::mask_iou::pair_confusion(
+            a, b, classes, ignore,
+        ))
     }
 }
 

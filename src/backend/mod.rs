@@ -19,6 +19,7 @@ use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::SampleScores;
+use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Probabilities (or logits) as stored: `f32`, or `f16` kept as raw bits so a
 /// GPU can read them packed.
@@ -212,6 +213,21 @@ pub trait Backend: Send + Sync {
 
     /// Score a batch of segmentation items, one result per item, in order.
     fn score_items(&self, batch: &SegBatch) -> Result<Vec<SegItemStats>>;
+
+    /// Exact `k` nearest neighbours of every row of `emb` (unit rows) by
+    /// cosine distance, nearest first, ties to the lower index
+    /// ([`crate::neighbors::knn::exact`] defines the result).
+    fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph>;
+
+    /// Label × label counts of two same-size annotation maps
+    /// ([`crate::metrics::mask_iou::pair_confusion`] defines the result).
+    fn mask_confusion(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        classes: usize,
+        ignore: u16,
+    ) -> Result<Confusion>;
 }
 
 /// Which backend the user asked for.

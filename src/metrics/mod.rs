@@ -5,4 +5,5 @@
 pub mod boundary_iou;
 pub mod calibration;
 pub mod confusion;
+pub mod mask_iou;
 pub mod pixel_stats;

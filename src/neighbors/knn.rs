@@ -119,6 +119,33 @@ fn finish(k: usize, lists: Vec<TopK>, method: &'static str) -> KnnGraph {
     }
 }
 
+/// The graph from per-item candidate lists (any order, duplicates allowed):
+/// every candidate is re-scored with [`cosine_distance`] and the `k` best
+/// kept. The GPU backend's exact path ends here, so its distances are the CPU
+/// reference's bit for bit.
+pub fn from_candidates(
+    emb: &Embeddings,
+    k: usize,
+    candidates: &[Vec<u32>],
+    method: &'static str,
+) -> KnnGraph {
+    let lists: Vec<TopK> = candidates
+        .par_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut top = TopK::new(k);
+            let q = emb.row(i);
+            for &j in c {
+                if j as usize != i && (j as usize) < emb.n {
+                    top.push(cosine_distance(q, emb.row(j as usize)), j);
+                }
+            }
+            top
+        })
+        .collect();
+    finish(k, lists, method)
+}
+
 /// Exact kNN by blocked brute force.
 pub fn exact(emb: &Embeddings, k: usize) -> KnnGraph {
     const QB: usize = 32;

@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use super::knn::{self, EXACT_MAX, KnnMethod};
 use super::{Embeddings, LabelOracle, NeighborResult, Threshold, analyse, identical_pairs};
+use crate::backend::Backend;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
-use crate::metrics::confusion::Confusion;
 use crate::pipeline::{ItemResult, NeighborRef};
 
 /// Options of the neighbour stage (flags of `triage run`).
@@ -57,6 +57,7 @@ struct Oracle<'a> {
     manifest: &'a Manifest,
     items: &'a [ItemResult],
     conflict_iou: f64,
+    backend: &'a dyn Backend,
 }
 
 impl Oracle<'_> {
@@ -94,13 +95,9 @@ impl LabelOracle for Oracle<'_> {
         let (Some(ma), Some(mb)) = (self.mask(a)?, self.mask(b)?) else {
             return Ok((false, None));
         };
-        let mut conf = Confusion::new(self.cfg.num_classes());
-        let ig = self.cfg.ignore_index;
-        for (&x, &y) in ma.iter().zip(&mb) {
-            if x != ig && y != ig {
-                conf.add(x as usize, y as usize);
-            }
-        }
+        let conf =
+            self.backend
+                .mask_confusion(&ma, &mb, self.cfg.num_classes(), self.cfg.ignore_index)?;
         let iou = conf.mean_iou();
         Ok((iou.is_some_and(|v| v < self.conflict_iou), iou))
     }
@@ -119,14 +116,19 @@ fn row_hash(row: &[f32]) -> u64 {
     h.finish()
 }
 
-fn build_graph(emb: &Embeddings, ids: &[String], o: &NeighborOptions) -> Result<super::KnnGraph> {
+fn build_graph(
+    emb: &Embeddings,
+    ids: &[String],
+    o: &NeighborOptions,
+    backend: &dyn Backend,
+) -> Result<super::KnnGraph> {
     let use_hnsw = match o.method {
         KnnMethod::Exact => false,
         KnnMethod::Hnsw => true,
         KnnMethod::Auto => o.index_dir.is_some() || emb.n > EXACT_MAX,
     };
     if !use_hnsw {
-        return Ok(knn::exact(emb, o.k));
+        return backend.knn_exact(emb, o.k);
     }
     let Some(dir) = &o.index_dir else {
         return knn::hnsw(emb, o.k, None, o.deterministic);
@@ -195,12 +197,13 @@ pub fn apply(
     items: &mut [ItemResult],
     path: &Path,
     o: &NeighborOptions,
+    backend: &dyn Backend,
 ) -> Result<NeighborSummary> {
     if o.k == 0 {
         return Err(Error::Usage("--knn-k must be at least 1".into()));
     }
     let emb = Embeddings::load(path, &manifest.ids)?;
-    let graph = build_graph(&emb, &manifest.ids, o)?;
+    let graph = build_graph(&emb, &manifest.ids, o, backend)?;
     let emb_keys: Vec<Option<Vec<u8>>> = (0..emb.n)
         .map(|i| Some(bytemuck::cast_slice::<f32, u8>(emb.row(i)).to_vec()))
         .collect();
@@ -219,6 +222,7 @@ pub fn apply(
             manifest,
             items,
             conflict_iou: o.conflict_iou,
+            backend,
         };
         analyse(&emb, graph, o.threshold, &extra, &oracle)?
     };

@@ -37,6 +37,8 @@ pub struct GpuContext {
     pub score_pixels: wgpu::ComputePipeline,
     pub row_uniform: wgpu::ComputePipeline,
     pub band_count: wgpu::ComputePipeline,
+    pub knn: wgpu::ComputePipeline,
+    pub mask_iou: wgpu::ComputePipeline,
     /// Errors reported asynchronously by wgpu (validation, OOM, device lost).
     errors: Arc<Mutex<Vec<String>>>,
     buffers: Mutex<HashMap<&'static str, wgpu::Buffer>>,
@@ -128,6 +130,11 @@ impl GpuContext {
         let score_pixels = pipeline(&pixels, "score_pixels");
         let row_uniform = pipeline(&bands, "row_uniform");
         let band_count = pipeline(&bands, "band_count");
+        let knn = pipeline(&module("knn", super::shaders::knn_source()), "knn");
+        let mask_iou = pipeline(
+            &module("mask_iou", super::shaders::mask_iou_source()),
+            "mask_iou",
+        );
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_error(format!("shader validation failed: {e}")));
         }
@@ -156,6 +163,8 @@ impl GpuContext {
             score_pixels,
             row_uniform,
             band_count,
+            knn,
+            mask_iou,
             errors,
             buffers: Mutex::default(),
         }))

@@ -17,7 +17,10 @@
 //! Host memory stays at the batch plus two chunk buffers.
 
 mod context;
+mod neighbors;
 mod shaders;
+
+pub use neighbors::{GPU_EXACT, KNN_MARGIN, KNN_MAX_K};
 
 pub use context::AdapterPolicy;
 use context::{GpuContext, gpu_error, grid};
@@ -32,6 +35,7 @@ use crate::metrics::boundary_iou::{BandCounts, band_width};
 use crate::metrics::calibration::{BINS, CalibrationBins};
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
+use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Largest absolute difference allowed between a GPU float score and the CPU
 /// reference (per-sample scores, per-item means and softmins, ECE). The
@@ -753,5 +757,19 @@ impl Backend for GpuBackend {
         }
         out.extend(self.score_group(&group, batch)?);
         Ok(out)
+    }
+
+    fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph> {
+        self.knn_exact_gpu(emb, k)
+    }
+
+    fn mask_confusion(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        classes: usize,
+        ignore: u16,
+    ) -> Result<Confusion> {
+        self.mask_confusion_gpu(a, b, classes, ignore)
     }
 }
