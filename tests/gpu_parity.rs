@@ -537,6 +537,13 @@ fn knn_exact_matches_cpu() {
             embeddings(unit_rows(&mut rng, 150, 130), 150, 130),
             56,
         ),
+        // Split into two dispatches per query chunk (896 candidates each at
+        // d = 160), the second continuing the lists the first left.
+        (
+            "random 1000x160",
+            embeddings(unit_rows(&mut rng, 1000, 160), 1000, 160),
+            10,
+        ),
     ];
     // Duplicate rows: items 2i and 2i+1 are identical, so every item has a
     // neighbour at distance exactly 0 and the rest tie in pairs.
@@ -547,6 +554,7 @@ fn knn_exact_matches_cpu() {
         .copied()
         .collect();
     cases.push(("duplicate rows", embeddings(dup, 100, 16), 7));
+    assert_eq!(triage::backend::gpu::candidates_per_dispatch(160, 18), 896);
     for (name, e, k) in &cases {
         let want = cpu.knn_exact(e, *k).unwrap();
         assert_eq!(want.method, "exact");

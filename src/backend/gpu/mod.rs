@@ -20,7 +20,7 @@ mod context;
 mod neighbors;
 mod shaders;
 
-pub use neighbors::{GPU_EXACT, KNN_MARGIN, KNN_MAX_K};
+pub use neighbors::{GPU_EXACT, KNN_MARGIN, KNN_MAX_K, candidates_per_dispatch};
 
 pub use context::AdapterPolicy;
 use context::{GpuContext, gpu_error, grid};

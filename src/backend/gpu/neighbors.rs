@@ -37,8 +37,24 @@ struct KnnParams {
     kk: u32,
     q_base: u32,
     c_base: u32,
+    c_off: u32,
     grid_x: u32,
-    _pad: u32,
+    first: u32,
+    _pad: [u32; 3],
+}
+
+/// Loop iterations one invocation may run per dispatch. lavapipe stops
+/// a shader's loops after 65535 iterations per outermost loop, silently; the
+/// host splits the candidates so every dispatch stays below this.
+const LOOP_BUDGET: usize = 60_000;
+
+/// Candidate rows per dispatch for dimension `d` and list length `kk`: whole
+/// tiles whose loop iterations (staging, vec4 dot products, insertion, worst
+/// case shifts) fit [`LOOP_BUDGET`]; at least one tile.
+pub fn candidates_per_dispatch(d: usize, kk: usize) -> usize {
+    let per_tile = 16 * d + d + 32 * d.div_ceil(32) + d.div_ceil(32) + 16 + 64 + 64 * kk;
+    let budget = LOOP_BUDGET - 2 * 64;
+    (budget / per_tile).max(1) * KNN_TILE as usize
 }
 
 #[repr(C)]
@@ -119,54 +135,52 @@ impl GpuBackend {
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
         let mut candidates: Vec<Vec<u32>> = vec![Vec::new(); n];
         let layout = ctx.knn.get_bind_group_layout(0);
+        let per_dispatch = candidates_per_dispatch(d, kk);
+        const STRIDE: u64 = 256; // >= every adapter's uniform offset alignment
         for (qs, qe, qbuf) in &chunks {
             let nq = qe - qs;
             let out_bytes = (nq * kk * 4) as u64;
             let out_dist = storage(out_bytes, "knn_dist", &ctx.device);
             let out_id = storage(out_bytes, "knn_id", &ctx.device);
+            let groups = (nq as u32).div_ceil(KNN_TILE);
+            let (gx, gy) = grid(groups, max_dim);
+            // Every (candidate chunk, sub-range) of this query chunk, in order.
+            let mut steps: Vec<(KnnParams, &wgpu::Buffer)> = Vec::new();
             for (cs, ce, cbuf) in &chunks {
-                let groups = (nq as u32).div_ceil(KNN_TILE);
-                let (gx, gy) = grid(groups, max_dim);
-                let params = uniform(
-                    &KnnParams {
-                        nq: nq as u32,
-                        nc: (ce - cs) as u32,
-                        d: d as u32,
-                        kk: kk as u32,
-                        q_base: *qs as u32,
-                        c_base: *cs as u32,
-                        grid_x: gx,
-                        _pad: 0,
-                    },
-                    &ctx.device,
-                    &ctx.queue,
-                );
-                let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("knn"),
-                    layout: &layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: params.as_entire_binding(),
+                for off in (0..ce - cs).step_by(per_dispatch) {
+                    let nc = per_dispatch.min(ce - cs - off);
+                    steps.push((
+                        KnnParams {
+                            nq: nq as u32,
+                            nc: nc as u32,
+                            d: d as u32,
+                            kk: kk as u32,
+                            q_base: *qs as u32,
+                            c_base: (cs + off) as u32,
+                            c_off: off as u32,
+                            grid_x: gx,
+                            first: u32::from(steps.is_empty()),
+                            _pad: [0; 3],
                         },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: qbuf.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: cbuf.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: out_dist.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: out_id.as_entire_binding(),
-                        },
-                    ],
-                });
+                        cbuf,
+                    ));
+                }
+            }
+            let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("knn_params"),
+                size: steps.len() as u64 * STRIDE,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut bytes = vec![0u8; steps.len() * STRIDE as usize];
+            for (i, (p, _)) in steps.iter().enumerate() {
+                let at = i * STRIDE as usize;
+                bytes[at..at + std::mem::size_of::<KnnParams>()]
+                    .copy_from_slice(bytemuck::bytes_of(p));
+            }
+            ctx.queue.write_buffer(&params, 0, &bytes);
+            // Submit in batches so no single submission runs for minutes.
+            for (b, batch) in steps.chunks(64).enumerate() {
                 let mut enc = ctx
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -176,15 +190,50 @@ impl GpuBackend {
                         timestamp_writes: None,
                     });
                     pass.set_pipeline(&ctx.knn);
-                    pass.set_bind_group(0, &bg, &[]);
-                    pass.dispatch_workgroups(gx, gy, 1);
+                    for (i, (_, cbuf)) in batch.iter().enumerate() {
+                        let at = (b * 64 + i) as u64 * STRIDE;
+                        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("knn"),
+                            layout: &layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &params,
+                                        offset: at,
+                                        size: wgpu::BufferSize::new(
+                                            std::mem::size_of::<KnnParams>() as u64,
+                                        ),
+                                    }),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: qbuf.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: cbuf.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 3,
+                                    resource: out_dist.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 4,
+                                    resource: out_id.as_entire_binding(),
+                                },
+                            ],
+                        });
+                        pass.set_bind_group(0, &bg, &[]);
+                        pass.dispatch_workgroups(gx, gy, 1);
+                    }
                 }
                 ctx.queue.submit([enc.finish()]);
-                let ids: Vec<u32> =
-                    bytemuck::pod_collect_to_vec(&ctx.read_back(&out_id, out_bytes)?);
-                for (qi, list) in ids.chunks_exact(kk).enumerate() {
-                    candidates[qs + qi].extend(list.iter().copied().filter(|&j| j != u32::MAX));
-                }
+                ctx.wait()?;
+            }
+            let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&out_id, out_bytes)?);
+            for (qi, list) in ids.chunks_exact(kk).enumerate() {
+                candidates[qs + qi].extend(list.iter().copied().filter(|&j| j != u32::MAX));
             }
         }
         Ok(from_candidates(emb, k, &candidates, GPU_EXACT))
