@@ -6,7 +6,7 @@
 //! Run: `cargo bench --bench knn` (sizes from `TRIAGE_KNN_SIZES`, default
 //! `50000x512,1000000x128`; the exact CPU path is skipped above
 //! `TRIAGE_KNN_EXACT_MAX` items, default 100000, and the GPU exact path above
-//! `TRIAGE_KNN_GPU_MAX`, default 20000 on a software adapter). Every
+//! `TRIAGE_KNN_GPU_MAX`, default 5000 on a software adapter). Every
 //! (method, size) runs in a child process so its peak resident memory is its
 //! own. Recall@10 is measured on 1000 random queries against brute force.
 //! Output: one JSON line per case on stdout.
@@ -162,7 +162,7 @@ fn main() {
     let gpu_max = env_usize(
         "TRIAGE_KNN_GPU_MAX",
         if software == Some(true) {
-            20_000
+            5_000
         } else {
             usize::MAX
         },
