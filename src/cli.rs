@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Compute backend: cpu (reference), gpu (wgpu), or auto (a hardware GPU if present, else cpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     pub backend: BackendKind,
+    /// When the GPU fails mid-run (device lost, out of memory, driver error): fail (exit 2),
+    /// or log a warning and finish on the CPU (recorded in report.json's backend.fallback).
+    #[arg(long, value_enum, default_value_t = GpuFallback::Fail)]
+    pub gpu_fallback: GpuFallback,
     /// Segmentation items per batch; peak memory grows with it, not with the dataset.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -70,6 +74,15 @@ pub struct RunArgs {
     /// Byte-identical outputs across runs: serial index build, no timings.
     #[arg(long)]
     pub deterministic: bool,
+}
+
+/// What to do when the GPU fails mid-run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GpuFallback {
+    /// Stop with an error (exit 2).
+    Fail,
+    /// Log a warning and finish on the CPU.
+    Cpu,
 }
 
 /// Storage type of synthetic probabilities.
@@ -147,6 +160,7 @@ impl RunArgs {
             dataset: self.dataset,
             out: self.out,
             backend: self.backend,
+            gpu_fallback: self.gpu_fallback == GpuFallback::Cpu,
             batch_size: self.batch_size,
             top: self.top,
             logits: self.logits,

@@ -115,6 +115,7 @@ impl Report {
                 "top": opts.top,
                 "logits": opts.logits,
                 "backend": opts.backend,
+                "gpu_fallback": if opts.gpu_fallback { "cpu" } else { "fail" },
             }),
         );
         r.insert(

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub dataset: PathBuf,
     pub out: PathBuf,
     pub backend: BackendKind,
+    /// On a GPU failure mid-run, log a warning and finish on the CPU.
+    pub gpu_fallback: bool,
     /// Segmentation items per batch.
     pub batch_size: usize,
     /// Write only the first K queue rows (the report covers every item).
@@ -55,6 +57,7 @@ impl RunOptions {
             dataset: dataset.into(),
             out: out.into(),
             backend: BackendKind::Auto,
+            gpu_fallback: false,
             batch_size: 8,
             top: None,
             logits: false,
@@ -132,7 +135,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
     let cfg = DatasetConfig::load(&opts.dataset)?;
-    let backend = backend::select(opts.backend)?;
+    let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
     let (manifest, items, stats) = match cfg.task {
         Task::Classification => score_classification(&cfg, opts, backend.as_ref(), &mut timings)?,

@@ -651,3 +651,62 @@ fn auto_skips_software_adapters() {
         ),
     }
 }
+
+/// A GPU failure mid-run: by default a clear exit-2 error naming the GPU;
+/// with `--gpu-fallback cpu`, a logged warning, the rest of the run on the
+/// CPU, and `report.json` saying so. The failure used is real: the GPU exact
+/// kNN serves at most 56 neighbours, so `--knn-k 60` fails on the GPU after
+/// every item has been scored there.
+#[test]
+fn gpu_failure_fails_or_falls_back_when_asked() {
+    if gpu().is_none() {
+        return;
+    }
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo");
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = demo.to_str().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("fail"),
+        tmp.path().join("fallback"),
+        tmp.path().join("cpu"),
+    );
+    let knn = ["--knn", "exact", "--knn-k", "60"];
+    let mut args = vec!["run", ds, "--out", a.to_str().unwrap(), "--backend", "gpu"];
+    args.extend(knn);
+    let out = common::triage(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("backend gpu") && err.contains("at most 56"),
+        "{err}"
+    );
+    assert!(
+        !a.join("report.json").exists(),
+        "nothing written on failure"
+    );
+
+    let mut args = vec!["run", ds, "--out", b.to_str().unwrap(), "--backend", "gpu"];
+    args.extend(knn);
+    args.extend(["--gpu-fallback", "cpu"]);
+    let out = common::triage(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: the GPU failed"), "{err}");
+    let r = common::read_report(&b);
+    assert_eq!(r["backend"]["name"], "gpu, then cpu");
+    assert!(
+        r["backend"]["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("at most 56")
+    );
+    assert!(r["backend"]["adapter"].is_string());
+    assert_eq!(r["options"]["gpu_fallback"], "cpu");
+    assert_eq!(r["duplicates"]["method"], "exact", "the kNN ran on the CPU");
+
+    common::run_ok(&demo, &c, &["--backend", "cpu", "--knn-k", "60"]);
+    let rc = common::read_report(&c);
+    assert_eq!(r["per_class"], rc["per_class"]);
+    assert_eq!(r["duplicates"]["pairs"], rc["duplicates"]["pairs"]);
+    assert!(rc["backend"].get("fallback").is_none());
+}

@@ -42,6 +42,7 @@ impl Backend for CpuBackend {
             adapter: None,
             api: None,
             device_type: None,
+            fallback: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! [`crate::pipeline`], so every backend shares it.
 
 pub mod cpu;
+pub mod fallback;
 pub mod gpu;
 
 use serde::Serialize;
@@ -201,6 +202,9 @@ pub struct BackendInfo {
     pub api: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
+    /// Why the run switched from the GPU to the CPU (`--gpu-fallback cpu`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// The operations every backend provides.
@@ -250,7 +254,19 @@ pub enum BackendKind {
 ///   error (exit 2) when there is none.
 /// * `auto`: a hardware GPU (discrete or integrated) when one works, else the
 ///   CPU. A software adapter is slower than the CPU path, so `auto` skips it.
-pub fn select(kind: BackendKind) -> Result<Box<dyn Backend>> {
+///
+/// With `fallback`, a GPU backend is wrapped in [`fallback::Fallback`]: a GPU
+/// failure mid-run logs a warning and the run finishes on the CPU.
+pub fn select(kind: BackendKind, fallback: bool) -> Result<Box<dyn Backend>> {
+    let chosen = select_plain(kind)?;
+    if fallback && chosen.info().name == "gpu" {
+        Ok(Box::new(fallback::Fallback::new(chosen)))
+    } else {
+        Ok(chosen)
+    }
+}
+
+fn select_plain(kind: BackendKind) -> Result<Box<dyn Backend>> {
     match kind {
         BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::new())),
         BackendKind::Gpu => match gpu::GpuBackend::new(gpu::AdapterPolicy::AnyAdapter)? {

@@ -154,6 +154,7 @@ impl GpuContext {
                 }
                 .into(),
             ),
+            fallback: None,
         };
         Ok(Some(GpuContext {
             device,
