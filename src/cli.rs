@@ -82,7 +82,8 @@ pub struct RunArgs {
     /// Byte-identical outputs across runs: serial index build, no timings.
     #[arg(long)]
     pub deterministic: bool,
-    /// Items in tonight's review budget (the head of the queue); default: every item.
+    /// Items in tonight's review budget (the head of the queue); default: every
+    /// item, in plain priority order (no de-duplication, minimums or spot checks).
     #[arg(long, value_name = "K")]
     pub budget: Option<usize>,
     /// Keep every member of a near-duplicate cluster in the budget (default:
@@ -179,6 +180,11 @@ impl RunArgs {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Error::Usage(format!("{flag} must be in [0, 1], got {v}")));
             }
+        }
+        if self.budget.is_none() && (self.min_per_class > 0.0 || self.spot_check > 0.0) {
+            return Err(Error::Usage(
+                "--min-per-class and --spot-check share out a budget: give --budget K".into(),
+            ));
         }
         let review_all_from: Vec<String> = self
             .review_all_from

@@ -9,7 +9,9 @@
 //! in-budget pick first (in priority order), then every other candidate (in
 //! priority order). With `N` candidates:
 //!
-//! 1. `K = min(budget, N)`, or `N` without a budget.
+//! 1. `K = min(budget, N)`. **Without a budget** every candidate is in it,
+//!    in priority order, and steps 2, 4, 5 and 6 do nothing: the queue is the
+//!    plain ranking (only `review_all` flags are set).
 //! 2. **De-duplication** (`dedup`): within a cluster the first candidate (the
 //!    highest priority) is the representative; later members are
 //!    [`Why::Duplicate`], outside the budget, and listed in the
@@ -130,7 +132,14 @@ pub struct Counts {
 
 /// The sizes [`select`] derives from `policy` for `n` candidates.
 pub fn counts(n: usize, policy: &Policy) -> Counts {
-    let k = policy.budget.unwrap_or(n).min(n);
+    let Some(budget) = policy.budget else {
+        return Counts {
+            budget: n,
+            spot_slots: 0,
+            per_class_minimum: 0,
+        };
+    };
+    let k = budget.min(n);
     let s = ((policy.spot_check * k as f64).round() as usize).min(k);
     let q = (policy.min_per_class * (k - s) as f64).floor() as usize;
     Counts {
@@ -162,7 +171,7 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
         .collect();
     // De-duplication.
     let mut duplicate_of: Vec<Option<usize>> = vec![None; n];
-    if policy.dedup {
+    if policy.dedup && policy.budget.is_some() {
         let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             if let Some(cl) = c.cluster {
