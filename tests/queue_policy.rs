@@ -101,7 +101,10 @@ fn budget_with_and_without_dedup() {
     let p = select(&ten(), &Policy::default());
     assert_eq!(budget_of(&p), (0..10).collect::<Vec<_>>());
     assert_eq!(order(&p), (0..10).collect::<Vec<_>>());
-    assert!(p.iter().all(|p| p.why == Why::Ranking && p.also_in_cluster.is_empty()));
+    assert!(
+        p.iter()
+            .all(|p| p.why == Why::Ranking && p.also_in_cluster.is_empty())
+    );
 }
 
 #[test]
@@ -233,7 +236,8 @@ fn spot_checks_are_seeded_and_come_from_outside_the_ranking() {
         let s = spots(&p);
         assert_eq!(s.len(), 5);
         assert!(
-            s.iter().all(|&i| (5..10).contains(&i) || (20..30).contains(&i)),
+            s.iter()
+                .all(|&i| (5..10).contains(&i) || (20..30).contains(&i)),
             "{s:?}"
         );
     }
@@ -337,7 +341,9 @@ fn end_to_end_budget_dedup_stratification_and_review_all() {
     let in_budget: Vec<bool> = q.iter().map(|r| r["in_budget"] == true).collect();
     assert_eq!(
         in_budget,
-        [true, true, true, true, true, false, false, false, false, false]
+        [
+            true, true, true, true, true, false, false, false, false, false
+        ]
     );
     let ranks: Vec<u64> = q.iter().map(|r| r["rank"].as_u64().unwrap()).collect();
     assert_eq!(ranks, (1..=10).collect::<Vec<u64>>());
@@ -398,7 +404,16 @@ fn end_to_end_budget_dedup_stratification_and_review_all() {
         run_ok(
             d,
             out,
-            &["--knn-k", "3", "--budget", "4", "--spot-check", "0.5", "--seed", seed],
+            &[
+                "--knn-k",
+                "3",
+                "--budget",
+                "4",
+                "--spot-check",
+                "0.5",
+                "--seed",
+                seed,
+            ],
         );
         read_queue(out)
     };
@@ -411,9 +426,7 @@ fn end_to_end_budget_dedup_stratification_and_review_all() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(picked.len(), 2);
-    let pool: HashSet<&str> = ["x3", "x4", "x7", "x6", "x8", "x9"]
-        .into_iter()
-        .collect();
+    let pool: HashSet<&str> = ["x3", "x4", "x7", "x6", "x8", "x9"].into_iter().collect();
     assert!(picked.iter().all(|id| pool.contains(id)), "{picked:?}");
     assert_eq!(&ids(&a)[..2], ["x0", "x2"]);
     assert!(a.iter().take(4).all(|r| r["in_budget"] == true));
@@ -435,7 +448,10 @@ fn policy_usage_errors() {
     for (extra, needle) in [
         (vec!["--budget", "0"], "--budget"),
         (vec!["--spot-check", "1.5"], "--spot-check"),
-        (vec!["--budget", "4", "--min-per-class", "0.5"], "--min-per-class"),
+        (
+            vec!["--budget", "4", "--min-per-class", "0.5"],
+            "--min-per-class",
+        ),
         (vec!["--spot-check", "0.1"], "give --budget"),
     ] {
         let mut args = vec!["run", o, "--out", outs];

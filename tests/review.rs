@@ -58,11 +58,7 @@ fn dataset() -> tempfile::TempDir {
 fn import(d: &Path, csv_name: &str, text: &str) -> std::process::Output {
     let csv = d.join(csv_name);
     std::fs::write(&csv, text).unwrap();
-    triage(&[
-        "review-import",
-        d.to_str().unwrap(),
-        csv.to_str().unwrap(),
-    ])
+    triage(&["review-import", d.to_str().unwrap(), csv.to_str().unwrap()])
 }
 
 /// FNV-1a 64, written out independently of the library.
@@ -83,14 +79,20 @@ fn read_reviews(d: &Path) -> Vec<Value> {
         .collect()
 }
 
-const DECISIONS: &str = "id,decision,corrected_label\nr0,error,b\nr1,error,\nr2,ok,\nr3,unsure,\nr4,ok,\n";
+const DECISIONS: &str =
+    "id,decision,corrected_label\nr0,error,b\nr1,error,\nr2,ok,\nr3,unsure,\nr4,ok,\n";
 
 #[test]
 fn import_writes_and_merges_the_decisions_file() {
     let tmp = dataset();
     let d = tmp.path();
     let o = import(d, "decisions.csv", DECISIONS);
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&["review-import"], &o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        describe(&["review-import"], &o)
+    );
     let recs = read_reviews(d);
     assert_eq!(recs.len(), 5);
     let r0_probs: Vec<u8> = PROBS[0].iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -109,14 +111,26 @@ fn import_writes_and_merges_the_decisions_file() {
     assert_eq!(recs[3]["decision"], "unsure");
     assert_eq!(recs[3]["annotation_hash"], fnv(&2u32.to_le_bytes()));
     // A second import replaces r1 in place and appends r5; the rest stay.
-    let o = import(d, "more.csv", "decision,id,corrected_label\nok,r1,\nerror,r5,2\n");
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&["review-import"], &o));
+    let o = import(
+        d,
+        "more.csv",
+        "decision,id,corrected_label\nok,r1,\nerror,r5,2\n",
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        describe(&["review-import"], &o)
+    );
     let after = read_reviews(d);
     let ids: Vec<&str> = after.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4", "r5"]);
     assert_eq!(after[1]["decision"], "ok");
     assert_eq!(after[1]["source"], "more.csv");
-    assert_eq!(after[5]["corrected_label"], "c", "class index 2 is stored as its name");
+    assert_eq!(
+        after[5]["corrected_label"], "c",
+        "class index 2 is stored as its name"
+    );
     assert_eq!(after[0], recs[0]);
 }
 
@@ -140,7 +154,11 @@ fn bad_csvs_are_rejected_and_leave_the_file_byte_identical() {
         ),
         (
             "id,decision,corrected_label\nr0,error,dragon\n",
-            &["line 2", "corrected_label \"dragon\"", "item \"r0\": corrected_label"],
+            &[
+                "line 2",
+                "corrected_label \"dragon\"",
+                "item \"r0\": corrected_label",
+            ],
         ),
         (
             "id,decision\nr0,ok\nr1,ok\nr0,error\n",
@@ -271,7 +289,14 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("ds");
     let s = triage(&[
-        "synth", "--out", d.to_str().unwrap(), "--items", "6", "--size", "32", "32",
+        "synth",
+        "--out",
+        d.to_str().unwrap(),
+        "--items",
+        "6",
+        "--size",
+        "32",
+        "32",
     ]);
     assert_eq!(s.status.code(), Some(0));
     let out = tmp.path().join("out");
@@ -279,7 +304,12 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
     let first = ids(&read_queue(&out));
     let victim = first[0].clone();
     let o = import(&d, "dec.csv", &format!("id,decision\n{victim},ok\n"));
-    assert_eq!(o.status.code(), Some(0), "{}", describe(&["review-import"], &o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        describe(&["review-import"], &o)
+    );
     run_ok(&d, &out, &[]);
     let q = ids(&read_queue(&out));
     assert_eq!(q.len(), 5);
@@ -297,7 +327,10 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
         back["reasons"][0],
         "reviewed before (ok), but its annotation changed since"
     );
-    assert_eq!(read_report(&out)["review"]["changed_since_review"], json!([victim]));
+    assert_eq!(
+        read_report(&out)["review"]["changed_since_review"],
+        json!([victim])
+    );
 }
 
 /// --previous: six items labelled a. Run 1 (budget 3): p0 .85, p1 .75, p2 .65
@@ -348,9 +381,17 @@ fn previous_marks_new_still_changed_and_lists_dropped() {
     assert_eq!(p["new"], 1);
     assert_eq!(p["still"], 1);
     assert_eq!(p["changed"], 1);
-    assert_eq!(p["dropped"], json!([{"id": "r2", "rank": 3, "priority": 0.6500000059604645}]));
+    assert_eq!(
+        p["dropped"],
+        json!([{"id": "r2", "rank": 3, "priority": 0.6500000059604645}])
+    );
     let csv = std::fs::read_to_string(out2.join("queue.csv")).unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",also_in_cluster,status"));
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",also_in_cluster,status")
+    );
     // A missing previous directory is an error naming it.
     let args = [
         "run",
