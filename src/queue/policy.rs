@@ -17,9 +17,9 @@
 //!    [`Why::Duplicate`], outside the budget, and listed in the
 //!    representative's `also_in_cluster`.
 //! 3. **Review-all**: a candidate whose annotator is in `review_all_from` is
-//!    in the budget *in addition to* `K` ([`Why::ReviewAll`] unless another
-//!    rule would also pick it — it is never counted against `K`), duplicates
-//!    included. `review_all` is set on every such candidate.
+//!    in the budget *in addition to* `K` ([`Why::ReviewAll`]; it never takes
+//!    one of the `K` slots and the other rules skip it), duplicates included.
+//!    `review_all` is set on every such candidate.
 //! 4. `S = round(spot_check · K)` slots go to spot checks, `R = K − S` to the
 //!    ranking.
 //! 5. **Per-class minimum**: `q = floor(min_per_class · R)`. For each class
