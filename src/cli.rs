@@ -25,6 +25,18 @@ pub enum Command {
     Run(RunArgs),
     /// Write a synthetic segmentation dataset with planted annotation errors.
     Synth(SynthArgs),
+    /// Import reviewers' decisions (CSV: id, decision, optional corrected_label)
+    /// into DATASET/reviews.jsonl.
+    ReviewImport(ReviewImportArgs),
+}
+
+/// `triage review-import`.
+#[derive(Debug, clap::Args)]
+pub struct ReviewImportArgs {
+    /// Dataset directory holding triage.toml; decisions go to DATASET/reviews.jsonl.
+    pub dataset: PathBuf,
+    /// CSV with columns id, decision (error|ok|unsure) and optionally corrected_label.
+    pub decisions: PathBuf,
 }
 
 /// `triage run`.
@@ -74,6 +86,29 @@ pub struct RunArgs {
     /// Byte-identical outputs across runs: serial index build, no timings.
     #[arg(long)]
     pub deterministic: bool,
+    /// Items in tonight's review budget (the head of the queue); default: every
+    /// item, in plain priority order (no de-duplication, minimums or spot checks).
+    #[arg(long, value_name = "K")]
+    pub budget: Option<usize>,
+    /// Keep every member of a near-duplicate cluster in the budget (default:
+    /// only the highest-priority one; the others are listed as also_in_cluster).
+    #[arg(long)]
+    pub no_dedup: bool,
+    /// Minimum share of the ranked budget per class (0 to 1/num_classes; default 0).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub min_per_class: f64,
+    /// Share of the budget drawn at random from items the ranking skips (0 to 1; default 0).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub spot_check: f64,
+    /// Seed of the spot-check draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Every item whose `annotator` column is one of these goes into the budget.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub review_all_from: Vec<String>,
+    /// An earlier run's output directory: mark rows new/still/changed and list what dropped out.
+    #[arg(long, value_name = "DIR")]
+    pub previous: Option<PathBuf>,
 }
 
 /// What to do when the GPU fails mid-run.
@@ -148,6 +183,44 @@ impl RunArgs {
                 self.conflict_iou
             )));
         }
+        if self.budget == Some(0) {
+            return Err(Error::Usage("--budget must be at least 1".into()));
+        }
+        for (flag, v) in [
+            ("--min-per-class", self.min_per_class),
+            ("--spot-check", self.spot_check),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::Usage(format!("{flag} must be in [0, 1], got {v}")));
+            }
+        }
+        if self.budget.is_none() && (self.min_per_class > 0.0 || self.spot_check > 0.0) {
+            return Err(Error::Usage(
+                "--min-per-class and --spot-check share out a budget: give --budget K".into(),
+            ));
+        }
+        let review_all_from: Vec<String> = self
+            .review_all_from
+            .iter()
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if self.review_all_from.len() != review_all_from.len() {
+            return Err(Error::Usage(
+                "--review-all-from takes non-empty annotator names".into(),
+            ));
+        }
+        let queue = crate::queue::QueueOptions {
+            policy: crate::queue::policy::Policy {
+                budget: self.budget,
+                dedup: !self.no_dedup,
+                min_per_class: self.min_per_class,
+                spot_check: self.spot_check,
+                seed: self.seed,
+                review_all_from,
+            },
+            previous: self.previous.clone(),
+        };
         let neighbors = crate::neighbors::stage::NeighborOptions {
             k: self.knn_k,
             threshold,
@@ -166,6 +239,7 @@ impl RunArgs {
             logits: self.logits,
             progress: std::io::stderr().is_terminal(),
             neighbors,
+            queue,
         })
     }
 }
@@ -218,6 +292,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
                 s.items, s.planted, s.bytes_written
             );
         }),
+        Command::ReviewImport(args) => crate::queue::review::import(&args.dataset, &args.decisions)
+            .map(|s| {
+                eprintln!(
+                    "triage: imported {} decisions ({} new); {} in {}",
+                    s.imported,
+                    s.new,
+                    s.total,
+                    s.file.display()
+                );
+            }),
     };
     match result {
         Ok(()) => 0,

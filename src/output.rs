@@ -14,9 +14,10 @@ use crate::io::atomic::AtomicOutputs;
 use crate::io::manifest::Manifest;
 use crate::pipeline::{DatasetStats, ItemResult, RunOptions, Timings};
 use crate::priority;
+use crate::queue::{QueuePlan, RowPlan};
 
 /// Keys of a queue row that carried columns may not take.
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 12] = [
     "rank",
     "id",
     "priority",
@@ -24,6 +25,11 @@ const RESERVED: [&str; 7] = [
     "scores",
     "label",
     "predicted",
+    "in_budget",
+    "spot_check",
+    "review_all",
+    "also_in_cluster",
+    "status",
 ];
 
 /// `report.json` before the write timings are known.
@@ -116,6 +122,13 @@ impl Report {
                 "logits": opts.logits,
                 "backend": opts.backend,
                 "gpu_fallback": if opts.gpu_fallback { "cpu" } else { "fail" },
+                "budget": opts.queue.policy.budget,
+                "dedup": opts.queue.policy.dedup,
+                "min_per_class": opts.queue.policy.min_per_class,
+                "spot_check": opts.queue.policy.spot_check,
+                "seed": opts.queue.policy.seed,
+                "review_all_from": opts.queue.policy.review_all_from,
+                "previous": opts.queue.previous,
             }),
         );
         r.insert(
@@ -142,6 +155,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
 struct QueueRow<'a> {
     rank: usize,
     item: &'a ItemResult,
+    plan: &'a RowPlan,
+}
+
+impl QueueRow<'_> {
+    /// The policy's reasons, then the scores' reasons.
+    fn reasons(&self) -> Vec<String> {
+        let mut r = self.plan.policy_reasons.clone();
+        r.extend(self.item.reasons.iter().cloned());
+        r
+    }
 }
 
 fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
@@ -180,24 +203,29 @@ fn json_row(
     manifest: &Manifest,
     carry: &[(usize, String)],
     with_neighbors: bool,
+    with_status: bool,
 ) -> Value {
     let it = row.item;
     let mut o = Map::new();
     o.insert("rank".into(), json!(row.rank));
     o.insert("id".into(), json!(manifest.ids[it.index]));
     o.insert("priority".into(), json!(it.priority));
-    o.insert("reasons".into(), json!(it.reasons));
+    o.insert("in_budget".into(), json!(row.plan.in_budget));
+    o.insert("spot_check".into(), json!(row.plan.spot_check));
+    o.insert("review_all".into(), json!(row.plan.review_all));
+    o.insert("also_in_cluster".into(), json!(row.plan.also_in_cluster));
+    if with_status {
+        o.insert("status".into(), json!(row.plan.status.map(|s| s.as_str())));
+    }
+    o.insert("reasons".into(), json!(row.reasons()));
     if let Some(f) = &it.row {
         o.insert("label".into(), json!(cfg.class_names[f.label as usize]));
         o.insert("predicted".into(), json!(cfg.class_names[f.pred as usize]));
     }
-    let scores: Map<String, Value> = it
-        .scores
-        .fields()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), num(v)))
-        .collect();
-    o.insert("scores".into(), Value::Object(scores));
+    o.insert(
+        "scores".into(),
+        Value::Object(crate::queue::scores_json(it)),
+    );
     if with_neighbors {
         o.insert("cluster".into(), json!(it.cluster));
         let nbs: Vec<Value> = it
@@ -221,12 +249,14 @@ fn json_row(
 }
 
 /// Write `queue.jsonl`, `queue.csv` and `report.json` into `out`, all or none.
+/// The queue rows follow `plan` (queue order); `items` is priority-sorted.
 #[allow(clippy::too_many_arguments)]
 pub fn write_all(
     out: &Path,
     cfg: &DatasetConfig,
     manifest: &Manifest,
     items: &[ItemResult],
+    plan: &QueuePlan,
     top: Option<usize>,
     report: Report,
     extras: Extras,
@@ -234,11 +264,16 @@ pub fn write_all(
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
     let with_neighbors = extras.clusters.is_some();
-    let shown = top.unwrap_or(items.len()).min(items.len());
-    let rows: Vec<QueueRow<'_>> = items[..shown]
+    let with_status = plan.with_status;
+    let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
+    let rows: Vec<QueueRow<'_>> = plan.rows[..shown]
         .iter()
         .enumerate()
-        .map(|(i, item)| QueueRow { rank: i + 1, item })
+        .map(|(i, p)| QueueRow {
+            rank: i + 1,
+            item: &items[p.item],
+            plan: p,
+        })
         .collect();
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
@@ -247,7 +282,7 @@ pub fn write_all(
         for row in &rows {
             serde_json::to_writer(
                 &mut *w,
-                &json_row(row, cfg, manifest, &carry, with_neighbors),
+                &json_row(row, cfg, manifest, &carry, with_neighbors, with_status),
             )?;
             w.write_all(b"\n")?;
         }
@@ -269,6 +304,11 @@ pub fn write_all(
         if with_neighbors {
             header.extend(["cluster".to_string(), "neighbors".to_string()]);
         }
+        header
+            .extend(["in_budget", "spot_check", "review_all", "also_in_cluster"].map(String::from));
+        if with_status {
+            header.push("status".into());
+        }
         header.extend(carry.iter().map(|(_, k)| k.clone()));
         csv.write_record(&header).map_err(std::io::Error::other)?;
         for row in &rows {
@@ -277,7 +317,7 @@ pub fn write_all(
                 row.rank.to_string(),
                 manifest.ids[it.index].clone(),
                 format!("{}", it.priority),
-                it.reasons.join("; "),
+                row.reasons().join("; "),
             ];
             if let Some(f) = &it.row {
                 rec.push(cfg.class_names[f.label as usize].clone());
@@ -298,6 +338,16 @@ pub fn write_all(
                         .collect::<Vec<_>>()
                         .join("; "),
                 );
+            }
+            let p = row.plan;
+            rec.extend([
+                p.in_budget.to_string(),
+                p.spot_check.to_string(),
+                p.review_all.to_string(),
+                p.also_in_cluster.join("; "),
+            ]);
+            if with_status {
+                rec.push(p.status.map_or("", |s| s.as_str()).to_string());
             }
             rec.extend(
                 carry
@@ -321,6 +371,9 @@ pub fn write_all(
     let mut report = report.0;
     if let Some(d) = extras.duplicates {
         report.insert("duplicates".into(), d);
+    }
+    for (k, v) in &plan.sections {
+        report.insert(k.clone(), v.clone());
     }
     if extras.deterministic {
         report.remove("timings");

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Near-duplicate and kNN settings (used when the dataset has embeddings).
     pub neighbors: crate::neighbors::stage::NeighborOptions,
+    /// Budget, de-duplication, stratification, spot checks, `--previous`.
+    pub queue: crate::queue::QueueOptions,
 }
 
 impl RunOptions {
@@ -63,6 +65,7 @@ impl RunOptions {
             logits: false,
             progress: false,
             neighbors: Default::default(),
+            queue: Default::default(),
         }
     }
 }
@@ -94,6 +97,10 @@ pub struct ItemResult {
     pub cluster: Option<usize>,
     /// Flagged near-duplicate partners.
     pub neighbors: Vec<NeighborRef>,
+    /// Stratification class of `--min-per-class`: the annotated label
+    /// (classification) or the class with the lowest IoU in the item
+    /// (segmentation; `None` when no class has a defined IoU).
+    pub class: Option<u32>,
 }
 
 /// A flagged near-duplicate partner of an item.
@@ -168,6 +175,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             .then(a.index.cmp(&b.index))
     });
     let t_write = Instant::now();
+    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue)?;
     let report = Report::build(&cfg, opts, &backend.info(), &items, &stats, &timings);
     if let Some(s) = neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
@@ -176,7 +184,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         extras.duplicates = Some(s.json);
     }
     let files = output::write_all(
-        &opts.out, &cfg, &manifest, &items, opts.top, report, extras, t_write, t0,
+        &opts.out, &cfg, &manifest, &items, &plan, opts.top, report, extras, t_write, t0,
     )?;
     Ok(RunSummary {
         n_items: items.len(),
@@ -206,7 +214,7 @@ fn empty_dataset(path: &Path) -> Error {
 
 // ---------------------------------------------------------------- classification
 
-fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
+pub(crate) fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
     let c = cfg.num_classes() as i64;
     if let Some(path) = &cfg.labels {
         let mut arr = NpyArray::open(path)?;
@@ -384,6 +392,7 @@ fn score_classification(
                 dims: None,
                 cluster: None,
                 neighbors: Vec::new(),
+                class: Some(label),
             });
         }
         bar.inc((end - start) as u64);
@@ -643,6 +652,7 @@ fn score_segmentation(
                     dims: Some((item.height, item.width)),
                     cluster: None,
                     neighbors: Vec::new(),
+                    class: f.worst_class.map(|w| w.0 as u32),
                 });
                 facts.push(f);
             }

@@ -206,7 +206,7 @@ fn classification_scores_and_label_names() {
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "rank,id,priority,reasons,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,ece,annotator"
+        "rank,id,priority,reasons,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
     );
     assert_eq!(csv.lines().count(), 3);
 }

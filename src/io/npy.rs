@@ -128,7 +128,8 @@ impl NpyArray {
         self.len() == 0
     }
 
-    fn read_bytes(&mut self, start: usize, count: usize) -> Result<Vec<u8>> {
+    /// The raw little-endian bytes of `count` elements from element `start`.
+    pub fn read_bytes(&mut self, start: usize, count: usize) -> Result<Vec<u8>> {
         let size = self.dtype.size();
         let mut buf = vec![0u8; count * size];
         self.file

@@ -1,0 +1,437 @@
+//! The review queue: which items go into tonight's budget ([`policy`]), what
+//! reviewers already decided ([`review`]), what changed since the last run
+//! ([`previous`]), and the per-issue views of `report.json`.
+//!
+//! [`plan`] turns the scored items (in priority order) into the rows of
+//! `queue.jsonl` (in queue order, with their flags) and the report sections
+//! `queue_policy`, `views`, `review` and `previous`.
+
+pub mod policy;
+pub mod previous;
+pub mod review;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{DatasetConfig, Task};
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+use crate::pipeline::ItemResult;
+use policy::{Candidate, Pick, Policy, Why};
+use previous::Status;
+use review::{Decision, ReviewRecord};
+
+/// Queue flags of `triage run`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueOptions {
+    pub policy: Policy,
+    /// An earlier run's output directory to compare with.
+    pub previous: Option<PathBuf>,
+}
+
+/// Entries per view in `report.json`.
+pub const VIEW_SIZE: usize = 50;
+
+/// One row of the queue files, in queue order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowPlan {
+    /// Position in the priority-sorted items.
+    pub item: usize,
+    pub in_budget: bool,
+    pub spot_check: bool,
+    pub review_all: bool,
+    /// Representatives: ids of the other members of the near-duplicate cluster.
+    pub also_in_cluster: Vec<String>,
+    /// With `--previous`, for in-budget rows.
+    pub status: Option<Status>,
+    /// Why the policy placed it here; written before the score reasons.
+    pub policy_reasons: Vec<String>,
+}
+
+/// The queue rows and the report sections built from them.
+#[derive(Debug, Clone, Default)]
+pub struct QueuePlan {
+    pub rows: Vec<RowPlan>,
+    /// `(key, value)` sections added to `report.json`.
+    pub sections: Vec<(String, Value)>,
+    /// `--previous` was given: rows carry `status`.
+    pub with_status: bool,
+}
+
+/// The JSON `scores` object of an item (non-finite values as `null`).
+pub fn scores_json(it: &ItemResult) -> Map<String, Value> {
+    it.scores
+        .fields()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .filter(|x| x.is_finite())
+                .map_or(Value::Null, |x| json!(x));
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// One per-issue view: a driving score and when it flags an item.
+struct ViewDef {
+    name: &'static str,
+    score: &'static str,
+    flagged_when: &'static str,
+    value: fn(&ItemResult) -> Option<f64>,
+    flagged: fn(f64) -> bool,
+}
+
+fn views_defs(task: Task) -> Vec<ViewDef> {
+    let seg = task == Task::Segmentation;
+    vec![
+        ViewDef {
+            name: "wrong_label",
+            score: if seg {
+                "1 - normalized_margin_softmin"
+            } else {
+                "1 - normalized_margin"
+            },
+            flagged_when: "> 0.5 (the model prefers another class than the label)",
+            value: |it| match &it.scores.seg {
+                Some(s) => s.normalized_margin_softmin.map(|v| 1.0 - v),
+                None => it.scores.normalized_margin.map(|v| 1.0 - v),
+            },
+            flagged: |v| v > 0.5,
+        },
+        ViewDef {
+            name: "uncertain",
+            score: "entropy",
+            flagged_when: ">= 0.5",
+            value: |it| it.scores.entropy,
+            flagged: |v| v >= 0.5,
+        },
+        ViewDef {
+            name: "miscalibrated",
+            score: "ece (the item's own calibration error)",
+            flagged_when: ">= 0.25",
+            value: |it| it.scores.ece,
+            flagged: |v| v >= 0.25,
+        },
+        ViewDef {
+            name: "boundary_disagreement",
+            score: "1 - boundary_iou (segmentation only)",
+            flagged_when: "> 0.5",
+            value: |it| it.scores.seg.as_ref()?.boundary_iou.map(|v| 1.0 - v),
+            flagged: |v| v > 0.5,
+        },
+        ViewDef {
+            name: "duplicate_conflict",
+            score: "dup_conflict (with embeddings)",
+            flagged_when: "> 0",
+            value: |it| it.scores.dup_conflict,
+            flagged: |v| v > 0.0,
+        },
+    ]
+}
+
+fn signal(why: Why) -> &'static str {
+    match why {
+        Why::Ranking => "ranking",
+        Why::MinShare(_) => "min_per_class",
+        Why::SpotCheck => "spot_check",
+        Why::ReviewAll => "review_all",
+        Why::Duplicate(_) => "duplicate",
+        Why::Below => "below_budget",
+    }
+}
+
+const SIGNALS: [&str; 6] = [
+    "ranking",
+    "min_per_class",
+    "spot_check",
+    "review_all",
+    "duplicate",
+    "below_budget",
+];
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    error: usize,
+    ok: usize,
+    unsure: usize,
+}
+
+impl Tally {
+    fn add(&mut self, d: Decision) {
+        match d {
+            Decision::Error => self.error += 1,
+            Decision::Ok => self.ok += 1,
+            Decision::Unsure => self.unsure += 1,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let decided = self.error + self.ok;
+        json!({
+            "reviewed": decided + self.unsure,
+            "errors": self.error,
+            "ok": self.ok,
+            "unsure": self.unsure,
+            "precision": (decided > 0).then(|| self.error as f64 / decided as f64),
+        })
+    }
+}
+
+fn candidates(
+    items: &[ItemResult],
+    positions: &[usize],
+    annotator: Option<(usize, &Manifest)>,
+) -> Vec<Candidate> {
+    positions
+        .iter()
+        .map(|&p| {
+            let it = &items[p];
+            Candidate {
+                class: it.class,
+                cluster: it.cluster,
+                annotator: annotator.map(|(col, m)| m.rows[it.index][col].trim().to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Build the queue for `items` (sorted by priority, highest first).
+pub fn plan(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    opts: &QueueOptions,
+) -> Result<QueuePlan> {
+    let pol = &opts.policy;
+    let c = cfg.num_classes();
+    if pol.min_per_class * c as f64 > 1.0 + 1e-9 {
+        return Err(Error::Usage(format!(
+            "--min-per-class {} x {c} classes exceeds the whole budget; use at most 1/{c}",
+            pol.min_per_class
+        )));
+    }
+    let annotator_col = manifest.column("annotator");
+    if !pol.review_all_from.is_empty() && annotator_col.is_none() {
+        return Err(Error::Usage(format!(
+            "--review-all-from needs an `annotator` column in {}",
+            cfg.items
+                .as_deref()
+                .map_or_else(|| "the items CSV".to_string(), |p| p.display().to_string())
+        )));
+    }
+    let annot = annotator_col.map(|col| (col, manifest));
+    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+
+    // Decisions already made, and whether their items changed since.
+    let reviews = review::load(&cfg.dir)?;
+    let mut current: HashMap<usize, &ReviewRecord> = HashMap::new();
+    let mut changed: HashMap<usize, (&ReviewRecord, Vec<&str>)> = HashMap::new();
+    let mut unknown = 0usize;
+    if let Some(recs) = &reviews {
+        let pos_of: HashMap<&str, usize> = (0..items.len()).map(|p| (id_of(p), p)).collect();
+        let mut hasher = review::ContentHasher::new(cfg, manifest)?;
+        for r in recs {
+            let Some(&p) = pos_of.get(r.id.as_str()) else {
+                unknown += 1;
+                continue;
+            };
+            let it = &items[p];
+            let h = hasher.hashes(it.index, it.row.map(|f| f.label))?;
+            let mut what = Vec::new();
+            if h.probs != r.probs_hash {
+                what.push("predictions");
+            }
+            if h.annotation != r.annotation_hash {
+                what.push("annotation");
+            }
+            if what.is_empty() {
+                current.insert(p, r);
+            } else {
+                changed.insert(p, (r, what));
+            }
+        }
+    }
+
+    // The queue: every item but those reviewed and unchanged.
+    let qpos: Vec<usize> = (0..items.len())
+        .filter(|p| !current.contains_key(p))
+        .collect();
+    let picks = policy::select(&candidates(items, &qpos, annot), pol);
+    let mut rows: Vec<RowPlan> = picks
+        .iter()
+        .map(|pk: &Pick| {
+            let p = qpos[pk.pos];
+            let mut why = Vec::new();
+            if let Some((r, what)) = changed.get(&p) {
+                why.push(format!(
+                    "reviewed before ({}), but its {} changed since",
+                    serde_json::to_value(r.decision)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    what.join(" and ")
+                ));
+            }
+            match pk.why {
+                Why::SpotCheck => {
+                    why.push("spot check (random draw among items the ranking did not pick)".into())
+                }
+                Why::MinShare(k) => why.push(format!(
+                    "minimum share for class {:?} (--min-per-class)",
+                    cfg.class_names.get(k as usize).map_or("?", String::as_str)
+                )),
+                Why::Duplicate(rep) => why.push(format!(
+                    "outside the budget: near-duplicate cluster represented by {}",
+                    id_of(qpos[rep])
+                )),
+                _ => {}
+            }
+            if pk.review_all
+                && let Some((col, m)) = annot
+            {
+                why.push(format!(
+                    "new annotator {:?}: every item reviewed (--review-all-from)",
+                    m.rows[items[p].index][col].trim()
+                ));
+            }
+            RowPlan {
+                item: p,
+                in_budget: pk.in_budget,
+                spot_check: pk.spot_check(),
+                review_all: pk.review_all,
+                also_in_cluster: pk
+                    .also_in_cluster
+                    .iter()
+                    .map(|&j| id_of(qpos[j]).to_string())
+                    .collect(),
+                status: None,
+                policy_reasons: why,
+            }
+        })
+        .collect();
+
+    let mut sections = Vec::new();
+    let n_counts = policy::counts(qpos.len(), pol);
+    sections.push((
+        "queue_policy".to_string(),
+        json!({
+            "budget": pol.budget,
+            "budget_size": n_counts.budget,
+            "in_budget": rows.iter().filter(|r| r.in_budget).count(),
+            "dedup": pol.dedup,
+            "min_per_class": pol.min_per_class,
+            "per_class_minimum": n_counts.per_class_minimum,
+            "stratify_by": match cfg.task {
+                Task::Classification => "annotated label",
+                Task::Segmentation => "the item's class with the lowest IoU",
+            },
+            "spot_check": pol.spot_check,
+            "spot_check_items": rows.iter().filter(|r| r.spot_check).count(),
+            "seed": pol.seed,
+            "review_all_from": pol.review_all_from,
+            "review_all_items": rows.iter().filter(|r| r.review_all).count(),
+        }),
+    ));
+
+    // Views over the queue.
+    let defs = views_defs(cfg.task);
+    let mut views = Map::new();
+    for d in &defs {
+        let mut hits: Vec<(f64, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, r)| {
+                let v = (d.value)(&items[r.item])?;
+                (v.is_finite() && (d.flagged)(v)).then_some((v, rank))
+            })
+            .collect();
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let flagged = hits.len();
+        let list: Vec<Value> = hits
+            .iter()
+            .take(VIEW_SIZE)
+            .map(|&(v, rank)| json!({"id": id_of(rows[rank].item), "score": v, "rank": rank + 1}))
+            .collect();
+        views.insert(
+            d.name.into(),
+            json!({"score": d.score, "flagged_when": d.flagged_when, "flagged": flagged, "items": list}),
+        );
+    }
+    sections.push(("views".to_string(), Value::Object(views)));
+
+    // Precision of the queue from the unchanged decisions.
+    if let Some(recs) = &reviews {
+        let all: Vec<usize> = (0..items.len()).collect();
+        let full = policy::select(&candidates(items, &all, annot), pol);
+        let mut per_signal: BTreeMap<&str, Tally> =
+            SIGNALS.iter().map(|&s| (s, Tally::default())).collect();
+        let mut per_type: BTreeMap<&str, Tally> =
+            defs.iter().map(|d| (d.name, Tally::default())).collect();
+        let mut overall = Tally::default();
+        for pk in &full {
+            let Some(r) = current.get(&pk.pos) else {
+                continue;
+            };
+            overall.add(r.decision);
+            if let Some(t) = per_signal.get_mut(signal(pk.why)) {
+                t.add(r.decision);
+            }
+            for d in &defs {
+                if (d.value)(&items[pk.pos]).is_some_and(|v| v.is_finite() && (d.flagged)(v))
+                    && let Some(t) = per_type.get_mut(d.name)
+                {
+                    t.add(r.decision);
+                }
+            }
+        }
+        let mut changed_ids: Vec<(usize, &str)> = changed.keys().map(|&p| (p, id_of(p))).collect();
+        changed_ids.sort();
+        sections.push((
+            "review".to_string(),
+            json!({
+                "file": cfg.dir.join(review::REVIEWS_FILE),
+                "decisions": recs.len(),
+                "unknown_ids": unknown,
+                "left_queue": current.len(),
+                "changed_since_review": changed_ids.iter().map(|x| x.1).collect::<Vec<_>>(),
+                "precision_definition": "errors / (errors + ok) over unchanged reviewed items; unsure is excluded",
+                "overall": overall.json(),
+                "per_signal": per_signal.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
+                "per_issue_type": per_type.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
+            }),
+        ));
+    }
+
+    // Against the previous run.
+    let with_status = opts.previous.is_some();
+    if let Some(dir) = &opts.previous {
+        let prev = previous::load(dir)?;
+        let cmp = previous::Comparison::new(&prev);
+        let mut now: HashSet<&str> = HashSet::new();
+        for r in rows.iter_mut().filter(|r| r.in_budget) {
+            let it = &items[r.item];
+            let id = id_of(r.item);
+            now.insert(id);
+            r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
+        }
+        let count = |s: Status| rows.iter().filter(|r| r.status == Some(s)).count();
+        sections.push((
+            "previous".to_string(),
+            json!({
+                "dir": dir,
+                "tolerance": previous::TOLERANCE,
+                "new": count(Status::New),
+                "still": count(Status::Still),
+                "changed": count(Status::Changed),
+                "dropped": cmp.dropped(&now),
+            }),
+        ));
+    }
+    Ok(QueuePlan {
+        rows,
+        sections,
+        with_status,
+    })
+}

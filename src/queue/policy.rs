@@ -1,0 +1,259 @@
+//! The budget selection: which items go into tonight's review budget, as a
+//! pure function of the items in priority order.
+//!
+//! # Contract of [`select`]
+//!
+//! Input: candidates **in priority order** (highest first), each with its
+//! stratification class, its near-duplicate cluster and its annotator; a
+//! [`Policy`]. Output: one [`Pick`] per candidate, in queue order: every
+//! in-budget pick first (in priority order), then every other candidate (in
+//! priority order). With `N` candidates:
+//!
+//! 1. `K = min(budget, N)`. **Without a budget** every candidate is in it,
+//!    in priority order, and steps 2, 4, 5 and 6 do nothing: the queue is the
+//!    plain ranking (only `review_all` flags are set).
+//! 2. **De-duplication** (`dedup`): within a cluster the first candidate (the
+//!    highest priority) is the representative; later members are
+//!    [`Why::Duplicate`], outside the budget, and listed in the
+//!    representative's `also_in_cluster`.
+//! 3. **Review-all**: a candidate whose annotator is in `review_all_from` is
+//!    in the budget *in addition to* `K` ([`Why::ReviewAll`]; it never takes
+//!    one of the `K` slots and the other rules skip it), duplicates included.
+//!    `review_all` is set on every such candidate.
+//! 4. `S = round(spot_check · K)` slots go to spot checks, `R = K − S` to the
+//!    ranking.
+//! 5. **Per-class minimum**: `q = floor(min_per_class · R)`. For each class
+//!    present (ascending index) the first `q` eligible candidates of that class
+//!    are reserved. The remaining `R − reserved` slots are filled with the
+//!    highest-priority eligible candidates not yet reserved. A reserved
+//!    candidate that the plain ranking (the first `R` eligible candidates)
+//!    would also have picked is [`Why::Ranking`]; one it would not is
+//!    [`Why::MinShare`].
+//! 6. **Spot check**: `min(S, pool)` candidates drawn uniformly without
+//!    replacement (ChaCha8 seeded with `seed`) from the eligible candidates
+//!    the previous steps did not pick ([`Why::SpotCheck`]).
+//!
+//! "Eligible" means: not a de-duplicated cluster member and not review-all.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// One item offered to the selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Candidate {
+    /// Stratification class (classification: the annotated label;
+    /// segmentation: the class with the lowest IoU in the item).
+    pub class: Option<u32>,
+    /// Near-duplicate cluster id.
+    pub cluster: Option<usize>,
+    /// The `annotator` column, when there is one.
+    pub annotator: Option<String>,
+}
+
+/// The queue policy (flags of `triage run`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Budget size `K`; `None` = every item.
+    pub budget: Option<usize>,
+    /// At most one item per near-duplicate cluster inside the budget.
+    pub dedup: bool,
+    /// Minimum share of the ranked part of the budget per class, in [0, 1].
+    pub min_per_class: f64,
+    /// Share of the budget drawn at random from items the ranking skips, in [0, 1].
+    pub spot_check: f64,
+    /// Seed of the spot-check draw.
+    pub seed: u64,
+    /// Annotators whose every item is reviewed.
+    pub review_all_from: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            budget: None,
+            dedup: true,
+            min_per_class: 0.0,
+            spot_check: 0.0,
+            seed: 0,
+            review_all_from: Vec::new(),
+        }
+    }
+}
+
+/// Why a candidate sits where it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// In the budget by priority.
+    Ranking,
+    /// In the budget to meet the minimum share of this class.
+    MinShare(u32),
+    /// In the budget as a random spot check.
+    SpotCheck,
+    /// In the budget because of its annotator.
+    ReviewAll,
+    /// Outside the budget: a near-duplicate of the candidate at this position.
+    Duplicate(usize),
+    /// Outside the budget: ranked below it.
+    Below,
+}
+
+/// The selection's verdict on one candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    /// Position of the candidate in the input.
+    pub pos: usize,
+    pub in_budget: bool,
+    pub why: Why,
+    /// Its annotator is in `review_all_from`.
+    pub review_all: bool,
+    /// Representatives: positions of the other members of the cluster.
+    pub also_in_cluster: Vec<usize>,
+}
+
+impl Pick {
+    /// Picked as a random spot check.
+    pub fn spot_check(&self) -> bool {
+        self.why == Why::SpotCheck
+    }
+}
+
+/// The selection's sizes, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// `K`.
+    pub budget: usize,
+    /// `S`.
+    pub spot_slots: usize,
+    /// `q`.
+    pub per_class_minimum: usize,
+}
+
+/// The sizes [`select`] derives from `policy` for `n` candidates.
+pub fn counts(n: usize, policy: &Policy) -> Counts {
+    let Some(budget) = policy.budget else {
+        return Counts {
+            budget: n,
+            spot_slots: 0,
+            per_class_minimum: 0,
+        };
+    };
+    let k = budget.min(n);
+    let s = ((policy.spot_check * k as f64).round() as usize).min(k);
+    let q = (policy.min_per_class * (k - s) as f64).floor() as usize;
+    Counts {
+        budget: k,
+        spot_slots: s,
+        per_class_minimum: q,
+    }
+}
+
+/// Select the budget; see the module documentation for the exact rules.
+pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
+    let n = cands.len();
+    let Counts {
+        budget: _,
+        spot_slots: s,
+        per_class_minimum: q,
+    } = counts(n, policy);
+    let r = counts(n, policy).budget - s;
+    let review_all: HashSet<&str> = policy.review_all_from.iter().map(String::as_str).collect();
+    let mut why: Vec<Option<Why>> = vec![None; n];
+    let mut also: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let forced: Vec<bool> = cands
+        .iter()
+        .map(|c| {
+            c.annotator
+                .as_deref()
+                .is_some_and(|a| review_all.contains(a))
+        })
+        .collect();
+    // De-duplication.
+    let mut duplicate_of: Vec<Option<usize>> = vec![None; n];
+    if policy.dedup && policy.budget.is_some() {
+        let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, c) in cands.iter().enumerate() {
+            if let Some(cl) = c.cluster {
+                members.entry(cl).or_default().push(i);
+            }
+        }
+        for m in members.values() {
+            let rep = m[0];
+            also[rep] = m[1..].to_vec();
+            for &i in &m[1..] {
+                duplicate_of[i] = Some(rep);
+            }
+        }
+    }
+    let eligible: Vec<usize> = (0..n)
+        .filter(|&i| duplicate_of[i].is_none() && !forced[i])
+        .collect();
+    // Per-class minimum, then fill by rank.
+    let plain: HashSet<usize> = eligible.iter().take(r).copied().collect();
+    let mut picked: BTreeSet<usize> = BTreeSet::new();
+    if q > 0 {
+        let classes: BTreeSet<u32> = eligible.iter().filter_map(|&i| cands[i].class).collect();
+        for c in classes {
+            for &i in eligible
+                .iter()
+                .filter(|&&i| cands[i].class == Some(c))
+                .take(q)
+            {
+                if picked.len() < r && picked.insert(i) {
+                    why[i] = Some(if plain.contains(&i) {
+                        Why::Ranking
+                    } else {
+                        Why::MinShare(c)
+                    });
+                }
+            }
+        }
+    }
+    for &i in &eligible {
+        if picked.len() >= r {
+            break;
+        }
+        if picked.insert(i) {
+            why[i] = Some(Why::Ranking);
+        }
+    }
+    // Spot checks from what the ranking left.
+    let pool: Vec<usize> = eligible
+        .iter()
+        .copied()
+        .filter(|i| !picked.contains(i))
+        .collect();
+    let m = s.min(pool.len());
+    if m > 0 {
+        let mut rng = ChaCha8Rng::seed_from_u64(policy.seed);
+        for j in rand::seq::index::sample(&mut rng, pool.len(), m) {
+            why[pool[j]] = Some(Why::SpotCheck);
+        }
+    }
+    for i in 0..n {
+        if forced[i] && why[i].is_none() {
+            why[i] = Some(Why::ReviewAll);
+        }
+    }
+    let picks: Vec<Pick> = (0..n)
+        .map(|i| {
+            let (in_budget, w) = match (why[i], duplicate_of[i]) {
+                (Some(w), _) => (true, w),
+                (None, Some(rep)) => (false, Why::Duplicate(rep)),
+                (None, None) => (false, Why::Below),
+            };
+            Pick {
+                pos: i,
+                in_budget,
+                why: w,
+                review_all: forced[i],
+                also_in_cluster: std::mem::take(&mut also[i]),
+            }
+        })
+        .collect();
+    let (mut inside, outside): (Vec<Pick>, Vec<Pick>) =
+        picks.into_iter().partition(|p| p.in_budget);
+    inside.extend(outside);
+    inside
+}
