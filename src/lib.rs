@@ -22,6 +22,7 @@ pub mod neighbors;
 pub mod output;
 pub mod pipeline;
 pub mod priority;
+pub mod report;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! The run's outputs: `queue.jsonl`, `queue.csv` and `report.json`, written
+//! The run's outputs: `queue.jsonl`, `queue.csv`, `report.json` and
+//! `report.html` (with `overlays/`, see [`crate::report`]), written
 //! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
 //! at all.
 
@@ -219,7 +220,8 @@ fn json_row(
     Value::Object(o)
 }
 
-/// Write `queue.jsonl`, `queue.csv` and `report.json` into `out`, all or none.
+/// Write `queue.jsonl`, `queue.csv`, `report.json`, `report.html` and its
+/// overlays into `out`, all or none.
 #[allow(clippy::too_many_arguments)]
 pub fn write_all(
     out: &Path,
@@ -242,12 +244,13 @@ pub fn write_all(
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
 
+    let queue_values: Vec<Value> = rows
+        .iter()
+        .map(|row| json_row(row, cfg, manifest, &carry, with_neighbors))
+        .collect();
     files.write("queue.jsonl", |w| {
-        for row in &rows {
-            serde_json::to_writer(
-                &mut *w,
-                &json_row(row, cfg, manifest, &carry, with_neighbors),
-            )?;
+        for row in &queue_values {
+            serde_json::to_writer(&mut *w, row)?;
             w.write_all(b"\n")?;
         }
         Ok(())
@@ -333,9 +336,20 @@ pub fn write_all(
             json!({ "peak_rss_bytes": peak_rss_bytes() }),
         );
     }
+    let report = Value::Object(report);
     files.write("report.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &Value::Object(report))?;
+        serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
+    crate::report::write(
+        &mut files,
+        &crate::report::Inputs {
+            cfg,
+            manifest,
+            report: &report,
+            queue: &queue_values,
+            clusters: extras.clusters.as_deref(),
+        },
+    )?;
     files.commit()
 }
