@@ -84,8 +84,9 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     assert_eq!(count(&html, "data-chart=\"reliability\""), 1);
     let rel = chart(&html, "reliability");
     assert_eq!(count(rel, "class=\"rel-bar\""), non_empty.len());
+    assert_eq!(count(rel, "class=\"count\""), non_empty.len());
     for c in &non_empty {
-        assert!(rel.contains(&format!(">{c}</text>")), "bin count {c} shown");
+        assert!(rel.contains(&format!(": {c} samples")), "bin count {c} shown");
     }
 
     // One histogram per score of the queue rows.
@@ -255,14 +256,16 @@ fn hand_made_overlay_band_is_exactly_where_computed() {
     assert_eq!(img.get_pixel(7, 2).0, overlay::PREDICTED);
     assert_eq!(img.get_pixel(4, 2).0, overlay::BOTH);
     assert_eq!(img.get_pixel(0, 0).0, grey(0));
-    // Band pixels off every boundary: (1,1) background, (1,4) background
-    // inside the predicted-band gap, (3,3)/(4,4) interior of the annotation.
+    // Band pixels off every boundary: (1,1) and (1,6) background inside the
+    // predicted-band gap, (7,3) background under the predicted square. (The
+    // annotation's interior (3..4, 3..4) is in the band too, but the
+    // predicted edge at x = 4 and its neighbour x = 3 cover it.)
     let magenta = |k| overlay::blend(grey(k), overlay::BAND, 0.5);
     assert_eq!(magenta(0), [158, 30, 158]);
     assert_eq!(img.get_pixel(1, 1).0, magenta(0));
-    assert_eq!(img.get_pixel(1, 4).0, magenta(0));
-    assert_eq!(img.get_pixel(3, 3).0, magenta(1));
-    assert_eq!(img.get_pixel(4, 4).0, magenta(1));
+    assert_eq!(img.get_pixel(1, 6).0, magenta(0));
+    assert_eq!(img.get_pixel(7, 3).0, magenta(0));
+    assert_eq!(img.get_pixel(3, 3).0, overlay::PREDICTED);
     let lines = [overlay::ANNOTATED, overlay::PREDICTED, overlay::BOTH];
     for y in 0..h {
         for x in 0..w {
@@ -312,7 +315,7 @@ fn cls_dataset(dir: &Path, classes: &[&str], ids: &[&str], image: bool) {
         }
         w.write_record(&rec).unwrap();
         // Confidently the next class: every item is a label error.
-        let mut p = [0.05f32, 0.05, 0.05];
+        let mut p = [0.1f32; 3];
         p[(i + 1) % 3] = 0.7;
         p[(i + 2) % 3] = 0.2;
         probs.extend_from_slice(&p);
@@ -357,7 +360,7 @@ fn classification_items_show_top3_bars_without_an_image() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let report = read_report(&out);
     assert_eq!(count(&html, "data-chart=\"top-probs\""), 12, "one per gallery item");
-    // Item c00 is labelled cat, predicted dog 0.7, fox 0.2, cat 0.05.
+    // Item c00 is labelled cat, predicted dog 0.7, fox 0.2, cat 0.1.
     let top = &html[html.find("top-3 (label: cat)").unwrap()..];
     let top = &top[..top.find("</svg>").unwrap()];
     assert_eq!(count(top, "class=\"prob-bar"), 3);
@@ -368,7 +371,7 @@ fn classification_items_show_top3_bars_without_an_image() {
         top.find(">cat<").unwrap(),
     );
     assert!(d < f && f < c, "sorted by probability");
-    assert!(top.contains(">0.700<") && top.contains(">0.050<"));
+    assert!(top.contains(">0.700<") && top.contains(">0.100<"));
     let pc = chart(&html, "per-class");
     assert!(pc.contains("precision") && pc.contains("recall"));
     let non_empty = report["reliability"]

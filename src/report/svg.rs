@@ -43,7 +43,7 @@ fn y_axis(s: &mut String, x0: f64, y0: f64, plot_h: f64, x1: f64, max: f64) {
         let f = k as f64 / 4.0;
         let y = y0 + plot_h * (1.0 - f);
         let v = max * f;
-        let label = if max >= 10.0 {
+        let label = if max >= 10.0 || (max.fract() == 0.0 && max >= 4.0 && v.fract() == 0.0) {
             format!("{v:.0}")
         } else {
             format!("{v:.2}")
@@ -127,7 +127,7 @@ pub fn reliability(bins: &[Bin]) -> String {
             r#"<text class="count" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             xa + 0.5 + bw / 2.0,
             py(acc) - 3.0,
-            b.count
+            compact(b.count)
         );
         let ch = strip_h * (b.count as f64 / max_count).sqrt();
         let _ = write!(
@@ -175,7 +175,8 @@ pub fn histogram(name: &str, values: &[f64], nbins: usize) -> String {
         };
         counts[k.min(nb - 1)] += 1;
     }
-    let max = *counts.iter().max().unwrap_or(&1) as f64;
+    // Axis top: the largest count rounded up to a multiple of 4 (whole ticks).
+    let max = (counts.iter().max().copied().unwrap_or(1).max(1).div_ceil(4) * 4) as f64;
     y_axis(&mut s, x0, y0, ph, x0 + pw, max);
     let bw = pw / nb as f64;
     for (k, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
@@ -294,8 +295,8 @@ pub fn heatmap(labels: &[String], rows: &[Vec<u64>]) -> String {
     let h = top + cell * c as f64 + 90.0;
     let mut s = open(
         "confusion",
-        "Confusion matrix (rows: annotated, columns: predicted; shade = row share)",
-        w.max(420.0),
+        "Confusion (rows: annotated, columns: predicted)",
+        w.max(440.0),
         h,
     );
     let show_text = c <= 12;
@@ -404,7 +405,8 @@ mod tests {
         ];
         let s = reliability(&bins);
         assert_eq!(s.matches("class=\"rel-bar\"").count(), 1);
-        assert!(s.contains(">7</text>"));
+        assert!(s.contains(">7</text>") && s.contains("7 samples"));
+        assert_eq!(compact(400_141), "400k");
         let s = histogram("x", &[0.0, 1.0, 1.0, f64::NAN], 4);
         assert_eq!(s.matches("class=\"hist-bar\"").count(), 2);
         assert!(s.contains("n = 3"));
