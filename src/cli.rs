@@ -202,7 +202,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
                     .collect::<Vec<_>>()
                     .join(", "),
                 if overlays > 0 {
-                    format!(" and {overlays} overlays in {}", opts.out.join(crate::report::OVERLAY_DIR).display())
+                    format!(
+                        " and {overlays} overlays in {}",
+                        opts.out.join(crate::report::OVERLAY_DIR).display()
+                    )
                 } else {
                     String::new()
                 }

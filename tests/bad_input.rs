@@ -410,7 +410,9 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        overlays.iter().all(|n| n.ends_with(".png") && !n.starts_with('.')),
+        overlays
+            .iter()
+            .all(|n| n.ends_with(".png") && !n.starts_with('.')),
         "no temporary overlays left behind: {overlays:?}"
     );
 }

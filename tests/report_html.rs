@@ -50,7 +50,10 @@ fn assert_self_contained(html: &str, out: &Path) {
     let lower = html.to_ascii_lowercase();
     assert!(!lower.contains("<link"), "no external stylesheets");
     assert!(!lower.contains("<script"), "no scripts at all");
-    assert!(!lower.contains("@import") && !lower.contains("url("), "no CSS fetches");
+    assert!(
+        !lower.contains("@import") && !lower.contains("url("),
+        "no CSS fetches"
+    );
     for r in references(html) {
         let rl = r.to_ascii_lowercase();
         assert!(
@@ -86,7 +89,10 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     assert_eq!(count(rel, "class=\"rel-bar\""), non_empty.len());
     assert_eq!(count(rel, "class=\"count\""), non_empty.len());
     for c in &non_empty {
-        assert!(rel.contains(&format!(": {c} samples")), "bin count {c} shown");
+        assert!(
+            rel.contains(&format!(": {c} samples")),
+            "bin count {c} shown"
+        );
     }
 
     // One histogram per score of the queue rows.
@@ -94,7 +100,10 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     assert!(keys.len() >= 10, "{keys:?}");
     assert_eq!(count(&html, "data-chart=\"histogram\""), keys.len());
     for k in &keys {
-        assert!(html.contains(&format!("<title>{k}</title>")), "histogram of {k}");
+        assert!(
+            html.contains(&format!("<title>{k}</title>")),
+            "histogram of {k}"
+        );
     }
 
     // Per-class IoU, Dice, Boundary IoU: one bar per defined value.
@@ -114,7 +123,11 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     assert_eq!(count(&html, "data-chart=\"confusion\""), 1);
     assert_eq!(count(chart(&html, "confusion"), "class=\"cm-cell\""), c * c);
     let total_charts = 1 + keys.len() + 3;
-    assert_eq!(count(&html, "<svg"), total_charts, "segmentation: no other SVG");
+    assert_eq!(
+        count(&html, "<svg"),
+        total_charts,
+        "segmentation: no other SVG"
+    );
 
     // The queue table (every row of the demo), the top gallery, the clusters.
     assert_eq!(count(&html, "<tr><td class=\"num\">"), queue.len().min(100));
@@ -160,8 +173,7 @@ fn shifted_boundary_overlay_shows_both_boundaries_and_the_band() {
     let out = tmp.path().join("out");
     run_demo(&out);
     let truth: Value =
-        serde_json::from_str(&std::fs::read_to_string(demo().join("truth.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(demo().join("truth.json")).unwrap()).unwrap();
     let planted = truth["planted"].as_array().unwrap();
     let shifted: Vec<&str> = planted
         .iter()
@@ -178,8 +190,14 @@ fn shifted_boundary_overlay_shows_both_boundaries_and_the_band() {
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (128, 128), "{id}");
         let has = |c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
-        assert!(has(overlay::ANNOTATED) > 20, "{id}: annotated boundary drawn");
-        assert!(has(overlay::PREDICTED) > 20, "{id}: predicted boundary drawn");
+        assert!(
+            has(overlay::ANNOTATED) > 20,
+            "{id}: annotated boundary drawn"
+        );
+        assert!(
+            has(overlay::PREDICTED) > 20,
+            "{id}: predicted boundary drawn"
+        );
         // The band: strongly magenta-tinted pixels (red and blue well above green).
         let band = img
             .pixels()
@@ -233,7 +251,11 @@ fn hand_made_overlay_band_is_exactly_where_computed() {
     ];
     let band = overlay::disagreement(&gt, &pred, h, w, 1, 255);
     let got: Vec<String> = (0..h)
-        .map(|y| (0..w).map(|x| if band[y * w + x] { 'X' } else { '.' }).collect())
+        .map(|y| {
+            (0..w)
+                .map(|x| if band[y * w + x] { 'X' } else { '.' })
+                .collect()
+        })
         .collect();
     assert_eq!(got, expected);
 
@@ -359,12 +381,20 @@ fn classification_items_show_top3_bars_without_an_image() {
     run_ok(tmp.path(), &out, &["--backend", "cpu"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let report = read_report(&out);
-    assert_eq!(count(&html, "data-chart=\"top-probs\""), 12, "one per gallery item");
+    assert_eq!(
+        count(&html, "data-chart=\"top-probs\""),
+        12,
+        "one per gallery item"
+    );
     // Item c00 is labelled cat, predicted dog 0.7, fox 0.2, cat 0.1.
     let top = &html[html.find("top-3 (label: cat)").unwrap()..];
     let top = &top[..top.find("</svg>").unwrap()];
     assert_eq!(count(top, "class=\"prob-bar"), 3);
-    assert_eq!(count(top, "class=\"prob-bar label\""), 1, "the label's bar is marked");
+    assert_eq!(
+        count(top, "class=\"prob-bar label\""),
+        1,
+        "the label's bar is marked"
+    );
     let (d, f, c) = (
         top.find(">dog<").unwrap(),
         top.find(">fox<").unwrap(),
@@ -391,7 +421,12 @@ fn classification_items_show_top3_bars_without_an_image() {
 #[test]
 fn classification_items_show_their_image_when_there_is_one() {
     let tmp = tempfile::tempdir().unwrap();
-    cls_dataset(tmp.path(), &["cat", "dog", "fox"], &["a", "b", "c", "d"], true);
+    cls_dataset(
+        tmp.path(),
+        &["cat", "dog", "fox"],
+        &["a", "b", "c", "d"],
+        true,
+    );
     let out = tmp.path().join("out");
     run_ok(tmp.path(), &out, &["--backend", "cpu"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -414,7 +449,12 @@ fn a_failed_run_writes_no_report_or_overlays() {
         &[0.7, 0.2, 0.1, f32::NAN, 0.5, 0.5, 0.3, 0.3, 0.4],
     );
     let out = tmp.path().join("out");
-    let args = ["run", tmp.path().to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let args = [
+        "run",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let o = triage(&args);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&args, &o));
     assert!(!out.join("report.html").exists());
@@ -423,7 +463,12 @@ fn a_failed_run_writes_no_report_or_overlays() {
 
 fn browser() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+    for name in [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ] {
         for dir in std::env::split_paths(&path) {
             let p = dir.join(name);
             if p.is_file() {
@@ -473,10 +518,23 @@ fn demo_report_renders_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&dom.stdout);
     let stderr = String::from_utf8_lossy(&dom.stderr);
     assert_eq!(dom.status.code(), Some(0), "chromium failed:\n{stderr}");
-    assert!(stdout.contains("id=\"triage-report\""), "page parsed:\n{stderr}");
-    assert_eq!(count(&stdout, "<svg"), count(&html, "<svg"), "every chart in the DOM");
+    assert!(
+        stdout.contains("id=\"triage-report\""),
+        "page parsed:\n{stderr}"
+    );
+    assert_eq!(
+        count(&stdout, "<svg"),
+        count(&html, "<svg"),
+        "every chart in the DOM"
+    );
     assert_eq!(count(&stdout, "<img"), count(&html, "<img"));
-    for bad in ["CONSOLE", "Uncaught", "Refused to", "ERR_FILE_NOT_FOUND", "net::ERR"] {
+    for bad in [
+        "CONSOLE",
+        "Uncaught",
+        "Refused to",
+        "ERR_FILE_NOT_FOUND",
+        "net::ERR",
+    ] {
         assert!(!stderr.contains(bad), "browser logged {bad}:\n{stderr}");
     }
 

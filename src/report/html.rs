@@ -55,7 +55,12 @@ pub fn block(v: &Value, depth: usize) -> String {
         Value::Object(m) if depth < 4 => {
             let mut s = String::from("<table class=\"kv\">");
             for (k, x) in m {
-                let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), block(x, depth + 1));
+                let _ = write!(
+                    s,
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    esc(k),
+                    block(x, depth + 1)
+                );
             }
             s.push_str("</table>");
             s
@@ -64,7 +69,10 @@ pub fn block(v: &Value, depth: usize) -> String {
             if a.iter().all(|x| !x.is_object() && !x.is_array()) {
                 a.iter().map(text).collect::<Vec<_>>().join(", ")
             } else {
-                a.iter().map(|x| block(x, depth + 1)).collect::<Vec<_>>().join("")
+                a.iter()
+                    .map(|x| block(x, depth + 1))
+                    .collect::<Vec<_>>()
+                    .join("")
             }
         }
         Value::Object(_) | Value::Array(_) => format!("<pre>{}</pre>", esc(&v.to_string())),
@@ -77,7 +85,12 @@ fn f64_at(v: &Value, key: &str) -> Option<f64> {
 }
 
 fn stat(s: &mut String, name: &str, value: String) {
-    let _ = write!(s, r#"<div class="stat">{}<b>{}</b></div>"#, esc(name), value);
+    let _ = write!(
+        s,
+        r#"<div class="stat">{}<b>{}</b></div>"#,
+        esc(name),
+        value
+    );
 }
 
 fn picture(vis: Option<&Visual>, id: &str) -> String {
@@ -124,13 +137,18 @@ fn row_columns(queue: &[Value]) -> Vec<&'static str> {
     ];
     optional
         .into_iter()
-        .filter(|k| queue.iter().any(|r| r.get(*k).is_some_and(|v| !v.is_null())))
+        .filter(|k| {
+            queue
+                .iter()
+                .any(|r| r.get(*k).is_some_and(|v| !v.is_null()))
+        })
         .collect()
 }
 
 fn queue_table(queue: &[Value]) -> String {
     let cols = row_columns(queue);
-    let mut s = String::from("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>priority</th>");
+    let mut s =
+        String::from("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>priority</th>");
     for c in &cols {
         let _ = write!(s, "<th>{}</th>", esc(c));
     }
@@ -189,12 +207,17 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let task = inp.cfg.task;
     let classes: Vec<String> = inp.cfg.class_names.clone();
     let mut s = String::with_capacity(1 << 18);
-    let title = format!(
-        "triage report: {}",
-        r.pointer("/options/dataset")
-            .and_then(Value::as_str)
-            .unwrap_or("dataset")
-    );
+    // The dataset directory's name, not its full (machine-specific) path.
+    let dataset = r
+        .pointer("/options/dataset")
+        .and_then(Value::as_str)
+        .map(|d| {
+            std::path::Path::new(d)
+                .file_name()
+                .map_or(d.to_string(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "dataset".into());
+    let title = format!("triage report: {dataset}");
     let _ = write!(
         s,
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"><title>{t}</title><style>{CSS}</style></head><body><main id="triage-report"><h1>{t}</h1>"#,
@@ -212,17 +235,53 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     if let Some(seg) = r.get("segmentation") {
         stat(&mut s, "mIoU", svg::fmt3(f64_at(seg, "miou")));
         stat(&mut s, "mDice", svg::fmt3(f64_at(seg, "mdice")));
-        stat(&mut s, "mBoundary IoU", svg::fmt3(f64_at(seg, "mboundary_iou")));
+        stat(
+            &mut s,
+            "mBoundary IoU",
+            svg::fmt3(f64_at(seg, "mboundary_iou")),
+        );
     }
     if let Some(b) = r.pointer("/backend/name") {
         stat(&mut s, "backend", text(b));
     }
     if let Some(d) = r.get("duplicates") {
-        stat(&mut s, "near-duplicate pairs", d.get("pairs").map_or("–".into(), text));
+        stat(
+            &mut s,
+            "near-duplicate pairs",
+            d.get("pairs").map_or("–".into(), text),
+        );
         stat(
             &mut s,
             "conflicting clusters",
             d.get("conflicting_clusters").map_or("–".into(), text),
+        );
+    }
+    s.push_str("</div></section>");
+
+    // Galleries.
+    s.push_str(r#"<section id="gallery"><h2>Top of the queue</h2>"#);
+    s.push_str(&legend(task));
+    s.push_str(r#"<div class="gallery">"#);
+    for row in inp.queue.iter().take(super::GALLERY_TOP) {
+        let id = row.get("id").and_then(Value::as_str).unwrap_or("");
+        let reason = row
+            .pointer("/reasons/0")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut cap = format!(
+            "#{} <b>{}</b> priority {}",
+            row.get("rank").map_or("–".into(), text),
+            esc(id),
+            svg::fmt3(f64_at(row, "priority"))
+        );
+        if let (Some(l), Some(p)) = (row.get("label"), row.get("predicted")) {
+            let _ = write!(cap, "<br>label {} · predicted {}", text(l), text(p));
+        }
+        let _ = write!(
+            s,
+            r#"<figure class="item">{}<figcaption>{cap}<br>{}</figcaption></figure>"#,
+            picture(vis.get(id), id),
+            esc(reason)
         );
     }
     s.push_str("</div></section>");
@@ -267,28 +326,62 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     s.push_str(r#"<section id="classes"><h2>Per class</h2><div class="charts">"#);
     let series = match task {
         Task::Segmentation => vec![
-            Series { name: "IoU", colour: svg::BLUE, values: col("iou") },
-            Series { name: "Dice", colour: svg::GREEN, values: col("dice") },
-            Series { name: "Boundary IoU", colour: svg::ORANGE, values: col("boundary_iou") },
+            Series {
+                name: "IoU",
+                colour: svg::BLUE,
+                values: col("iou"),
+            },
+            Series {
+                name: "Dice",
+                colour: svg::GREEN,
+                values: col("dice"),
+            },
+            Series {
+                name: "Boundary IoU",
+                colour: svg::ORANGE,
+                values: col("boundary_iou"),
+            },
         ],
         Task::Classification => vec![
-            Series { name: "precision", colour: svg::BLUE, values: col("precision") },
-            Series { name: "recall", colour: svg::RED, values: col("recall") },
+            Series {
+                name: "precision",
+                colour: svg::BLUE,
+                values: col("precision"),
+            },
+            Series {
+                name: "recall",
+                colour: svg::RED,
+                values: col("recall"),
+            },
         ],
     };
     let title = match task {
         Task::Segmentation => "IoU, Dice and Boundary IoU per class",
         Task::Classification => "Precision and recall per class",
     };
-    s.push_str(&svg::grouped_bars("per-class", title, &classes, &series, 1.0));
+    s.push_str(&svg::grouped_bars(
+        "per-class",
+        title,
+        &classes,
+        &series,
+        1.0,
+    ));
     let support = col("support");
     let max = support.iter().flatten().copied().fold(0.0, f64::max);
-    let unit = if task == Task::Segmentation { "pixels" } else { "items" };
+    let unit = if task == Task::Segmentation {
+        "pixels"
+    } else {
+        "items"
+    };
     s.push_str(&svg::grouped_bars(
         "support",
         &format!("Class balance: annotated {unit} per class"),
         &classes,
-        &[Series { name: "support", colour: svg::TEAL, values: support }],
+        &[Series {
+            name: "support",
+            colour: svg::TEAL,
+            values: support,
+        }],
         max,
     ));
     let matrix: Vec<Vec<u64>> = r
@@ -305,34 +398,6 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
         })
         .unwrap_or_default();
     s.push_str(&svg::heatmap(&classes, &matrix));
-    s.push_str("</div></section>");
-
-    // Galleries.
-    s.push_str(r#"<section id="gallery"><h2>Top of the queue</h2>"#);
-    s.push_str(&legend(task));
-    s.push_str(r#"<div class="gallery">"#);
-    for row in inp.queue.iter().take(super::GALLERY_TOP) {
-        let id = row.get("id").and_then(Value::as_str).unwrap_or("");
-        let reason = row
-            .pointer("/reasons/0")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let mut cap = format!(
-            "#{} <b>{}</b> priority {}",
-            row.get("rank").map_or("–".into(), text),
-            esc(id),
-            svg::fmt3(f64_at(row, "priority"))
-        );
-        if let (Some(l), Some(p)) = (row.get("label"), row.get("predicted")) {
-            let _ = write!(cap, "<br>label {} · predicted {}", text(l), text(p));
-        }
-        let _ = write!(
-            s,
-            r#"<figure class="item">{}<figcaption>{cap}<br>{}</figcaption></figure>"#,
-            picture(vis.get(id), id),
-            esc(reason)
-        );
-    }
     s.push_str("</div></section>");
 
     if inp.clusters.is_some() {
@@ -355,7 +420,11 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
             let majority = c.get("majority_label").and_then(Value::as_str);
             for (id, label) in members(c) {
                 let mark = if Some(id) == centre { " (centre)" } else { "" };
-                let odd = if Some(label) != majority { " ⚠ disagrees" } else { "" };
+                let odd = if Some(label) != majority {
+                    " ⚠ disagrees"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     s,
                     r#"<figure class="member">{}<figcaption><b>{}</b>{mark}<br>label {}{odd}</figcaption></figure>"#,
@@ -375,7 +444,14 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     s.push_str("</section>");
 
     // Other sections, shown as they are.
-    for key in ["views", "review", "previous", "duplicates", "segmentation", "priority"] {
+    for key in [
+        "views",
+        "review",
+        "previous",
+        "duplicates",
+        "segmentation",
+        "priority",
+    ] {
         if let Some(v) = r.get(key) {
             let _ = write!(
                 s,

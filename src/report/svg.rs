@@ -246,7 +246,13 @@ pub fn grouped_bars(
     for (i, cat) in categories.iter().enumerate() {
         let gx = x0 + gw * i as f64 + gw * 0.1;
         for (j, ser) in series.iter().enumerate() {
-            let Some(v) = ser.values.get(i).copied().flatten().filter(|v| v.is_finite()) else {
+            let Some(v) = ser
+                .values
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|v| v.is_finite())
+            else {
                 continue;
             };
             let bh = ph * (v / max).clamp(0.0, 1.0);
@@ -258,7 +264,11 @@ pub fn grouped_bars(
                 ser.colour,
                 html(cat),
                 html(ser.name),
-                if max >= 10.0 { format!("{v:.0}") } else { format!("{v:.3}") }
+                if max >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.3}")
+                }
             );
         }
         let cx = x0 + gw * (i as f64 + 0.5);
@@ -400,8 +410,20 @@ mod tests {
     #[test]
     fn charts_count_their_marks() {
         let bins = vec![
-            Bin { lo: 0.0, hi: 0.5, count: 0, confidence: None, accuracy: None },
-            Bin { lo: 0.5, hi: 1.0, count: 7, confidence: Some(0.8), accuracy: Some(0.6) },
+            Bin {
+                lo: 0.0,
+                hi: 0.5,
+                count: 0,
+                confidence: None,
+                accuracy: None,
+            },
+            Bin {
+                lo: 0.5,
+                hi: 1.0,
+                count: 7,
+                confidence: Some(0.8),
+                accuracy: Some(0.6),
+            },
         ];
         let s = reliability(&bins);
         assert_eq!(s.matches("class=\"rel-bar\"").count(), 1);
