@@ -47,8 +47,11 @@ pub struct Inputs<'a> {
 pub struct Rendered {
     pub html: String,
     /// `(path relative to the output directory, PNG bytes)`.
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Files,
 }
+
+/// Files to write: `(path relative to the output directory, bytes)`.
+pub type Files = Vec<(String, Vec<u8>)>;
 
 /// How an item is pictured in a gallery.
 #[derive(Debug, Clone)]
@@ -113,7 +116,7 @@ pub fn members(cluster: &Value) -> Vec<(&str, &str)> {
 
 /// Draw every gallery item's picture (at most [`MAX_OVERLAYS`] files).
 /// A picture that cannot be drawn is reported, never fatal.
-fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Vec<(String, Vec<u8>)>) {
+fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
     let cfg = inp.cfg;
     let index: HashMap<&str, usize> = inp
         .manifest
