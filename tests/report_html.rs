@@ -355,7 +355,7 @@ fn data_strings_are_escaped_in_text_and_attributes() {
         tmp.path(),
         &[evil_class, "b&b", "c"],
         &[evil_id, "plain", "x3", "x4"],
-        false,
+        true,
     );
     let out = tmp.path().join("out");
     run_ok(tmp.path(), &out, &["--backend", "cpu"]);
@@ -366,8 +366,26 @@ fn data_strings_are_escaped_in_text_and_attributes() {
     assert!(html.contains("q&quot;&amp;&lt;&gt;&#39;1"));
     assert!(!html.contains("b&b") && html.contains("b&amp;b"));
     assert!(!html.to_ascii_lowercase().contains("<script"));
-    // The evil id is in the gallery, the table and a reason.
-    assert!(count(&html, "q&quot;&amp;&lt;&gt;&#39;1") >= 2);
+    // The evil id is in the gallery (caption and alt attribute) and the table.
+    assert!(count(&html, "q&quot;&amp;&lt;&gt;&#39;1") >= 3);
+    assert!(html.contains("alt=\"overlay of q&quot;&amp;&lt;&gt;&#39;1\""));
+    // Its picture has a sanitised file name inside overlays/.
+    let pictures: Vec<String> = std::fs::read_dir(out.join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(pictures.len(), 4);
+    let evil_png = pictures.iter().find(|n| n.starts_with("q_")).unwrap();
+    assert!(
+        evil_png
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        "{evil_png}"
+    );
+    assert!(html.contains(&format!("src=\"overlays/{evil_png}\"")));
+    // The carried `annotator` column is shown, escaped.
+    assert!(html.contains("annotator: &lt;b&gt;ann&lt;/b&gt;"));
+    assert!(!html.contains("<b>ann</b>"));
     assert_self_contained(&html, &out);
 }
 

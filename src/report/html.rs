@@ -145,6 +145,9 @@ fn row_columns(queue: &[Value]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Row keys with a column (or a chart) of their own.
+const KNOWN: [&str; 6] = ["rank", "id", "priority", "reasons", "scores", "neighbors"];
+
 fn queue_table(queue: &[Value]) -> String {
     let cols = row_columns(queue);
     let mut s =
@@ -152,7 +155,7 @@ fn queue_table(queue: &[Value]) -> String {
     for c in &cols {
         let _ = write!(s, "<th>{}</th>", esc(c));
     }
-    s.push_str("<th>reasons</th></tr></thead><tbody>");
+    s.push_str("<th>reasons</th><th>item</th></tr></thead><tbody>");
     for r in queue.iter().take(TABLE_ROWS) {
         let _ = write!(
             s,
@@ -174,7 +177,19 @@ fn queue_table(queue: &[Value]) -> String {
         {
             let _ = write!(s, "<li>{}</li>", text(reason));
         }
-        s.push_str("</ul></td></tr>");
+        s.push_str("</ul></td><td>");
+        // Carried manifest columns (annotator, paths, split, ...).
+        for (k, v) in r.as_object().into_iter().flatten() {
+            if !KNOWN.contains(&k.as_str()) && !cols.contains(&k.as_str()) {
+                let _ = write!(
+                    s,
+                    r#"<span class="tag">{}: {}</span> "#,
+                    esc(k),
+                    block(v, 3)
+                );
+            }
+        }
+        s.push_str("</td></tr>");
     }
     s.push_str("</tbody></table>");
     if queue.len() > TABLE_ROWS {
@@ -466,4 +481,33 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
 "#,
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn optional_row_fields_get_columns_and_carried_fields_are_escaped() {
+        let rows = vec![
+            json!({"rank": 1, "id": "a", "priority": 0.5, "reasons": ["r <1>"],
+                   "scores": {}, "in_budget": true, "spot_check": false,
+                   "status": "new", "annotator": "<i>x</i>"}),
+            json!({"rank": 2, "id": "b", "priority": 0.25, "reasons": [], "scores": {}}),
+        ];
+        let t = queue_table(&rows);
+        for h in [
+            "<th>in_budget</th>",
+            "<th>spot_check</th>",
+            "<th>status</th>",
+        ] {
+            assert!(t.contains(h), "{h}");
+        }
+        assert!(!t.contains("<th>label</th>") && !t.contains("<th>cluster</th>"));
+        assert!(t.contains("<td>yes</td><td>no</td><td>new</td>"));
+        assert!(t.contains("annotator: &lt;i&gt;x&lt;/i&gt;") && !t.contains("<i>"));
+        assert!(t.contains("<li>r &lt;1&gt;</li>"));
+        assert_eq!(t.matches("<tr><td class=\"num\">").count(), 2);
+    }
 }
