@@ -274,15 +274,29 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     let result = match cli.command {
         Command::Run(args) => args.into_options().and_then(|opts| {
             let s = crate::pipeline::run(&opts)?;
+            let in_overlays = |f: &&std::path::PathBuf| {
+                f.parent().and_then(|p| p.file_name())
+                    == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
+            };
+            let overlays = s.files.iter().filter(in_overlays).count();
             eprintln!(
-                "triage: scored {} items on {}; wrote {}",
+                "triage: scored {} items on {}; wrote {}{}",
                 s.n_items,
                 s.backend,
                 s.files
                     .iter()
+                    .filter(|f| !in_overlays(f))
                     .map(|f| f.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if overlays > 0 {
+                    format!(
+                        " and {overlays} overlays in {}",
+                        opts.out.join(crate::report::OVERLAY_DIR).display()
+                    )
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }),

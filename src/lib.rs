@@ -23,6 +23,7 @@ pub mod output;
 pub mod pipeline;
 pub mod priority;
 pub mod queue;
+pub mod report;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! The run's outputs: `queue.jsonl`, `queue.csv` and `report.json`, written
+//! The run's outputs: `queue.jsonl`, `queue.csv`, `report.json` and
+//! `report.html` (with `overlays/`, see [`crate::report`]), written
 //! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
 //! at all.
 
@@ -248,7 +249,8 @@ fn json_row(
     Value::Object(o)
 }
 
-/// Write `queue.jsonl`, `queue.csv` and `report.json` into `out`, all or none.
+/// Write `queue.jsonl`, `queue.csv`, `report.json`, `report.html` and its
+/// overlays into `out`, all or none.
 /// The queue rows follow `plan` (queue order); `items` is priority-sorted.
 #[allow(clippy::too_many_arguments)]
 pub fn write_all(
@@ -278,12 +280,13 @@ pub fn write_all(
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
 
+    let queue_values: Vec<Value> = rows
+        .iter()
+        .map(|row| json_row(row, cfg, manifest, &carry, with_neighbors, with_status))
+        .collect();
     files.write("queue.jsonl", |w| {
-        for row in &rows {
-            serde_json::to_writer(
-                &mut *w,
-                &json_row(row, cfg, manifest, &carry, with_neighbors, with_status),
-            )?;
+        for row in &queue_values {
+            serde_json::to_writer(&mut *w, row)?;
             w.write_all(b"\n")?;
         }
         Ok(())
@@ -387,9 +390,20 @@ pub fn write_all(
             json!({ "peak_rss_bytes": peak_rss_bytes() }),
         );
     }
+    let report = Value::Object(report);
     files.write("report.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &Value::Object(report))?;
+        serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
+    crate::report::write(
+        &mut files,
+        &crate::report::Inputs {
+            cfg,
+            manifest,
+            report: &report,
+            queue: &queue_values,
+            clusters: extras.clusters.as_deref(),
+        },
+    )?;
     files.commit()
 }

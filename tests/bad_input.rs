@@ -389,11 +389,32 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
     ];
     assert_eq!(triage(&args).status.code(), Some(2));
     assert_eq!(std::fs::read(out.join("queue.jsonl")).unwrap(), before);
-    let names: Vec<String> = std::fs::read_dir(&out)
+    let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 3, "no temporary files left behind: {names:?}");
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "overlays",
+            "queue.csv",
+            "queue.jsonl",
+            "report.html",
+            "report.json"
+        ],
+        "no temporary files left behind"
+    );
+    let overlays: Vec<String> = std::fs::read_dir(out.join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        overlays
+            .iter()
+            .all(|n| n.ends_with(".png") && !n.starts_with('.')),
+        "no temporary overlays left behind: {overlays:?}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Outputs are written to a temporary file in the target directory and
 //! renamed into place only once every file of the run is complete, so a failed
-//! run leaves no half-written results.
+//! run leaves no half-written results. A name may hold a subdirectory
+//! (`overlays/a.png`): the directory is created on first use and removed
+//! again, when still empty, if the outputs are dropped without a commit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use crate::error::{Error, Result};
 pub struct AtomicOutputs {
     dir: PathBuf,
     pending: Vec<(NamedTempFile, PathBuf)>,
+    /// Subdirectories this set created, removed again if never committed.
+    created: Vec<PathBuf>,
 }
 
 impl AtomicOutputs {
@@ -21,6 +25,7 @@ impl AtomicOutputs {
         AtomicOutputs {
             dir: dir.to_path_buf(),
             pending: Vec::new(),
+            created: Vec::new(),
         }
     }
 
@@ -33,7 +38,25 @@ impl AtomicOutputs {
     ) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let target = self.dir.join(name);
-        let prefix = format!(".{name}.");
+        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
+        if !parent.is_dir() {
+            // Record each directory level this call creates, outermost first.
+            let mut missing = Vec::new();
+            let mut p = parent.as_path();
+            while !p.is_dir() {
+                missing.push(p.to_path_buf());
+                match p.parent() {
+                    Some(up) => p = up,
+                    None => break,
+                }
+            }
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+            self.created.extend(missing.into_iter().rev());
+        }
+        let file_name = target
+            .file_name()
+            .map_or_else(|| name.to_string(), |f| f.to_string_lossy().into_owned());
+        let prefix = format!(".{file_name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix);
         // Ordinary output files are world-readable (subject to the umask);
@@ -44,8 +67,8 @@ impl AtomicOutputs {
             builder.permissions(std::fs::Permissions::from_mode(0o644));
         }
         let tmp: NamedTempFile = builder
-            .tempfile_in(&self.dir)
-            .map_err(|e| Error::io(&self.dir, e))?;
+            .tempfile_in(&parent)
+            .map_err(|e| Error::io(&parent, e))?;
         {
             let mut w = std::io::BufWriter::new(tmp.as_file());
             fill(&mut w)
@@ -60,14 +83,26 @@ impl AtomicOutputs {
     }
 
     /// Rename every temporary file into place.
-    pub fn commit(self) -> Result<Vec<PathBuf>> {
+    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
         let mut done = Vec::new();
-        for (tmp, target) in self.pending {
+        self.created.clear();
+        for (tmp, target) in std::mem::take(&mut self.pending) {
             tmp.persist(&target)
                 .map_err(|e| Error::io(&target, e.error))?;
             done.push(target);
         }
         Ok(done)
+    }
+}
+
+impl Drop for AtomicOutputs {
+    fn drop(&mut self) {
+        // Temporary files first, then the directories they lived in (only
+        // when empty: `remove_dir` leaves anything else alone).
+        self.pending.clear();
+        for dir in self.created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -102,5 +137,30 @@ mod tests {
             vec![std::ffi::OsString::from("a.txt")],
             "temp files are removed"
         );
+    }
+
+    #[test]
+    fn subdirectories_are_atomic_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = AtomicOutputs::new(dir.path());
+        out.write("sub/deep/x.png", |w: &mut dyn Write| w.write_all(b"png"))
+            .unwrap();
+        assert!(!dir.path().join("sub/deep/x.png").exists());
+        drop(out);
+        assert!(!dir.path().join("sub").exists(), "uncommitted dirs removed");
+
+        let mut out = AtomicOutputs::new(dir.path());
+        out.write("sub/x.png", |w: &mut dyn Write| w.write_all(b"png"))
+            .unwrap();
+        out.write("top.txt", |w: &mut dyn Write| w.write_all(b"t"))
+            .unwrap();
+        let done = out.commit().unwrap();
+        assert_eq!(done.len(), 2);
+        assert_eq!(std::fs::read(dir.path().join("sub/x.png")).unwrap(), b"png");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.png")]);
     }
 }

@@ -1,0 +1,227 @@
+//! `report.html`: one self-contained page (inline CSS, inline SVG charts, no
+//! scripts, no network) plus PNG overlays under `overlays/`.
+//!
+//! It is built from the already-written JSON values (the final `report.json`
+//! object, the `queue.jsonl` rows, the `clusters.jsonl` rows) and the dataset
+//! description, so it depends on nothing inside the pipeline. Fields another
+//! stage may add (`in_budget`, `spot_check`, `status`, `also_in_cluster` on
+//! rows; `views`, `review`, `previous` in the report) are shown when present.
+
+pub mod escape;
+pub mod html;
+pub mod overlay;
+pub mod svg;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::config::{DatasetConfig, Task};
+use crate::io::manifest::Manifest;
+use crate::io::npy::NpyArray;
+
+/// Items shown in the top gallery.
+pub const GALLERY_TOP: usize = 12;
+/// Queue rows shown in the table.
+pub const TABLE_ROWS: usize = 100;
+/// Conflicting clusters shown.
+pub const MAX_CLUSTERS: usize = 12;
+/// At most this many overlay / image files are written per run.
+pub const MAX_OVERLAYS: usize = 24;
+/// Folder (inside the output directory) of the overlay PNGs.
+pub const OVERLAY_DIR: &str = "overlays";
+
+/// What the page is built from.
+pub struct Inputs<'a> {
+    pub cfg: &'a DatasetConfig,
+    pub manifest: &'a Manifest,
+    /// The final `report.json` object.
+    pub report: &'a Value,
+    /// The `queue.jsonl` rows, in rank order.
+    pub queue: &'a [Value],
+    /// The `clusters.jsonl` rows, when the dataset has embeddings.
+    pub clusters: Option<&'a [Value]>,
+}
+
+/// The page and the files it links to.
+pub struct Rendered {
+    pub html: String,
+    /// `(path relative to the output directory, PNG bytes)`.
+    pub files: Files,
+}
+
+/// Files to write: `(path relative to the output directory, bytes)`.
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// How an item is pictured in a gallery.
+#[derive(Debug, Clone)]
+pub enum Visual {
+    /// A PNG under `overlays/` (relative path).
+    Png(String),
+    /// An inline SVG (classification items without an image).
+    Svg(String),
+    /// Nothing could be drawn; the reason.
+    None(String),
+}
+
+/// Ids pictured in the galleries, in order: the top of the queue, then the
+/// members of conflicting clusters.
+pub fn gallery_ids(queue: &[Value], clusters: Option<&[Value]>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut push = |id: &str| {
+        if !ids.iter().any(|x| x == id) {
+            ids.push(id.to_string());
+        }
+    };
+    for row in queue.iter().take(GALLERY_TOP) {
+        if let Some(id) = row.get("id").and_then(Value::as_str) {
+            push(id);
+        }
+    }
+    for c in conflicting(clusters) {
+        for m in members(c) {
+            push(m.0);
+        }
+    }
+    ids
+}
+
+/// Conflicting cluster rows (at most [`MAX_CLUSTERS`]).
+pub fn conflicting(clusters: Option<&[Value]>) -> Vec<&Value> {
+    clusters
+        .unwrap_or(&[])
+        .iter()
+        .filter(|c| c.get("conflict").and_then(Value::as_bool) == Some(true))
+        .take(MAX_CLUSTERS)
+        .collect()
+}
+
+/// `(id, label)` of a cluster row's members.
+pub fn members(cluster: &Value) -> Vec<(&str, &str)> {
+    cluster
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| {
+                    Some((
+                        m.get("id")?.as_str()?,
+                        m.get("label").and_then(Value::as_str).unwrap_or(""),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Draw every gallery item's picture (at most [`MAX_OVERLAYS`] files).
+/// A picture that cannot be drawn is reported, never fatal.
+fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
+    let cfg = inp.cfg;
+    let index: HashMap<&str, usize> = inp
+        .manifest
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut stacked = if cfg.probs.is_dir() {
+        None
+    } else {
+        NpyArray::open(&cfg.probs).ok()
+    };
+    let logits = inp
+        .report
+        .pointer("/options/logits")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut out = HashMap::new();
+    let mut files = Vec::new();
+    for id in gallery_ids(inp.queue, inp.clusters) {
+        let Some(&i) = index.get(id.as_str()) else {
+            out.insert(id, Visual::None("not in the manifest".into()));
+            continue;
+        };
+        let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
+        let budget = files.len() < MAX_OVERLAYS;
+        let visual = match cfg.task {
+            Task::Segmentation if !budget => Visual::None("overlay budget spent".into()),
+            Task::Segmentation => {
+                let img = match (&mut stacked, cfg.probs.is_dir()) {
+                    (_, true) => overlay::segmentation_overlay(cfg, inp.manifest, i, None),
+                    (Some(arr), false) => {
+                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(arr))
+                    }
+                    (None, false) => Err(crate::Error::Usage("cannot open probs".into())),
+                };
+                match img.and_then(|img| overlay::png_bytes(&img)) {
+                    Ok(png) => {
+                        files.push((rel.clone(), png));
+                        Visual::Png(rel)
+                    }
+                    Err(e) => Visual::None(e.to_string()),
+                }
+            }
+            Task::Classification => {
+                let png = budget
+                    .then(|| overlay::classification_image(cfg, inp.manifest, i))
+                    .flatten()
+                    .and_then(|img| overlay::png_bytes(&img).ok());
+                match png {
+                    Some(png) => {
+                        files.push((rel.clone(), png));
+                        Visual::Png(rel)
+                    }
+                    None => top3_svg(inp, &mut stacked, i, logits),
+                }
+            }
+        };
+        out.insert(id, visual);
+    }
+    (out, files)
+}
+
+fn top3_svg(inp: &Inputs<'_>, arr: &mut Option<NpyArray>, i: usize, logits: bool) -> Visual {
+    let Some(arr) = arr.as_mut() else {
+        return Visual::None("cannot open probs".into());
+    };
+    let c = inp.cfg.num_classes();
+    match overlay::classification_probs(arr, i, c, logits) {
+        Ok(p) => {
+            let mut order: Vec<usize> = (0..c).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+            let top: Vec<(String, f64)> = order
+                .iter()
+                .take(3)
+                .map(|&k| (inp.cfg.class_names[k].clone(), p[k]))
+                .collect();
+            let label = inp
+                .queue
+                .iter()
+                .find(|r| r.get("id").and_then(Value::as_str) == Some(&inp.manifest.ids[i]))
+                .and_then(|r| r.get("label"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Visual::Svg(svg::top_probs(&top, label))
+        }
+        Err(e) => Visual::None(e.to_string()),
+    }
+}
+
+/// Render the page and add it and its overlays to `files`.
+pub fn write(files: &mut crate::io::atomic::AtomicOutputs, inp: &Inputs<'_>) -> crate::Result<()> {
+    let page = render(inp);
+    for (name, png) in &page.files {
+        files.write(name, |w| w.write_all(png))?;
+    }
+    files.write("report.html", |w| w.write_all(page.html.as_bytes()))
+}
+
+/// Build the page and its overlay files.
+pub fn render(inp: &Inputs<'_>) -> Rendered {
+    let (vis, files) = visuals(inp);
+    Rendered {
+        html: html::page(inp, &vis),
+        files,
+    }
+}

@@ -1,0 +1,274 @@
+//! Per-item pictures for the HTML report.
+//!
+//! A segmentation overlay is drawn on the item's image (or, without one, on a
+//! grey rendering of the annotation, one grey level per class):
+//!
+//! 1. the *disagreeing band* is blended in magenta at 50 %: every pixel that
+//!    lies in the annotation's or the prediction's Boundary IoU band
+//!    ([`crate::metrics::boundary_iou::band_mask`], same width `d`) and does
+//!    not count towards the Boundary IoU intersection, i.e. it is in one band
+//!    but not the other, or in both with annotation ≠ prediction (ignored
+//!    pixels are never highlighted);
+//! 2. the annotated boundary is drawn in yellow, the predicted boundary in
+//!    cyan, and white where the two coincide. A boundary pixel is one with a
+//!    4-neighbour inside the image of a different value.
+//!
+//! The prediction is the per-pixel argmax of the item's probabilities (the
+//! same under a softmax, so `--logits` does not matter).
+
+use std::path::Path;
+
+use image::{Rgb, RgbImage};
+
+use crate::backend::ProbBuf;
+use crate::config::DatasetConfig;
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+use crate::io::mask::read_mask;
+use crate::io::npy::NpyArray;
+use crate::metrics::boundary_iou::{band_mask, band_width};
+
+/// Colour of the annotated boundary.
+pub const ANNOTATED: [u8; 3] = [255, 215, 0];
+/// Colour of the predicted boundary.
+pub const PREDICTED: [u8; 3] = [0, 200, 255];
+/// Colour where both boundaries coincide.
+pub const BOTH: [u8; 3] = [255, 255, 255];
+/// Colour of the disagreeing band, blended at [`BAND_ALPHA`].
+pub const BAND: [u8; 3] = [255, 0, 255];
+/// Opacity of the disagreeing band.
+pub const BAND_ALPHA: f32 = 0.5;
+
+/// `a` blended over by `c` at opacity `alpha`.
+pub fn blend(a: [u8; 3], c: [u8; 3], alpha: f32) -> [u8; 3] {
+    let mix = |x: u8, y: u8| (x as f32 * (1.0 - alpha) + y as f32 * alpha).round() as u8;
+    [mix(a[0], c[0]), mix(a[1], c[1]), mix(a[2], c[2])]
+}
+
+/// Grey level of class `k` out of `classes` in the annotation rendering;
+/// ignored pixels (`k >= classes`) are near-black.
+pub fn class_grey(k: u16, classes: usize) -> u8 {
+    if k as usize >= classes {
+        return 16;
+    }
+    let span = classes.saturating_sub(1).max(1) as f32;
+    (60.0 + 160.0 * k as f32 / span).round() as u8
+}
+
+/// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
+/// C order); ties go to the lower class.
+pub fn argmax_map(probs: &ProbBuf, classes: usize, h: usize, w: usize) -> Vec<u16> {
+    let hw = h * w;
+    (0..hw)
+        .map(|i| {
+            let mut best = 0usize;
+            let mut bv = probs.get(i);
+            for k in 1..classes {
+                let v = probs.get(k * hw + i);
+                if v > bv {
+                    best = k;
+                    bv = v;
+                }
+            }
+            best as u16
+        })
+        .collect()
+}
+
+/// Thin boundary of a label map: pixels with a 4-neighbour (inside the
+/// image) of a different value.
+pub fn boundary(map: &[u16], h: usize, w: usize) -> Vec<bool> {
+    let mut out = vec![false; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let v = map[i];
+            out[i] = (x > 0 && map[i - 1] != v)
+                || (x + 1 < w && map[i + 1] != v)
+                || (y > 0 && map[i - w] != v)
+                || (y + 1 < h && map[i + w] != v);
+        }
+    }
+    out
+}
+
+/// The disagreeing band: pixels in `B(gt) ∪ B(pred)` but not in the
+/// Boundary IoU intersection (`B(gt) ∩ B(pred)` with `gt == pred`), minus
+/// ignored pixels. Bands use width `d`.
+pub fn disagreement(
+    gt: &[u16],
+    pred: &[u16],
+    h: usize,
+    w: usize,
+    d: usize,
+    ignore_index: u16,
+) -> Vec<bool> {
+    let mut bg = vec![0u8; h * w];
+    let mut bp = vec![0u8; h * w];
+    band_mask(gt, h, w, d, &mut bg);
+    band_mask(pred, h, w, d, &mut bp);
+    (0..h * w)
+        .map(|i| {
+            let (a, b) = (bg[i] != 0, bp[i] != 0);
+            gt[i] != ignore_index && (a || b) && !(a && b && gt[i] == pred[i])
+        })
+        .collect()
+}
+
+/// A grey rendering of the annotation.
+pub fn grey_base(gt: &[u16], h: usize, w: usize, classes: usize) -> RgbImage {
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let g = class_grey(gt[y as usize * w + x as usize], classes);
+        Rgb([g, g, g])
+    })
+}
+
+/// Draw the overlay onto `base` (`w × h`): band, then boundaries.
+pub fn draw(
+    mut base: RgbImage,
+    gt: &[u16],
+    pred: &[u16],
+    h: usize,
+    w: usize,
+    ignore_index: u16,
+) -> RgbImage {
+    assert_eq!((base.width() as usize, base.height() as usize), (w, h));
+    let band = disagreement(gt, pred, h, w, band_width(h, w), ignore_index);
+    let bg = boundary(gt, h, w);
+    let bp = boundary(pred, h, w);
+    for (i, px) in base.pixels_mut().enumerate() {
+        let mut c = px.0;
+        if band[i] {
+            c = blend(c, BAND, BAND_ALPHA);
+        }
+        c = match (bg[i], bp[i]) {
+            (true, true) => BOTH,
+            (true, false) => ANNOTATED,
+            (false, true) => PREDICTED,
+            (false, false) => c,
+        };
+        px.0 = c;
+    }
+    base
+}
+
+/// Encode `img` as PNG.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| Error::Usage(format!("cannot encode overlay PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// Load an RGB PNG (any PNG colour type), `None` when it cannot be read.
+pub fn load_rgb(path: &Path) -> Option<RgbImage> {
+    let bytes = std::fs::read(path).ok()?;
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).ok()?;
+    Some(img.to_rgb8())
+}
+
+/// The item's image, from the manifest's `image` column, if it loads.
+pub fn item_image(cfg: &DatasetConfig, manifest: &Manifest, index: usize) -> Option<RgbImage> {
+    let col = manifest.column("image")?;
+    let rel = manifest.rows.get(index)?.get(col)?.trim();
+    if rel.is_empty() {
+        return None;
+    }
+    load_rgb(&cfg.dir.join(rel))
+}
+
+/// The overlay of segmentation item `index` (its mask, the argmax of its
+/// probabilities, its image when there is one).
+pub fn segmentation_overlay(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    index: usize,
+    stacked: Option<&mut NpyArray>,
+) -> Result<RgbImage> {
+    let c = cfg.num_classes();
+    let id = &manifest.ids[index];
+    let (probs, h, w) = match stacked {
+        Some(arr) => {
+            let [_, _, h, w] = arr.shape[..] else {
+                return Err(Error::input(&arr.path, "expected shape (N, C, H, W)"));
+            };
+            let n = c * h * w;
+            (arr.read_probs(index * n, n)?, h, w)
+        }
+        None => {
+            let path = cfg.probs.join(format!("{id}.npy"));
+            let mut arr = NpyArray::open(&path)?;
+            let [_, h, w] = arr.shape[..] else {
+                return Err(Error::input(&path, "expected shape (C, H, W)"));
+            };
+            let n = c * h * w;
+            (arr.read_probs(0, n)?, h, w)
+        }
+    };
+    let mask_col = manifest
+        .column("mask")
+        .ok_or_else(|| Error::Usage("no `mask` column".into()))?;
+    let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
+    let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
+    let pred = argmax_map(&probs, c, h, w);
+    let base = match item_image(cfg, manifest, index) {
+        Some(img) if (img.width() as usize, img.height() as usize) == (w, h) => img,
+        Some(img) => image::imageops::resize(
+            &img,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        ),
+        None => grey_base(&gt, h, w, c),
+    };
+    Ok(draw(base, &gt, &pred, h, w, cfg.ignore_index))
+}
+
+/// A classification item's image, shrunk to at most 256 px on its longer
+/// side, when the manifest names one that loads.
+pub fn classification_image(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    index: usize,
+) -> Option<RgbImage> {
+    let img = item_image(cfg, manifest, index)?;
+    let (w, h) = (img.width(), img.height());
+    let long = w.max(h);
+    if long <= 256 {
+        return Some(img);
+    }
+    let s = 256.0 / long as f64;
+    let (nw, nh) = (
+        ((w as f64 * s).round() as u32).max(1),
+        ((h as f64 * s).round() as u32).max(1),
+    );
+    Some(image::imageops::resize(
+        &img,
+        nw,
+        nh,
+        image::imageops::FilterType::Triangle,
+    ))
+}
+
+/// A classification row's probabilities (softmaxed when `logits`).
+pub fn classification_probs(
+    arr: &mut NpyArray,
+    index: usize,
+    classes: usize,
+    logits: bool,
+) -> Result<Vec<f64>> {
+    let row = arr.read_probs(index * classes, classes)?;
+    let mut p: Vec<f64> = (0..classes).map(|k| row.get(k) as f64).collect();
+    if logits {
+        let max = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for v in &mut p {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        for v in &mut p {
+            *v /= sum;
+        }
+    }
+    Ok(p)
+}
