@@ -271,15 +271,15 @@ mod simd {
                             // SAFETY: `candidates` is only called after
                             // AVX2 and FMA were detected.
                             let dots = unsafe { dot4x2(qrows, cj.map(|c| emb.row(c)), d) };
-                            for r in 0..4 {
+                            for (r, row) in dots.iter().enumerate() {
                                 let i = g + r;
                                 if i >= q1 {
                                     break;
                                 }
-                                for s in 0..2 {
+                                for (s, dot) in row.iter().enumerate() {
                                     let c = j + s;
                                     if c < c1 && c != i {
-                                        tops[i - q0].push(1.0 - dots[r][s], c as u32);
+                                        tops[i - q0].push(1.0 - dot, c as u32);
                                     }
                                 }
                             }
