@@ -311,10 +311,9 @@ pub fn hnsw(
     deterministic: bool,
 ) -> Result<KnnGraph> {
     let n = emb.n;
-    let rows: Vec<Vec<f32>> = (0..n).map(|i| emb.row(i).to_vec()).collect();
     let build_fresh = || {
         let h = Hnsw::<f32, DistL2>::new(MAX_CONN, n.max(1), MAX_LAYER, EF_CONSTRUCTION, DistL2 {});
-        insert(&h, &rows, 0, deterministic);
+        insert(&h, emb, 0, deterministic);
         h
     };
     let ef = (4 * k).max(64);
@@ -322,7 +321,7 @@ pub fn hnsw(
         (0..n)
             .into_par_iter()
             .map(|i| {
-                h.search(&rows[i], k + 1, ef)
+                h.search(emb.row(i), k + 1, ef)
                     .into_iter()
                     .map(|nb| nb.d_id)
                     .filter(|&j| j != i && j < n)
@@ -338,7 +337,7 @@ pub fn hnsw(
             match loaded {
                 Ok(h) if h.get_nb_point() == known => {
                     loaded_items = known;
-                    insert(&h, &rows, known, deterministic);
+                    insert(&h, emb, known, deterministic);
                     save(&h, dir)?;
                     search(&h)
                 }
@@ -389,19 +388,14 @@ pub fn hnsw(
     Ok(g)
 }
 
-fn insert(h: &Hnsw<f32, DistL2>, rows: &[Vec<f32>], from: usize, deterministic: bool) {
+fn insert(h: &Hnsw<f32, DistL2>, emb: &Embeddings, from: usize, deterministic: bool) {
     if deterministic {
-        for (i, r) in rows.iter().enumerate().skip(from) {
-            h.insert((r.as_slice(), i));
+        for i in from..emb.n {
+            h.insert_slice((emb.row(i), i));
         }
     } else {
-        let data: Vec<(&Vec<f32>, usize)> = rows
-            .iter()
-            .enumerate()
-            .skip(from)
-            .map(|(i, r)| (r, i))
-            .collect();
-        h.parallel_insert(&data);
+        let data: Vec<(&[f32], usize)> = (from..emb.n).map(|i| (emb.row(i), i)).collect();
+        h.parallel_insert_slice(&data);
     }
 }
 
