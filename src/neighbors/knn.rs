@@ -201,7 +201,8 @@ pub fn exact_reference(emb: &Embeddings, k: usize) -> KnnGraph {
 mod simd {
     //! AVX2 + FMA brute force: 4 query rows × 2 candidate rows per kernel
     //! call (8 accumulators, 6 loads per 8 dimensions), query blocks of 64
-    //! rows in parallel, candidate blocks of ~128 KiB so they stay in cache.
+    //! rows in parallel, candidate blocks of ~128 KiB so they stay in cache,
+    //! each unordered pair computed once.
 
     use std::arch::x86_64::*;
 
@@ -254,40 +255,60 @@ mod simd {
         const QB: usize = 64;
         let (n, d) = (emb.n, emb.d);
         let cb = ((32 * 1024) / d.max(1)).clamp(16, 1024) & !1;
-        (0..n)
-            .step_by(QB)
-            .collect::<Vec<_>>()
+        let blocks = n.div_ceil(QB);
+        // The distance is symmetric, so each unordered pair is computed once
+        // (block I against rows from I's first row on) and offered to both
+        // rows' lists. Workers take interleaved blocks (equal triangular
+        // work) and keep one list per row of the dataset; the lists are
+        // merged at the end, so memory is workers × N × kk entries.
+        let workers = (2 * rayon::current_num_threads()).clamp(1, blocks.max(1));
+        let partial: Vec<Vec<TopK>> = (0..workers)
             .into_par_iter()
-            .flat_map_iter(|q0| {
-                let q1 = (q0 + QB).min(n);
-                let mut tops: Vec<TopK> = (q0..q1).map(|_| TopK::new(kk)).collect();
-                for c0 in (0..n).step_by(cb) {
-                    let c1 = (c0 + cb).min(n);
-                    for g in (q0..q1).step_by(4) {
-                        let qi = [g, g + 1, g + 2, g + 3].map(|i| i.min(q1 - 1));
-                        let qrows = qi.map(|i| emb.row(i));
-                        for j in (c0..c1).step_by(2) {
-                            let cj = [j, (j + 1).min(c1 - 1)];
-                            // SAFETY: `candidates` is only called after
-                            // AVX2 and FMA were detected.
-                            let dots = unsafe { dot4x2(qrows, cj.map(|c| emb.row(c)), d) };
-                            for (r, row) in dots.iter().enumerate() {
-                                let i = g + r;
-                                if i >= q1 {
-                                    break;
-                                }
-                                for (s, dot) in row.iter().enumerate() {
-                                    let c = j + s;
-                                    if c < c1 && c != i {
-                                        tops[i - q0].push(1.0 - dot, c as u32);
+            .map(|w| {
+                let mut tops: Vec<TopK> = (0..n).map(|_| TopK::new(kk)).collect();
+                for b in (w..blocks).step_by(workers) {
+                    let (q0, q1) = (b * QB, (b * QB + QB).min(n));
+                    for c0 in (q0..n).step_by(cb) {
+                        let c1 = (c0 + cb).min(n);
+                        for g in (q0..q1).step_by(4) {
+                            let qi = [g, g + 1, g + 2, g + 3].map(|i| i.min(q1 - 1));
+                            let qrows = qi.map(|i| emb.row(i));
+                            for j in (c0.max(g + 1)..c1).step_by(2) {
+                                let cj = [j, (j + 1).min(c1 - 1)];
+                                // SAFETY: `candidates` is only called after
+                                // AVX2 and FMA were detected.
+                                let dots = unsafe { dot4x2(qrows, cj.map(|c| emb.row(c)), d) };
+                                for (r, row) in dots.iter().enumerate() {
+                                    let i = g + r;
+                                    if i >= q1 {
+                                        break;
+                                    }
+                                    for (s, dot) in row.iter().enumerate() {
+                                        let c = j + s;
+                                        if c < c1 && c > i {
+                                            let dist = 1.0 - dot;
+                                            tops[i].push(dist, c as u32);
+                                            tops[c].push(dist, i as u32);
+                                        }
                                     }
                                 }
                             }
                         }
                     }
                 }
-                tops.into_iter()
-                    .map(|t| t.items.into_iter().map(|(_, j)| j).collect())
+                tops
+            })
+            .collect();
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let mut top = TopK::new(kk);
+                for p in &partial {
+                    for &(dist, j) in &p[i].items {
+                        top.push(dist, j);
+                    }
+                }
+                top.items.into_iter().map(|(_, j)| j).collect()
             })
             .collect()
     }
