@@ -92,7 +92,10 @@ fn child(method: &str, n: usize, d: usize) {
             // Data and ground truth for the Python peers.
             let dir = std::env::temp_dir().join(format!("triage-knn-{n}x{d}"));
             let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::write(dir.join("emb.f32"), bytemuck_bytes(&e.data));
+            let _ = std::fs::write(
+                dir.join("emb.f32"),
+                bytemuck::cast_slice::<f32, u8>(&e.data),
+            );
             let s = sample(n);
             let truth: Vec<u32> = s
                 .iter()
@@ -100,8 +103,11 @@ fn child(method: &str, n: usize, d: usize) {
                 .map(|j| j as u32)
                 .collect();
             let q: Vec<u32> = s.iter().map(|&q| q as u32).collect();
-            let _ = std::fs::write(dir.join("queries.u32"), bytemuck_bytes(&q));
-            let _ = std::fs::write(dir.join("truth.u32"), bytemuck_bytes(&truth));
+            let _ = std::fs::write(dir.join("queries.u32"), bytemuck::cast_slice::<u32, u8>(&q));
+            let _ = std::fs::write(
+                dir.join("truth.u32"),
+                bytemuck::cast_slice::<u32, u8>(&truth),
+            );
             println!("{}", dir.display());
             return;
         }
@@ -125,12 +131,6 @@ fn child(method: &str, n: usize, d: usize) {
     );
 }
 
-fn bytemuck_bytes<T: Copy>(v: &[T]) -> Vec<u8> {
-    let len = std::mem::size_of_val(v);
-    // SAFETY: T is a plain f32/u32 here; the bytes are copied out.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, len) }.to_vec()
-}
-
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)
         .ok()
@@ -152,13 +152,11 @@ fn main() {
     }
     let sizes = std::env::var("TRIAGE_KNN_SIZES").unwrap_or("50000x512,1000000x128".into());
     let exact_max = env_usize("TRIAGE_KNN_EXACT_MAX", 100_000);
-    let software = GpuBackend::new(AdapterPolicy::AnyAdapter)
-        .ok()
-        .flatten()
-        .map(|g| g.info().device_type.as_deref() == Some("cpu (software)"));
-    if let Some(g) = GpuBackend::new(AdapterPolicy::AnyAdapter).ok().flatten() {
+    let adapter = GpuBackend::new(AdapterPolicy::AnyAdapter).ok().flatten();
+    if let Some(g) = &adapter {
         eprintln!("GPU adapter: {:?}", g.info().adapter);
     }
+    let software = adapter.map(|g| g.info().device_type.as_deref() == Some("cpu (software)"));
     let gpu_max = env_usize(
         "TRIAGE_KNN_GPU_MAX",
         if software == Some(true) {
