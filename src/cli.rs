@@ -54,8 +54,10 @@ pub struct RunArgs {
     /// or log a warning and finish on the CPU (recorded in report.json's backend.fallback).
     #[arg(long, value_enum, default_value_t = GpuFallback::Fail)]
     pub gpu_fallback: GpuFallback,
-    /// Segmentation items per batch; peak memory grows with it, not with the dataset.
-    #[arg(long, default_value_t = 8)]
+    /// Bytes of probabilities per batch, e.g. 32MiB, 256M, 1G, 500MB (K/M/G and KiB/MiB/GiB are
+    /// powers of 1024, KB/MB/GB of 1000, a bare number is bytes). Two batches are held at once;
+    /// a batch holds at least one item. Peak memory follows it, not the dataset.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_bytes)]
     pub batch_size: usize,
     /// Write only the K highest-priority rows to the queue files (the report covers all items).
     #[arg(long, value_name = "K")]
@@ -242,6 +244,41 @@ impl RunArgs {
             queue,
         })
     }
+}
+
+/// Parse a byte size: a number (decimals allowed) and an optional unit. `K`, `M`, `G`, `T`
+/// (optionally followed by `iB`) are powers of 1024; `KB`, `MB`, `GB`, `TB` powers of 1000;
+/// `B` or no unit is bytes. Must be at least 1 byte.
+pub fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 32MiB, 256M or 1G"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in {s:?}; use K, M, G (KiB, MiB, GiB) or KB, MB, GB"
+            ));
+        }
+    };
+    let bytes = (value * scale).round();
+    if !(bytes >= 1.0 && bytes <= usize::MAX as f64) {
+        return Err(format!("{s:?}: the batch size must be at least 1 byte"));
+    }
+    Ok(bytes as usize)
 }
 
 impl SynthArgs {

@@ -1,13 +1,15 @@
 //! `triage run`: read a dataset, stream it through a backend, rank, write.
 //!
-//! Segmentation streams batch by batch. A reader thread reads at most one
-//! batch ahead (a bounded channel of depth 1), so at most three batches are in
-//! memory at once (one being read, one queued, one being scored), whatever the
-//! number of items. Reads are positioned `read`s into owned buffers: no
-//! memory-mapped pages pile up.
-
+//! Both tasks stream in batches sized in bytes (`--batch-size`, default
+//! [`DEFAULT_BATCH_BYTES`]): a reader thread fills one reusable batch buffer
+//! with large sequential reads while the backend scores the other
+//! ([`crate::io::stream::double_buffered`]). Exactly two batch buffers exist,
+//! so the probabilities held at once are at most
+//! `2 × max(batch size, one item)`, whatever the number of items; the
+//! classification matrix is never resident. Reads are positioned `read`s
+//! into owned, reused buffers: no memory-mapped pages pile up.
+//!
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,12 +25,12 @@ use crate::io::npy::NpyArray;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
-use crate::metrics::pixel_stats::normalise;
+use crate::metrics::pixel_stats::{SampleScores, normalise};
 use crate::output::{self, Report};
 use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
 
-/// Classification rows scored per backend call.
-pub const ROWS_PER_BATCH: usize = 65_536;
+/// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
+pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
 
 /// Options of one run, after validation.
 #[derive(Debug, Clone)]
@@ -38,7 +40,8 @@ pub struct RunOptions {
     pub backend: BackendKind,
     /// On a GPU failure mid-run, log a warning and finish on the CPU.
     pub gpu_fallback: bool,
-    /// Segmentation items per batch.
+    /// Bytes of probabilities per batch (as stored); a batch holds at least
+    /// one item (segmentation) or one row (classification).
     pub batch_size: usize,
     /// Write only the first K queue rows (the report covers every item).
     pub top: Option<usize>,
@@ -60,7 +63,7 @@ impl RunOptions {
             out: out.into(),
             backend: BackendKind::Auto,
             gpu_fallback: false,
-            batch_size: 8,
+            batch_size: DEFAULT_BATCH_BYTES,
             top: None,
             logits: false,
             progress: false,
@@ -335,70 +338,103 @@ fn score_classification(
         confusion: Confusion::new(c),
         bands: None,
     };
-    for start in (0..n).step_by(ROWS_PER_BATCH) {
-        let end = (start + ROWS_PER_BATCH).min(n);
-        let t = Instant::now();
-        let batch = RowBatch {
-            probs: probs.read_probs(start * c, (end - start) * c)?,
-            labels: labels[start..end].to_vec(),
+    // Rows per batch: as many as fit in the batch's bytes, at least one.
+    let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
+    let slot = || RowSlot {
+        start: 0,
+        batch: RowBatch {
+            probs: ProbBuf::F32(Vec::new()),
+            labels: Vec::new(),
             classes: c,
             logits: opts.logits,
-        };
-        timings.read += t.elapsed();
-        let t = Instant::now();
-        let scores = backend.score_rows(&batch)?;
-        timings.score += t.elapsed();
-        if let Some(r) = scores.first_invalid {
-            return Err(diagnose(
-                &batch.probs,
-                r * c,
-                1,
-                c,
-                opts.logits,
-                &cfg.probs,
-                &manifest.ids[start + r],
-                None,
-            ));
-        }
-        stats.bins.merge(&scores.bins);
-        for (j, s) in scores.samples.iter().enumerate() {
-            let label = batch.labels[j];
-            stats.confusion.add(label as usize, s.pred as usize);
-            let correct = (s.pred == label) as u32 as f64;
-            let sc = ItemScores {
-                entropy: Some(s.entropy as f64),
-                margin: Some(s.margin as f64),
-                least_confidence: Some(s.least_confidence as f64),
-                self_confidence: Some(s.self_confidence as f64),
-                normalized_margin: Some(s.normalized_margin as f64),
-                ece: Some((correct - s.confidence as f64).abs()),
-                seg: None,
-                ..ItemScores::default()
-            };
-            let facts = RowFacts {
-                label,
-                pred: s.pred,
-                p_label: s.self_confidence as f64,
-                p_pred: s.confidence as f64,
-            };
-            let reasons = priority::row_reasons(&sc, &facts, &cfg.class_names);
-            items.push(ItemResult {
-                index: start + j,
-                priority: priority::priority(&sc),
-                scores: sc,
-                reasons,
-                row: Some(facts),
-                label_set: vec![label],
-                dims: None,
-                cluster: None,
-                neighbors: Vec::new(),
-                class: Some(label),
-            });
-        }
-        bar.inc((end - start) as u64);
-    }
+        },
+    };
+    let mut next = 0usize;
+    let labels = &labels;
+    let read = crate::io::stream::double_buffered(
+        [slot(), slot()],
+        |s: &mut RowSlot| {
+            if next >= n {
+                return Ok(false);
+            }
+            let end = (next + rows_per_batch).min(n);
+            probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
+            s.batch.labels.clear();
+            s.batch.labels.extend_from_slice(&labels[next..end]);
+            s.start = next;
+            next = end;
+            Ok(true)
+        },
+        |s: &mut RowSlot| {
+            let (start, batch) = (s.start, &s.batch);
+            let t = Instant::now();
+            let scores = backend.score_rows(batch)?;
+            timings.score += t.elapsed();
+            if let Some(r) = scores.first_invalid {
+                return Err(diagnose(
+                    &batch.probs,
+                    r * c,
+                    1,
+                    c,
+                    opts.logits,
+                    &cfg.probs,
+                    &manifest.ids[start + r],
+                    None,
+                ));
+            }
+            stats.bins.merge(&scores.bins);
+            for (j, s) in scores.samples.iter().enumerate() {
+                let label = batch.labels[j];
+                stats.confusion.add(label as usize, s.pred as usize);
+                items.push(row_item(start + j, s, label, &cfg.class_names));
+            }
+            bar.inc(batch.labels.len() as u64);
+            Ok(())
+        },
+    )?;
+    timings.read += read;
     bar.finish_and_clear();
     Ok((manifest, items, stats))
+}
+
+/// A classification batch and the row it starts at.
+struct RowSlot {
+    start: usize,
+    batch: RowBatch,
+}
+
+/// The result of classification row `index`.
+fn row_item(index: usize, s: &SampleScores, label: u32, names: &[String]) -> ItemResult {
+    let correct = (s.pred == label) as u32 as f64;
+    let sc = ItemScores {
+        entropy: Some(s.entropy as f64),
+        margin: Some(s.margin as f64),
+        least_confidence: Some(s.least_confidence as f64),
+        self_confidence: Some(s.self_confidence as f64),
+        normalized_margin: Some(s.normalized_margin as f64),
+        ece: Some((correct - s.confidence as f64).abs()),
+        seg: None,
+        ..ItemScores::default()
+    };
+    let facts = RowFacts {
+        label,
+        pred: s.pred,
+        p_label: s.self_confidence as f64,
+        p_pred: s.confidence as f64,
+    };
+    let reasons = priority::row_reasons(&sc, &facts, names);
+    ItemResult {
+        index,
+        priority: priority::priority(&sc),
+        scores: sc,
+        reasons,
+        row: Some(facts),
+        label_set: vec![label],
+        dims: None,
+        cluster: None,
+        neighbors: Vec::new(),
+        class: Some(label),
+    }
 }
 
 /// Build the error for an invalid sample: `count` samples of `c` values with
@@ -434,8 +470,12 @@ fn diagnose(
 enum ProbSource {
     /// One `(N, C, H, W)` array.
     Stacked(NpyArray),
-    /// A directory of `<id>.npy`, each `(C, H, W)`.
-    PerItem(PathBuf),
+    /// A directory of `<id>.npy`, each `(C, H, W)`; the last one opened is
+    /// kept, so peeking at an item's size and reading it open it once.
+    PerItem {
+        dir: PathBuf,
+        open: Option<(usize, NpyArray)>,
+    },
 }
 
 struct SegReader<'a> {
@@ -447,45 +487,71 @@ struct SegReader<'a> {
 }
 
 impl SegReader<'_> {
-    fn read_item(&mut self, i: usize) -> Result<SegItem> {
+    /// The array holding item `i`, the element where the item starts, and
+    /// its height and width. Per-item files are opened and validated here.
+    fn array(&mut self, i: usize) -> Result<(&mut NpyArray, usize, usize, usize)> {
         let c = self.cfg.num_classes();
         let id = &self.manifest.ids[i];
-        let (probs, h, w) = match &mut self.source {
+        match &mut self.source {
             ProbSource::Stacked(arr) => {
                 let (h, w) = (arr.shape[2], arr.shape[3]);
-                let n = c * h * w;
-                (arr.read_probs(i * n, n).map_err(|e| e.item(id))?, h, w)
+                Ok((arr, i * c * h * w, h, w))
             }
-            ProbSource::PerItem(dir) => {
-                let path = dir.join(format!("{id}.npy"));
-                let mut arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
-                let [pc, h, w] = arr.shape[..] else {
-                    return Err(Error::input(
-                        &path,
-                        format!("expected shape (C, H, W), found {:?}", arr.shape),
-                    )
-                    .item(id)
-                    .field("shape"));
-                };
-                if pc != c {
-                    return Err(Error::input(
-                        &path,
-                        format!("{pc} classes but {c} in triage.toml"),
-                    )
-                    .item(id)
-                    .field("shape"));
+            ProbSource::PerItem { dir, open } => {
+                if open.as_ref().map(|(j, _)| *j) != Some(i) {
+                    let path = dir.join(format!("{id}.npy"));
+                    let arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
+                    let [pc, _, _] = arr.shape[..] else {
+                        return Err(Error::input(
+                            &path,
+                            format!("expected shape (C, H, W), found {:?}", arr.shape),
+                        )
+                        .item(id)
+                        .field("shape"));
+                    };
+                    if pc != c {
+                        return Err(Error::input(
+                            &path,
+                            format!("{pc} classes but {c} in triage.toml"),
+                        )
+                        .item(id)
+                        .field("shape"));
+                    }
+                    if !arr.dtype.is_float() {
+                        return Err(Error::input(
+                            &path,
+                            "probabilities must be float16, float32 or float64",
+                        )
+                        .item(id)
+                        .field("dtype"));
+                    }
+                    *open = Some((i, arr));
                 }
-                if !arr.dtype.is_float() {
-                    return Err(Error::input(
-                        &path,
-                        "probabilities must be float16, float32 or float64",
-                    )
-                    .item(id)
-                    .field("dtype"));
+                match open {
+                    Some((_, arr)) => {
+                        let (h, w) = (arr.shape[1], arr.shape[2]);
+                        Ok((arr, 0, h, w))
+                    }
+                    None => unreachable!("opened above"),
                 }
-                (arr.read_probs(0, c * h * w).map_err(|e| e.item(id))?, h, w)
             }
-        };
+        }
+    }
+
+    /// Bytes of item `i`'s probabilities as stored.
+    fn item_bytes(&mut self, i: usize) -> Result<usize> {
+        let c = self.cfg.num_classes();
+        let (arr, _, h, w) = self.array(i)?;
+        Ok(c * h * w * arr.dtype.size())
+    }
+
+    /// Read item `i` into `item`, reusing its buffers.
+    fn read_item_into(&mut self, i: usize, item: &mut SegItem) -> Result<()> {
+        let c = self.cfg.num_classes();
+        let id = &self.manifest.ids[i];
+        let (arr, start, h, w) = self.array(i)?;
+        arr.read_probs_into(start, c * h * w, &mut item.probs)
+            .map_err(|e| e.item(id))?;
         let cell = self.manifest.rows[i][self.mask_col].trim();
         if cell.is_empty() {
             return Err(Error::input(&self.items_path, "empty mask path")
@@ -493,14 +559,19 @@ impl SegReader<'_> {
                 .field("mask"));
         }
         let mask_path = self.cfg.dir.join(cell);
-        let labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
-        Ok(SegItem {
-            probs,
-            labels,
-            height: h,
-            width: w,
-        })
+        item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
+        item.height = h;
+        item.width = w;
+        Ok(())
     }
+}
+
+/// A segmentation batch, the item it starts at, and spare items whose
+/// buffers the next fill reuses.
+struct SegSlot {
+    start: usize,
+    batch: SegBatch,
+    spare: Vec<SegItem>,
 }
 
 fn score_segmentation(
@@ -522,7 +593,10 @@ fn score_segmentation(
         Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
     })?;
     let source = if cfg.probs.is_dir() {
-        ProbSource::PerItem(cfg.probs.clone())
+        ProbSource::PerItem {
+            dir: cfg.probs.clone(),
+            open: None,
+        }
     } else {
         let arr = NpyArray::open(&cfg.probs)?;
         if !arr.dtype.is_float() {
@@ -571,7 +645,7 @@ fn score_segmentation(
     };
     let mut items: Vec<ItemResult> = Vec::with_capacity(n);
     let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
-    let batch_size = opts.batch_size;
+    let batch_bytes = opts.batch_size;
     let mut reader = SegReader {
         cfg,
         manifest: &manifest,
@@ -579,40 +653,49 @@ fn score_segmentation(
         source,
         items_path: items_path.clone(),
     };
-
-    let result: Result<Duration> = std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Result<(usize, SegBatch)>>(1);
-        let producer = scope.spawn(move || {
-            let mut read_time = Duration::ZERO;
-            for start in (0..n).step_by(batch_size) {
-                let t = Instant::now();
-                let end = (start + batch_size).min(n);
-                let batch = (start..end)
-                    .map(|i| reader.read_item(i))
-                    .collect::<Result<Vec<_>>>()
-                    .map(|items| {
-                        (
-                            start,
-                            SegBatch {
-                                items,
-                                classes: c,
-                                ignore_index: cfg.ignore_index,
-                                logits: opts.logits,
-                            },
-                        )
-                    });
-                read_time += t.elapsed();
-                let failed = batch.is_err();
-                if tx.send(batch).is_err() || failed {
+    let slot = || SegSlot {
+        start: 0,
+        batch: SegBatch {
+            items: Vec::new(),
+            classes: c,
+            ignore_index: cfg.ignore_index,
+            logits: opts.logits,
+        },
+        spare: Vec::new(),
+    };
+    let mut next = 0usize;
+    let read = crate::io::stream::double_buffered(
+        [slot(), slot()],
+        |s: &mut SegSlot| {
+            if next >= n {
+                return Ok(false);
+            }
+            s.spare.append(&mut s.batch.items);
+            s.start = next;
+            // Items while they fit in the batch's bytes, at least one.
+            let mut bytes = 0usize;
+            while next < n {
+                let b = reader.item_bytes(next)?;
+                if !s.batch.items.is_empty() && bytes + b > batch_bytes {
                     break;
                 }
+                let mut item = s.spare.pop().unwrap_or_else(|| SegItem {
+                    probs: ProbBuf::F32(Vec::new()),
+                    labels: Vec::new(),
+                    height: 0,
+                    width: 0,
+                });
+                reader.read_item_into(next, &mut item)?;
+                s.batch.items.push(item);
+                bytes += b;
+                next += 1;
             }
-            read_time
-        });
-        for msg in rx.iter() {
-            let (start, batch) = msg?;
+            Ok(true)
+        },
+        |s: &mut SegSlot| {
+            let (start, batch) = (s.start, &s.batch);
             let t = Instant::now();
-            let results = backend.score_items(&batch)?;
+            let results = backend.score_items(batch)?;
             timings.score += t.elapsed();
             for (j, (item, st)) in batch.items.iter().zip(&results).enumerate() {
                 let index = start + j;
@@ -657,13 +740,10 @@ fn score_segmentation(
                 facts.push(f);
             }
             bar.inc(batch.items.len() as u64);
-        }
-        drop(rx);
-        producer
-            .join()
-            .map_err(|_| Error::Usage("the reader thread panicked".into()))
-    });
-    timings.read += result?;
+            Ok(())
+        },
+    )?;
+    timings.read += read;
     bar.finish_and_clear();
 
     let ctx = Context {

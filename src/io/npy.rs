@@ -139,33 +139,54 @@ impl NpyArray {
         Ok(buf)
     }
 
-    /// Read `count` float elements from element `start`: float16 stays
-    /// float16, float32 stays, float64 is rounded to float32.
-    pub fn read_probs(&mut self, start: usize, count: usize) -> Result<ProbBuf> {
-        let bytes = self.read_bytes(start, count)?;
-        let buf = match self.dtype {
-            Dtype::F16 => ProbBuf::F16(
-                bytes
-                    .chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
-            Dtype::F32 => ProbBuf::F32(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ),
-            Dtype::F64 => ProbBuf::F32(
-                bytes
-                    .chunks_exact(8)
-                    .map(|b| {
+    /// Read `count` float elements from element `start` into `buf`, reusing
+    /// its allocation: one positioned, sequential `read` straight into the
+    /// typed buffer for float16 and float32 (no intermediate copy, no fresh
+    /// pages once the buffer has grown), a conversion for float64 (rounded to
+    /// float32). float16 stays float16 (raw bits), so a GPU reads it packed.
+    pub fn read_probs_into(&mut self, start: usize, count: usize, buf: &mut ProbBuf) -> Result<()> {
+        let size = self.dtype.size();
+        self.file
+            .seek(SeekFrom::Start(self.data_offset + (start * size) as u64))
+            .map_err(|e| Error::io(&self.path, e))?;
+        match self.dtype {
+            Dtype::F16 => {
+                let v = f16_vec(buf);
+                v.resize(count, 0);
+                self.file
+                    .read_exact(bytemuck::cast_slice_mut(v.as_mut_slice()))
+                    .map_err(|e| Error::io(&self.path, e))?;
+                from_le_in_place_u16(v);
+            }
+            Dtype::F32 => {
+                let v = f32_vec(buf);
+                v.resize(count, 0.0);
+                self.file
+                    .read_exact(bytemuck::cast_slice_mut(v.as_mut_slice()))
+                    .map_err(|e| Error::io(&self.path, e))?;
+                from_le_in_place_f32(v);
+            }
+            Dtype::F64 => {
+                let v = f32_vec(buf);
+                v.clear();
+                v.reserve(count);
+                // Convert in 1 MiB pieces so the byte scratch stays small.
+                let mut scratch = vec![0u8; (1 << 20).min(count * 8)];
+                let mut left = count;
+                while left > 0 {
+                    let n = left.min(scratch.len() / 8);
+                    let bytes = &mut scratch[..n * 8];
+                    self.file
+                        .read_exact(bytes)
+                        .map_err(|e| Error::io(&self.path, e))?;
+                    v.extend(bytes.chunks_exact(8).map(|b| {
                         let mut a = [0u8; 8];
                         a.copy_from_slice(b);
                         f64::from_le_bytes(a) as f32
-                    })
-                    .collect(),
-            ),
+                    }));
+                    left -= n;
+                }
+            }
             Dtype::Int(_) | Dtype::Uint(_) => {
                 return Err(Error::input(
                     &self.path,
@@ -173,7 +194,15 @@ impl NpyArray {
                 )
                 .field("dtype"));
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// Read `count` float elements from element `start`: float16 stays
+    /// float16, float32 stays, float64 is rounded to float32.
+    pub fn read_probs(&mut self, start: usize, count: usize) -> Result<ProbBuf> {
+        let mut buf = ProbBuf::F32(Vec::new());
+        self.read_probs_into(start, count, &mut buf)?;
         Ok(buf)
     }
 
@@ -218,6 +247,48 @@ impl NpyArray {
             }
         };
         Ok(v)
+    }
+}
+
+/// The `f32` vector of `buf`, replacing an `f16` one (its capacity is lost).
+fn f32_vec(buf: &mut ProbBuf) -> &mut Vec<f32> {
+    if let ProbBuf::F16(_) = buf {
+        *buf = ProbBuf::F32(Vec::new());
+    }
+    match buf {
+        ProbBuf::F32(v) => v,
+        ProbBuf::F16(_) => unreachable!("replaced above"),
+    }
+}
+
+/// The `f16` vector of `buf`, replacing an `f32` one.
+fn f16_vec(buf: &mut ProbBuf) -> &mut Vec<u16> {
+    if let ProbBuf::F32(_) = buf {
+        *buf = ProbBuf::F16(Vec::new());
+    }
+    match buf {
+        ProbBuf::F16(v) => v,
+        ProbBuf::F32(_) => unreachable!("replaced above"),
+    }
+}
+
+/// `.npy` data is little-endian; on a big-endian host swap in place.
+#[inline]
+fn from_le_in_place_u16(v: &mut [u16]) {
+    if cfg!(target_endian = "big") {
+        for x in v {
+            *x = u16::from_le(*x);
+        }
+    }
+}
+
+/// See [`from_le_in_place_u16`].
+#[inline]
+fn from_le_in_place_f32(v: &mut [f32]) {
+    if cfg!(target_endian = "big") {
+        for x in v {
+            *x = f32::from_bits(u32::from_le(x.to_bits()));
+        }
     }
 }
 
