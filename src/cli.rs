@@ -23,7 +23,7 @@ pub struct Cli {
 pub enum Command {
     /// Score every item of DATASET and write the review queue and report to --out.
     Run(RunArgs),
-    /// Write a synthetic segmentation dataset with planted annotation errors.
+    /// Write a synthetic dataset (segmentation or classification) with planted annotation errors.
     Synth(SynthArgs),
     /// Import reviewers' decisions (CSV: id, decision, optional corrected_label)
     /// into DATASET/reviews.jsonl.
@@ -150,6 +150,17 @@ pub struct SynthArgs {
     /// Random seed; the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// segmentation (masks, images, embeddings) or classification ((N, C) probabilities,
+    /// labels, about 3 % planted wrong labels; --size is unused).
+    #[arg(long, value_enum, default_value_t = SynthTask::Segmentation)]
+    pub task: SynthTask,
+}
+
+/// What `triage synth` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SynthTask {
+    Segmentation,
+    Classification,
 }
 
 impl RunArgs {
@@ -295,6 +306,10 @@ impl SynthArgs {
                 DtypeArg::F32 => SynthDtype::F32,
             },
             seed: self.seed,
+            task: match self.task {
+                SynthTask::Segmentation => crate::config::Task::Segmentation,
+                SynthTask::Classification => crate::config::Task::Classification,
+            },
         }
     }
 }

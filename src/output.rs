@@ -3,6 +3,7 @@
 //! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
 //! at all.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -49,7 +50,6 @@ impl Report {
         backend: &BackendInfo,
         items: &[ItemResult],
         stats: &DatasetStats,
-        timings: &Timings,
     ) -> Report {
         let c = cfg.num_classes();
         let conf = &stats.confusion;
@@ -132,14 +132,8 @@ impl Report {
                 "previous": opts.queue.previous,
             }),
         );
-        r.insert(
-            "timings".into(),
-            json!({
-                "read_s": timings.read.as_secs_f64(),
-                "score_s": timings.score.as_secs_f64(),
-                "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
-            }),
-        );
+        // Filled in by `write_all` once every other file is written.
+        r.insert("timings".into(), Value::Null);
         Report(r)
     }
 }
@@ -198,60 +192,112 @@ pub struct Extras {
     pub deterministic: bool,
 }
 
-fn json_row(
+/// Serialize one queue row as a JSON object straight to `w` (no
+/// intermediate `Value`): the keys in the documented order, non-finite
+/// scores as `null`.
+fn write_json_row(
+    w: &mut dyn Write,
     row: &QueueRow<'_>,
     cfg: &DatasetConfig,
     manifest: &Manifest,
     carry: &[(usize, String)],
     with_neighbors: bool,
     with_status: bool,
-) -> Value {
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeMap, Serializer};
     let it = row.item;
-    let mut o = Map::new();
-    o.insert("rank".into(), json!(row.rank));
-    o.insert("id".into(), json!(manifest.ids[it.index]));
-    o.insert("priority".into(), json!(it.priority));
-    o.insert("in_budget".into(), json!(row.plan.in_budget));
-    o.insert("spot_check".into(), json!(row.plan.spot_check));
-    o.insert("review_all".into(), json!(row.plan.review_all));
-    o.insert("also_in_cluster".into(), json!(row.plan.also_in_cluster));
+    let mut ser = serde_json::Serializer::new(w);
+    let mut o = ser.serialize_map(None)?;
+    o.serialize_entry("rank", &row.rank)?;
+    o.serialize_entry("id", &manifest.ids[it.index])?;
+    o.serialize_entry("priority", &finite(Some(it.priority)))?;
+    o.serialize_entry("in_budget", &row.plan.in_budget)?;
+    o.serialize_entry("spot_check", &row.plan.spot_check)?;
+    o.serialize_entry("review_all", &row.plan.review_all)?;
+    o.serialize_entry("also_in_cluster", &row.plan.also_in_cluster)?;
     if with_status {
-        o.insert("status".into(), json!(row.plan.status.map(|s| s.as_str())));
+        o.serialize_entry("status", &row.plan.status.map(|s| s.as_str()))?;
     }
-    o.insert("reasons".into(), json!(row.reasons()));
+    o.serialize_entry("reasons", &Reasons(row))?;
     if let Some(f) = &it.row {
-        o.insert("label".into(), json!(cfg.class_names[f.label as usize]));
-        o.insert("predicted".into(), json!(cfg.class_names[f.pred as usize]));
+        o.serialize_entry("label", &cfg.class_names[f.label as usize])?;
+        o.serialize_entry("predicted", &cfg.class_names[f.pred as usize])?;
     }
-    o.insert(
-        "scores".into(),
-        Value::Object(crate::queue::scores_json(it)),
-    );
+    o.serialize_entry("scores", &Scores(&it.scores))?;
     if with_neighbors {
-        o.insert("cluster".into(), json!(it.cluster));
-        let nbs: Vec<Value> = it
-            .neighbors
-            .iter()
-            .map(|n| {
-                json!({
-                    "id": manifest.ids[n.index],
-                    "distance": n.distance,
-                    "label": n.label,
-                    "conflict": n.conflict,
-                })
-            })
-            .collect();
-        o.insert("neighbors".into(), Value::Array(nbs));
+        o.serialize_entry("cluster", &it.cluster)?;
+        o.serialize_entry("neighbors", &Neighbors(&it.neighbors, manifest))?;
     }
     for (j, key) in carry {
-        o.insert(key.clone(), json!(manifest.rows[it.index][*j]));
+        o.serialize_entry(key, &manifest.rows[it.index][*j])?;
     }
-    Value::Object(o)
+    SerializeMap::end(o)?;
+    Ok(())
 }
 
-/// Write `queue.jsonl`, `queue.csv`, `report.json`, `report.html` and its
-/// overlays into `out`, all or none.
+/// `Some(x)` for a finite `x`, else `None` (written as `null`).
+fn finite(x: Option<f64>) -> Option<f64> {
+    x.filter(|v| v.is_finite())
+}
+
+/// The policy's reasons, then the scores' reasons, as one JSON array.
+struct Reasons<'a, 'b>(&'a QueueRow<'b>);
+
+impl serde::Serialize for Reasons<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .plan
+                .policy_reasons
+                .iter()
+                .chain(&self.0.item.reasons),
+        )
+    }
+}
+
+/// An item's `scores` object.
+struct Scores<'a>(&'a priority::ItemScores);
+
+impl serde::Serialize for Scores<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.fields().into_iter().map(|(k, v)| (k, finite(v))))
+    }
+}
+
+/// An item's flagged near-duplicate partners.
+struct Neighbors<'a>(&'a [crate::pipeline::NeighborRef], &'a Manifest);
+
+impl serde::Serialize for Neighbors<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| Neighbor(n, self.1)))
+    }
+}
+
+struct Neighbor<'a>(&'a crate::pipeline::NeighborRef, &'a Manifest);
+
+impl serde::Serialize for Neighbor<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let n = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("id", &self.1.ids[n.index])?;
+        // `json!(f32)` widened to f64 before printing; keep those digits.
+        m.serialize_entry("distance", &(n.distance as f64))?;
+        m.serialize_entry("label", &n.label)?;
+        m.serialize_entry("conflict", &n.conflict)?;
+        m.end()
+    }
+}
+
+/// Queue rows kept as JSON values for the page (its table and gallery).
+pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
+
+/// Write `queue.jsonl`, `queue.csv`, `clusters.jsonl`, `report.html` with its
+/// overlays, and `report.json` last (so its `timings` cover the other
+/// writes) into `out`, all or none.
 /// The queue rows follow `plan` (queue order); `items` is priority-sorted.
+/// Rows are serialized straight to the files, one at a time: memory is the
+/// items themselves plus [`HEAD_ROWS`] rows kept for the page.
 #[allow(clippy::too_many_arguments)]
 pub fn write_all(
     out: &Path,
@@ -262,31 +308,38 @@ pub fn write_all(
     top: Option<usize>,
     report: Report,
     extras: Extras,
-    t_write: Instant,
+    timings: &Timings,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
+    let t_write = Instant::now();
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;
     let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
-    let rows: Vec<QueueRow<'_>> = plan.rows[..shown]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| QueueRow {
-            rank: i + 1,
-            item: &items[p.item],
-            plan: p,
-        })
-        .collect();
+    let rows = || {
+        plan.rows[..shown]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| QueueRow {
+                rank: i + 1,
+                item: &items[p.item],
+                plan: p,
+            })
+    };
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
 
-    let queue_values: Vec<Value> = rows
-        .iter()
-        .map(|row| json_row(row, cfg, manifest, &carry, with_neighbors, with_status))
-        .collect();
+    let mut head: Vec<Value> = Vec::with_capacity(HEAD_ROWS.min(shown));
     files.write("queue.jsonl", |w| {
-        for row in &queue_values {
-            serde_json::to_writer(&mut *w, row)?;
+        let mut line = Vec::new();
+        for (i, row) in rows().enumerate() {
+            if i < HEAD_ROWS {
+                line.clear();
+                write_json_row(&mut line, &row, cfg, manifest, &carry, with_neighbors, with_status)?;
+                head.push(serde_json::from_slice(&line)?);
+                w.write_all(&line)?;
+            } else {
+                write_json_row(w, &row, cfg, manifest, &carry, with_neighbors, with_status)?;
+            }
             w.write_all(b"\n")?;
         }
         Ok(())
@@ -314,7 +367,7 @@ pub fn write_all(
         }
         header.extend(carry.iter().map(|(_, k)| k.clone()));
         csv.write_record(&header).map_err(std::io::Error::other)?;
-        for row in &rows {
+        for row in rows() {
             let it = row.item;
             let mut rec = vec![
                 row.rank.to_string(),
@@ -378,32 +431,61 @@ pub fn write_all(
     for (k, v) in &plan.sections {
         report.insert(k.clone(), v.clone());
     }
-    if extras.deterministic {
-        report.remove("timings");
-    } else {
-        if let Some(Value::Object(t)) = report.get_mut("timings") {
-            t.insert("write_s".into(), json!(t_write.elapsed().as_secs_f64()));
-            t.insert("total_s".into(), json!(t0.elapsed().as_secs_f64()));
-        }
-        report.insert(
-            "memory".into(),
-            json!({ "peak_rss_bytes": peak_rss_bytes() }),
-        );
-    }
-    let report = Value::Object(report);
-    files.write("report.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &report)?;
-        w.write_all(b"\n")
-    })?;
-    crate::report::write(
+    let write_s = t_write.elapsed();
+    // The page is built from the report before the run-dependent fields go in.
+    let mut report = Value::Object(report);
+    let score_names: Vec<&'static str> = items
+        .first()
+        .map(|it| it.scores.fields().iter().map(|(k, _)| *k).collect())
+        .unwrap_or_default();
+    let score_values = |name: &str| -> Vec<f64> {
+        items
+            .iter()
+            .filter_map(|it| {
+                it.scores
+                    .fields()
+                    .into_iter()
+                    .find(|(k, _)| *k == name)
+                    .and_then(|(_, v)| finite(v))
+            })
+            .collect()
+    };
+    let page = crate::report::write(
         &mut files,
         &crate::report::Inputs {
             cfg,
             manifest,
             report: &report,
-            queue: &queue_values,
+            queue: &head,
             clusters: extras.clusters.as_deref(),
+            score_names,
+            score_values: &score_values,
         },
     )?;
+    if let Value::Object(r) = &mut report {
+        if extras.deterministic {
+            r.remove("timings");
+        } else {
+            let t = json!({
+                "read_s": timings.read.as_secs_f64(),
+                "score_s": timings.score.as_secs_f64(),
+                "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
+                "queue_s": timings.queue.as_secs_f64(),
+                "write_s": write_s.as_secs_f64(),
+                "report_s": page.page.as_secs_f64(),
+                "overlays_s": page.overlays.as_secs_f64(),
+                "total_s": t0.elapsed().as_secs_f64(),
+            });
+            r.insert("timings".into(), t);
+            r.insert(
+                "memory".into(),
+                json!({ "peak_rss_bytes": peak_rss_bytes() }),
+            );
+        }
+    }
+    files.write("report.json", |w| {
+        serde_json::to_writer_pretty(&mut *w, &report)?;
+        w.write_all(b"\n")
+    })?;
     files.commit()
 }

@@ -128,14 +128,19 @@ pub struct DatasetStats {
     pub bands: Option<BandCounts>,
 }
 
-/// Wall-clock time of the read and score stages (write and total are
-/// measured while writing).
+/// Wall-clock times of the stages before writing (the writes, the page, the
+/// overlays and the total are measured by [`output::write_all`]).
+///
+/// `read` is spent on the reader thread, overlapped with `score`, so the two
+/// can add up to more than the time they took together.
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
     pub read: Duration,
     pub score: Duration,
     /// The neighbour stage, when embeddings were given.
     pub neighbors: Option<Duration>,
+    /// Sorting by priority and the queue policy.
+    pub queue: Duration,
 }
 
 /// Run the whole job: score every item and write the queue and the report.
@@ -172,14 +177,15 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         }
         None => None,
     };
+    let t_queue = Instant::now();
     items.sort_by(|a, b| {
         b.priority
             .total_cmp(&a.priority)
             .then(a.index.cmp(&b.index))
     });
-    let t_write = Instant::now();
     let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue)?;
-    let report = Report::build(&cfg, opts, &backend.info(), &items, &stats, &timings);
+    timings.queue = t_queue.elapsed();
+    let report = Report::build(&cfg, opts, &backend.info(), &items, &stats);
     if let Some(s) = neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
             &cfg, &manifest, &items, &s.result,
@@ -187,7 +193,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         extras.duplicates = Some(s.json);
     }
     let files = output::write_all(
-        &opts.out, &cfg, &manifest, &items, &plan, opts.top, report, extras, t_write, t0,
+        &opts.out, &cfg, &manifest, &items, &plan, opts.top, report, extras, &timings, t0,
     )?;
     Ok(RunSummary {
         n_items: items.len(),

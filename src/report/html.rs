@@ -202,20 +202,6 @@ fn queue_table(queue: &[Value]) -> String {
     s
 }
 
-fn score_keys(queue: &[Value]) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    for r in queue {
-        if let Some(m) = r.get("scores").and_then(Value::as_object) {
-            for k in m.keys() {
-                if !keys.contains(k) {
-                    keys.push(k.clone());
-                }
-            }
-        }
-    }
-    keys
-}
-
 /// The whole page.
 pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let r = inp.report;
@@ -322,13 +308,10 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
         .collect();
     s.push_str(&svg::reliability(&bins));
     s.push_str("</div><div class=\"charts\">");
-    for key in score_keys(inp.queue) {
-        let values: Vec<f64> = inp
-            .queue
-            .iter()
-            .filter_map(|q| q.get("scores")?.get(&key)?.as_f64())
-            .collect();
-        s.push_str(&svg::histogram(&key, &values, 20));
+    // Over every item (not only the queue rows passed in), one score at a time.
+    for key in &inp.score_names {
+        let values = (inp.score_values)(key);
+        s.push_str(&svg::histogram(key, &values, 20));
     }
     s.push_str("</div></section>");
 

@@ -37,10 +37,25 @@ pub struct Inputs<'a> {
     pub manifest: &'a Manifest,
     /// The final `report.json` object.
     pub report: &'a Value,
-    /// The `queue.jsonl` rows, in rank order.
+    /// The head of `queue.jsonl` (at least [`TABLE_ROWS`] rows when the
+    /// queue has them), in rank order.
     pub queue: &'a [Value],
     /// The `clusters.jsonl` rows, when the dataset has embeddings.
     pub clusters: Option<&'a [Value]>,
+    /// Names of the per-item scores, in queue-file order.
+    pub score_names: Vec<&'static str>,
+    /// The finite values of one score over every item (one histogram's input;
+    /// called once per name, so only one score's values are held at a time).
+    pub score_values: &'a dyn Fn(&str) -> Vec<f64>,
+}
+
+/// How long the page and the overlays took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageTimes {
+    /// Rendering and writing `report.html`.
+    pub page: std::time::Duration,
+    /// Drawing, encoding and writing the overlay PNGs.
+    pub overlays: std::time::Duration,
 }
 
 /// The page and the files it links to.
@@ -209,12 +224,23 @@ fn top3_svg(inp: &Inputs<'_>, arr: &mut Option<NpyArray>, i: usize, logits: bool
 }
 
 /// Render the page and add it and its overlays to `files`.
-pub fn write(files: &mut crate::io::atomic::AtomicOutputs, inp: &Inputs<'_>) -> crate::Result<()> {
-    let page = render(inp);
-    for (name, png) in &page.files {
+pub fn write(
+    files: &mut crate::io::atomic::AtomicOutputs,
+    inp: &Inputs<'_>,
+) -> crate::Result<PageTimes> {
+    let t = std::time::Instant::now();
+    let (vis, pngs) = visuals(inp);
+    for (name, png) in &pngs {
         files.write(name, |w| w.write_all(png))?;
     }
-    files.write("report.html", |w| w.write_all(page.html.as_bytes()))
+    let overlays = t.elapsed();
+    let t = std::time::Instant::now();
+    let html = html::page(inp, &vis);
+    files.write("report.html", |w| w.write_all(html.as_bytes()))?;
+    Ok(PageTimes {
+        page: t.elapsed(),
+        overlays,
+    })
 }
 
 /// Build the page and its overlay files.

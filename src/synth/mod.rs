@@ -23,6 +23,8 @@
 //! prefix of the dataset of `4N` items with the same seed, and the output is
 //! byte-identical across runs and machines. Memory is one item at a time.
 
+pub mod classification;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -59,6 +61,9 @@ pub struct SynthOptions {
     pub dtype: SynthDtype,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Segmentation (the default) or classification
+    /// ([`classification::synth`]; `height` and `width` unused).
+    pub task: crate::config::Task,
 }
 
 impl Default for SynthOptions {
@@ -71,6 +76,7 @@ impl Default for SynthOptions {
             classes: 5,
             dtype: SynthDtype::F16,
             seed: 0,
+            task: crate::config::Task::Segmentation,
         }
     }
 }
@@ -206,6 +212,9 @@ fn validate(o: &SynthOptions) -> Result<()> {
 /// `truth.json`. The manifest, table, probabilities and truth appear together
 /// (temporary files renamed at the end).
 pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
+    if opts.task == crate::config::Task::Classification {
+        return classification::synth(opts);
+    }
     validate(opts)?;
     let (n, h, w, c) = (opts.items, opts.height, opts.width, opts.classes);
     let out = &opts.out;
