@@ -96,7 +96,7 @@ impl Report {
         if cfg.task == Task::Segmentation {
             let mean_of = |f: fn(&priority::SegScores) -> Option<f64>| {
                 crate::metrics::confusion::mean_defined(
-                    items.iter().map(|i| i.scores.seg.as_ref().and_then(f)),
+                    items.iter().map(|i| i.scores.seg.as_deref().and_then(f)),
                 )
             };
             r.insert(
@@ -334,7 +334,15 @@ pub fn write_all(
         for (i, row) in rows().enumerate() {
             if i < HEAD_ROWS {
                 line.clear();
-                write_json_row(&mut line, &row, cfg, manifest, &carry, with_neighbors, with_status)?;
+                write_json_row(
+                    &mut line,
+                    &row,
+                    cfg,
+                    manifest,
+                    &carry,
+                    with_neighbors,
+                    with_status,
+                )?;
                 head.push(serde_json::from_slice(&line)?);
                 w.write_all(&line)?;
             } else {

@@ -789,7 +789,7 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
         self_confidence: mean(st.sums.self_confidence),
         normalized_margin: mean(st.sums.normalized_margin),
         ece: st.bins.ece(),
-        seg: Some(SegScores {
+        seg: Some(Box::new(SegScores {
             miou: st.confusion.mean_iou(),
             dice: st.confusion.mean_dice(),
             boundary_iou: st.bands.mean_iou(),
@@ -797,7 +797,7 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
             self_confidence_softmin: st.softmin_self_confidence.value(),
             normalized_margin_softmin: st.softmin_normalized_margin.value(),
             pixels: st.pixels,
-        }),
+        })),
         ..ItemScores::default()
     };
     (scores, SegFacts { worst_class })

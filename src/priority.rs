@@ -38,7 +38,7 @@ pub struct ItemScores {
     /// Calibration error over the item's samples (15 bins).
     pub ece: Option<f64>,
     /// Segmentation only: the rest.
-    pub seg: Option<SegScores>,
+    pub seg: Option<Box<SegScores>>,
     /// With embeddings: `1 − d/(2·threshold)` for the closest conflicting
     /// near-duplicate at cosine distance `d`, 0 without one.
     pub dup_conflict: Option<f64>,
@@ -272,17 +272,17 @@ mod tests {
     #[test]
     fn segmentation_priority_skips_undefined_terms() {
         let s = ItemScores {
-            seg: Some(SegScores {
+            seg: Some(Box::new(SegScores {
                 miou: Some(0.5),
                 boundary_iou: None,
                 normalized_margin_softmin: Some(0.9),
                 ..SegScores::default()
-            }),
+            })),
             ..ItemScores::default()
         };
         assert!((priority(&s) - 0.3).abs() < 1e-12);
         let empty = ItemScores {
-            seg: Some(SegScores::default()),
+            seg: Some(Box::default()),
             ..ItemScores::default()
         };
         assert_eq!(priority(&empty), 0.0);

@@ -152,44 +152,66 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
         .unwrap_or(false);
     let mut out = HashMap::new();
     let mut files = Vec::new();
-    for id in gallery_ids(inp.queue, inp.clusters) {
+    let ids = gallery_ids(inp.queue, inp.clusters);
+    if cfg.task == Task::Segmentation {
+        // Overlays are independent: draw them in parallel, each reading its
+        // item once more (never the whole dataset).
+        use rayon::prelude::*;
+        let mut todo = Vec::new();
+        for id in ids {
+            match index.get(id.as_str()) {
+                None => {
+                    out.insert(id, Visual::None("not in the manifest".into()));
+                }
+                Some(_) if todo.len() >= MAX_OVERLAYS => {
+                    out.insert(id, Visual::None("overlay budget spent".into()));
+                }
+                Some(&i) => todo.push((id, i)),
+            }
+        }
+        let drawn: Vec<(String, String, crate::Result<Vec<u8>>)> = todo
+            .into_par_iter()
+            .map(|(id, i)| {
+                let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
+                let img = if cfg.probs.is_dir() {
+                    overlay::segmentation_overlay(cfg, inp.manifest, i, None)
+                } else {
+                    NpyArray::open(&cfg.probs).and_then(|mut arr| {
+                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(&mut arr))
+                    })
+                };
+                (id, rel, img.and_then(|img| overlay::png_bytes(&img)))
+            })
+            .collect();
+        for (id, rel, png) in drawn {
+            let visual = match png {
+                Ok(png) => {
+                    files.push((rel.clone(), png));
+                    Visual::Png(rel)
+                }
+                Err(e) => Visual::None(e.to_string()),
+            };
+            out.insert(id, visual);
+        }
+        return (out, files);
+    }
+    for id in ids {
         let Some(&i) = index.get(id.as_str()) else {
             out.insert(id, Visual::None("not in the manifest".into()));
             continue;
         };
         let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
         let budget = files.len() < MAX_OVERLAYS;
-        let visual = match cfg.task {
-            Task::Segmentation if !budget => Visual::None("overlay budget spent".into()),
-            Task::Segmentation => {
-                let img = match (&mut stacked, cfg.probs.is_dir()) {
-                    (_, true) => overlay::segmentation_overlay(cfg, inp.manifest, i, None),
-                    (Some(arr), false) => {
-                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(arr))
-                    }
-                    (None, false) => Err(crate::Error::Usage("cannot open probs".into())),
-                };
-                match img.and_then(|img| overlay::png_bytes(&img)) {
-                    Ok(png) => {
-                        files.push((rel.clone(), png));
-                        Visual::Png(rel)
-                    }
-                    Err(e) => Visual::None(e.to_string()),
-                }
+        let png = budget
+            .then(|| overlay::classification_image(cfg, inp.manifest, i))
+            .flatten()
+            .and_then(|img| overlay::png_bytes(&img).ok());
+        let visual = match png {
+            Some(png) => {
+                files.push((rel.clone(), png));
+                Visual::Png(rel)
             }
-            Task::Classification => {
-                let png = budget
-                    .then(|| overlay::classification_image(cfg, inp.manifest, i))
-                    .flatten()
-                    .and_then(|img| overlay::png_bytes(&img).ok());
-                match png {
-                    Some(png) => {
-                        files.push((rel.clone(), png));
-                        Visual::Png(rel)
-                    }
-                    None => top3_svg(inp, &mut stacked, i, logits),
-                }
-            }
+            None => top3_svg(inp, &mut stacked, i, logits),
         };
         out.insert(id, visual);
     }

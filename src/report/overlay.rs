@@ -56,23 +56,33 @@ pub fn class_grey(k: u16, classes: usize) -> u8 {
 }
 
 /// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
-/// C order); ties go to the lower class.
+/// C order); ties go to the lower class. Plane by plane, so each pass is a
+/// straight (vectorisable) sweep over contiguous memory.
 pub fn argmax_map(probs: &ProbBuf, classes: usize, h: usize, w: usize) -> Vec<u16> {
     let hw = h * w;
-    (0..hw)
-        .map(|i| {
-            let mut best = 0usize;
-            let mut bv = probs.get(i);
-            for k in 1..classes {
-                let v = probs.get(k * hw + i);
-                if v > bv {
-                    best = k;
-                    bv = v;
+    let mut best = vec![f32::NEG_INFINITY; hw];
+    let mut arg = vec![0u16; hw];
+    let mut plane = vec![0.0f32; hw];
+    for k in 0..classes {
+        let values: &[f32] = match probs {
+            ProbBuf::F32(v) => &v[k * hw..(k + 1) * hw],
+            ProbBuf::F16(v) => {
+                for (d, &b) in plane.iter_mut().zip(&v[k * hw..(k + 1) * hw]) {
+                    *d = half::f16::from_bits(b).to_f32();
                 }
+                &plane
             }
-            best as u16
-        })
-        .collect()
+        };
+        for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(values) {
+            // Strictly greater: ties keep the lower class. The first plane
+            // always wins over -inf (NaN never does, as before).
+            if v > *b || k == 0 {
+                *b = v;
+                *a = k as u16;
+            }
+        }
+    }
+    arg
 }
 
 /// Thin boundary of a label map: pixels with a 4-neighbour (inside the
@@ -152,12 +162,21 @@ pub fn draw(
     base
 }
 
-/// Encode `img` as PNG.
+/// Encode `img` as PNG with fast compression (overlays are written on every
+/// run; a few percent of size is not worth several times the encoding time).
 pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
+    use image::ImageEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
         .map_err(|e| Error::Usage(format!("cannot encode overlay PNG: {e}")))?;
-    Ok(out.into_inner())
+    Ok(out)
 }
 
 /// Load an RGB PNG (any PNG colour type), `None` when it cannot be read.

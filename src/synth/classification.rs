@@ -15,7 +15,6 @@
 //! annotated label is a uniformly drawn class other than `t` (a planted
 //! `wrong_label`, listed in `truth.json`); otherwise it is `t`.
 
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
