@@ -3,6 +3,7 @@
 //! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
 //! at all.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -153,15 +154,6 @@ struct QueueRow<'a> {
     plan: &'a RowPlan,
 }
 
-impl QueueRow<'_> {
-    /// The policy's reasons, then the scores' reasons.
-    fn reasons(&self) -> Vec<String> {
-        let mut r = self.plan.policy_reasons.clone();
-        r.extend(self.item.reasons.iter().cloned());
-        r
-    }
-}
-
 fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
     manifest
         .columns
@@ -190,6 +182,35 @@ pub struct Extras {
     pub clusters: Option<Vec<Value>>,
     /// Leave out run-dependent fields (timings, memory) for byte-identical output.
     pub deterministic: bool,
+}
+
+/// Format rows `0..n` in parallel chunks (each into its own buffer, by
+/// `fmt(range, buf)`) and write the buffers to `w` in row order. At most
+/// `2 × threads` chunks are held at once, so memory stays bounded at any N.
+fn write_parallel(
+    w: &mut dyn Write,
+    n: usize,
+    fmt: &(dyn Fn(std::ops::Range<usize>, &mut Vec<u8>) -> std::io::Result<()> + Sync),
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 2048;
+    let window = CHUNK * 2 * rayon::current_num_threads().max(1);
+    for start in (0..n).step_by(window) {
+        let end = (start + window).min(n);
+        let starts: Vec<usize> = (start..end).step_by(CHUNK).collect();
+        let bufs: Vec<std::io::Result<Vec<u8>>> = starts
+            .into_par_iter()
+            .map(|s| {
+                let mut buf = Vec::new();
+                fmt(s..(s + CHUNK).min(end), &mut buf)?;
+                Ok(buf)
+            })
+            .collect();
+        for b in bufs {
+            w.write_all(&b?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Serialize one queue row as a JSON object straight to `w` (no
@@ -315,46 +336,42 @@ pub fn write_all(
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;
     let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
-    let rows = || {
-        plan.rows[..shown]
-            .iter()
-            .enumerate()
-            .map(|(i, p)| QueueRow {
-                rank: i + 1,
-                item: &items[p.item],
-                plan: p,
-            })
+    let row_at = |i: usize| QueueRow {
+        rank: i + 1,
+        item: &items[plan.rows[i].item],
+        plan: &plan.rows[i],
     };
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
 
-    let mut head: Vec<Value> = Vec::with_capacity(HEAD_ROWS.min(shown));
-    files.write("queue.jsonl", |w| {
-        let mut line = Vec::new();
-        for (i, row) in rows().enumerate() {
-            if i < HEAD_ROWS {
-                line.clear();
-                write_json_row(
-                    &mut line,
-                    &row,
-                    cfg,
-                    manifest,
-                    &carry,
-                    with_neighbors,
-                    with_status,
-                )?;
-                head.push(serde_json::from_slice(&line)?);
-                w.write_all(&line)?;
-            } else {
-                write_json_row(w, &row, cfg, manifest, &carry, with_neighbors, with_status)?;
-            }
-            w.write_all(b"\n")?;
+    let json_rows = |rows: std::ops::Range<usize>, buf: &mut Vec<u8>| -> std::io::Result<()> {
+        for i in rows {
+            write_json_row(
+                buf,
+                &row_at(i),
+                cfg,
+                manifest,
+                &carry,
+                with_neighbors,
+                with_status,
+            )?;
+            buf.push(b'\n');
         }
         Ok(())
-    })?;
+    };
+    files.write("queue.jsonl", |w| write_parallel(w, shown, &json_rows))?;
+    // The page's rows: the head of the same lines, read back.
+    let mut head_bytes = Vec::new();
+    json_rows(0..HEAD_ROWS.min(shown), &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
+    let head: Vec<Value> = head_bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| crate::Error::io(out, e.into()))?;
 
     files.write("queue.csv", |w| {
-        let mut csv = csv::Writer::from_writer(w);
+        let mut csv = csv::Writer::from_writer(&mut *w);
         let mut header: Vec<String> = ["rank", "id", "priority", "reasons"]
             .iter()
             .map(|s| s.to_string())
@@ -375,52 +392,87 @@ pub fn write_all(
         }
         header.extend(carry.iter().map(|(_, k)| k.clone()));
         csv.write_record(&header).map_err(std::io::Error::other)?;
-        for row in rows() {
-            let it = row.item;
-            let mut rec = vec![
-                row.rank.to_string(),
-                manifest.ids[it.index].clone(),
-                format!("{}", it.priority),
-                row.reasons().join("; "),
-            ];
-            if let Some(f) = &it.row {
-                rec.push(cfg.class_names[f.label as usize].clone());
-                rec.push(cfg.class_names[f.pred as usize].clone());
-            }
-            rec.extend(
-                it.scores
-                    .fields()
-                    .iter()
-                    .map(|(_, v)| v.map_or(String::new(), |x| format!("{x}"))),
-            );
-            if with_neighbors {
-                rec.push(it.cluster.map_or(String::new(), |c| c.to_string()));
-                rec.push(
-                    it.neighbors
+        csv.flush()?;
+        drop(csv);
+        let csv_rows = |rows: std::ops::Range<usize>, out: &mut Vec<u8>| -> std::io::Result<()> {
+            let mut csv = csv::WriterBuilder::new().from_writer(out);
+            let mut buf = String::new();
+            for i in rows {
+                let row = row_at(i);
+                // Field by field through one reused buffer: no per-row allocations.
+                let it = row.item;
+                let mut field = |f: &dyn Fn(&mut String)| -> std::io::Result<()> {
+                    buf.clear();
+                    f(&mut buf);
+                    csv.write_field(buf.as_bytes())
+                        .map_err(std::io::Error::other)
+                };
+                field(&|b| {
+                    let _ = write!(b, "{}", row.rank);
+                })?;
+                field(&|b| b.push_str(&manifest.ids[it.index]))?;
+                field(&|b| {
+                    let _ = write!(b, "{}", it.priority);
+                })?;
+                field(&|b| {
+                    for (k, r) in row
+                        .plan
+                        .policy_reasons
                         .iter()
-                        .map(|n| format!("{}@{:.4}", manifest.ids[n.index], n.distance))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                );
+                        .chain(&it.reasons)
+                        .enumerate()
+                    {
+                        if k > 0 {
+                            b.push_str("; ");
+                        }
+                        b.push_str(r);
+                    }
+                })?;
+                if let Some(f) = &it.row {
+                    field(&|b| b.push_str(&cfg.class_names[f.label as usize]))?;
+                    field(&|b| b.push_str(&cfg.class_names[f.pred as usize]))?;
+                }
+                for (_, v) in it.scores.fields() {
+                    field(&|b| {
+                        if let Some(x) = v {
+                            let _ = write!(b, "{x}");
+                        }
+                    })?;
+                }
+                if with_neighbors {
+                    field(&|b| {
+                        if let Some(c) = it.cluster {
+                            let _ = write!(b, "{c}");
+                        }
+                    })?;
+                    field(&|b| {
+                        for (k, n) in it.neighbors.iter().enumerate() {
+                            if k > 0 {
+                                b.push_str("; ");
+                            }
+                            let _ = write!(b, "{}@{:.4}", manifest.ids[n.index], n.distance);
+                        }
+                    })?;
+                }
+                let p = row.plan;
+                for flag in [p.in_budget, p.spot_check, p.review_all] {
+                    field(&|b| {
+                        let _ = write!(b, "{flag}");
+                    })?;
+                }
+                field(&|b| b.push_str(&p.also_in_cluster.join("; ")))?;
+                if with_status {
+                    field(&|b| b.push_str(p.status.map_or("", |s| s.as_str())))?;
+                }
+                for (j, _) in &carry {
+                    field(&|b| b.push_str(&manifest.rows[it.index][*j]))?;
+                }
+                csv.write_record(None::<&[u8]>)
+                    .map_err(std::io::Error::other)?;
             }
-            let p = row.plan;
-            rec.extend([
-                p.in_budget.to_string(),
-                p.spot_check.to_string(),
-                p.review_all.to_string(),
-                p.also_in_cluster.join("; "),
-            ]);
-            if with_status {
-                rec.push(p.status.map_or("", |s| s.as_str()).to_string());
-            }
-            rec.extend(
-                carry
-                    .iter()
-                    .map(|(j, _)| manifest.rows[it.index][*j].clone()),
-            );
-            csv.write_record(&rec).map_err(std::io::Error::other)?;
-        }
-        csv.flush()
+            csv.flush()
+        };
+        write_parallel(w, shown, &csv_rows)
     })?;
 
     if let Some(rows) = &extras.clusters {

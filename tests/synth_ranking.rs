@@ -243,7 +243,9 @@ fn batch_size_does_not_change_the_queue() {
     );
     let mut queues = Vec::new();
     let mut reports = Vec::new();
-    for b in ["1", "2", "3", "64"] {
+    // One item is 4 · 48 · 40 · 2 B = 15 360 B (f16): batches of 1, 1, 2, 6
+    // and all 7 items (a batch always holds at least one item).
+    for b in ["1", "16K", "31000", "100000", "64MiB"] {
         let out = tmp.path().join(format!("out{b}"));
         run_ok(&ds, &out, &["--batch-size", b]);
         queues.push(std::fs::read_to_string(out.join("queue.jsonl")).unwrap());
@@ -293,8 +295,9 @@ fn memory_is_bounded_by_the_batch_not_the_dataset() {
     synth(&small, &[&["--items", "12"][..], &common[..]].concat());
     synth(&large, &[&["--items", "48"][..], &common[..]].concat());
     let (os, ol) = (tmp.path().join("os"), tmp.path().join("ol"));
-    run_ok(&small, &os, &["--batch-size", "2"]);
-    run_ok(&large, &ol, &["--batch-size", "2"]);
+    // Batches of 2.6 MB: two items of 1.3 MB each.
+    run_ok(&small, &os, &["--batch-size", "2.6MB"]);
+    run_ok(&large, &ol, &["--batch-size", "2.6MB"]);
     let (ps, pl) = (peak_rss(&os), peak_rss(&ol));
     eprintln!("peak RSS: 12 items {ps} B, 48 items {pl} B");
     // Holding the probabilities would add ≥ 47 MB; allow 8 MB of noise.
@@ -336,4 +339,71 @@ fn shipped_demo_is_reproducible_and_ranks_planted_first() {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(top, planted);
+}
+
+/// Classification streams in byte-sized batches: a 1000-class set twelve
+/// times larger than one batch gives exactly the queue and report of a
+/// single batch, and the planted wrong labels of `synth --task
+/// classification` rank first.
+#[test]
+fn classification_batches_in_bytes_give_the_one_batch_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("cls");
+    // 3000 × 1000 float32 = 12 MB of probabilities.
+    synth(
+        &ds,
+        &[
+            "--task",
+            "classification",
+            "--items",
+            "3000",
+            "--classes",
+            "1000",
+            "--dtype",
+            "f32",
+            "--seed",
+            "5",
+        ],
+    );
+    let mut outs = Vec::new();
+    // 1 MiB = 262 rows per batch (12 batches); 1 byte = one row per batch; 64 MiB = one batch.
+    for b in ["1MiB", "1", "64MiB"] {
+        let out = tmp.path().join(format!("out{b}"));
+        run_ok(&ds, &out, &["--batch-size", b, "--backend", "cpu"]);
+        let mut r = read_report(&out);
+        for k in ["timings", "options", "memory"] {
+            r.as_object_mut().unwrap().remove(k);
+        }
+        outs.push((std::fs::read(out.join("queue.jsonl")).unwrap(), r));
+    }
+    for (i, (q, r)) in outs.iter().enumerate().skip(1) {
+        assert!(q == &outs[0].0, "queue.jsonl differs for batch size {i}");
+        assert_eq!(r, &outs[0].1, "report differs for batch size {i}");
+    }
+    assert_eq!(outs[0].1["n_items"], 3000);
+    assert_eq!(outs[0].1["samples"], 3000);
+
+    // The planted wrong labels (truth.json) are found: AUROC of the priority.
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ds.join("truth.json")).unwrap()).unwrap();
+    let planted: std::collections::HashSet<String> = truth["planted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        (50..=140).contains(&planted.len()),
+        "{} planted",
+        planted.len()
+    );
+    let q = String::from_utf8(outs[0].0.clone()).unwrap();
+    let (mut scores, mut pos) = (Vec::new(), Vec::new());
+    for line in q.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        scores.push(row["priority"].as_f64().unwrap());
+        pos.push(planted.contains(row["id"].as_str().unwrap()));
+    }
+    let a = auroc(&scores, &pos);
+    assert!(a >= 0.95, "AUROC {a}");
 }

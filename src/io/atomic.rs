@@ -3,6 +3,12 @@
 //! run leaves no half-written results. A name may hold a subdirectory
 //! (`overlays/a.png`): the directory is created on first use and removed
 //! again, when still empty, if the outputs are dropped without a commit.
+//!
+//! Each file is flushed to disk (`fsync`) before it is renamed, so a machine
+//! that loses power mid-run keeps either the old file or the complete new
+//! one. The `fsync` runs on a background thread as soon as the file is
+//! written, overlapping the next file's work; [`AtomicOutputs::commit`]
+//! waits for every one of them before the first rename.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,10 +17,13 @@ use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 
+/// A background `fsync` of one written file.
+type Sync = std::thread::JoinHandle<std::io::Result<()>>;
+
 /// A set of output files that appear together or not at all.
 pub struct AtomicOutputs {
     dir: PathBuf,
-    pending: Vec<(NamedTempFile, PathBuf)>,
+    pending: Vec<(NamedTempFile, PathBuf, Option<Sync>)>,
     /// Subdirectories this set created, removed again if never committed.
     created: Vec<PathBuf>,
 }
@@ -75,10 +84,12 @@ impl AtomicOutputs {
                 .and_then(|_| w.flush())
                 .map_err(|e| Error::io(&target, e))?;
         }
-        tmp.as_file()
-            .sync_all()
+        let file = tmp
+            .as_file()
+            .try_clone()
             .map_err(|e| Error::io(&target, e))?;
-        self.pending.push((tmp, target));
+        let sync = std::thread::spawn(move || file.sync_all());
+        self.pending.push((tmp, target, Some(sync)));
         Ok(())
     }
 
@@ -86,7 +97,16 @@ impl AtomicOutputs {
     pub fn commit(mut self) -> Result<Vec<PathBuf>> {
         let mut done = Vec::new();
         self.created.clear();
-        for (tmp, target) in std::mem::take(&mut self.pending) {
+        // Every file is on disk before any is renamed.
+        for (_, target, sync) in &mut self.pending {
+            if let Some(handle) = sync.take() {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+                    .map_err(|e| Error::io(target, e))?;
+            }
+        }
+        for (tmp, target, _) in std::mem::take(&mut self.pending) {
             tmp.persist(&target)
                 .map_err(|e| Error::io(&target, e.error))?;
             done.push(target);
@@ -99,6 +119,11 @@ impl Drop for AtomicOutputs {
     fn drop(&mut self) {
         // Temporary files first, then the directories they lived in (only
         // when empty: `remove_dir` leaves anything else alone).
+        for (_, _, sync) in &mut self.pending {
+            if let Some(handle) = sync.take() {
+                let _ = handle.join();
+            }
+        }
         self.pending.clear();
         for dir in self.created.iter().rev() {
             let _ = std::fs::remove_dir(dir);

@@ -58,13 +58,6 @@ pub struct PageTimes {
     pub overlays: std::time::Duration,
 }
 
-/// The page and the files it links to.
-pub struct Rendered {
-    pub html: String,
-    /// `(path relative to the output directory, PNG bytes)`.
-    pub files: Files,
-}
-
 /// Files to write: `(path relative to the output directory, bytes)`.
 pub type Files = Vec<(String, Vec<u8>)>;
 
@@ -263,13 +256,4 @@ pub fn write(
         page: t.elapsed(),
         overlays,
     })
-}
-
-/// Build the page and its overlay files.
-pub fn render(inp: &Inputs<'_>) -> Rendered {
-    let (vis, files) = visuals(inp);
-    Rendered {
-        html: html::page(inp, &vis),
-        files,
-    }
 }
