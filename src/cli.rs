@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// An earlier run's output directory: mark rows new/still/changed and list what dropped out.
     #[arg(long, value_name = "DIR")]
     pub previous: Option<PathBuf>,
+    /// Print one line on stderr with the time of every stage (read, score, neighbours, queue,
+    /// write, report, overlays, total); report.json has them too, under `timings`.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// What to do when the GPU fails mid-run.
@@ -324,34 +328,40 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         }
     };
     let result = match cli.command {
-        Command::Run(args) => args.into_options().and_then(|opts| {
-            let s = crate::pipeline::run(&opts)?;
-            let in_overlays = |f: &&std::path::PathBuf| {
-                f.parent().and_then(|p| p.file_name())
-                    == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
-            };
-            let overlays = s.files.iter().filter(in_overlays).count();
-            eprintln!(
-                "triage: scored {} items on {}; wrote {}{}",
-                s.n_items,
-                s.backend,
-                s.files
-                    .iter()
-                    .filter(|f| !in_overlays(f))
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                if overlays > 0 {
-                    format!(
-                        " and {overlays} overlays in {}",
-                        opts.out.join(crate::report::OVERLAY_DIR).display()
-                    )
-                } else {
-                    String::new()
+        Command::Run(args) => {
+            let show_timings = args.timings;
+            args.into_options().and_then(|opts| {
+                let s = crate::pipeline::run(&opts)?;
+                if show_timings {
+                    eprintln!("triage: timings: {}", s.timings.line());
                 }
-            );
-            Ok(())
-        }),
+                let in_overlays = |f: &&std::path::PathBuf| {
+                    f.parent().and_then(|p| p.file_name())
+                        == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
+                };
+                let overlays = s.files.iter().filter(in_overlays).count();
+                eprintln!(
+                    "triage: scored {} items on {}; wrote {}{}",
+                    s.n_items,
+                    s.backend,
+                    s.files
+                        .iter()
+                        .filter(|f| !in_overlays(f))
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if overlays > 0 {
+                        format!(
+                            " and {overlays} overlays in {}",
+                            opts.out.join(crate::report::OVERLAY_DIR).display()
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                Ok(())
+            })
+        }
         Command::Synth(args) => crate::synth::synth(&args.into_options()).map(|s| {
             eprintln!(
                 "triage: wrote {} items ({} with planted errors, {} bytes)",

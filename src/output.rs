@@ -329,7 +329,7 @@ pub fn write_all(
     top: Option<usize>,
     report: Report,
     extras: Extras,
-    timings: &Timings,
+    timings: &mut Timings,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
     let t_write = Instant::now();
@@ -491,7 +491,7 @@ pub fn write_all(
     for (k, v) in &plan.sections {
         report.insert(k.clone(), v.clone());
     }
-    let write_s = t_write.elapsed();
+    timings.write = t_write.elapsed();
     // The page is built from the report before the run-dependent fields go in.
     let mut report = Value::Object(report);
     let score_names: Vec<&'static str> = items
@@ -522,6 +522,8 @@ pub fn write_all(
             score_values: &score_values,
         },
     )?;
+    timings.report = page.page;
+    timings.overlays = page.overlays;
     if let Value::Object(r) = &mut report {
         if extras.deterministic {
             r.remove("timings");
@@ -531,9 +533,9 @@ pub fn write_all(
                 "score_s": timings.score.as_secs_f64(),
                 "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
                 "queue_s": timings.queue.as_secs_f64(),
-                "write_s": write_s.as_secs_f64(),
-                "report_s": page.page.as_secs_f64(),
-                "overlays_s": page.overlays.as_secs_f64(),
+                "write_s": timings.write.as_secs_f64(),
+                "report_s": timings.report.as_secs_f64(),
+                "overlays_s": timings.overlays.as_secs_f64(),
                 "total_s": t0.elapsed().as_secs_f64(),
             });
             r.insert("timings".into(), t);
