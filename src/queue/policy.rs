@@ -35,7 +35,7 @@
 //!
 //! "Eligible" means: not a de-duplicated cluster member and not review-all.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -193,13 +193,19 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
     let plain: HashSet<usize> = eligible.iter().take(r).copied().collect();
     let mut picked: BTreeSet<usize> = BTreeSet::new();
     if q > 0 {
-        let classes: BTreeSet<u32> = eligible.iter().filter_map(|&i| cands[i].class).collect();
-        for c in classes {
-            for &i in eligible
-                .iter()
-                .filter(|&&i| cands[i].class == Some(c))
-                .take(q)
-            {
+        // Each class's first `q` eligible items, in one pass (O(N log C), not
+        // a pass per class), then reserved class by class in class order.
+        let mut firsts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for &i in &eligible {
+            if let Some(c) = cands[i].class {
+                let v = firsts.entry(c).or_default();
+                if v.len() < q {
+                    v.push(i);
+                }
+            }
+        }
+        for (c, members) in firsts {
+            for i in members {
                 if picked.len() < r && picked.insert(i) {
                     why[i] = Some(if plain.contains(&i) {
                         Why::Ranking
