@@ -581,3 +581,163 @@ fn demo_report_renders_in_a_real_browser() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// A classification dataset of `n` items over `c` classes (no images), named
+/// `k0000`, `k0001`, ... (every 100th one a markup string). Item `i` is
+/// annotated class `i % c` and predicted it (0.9, the rest spread evenly),
+/// except: items with `i % 10 == 3` are predicted as the next class, items
+/// with `i % 50 == 7` are annotated class 7, and half of those
+/// (`i % 100 == 7`) are predicted class 9: the planted top pair, `n / 100`
+/// of the `n / 50` items annotated 7.
+fn many_class_dataset(dir: &Path, n: usize, c: usize) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let names: Vec<String> = (0..c)
+        .map(|k| {
+            if k % 100 == 13 {
+                format!("<b>k{k:04}</b>")
+            } else {
+                format!("k{k:04}")
+            }
+        })
+        .collect();
+    let quoted: Vec<String> = names.iter().map(|s| format!("\"{s}\"")).collect();
+    std::fs::write(
+        dir.join("triage.toml"),
+        format!(
+            "task = \"classification\"\nclasses = [{}]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
+            quoted.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut w = csv::Writer::from_path(dir.join("items.csv")).unwrap();
+    w.write_record(["id", "label"]).unwrap();
+    let rest = 0.1 / (c - 1) as f32;
+    let mut probs = vec![rest; n * c];
+    for i in 0..n {
+        let (label, predicted) = if i % 100 == 7 {
+            (7, 9)
+        } else if i % 50 == 7 {
+            (7, 7)
+        } else if i % 10 == 3 {
+            (i % c, (i + 1) % c)
+        } else {
+            (i % c, i % c)
+        };
+        w.write_record([format!("m{i:06}"), names[label].clone()])
+            .unwrap();
+        probs[i * c + predicted] = 0.9;
+    }
+    w.flush().unwrap();
+    write_f32(&dir.join("probs.npy"), &[n, c], &probs);
+    names
+}
+
+/// 1000 classes: no heatmap and no per-class bars for every class, but the
+/// most-confused pairs (the planted one first), the worst classes by recall
+/// and the class balance cut to the extremes; the page stays under 5 MB and
+/// does not grow with the number of items; a real browser loads it fast.
+#[test]
+fn a_thousand_classes_give_a_small_page_led_by_the_most_confused_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = 1000;
+    let mut sizes = Vec::new();
+    for n in [3000, 12000] {
+        let dir = tmp.path().join(format!("n{n}"));
+        many_class_dataset(&dir, n, c);
+        let out = dir.join("out");
+        run_ok(&dir, &out, &["--backend", "cpu"]);
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        println!("{c} classes, {n} items: report.html {} bytes", html.len());
+        assert!(html.len() < 5_000_000, "{} bytes", html.len());
+        assert_self_contained(&html, &out);
+
+        // The full numbers stay in report.json.
+        let report = read_report(&out);
+        assert_eq!(report["per_class"].as_array().unwrap().len(), c);
+        assert_eq!(report["confusion"].as_array().unwrap().len(), c);
+        assert_eq!(report["confusion"][7][9].as_u64(), Some(n as u64 / 100));
+
+        // No heatmap; the most-confused pairs instead, the planted one first.
+        assert_eq!(count(&html, "data-chart=\"confusion\""), 0);
+        assert_eq!(count(&html, "class=\"cm-cell\""), 0);
+        assert!(html.contains("report.json <code>per_class</code>"));
+        assert!(html.contains("<code>confusion</code>"));
+        let at = html
+            .find("<h3 id=\"confused-pairs\">")
+            .expect("most-confused pairs section");
+        let pairs = &html[at..];
+        assert_eq!(count(chart(pairs, "confused-pairs"), "class=\"bar\""), 20);
+        let row = |k: usize| {
+            let r = pairs.split("<tr class=\"pair\">").nth(k).unwrap();
+            &r[..r.find("</tr>").unwrap()]
+        };
+        assert_eq!(
+            row(1),
+            format!(
+                "<td class=\"num\">1</td><td>k0007</td><td>k0009</td><td class=\"num\">{}</td><td class=\"num\">50.0%</td>",
+                n / 100
+            )
+        );
+        // Next: a class with i % 10 == 3 predicted as the next one, all its
+        // n / c items.
+        assert_eq!(
+            row(2),
+            format!(
+                "<td class=\"num\">2</td><td>k0003</td><td>k0004</td><td class=\"num\">{}</td><td class=\"num\">100.0%</td>",
+                n / c
+            )
+        );
+        assert_eq!(count(pairs, "<tr class=\"pair\">"), 20);
+        assert!(!html.contains("<b>k0"), "class names are escaped");
+
+        // The 30 classes with the lowest recall: those with i % 10 == 3
+        // (recall 0, equal supports, so by index).
+        assert_eq!(count(&html, "<tr class=\"worst\">"), 30);
+        let worst = &html[html.find("<tr class=\"worst\">").unwrap()..];
+        assert!(worst.starts_with("<tr class=\"worst\"><td class=\"num\">1</td><td>k0003</td>"));
+        assert!(worst.contains("<td class=\"num\">2</td><td>&lt;b&gt;k0013&lt;/b&gt;</td>"));
+        assert!(worst.contains("<td class=\"num\">30</td><td>k0293</td>"));
+        // A recall bar each (0); no precision bars: nothing is predicted
+        // as these classes, so their precision is undefined.
+        assert_eq!(count(chart(&html, "per-class"), "class=\"bar\""), 30);
+        assert_eq!(count(&html, "data-chart=\"support\""), 2);
+        for kind in ["per-class", "support", "confused-pairs"] {
+            assert!(chart(&html, kind).len() < 40_000, "{kind}");
+        }
+        sizes.push(html.len());
+    }
+    assert!(
+        sizes[1] as f64 <= 1.2 * sizes[0] as f64,
+        "page grows with the items: {sizes:?}"
+    );
+
+    let Some(bin) = browser() else {
+        if std::env::var("TRIAGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("TRIAGE_REQUIRE_BROWSER=1 but no chromium/chrome on PATH");
+        }
+        println!("SKIP browser part: no chromium on PATH");
+        return;
+    };
+    let page = tmp.path().join("n3000/out/report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let url = format!("file://{}", page.display());
+    let started = std::time::Instant::now();
+    let dom = chromium(&bin, &tmp.path().join("profile"), &["--dump-dom", &url]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&dom.stdout);
+    let stderr = String::from_utf8_lossy(&dom.stderr);
+    println!("chromium --dump-dom: {took:?}");
+    assert_eq!(dom.status.code(), Some(0), "chromium failed:\n{stderr}");
+    assert!(
+        stdout.contains("id=\"triage-report\"") && stdout.contains("id=\"confused-pairs\""),
+        "page parsed:\n{stderr}"
+    );
+    assert_eq!(count(&stdout, "<svg"), count(&html, "<svg"));
+    for bad in ["CONSOLE", "Uncaught", "Refused to", "net::ERR"] {
+        assert!(!stderr.contains(bad), "browser logged {bad}:\n{stderr}");
+    }
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the browser took {took:?}"
+    );
+}

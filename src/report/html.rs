@@ -1,5 +1,6 @@
 //! The page itself: sections of escaped text, tables and inline SVG.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -202,6 +203,429 @@ fn queue_table(queue: &[Value]) -> String {
     s
 }
 
+/// Above this many classes the "Per class" section stops drawing every
+/// class: instead of the C × C confusion heatmap and one bar group per class
+/// it shows the [`TOP_PAIRS`] most-confused (annotated → predicted) pairs,
+/// the [`WORST_K`] classes with the lowest recall (classification) or IoU
+/// (segmentation), and the [`BALANCE_EACH`] smallest and largest classes, so
+/// the section's size no longer grows with C. The full numbers stay in
+/// `report.json` (`per_class`, `confusion`). At or below it the section is
+/// unchanged: every class, the full heatmap.
+pub const MANY_CLASSES: usize = 30;
+/// Most-confused class pairs listed when there are more than
+/// [`MANY_CLASSES`] classes.
+pub const TOP_PAIRS: usize = 20;
+/// Classes in the per-class chart and table when there are more than
+/// [`MANY_CLASSES`] classes: the worst by recall / IoU.
+pub const WORST_K: usize = 30;
+/// Smallest and (as many) largest classes in the class-balance charts when
+/// there are more than [`MANY_CLASSES`] classes.
+pub const BALANCE_EACH: usize = 15;
+/// Longest class name (in characters) written in the many-class tables.
+const NAME_CHARS: usize = 80;
+
+// The smallest and the largest classes never overlap.
+const _: () = assert!(2 * BALANCE_EACH <= MANY_CLASSES);
+
+/// One off-diagonal cell of the confusion matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    /// Row: the annotated class.
+    pub label: usize,
+    /// Column: the predicted class.
+    pub predicted: usize,
+    /// Items (pixels) annotated `label` and predicted `predicted`.
+    pub count: u64,
+    /// The row's total: items (pixels) annotated `label`.
+    pub support: u64,
+}
+
+impl Pair {
+    /// `count` as a share of the annotated class's support.
+    pub fn share(&self) -> f64 {
+        if self.support > 0 {
+            self.count as f64 / self.support as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The `k` largest non-zero off-diagonal cells of `matrix` (rows annotated,
+/// columns predicted), largest count first; ties by row, then column.
+pub fn confused_pairs(matrix: &[Vec<u64>], k: usize) -> Vec<Pair> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    // Larger key = more confused; the heap keeps the k largest (its top is
+    // the least of them), so memory stays O(k) at any C.
+    type Key = (u64, Reverse<usize>, Reverse<usize>);
+    let mut heap: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(k + 1);
+    let mut support = Vec::with_capacity(matrix.len());
+    for (label, row) in matrix.iter().enumerate() {
+        support.push(row.iter().sum::<u64>());
+        for (predicted, &count) in row.iter().enumerate() {
+            if predicted == label || count == 0 || k == 0 {
+                continue;
+            }
+            let key = (count, Reverse(label), Reverse(predicted));
+            if heap.len() < k {
+                heap.push(Reverse(key));
+            } else if heap.peek().is_some_and(|least| key > least.0) {
+                heap.pop();
+                heap.push(Reverse(key));
+            }
+        }
+    }
+    // Ascending `Reverse<Key>` is descending `Key`: largest first.
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(
+            |Reverse((count, Reverse(label), Reverse(predicted)))| Pair {
+                label,
+                predicted,
+                count,
+                support: support[label],
+            },
+        )
+        .collect()
+}
+
+/// `a` before `b` when smaller; missing and non-finite values after every
+/// defined one (and equal among themselves).
+fn defined_first(a: Option<f64>, b: Option<f64>) -> Ordering {
+    match (a.filter(|v| v.is_finite()), b.filter(|v| v.is_finite())) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+/// Indices of `values` in ascending order (missing and non-finite values
+/// last, ties by index), the first `k` of them.
+pub fn lowest(values: &[Option<f64>], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| defined_first(values[a], values[b]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// The `k` worst classes: ascending by `metric` (recall or IoU; classes
+/// where it is undefined last), ties broken by the larger `support` (a
+/// class missed over more items first), then by index.
+pub fn worst(metric: &[Option<f64>], support: &[Option<f64>], k: usize) -> Vec<usize> {
+    let sup = |i: usize| support.get(i).copied().flatten();
+    let mut idx: Vec<usize> = (0..metric.len()).collect();
+    idx.sort_by(|&a, &b| {
+        defined_first(metric[a], metric[b])
+            .then(defined_first(sup(b), sup(a)))
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx
+}
+
+fn name_of(classes: &[String], k: usize) -> String {
+    classes
+        .get(k)
+        .map_or_else(|| k.to_string(), |n| svg::truncate(n, NAME_CHARS))
+}
+
+fn percent(f: f64) -> String {
+    format!("{:.1}%", 100.0 * f)
+}
+
+/// Axis top for counts: the largest rounded up to a multiple of 4.
+fn count_axis(max: f64) -> f64 {
+    ((max.max(1.0) / 4.0).ceil() * 4.0).max(4.0)
+}
+
+/// The "Per class" section: per-class bars, class balance and confusion.
+/// See [`MANY_CLASSES`] for what it shows with many classes.
+pub fn classes_section(task: Task, classes: &[String], r: &Value) -> String {
+    let mut s = String::new();
+    let per_class: Vec<Value> = r
+        .get("per_class")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let matrix: Vec<Vec<u64>> = r
+        .get("confusion")
+        .and_then(Value::as_array)
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if classes.len() > MANY_CLASSES {
+        many_classes(&mut s, task, classes, &per_class, &matrix);
+        return s;
+    }
+    let col = |k: &str| -> Vec<Option<f64>> { per_class.iter().map(|p| f64_at(p, k)).collect() };
+    s.push_str(r#"<section id="classes"><h2>Per class</h2><div class="charts">"#);
+    let series = match task {
+        Task::Segmentation => vec![
+            Series {
+                name: "IoU",
+                colour: svg::BLUE,
+                values: col("iou"),
+            },
+            Series {
+                name: "Dice",
+                colour: svg::GREEN,
+                values: col("dice"),
+            },
+            Series {
+                name: "Boundary IoU",
+                colour: svg::ORANGE,
+                values: col("boundary_iou"),
+            },
+        ],
+        Task::Classification => vec![
+            Series {
+                name: "precision",
+                colour: svg::BLUE,
+                values: col("precision"),
+            },
+            Series {
+                name: "recall",
+                colour: svg::RED,
+                values: col("recall"),
+            },
+        ],
+    };
+    let title = match task {
+        Task::Segmentation => "IoU, Dice and Boundary IoU per class",
+        Task::Classification => "Precision and recall per class",
+    };
+    s.push_str(&svg::grouped_bars(
+        "per-class",
+        title,
+        classes,
+        &series,
+        1.0,
+    ));
+    let support = col("support");
+    let max = support.iter().flatten().copied().fold(0.0, f64::max);
+    let unit = if task == Task::Segmentation {
+        "pixels"
+    } else {
+        "items"
+    };
+    s.push_str(&svg::grouped_bars(
+        "support",
+        &format!("Class balance: annotated {unit} per class"),
+        classes,
+        &[Series {
+            name: "support",
+            colour: svg::TEAL,
+            values: support,
+        }],
+        max,
+    ));
+    s.push_str(&svg::heatmap(classes, &matrix));
+    s.push_str("</div></section>");
+    s
+}
+
+fn many_classes(
+    s: &mut String,
+    task: Task,
+    classes: &[String],
+    per_class: &[Value],
+    matrix: &[Vec<u64>],
+) {
+    let c = classes.len();
+    let col = |k: &str| -> Vec<Option<f64>> {
+        (0..c)
+            .map(|i| per_class.get(i).and_then(|p| f64_at(p, k)))
+            .collect()
+    };
+    let unit = match task {
+        Task::Segmentation => "pixels",
+        Task::Classification => "items",
+    };
+    let (sort_key, sort_name) = match task {
+        Task::Segmentation => ("iou", "IoU"),
+        Task::Classification => ("recall", "recall"),
+    };
+    let _ = write!(
+        s,
+        r#"<section id="classes"><h2>Per class</h2><p class="muted many-classes">{c} classes (more than {MANY_CLASSES}): this section shows the {TOP_PAIRS} most-confused class pairs, the {WORST_K} classes with the lowest {sort_name}, and the {BALANCE_EACH} smallest and largest classes. The full per-class table is in report.json <code>per_class</code> and the full confusion matrix in <code>confusion</code>.</p>"#
+    );
+
+    // Most-confused pairs.
+    let pairs = confused_pairs(matrix, TOP_PAIRS);
+    let _ = write!(
+        s,
+        r#"<h3 id="confused-pairs">Most-confused class pairs (annotated → predicted)</h3><p class="muted">The {TOP_PAIRS} largest off-diagonal cells of the confusion matrix, largest first; share: of the annotated class's {unit}.</p>"#
+    );
+    if pairs.is_empty() {
+        s.push_str(r#"<p class="muted">No confusions: everything is predicted as annotated.</p>"#);
+    } else {
+        let labels: Vec<String> = pairs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} → {}",
+                    svg::truncate(&name_of(classes, p.label), 14),
+                    svg::truncate(&name_of(classes, p.predicted), 14)
+                )
+            })
+            .collect();
+        let notes: Vec<String> = pairs
+            .iter()
+            .map(|p| format!("{} · {}", p.count, percent(p.share())))
+            .collect();
+        let max = count_axis(pairs[0].count as f64);
+        s.push_str(r#"<div class="charts">"#);
+        s.push_str(&svg::hbars(
+            "confused-pairs",
+            &format!("The {} most-confused pairs: {unit}", pairs.len()),
+            &labels,
+            &[Series {
+                name: "count",
+                colour: svg::RED,
+                values: pairs.iter().map(|p| Some(p.count as f64)).collect(),
+            }],
+            max,
+            &notes,
+        ));
+        s.push_str("</div>");
+        let _ = write!(
+            s,
+            r#"<table class="confused-pairs"><thead><tr><th>#</th><th>annotated</th><th>predicted</th><th>{unit}</th><th>share of annotated</th></tr></thead><tbody>"#
+        );
+        for (i, p) in pairs.iter().enumerate() {
+            let _ = write!(
+                s,
+                r#"<tr class="pair"><td class="num">{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                i + 1,
+                esc(&name_of(classes, p.label)),
+                esc(&name_of(classes, p.predicted)),
+                p.count,
+                percent(p.share())
+            );
+        }
+        s.push_str("</tbody></table>");
+    }
+
+    // The worst classes.
+    let key = col(sort_key);
+    let support = col("support");
+    let worst = worst(&key, &support, WORST_K);
+    let pick = |v: &[Option<f64>]| -> Vec<Option<f64>> { worst.iter().map(|&i| v[i]).collect() };
+    let metrics: Vec<(&str, &str, &str)> = match task {
+        Task::Segmentation => vec![
+            ("IoU", "iou", svg::BLUE),
+            ("Dice", "dice", svg::GREEN),
+            ("Boundary IoU", "boundary_iou", svg::ORANGE),
+        ],
+        Task::Classification => vec![
+            ("recall", "recall", svg::RED),
+            ("precision", "precision", svg::BLUE),
+        ],
+    };
+    let columns: Vec<Vec<Option<f64>>> = metrics.iter().map(|m| col(m.1)).collect();
+    let series: Vec<Series<'_>> = metrics
+        .iter()
+        .zip(&columns)
+        .map(|(m, v)| Series {
+            name: m.0,
+            colour: m.2,
+            values: pick(v),
+        })
+        .collect();
+    let labels: Vec<String> = worst.iter().map(|&i| name_of(classes, i)).collect();
+    let notes: Vec<String> = worst
+        .iter()
+        .map(|&i| format!("{sort_name} {}", svg::fmt3(key[i])))
+        .collect();
+    let _ = write!(
+        s,
+        r#"<h3 id="worst-classes">The {n} classes with the lowest {sort_name}</h3><p class="muted">Sorted by {sort_name}, ascending (ties: the larger class first; classes where it is undefined last). The full per-class table is in report.json <code>per_class</code>.</p><div class="charts">"#,
+        n = worst.len()
+    );
+    s.push_str(&svg::hbars(
+        "per-class",
+        &format!(
+            "{} of the {} classes with the lowest {sort_name}",
+            metrics.iter().map(|m| m.0).collect::<Vec<_>>().join(", "),
+            worst.len()
+        ),
+        &labels,
+        &series,
+        1.0,
+        &notes,
+    ));
+    s.push_str("</div>");
+    let _ = write!(
+        s,
+        r#"<table class="worst-classes"><thead><tr><th>#</th><th>class</th><th>support ({unit})</th>"#
+    );
+    for m in &metrics {
+        let _ = write!(s, "<th>{}</th>", esc(m.0));
+    }
+    s.push_str("</tr></thead><tbody>");
+    for (rank, &i) in worst.iter().enumerate() {
+        let _ = write!(
+            s,
+            r#"<tr class="worst"><td class="num">{}</td><td>{}</td><td class="num">{}</td>"#,
+            rank + 1,
+            esc(&name_of(classes, i)),
+            support[i].map_or("–".into(), |v| format!("{v:.0}"))
+        );
+        for v in &columns {
+            let _ = write!(s, r#"<td class="num">{}</td>"#, svg::fmt3(v[i]));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table>");
+
+    // Class balance: the smallest and the largest classes.
+    let smallest = lowest(&support, BALANCE_EACH);
+    let negated: Vec<Option<f64>> = support.iter().map(|v| v.map(|x| -x)).collect();
+    let largest = lowest(&negated, BALANCE_EACH);
+    let mut sorted: Vec<f64> = support.iter().flatten().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.is_empty() {
+        None
+    } else {
+        Some(sorted[sorted.len() / 2])
+    };
+    let empty = sorted.iter().filter(|&&v| v == 0.0).count();
+    let _ = write!(
+        s,
+        r#"<h3 id="class-balance">Class balance</h3><p class="muted">Annotated {unit} per class: smallest {}, median {}, largest {}; {empty} of {c} classes have none.</p><div class="charts">"#,
+        sorted.first().map_or("–".into(), |v| format!("{v:.0}")),
+        median.map_or("–".into(), |v| format!("{v:.0}")),
+        sorted.last().map_or("–".into(), |v| format!("{v:.0}")),
+    );
+    let max = count_axis(sorted.last().copied().unwrap_or(0.0));
+    for (which, idx) in [("smallest", &smallest), ("largest", &largest)] {
+        s.push_str(&svg::hbars(
+            "support",
+            &format!("The {} {which} classes: annotated {unit}", idx.len()),
+            &idx.iter().map(|&i| name_of(classes, i)).collect::<Vec<_>>(),
+            &[Series {
+                name: "support",
+                colour: svg::TEAL,
+                values: idx.iter().map(|&i| support[i]).collect(),
+            }],
+            max,
+            &idx.iter()
+                .map(|&i| support[i].map_or("–".into(), |v| format!("{v:.0}")))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    s.push_str("</div></section>");
+}
+
 /// The whole page.
 pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let r = inp.report;
@@ -315,88 +739,7 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     }
     s.push_str("</div></section>");
 
-    let per_class: Vec<Value> = r
-        .get("per_class")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let col = |k: &str| -> Vec<Option<f64>> { per_class.iter().map(|p| f64_at(p, k)).collect() };
-    s.push_str(r#"<section id="classes"><h2>Per class</h2><div class="charts">"#);
-    let series = match task {
-        Task::Segmentation => vec![
-            Series {
-                name: "IoU",
-                colour: svg::BLUE,
-                values: col("iou"),
-            },
-            Series {
-                name: "Dice",
-                colour: svg::GREEN,
-                values: col("dice"),
-            },
-            Series {
-                name: "Boundary IoU",
-                colour: svg::ORANGE,
-                values: col("boundary_iou"),
-            },
-        ],
-        Task::Classification => vec![
-            Series {
-                name: "precision",
-                colour: svg::BLUE,
-                values: col("precision"),
-            },
-            Series {
-                name: "recall",
-                colour: svg::RED,
-                values: col("recall"),
-            },
-        ],
-    };
-    let title = match task {
-        Task::Segmentation => "IoU, Dice and Boundary IoU per class",
-        Task::Classification => "Precision and recall per class",
-    };
-    s.push_str(&svg::grouped_bars(
-        "per-class",
-        title,
-        &classes,
-        &series,
-        1.0,
-    ));
-    let support = col("support");
-    let max = support.iter().flatten().copied().fold(0.0, f64::max);
-    let unit = if task == Task::Segmentation {
-        "pixels"
-    } else {
-        "items"
-    };
-    s.push_str(&svg::grouped_bars(
-        "support",
-        &format!("Class balance: annotated {unit} per class"),
-        &classes,
-        &[Series {
-            name: "support",
-            colour: svg::TEAL,
-            values: support,
-        }],
-        max,
-    ));
-    let matrix: Vec<Vec<u64>> = r
-        .get("confusion")
-        .and_then(Value::as_array)
-        .map(|rows| {
-            rows.iter()
-                .map(|row| {
-                    row.as_array()
-                        .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    s.push_str(&svg::heatmap(&classes, &matrix));
-    s.push_str("</div></section>");
+    s.push_str(&classes_section(task, &classes, r));
 
     if inp.clusters.is_some() {
         s.push_str(r#"<section id="clusters"><h2>Conflicting near-duplicate clusters</h2>"#);
@@ -492,5 +835,212 @@ mod tests {
         assert!(t.contains("annotator: &lt;i&gt;x&lt;/i&gt;") && !t.contains("<i>"));
         assert!(t.contains("<li>r &lt;1&gt;</li>"));
         assert_eq!(t.matches("<tr><td class=\"num\">").count(), 2);
+    }
+
+    #[test]
+    fn confused_pairs_are_the_largest_off_diagonal_cells_in_order() {
+        let m = vec![
+            vec![50, 3, 0, 7],
+            vec![9, 40, 9, 0],
+            vec![0, 1, 30, 2],
+            vec![7, 0, 12, 20],
+        ];
+        let p = |label, predicted, count, support| Pair {
+            label,
+            predicted,
+            count,
+            support,
+        };
+        assert_eq!(
+            confused_pairs(&m, 5),
+            vec![
+                p(3, 2, 12, 39),
+                p(1, 0, 9, 58),
+                p(1, 2, 9, 58),
+                p(0, 3, 7, 60),
+                p(3, 0, 7, 39),
+            ]
+        );
+        // A cut inside a tie keeps the earlier row.
+        assert_eq!(confused_pairs(&m, 4)[3], p(0, 3, 7, 60));
+        assert!((confused_pairs(&m, 1)[0].share() - 12.0 / 39.0).abs() < 1e-12);
+        // Every non-zero off-diagonal cell, never the diagonal or a zero.
+        let all = confused_pairs(&m, 100);
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[7], p(2, 1, 1, 33));
+        assert!(confused_pairs(&[vec![5, 0], vec![0, 5]], 20).is_empty());
+        assert!(confused_pairs(&m, 0).is_empty());
+    }
+
+    #[test]
+    fn worst_classes_sort_ascending_with_undefined_last() {
+        let metric = [
+            Some(0.5),
+            None,
+            Some(0.1),
+            Some(f64::NAN),
+            Some(0.1),
+            Some(0.0),
+            Some(0.9),
+        ];
+        let support = [
+            Some(10.0),
+            Some(0.0),
+            Some(5.0),
+            Some(3.0),
+            Some(8.0),
+            Some(1.0),
+            None,
+        ];
+        // 0.0, then the two 0.1 (class 4 is larger), 0.5, 0.9, then the
+        // undefined ones (NaN counts as undefined), again the larger first.
+        assert_eq!(worst(&metric, &support, 4), vec![5, 4, 2, 0]);
+        assert_eq!(worst(&metric, &support, 10), vec![5, 4, 2, 0, 6, 3, 1]);
+        assert_eq!(lowest(&metric, 3), vec![5, 2, 4]);
+        assert_eq!(lowest(&support, 3), vec![1, 5, 3]);
+    }
+
+    /// A classification report with `c` classes: class `k` has support
+    /// `10 + k`, recall `(k % 97) / 100` except the planted classes; the
+    /// matrix has a planted top pair 7 → 9 (500) and a few smaller ones.
+    fn many_report(c: usize, name: impl Fn(usize) -> String) -> (Vec<String>, Value) {
+        let names: Vec<String> = (0..c).map(name).collect();
+        let mut m = vec![vec![0u64; c]; c];
+        for (k, row) in m.iter_mut().enumerate() {
+            row[k] = 10 + k as u64;
+            row[(k + 1) % c] += 1;
+        }
+        m[7][9] = 500;
+        m[3][1] = 400;
+        m[c - 1][0] = 300;
+        let per_class: Vec<Value> = (0..c)
+            .map(|k| {
+                let recall = match k {
+                    5 => Value::Null,
+                    11 => json!(0.0),
+                    _ => json!((k % 97) as f64 / 100.0 + 0.001),
+                };
+                json!({"class": k, "name": names[k], "support": 10 + k,
+                       "precision": 0.5, "recall": recall})
+            })
+            .collect();
+        let r = json!({"classes": names, "per_class": per_class, "confusion": m});
+        (names, r)
+    }
+
+    #[test]
+    fn many_classes_show_top_pairs_and_worst_classes_bounded_in_size() {
+        // Hostile, very long class names.
+        let (names, r) = many_report(1000, |k| {
+            format!("<script>\"c{k}\"</script>{}", "&'".repeat(3000))
+        });
+        let sec = classes_section(Task::Classification, &names, &r);
+        assert!(sec.len() < 200_000, "{} bytes", sec.len());
+        assert!(!sec.contains("data-chart=\"confusion\"") && !sec.contains("cm-cell"));
+        assert!(!sec.contains("<script") && sec.contains("&lt;script&gt;&quot;c7&quot;"));
+        assert!(sec.contains("report.json <code>per_class</code>"));
+        assert!(sec.contains("<code>confusion</code>"));
+        // The top pairs, in order: 7 → 9, 3 → 1, 999 → 0, then the
+        // one-count cells (0 → 1, 1 → 2, ...).
+        assert_eq!(sec.matches("<tr class=\"pair\">").count(), TOP_PAIRS);
+        let rows: Vec<&str> = sec.split("<tr class=\"pair\">").skip(1).collect();
+        let first = |row: &str| row.split("</td><td>").nth(1).unwrap().to_string();
+        assert!(first(rows[0]).contains("&quot;c7&quot;"), "{}", rows[0]);
+        assert!(rows[0].contains("&quot;c9&quot;") && rows[0].contains(">500<"));
+        // 500 of the 518 items annotated 7 (17 + 1 + 500): 96.5 %.
+        assert!(rows[0].contains(">96.5%<"));
+        assert!(rows[1].contains("&quot;c3&quot;") && rows[1].contains(">400<"));
+        assert!(rows[2].contains("&quot;c999&quot;") && rows[2].contains(">300<"));
+        assert!(rows[3].contains("&quot;c0&quot;") && rows[3].contains(">1<"));
+        let pairs = chart_of(&sec, "confused-pairs");
+        assert_eq!(pairs.matches("class=\"bar\"").count(), TOP_PAIRS);
+        // The worst 30 by recall: class 11 (0.0), then 0, 97, 194, ...
+        // (k % 97 = 0; recall 0.001, the larger class first), then the
+        // k % 97 = 1 classes; class 5 (undefined) never.
+        assert_eq!(sec.matches("<tr class=\"worst\">").count(), WORST_K);
+        let expected: Vec<usize> = [11]
+            .into_iter()
+            .chain([970, 873, 776, 679, 582, 485, 388, 291, 194, 97, 0])
+            .chain([971, 874, 777, 680, 583, 486, 389, 292, 195, 98, 1])
+            .chain([972, 875, 778, 681, 584, 487, 390])
+            .collect();
+        let got: Vec<usize> = sec
+            .split("<tr class=\"worst\">")
+            .skip(1)
+            .map(|row| {
+                let q = row.find("&quot;c").unwrap() + 7;
+                let end = q + row[q..].find('&').unwrap();
+                row[q..end].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(got, expected);
+        assert!(sec.contains("lowest recall"));
+        let pc = chart_of(&sec, "per-class");
+        assert_eq!(pc.matches("class=\"bar\"").count(), 2 * WORST_K);
+        // Class balance: the 15 smallest and the 15 largest.
+        assert_eq!(sec.matches("data-chart=\"support\"").count(), 2);
+        assert!(sec.contains("smallest 10, median 510, largest 1009; 0 of 1000 classes"));
+    }
+
+    #[test]
+    fn many_segmentation_classes_sort_by_iou_with_undefined_last() {
+        let c = 150;
+        let names: Vec<String> = (0..c).map(|k| format!("s{k}")).collect();
+        let per_class: Vec<Value> = (0..c)
+            .map(|k| {
+                let iou = if k % 2 == 0 {
+                    Value::Null
+                } else {
+                    json!(k as f64 / 200.0)
+                };
+                json!({"support": k, "iou": iou, "dice": 0.5, "boundary_iou": null})
+            })
+            .collect();
+        let mut m = vec![vec![0u64; c]; c];
+        m[4][2] = 9;
+        let r = json!({"per_class": per_class, "confusion": m});
+        let sec = classes_section(Task::Segmentation, &names, &r);
+        assert!(!sec.contains("cm-cell") && sec.contains("lowest IoU"));
+        let got: Vec<&str> = sec
+            .split("<tr class=\"worst\"><td class=\"num\">")
+            .skip(1)
+            .map(|row| {
+                let a = row.find("<td>").unwrap() + 4;
+                &row[a..a + row[a..].find('<').unwrap()]
+            })
+            .collect();
+        let want: Vec<String> = (0..WORST_K).map(|i| format!("s{}", 2 * i + 1)).collect();
+        assert_eq!(got, want);
+        assert!(sec.contains("<th>IoU</th><th>Dice</th><th>Boundary IoU</th>"));
+        assert_eq!(sec.matches("<tr class=\"pair\">").count(), 1);
+        assert!(sec.contains("<td>s4</td><td>s2</td><td class=\"num\">9</td>"));
+        // 30 IoU bars, 30 Dice bars, no Boundary IoU bars.
+        assert_eq!(
+            chart_of(&sec, "per-class").matches("class=\"bar\"").count(),
+            60
+        );
+    }
+
+    #[test]
+    fn few_classes_keep_every_class_and_the_heatmap() {
+        for c in [20, MANY_CLASSES] {
+            let (names, r) = many_report(c, |k| format!("k{k}"));
+            let sec = classes_section(Task::Classification, &names, &r);
+            assert_eq!(sec.matches("data-chart=\"confusion\"").count(), 1, "{c}");
+            assert_eq!(sec.matches("class=\"cm-cell\"").count(), c * c);
+            assert_eq!(
+                chart_of(&sec, "support").matches("class=\"bar\"").count(),
+                c
+            );
+            assert!(!sec.contains("confused-pairs") && !sec.contains("worst"));
+        }
+        let (names, r) = many_report(MANY_CLASSES + 1, |k| format!("k{k}"));
+        let sec = classes_section(Task::Classification, &names, &r);
+        assert!(!sec.contains("cm-cell") && sec.contains("id=\"confused-pairs\""));
+    }
+
+    fn chart_of<'a>(html: &'a str, kind: &str) -> &'a str {
+        let start = html.find(&format!("data-chart=\"{kind}\"")).unwrap();
+        &html[start..start + html[start..].find("</svg>").unwrap()]
     }
 }

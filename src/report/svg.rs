@@ -283,6 +283,116 @@ pub fn grouped_bars(
     s
 }
 
+/// Horizontal bars, one row per label from top to bottom; within a row one
+/// `bar` per defined value of each series, stacked in series order;
+/// `notes[i]` is written to the right of row `i`; `max` is the right end of
+/// the axis. Labels are shortened for display (their bars' tooltips keep up
+/// to 80 characters), so the chart's size depends only on the row count.
+pub fn hbars(
+    kind: &str,
+    title: &str,
+    labels: &[String],
+    series: &[Series<'_>],
+    max: f64,
+    notes: &[String],
+) -> String {
+    let ns = series.len().max(1);
+    let bar_h = 9.0;
+    let row_h = bar_h * ns as f64 + 6.0;
+    let (w, left, right) = (580.0, 176.0, 104.0);
+    let top = if series.len() > 1 { TOP + 14.0 } else { TOP };
+    let ph = row_h * labels.len().max(1) as f64;
+    let h = top + ph + 24.0;
+    let pw = w - left - right;
+    let mut s = open(kind, title, w, h);
+    let max = if max > 0.0 && max.is_finite() {
+        max
+    } else {
+        1.0
+    };
+    if series.len() > 1 {
+        for (j, ser) in series.iter().enumerate() {
+            let lx = left + 110.0 * j as f64;
+            let _ = write!(
+                s,
+                r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text class="tick" x="{:.1}" y="{:.1}">{}</text>"#,
+                TOP - 6.0,
+                ser.colour,
+                lx + 14.0,
+                TOP + 3.0,
+                html(ser.name)
+            );
+        }
+    }
+    // Whole numbers on a count axis (whose top is a multiple of 4).
+    let whole = |v: f64| max >= 10.0 || (max >= 4.0 && max.fract() == 0.0 && v.fract() == 0.0);
+    let fmt = |v: f64| {
+        if whole(v) {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    for k in 0..=4 {
+        let f = k as f64 / 4.0;
+        let x = left + pw * f;
+        let _ = write!(
+            s,
+            r#"<line class="grid" x1="{x:.1}" y1="{top:.1}" x2="{x:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            top + ph,
+            top + ph + 12.0,
+            fmt(max * f)
+        );
+    }
+    for (i, label) in labels.iter().enumerate() {
+        let y = top + row_h * i as f64 + 3.0;
+        let _ = write!(
+            s,
+            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 4.0,
+            y + row_h / 2.0 + 1.0,
+            html(&truncate(label, 30))
+        );
+        for (j, ser) in series.iter().enumerate() {
+            let Some(v) = ser
+                .values
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|v| v.is_finite())
+            else {
+                continue;
+            };
+            let bw = pw * (v / max).clamp(0.0, 1.0);
+            let _ = write!(
+                s,
+                r#"<rect class="bar" x="{left:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{}"><title>{}: {} = {}</title></rect>"#,
+                y + bar_h * j as f64,
+                bar_h - 1.0,
+                ser.colour,
+                html(&truncate(label, 80)),
+                html(ser.name),
+                if whole(v) {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.3}")
+                }
+            );
+        }
+        if let Some(note) = notes.get(i) {
+            let _ = write!(
+                s,
+                r#"<text class="tick" x="{:.1}" y="{:.1}">{}</text>"#,
+                left + pw + 6.0,
+                y + row_h / 2.0 + 1.0,
+                html(&truncate(note, 24))
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// Shorten `s` to at most `n` characters (with an ellipsis).
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -435,5 +545,50 @@ mod tests {
         let s = heatmap(&["a".into(), "<b>".into()], &[vec![1, 2], vec![0, 3]]);
         assert_eq!(s.matches("class=\"cm-cell\"").count(), 4);
         assert!(!s.contains("<b>") && s.contains("&lt;b&gt;"));
+    }
+
+    #[test]
+    fn horizontal_bars_count_marks_and_bound_long_labels() {
+        let long = format!("<i>{}</i>", "\"".repeat(5000));
+        let labels = vec!["a".to_string(), long.clone(), "c".to_string()];
+        let series = [
+            Series {
+                name: "p",
+                colour: BLUE,
+                values: vec![Some(0.5), None, Some(f64::NAN)],
+            },
+            Series {
+                name: "r",
+                colour: RED,
+                values: vec![Some(1.5), Some(0.25), Some(0.0)],
+            },
+        ];
+        let notes = vec!["n1".to_string(), long.clone()];
+        let s = hbars("k", "t & u", &labels, &series, 1.0, &notes);
+        assert!(s.starts_with(r#"<svg class="chart" data-chart="k""#) && s.ends_with("</svg>"));
+        // Defined, finite values only: 0.5, 1.5 (clamped), 0.25, 0.0.
+        assert_eq!(s.matches(r#"class="bar""#).count(), 4);
+        assert!(s.contains(r##"width="300.0" height="8.0" fill="#e15759"><title>a: r = 1.500"##));
+        assert!(s.contains(">n1</text>") && s.contains("t &amp; u"));
+        assert!(!s.contains("<i>") && s.contains("&lt;i&gt;"));
+        assert!(
+            s.len() < 4000,
+            "labels and notes are shortened: {}",
+            s.len()
+        );
+        // Whole numbers on a count axis.
+        let s = hbars(
+            "k",
+            "t",
+            &labels[..1],
+            &[Series {
+                name: "count",
+                colour: RED,
+                values: vec![Some(3.0)],
+            }],
+            8.0,
+            &[],
+        );
+        assert!(s.contains(">2</text>") && s.contains("count = 3</title>"));
     }
 }
