@@ -9,8 +9,9 @@
 //!
 //! Each row has a true class `t` (uniform). The model predicts `t` with
 //! probability 0.9, otherwise the "confusable" class `(t + 1) mod C`, with a
-//! top probability drawn uniformly in [0.35, 0.995]; the remaining mass is
-//! spread over the other classes with weights `u³` (u uniform), so rows look
+//! top probability drawn uniformly in [0.35, 0.995]; a confused row gives
+//! the true class a share in [0.3, 0.8] of the remaining mass (it ranks
+//! second, as a real confusion does); the rest is spread over the other classes with weights `u³` (u uniform), so rows look
 //! like a real softmax: one peak, a long tail. With probability 0.03 the
 //! annotated label is a uniformly drawn class other than `t` (a planted
 //! `wrong_label`, listed in `truth.json`); otherwise it is `t`.
@@ -58,17 +59,35 @@ fn row(seed: u64, i: usize, c: usize, p: &mut [f32]) -> (u32, u32) {
         t
     };
     let top: f64 = rng.random_range(0.35..0.995);
+    // A confused prediction still ranks the true class second: it holds a
+    // share `r` of the mass left over by the top class.
+    let second = if pred != t {
+        let r: f64 = rng.random_range(0.3..0.8);
+        r * (1.0 - top)
+    } else {
+        0.0
+    };
     let mut rest = 0.0f64;
     for (k, v) in p.iter_mut().enumerate() {
         let u: f32 = rng.random();
-        let w = if k == pred { 0.0 } else { u * u * u };
+        let w = if k == pred || (pred != t && k == t) {
+            0.0
+        } else {
+            u * u * u
+        };
         *v = w;
         rest += w as f64;
     }
-    let scale = if rest > 0.0 { (1.0 - top) / rest } else { 0.0 };
+    let scale = if rest > 0.0 {
+        (1.0 - top - second) / rest
+    } else {
+        0.0
+    };
     for (k, v) in p.iter_mut().enumerate() {
         *v = if k == pred {
             top as f32
+        } else if pred != t && k == t {
+            second as f32
         } else {
             (*v as f64 * scale) as f32
         };
@@ -218,6 +237,11 @@ mod tests {
             assert!(p.iter().all(|v| v.is_finite() && *v >= 0.0));
             let top = (0..c).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap() as u32;
             assert!(top == t || top == (t + 1) % c as u32, "row {i}");
+            if top != t {
+                // A confusion ranks the true class second.
+                let above = p.iter().filter(|&&v| v > p[t as usize]).count();
+                assert_eq!(above, 1, "row {i}: true class ranks {}", above + 1);
+            }
             wrong += (t != l) as usize;
         }
         // 3 % of 2000 = 60; a binomial sd of ~7.6.
