@@ -1,12 +1,17 @@
 //! The CPU reference backend (rayon).
 //!
 //! Every per-sample number comes from
-//! [`crate::metrics::pixel_stats::score_sample`]. Work is split into fixed
-//! chunks whose partial sums are merged in chunk order, so results do not
-//! depend on the number of threads.
+//! [`crate::metrics::pixel_stats`]: one sample at a time (the scalar
+//! reference), or eight at a time with the AVX2 kernels of [`super::simd`]
+//! where the CPU has them (bit-identical but for the entropy, which agrees
+//! within [`super::simd::ENTROPY_TOLERANCE`]; `TRIAGE_SIMD=off` forces the
+//! reference). Work is split into fixed chunks whose partial sums are merged
+//! in chunk order, so results do not depend on the number of threads or on
+//! how the samples were batched.
 
 use rayon::prelude::*;
 
+use super::simd::{self, Element, LANES, Level};
 use super::{
     Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItem, SegItemStats,
     Softmin,
@@ -43,11 +48,11 @@ impl Backend for CpuBackend {
             api: None,
             device_type: None,
             fallback: None,
+            simd: Some(simd::level().name().into()),
         }
     }
 
     fn score_rows(&self, batch: &RowBatch) -> Result<RowScores> {
-        let c = batch.classes;
         let n = batch.labels.len();
         let parts: Vec<(Vec<SampleScores>, CalibrationBins, Option<usize>)> = (0..n)
             .step_by(ROW_CHUNK)
@@ -55,25 +60,26 @@ impl Backend for CpuBackend {
             .into_par_iter()
             .map(|start| {
                 let end = (start + ROW_CHUNK).min(n);
-                let mut p = vec![0.0f32; c];
-                let mut q = vec![0.0f32; c];
                 let mut samples = Vec::with_capacity(end - start);
                 let mut bins = CalibrationBins::default();
                 let mut invalid = None;
-                for row in start..end {
-                    gather_row(&batch.probs, row * c, &mut p);
-                    let label = batch.labels[row];
-                    match normalise(&p, batch.logits, &mut q) {
-                        Ok(()) => {
-                            let s = score_normalised(&q, label);
-                            bins.add(s.confidence, s.pred == label);
-                            samples.push(s);
-                        }
-                        Err(_) => {
-                            invalid.get_or_insert(row);
-                            samples.push(SampleScores::default());
-                        }
+                let mut record = |row: usize, s: Option<SampleScores>| match s {
+                    Some(s) => {
+                        bins.add(s.confidence, s.pred == batch.labels[row]);
+                        samples.push(s);
                     }
+                    None => {
+                        invalid.get_or_insert(row);
+                        samples.push(SampleScores::default());
+                    }
+                };
+                if simd::level() == Level::Avx2 && !batch.logits {
+                    match &batch.probs {
+                        ProbBuf::F32(v) => rows_simd(v, batch, start..end, &mut record),
+                        ProbBuf::F16(v) => rows_simd(v, batch, start..end, &mut record),
+                    }
+                } else {
+                    rows_scalar(batch, start..end, &mut record);
                 }
                 (samples, bins, invalid)
             })
@@ -114,6 +120,54 @@ impl Backend for CpuBackend {
         Ok(crate::metrics::mask_iou::pair_confusion(
             a, b, classes, ignore,
         ))
+    }
+}
+
+/// Score `rows` one at a time with the scalar reference; `record(row, None)`
+/// marks an invalid row.
+fn rows_scalar(
+    batch: &RowBatch,
+    rows: std::ops::Range<usize>,
+    record: &mut impl FnMut(usize, Option<SampleScores>),
+) {
+    let c = batch.classes;
+    let mut p = vec![0.0f32; c];
+    let mut q = vec![0.0f32; c];
+    for row in rows {
+        gather_row(&batch.probs, row * c, &mut p);
+        let s = normalise(&p, batch.logits, &mut q)
+            .ok()
+            .map(|()| score_normalised(&q, batch.labels[row]));
+        record(row, s);
+    }
+}
+
+/// Score `rows` eight at a time: each group is transposed to class-major
+/// order and scored by [`simd::score_lanes`]; a group with an invalid row is
+/// rescored with the scalar reference.
+fn rows_simd<T: Element>(
+    data: &[T],
+    batch: &RowBatch,
+    rows: std::ops::Range<usize>,
+    record: &mut impl FnMut(usize, Option<SampleScores>),
+) {
+    let c = batch.classes;
+    let mut scratch = Vec::with_capacity(c * LANES);
+    let mut g = rows.start;
+    while g < rows.end {
+        let e = (g + LANES).min(rows.end);
+        simd::transpose_rows(data, g..e, c, &mut scratch);
+        let labels: [u32; LANES] =
+            std::array::from_fn(|j| if g + j < e { batch.labels[g + j] } else { 0 });
+        match simd::score_lanes(&scratch, LANES, c, &labels) {
+            Some(s) => {
+                for (j, row) in (g..e).enumerate() {
+                    record(row, Some(s[j]));
+                }
+            }
+            None => rows_scalar(batch, g..e, record),
+        }
+        g = e;
     }
 }
 
@@ -159,6 +213,97 @@ struct ChunkStats {
     first_invalid: Option<usize>,
 }
 
+impl ChunkStats {
+    /// Add the scores `s` of a pixel annotated `label` (or ignored) and
+    /// write its prediction to `out`.
+    #[inline]
+    fn record(&mut self, s: &SampleScores, label: u16, ignore: u16, out: &mut u16) {
+        *out = s.pred as u16;
+        if label == ignore {
+            return;
+        }
+        self.pixels += 1;
+        self.sums.add(s);
+        self.softmin_sc.add(s.self_confidence);
+        self.softmin_nm.add(s.normalized_margin);
+        self.bins.add(s.confidence, s.pred == label as u32);
+        self.confusion.add(label as usize, s.pred as usize);
+    }
+}
+
+/// Score the pixels `start..start + pred.len()` of `item` one at a time with
+/// the scalar reference.
+fn pixels_scalar(
+    item: &SegItem,
+    batch: &SegBatch,
+    start: usize,
+    pred: &mut [u16],
+    st: &mut ChunkStats,
+) {
+    let c = batch.classes;
+    let hw = item.height * item.width;
+    let mut p = vec![0.0f32; c];
+    let mut q = vec![0.0f32; c];
+    for (j, out) in pred.iter_mut().enumerate() {
+        let i = start + j;
+        gather_pixel(&item.probs, i, hw, &mut p);
+        if normalise(&p, batch.logits, &mut q).is_err() {
+            st.first_invalid.get_or_insert(i);
+            continue;
+        }
+        let label = item.labels[i];
+        let y = if label == batch.ignore_index {
+            0
+        } else {
+            label as u32
+        };
+        let s = score_normalised(&q, y);
+        st.record(&s, label, batch.ignore_index, out);
+    }
+}
+
+/// Score the pixels `start..start + pred.len()` of `item` eight at a time
+/// with [`simd::score_lanes`] (planar data: one load reads a class of eight
+/// neighbouring pixels). The last group of an item is copied out and padded;
+/// a group with an invalid pixel is rescored with the scalar reference.
+fn pixels_simd<T: Element>(
+    data: &[T],
+    item: &SegItem,
+    batch: &SegBatch,
+    start: usize,
+    pred: &mut [u16],
+    st: &mut ChunkStats,
+) {
+    let c = batch.classes;
+    let hw = item.height * item.width;
+    let ignore = batch.ignore_index;
+    let mut scratch = Vec::new();
+    let mut j = 0;
+    while j < pred.len() {
+        let i = start + j;
+        let n = (pred.len() - j).min(LANES);
+        let labels: [u32; LANES] = std::array::from_fn(|l| match item.labels.get(i + l) {
+            Some(&y) if l < n && y != ignore => y as u32,
+            _ => 0,
+        });
+        let scores = if n == LANES {
+            simd::score_lanes(&data[i..], hw, c, &labels)
+        } else {
+            simd::gather_tail(data, hw, i..i + n, c, &mut scratch);
+            simd::score_lanes(&scratch, LANES, c, &labels)
+        };
+        match scores {
+            Some(s) => {
+                for l in 0..n {
+                    st.record(&s[l], item.labels[i + l], ignore, &mut pred[j + l]);
+                }
+            }
+            None => pixels_scalar(item, batch, i, &mut pred[j..j + n], st),
+        }
+        j += n;
+    }
+}
+
 fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
     let c = batch.classes;
     let hw = item.height * item.width;
@@ -168,8 +313,6 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
         .enumerate()
         .map(|(ci, pred_chunk)| {
             let start = ci * PIXEL_CHUNK;
-            let mut p = vec![0.0f32; c];
-            let mut q = vec![0.0f32; c];
             let mut st = ChunkStats {
                 pixels: 0,
                 sums: ScoreSums::default(),
@@ -179,26 +322,13 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
                 confusion: Confusion::new(c),
                 first_invalid: None,
             };
-            for (j, out) in pred_chunk.iter_mut().enumerate() {
-                let i = start + j;
-                gather_pixel(&item.probs, i, hw, &mut p);
-                if normalise(&p, batch.logits, &mut q).is_err() {
-                    st.first_invalid.get_or_insert(i);
-                    continue;
+            if simd::level() == Level::Avx2 && !batch.logits {
+                match &item.probs {
+                    ProbBuf::F32(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
+                    ProbBuf::F16(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
                 }
-                let label = item.labels[i];
-                let ignored = label == batch.ignore_index;
-                let s = score_normalised(&q, if ignored { 0 } else { label as u32 });
-                *out = s.pred as u16;
-                if ignored {
-                    continue;
-                }
-                st.pixels += 1;
-                st.sums.add(&s);
-                st.softmin_sc.add(s.self_confidence);
-                st.softmin_nm.add(s.normalized_margin);
-                st.bins.add(s.confidence, s.pred == label as u32);
-                st.confusion.add(label as usize, s.pred as usize);
+            } else {
+                pixels_scalar(item, batch, start, pred_chunk, &mut st);
             }
             st
         })

@@ -65,6 +65,7 @@ impl Backend for Fallback {
             info.name = "gpu, then cpu".into();
             info.threads = self.cpu.info().threads;
             info.fallback = Some(r);
+            info.simd = self.cpu.info().simd;
         }
         info
     }

@@ -12,6 +12,7 @@
 pub mod cpu;
 pub mod fallback;
 pub mod gpu;
+pub mod simd;
 
 use serde::Serialize;
 
@@ -188,7 +189,7 @@ pub struct SegItemStats {
 }
 
 /// Describes the backend that produced the numbers (goes into `report.json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BackendInfo {
     /// `cpu` or `gpu`.
     pub name: String,
@@ -205,6 +206,10 @@ pub struct BackendInfo {
     /// Why the run switched from the GPU to the CPU (`--gpu-fallback cpu`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The CPU scoring kernels: `avx2`, or `scalar` (the reference; other
+    /// CPUs, or `TRIAGE_SIMD=off`). See [`simd`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simd: Option<String>,
 }
 
 /// The operations every backend provides.

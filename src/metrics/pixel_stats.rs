@@ -171,7 +171,24 @@ pub fn score_normalised(q: &[f32], label: u32) -> SampleScores {
             top2 = x;
         }
     }
-    let py = q[label as usize];
+    finish(c, label, top1, top2, pred, q[label as usize], plogp)
+}
+
+/// The scores of one sample from the quantities one pass over its
+/// normalised probabilities gives: the top two values `top1 ≥ top2`, the
+/// (lowest) index `pred` of `top1`, `py = q_y` and `plogp = Σ_{q_k>0} q_k ln q_k`.
+/// [`score_normalised`] and the SIMD kernels of the CPU backend both end
+/// here, so every score but the entropy is bit-identical between them.
+#[inline]
+pub fn finish(
+    c: usize,
+    label: u32,
+    top1: f32,
+    top2: f32,
+    pred: u32,
+    py: f32,
+    plogp: f32,
+) -> SampleScores {
     // The largest probability among the other classes.
     let other = if pred == label { top2 } else { top1 };
     let ln_c = (c as f32).ln();

@@ -155,6 +155,7 @@ impl GpuContext {
                 .into(),
             ),
             fallback: None,
+            simd: None,
         };
         Ok(Some(GpuContext {
             device,
