@@ -239,7 +239,8 @@ fn write_json_row(
     if with_status {
         o.serialize_entry("status", &row.plan.status.map(|s| s.as_str()))?;
     }
-    o.serialize_entry("reasons", &Reasons(row))?;
+    let reasons = it.all_reasons(&cfg.class_names);
+    o.serialize_entry("reasons", &Reasons(&row.plan.policy_reasons, &reasons))?;
     if let Some(f) = &it.row {
         o.serialize_entry("label", &cfg.class_names[f.label as usize])?;
         o.serialize_entry("predicted", &cfg.class_names[f.pred as usize])?;
@@ -261,18 +262,12 @@ fn finite(x: Option<f64>) -> Option<f64> {
     x.filter(|v| v.is_finite())
 }
 
-/// The policy's reasons, then the scores' reasons, as one JSON array.
-struct Reasons<'a, 'b>(&'a QueueRow<'b>);
+/// The policy's reasons, then the item's, as one JSON array.
+struct Reasons<'a>(&'a [String], &'a [String]);
 
-impl serde::Serialize for Reasons<'_, '_> {
+impl serde::Serialize for Reasons<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.0
-                .plan
-                .policy_reasons
-                .iter()
-                .chain(&self.0.item.reasons),
-        )
+        s.collect_seq(self.0.iter().chain(self.1))
     }
 }
 
@@ -414,13 +409,9 @@ pub fn write_all(
                 field(&|b| {
                     let _ = write!(b, "{}", it.priority);
                 })?;
+                let reasons = it.all_reasons(&cfg.class_names);
                 field(&|b| {
-                    for (k, r) in row
-                        .plan
-                        .policy_reasons
-                        .iter()
-                        .chain(&it.reasons)
-                        .enumerate()
+                    for (k, r) in row.plan.policy_reasons.iter().chain(&reasons).enumerate()
                     {
                         if k > 0 {
                             b.push_str("; ");

@@ -90,7 +90,14 @@ pub struct ItemResult {
     pub index: usize,
     pub scores: ItemScores,
     pub priority: f64,
+    /// Stored reasons. Read them through [`ItemResult::all_reasons`], which
+    /// also gives the derived ones.
     pub reasons: Vec<String>,
+    /// Classification rows: the score reasons
+    /// ([`priority::row_reasons`] of `scores` and `row`) are not stored (two
+    /// strings per row would dominate the memory of a large run) but derived
+    /// when written, and placed before `reasons[i]` for `Some(i)`.
+    pub derived_reasons_at: Option<usize>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
     /// The annotated label (classification) or the sorted set of annotated
@@ -106,6 +113,23 @@ pub struct ItemResult {
     /// (classification) or the class with the lowest IoU in the item
     /// (segmentation; `None` when no class has a defined IoU).
     pub class: Option<u32>,
+}
+
+impl ItemResult {
+    /// Every reason of the item, most important first: the stored ones with
+    /// the derived classification reasons in their place.
+    pub fn all_reasons(&self, class_names: &[String]) -> Vec<String> {
+        match (self.derived_reasons_at, &self.row) {
+            (Some(at), Some(facts)) => {
+                let at = at.min(self.reasons.len());
+                let mut out = self.reasons[..at].to_vec();
+                out.extend(priority::row_reasons(&self.scores, facts, class_names));
+                out.extend_from_slice(&self.reasons[at..]);
+                out
+            }
+            _ => self.reasons.clone(),
+        }
+    }
 }
 
 /// A flagged near-duplicate partner of an item.
@@ -241,17 +265,27 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
 /// The items in queue order: priority descending, ties by row. Sorts 16-byte
 /// keys and moves each (large) item once, instead of moving items
 /// O(N log N) times inside the sort.
-fn by_priority(items: Vec<ItemResult>) -> Vec<ItemResult> {
+fn by_priority(mut items: Vec<ItemResult>) -> Vec<ItemResult> {
     let mut keys: Vec<(f64, usize, usize)> = items
         .iter()
         .enumerate()
         .map(|(pos, it)| (it.priority, it.index, pos))
         .collect();
     keys.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut slots: Vec<Option<ItemResult>> = items.into_iter().map(Some).collect();
-    keys.iter()
-        .filter_map(|&(_, _, pos)| slots[pos].take())
-        .collect()
+    // Apply the permutation in place, cycle by cycle (`src[i]` is the
+    // position whose item belongs at `i`), so the items are never held twice.
+    let mut src: Vec<usize> = keys.into_iter().map(|(_, _, pos)| pos).collect();
+    for start in 0..src.len() {
+        let mut i = start;
+        while src[i] != start {
+            let j = src[i];
+            items.swap(i, j);
+            src[i] = i;
+            i = j;
+        }
+        src[i] = i;
+    }
+    items
 }
 
 fn progress_bar(n: usize, enabled: bool) -> ProgressBar {
@@ -444,7 +478,7 @@ fn score_classification(
             for (j, s) in scores.samples.iter().enumerate() {
                 let label = batch.labels[j];
                 stats.confusion.add(label as usize, s.pred as usize);
-                items.push(row_item(start + j, s, label, &cfg.class_names));
+                items.push(row_item(start + j, s, label));
             }
             bar.inc(batch.labels.len() as u64);
             Ok(())
@@ -462,7 +496,7 @@ struct RowSlot {
 }
 
 /// The result of classification row `index`.
-fn row_item(index: usize, s: &SampleScores, label: u32, names: &[String]) -> ItemResult {
+fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
     let correct = (s.pred == label) as u32 as f64;
     let sc = ItemScores {
         entropy: Some(s.entropy as f64),
@@ -480,12 +514,12 @@ fn row_item(index: usize, s: &SampleScores, label: u32, names: &[String]) -> Ite
         p_label: s.self_confidence as f64,
         p_pred: s.confidence as f64,
     };
-    let reasons = priority::row_reasons(&sc, &facts, names);
     ItemResult {
         index,
         priority: priority::priority(&sc),
         scores: sc,
-        reasons,
+        reasons: Vec::new(),
+        derived_reasons_at: Some(0),
         row: Some(facts),
         label_set: vec![label],
         dims: None,
@@ -785,6 +819,7 @@ fn score_segmentation(
                     priority: priority::priority(&scores),
                     scores,
                     reasons: vec![],
+                    derived_reasons_at: None,
                     row: None,
                     label_set: (0..c)
                         .filter(|&k| st.confusion.label_count(k) > 0)

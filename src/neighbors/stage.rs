@@ -277,6 +277,9 @@ pub fn apply(
             ));
         }
         if !front.is_empty() {
+            if let Some(at) = &mut it.derived_reasons_at {
+                *at += front.len();
+            }
             front.append(&mut it.reasons);
             it.reasons = front;
         }
