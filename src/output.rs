@@ -182,6 +182,8 @@ pub struct Extras {
     pub clusters: Option<Vec<Value>>,
     /// Leave out run-dependent fields (timings, memory) for byte-identical output.
     pub deterministic: bool,
+    /// Predicted class maps kept while scoring, for the overlays.
+    pub preds: Option<crate::report::overlay::PredMaps>,
 }
 
 /// Formats the rows of `range` into the buffer.
@@ -411,8 +413,7 @@ pub fn write_all(
                 })?;
                 let reasons = it.all_reasons(&cfg.class_names);
                 field(&|b| {
-                    for (k, r) in row.plan.policy_reasons.iter().chain(&reasons).enumerate()
-                    {
+                    for (k, r) in row.plan.policy_reasons.iter().chain(&reasons).enumerate() {
                         if k > 0 {
                             b.push_str("; ");
                         }
@@ -511,6 +512,7 @@ pub fn write_all(
             clusters: extras.clusters.as_deref(),
             score_names,
             score_values: &score_values,
+            preds: extras.preds.as_ref(),
         },
     )?;
     timings.report = page.page;

@@ -28,6 +28,7 @@ use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
 use crate::output::{self, Report};
 use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
+use crate::report::overlay::PredMaps;
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -152,6 +153,9 @@ pub struct DatasetStats {
     pub confusion: Confusion,
     /// Segmentation only.
     pub bands: Option<BandCounts>,
+    /// Segmentation: the predicted maps of the highest-priority items, for
+    /// the report's overlays (empty when the backend keeps none).
+    pub preds: Option<PredMaps>,
 }
 
 /// Wall-clock time of every stage of a run (`report.json` `timings`).
@@ -210,8 +214,10 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Task::Segmentation => score_segmentation(&cfg, opts, backend.as_ref(), &mut timings)?,
     };
     let mut items = items;
+    let mut stats = stats;
     let mut extras = output::Extras {
         deterministic: opts.neighbors.deterministic,
+        preds: stats.preds.take(),
         ..Default::default()
     };
     let neighbor_summary = match &cfg.embeddings {
@@ -429,6 +435,7 @@ fn score_classification(
         bins: CalibrationBins::default(),
         confusion: Confusion::new(c),
         bands: None,
+        preds: None,
     };
     // Rows per batch: as many as fit in the batch's bytes, at least one.
     let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
@@ -734,6 +741,7 @@ fn score_segmentation(
         bins: CalibrationBins::default(),
         confusion: Confusion::new(c),
         bands: Some(BandCounts::zeros(c)),
+        preds: Some(PredMaps::new(crate::report::MAX_OVERLAYS)),
     };
     let mut items: Vec<ItemResult> = Vec::with_capacity(n);
     let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
@@ -787,9 +795,9 @@ fn score_segmentation(
         |s: &mut SegSlot| {
             let (start, batch) = (s.start, &s.batch);
             let t = Instant::now();
-            let results = backend.score_items(batch)?;
+            let mut results = backend.score_items(batch)?;
             timings.score += t.elapsed();
-            for (j, (item, st)) in batch.items.iter().zip(&results).enumerate() {
+            for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
                 let index = start + j;
                 if let Some(px) = st.first_invalid {
                     let hw = item.height * item.width;
@@ -814,9 +822,13 @@ fn score_segmentation(
                     b.add(&st.bands);
                 }
                 let (scores, f) = seg_item_scores(st);
+                let prio = priority::priority(&scores);
+                if let (Some(kept), Some(map)) = (&mut stats.preds, st.pred.take()) {
+                    kept.offer(prio, index, item.height, item.width, map);
+                }
                 items.push(ItemResult {
                     index,
-                    priority: priority::priority(&scores),
+                    priority: prio,
                     scores,
                     reasons: vec![],
                     derived_reasons_at: None,

@@ -343,6 +343,7 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
         confusion: Confusion::new(c),
         bands: crate::metrics::boundary_iou::BandCounts::zeros(c),
         first_invalid: None,
+        pred: None,
     };
     for ch in &chunks {
         stats.pixels += ch.pixels;
@@ -365,6 +366,7 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
             batch.ignore_index,
             None,
         );
+        stats.pred = Some(pred);
     }
     stats
 }

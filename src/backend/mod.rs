@@ -186,6 +186,10 @@ pub struct SegItemStats {
     pub bands: BandCounts,
     /// The first pixel (row-major index) whose values are invalid, if any.
     pub first_invalid: Option<usize>,
+    /// The predicted class map (`h × w`, argmax with ties to the lower class),
+    /// when the backend has it on the host anyway (the CPU backend); the
+    /// report's overlays reuse it instead of reading the item again.
+    pub pred: Option<Vec<u16>>,
 }
 
 /// Describes the backend that produced the numbers (goes into `report.json`).

@@ -321,6 +321,7 @@ mod avx2 {
             return None;
         }
         let divide = _mm256_cmp_ps(dev, _mm256_set1_ps(rounding_slack(classes)), _CMP_GT_OQ);
+        let any_divide = _mm256_movemask_ps(divide) != 0;
 
         // Pass 2: normalise, track the top two, the prediction and q_y, and
         // accumulate Σ q ln q.
@@ -332,7 +333,13 @@ mod avx2 {
         let mut plogp = zero;
         for k in 0..classes {
             let x = unsafe { load8(base.add(k * stride)) };
-            let q = _mm256_blendv_ps(x, _mm256_div_ps(x, sum), divide);
+            // Lanes already normalised keep their values bit for bit; the
+            // division is skipped when no lane needs it.
+            let q = if any_divide {
+                _mm256_blendv_ps(x, _mm256_div_ps(x, sum), divide)
+            } else {
+                x
+            };
             let pos = _mm256_cmp_ps(q, zero, _CMP_GT_OQ);
             let t = _mm256_mul_ps(q, ln(q));
             plogp = _mm256_add_ps(plogp, _mm256_and_ps(t, pos));

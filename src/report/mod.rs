@@ -47,6 +47,9 @@ pub struct Inputs<'a> {
     /// The finite values of one score over every item (one histogram's input;
     /// called once per name, so only one score's values are held at a time).
     pub score_values: &'a dyn Fn(&str) -> Vec<f64>,
+    /// Predicted class maps kept while scoring (segmentation, CPU backend);
+    /// an overlay whose item is not among them reads the item again.
+    pub preds: Option<&'a overlay::PredMaps>,
 }
 
 /// How long the page and the overlays took.
@@ -147,8 +150,9 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
     let mut files = Vec::new();
     let ids = gallery_ids(inp.queue, inp.clusters);
     if cfg.task == Task::Segmentation {
-        // Overlays are independent: draw them in parallel, each reading its
-        // item once more (never the whole dataset).
+        // Overlays are independent: draw them in parallel, each from the
+        // prediction map kept while scoring, or else by reading its item
+        // once more (never the whole dataset).
         use rayon::prelude::*;
         let mut todo = Vec::new();
         for id in ids {
@@ -162,15 +166,17 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
                 Some(&i) => todo.push((id, i)),
             }
         }
+        let preds = inp.preds;
         let drawn: Vec<(String, String, crate::Result<Vec<u8>>)> = todo
             .into_par_iter()
             .map(|(id, i)| {
                 let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
-                let img = if cfg.probs.is_dir() {
-                    overlay::segmentation_overlay(cfg, inp.manifest, i, None)
+                let kept = preds.and_then(|p| p.get(i));
+                let img = if kept.is_some() || cfg.probs.is_dir() {
+                    overlay::segmentation_overlay(cfg, inp.manifest, i, None, kept)
                 } else {
                     NpyArray::open(&cfg.probs).and_then(|mut arr| {
-                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(&mut arr))
+                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(&mut arr), None)
                     })
                 };
                 (id, rel, img.and_then(|img| overlay::png_bytes(&img)))

@@ -55,6 +55,74 @@ pub fn class_grey(k: u16, classes: usize) -> u8 {
     (60.0 + 160.0 * k as f32 / span).round() as u8
 }
 
+/// The predicted class maps of the (at most `capacity`) items with the
+/// highest priority seen so far (ties to the lower index, as the queue
+/// orders them), kept while scoring so the report's overlays need not read
+/// those items again. Memory is bounded by `capacity × H × W × 2` bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PredMaps {
+    capacity: usize,
+    /// `(priority, index, height, width, map)`, unordered.
+    maps: Vec<(f64, usize, usize, usize, Vec<u16>)>,
+}
+
+impl PredMaps {
+    /// Room for `capacity` maps.
+    pub fn new(capacity: usize) -> Self {
+        PredMaps {
+            capacity,
+            maps: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Keep `map` (`height × width`) of item `index` if it ranks among the
+    /// `capacity` highest priorities so far (NaN ranks last).
+    pub fn offer(
+        &mut self,
+        priority: f64,
+        index: usize,
+        height: usize,
+        width: usize,
+        map: Vec<u16>,
+    ) {
+        if self.capacity == 0 || map.len() != height * width {
+            return;
+        }
+        let p = if priority.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            priority
+        };
+        // Higher priority first, then lower index.
+        let before = |a: (f64, usize), b: (f64, usize)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+        if self.maps.len() < self.capacity {
+            self.maps.push((p, index, height, width, map));
+            return;
+        }
+        let worst = (0..self.maps.len()).fold(0, |w, i| {
+            let (a, b) = (&self.maps[i], &self.maps[w]);
+            if before((b.0, b.1), (a.0, a.1)) { i } else { w }
+        });
+        let w = &self.maps[worst];
+        if before((p, index), (w.0, w.1)) {
+            self.maps[worst] = (p, index, height, width, map);
+        }
+    }
+
+    /// The kept map of item `index`: `(height, width, map)`.
+    pub fn get(&self, index: usize) -> Option<(usize, usize, &[u16])> {
+        self.maps
+            .iter()
+            .find(|m| m.1 == index)
+            .map(|m| (m.2, m.3, m.4.as_slice()))
+    }
+
+    /// Indices of the kept maps, in no particular order.
+    pub fn indices(&self) -> Vec<usize> {
+        self.maps.iter().map(|m| m.1).collect()
+    }
+}
+
 /// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
 /// C order); ties go to the lower class. Plane by plane, so each pass is a
 /// straight (vectorisable) sweep over contiguous memory.
@@ -203,9 +271,25 @@ pub fn segmentation_overlay(
     manifest: &Manifest,
     index: usize,
     stacked: Option<&mut NpyArray>,
+    kept: Option<(usize, usize, &[u16])>,
 ) -> Result<RgbImage> {
     let c = cfg.num_classes();
     let id = &manifest.ids[index];
+    let mask_col = manifest
+        .column("mask")
+        .ok_or_else(|| Error::Usage("no `mask` column".into()))?;
+    let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
+    if let Some((h, w, pred)) = kept {
+        let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
+        return Ok(draw(
+            base_image(cfg, manifest, index, &gt, h, w, c),
+            &gt,
+            pred,
+            h,
+            w,
+            cfg.ignore_index,
+        ));
+    }
     let (probs, h, w) = match stacked {
         Some(arr) => {
             let [_, _, h, w] = arr.shape[..] else {
@@ -224,13 +308,24 @@ pub fn segmentation_overlay(
             (arr.read_probs(0, n)?, h, w)
         }
     };
-    let mask_col = manifest
-        .column("mask")
-        .ok_or_else(|| Error::Usage("no `mask` column".into()))?;
-    let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
     let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
     let pred = argmax_map(&probs, c, h, w);
-    let base = match item_image(cfg, manifest, index) {
+    let base = base_image(cfg, manifest, index, &gt, h, w, c);
+    Ok(draw(base, &gt, &pred, h, w, cfg.ignore_index))
+}
+
+/// The item's image at `h × w` (resized if needed), or a grey rendering of
+/// the annotation when it has none.
+fn base_image(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    index: usize,
+    gt: &[u16],
+    h: usize,
+    w: usize,
+    c: usize,
+) -> RgbImage {
+    match item_image(cfg, manifest, index) {
         Some(img) if (img.width() as usize, img.height() as usize) == (w, h) => img,
         Some(img) => image::imageops::resize(
             &img,
@@ -238,9 +333,8 @@ pub fn segmentation_overlay(
             h as u32,
             image::imageops::FilterType::Triangle,
         ),
-        None => grey_base(&gt, h, w, c),
-    };
-    Ok(draw(base, &gt, &pred, h, w, cfg.ignore_index))
+        None => grey_base(gt, h, w, c),
+    }
 }
 
 /// A classification item's image, shrunk to at most 256 px on its longer

@@ -556,6 +556,7 @@ impl GpuBackend {
                     confusion: Confusion::from_counts(c, cm),
                     bands,
                     first_invalid,
+                    pred: None,
                 }
             })
             .collect();
