@@ -512,6 +512,25 @@ mod tests {
         }
     }
 
+    /// On a CPU with AVX2, FMA and F16C the kernels must be the ones in use
+    /// (unless `TRIAGE_SIMD=off` asked for the reference): a detection bug
+    /// would otherwise silently leave every SIMD test skipped.
+    #[test]
+    fn the_simd_path_is_taken_where_the_cpu_has_it() {
+        let off = std::env::var("TRIAGE_SIMD").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"));
+        #[cfg(target_arch = "x86_64")]
+        if !off
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            assert_eq!(level(), Level::Avx2);
+        }
+        if off {
+            assert_eq!(level(), Level::Scalar);
+        }
+    }
+
     #[test]
     fn simd_matches_the_scalar_reference() {
         if level() != Level::Avx2 {

@@ -385,3 +385,44 @@ pub fn classification_probs(
     }
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pred_maps_keep_the_highest_priorities_ties_to_the_lower_index() {
+        let mut m = PredMaps::new(3);
+        let offers = [
+            (0.2, 0),
+            (0.9, 1),
+            (f64::NAN, 2),
+            (0.5, 3),
+            (0.9, 4),
+            (0.1, 5),
+            (0.5, 6),
+        ];
+        for (p, i) in offers {
+            m.offer(p, i, 1, 2, vec![i as u16; 2]);
+        }
+        let mut kept = m.indices();
+        kept.sort();
+        // 0.9 (1), 0.9 (4), then 0.5: item 3 before item 6.
+        assert_eq!(kept, vec![1, 3, 4]);
+        assert_eq!(m.get(4), Some((1, 2, &[4u16, 4][..])));
+        assert_eq!(m.get(6), None);
+        // A map of the wrong size is not kept; capacity 0 keeps nothing.
+        m.offer(1.0, 9, 2, 2, vec![0; 3]);
+        assert_eq!(m.get(9), None);
+        let mut none = PredMaps::new(0);
+        none.offer(1.0, 0, 1, 1, vec![0]);
+        assert!(none.indices().is_empty());
+    }
+
+    #[test]
+    fn argmax_map_breaks_ties_to_the_lower_class() {
+        // 2 classes, 1 × 3: (0.5, 0.5) → 0, (0.2, 0.8) → 1, (0.9, 0.1) → 0.
+        let p = ProbBuf::F32(vec![0.5, 0.2, 0.9, 0.5, 0.8, 0.1]);
+        assert_eq!(argmax_map(&p, 2, 1, 3), vec![0, 1, 0]);
+    }
+}
