@@ -218,14 +218,32 @@ impl ChunkStats {
     /// write its prediction to `out`.
     #[inline]
     fn record(&mut self, s: &SampleScores, label: u16, ignore: u16, out: &mut u16) {
+        let w = (
+            Softmin::weight_of(s.self_confidence),
+            Softmin::weight_of(s.normalized_margin),
+        );
+        self.record_weighted(s, label, ignore, out, w);
+    }
+
+    /// [`ChunkStats::record`] with the softmin weights of the
+    /// self-confidence and the normalised margin already computed.
+    #[inline]
+    fn record_weighted(
+        &mut self,
+        s: &SampleScores,
+        label: u16,
+        ignore: u16,
+        out: &mut u16,
+        (w_sc, w_nm): (f64, f64),
+    ) {
         *out = s.pred as u16;
         if label == ignore {
             return;
         }
         self.pixels += 1;
         self.sums.add(s);
-        self.softmin_sc.add(s.self_confidence);
-        self.softmin_nm.add(s.normalized_margin);
+        self.softmin_sc.add_weighted(s.self_confidence, w_sc);
+        self.softmin_nm.add_weighted(s.normalized_margin, w_nm);
         self.bins.add(s.confidence, s.pred == label as u32);
         self.confusion.add(label as usize, s.pred as usize);
     }
@@ -294,8 +312,11 @@ fn pixels_simd<T: Element>(
         };
         match scores {
             Some(s) => {
+                let w_sc = simd::softmin_weights(&std::array::from_fn(|l| s[l].self_confidence));
+                let w_nm = simd::softmin_weights(&std::array::from_fn(|l| s[l].normalized_margin));
                 for l in 0..n {
-                    st.record(&s[l], item.labels[i + l], ignore, &mut pred[j + l]);
+                    let w = (w_sc[l], w_nm[l]);
+                    st.record_weighted(&s[l], item.labels[i + l], ignore, &mut pred[j + l], w);
                 }
             }
             None => pixels_scalar(item, batch, i, &mut pred[j..j + n], st),

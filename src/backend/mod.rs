@@ -150,7 +150,19 @@ impl Softmin {
     /// Add one score in [0, 1].
     #[inline]
     pub fn add(&mut self, s: f32) {
-        let w = ((1.0 - s as f64) / SOFTMIN_TEMPERATURE).exp();
+        self.add_weighted(s, Self::weight_of(s));
+    }
+
+    /// The weight `w = exp((1 − s) / T)` of a score `s`.
+    #[inline]
+    pub fn weight_of(s: f32) -> f64 {
+        ((1.0 - s as f64) / SOFTMIN_TEMPERATURE).exp()
+    }
+
+    /// Add a score whose weight was computed elsewhere (the SIMD kernels
+    /// compute eight at once; see [`simd::softmin_weights`]).
+    #[inline]
+    pub fn add_weighted(&mut self, s: f32, w: f64) {
         self.weighted += s as f64 * w;
         self.weight += w;
     }

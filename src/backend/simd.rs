@@ -143,6 +143,25 @@ pub fn score_lanes<T: Element>(
     }
 }
 
+/// The softmin weights `exp((1 − s) / T)` of eight scores, as
+/// [`super::Softmin::weight_of`] computes them one at a time: the argument
+/// is computed identically (f64 subtraction and division), the exponential
+/// by a degree-12 polynomial after range reduction (relative error ≲ 2 ulp
+/// of f64 against libm). Must only be called at [`Level::Avx2`].
+pub fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert_eq!(level(), Level::Avx2, "softmin_weights needs AVX2");
+        // SAFETY: the CPU supports AVX2 and FMA (checked by `level`).
+        unsafe { avx2::softmin_weights(s) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = s;
+        unreachable!("softmin_weights needs AVX2")
+    }
+}
+
 /// Copy the rows `rows` (each `classes` long, row-major in `data`) into
 /// `out` transposed, `out[k * LANES + j] = data[(rows.start + j) * classes + k]`
 /// as `f32`. Lanes past the end of `rows` are filled with a valid one-hot
@@ -368,6 +387,56 @@ mod avx2 {
         Some(finish_lanes(classes, labels, &t1, &t2, &pr, &qy, &pl))
     }
 
+    /// `e^x` for four f64 lanes, `|x| ≤ 700`: `x = n ln 2 + r` with
+    /// `|r| ≤ ln 2 / 2` (ln 2 split in two parts, as fdlibm does), `e^r` by
+    /// its Taylor series to `r¹²/12!`, then `2^n` put in the exponent.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_pd(x: __m256d) -> __m256d {
+        let x = _mm256_min_pd(
+            _mm256_max_pd(x, _mm256_set1_pd(-700.0)),
+            _mm256_set1_pd(700.0),
+        );
+        let n = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.931_471_803_691_238_164_90e-1), x);
+        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.908_214_929_270_587_700_02e-10), r);
+        // Horner from 1/12! down to 1.
+        let mut inv = [1.0f64; 13];
+        for k in 1..13 {
+            inv[k] = inv[k - 1] / k as f64;
+        }
+        let mut p = _mm256_set1_pd(inv[12]);
+        for k in (0..12).rev() {
+            p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(inv[k]));
+        }
+        // 2^n: (n + 1023) << 52 as the bits of a double.
+        let ni = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
+        let bits = _mm256_slli_epi64::<52>(_mm256_add_epi64(ni, _mm256_set1_epi64x(1023)));
+        _mm256_mul_pd(p, _mm256_castsi256_pd(bits))
+    }
+
+    /// See [`super::softmin_weights`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
+        // SAFETY: `s` holds 8 values.
+        let v = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+        let t = _mm256_set1_pd(super::super::SOFTMIN_TEMPERATURE);
+        let one = _mm256_set1_pd(1.0);
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        let wl = exp_pd(_mm256_div_pd(_mm256_sub_pd(one, lo), t));
+        let wh = exp_pd(_mm256_div_pd(_mm256_sub_pd(one, hi), t));
+        let mut out = [0.0f64; LANES];
+        // SAFETY: `out` holds 8 values.
+        unsafe {
+            _mm256_storeu_pd(out.as_mut_ptr(), wl);
+            _mm256_storeu_pd(out.as_mut_ptr().add(4), wh);
+        }
+        out
+    }
+
     /// Transpose rows `start..start + 8` (each `classes` long) into `out`
     /// (`classes × 8`), 8×8 blocks in registers, the remainder scalar.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -566,6 +635,29 @@ mod tests {
             worst = worst.max((s.entropy as f64 - h).abs());
         }
         assert!(worst < 2e-6, "worst entropy error {worst}");
+    }
+
+    #[test]
+    fn softmin_weights_match_libm() {
+        if level() != Level::Avx2 {
+            return;
+        }
+        let mut st = 5u64;
+        let mut worst = 0.0f64;
+        for i in 0..4000 {
+            let s: [f32; LANES] = std::array::from_fn(|j| match (i + j) % 50 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => lcg(&mut st),
+            });
+            let w = softmin_weights(&s);
+            for j in 0..LANES {
+                let want = crate::backend::Softmin::weight_of(s[j]);
+                worst = worst.max(((w[j] - want) / want).abs());
+            }
+        }
+        // A few ulp of f64 (2.2e-16 each).
+        assert!(worst < 1e-15, "worst relative error {worst}");
     }
 
     #[test]
