@@ -388,7 +388,7 @@ mod avx2 {
     }
 
     /// `e^x` for four f64 lanes, `|x| ≤ 700`: `x = n ln 2 + r` with
-    /// `|r| ≤ ln 2 / 2` (ln 2 split in two parts, as fdlibm does), `e^r` by
+    /// `|r| ≤ ln 2 / 2` (ln 2 split in two parts, fdlibm's `ln2_hi`/`ln2_lo`), `e^r` by
     /// its Taylor series to `r¹²/12!`, then `2^n` put in the exponent.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -400,8 +400,8 @@ mod avx2 {
         let n = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.931_471_803_691_238_164_90e-1), x);
-        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.908_214_929_270_587_700_02e-10), r);
+        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(f64::from_bits(0x3fe6_2e42_fee0_0000)), x);
+        let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(f64::from_bits(0x3dea_39ef_3579_3c76)), r);
         // Horner from 1/12! down to 1.
         let mut inv = [1.0f64; 13];
         for k in 1..13 {
