@@ -191,26 +191,64 @@ type ChunkFormatter<'a> =
     dyn Fn(std::ops::Range<usize>, &mut Vec<u8>) -> std::io::Result<()> + Sync + 'a;
 
 /// Format rows `0..n` in parallel chunks (each into its own buffer, by
-/// `fmt(range, buf)`) and write the buffers to `w` in row order. At most
-/// `2 × threads` chunks are held at once, so memory stays bounded at any N.
-fn write_parallel(w: &mut dyn Write, n: usize, fmt: &ChunkFormatter<'_>) -> std::io::Result<()> {
+/// `fmt(range, buf)`) and write the buffers to `w` in row order. Rows go in
+/// windows of `2 × threads` chunks: while one window is formatted, the
+/// previous one is written by another thread, and the two windows' buffers
+/// are reused throughout (no page faults or regrowth after the first), so
+/// memory stays bounded at any N.
+fn write_parallel(
+    w: &mut (dyn Write + Send),
+    n: usize,
+    fmt: &ChunkFormatter<'_>,
+) -> std::io::Result<()> {
     use rayon::prelude::*;
-    const CHUNK: usize = 2048;
-    let window = CHUNK * 2 * rayon::current_num_threads().max(1);
-    for start in (0..n).step_by(window) {
+    const CHUNK: usize = 1024;
+    let chunks = 2 * rayon::current_num_threads().max(1);
+    let window = CHUNK * chunks;
+    let fill = |start: usize, bufs: &mut Vec<Vec<u8>>| -> std::io::Result<()> {
         let end = (start + window).min(n);
-        let starts: Vec<usize> = (start..end).step_by(CHUNK).collect();
-        let bufs: Vec<std::io::Result<Vec<u8>>> = starts
-            .into_par_iter()
-            .map(|s| {
-                let mut buf = Vec::new();
-                fmt(s..(s + CHUNK).min(end), &mut buf)?;
-                Ok(buf)
-            })
-            .collect();
-        for b in bufs {
-            w.write_all(&b?)?;
+        bufs.resize_with(chunks, Vec::new);
+        bufs.par_iter_mut().enumerate().try_for_each(|(k, buf)| {
+            buf.clear();
+            let s = start + k * CHUNK;
+            if s < end {
+                fmt(s..(s + CHUNK).min(end), buf)?;
+            }
+            Ok(())
+        })
+    };
+    let (mut ready, mut spare) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    if n > 0 {
+        fill(0, &mut ready)?;
+        start = window;
+    }
+    while !ready.is_empty() {
+        let more = start < n;
+        let (written, filled) = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| -> std::io::Result<()> {
+                for b in &ready {
+                    w.write_all(b)?;
+                }
+                Ok(())
+            });
+            let filled = if more {
+                fill(start, &mut spare)
+            } else {
+                Ok(())
+            };
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("queue writer thread panicked")));
+            (written, filled)
+        });
+        written?;
+        filled?;
+        std::mem::swap(&mut ready, &mut spare);
+        if !more {
+            break;
         }
+        start += window;
     }
     Ok(())
 }

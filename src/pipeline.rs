@@ -101,8 +101,9 @@ pub struct ItemResult {
     pub derived_reasons_at: Option<usize>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
-    /// The annotated label (classification) or the sorted set of annotated
-    /// classes (segmentation), compared by the neighbour checks.
+    /// Segmentation: the sorted set of annotated classes, compared by the
+    /// neighbour checks (empty for classification, whose label is in `row`;
+    /// read both through [`ItemResult::label_set`]).
     pub label_set: Vec<u32>,
     /// Segmentation: the mask's height and width.
     pub dims: Option<(usize, usize)>,
@@ -117,6 +118,15 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
+    /// The annotated label (classification) or the sorted set of annotated
+    /// classes (segmentation), compared by the neighbour checks.
+    pub fn label_set(&self) -> &[u32] {
+        match &self.row {
+            Some(facts) => std::slice::from_ref(&facts.label),
+            None => &self.label_set,
+        }
+    }
+
     /// Every reason of the item, most important first: the stored ones with
     /// the derived classification reasons in their place.
     pub fn all_reasons(&self, class_names: &[String]) -> Vec<String> {
@@ -528,7 +538,7 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         reasons: Vec::new(),
         derived_reasons_at: Some(0),
         row: Some(facts),
-        label_set: vec![label],
+        label_set: Vec::new(),
         dims: None,
         cluster: None,
         neighbors: Vec::new(),

@@ -43,7 +43,7 @@ impl AtomicOutputs {
     pub fn write(
         &mut self,
         name: &str,
-        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+        fill: impl FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()>,
     ) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let target = self.dir.join(name);
@@ -139,16 +139,16 @@ mod tests {
     fn nothing_visible_until_commit_and_nothing_left_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("a.txt", |w: &mut dyn Write| w.write_all(b"hello"))
+        out.write("a.txt", |w: &mut (dyn Write + Send)| w.write_all(b"hello"))
             .unwrap();
         assert!(!dir.path().join("a.txt").exists());
         out.commit().unwrap();
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"hello");
 
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("b.txt", |w: &mut dyn Write| w.write_all(b"x"))
+        out.write("b.txt", |w: &mut (dyn Write + Send)| w.write_all(b"x"))
             .unwrap();
-        let err = out.write("c.txt", |_: &mut dyn Write| {
+        let err = out.write("c.txt", |_: &mut (dyn Write + Send)| {
             Err(std::io::Error::other("boom"))
         });
         assert!(err.is_err());
@@ -168,16 +168,16 @@ mod tests {
     fn subdirectories_are_atomic_too() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("sub/deep/x.png", |w: &mut dyn Write| w.write_all(b"png"))
+        out.write("sub/deep/x.png", |w: &mut (dyn Write + Send)| w.write_all(b"png"))
             .unwrap();
         assert!(!dir.path().join("sub/deep/x.png").exists());
         drop(out);
         assert!(!dir.path().join("sub").exists(), "uncommitted dirs removed");
 
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("sub/x.png", |w: &mut dyn Write| w.write_all(b"png"))
+        out.write("sub/x.png", |w: &mut (dyn Write + Send)| w.write_all(b"png"))
             .unwrap();
-        out.write("top.txt", |w: &mut dyn Write| w.write_all(b"t"))
+        out.write("top.txt", |w: &mut (dyn Write + Send)| w.write_all(b"t"))
             .unwrap();
         let done = out.commit().unwrap();
         assert_eq!(done.len(), 2);

@@ -82,12 +82,12 @@ impl Oracle<'_> {
 
 impl LabelOracle for Oracle<'_> {
     fn same_label(&self, a: usize, b: usize) -> bool {
-        self.items[a].label_set == self.items[b].label_set
+        self.items[a].label_set() == self.items[b].label_set()
     }
 
     fn conflict(&self, a: usize, b: usize) -> Result<(bool, Option<f64>)> {
         if self.cfg.task == Task::Classification {
-            return Ok((self.items[a].label_set != self.items[b].label_set, None));
+            return Ok((self.items[a].label_set() != self.items[b].label_set(), None));
         }
         if self.items[a].dims != self.items[b].dims {
             return Ok((false, None)); // masks of different sizes are not compared
@@ -183,7 +183,7 @@ pub struct NeighborSummary {
 }
 
 fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
-    it.label_set
+    it.label_set()
         .iter()
         .map(|&k| cfg.class_names[k as usize].as_str())
         .collect::<Vec<_>>()
