@@ -185,16 +185,13 @@ pub struct Extras {
 }
 
 /// Formats the rows of `range` into the buffer.
-type ChunkFormatter<'a> = dyn Fn(std::ops::Range<usize>, &mut Vec<u8>) -> std::io::Result<()> + Sync + 'a;
+type ChunkFormatter<'a> =
+    dyn Fn(std::ops::Range<usize>, &mut Vec<u8>) -> std::io::Result<()> + Sync + 'a;
 
 /// Format rows `0..n` in parallel chunks (each into its own buffer, by
 /// `fmt(range, buf)`) and write the buffers to `w` in row order. At most
 /// `2 × threads` chunks are held at once, so memory stays bounded at any N.
-fn write_parallel(
-    w: &mut dyn Write,
-    n: usize,
-    fmt: &ChunkFormatter<'_>,
-) -> std::io::Result<()> {
+fn write_parallel(w: &mut dyn Write, n: usize, fmt: &ChunkFormatter<'_>) -> std::io::Result<()> {
     use rayon::prelude::*;
     const CHUNK: usize = 2048;
     let window = CHUNK * 2 * rayon::current_num_threads().max(1);
