@@ -168,15 +168,19 @@ mod tests {
     fn subdirectories_are_atomic_too() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("sub/deep/x.png", |w: &mut (dyn Write + Send)| w.write_all(b"png"))
-            .unwrap();
+        out.write("sub/deep/x.png", |w: &mut (dyn Write + Send)| {
+            w.write_all(b"png")
+        })
+        .unwrap();
         assert!(!dir.path().join("sub/deep/x.png").exists());
         drop(out);
         assert!(!dir.path().join("sub").exists(), "uncommitted dirs removed");
 
         let mut out = AtomicOutputs::new(dir.path());
-        out.write("sub/x.png", |w: &mut (dyn Write + Send)| w.write_all(b"png"))
-            .unwrap();
+        out.write("sub/x.png", |w: &mut (dyn Write + Send)| {
+            w.write_all(b"png")
+        })
+        .unwrap();
         out.write("top.txt", |w: &mut (dyn Write + Send)| w.write_all(b"t"))
             .unwrap();
         let done = out.commit().unwrap();

@@ -1,11 +1,10 @@
 //! `triage review-import` and what later runs do with the decisions: the
 //! stored file, bad CSVs (nothing written), precision of the queue, reviewed
 //! items leaving the queue and changed ones returning; `--previous`.
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Six classification items, classes a b c, no embeddings.

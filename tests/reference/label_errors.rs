@@ -1,11 +1,10 @@
 //! The priority must put human-verified label errors first (Northcutt et al.
 //! 2021), and calibration must handle confidences of exactly 1.0.
-mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn verified(path: &Path, key: Option<&str>) -> HashSet<usize> {
     let v: serde_json::Value =

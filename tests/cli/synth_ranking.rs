@@ -1,11 +1,10 @@
 //! `triage synth` datasets: determinism, planted errors ranking first,
 //! batch-size independence and memory bounded by the batch.
-mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn synth(out: &Path, extra: &[&str]) {
     let mut args = vec!["synth", "--out", out.to_str().unwrap()];

@@ -1,10 +1,9 @@
 //! Bad input never crashes and never corrupts: each case exits with status 2,
 //! names the file, the item and the field, and leaves no output files.
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const H: usize = 4;
 const W: usize = 5;

@@ -1,12 +1,11 @@
 //! `report.html` and `overlays/`: self-contained, one chart per section,
 //! overlay pixels, escaping, classification pictures, atomicity, and a real
 //! headless browser.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use triage::report::overlay;
 

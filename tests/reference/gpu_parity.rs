@@ -7,8 +7,8 @@
 //! `TRIAGE_REQUIRE_GPU=1` (set in CI, which installs lavapipe): then a missing
 //! adapter is a failure. Every test also checks that the numbers it compares
 //! really came from the GPU backend.
-mod common;
 
+use crate::common;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use triage::backend::cpu::CpuBackend;

@@ -2,12 +2,11 @@
 //! review-all, on hand-made items whose exact queue is worked out in comments,
 //! plus one end-to-end run on a small classification dataset with planted
 //! near-duplicate clusters.
-mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use triage::queue::policy::{Candidate, Pick, Policy, Why, select};
 
 fn cand(class: u32, cluster: Option<usize>, annotator: &str) -> Candidate {

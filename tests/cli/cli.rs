@@ -1,7 +1,6 @@
 //! The command line: `--help` on every command, exit codes for usage errors.
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn stdout(args: &[&str]) -> String {
     let o = triage(args);

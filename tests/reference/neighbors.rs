@@ -1,12 +1,11 @@
 //! Near-duplicates whose labels disagree: planted pairs in clustered
 //! embeddings, HNSW recall against the exact oracle, index reuse,
 //! determinism, ciFAIR's hand-judged pairs, and bad embeddings.
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use triage::neighbors::{Embeddings, diameter_bound, knn};

@@ -1,7 +1,6 @@
 //! End-to-end numbers on inputs small enough to work out by hand.
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn close(v: &serde_json::Value, expected: f64, what: &str) {
     let got = v.as_f64().unwrap_or_else(|| panic!("{what} is {v}"));

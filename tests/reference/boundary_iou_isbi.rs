@@ -7,9 +7,8 @@
 //! image, holds fewer than (2d+1)² pixels of class `c` (it either reaches
 //! outside the image, i.e. background padding, or holds another value).
 //! Window counts use a summed-area table, not the library's run-length passes.
-mod common;
 
-use common::*;
+use crate::common::*;
 use triage::metrics::boundary_iou::{BandCounts, band_counts, band_width};
 
 const IGNORE: u16 = 255;

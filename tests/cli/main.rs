@@ -1,0 +1,12 @@
+//! Tests that drive the real `triage` binary end to end: the command line, bad
+//! input, review import, synthetic datasets and queue policies. One test
+//! binary, so that the tests link wgpu once instead of once per file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod cli;
+mod queue_policy;
+mod review;
+mod synth_ranking;

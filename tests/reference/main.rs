@@ -1,0 +1,13 @@
+//! Numbers checked against independent expectations, and the GPU backend
+//! against the CPU reference: one test binary, so that the tests link wgpu
+//! once instead of once per file. CI also runs this binary with the SIMD
+//! scoring path disabled (`TRIAGE_SIMD=off cargo test --test reference`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod boundary_iou_isbi;
+mod gpu_parity;
+mod hand_worked;
+mod label_errors;
+mod neighbors;
