@@ -406,3 +406,127 @@ fn classification_batches_in_bytes_give_the_one_batch_result() {
     let a = auroc(&scores, &pos);
     assert!(a >= 0.95, "AUROC {a}");
 }
+
+/// Run `triage run` with `TRIAGE_SIMD` set to `simd`.
+fn run_with_simd(ds: &Path, out: &Path, simd: &str) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["run", ds.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--backend", "cpu"])
+        .env("TRIAGE_SIMD", simd)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Every number of `a` equals `b` within `tol` (strings, booleans and the
+/// shape exactly); returns the largest difference seen.
+fn max_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str, tol: f64) -> f64 {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let d = (x.as_f64().unwrap() - y.as_f64().unwrap()).abs();
+            assert!(d <= tol, "{path}: {x} vs {y}");
+            d
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}");
+            x.iter()
+                .zip(y)
+                .map(|(u, v)| max_diff(u, v, path, tol))
+                .fold(0.0, f64::max)
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}");
+            x.iter()
+                .map(|(k, u)| max_diff(u, &y[k], &format!("{path}.{k}"), tol))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(a, b, "{path}");
+            0.0
+        }
+    }
+}
+
+/// The AVX2 scoring kernels against the scalar reference (`TRIAGE_SIMD=off`),
+/// end to end, for float16 segmentation (images whose pixel count is not a
+/// multiple of 8, so the padded last group is exercised) and float32
+/// classification: the same queue order, the same reasons, every number
+/// within 1e-5 (only the entropy may differ at all), and report.json naming
+/// the kernels used.
+#[test]
+fn simd_and_scalar_runs_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        (
+            "seg",
+            vec![
+                "--items",
+                "6",
+                "--size",
+                "37",
+                "29",
+                "--classes",
+                "7",
+                "--dtype",
+                "f16",
+            ],
+        ),
+        (
+            "cls",
+            vec![
+                "--task",
+                "classification",
+                "--items",
+                "301",
+                "--classes",
+                "43",
+                "--dtype",
+                "f32",
+            ],
+        ),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    let has_avx2 = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has_avx2 = false;
+    for (name, args) in sets {
+        let ds = tmp.path().join(name);
+        synth(&ds, &args);
+        let (on, off) = (
+            tmp.path().join(format!("{name}-on")),
+            tmp.path().join(format!("{name}-off")),
+        );
+        run_with_simd(&ds, &on, "on");
+        run_with_simd(&ds, &off, "off");
+        let (mut ra, mut rb) = (read_report(&on), read_report(&off));
+        assert_eq!(
+            ra["backend"]["simd"],
+            if has_avx2 { "avx2" } else { "scalar" }
+        );
+        assert_eq!(rb["backend"]["simd"], "scalar");
+        for r in [&mut ra, &mut rb] {
+            for k in ["timings", "memory", "backend"] {
+                r.as_object_mut().unwrap().remove(k);
+            }
+        }
+        max_diff(&ra, &rb, name, 1e-5);
+        let (qa, qb) = (read_queue(&on), read_queue(&off));
+        let ids = |q: &[serde_json::Value]| -> Vec<String> {
+            q.iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&qa), ids(&qb), "{name}: queue order");
+        for (a, b) in qa.iter().zip(&qb) {
+            max_diff(a, b, name, 1e-5);
+        }
+    }
+}
