@@ -113,6 +113,8 @@ def synth(work, name, args):
     d = work / name
     if not (d / "triage.toml").exists():
         sh([str(BIN), "synth", "--out", str(d), *args])
+        # Write the new files back now, not during the timed runs.
+        os.sync()
     return d
 
 
@@ -138,7 +140,8 @@ def peer(py, script, *args):
     r = subprocess.run([str(py), "-c", script, *map(str, args)], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"peer failed: {r.stderr}")
-    load, total, _ = r.stdout.split()
+    # The last line is ours; cleanlab may print notes before it.
+    load, total, _ = r.stdout.strip().splitlines()[-1].split()
     return float(load), float(total)
 
 

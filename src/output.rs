@@ -186,33 +186,34 @@ pub struct Extras {
     pub preds: Option<crate::report::overlay::PredMaps>,
 }
 
-/// Formats the rows of `range` into the buffer.
-type ChunkFormatter<'a> =
-    dyn Fn(std::ops::Range<usize>, &mut Vec<u8>) -> std::io::Result<()> + Sync + 'a;
+/// Formats the rows of a range into one buffer per output file.
+type ChunkFormatter<'a, const K: usize> =
+    dyn Fn(std::ops::Range<usize>, &mut [Vec<u8>; K]) -> std::io::Result<()> + Sync + 'a;
 
-/// Format rows `0..n` in parallel chunks (each into its own buffer, by
-/// `fmt(range, buf)`) and write the buffers to `w` in row order. Rows go in
+/// Format rows `0..n` in parallel chunks (each chunk into its own buffer per
+/// output, by `fmt(range, bufs)`) and write the buffers to the `K` writers in
+/// row order, so one pass over the rows feeds several files. Rows go in
 /// windows of `2 × threads` chunks: while one window is formatted, the
 /// previous one is written by another thread, and the two windows' buffers
 /// are reused throughout (no page faults or regrowth after the first), so
 /// memory stays bounded at any N.
-fn write_parallel(
-    w: &mut (dyn Write + Send),
+fn write_parallel<const K: usize>(
+    mut w: [&mut (dyn Write + Send); K],
     n: usize,
-    fmt: &ChunkFormatter<'_>,
+    fmt: &ChunkFormatter<'_, K>,
 ) -> std::io::Result<()> {
     use rayon::prelude::*;
     const CHUNK: usize = 1024;
     let chunks = 2 * rayon::current_num_threads().max(1);
     let window = CHUNK * chunks;
-    let fill = |start: usize, bufs: &mut Vec<Vec<u8>>| -> std::io::Result<()> {
+    let fill = |start: usize, bufs: &mut Vec<[Vec<u8>; K]>| -> std::io::Result<()> {
         let end = (start + window).min(n);
-        bufs.resize_with(chunks, Vec::new);
-        bufs.par_iter_mut().enumerate().try_for_each(|(k, buf)| {
-            buf.clear();
+        bufs.resize_with(chunks, || std::array::from_fn(|_| Vec::new()));
+        bufs.par_iter_mut().enumerate().try_for_each(|(k, b)| {
+            b.iter_mut().for_each(Vec::clear);
             let s = start + k * CHUNK;
             if s < end {
-                fmt(s..(s + CHUNK).min(end), buf)?;
+                fmt(s..(s + CHUNK).min(end), b)?;
             }
             Ok(())
         })
@@ -228,7 +229,9 @@ fn write_parallel(
         let (written, filled) = std::thread::scope(|scope| {
             let writer = scope.spawn(|| -> std::io::Result<()> {
                 for b in &ready {
-                    w.write_all(b)?;
+                    for (out, bytes) in w.iter_mut().zip(b) {
+                        out.write_all(bytes)?;
+                    }
                 }
                 Ok(())
             });
@@ -259,13 +262,12 @@ fn write_parallel(
 fn write_json_row(
     w: &mut dyn Write,
     row: &QueueRow<'_>,
-    cfg: &DatasetConfig,
-    manifest: &Manifest,
-    carry: &[(usize, String)],
-    with_neighbors: bool,
-    with_status: bool,
+    reasons: &[String],
+    cols: &QueueColumns<'_>,
 ) -> std::io::Result<()> {
     use serde::ser::{SerializeMap, Serializer};
+    let (cfg, manifest, carry) = (cols.cfg, cols.manifest, cols.carry);
+    let (with_neighbors, with_status) = (cols.with_neighbors, cols.with_status);
     let it = row.item;
     let mut ser = serde_json::Serializer::new(w);
     let mut o = ser.serialize_map(None)?;
@@ -279,8 +281,7 @@ fn write_json_row(
     if with_status {
         o.serialize_entry("status", &row.plan.status.map(|s| s.as_str()))?;
     }
-    let reasons = it.all_reasons(&cfg.class_names);
-    o.serialize_entry("reasons", &Reasons(&row.plan.policy_reasons, &reasons))?;
+    o.serialize_entry("reasons", &Reasons(&row.plan.policy_reasons, reasons))?;
     if let Some(f) = &it.row {
         o.serialize_entry("label", &cfg.class_names[f.label as usize])?;
         o.serialize_entry("predicted", &cfg.class_names[f.pred as usize])?;
@@ -345,6 +346,122 @@ impl serde::Serialize for Neighbor<'_> {
     }
 }
 
+/// The columns of the queue files for one run, and how to write a row of
+/// them as a `queue.jsonl` line or a `queue.csv` record.
+struct QueueColumns<'a> {
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    carry: &'a [(usize, String)],
+    /// The items' score names (every item has the same).
+    score_names: Vec<&'static str>,
+    with_neighbors: bool,
+    with_status: bool,
+}
+
+impl QueueColumns<'_> {
+    /// The header: rank, id, priority, reasons, (label, predicted), the
+    /// scores, (cluster, neighbors), the queue flags, (status), carried columns.
+    fn header(&self) -> Vec<String> {
+        let mut header: Vec<String> = ["rank", "id", "priority", "reasons"]
+            .map(String::from)
+            .to_vec();
+        if self.cfg.task == Task::Classification {
+            header.extend(["label", "predicted"].map(String::from));
+        }
+        header.extend(self.score_names.iter().map(|k| k.to_string()));
+        if self.with_neighbors {
+            header.extend(["cluster", "neighbors"].map(String::from));
+        }
+        header
+            .extend(["in_budget", "spot_check", "review_all", "also_in_cluster"].map(String::from));
+        if self.with_status {
+            header.push("status".into());
+        }
+        header.extend(self.carry.iter().map(|(_, k)| k.clone()));
+        header
+    }
+
+    /// Write `row`'s record, field by field through one reused `scratch`
+    /// buffer (no per-row allocations); floats in their shortest round-trip
+    /// form, as in `queue.jsonl`.
+    fn record<W: Write>(
+        &self,
+        csv: &mut csv::Writer<W>,
+        scratch: &mut String,
+        row: &QueueRow<'_>,
+        reasons: &[String],
+    ) -> std::io::Result<()> {
+        let (cfg, manifest) = (self.cfg, self.manifest);
+        let it = row.item;
+        let mut floats = zmij::Buffer::new();
+        let mut field = |f: &mut dyn FnMut(&mut String)| -> std::io::Result<()> {
+            scratch.clear();
+            f(scratch);
+            csv.write_field(scratch.as_bytes())
+                .map_err(std::io::Error::other)
+        };
+        field(&mut |b| {
+            let _ = write!(b, "{}", row.rank);
+        })?;
+        field(&mut |b| b.push_str(&manifest.ids[it.index]))?;
+        field(&mut |b| b.push_str(floats.format(it.priority)))?;
+        field(&mut |b| {
+            for (k, r) in row.plan.policy_reasons.iter().chain(reasons).enumerate() {
+                if k > 0 {
+                    b.push_str("; ");
+                }
+                b.push_str(r);
+            }
+        })?;
+        if let Some(f) = &it.row {
+            field(&mut |b| b.push_str(&cfg.class_names[f.label as usize]))?;
+            field(&mut |b| b.push_str(&cfg.class_names[f.pred as usize]))?;
+        }
+        for (_, v) in it.scores.fields() {
+            field(&mut |b| {
+                if let Some(x) = v {
+                    b.push_str(floats.format(x));
+                }
+            })?;
+        }
+        if self.with_neighbors {
+            field(&mut |b| {
+                if let Some(c) = it.cluster {
+                    let _ = write!(b, "{c}");
+                }
+            })?;
+            field(&mut |b| {
+                for (k, n) in it.neighbors.iter().enumerate() {
+                    if k > 0 {
+                        b.push_str("; ");
+                    }
+                    let _ = write!(b, "{}@{:.4}", manifest.ids[n.index], n.distance);
+                }
+            })?;
+        }
+        let p = row.plan;
+        for flag in [p.in_budget, p.spot_check, p.review_all] {
+            field(&mut |b| b.push_str(if flag { "true" } else { "false" }))?;
+        }
+        field(&mut |b| {
+            for (k, id) in p.also_in_cluster.iter().enumerate() {
+                if k > 0 {
+                    b.push_str("; ");
+                }
+                b.push_str(id);
+            }
+        })?;
+        if self.with_status {
+            field(&mut |b| b.push_str(p.status.map_or("", |s| s.as_str())))?;
+        }
+        for (j, _) in self.carry {
+            field(&mut |b| b.push_str(&manifest.rows[it.index][*j]))?;
+        }
+        csv.write_record(None::<&[u8]>)
+            .map_err(std::io::Error::other)
+    }
+}
+
 /// Queue rows kept as JSON values for the page (its table and gallery).
 pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
 
@@ -379,131 +496,57 @@ pub fn write_all(
     let carry = carried(cfg, manifest);
     let mut files = AtomicOutputs::new(out);
 
-    let json_rows = |rows: std::ops::Range<usize>, buf: &mut Vec<u8>| -> std::io::Result<()> {
-        for i in rows {
-            write_json_row(
-                buf,
-                &row_at(i),
-                cfg,
-                manifest,
-                &carry,
-                with_neighbors,
-                with_status,
-            )?;
-            buf.push(b'\n');
-        }
+    let cols = QueueColumns {
+        cfg,
+        manifest,
+        carry: &carry,
+        score_names: items
+            .first()
+            .map(|it| it.scores.fields().iter().map(|(k, _)| *k).collect())
+            .unwrap_or_default(),
+        with_neighbors,
+        with_status,
+    };
+    let json_row = |i: usize, reasons: &[String], buf: &mut Vec<u8>| -> std::io::Result<()> {
+        let row = row_at(i);
+        write_json_row(buf, &row, reasons, &cols)?;
+        buf.push(b'\n');
         Ok(())
     };
-    files.write("queue.jsonl", |w| write_parallel(w, shown, &json_rows))?;
+    // One pass over the rows feeds both queue files: each row's reasons are
+    // derived once, its JSON line and CSV record formatted side by side.
+    let rows = |range: std::ops::Range<usize>, bufs: &mut [Vec<u8>; 2]| -> std::io::Result<()> {
+        let [jb, cb] = bufs;
+        let mut csv = csv::WriterBuilder::new().from_writer(cb);
+        let mut scratch = String::new();
+        for i in range {
+            let row = row_at(i);
+            let reasons = row.item.all_reasons(&cfg.class_names);
+            json_row(i, &reasons, jb)?;
+            cols.record(&mut csv, &mut scratch, &row, &reasons)?;
+        }
+        csv.flush()
+    };
+    files.write_many(["queue.jsonl", "queue.csv"], |[wj, wc]| {
+        let mut csv = csv::Writer::from_writer(&mut *wc);
+        csv.write_record(cols.header())
+            .map_err(std::io::Error::other)?;
+        csv.flush()?;
+        drop(csv);
+        write_parallel([wj, wc], shown, &rows)
+    })?;
     // The page's rows: the head of the same lines, read back.
     let mut head_bytes = Vec::new();
-    json_rows(0..HEAD_ROWS.min(shown), &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
+    for i in 0..HEAD_ROWS.min(shown) {
+        let reasons = row_at(i).item.all_reasons(&cfg.class_names);
+        json_row(i, &reasons, &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
+    }
     let head: Vec<Value> = head_bytes
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(serde_json::from_slice)
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| crate::Error::io(out, e.into()))?;
-
-    files.write("queue.csv", |w| {
-        let mut csv = csv::Writer::from_writer(&mut *w);
-        let mut header: Vec<String> = ["rank", "id", "priority", "reasons"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if cfg.task == Task::Classification {
-            header.extend(["label".to_string(), "predicted".to_string()]);
-        }
-        if let Some(first) = items.first() {
-            header.extend(first.scores.fields().iter().map(|(k, _)| k.to_string()));
-        }
-        if with_neighbors {
-            header.extend(["cluster".to_string(), "neighbors".to_string()]);
-        }
-        header
-            .extend(["in_budget", "spot_check", "review_all", "also_in_cluster"].map(String::from));
-        if with_status {
-            header.push("status".into());
-        }
-        header.extend(carry.iter().map(|(_, k)| k.clone()));
-        csv.write_record(&header).map_err(std::io::Error::other)?;
-        csv.flush()?;
-        drop(csv);
-        let csv_rows = |rows: std::ops::Range<usize>, out: &mut Vec<u8>| -> std::io::Result<()> {
-            let mut csv = csv::WriterBuilder::new().from_writer(out);
-            let mut buf = String::new();
-            for i in rows {
-                let row = row_at(i);
-                // Field by field through one reused buffer: no per-row allocations.
-                let it = row.item;
-                let mut field = |f: &dyn Fn(&mut String)| -> std::io::Result<()> {
-                    buf.clear();
-                    f(&mut buf);
-                    csv.write_field(buf.as_bytes())
-                        .map_err(std::io::Error::other)
-                };
-                field(&|b| {
-                    let _ = write!(b, "{}", row.rank);
-                })?;
-                field(&|b| b.push_str(&manifest.ids[it.index]))?;
-                field(&|b| {
-                    let _ = write!(b, "{}", it.priority);
-                })?;
-                let reasons = it.all_reasons(&cfg.class_names);
-                field(&|b| {
-                    for (k, r) in row.plan.policy_reasons.iter().chain(&reasons).enumerate() {
-                        if k > 0 {
-                            b.push_str("; ");
-                        }
-                        b.push_str(r);
-                    }
-                })?;
-                if let Some(f) = &it.row {
-                    field(&|b| b.push_str(&cfg.class_names[f.label as usize]))?;
-                    field(&|b| b.push_str(&cfg.class_names[f.pred as usize]))?;
-                }
-                for (_, v) in it.scores.fields() {
-                    field(&|b| {
-                        if let Some(x) = v {
-                            let _ = write!(b, "{x}");
-                        }
-                    })?;
-                }
-                if with_neighbors {
-                    field(&|b| {
-                        if let Some(c) = it.cluster {
-                            let _ = write!(b, "{c}");
-                        }
-                    })?;
-                    field(&|b| {
-                        for (k, n) in it.neighbors.iter().enumerate() {
-                            if k > 0 {
-                                b.push_str("; ");
-                            }
-                            let _ = write!(b, "{}@{:.4}", manifest.ids[n.index], n.distance);
-                        }
-                    })?;
-                }
-                let p = row.plan;
-                for flag in [p.in_budget, p.spot_check, p.review_all] {
-                    field(&|b| {
-                        let _ = write!(b, "{flag}");
-                    })?;
-                }
-                field(&|b| b.push_str(&p.also_in_cluster.join("; ")))?;
-                if with_status {
-                    field(&|b| b.push_str(p.status.map_or("", |s| s.as_str())))?;
-                }
-                for (j, _) in &carry {
-                    field(&|b| b.push_str(&manifest.rows[it.index][*j]))?;
-                }
-                csv.write_record(None::<&[u8]>)
-                    .map_err(std::io::Error::other)?;
-            }
-            csv.flush()
-        };
-        write_parallel(w, shown, &csv_rows)
-    })?;
 
     if let Some(rows) = &extras.clusters {
         files.write("clusters.jsonl", |w| {
@@ -553,7 +596,8 @@ pub fn write_all(
             preds: extras.preds.as_ref(),
         },
     )?;
-    timings.report = page.page;
+    // Building the report's sections (timed by the caller) and the page.
+    timings.report += page.page;
     timings.overlays = page.overlays;
     if let Value::Object(r) = &mut report {
         if extras.deterministic {

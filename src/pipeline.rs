@@ -183,7 +183,7 @@ pub struct Timings {
     pub queue: Duration,
     /// Writing the queue files and `clusters.jsonl`.
     pub write: Duration,
-    /// Rendering and writing `report.html`.
+    /// Building `report.json`'s sections, then rendering and writing `report.html`.
     pub report: Duration,
     /// Drawing and writing the overlays.
     pub overlays: Duration,
@@ -250,7 +250,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     items = by_priority(items);
     let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue)?;
     timings.queue = t_queue.elapsed();
+    let t_report = Instant::now();
     let report = Report::build(&cfg, opts, &backend.info(), &items, &stats);
+    timings.report = t_report.elapsed();
     if let Some(s) = neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
             &cfg, &manifest, &items, &s.result,

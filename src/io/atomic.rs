@@ -45,6 +45,57 @@ impl AtomicOutputs {
         name: &str,
         fill: impl FnOnce(&mut (dyn Write + Send)) -> std::io::Result<()>,
     ) -> Result<()> {
+        self.write_many([name], |[w]| fill(w))
+    }
+
+    /// Write the files `names` together through one `fill`, which gets a
+    /// writer for each, in the same order (so one pass over the data can
+    /// feed several files). As [`AtomicOutputs::write`], nothing is visible
+    /// until [`AtomicOutputs::commit`]; an error from `fill` is reported
+    /// against the first name.
+    pub fn write_many<const K: usize>(
+        &mut self,
+        names: [&str; K],
+        fill: impl FnOnce([&mut (dyn Write + Send); K]) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let mut opened = Vec::with_capacity(K);
+        for name in names {
+            opened.push(self.temp_for(name)?);
+        }
+        let first = opened
+            .first()
+            .map_or_else(|| self.dir.clone(), |(_, t)| t.clone());
+        {
+            let mut ws: Vec<std::io::BufWriter<&std::fs::File>> = opened
+                .iter()
+                .map(|(tmp, _)| std::io::BufWriter::new(tmp.as_file()))
+                .collect();
+            let refs: Vec<&mut (dyn Write + Send)> = ws
+                .iter_mut()
+                .map(|w| w as &mut (dyn Write + Send))
+                .collect();
+            let arr: [&mut (dyn Write + Send); K] = refs
+                .try_into()
+                .map_err(|_| Error::io(&first, std::io::Error::other("one writer per name")))?;
+            fill(arr).map_err(|e| Error::io(&first, e))?;
+            for (w, (_, target)) in ws.iter_mut().zip(&opened) {
+                w.flush().map_err(|e| Error::io(target, e))?;
+            }
+        }
+        for (tmp, target) in opened {
+            let file = tmp
+                .as_file()
+                .try_clone()
+                .map_err(|e| Error::io(&target, e))?;
+            let sync = std::thread::spawn(move || file.sync_all());
+            self.pending.push((tmp, target, Some(sync)));
+        }
+        Ok(())
+    }
+
+    /// A fresh temporary file beside `name`'s target (its directories
+    /// created and recorded), and the target.
+    fn temp_for(&mut self, name: &str) -> Result<(NamedTempFile, PathBuf)> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let target = self.dir.join(name);
         let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
@@ -78,19 +129,7 @@ impl AtomicOutputs {
         let tmp: NamedTempFile = builder
             .tempfile_in(&parent)
             .map_err(|e| Error::io(&parent, e))?;
-        {
-            let mut w = std::io::BufWriter::new(tmp.as_file());
-            fill(&mut w)
-                .and_then(|_| w.flush())
-                .map_err(|e| Error::io(&target, e))?;
-        }
-        let file = tmp
-            .as_file()
-            .try_clone()
-            .map_err(|e| Error::io(&target, e))?;
-        let sync = std::thread::spawn(move || file.sync_all());
-        self.pending.push((tmp, target, Some(sync)));
-        Ok(())
+        Ok((tmp, target))
     }
 
     /// Rename every temporary file into place.
@@ -161,6 +200,47 @@ mod tests {
             names,
             vec![std::ffi::OsString::from("a.txt")],
             "temp files are removed"
+        );
+    }
+
+    #[test]
+    fn files_written_together_appear_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = AtomicOutputs::new(dir.path());
+        out.write_many(["a.jsonl", "a.csv"], |[j, c]| {
+            j.write_all(b"{}\n")?;
+            c.write_all(b"x\n")?;
+            j.write_all(b"{}\n")
+        })
+        .unwrap();
+        assert!(!dir.path().join("a.jsonl").exists());
+        out.commit().unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("a.jsonl")).unwrap(),
+            b"{}\n{}\n"
+        );
+        assert_eq!(std::fs::read(dir.path().join("a.csv")).unwrap(), b"x\n");
+
+        // A failure half-way names the first file and leaves neither behind.
+        let mut out = AtomicOutputs::new(dir.path());
+        let err = out
+            .write_many(["b.jsonl", "b.csv"], |[j, c]| {
+                j.write_all(b"{}")?;
+                c.write_all(b"y")?;
+                Err(std::io::Error::other("disk full"))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("b.jsonl"), "{err}");
+        drop(out);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("b") || n.starts_with(".b")),
+            "{names:?}"
         );
     }
 

@@ -63,41 +63,46 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
         }
     }
     // Vertical pass: a pixel is interior iff the 2d+1 rows centred on it are
-    // all row-uniform with its value. `up` counts, per column, the
-    // consecutive row-uniform equal-value pixels ending at the current row;
-    // a second, backwards sweep does the same downwards.
-    let mut up = vec![0u32; h * w];
+    // all row-uniform with its value. Per column, `run` counts the
+    // consecutive row-uniform equal-value pixels ending at the current row:
+    // a forward sweep marks (bit 1 of `band`) the pixels with at least d+1
+    // such rows ending at them, a backward sweep counts the same downwards
+    // and writes the answer. Two `w`-long counters, no `h × w` scratch, and
+    // branch-free rows the compiler vectorises.
+    let need = d as u32 + 1;
+    let mut run = vec![0u32; w];
     for y in 0..h {
+        let (above, rest) = map.split_at(y * w);
+        let row = &rest[..w];
+        let out = &mut band[y * w..(y + 1) * w];
+        let prev = if y > 0 { &above[(y - 1) * w..] } else { row };
+        let first = y == 0;
         for x in 0..w {
-            let i = y * w + x;
-            up[i] = if band[i] != 0 {
-                0
-            } else if y > 0 && band[i - w] == 0 && map[i - w] == map[i] {
-                up[i - w] + 1
-            } else {
-                1
-            };
+            let uniform = out[x] == 0;
+            let same = !first && prev[x] == row[x];
+            // `run[x]` is 0 when the pixel above was not row-uniform.
+            let r = if same { run[x] + 1 } else { 1 };
+            let r = if uniform { r } else { 0 };
+            run[x] = r;
+            out[x] |= u8::from(r >= need) << 1;
         }
     }
-    let need = d as u32 + 1;
-    let mut down = vec![0u32; w];
+    run.fill(0);
     for y in (0..h).rev() {
-        for (x, dn) in down.iter_mut().enumerate() {
-            let i = y * w + x;
-            let below_ok = y + 1 < h && *dn > 0 && map[i + w] == map[i];
-            let this = if band[i] != 0 {
-                0
-            } else if below_ok {
-                *dn + 1
-            } else {
-                1
-            };
-            // `band[i + w]` was already rewritten to the final answer, so the
-            // continuation test uses `down[x]` (0 iff the pixel below was not
-            // row-uniform) instead.
-            let interior = up[i] >= need && this >= need;
-            *dn = this;
-            band[i] = u8::from(!interior);
+        let (head, below) = map.split_at((y + 1) * w);
+        let row = &head[y * w..];
+        let next = if y + 1 < h { &below[..w] } else { row };
+        let last = y + 1 == h;
+        let out = &mut band[y * w..(y + 1) * w];
+        for x in 0..w {
+            let b = out[x];
+            let uniform = b & 1 == 0;
+            let same = !last && next[x] == row[x];
+            let r = if same { run[x] + 1 } else { 1 };
+            let r = if uniform { r } else { 0 };
+            run[x] = r;
+            let interior = (b & 2 != 0) & (r >= need);
+            out[x] = u8::from(!interior);
         }
     }
 }
