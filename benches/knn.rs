@@ -9,9 +9,22 @@
 //! `TRIAGE_KNN_GPU_MAX`, default 5000 on a software adapter). Every
 //! (method, size) runs in a child process so its peak resident memory is its
 //! own. Recall@10 is measured on 1000 random queries against brute force.
-//! Output: one JSON line per case on stdout.
+//! Output: one JSON line per case on stdout, then one `ratio knn ...` line per
+//! size comparing every method's build + query time with the GPU exact path's
+//! (and a `goal knn ...` line for the GPU exact path at 1 000 000 × 128: under
+//! 30 s).
+//!
+//! More environment, for runs on a GPU machine with a time limit:
+//! `TRIAGE_KNN_METHODS` (comma list and order of `exact-cpu`, `exact-gpu`,
+//! `hnsw`, `peers`; default `exact-cpu,exact-gpu,hnsw,peers`; `peers` is
+//! hnswlib through `benches/knn_peers.py`, which installs it with pip), and
+//! `TRIAGE_KNN_TIMEOUT_S` (kill a child after this many seconds, data
+//! generation included, and report `timed_out_after_s`; default: no limit).
 
-use std::time::Instant;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -116,12 +129,15 @@ fn child(method: &str, n: usize, d: usize) {
     let secs = t.elapsed().as_secs_f64();
     let peak = rss("VmHWM:");
     let s = sample(n);
-    let mut hit = 0;
-    for &q in &s {
-        let want = brute(&e, q, K);
-        let got: Vec<usize> = g.neighbours(q).map(|(j, _)| j).collect();
-        hit += want.iter().filter(|j| got.contains(j)).count();
-    }
+    // Untimed; in parallel (1000 brute-force queries over 10^6 rows).
+    let hit: usize = s
+        .par_iter()
+        .map(|&q| {
+            let want = brute(&e, q, K);
+            let got: Vec<usize> = g.neighbours(q).map(|(j, _)| j).collect();
+            want.iter().filter(|j| got.contains(j)).count()
+        })
+        .sum();
     println!(
         "{{\"method\":\"{method}\",\"n\":{n},\"d\":{d},\"build_query_s\":{secs:.3},\
          \"peak_rss_mib\":{:.0},\"extra_over_data_mib\":{:.0},\"recall_at_10\":{:.4}}}",
@@ -169,14 +185,18 @@ fn main() {
         Ok(p) => p,
         Err(e) => panic!("current exe: {e}"),
     };
-    let run = |m: &str, n: usize, d: usize| -> String {
-        let out = std::process::Command::new(&exe)
-            .args(["--child", m, &n.to_string(), &d.to_string()])
-            .output();
-        match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            Err(e) => format!("{{\"method\":\"{m}\",\"error\":\"{e}\"}}"),
-        }
+    let timeout = std::env::var("TRIAGE_KNN_TIMEOUT_S")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|&t| t > 0.0)
+        .map(Duration::from_secs_f64);
+    let methods = std::env::var("TRIAGE_KNN_METHODS")
+        .unwrap_or("exact-cpu,exact-gpu,hnsw,peers".into());
+    let run = |m: &str, n: usize, d: usize| child_process(&exe, m, n, d, timeout);
+    let mut lines: Vec<String> = Vec::new();
+    let mut emit = |line: String| {
+        println!("{line}");
+        lines.push(line);
     };
     for size in sizes.split(',') {
         let Some((n, d)) = size.split_once('x') else {
@@ -186,29 +206,150 @@ fn main() {
         if n == 0 || d == 0 {
             continue;
         }
-        if n <= exact_max {
-            println!("{}", run("exact-cpu", n, d));
-        }
-        if software.is_some() && n <= gpu_max {
-            println!("{}", run("exact-gpu", n, d));
-        }
-        println!("{}", run("hnsw", n, d));
-        let dir = run("dump", n, d);
-        let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/knn_peers.py");
-        let out = std::process::Command::new("python3")
-            .arg(&py)
-            .args([&dir, &n.to_string(), &d.to_string(), &K.to_string()])
-            .output();
-        match out {
-            Ok(o) => {
-                println!("{}", String::from_utf8_lossy(&o.stdout).trim());
-                let err = String::from_utf8_lossy(&o.stderr);
-                if !o.status.success() {
-                    eprintln!("knn_peers.py failed: {err}");
+        for method in methods.split(',').map(str::trim) {
+            match method {
+                "exact-cpu" if n <= exact_max => emit(run("exact-cpu", n, d)),
+                "exact-gpu" if software.is_some() && n <= gpu_max => {
+                    emit(run("exact-gpu", n, d))
                 }
+                "hnsw" => emit(run("hnsw", n, d)),
+                "peers" => {
+                    let dir = run("dump", n, d);
+                    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("benches/knn_peers.py");
+                    let out = std::process::Command::new("python3")
+                        .arg(&py)
+                        .args([&dir, &n.to_string(), &d.to_string(), &K.to_string()])
+                        .output();
+                    match out {
+                        Ok(o) => {
+                            emit(String::from_utf8_lossy(&o.stdout).trim().to_string());
+                            let err = String::from_utf8_lossy(&o.stderr);
+                            if !o.status.success() {
+                                eprintln!("knn_peers.py failed: {err}");
+                            }
+                        }
+                        Err(e) => eprintln!("python3 unavailable: {e}"),
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                _ => {}
             }
-            Err(e) => eprintln!("python3 unavailable: {e}"),
         }
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+    summary(&lines);
+}
+
+/// Run `exe --child METHOD N D`, killed after `timeout`; its stdout line, or
+/// a JSON line saying it timed out or failed.
+fn child_process(
+    exe: &std::path::Path,
+    m: &str,
+    n: usize,
+    d: usize,
+    timeout: Option<Duration>,
+) -> String {
+    let spawned = std::process::Command::new(exe)
+        .args(["--child", m, &n.to_string(), &d.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return format!("{{\"method\":\"{m}\",\"error\":\"{e}\"}}"),
+    };
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if timeout.is_some_and(|t| start.elapsed() > t) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => break None,
+        }
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    match status {
+        None => format!(
+            "{{\"method\":\"{m}\",\"n\":{n},\"d\":{d},\"timed_out_after_s\":{:.0}}}",
+            start.elapsed().as_secs_f64()
+        ),
+        Some(s) if !s.success() => {
+            eprintln!("{m} {n}x{d} failed ({s}): {}", err.trim());
+            format!("{{\"method\":\"{m}\",\"n\":{n},\"d\":{d},\"error\":\"{s}\"}}")
+        }
+        Some(_) => out.trim().to_string(),
+    }
+}
+
+/// `ratio knn NxD METHOD/exact-gpu` for every method timed at a size where
+/// the GPU exact path ran, and the 1M x 128 goal.
+fn summary(lines: &[String]) {
+    let rows: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let num = |r: &serde_json::Value, k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+    let mut sizes: Vec<(u64, u64)> = rows
+        .iter()
+        .filter_map(|r| Some((r.get("n")?.as_u64()?, r.get("d")?.as_u64()?)))
+        .collect();
+    sizes.dedup();
+    for (n, d) in sizes {
+        let at: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r.get("n").and_then(|v| v.as_u64()) == Some(n)
+                    && r.get("d").and_then(|v| v.as_u64()) == Some(d)
+            })
+            .collect();
+        let method = |r: &serde_json::Value| {
+            r.get("method")
+                .and_then(|m| m.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let gpu = at
+            .iter()
+            .find(|r| method(r) == "exact-gpu")
+            .and_then(|r| num(r, "build_query_s"));
+        let Some(gpu) = gpu else {
+            continue;
+        };
+        for r in &at {
+            let m = method(r);
+            if m == "exact-gpu" {
+                continue;
+            }
+            if let Some(t) = num(r, "build_query_s") {
+                println!("ratio knn {n}x{d} {m}/exact-gpu {:.2} ({t:.2} s vs {gpu:.2} s)", t / gpu);
+            } else if let Some(t) = num(r, "timed_out_after_s") {
+                println!(
+                    "ratio knn {n}x{d} {m}/exact-gpu > {:.2} ({m} killed after {t:.0} s, data generation included, vs {gpu:.2} s)",
+                    t / gpu
+                );
+            }
+        }
+        if (n, d) == (1_000_000, 128) {
+            println!(
+                "goal knn 1000000x128 exact-gpu {gpu:.2} s < 30 s: {}",
+                if gpu < 30.0 { "met" } else { "NOT met" }
+            );
+        }
     }
 }

@@ -25,12 +25,28 @@ What it does:
 
 Usage: python3 benches/whole_run.py [--reps 5] [--work /tmp/triage-bench]
        [--only seg|cls] [--json out.json] [--no-build]
+
+Options for a GPU machine (the defaults keep the run above unchanged):
+  --backends cpu,gpu   time the segmentation `triage run` with each backend
+                       (default: cpu; classification stays on the default
+                       backend); prints `ratio whole_run cpu/gpu` (goal >= 5)
+  --items N            segmentation items (default 32; the dataset is then
+                       seg-f32-nN instead of seg-f32)
+  --dtypes f32         which segmentation dtypes (default f32,f16)
+  --no-peer            skip cleanlab (no venv, no pip)
+  --bin PATH           the triage binary (default target/release/triage)
+  --h2d-gbps X         host-to-device bandwidth (GB/s, 1e9 bytes) measured
+                       on this machine (`limit gpu_h2d_dma` of
+                       `cargo bench --bench throughput`): prints the whole
+                       GPU run against it and against reading the file
+  --run-args "..."     extra arguments for every `triage run`
 """
 
 import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -132,8 +148,11 @@ def peer_labels(py, d):
     sh([str(py), "-c", code, str(d)])
 
 
-def triage_run(d, out):
-    return timed([str(BIN), "run", str(d), "--out", str(out), "--backend", "cpu"])
+RUN_ARGS = []
+
+
+def triage_run(d, out, backend="cpu"):
+    return timed([str(BIN), "run", str(d), "--out", str(out), "--backend", backend, *RUN_ARGS])
 
 
 def peer(py, script, *args):
@@ -156,11 +175,25 @@ def main():
     ap.add_argument("--only", choices=["seg", "cls"])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--backends", default="cpu")
+    ap.add_argument("--items", type=int, default=32)
+    ap.add_argument("--dtypes", default="f32,f16")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--bin", type=Path)
+    ap.add_argument("--h2d-gbps", type=float)
+    ap.add_argument("--run-args", default="")
     a = ap.parse_args()
+    global BIN
+    if a.bin:
+        BIN = a.bin.resolve()
+    RUN_ARGS.extend(shlex.split(a.run_args))
+    backends = [b for b in a.backends.split(",") if b]
+    others = [b for b in backends if b != "cpu"]
+    dtypes = [t for t in a.dtypes.split(",") if t]
     a.work.mkdir(parents=True, exist_ok=True)
     if not a.no_build:
         sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    py = venv_python(a.work)
+    py = None if a.no_peer else venv_python(a.work)
     cpu = next(
         (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
         platform.processor(),
@@ -169,39 +202,90 @@ def main():
     print(f"# {res['machine']}, {res['date']}, medians of {a.reps}")
 
     if a.only in (None, "seg"):
-        f32 = synth(a.work, "seg-f32", ["--items", "32", "--size", "512", "512", "--classes", "19", "--dtype", "f32"])
-        f16 = synth(a.work, "seg-f16", ["--items", "32", "--size", "512", "512", "--classes", "19", "--dtype", "f16"])
-        peer_labels(py, f32)
-        rows = {k: [] for k in ["read32", "read16", "run32", "rss32", "run16", "rss16", "peer", "peer_load"]}
+        n = a.items
+        tag = "" if n == 32 else f"-n{n}"
+        shape = ["--items", str(n), "--size", "512", "512", "--classes", "19"]
+        f32 = synth(a.work, "seg-f32" + tag, [*shape, "--dtype", "f32"])
+        f16 = synth(a.work, "seg-f16" + tag, [*shape, "--dtype", "f16"]) if "f16" in dtypes else None
+        if py:
+            peer_labels(py, f32)
+        keys = ["read32", "read16", "run32", "rss32", "run16", "rss16", "peer", "peer_load"]
+        keys += [f"{k}_{b}" for b in others for k in ["run32", "rss32", "run16", "rss16"]]
+        rows = {k: [] for k in keys}
+        sfx = lambda b: "" if b == "cpu" else f"_{b}"
         for _ in range(a.reps):
-            rows["read32"].append(read_time(f32 / "probs.npy"))
-            w, m = triage_run(f32, a.work / "out-seg-f32")
-            rows["run32"].append(w)
-            rows["rss32"].append(m)
-            rows["read16"].append(read_time(f16 / "probs.npy"))
-            w, m = triage_run(f16, a.work / "out-seg-f16")
-            rows["run16"].append(w)
-            rows["rss16"].append(m)
-            load, total = peer(py, PEER_SEG, f32)
-            rows["peer"].append(total)
-            rows["peer_load"].append(load)
+            if "f32" in dtypes:
+                rows["read32"].append(read_time(f32 / "probs.npy"))
+                for b in backends:
+                    w, m = triage_run(f32, a.work / f"out-seg-f32{tag}{sfx(b).replace('_', '-')}", b)
+                    rows["run32" + sfx(b)].append(w)
+                    rows["rss32" + sfx(b)].append(m)
+            if f16:
+                rows["read16"].append(read_time(f16 / "probs.npy"))
+                for b in backends:
+                    w, m = triage_run(f16, a.work / f"out-seg-f16{tag}{sfx(b).replace('_', '-')}", b)
+                    rows["run16" + sfx(b)].append(w)
+                    rows["rss16" + sfx(b)].append(m)
+            if py:
+                load, total = peer(py, PEER_SEG, f32)
+                rows["peer"].append(total)
+                rows["peer_load"].append(load)
         size = (f32 / "probs.npy").stat().st_size
-        s = {k: med(v) for k, v in rows.items()}
-        rep = json.load(open(a.work / "out-seg-f32" / "report.json"))
+        s = {k: med(v) for k, v in rows.items() if v}
+        main_b = backends[0]
+        rep = json.load(open(a.work / f"out-seg-f32{tag}{sfx(main_b).replace('_', '-')}" / "report.json")) if "f32" in dtypes else {}
         s["timings_f32"] = rep.get("timings")
         s["file_bytes"] = size
-        s["ratio_vs_cleanlab"] = s["run32"] / s["peer"]
-        s["ratio_vs_read"] = s["run32"] / s["read32"]
-        s["ratio_f16_vs_f32"] = s["run16"] / s["run32"]
+        if "run32" in s and "peer" in s:
+            s["ratio_vs_cleanlab"] = s["run32"] / s["peer"]
+        if "run32" in s:
+            s["ratio_vs_read"] = s["run32"] / s["read32"]
+        if "run16" in s and "run32" in s:
+            s["ratio_f16_vs_f32"] = s["run16"] / s["run32"]
+        for b in others:
+            backend = json.load(open(a.work / f"out-seg-f32{tag}-{b}" / "report.json")).get("backend") if "f32" in dtypes else None
+            s[f"backend_{b}"] = backend
+            if f"run32_{b}" in s:
+                s[f"ratio_vs_read_{b}"] = s[f"run32_{b}"] / s["read32"]
+                if "run32" in s:
+                    s[f"speedup_cpu_vs_{b}"] = s["run32"] / s[f"run32_{b}"]
         res["segmentation"] = s
-        print(f"segmentation 32x19x512x512 ({size / 1e6:.0f} MB f32)")
-        print(f"  read the file            {s['read32']:.3f} s ({size / s['read32'] / 1e9:.1f} GB/s)")
-        print(f"  triage run, f32          {s['run32']:.3f} s, peak RSS {s['rss32'] / 2**20:.0f} MiB")
-        print(f"  triage run, f16          {s['run16']:.3f} s, peak RSS {s['rss16'] / 2**20:.0f} MiB (read {s['read16']:.3f} s)")
-        print(f"  cleanlab load + score    {s['peer']:.3f} s ({s['peer_load']:.3f} s of it loading)")
-        print(f"  ratios: triage/cleanlab {s['ratio_vs_cleanlab']:.2f} (goal <= 0.5), "
-              f"triage/read {s['ratio_vs_read']:.1f} (goal <= 4), f16/f32 {s['ratio_f16_vs_f32']:.2f} (goal <= 0.65)")
+        print(f"segmentation {n}x19x512x512 ({size / 1e6:.0f} MB f32)")
+        if "read32" in s:
+            print(f"  read the file            {s['read32']:.3f} s ({size / s['read32'] / 1e9:.1f} GB/s)")
+        for b in backends:
+            x = sfx(b)
+            name = "" if b == "cpu" else f" --backend {b}"
+            if "run32" + x in s:
+                print(f"  triage run, f32{name:9} {s['run32' + x]:.3f} s, peak RSS {s['rss32' + x] / 2**20:.0f} MiB")
+            if "run16" + x in s:
+                print(f"  triage run, f16{name:9} {s['run16' + x]:.3f} s, peak RSS {s['rss16' + x] / 2**20:.0f} MiB (read {s['read16']:.3f} s)")
+        if "peer" in s:
+            print(f"  cleanlab load + score    {s['peer']:.3f} s ({s['peer_load']:.3f} s of it loading)")
+        if "ratio_vs_cleanlab" in s and "ratio_f16_vs_f32" in s:
+            print(f"  ratios: triage/cleanlab {s['ratio_vs_cleanlab']:.2f} (goal <= 0.5), "
+                  f"triage/read {s['ratio_vs_read']:.1f} (goal <= 4), f16/f32 {s['ratio_f16_vs_f32']:.2f} (goal <= 0.65)")
         print(f"  stages (f32, last run): {s['timings_f32']}")
+        for b in others:
+            if f"run32_{b}" not in s:
+                continue
+            run_bw = size / s[f"run32_{b}"] / 1e9
+            read_bw = size / s["read32"] / 1e9
+            bk = s.get(f"backend_{b}") or {}
+            print(f"  backend {b}: {bk.get('name')} on {bk.get('adapter')} ({bk.get('api')}, {bk.get('device_type')})")
+            print(f"ratio whole_run_{b}/read {run_bw / read_bw:.4f} "
+                  f"(whole run {run_bw:.2f} GB/s of probabilities vs reading the file {read_bw:.2f} GB/s)")
+            if a.h2d_gbps:
+                limit = min(a.h2d_gbps, read_bw)
+                which = "host-to-device" if a.h2d_gbps <= read_bw else "file read"
+                s[f"ratio_vs_h2d_{b}"] = run_bw / a.h2d_gbps
+                s[f"ratio_vs_limit_{b}"] = run_bw / limit
+                print(f"ratio whole_run_{b}/h2d {run_bw / a.h2d_gbps:.4f} (host-to-device {a.h2d_gbps:.2f} GB/s)")
+                print(f"ratio whole_run_{b}/limit {run_bw / limit:.4f} (goal >= 0.7; the limit is the slower of "
+                      f"upload and file read: {which}, {limit:.2f} GB/s)")
+            if f"speedup_cpu_vs_{b}" in s:
+                print(f"ratio whole_run cpu/{b} {s[f'speedup_cpu_vs_{b}']:.3f} (goal >= 5; "
+                      f"{s['run32']:.3f} s vs {s[f'run32_{b}']:.3f} s, {os.cpu_count()} CPUs)")
 
     if a.only in (None, "cls"):
         cls = synth(a.work, "cls", ["--task", "classification", "--items", "200000", "--classes", "1000", "--dtype", "f32"])
@@ -211,19 +295,22 @@ def main():
             w, m = triage_run(cls, a.work / "out-cls")
             rows["run"].append(w)
             rows["rss"].append(m)
+            if not py:
+                continue
             load, total = peer(py, PEER_CLS, cls, "rank")
             rows["rank"].append(total)
             rows["load"].append(load)
             _, total = peer(py, PEER_CLS, cls, "find")
             rows["find"].append(total)
         size = (cls / "probs.npy").stat().st_size
-        s = {k: med(v) for k, v in rows.items()}
+        s = {k: med(v) for k, v in rows.items() if v}
         rep = json.load(open(a.work / "out-cls" / "report.json"))
         s["timings"] = rep.get("timings")
         s["file_bytes"] = size
         s["html_bytes"] = (a.work / "out-cls" / "report.html").stat().st_size
-        s["ratio_vs_find_label_issues"] = s["run"] / s["find"]
-        s["ratio_vs_rank"] = s["run"] / s["rank"]
+        if py:
+            s["ratio_vs_find_label_issues"] = s["run"] / s["find"]
+            s["ratio_vs_rank"] = s["run"] / s["rank"]
         s["ratio_vs_read"] = s["run"] / s["read"]
         s["rss_vs_file"] = s["rss"] / size
         res["classification"] = s
@@ -231,11 +318,14 @@ def main():
         print(f"  read the file                    {s['read']:.3f} s")
         print(f"  triage run                       {s['run']:.3f} s, peak RSS {s['rss'] / 2**20:.0f} MiB, "
               f"report.html {s['html_bytes'] / 1e6:.2f} MB")
-        print(f"  cleanlab load + rank scores      {s['rank']:.3f} s ({s['load']:.3f} s of it loading)")
-        print(f"  cleanlab load + find_label_issues {s['find']:.3f} s")
-        print(f"  ratios: triage/find_label_issues {s['ratio_vs_find_label_issues']:.2f} (goal <= 0.5), "
-              f"triage/rank {s['ratio_vs_rank']:.2f}, triage/read {s['ratio_vs_read']:.1f}, "
-              f"RSS/file {s['rss_vs_file']:.3f} (goal <= 0.25)")
+        if py:
+            print(f"  cleanlab load + rank scores      {s['rank']:.3f} s ({s['load']:.3f} s of it loading)")
+            print(f"  cleanlab load + find_label_issues {s['find']:.3f} s")
+            print(f"  ratios: triage/find_label_issues {s['ratio_vs_find_label_issues']:.2f} (goal <= 0.5), "
+                  f"triage/rank {s['ratio_vs_rank']:.2f}, triage/read {s['ratio_vs_read']:.1f}, "
+                  f"RSS/file {s['rss_vs_file']:.3f} (goal <= 0.25)")
+        else:
+            print(f"  ratios: triage/read {s['ratio_vs_read']:.1f}, RSS/file {s['rss_vs_file']:.3f} (goal <= 0.25)")
         print(f"  stages (last run): {s['timings']}")
 
     if a.json:
