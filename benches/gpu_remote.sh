@@ -41,7 +41,7 @@
 # Environment (remote): OUT (default /tmp/gpu-remote-out), GPU_REMOTE_WORK
 # (scratch, default /tmp/triage-gpu), GPU_REMOTE_ITEMS (segmentation items,
 # default 200), GPU_REMOTE_REPS (whole-run repetitions, default 3),
-# GPU_REMOTE_BATCH_VARIANTS (extra --batch-bytes for the GPU whole run,
+# GPU_REMOTE_BATCH_VARIANTS (extra --batch-size values for the GPU whole run,
 # default "256MiB"; "" for none), GPU_REMOTE_KNN_SIZES (default
 # 100000x512,1000000x128), GPU_REMOTE_KNN_TIMEOUT_S (default 120),
 # GPU_REMOTE_BUDGET_S (default 560).
@@ -373,9 +373,9 @@ stage_whole() {
     step whole.log "triage run --backend gpu --timings" 120 "$TRIAGE" run "$ds" --out "$WORK/out-timings" --backend gpu --timings
     local b
     for b in ${GPU_REMOTE_BATCH_VARIANTS-256MiB}; do
-        step whole.log "whole_run gpu --batch-bytes $b" 200 python3 -u benches/whole_run.py --no-build --no-peer \
+        step whole.log "whole_run gpu --batch-size $b" 200 python3 -u benches/whole_run.py --no-build --no-peer \
             --bin "$TRIAGE" --work "$WORK/batch-$b" --only seg --items "$n" --dtypes f32 --backends gpu \
-            --reps 2 "${h2d[@]}" --run-args "--batch-bytes $b"
+            --reps 2 "${h2d[@]}" --run-args "--batch-size $b"
     done
 }
 

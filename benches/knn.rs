@@ -190,8 +190,8 @@ fn main() {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|&t| t > 0.0)
         .map(Duration::from_secs_f64);
-    let methods = std::env::var("TRIAGE_KNN_METHODS")
-        .unwrap_or("exact-cpu,exact-gpu,hnsw,peers".into());
+    let methods =
+        std::env::var("TRIAGE_KNN_METHODS").unwrap_or("exact-cpu,exact-gpu,hnsw,peers".into());
     let run = |m: &str, n: usize, d: usize| child_process(&exe, m, n, d, timeout);
     let mut lines: Vec<String> = Vec::new();
     let mut emit = |line: String| {
@@ -209,9 +209,7 @@ fn main() {
         for method in methods.split(',').map(str::trim) {
             match method {
                 "exact-cpu" if n <= exact_max => emit(run("exact-cpu", n, d)),
-                "exact-gpu" if software.is_some() && n <= gpu_max => {
-                    emit(run("exact-gpu", n, d))
-                }
+                "exact-gpu" if software.is_some() && n <= gpu_max => emit(run("exact-gpu", n, d)),
                 "hnsw" => emit(run("hnsw", n, d)),
                 "peers" => {
                     let dir = run("dump", n, d);
@@ -267,8 +265,18 @@ fn child_process(
             s
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -337,7 +345,10 @@ fn summary(lines: &[String]) {
                 continue;
             }
             if let Some(t) = num(r, "build_query_s") {
-                println!("ratio knn {n}x{d} {m}/exact-gpu {:.2} ({t:.2} s vs {gpu:.2} s)", t / gpu);
+                println!(
+                    "ratio knn {n}x{d} {m}/exact-gpu {:.2} ({t:.2} s vs {gpu:.2} s)",
+                    t / gpu
+                );
             } else if let Some(t) = num(r, "timed_out_after_s") {
                 println!(
                     "ratio knn {n}x{d} {m}/exact-gpu > {:.2} ({m} killed after {t:.0} s, data generation included, vs {gpu:.2} s)",

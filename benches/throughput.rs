@@ -277,10 +277,7 @@ fn ratios() {
         "measure cpu_score_all_f32 {cpu_all:.4} s = {:.3} GB/s",
         b / cpu_all / GB
     );
-    println!(
-        "ratio cpu_score_all/host_memory_read {:.4}",
-        read / cpu_all
-    );
+    println!("ratio cpu_score_all/host_memory_read {:.4}", read / cpu_all);
 
     let Some(raw) = RawGpu::new() else {
         println!("gpu: no adapter; GPU limits and ratios skipped");
@@ -607,7 +604,9 @@ impl RawGpu {
             bytes,
             wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::STORAGE,
         );
-        self.repeated(reps, |enc| enc.copy_buffer_to_buffer(&staging, 0, &dst, 0, bytes))
+        self.repeated(reps, |enc| {
+            enc.copy_buffer_to_buffer(&staging, 0, &dst, 0, bytes)
+        })
     }
 
     /// `score_pixels` alone over the batch, planar tiles as the backend cuts
@@ -755,7 +754,9 @@ impl RawGpu {
         let layout = pipeline.get_bind_group_layout(0);
         let groups: Vec<wgpu::BindGroup> = (0..tiles)
             .map(|t| {
-                let whole = |b: &wgpu::Buffer| b.as_entire_binding();
+                fn whole(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+                    b.as_entire_binding()
+                }
                 self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
                     layout: &layout,
