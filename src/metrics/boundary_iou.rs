@@ -76,15 +76,16 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
         let row = &rest[..w];
         let out = &mut band[y * w..(y + 1) * w];
         let prev = if y > 0 { &above[(y - 1) * w..] } else { row };
-        let first = y == 0;
-        for x in 0..w {
-            let uniform = out[x] == 0;
-            let same = !first && prev[x] == row[x];
-            // `run[x]` is 0 when the pixel above was not row-uniform.
-            let r = if same { run[x] + 1 } else { 1 };
-            let r = if uniform { r } else { 0 };
-            run[x] = r;
-            out[x] |= u8::from(r >= need) << 1;
+        let not_first = u32::from(y > 0);
+        for (((o, r), &a), &b) in out.iter_mut().zip(run.iter_mut()).zip(prev).zip(row) {
+            // r' = uniform ? (same as above ? r + 1 : 1) : 0, in arithmetic
+            // (`r` is 0 when the pixel above was not row-uniform), capped at
+            // `need` so it never overflows.
+            let uniform = u32::from(*o == 0);
+            let same = u32::from(a == b) & not_first;
+            let v = ((*r * same + 1) * uniform).min(need);
+            *r = v;
+            *o |= u8::from(v >= need) << 1;
         }
     }
     run.fill(0);
@@ -92,17 +93,15 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
         let (head, below) = map.split_at((y + 1) * w);
         let row = &head[y * w..];
         let next = if y + 1 < h { &below[..w] } else { row };
-        let last = y + 1 == h;
+        let not_last = u32::from(y + 1 < h);
         let out = &mut band[y * w..(y + 1) * w];
-        for x in 0..w {
-            let b = out[x];
-            let uniform = b & 1 == 0;
-            let same = !last && next[x] == row[x];
-            let r = if same { run[x] + 1 } else { 1 };
-            let r = if uniform { r } else { 0 };
-            run[x] = r;
-            let interior = (b & 2 != 0) & (r >= need);
-            out[x] = u8::from(!interior);
+        for (((o, r), &a), &b) in out.iter_mut().zip(run.iter_mut()).zip(next).zip(row) {
+            let uniform = u32::from(*o & 1 == 0);
+            let same = u32::from(a == b) & not_last;
+            let v = ((*r * same + 1) * uniform).min(need);
+            *r = v;
+            let interior = (*o >> 1) & u8::from(v >= need);
+            *o = interior ^ 1;
         }
     }
 }

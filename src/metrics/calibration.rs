@@ -21,9 +21,12 @@ pub const BINS: usize = 15;
 /// The bin of a confidence `c` in [0, 1]: `min(floor(c · 15), 14)`, in `f32`.
 #[inline]
 pub fn bin_index(confidence: f32) -> usize {
-    let m = (confidence * BINS as f32).floor();
-    // `as usize` saturates negatives to 0; the clamp closes the last bin.
-    (m as usize).min(BINS - 1)
+    // `as usize` truncates toward zero, which is `floor` for every value it
+    // does not saturate: a non-negative `x` truncates to `floor(x)`, and
+    // anything below 1 (negatives and NaN) goes to 0 either way. So no
+    // `floor` call (a libm call on baseline x86-64) on the per-pixel path.
+    // The clamp closes the last bin.
+    ((confidence * BINS as f32) as usize).min(BINS - 1)
 }
 
 /// A reliability table: per bin, the sample count, the number of correct
@@ -131,6 +134,35 @@ mod tests {
         assert_eq!(bin_index(0.999_999), 14);
         assert_eq!(bin_index(0.5), 7);
         assert_eq!(bin_index(0.066), 0);
+    }
+
+    #[test]
+    fn bin_index_is_the_floor_definition_everywhere() {
+        // min(floor(c · 15), 14), saturating below 0, written out with `floor`.
+        let by_floor = |c: f32| ((c * 15.0).floor() as usize).min(14);
+        let mut xs = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1.0,
+            f32::MIN_POSITIVE,
+            1.0 - f32::EPSILON,
+            2.0,
+        ];
+        for k in 0..=15 {
+            let edge = k as f32 / 15.0;
+            xs.extend([edge, edge.next_up(), edge.next_down()]);
+        }
+        xs.extend((0..100_000).map(|i| i as f32 / 99_999.0));
+        for c in xs {
+            assert_eq!(bin_index(c), by_floor(c), "confidence {c:e}");
+        }
+        assert_eq!(bin_index(1.0), 14);
+        assert_eq!(bin_index(1.0 / 15.0), 1);
+        assert_eq!(bin_index((1.0f32 / 15.0).next_down()), 0);
     }
 
     #[test]
