@@ -624,5 +624,10 @@ pub fn write_all(
         serde_json::to_writer_pretty(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
-    files.commit()
+    // Waiting for the background fsyncs and renaming: after report.json is
+    // written, so only the `--timings` line can show it.
+    let t_sync = Instant::now();
+    let done = files.commit();
+    timings.sync = t_sync.elapsed();
+    done
 }

@@ -187,6 +187,10 @@ pub struct Timings {
     pub report: Duration,
     /// Drawing and writing the overlays.
     pub overlays: Duration,
+    /// Waiting for every output to reach the disk (`fsync`) and renaming
+    /// them into place: the last step, so it is in the `--timings` line and
+    /// in `total` there, but not in `report.json` (written before it).
+    pub sync: Duration,
     /// From the start of the run to the end, outputs renamed into place
     /// (`report.json` records the time just before it is written).
     pub total: Duration,
@@ -197,7 +201,7 @@ impl Timings {
     pub fn line(&self) -> String {
         let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
         format!(
-            "read {} s (overlapped), score {} s, neighbours {}, queue {} s, write {} s, report {} s, overlays {} s, total {} s",
+            "read {} s (overlapped), score {} s, neighbours {}, queue {} s, write {} s, report {} s, overlays {} s, sync {} s, total {} s",
             s(self.read),
             s(self.score),
             self.neighbors.map_or("-".into(), |d| format!("{} s", s(d))),
@@ -205,6 +209,7 @@ impl Timings {
             s(self.write),
             s(self.report),
             s(self.overlays),
+            s(self.sync),
             s(self.total)
         )
     }
