@@ -273,7 +273,7 @@ fn write_json_row(
     let mut o = ser.serialize_map(None)?;
     o.serialize_entry("rank", &row.rank)?;
     o.serialize_entry("id", &manifest.ids[it.index])?;
-    o.serialize_entry("priority", &finite(Some(it.priority)))?;
+    o.serialize_entry("priority", &Some(it.priority).filter(|p| p.is_finite()))?;
     o.serialize_entry("in_budget", &row.plan.in_budget)?;
     o.serialize_entry("spot_check", &row.plan.spot_check)?;
     o.serialize_entry("review_all", &row.plan.review_all)?;
@@ -298,11 +298,6 @@ fn write_json_row(
     Ok(())
 }
 
-/// `Some(x)` for a finite `x`, else `None` (written as `null`).
-fn finite(x: Option<f64>) -> Option<f64> {
-    x.filter(|v| v.is_finite())
-}
-
 /// The policy's reasons, then the item's, as one JSON array.
 struct Reasons<'a>(&'a [String], &'a [String]);
 
@@ -317,7 +312,7 @@ struct Scores<'a>(&'a priority::ItemScores);
 
 impl serde::Serialize for Scores<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_map(self.0.fields().into_iter().map(|(k, v)| (k, finite(v))))
+        s.collect_map(self.0.finite_fields())
     }
 }
 
@@ -507,11 +502,10 @@ pub fn write_all(
         with_neighbors,
         with_status,
     };
-    let json_row = |i: usize, reasons: &[String], buf: &mut Vec<u8>| -> std::io::Result<()> {
-        let row = row_at(i);
-        write_json_row(buf, &row, reasons, &cols)?;
+    let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
+        write_json_row(buf, row, reasons, &cols)?;
         buf.push(b'\n');
-        Ok(())
+        Ok::<(), std::io::Error>(())
     };
     // One pass over the rows feeds both queue files: each row's reasons are
     // derived once, its JSON line and CSV record formatted side by side.
@@ -522,7 +516,7 @@ pub fn write_all(
         for i in range {
             let row = row_at(i);
             let reasons = row.item.all_reasons(&cfg.class_names);
-            json_row(i, &reasons, jb)?;
+            json_row(&row, &reasons, jb)?;
             cols.record(&mut csv, &mut scratch, &row, &reasons)?;
         }
         csv.flush()
@@ -538,8 +532,9 @@ pub fn write_all(
     // The page's rows: the head of the same lines, read back.
     let mut head_bytes = Vec::new();
     for i in 0..HEAD_ROWS.min(shown) {
-        let reasons = row_at(i).item.all_reasons(&cfg.class_names);
-        json_row(i, &reasons, &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
+        let row = row_at(i);
+        let reasons = row.item.all_reasons(&cfg.class_names);
+        json_row(&row, &reasons, &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
     }
     let head: Vec<Value> = head_bytes
         .split(|&b| b == b'\n')
@@ -567,19 +562,15 @@ pub fn write_all(
     timings.write = t_write.elapsed();
     // The page is built from the report before the run-dependent fields go in.
     let mut report = Value::Object(report);
-    let score_names: Vec<&'static str> = items
-        .first()
-        .map(|it| it.scores.fields().iter().map(|(k, _)| *k).collect())
-        .unwrap_or_default();
     let score_values = |name: &str| -> Vec<f64> {
         items
             .iter()
             .filter_map(|it| {
                 it.scores
-                    .fields()
+                    .finite_fields()
                     .into_iter()
                     .find(|(k, _)| *k == name)
-                    .and_then(|(_, v)| finite(v))
+                    .and_then(|(_, v)| v)
             })
             .collect()
     };
@@ -591,7 +582,7 @@ pub fn write_all(
             report: &report,
             queue: &head,
             clusters: extras.clusters.as_deref(),
-            score_names,
+            score_names: cols.score_names.clone(),
             score_values: &score_values,
             preds: extras.preds.as_ref(),
         },

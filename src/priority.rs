@@ -95,6 +95,15 @@ impl ItemScores {
         }
         f
     }
+
+    /// [`ItemScores::fields`] with every non-finite value as `None` (the
+    /// queue files and the report write it as `null`).
+    pub fn finite_fields(&self) -> Vec<(&'static str, Option<f64>)> {
+        self.fields()
+            .into_iter()
+            .map(|(k, v)| (k, v.filter(|x| x.is_finite())))
+            .collect()
+    }
 }
 
 /// The formula, as recorded in `report.json`.

@@ -63,14 +63,9 @@ pub struct QueuePlan {
 /// The JSON `scores` object of an item (non-finite values as `null`).
 pub fn scores_json(it: &ItemResult) -> Map<String, Value> {
     it.scores
-        .fields()
+        .finite_fields()
         .into_iter()
-        .map(|(k, v)| {
-            let v = v
-                .filter(|x| x.is_finite())
-                .map_or(Value::Null, |x| json!(x));
-            (k.to_string(), v)
-        })
+        .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, |x| json!(x))))
         .collect()
 }
 

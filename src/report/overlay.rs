@@ -116,11 +116,6 @@ impl PredMaps {
             .find(|m| m.1 == index)
             .map(|m| (m.2, m.3, m.4.as_slice()))
     }
-
-    /// Indices of the kept maps, in no particular order.
-    pub fn indices(&self) -> Vec<usize> {
-        self.maps.iter().map(|m| m.1).collect()
-    }
 }
 
 /// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
@@ -279,39 +274,36 @@ pub fn segmentation_overlay(
         .column("mask")
         .ok_or_else(|| Error::Usage("no `mask` column".into()))?;
     let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
-    if let Some((h, w, pred)) = kept {
-        let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
-        return Ok(draw(
-            base_image(cfg, manifest, index, &gt, h, w, c),
-            &gt,
-            pred,
-            h,
-            w,
-            cfg.ignore_index,
-        ));
-    }
-    let (probs, h, w) = match stacked {
-        Some(arr) => {
-            let [_, _, h, w] = arr.shape[..] else {
-                return Err(Error::input(&arr.path, "expected shape (N, C, H, W)"));
-            };
-            let n = c * h * w;
-            (arr.read_probs(index * n, n)?, h, w)
-        }
+    // The kept map, or the item read once more and its argmax.
+    let computed;
+    let (pred, h, w): (&[u16], usize, usize) = match kept {
+        Some((h, w, pred)) => (pred, h, w),
         None => {
-            let path = cfg.probs.join(format!("{id}.npy"));
-            let mut arr = NpyArray::open(&path)?;
-            let [_, h, w] = arr.shape[..] else {
-                return Err(Error::input(&path, "expected shape (C, H, W)"));
+            let (probs, h, w) = match stacked {
+                Some(arr) => {
+                    let [_, _, h, w] = arr.shape[..] else {
+                        return Err(Error::input(&arr.path, "expected shape (N, C, H, W)"));
+                    };
+                    let n = c * h * w;
+                    (arr.read_probs(index * n, n)?, h, w)
+                }
+                None => {
+                    let path = cfg.probs.join(format!("{id}.npy"));
+                    let mut arr = NpyArray::open(&path)?;
+                    let [_, h, w] = arr.shape[..] else {
+                        return Err(Error::input(&path, "expected shape (C, H, W)"));
+                    };
+                    let n = c * h * w;
+                    (arr.read_probs(0, n)?, h, w)
+                }
             };
-            let n = c * h * w;
-            (arr.read_probs(0, n)?, h, w)
+            computed = argmax_map(&probs, c, h, w);
+            (&computed, h, w)
         }
     };
     let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
-    let pred = argmax_map(&probs, c, h, w);
     let base = base_image(cfg, manifest, index, &gt, h, w, c);
-    Ok(draw(base, &gt, &pred, h, w, cfg.ignore_index))
+    Ok(draw(base, &gt, pred, h, w, cfg.ignore_index))
 }
 
 /// The item's image at `h × w` (resized if needed), or a grey rendering of
@@ -405,8 +397,7 @@ mod tests {
         for (p, i) in offers {
             m.offer(p, i, 1, 2, vec![i as u16; 2]);
         }
-        let mut kept = m.indices();
-        kept.sort();
+        let kept: Vec<usize> = (0..10).filter(|&i| m.get(i).is_some()).collect();
         // 0.9 (1), 0.9 (4), then 0.5: item 3 before item 6.
         assert_eq!(kept, vec![1, 3, 4]);
         assert_eq!(m.get(4), Some((1, 2, &[4u16, 4][..])));
@@ -416,7 +407,7 @@ mod tests {
         assert_eq!(m.get(9), None);
         let mut none = PredMaps::new(0);
         none.offer(1.0, 0, 1, 1, vec![0]);
-        assert!(none.indices().is_empty());
+        assert_eq!(none.get(0), None);
     }
 
     #[test]
