@@ -281,9 +281,10 @@ fn pixels_scalar(
 }
 
 /// Score the pixels `start..start + pred.len()` of `item` eight at a time
-/// with [`simd::score_lanes`] (planar data: one load reads a class of eight
-/// neighbouring pixels). The last group of an item is copied out and padded;
-/// a group with an invalid pixel is rescored with the scalar reference.
+/// with [`simd::score_run`] (planar data: one load reads a class of eight
+/// neighbouring pixels; the running sums stay in vector registers). A group
+/// with an invalid pixel is rescored with the scalar reference, which
+/// records the first invalid pixel.
 fn pixels_simd<T: Element>(
     data: &[T],
     item: &SegItem,
@@ -292,36 +293,42 @@ fn pixels_simd<T: Element>(
     pred: &mut [u16],
     st: &mut ChunkStats,
 ) {
-    let c = batch.classes;
     let hw = item.height * item.width;
-    let ignore = batch.ignore_index;
-    let mut scratch = Vec::new();
-    let mut j = 0;
-    while j < pred.len() {
-        let i = start + j;
-        let n = (pred.len() - j).min(LANES);
-        let labels: [u32; LANES] = std::array::from_fn(|l| match item.labels.get(i + l) {
-            Some(&y) if l < n && y != ignore => y as u32,
-            _ => 0,
-        });
-        let scores = if n == LANES {
-            simd::score_lanes(&data[i..], hw, c, &labels)
-        } else {
-            simd::gather_tail(data, hw, i..i + n, c, &mut scratch);
-            simd::score_lanes(&scratch, LANES, c, &labels)
-        };
-        match scores {
-            Some(s) => {
-                let w_sc = simd::softmin_weights(&std::array::from_fn(|l| s[l].self_confidence));
-                let w_nm = simd::softmin_weights(&std::array::from_fn(|l| s[l].normalized_margin));
-                for l in 0..n {
-                    let w = (w_sc[l], w_nm[l]);
-                    st.record_weighted(&s[l], item.labels[i + l], ignore, &mut pred[j + l], w);
-                }
-            }
-            None => pixels_scalar(item, batch, i, &mut pred[j..j + n], st),
-        }
-        j += n;
+    let mut bad: Vec<(usize, usize)> = Vec::new();
+    let r = simd::score_run(
+        data,
+        hw,
+        batch.classes,
+        &item.labels,
+        batch.ignore_index,
+        start,
+        pred,
+        &mut st.bins,
+        &mut st.confusion,
+        &mut |i, n| bad.push((i, n)),
+    );
+    st.pixels += r.pixels;
+    let [
+        entropy,
+        margin,
+        least_confidence,
+        self_confidence,
+        normalized_margin,
+    ] = r.sums;
+    st.sums.merge(&ScoreSums {
+        entropy,
+        margin,
+        least_confidence,
+        self_confidence,
+        normalized_margin,
+    });
+    let (weighted, weight) = r.softmin_self_confidence;
+    st.softmin_sc.merge(&Softmin { weighted, weight });
+    let (weighted, weight) = r.softmin_normalized_margin;
+    st.softmin_nm.merge(&Softmin { weighted, weight });
+    for (i, n) in bad {
+        let j = i - start;
+        pixels_scalar(item, batch, i, &mut pred[j..j + n], st);
     }
 }
 

@@ -10,15 +10,28 @@
 //!    scalar reference, which names the class and value.
 //! 2. **Normalise and score**: `q_k = p_k / s` where `|s − 1| > C·ε` (else
 //!    `q_k = p_k`), the running top two values, the lowest index of the top
-//!    value, `q_y`, and `Σ q_k ln q_k`.
+//!    value, `q_y`, and `Σ q_k ln q_k` (f32, in class order).
+//!
+//! Both steps share one read of the data: the values are scored as they are
+//! while they are validated and summed, and only a group where the reference
+//! divides (a sum off by more than its own rounding, rare in practice) is
+//! read a second time. Planes of a segmentation item lie `h·w` values apart,
+//! more streams than the hardware prefetcher follows, so each load also
+//! prefetches its plane a little ahead.
 //!
 //! The sum, the normalisation, `pred`, `top1`, `top2` and `q_y` are therefore
 //! bit-identical to the scalar path, and so are the prediction, confidence,
-//! margin, least confidence, self-confidence and normalised margin (both end
-//! in [`finish`]). Only the entropy differs: `ln` is a polynomial (Cephes'
-//! `logf`, relative error ≲ 2 ulp; subnormal `q_k` are clamped to the
-//! smallest normal, which changes `q ln q` by under 1e-36), so the entropy
-//! agrees with the reference within [`ENTROPY_TOLERANCE`].
+//! margin, least confidence, self-confidence and normalised margin (the
+//! vector finish does the f32 operations of [`crate::metrics::pixel_stats::finish`]). Only the entropy
+//! differs: `ln` is a degree-7 polynomial on the mantissa (absolute error
+//! ≤ 4e-7 + 2e-7·|ln q|, so `q ln q` within 4.8e-7 for `q ∈ (0, 1]`), and the
+//! entropy agrees with the reference within [`ENTROPY_TOLERANCE`].
+//!
+//! For segmentation, [`score_run`] also keeps the per-item sums (the five
+//! mean scores and the two softmins, in f64) in vector registers, lane by
+//! lane, folded at the end of the run: they differ from the reference's
+//! one-pixel-at-a-time f64 sums by rounding only. Counts (pixels, the
+//! calibration bins, the confusion matrix) are exact.
 //!
 //! Logits (softmax inputs) always take the scalar path.
 //!
@@ -28,7 +41,9 @@
 
 use std::sync::OnceLock;
 
-use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, finish, rounding_slack};
+use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::confusion::Confusion;
+use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
 
 /// Samples scored per kernel call (the vector width in `f32` lanes).
 pub const LANES: usize = 8;
@@ -143,12 +158,13 @@ pub fn score_lanes<T: Element>(
     }
 }
 
-/// The softmin weights `exp((1 − s) / T)` of eight scores, as
-/// [`super::Softmin::weight_of`] computes them one at a time: the argument
-/// is computed identically (f64 subtraction and division), the exponential
-/// by a degree-12 polynomial after range reduction (relative error ≲ 2 ulp
-/// of f64 against libm). Must only be called at [`Level::Avx2`].
-pub fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
+/// The softmin weights of eight scores as [`score_run`] computes them:
+/// `exp((1 − s)·(1/T))` in f64, the exponential by a degree-12 polynomial
+/// after range reduction (≲ 2 ulp of f64 against libm), the argument within
+/// 1 ulp of the reference's `(1 − s)/T`. Only the tests call it alone.
+/// Must only be called at [`Level::Avx2`].
+#[cfg(test)]
+fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
     #[cfg(target_arch = "x86_64")]
     {
         assert_eq!(level(), Level::Avx2, "softmin_weights needs AVX2");
@@ -216,31 +232,85 @@ pub fn gather_tail<T: Element>(
     out[n..LANES].fill(1.0);
 }
 
-/// The scalar part shared by both kernels' callers: validate `labels` etc. is
-/// the caller's job; this turns the per-lane quantities into scores.
-#[inline]
+/// The f64 sums of one run of pixels scored by [`score_run`], over its
+/// non-ignored pixels. Lanes are summed separately and folded at the end,
+/// so the sums differ from the reference's one-pixel-at-a-time order by
+/// rounding only (relative ~1e-15 per term).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunSums {
+    /// Non-ignored pixels scored.
+    pub pixels: u64,
+    /// `Σ` entropy, margin, least confidence, self-confidence and
+    /// normalised margin, in that order.
+    pub sums: [f64; 5],
+    /// Softmin sums `(Σ s·w, Σ w)` of the self-confidence.
+    pub softmin_self_confidence: (f64, f64),
+    /// Softmin sums `(Σ s·w, Σ w)` of the normalised margin.
+    pub softmin_normalized_margin: (f64, f64),
+}
+
+/// Score the pixels `start..start + pred.len()` of one planar item
+/// (`data[k·hw + i]` is class `k` of pixel `i`; `labels[i]` its annotation,
+/// `ignore` for none), eight at a time, in one call that keeps every
+/// running sum in registers.
+///
+/// For every pixel it writes the prediction to `pred`; for every
+/// non-ignored one it adds to `bins` and `confusion` (exact counts, as the
+/// reference) and to the returned [`RunSums`]. A group of eight with an
+/// invalid pixel is skipped and handed to `invalid(first_pixel, count)`,
+/// for the caller to rescore with the scalar reference (which names the
+/// value). The per-pixel scores are those of [`score_lanes`]; the softmin
+/// weight `exp((1 − s)·(1/T))` is within 4e-15 relative of the reference's
+/// `exp((1 − s)/T)`. Must only be called at [`Level::Avx2`].
+///
+/// # Panics
+/// If `classes < 2`, the item is shorter than `classes × hw` or `labels`
+/// than `hw`, the range passes `hw`, or a non-ignored label is `≥ classes`.
 #[allow(clippy::too_many_arguments)]
-fn finish_lanes(
+pub fn score_run<T: Element>(
+    data: &[T],
+    hw: usize,
     classes: usize,
-    labels: &[u32; LANES],
-    top1: &[f32; LANES],
-    top2: &[f32; LANES],
-    pred: &[u32; LANES],
-    py: &[f32; LANES],
-    plogp: &[f32; LANES],
-) -> [SampleScores; LANES] {
-    std::array::from_fn(|j| {
-        finish(
-            classes, labels[j], top1[j], top2[j], pred[j], py[j], plogp[j],
-        )
-    })
+    labels: &[u16],
+    ignore: u16,
+    start: usize,
+    pred: &mut [u16],
+    bins: &mut CalibrationBins,
+    confusion: &mut Confusion,
+    invalid: &mut dyn FnMut(usize, usize),
+) -> RunSums {
+    assert!(classes >= 2 && hw >= 1);
+    assert!(data.len() >= classes * hw && labels.len() >= hw);
+    assert!(start + pred.len() <= hw);
+    assert_eq!(confusion.classes(), classes);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert_eq!(level(), Level::Avx2, "score_run needs AVX2");
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked by `level`);
+        // the bounds above keep every load of a full group inside `data`
+        // (pixel i + 7 < hw for a full group, so (C − 1)·hw + i + 8 ≤ C·hw).
+        unsafe {
+            avx2::score_run(
+                data, hw, classes, labels, ignore, start, pred, bins, confusion, invalid,
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, labels, ignore, start, pred, bins, confusion, invalid);
+        unreachable!("score_run needs AVX2")
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Element, LANES, SUM_TOLERANCE, SampleScores, finish_lanes, rounding_slack};
+    use super::super::SOFTMIN_TEMPERATURE;
+    use super::{
+        CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
+        rounding_slack,
+    };
 
     /// Load the 8 values at `p` as `f32`.
     #[inline]
@@ -257,49 +327,238 @@ mod avx2 {
         }
     }
 
-    /// `ln x` for `x > 0` (Cephes `logf`, as in Julien Pommier's
-    /// `avx_mathfun.h`): `x = m·2^e` with `m ∈ [√½, √2)`, then a degree-9
-    /// polynomial in `m − 1`. Subnormal inputs are clamped to the smallest
-    /// normal. Lanes with `x ≤ 0` return garbage; callers mask them.
+    /// `ln x` for `0 ≤ x < ∞`, within `4e-7 + 2e-7·|ln x|` for normal `x`
+    /// (so `q·ln q` within 4.8e-7 for `q ∈ (0, 1]`): `x = m·2^e` with `m ∈ [1, 2)` read from the bits, then
+    /// `ln x = e·ln 2 + f·P(f)` with `f = m − 1 ∈ [0, 1)` and `P` a degree-6
+    /// near-minimax fit of `ln(1 + f)/f` (fitted for the absolute error of
+    /// `ln(1 + f)`, max 2.2e-7, 3.3e-7 once evaluated in f32). Zero and
+    /// subnormal `x` give a finite value near `−88` (the exponent field is
+    /// 0), so `x · ln x` is `0` or a subnormal: no mask is needed.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn ln(x: __m256) -> __m256 {
-        {
-            let one = _mm256_set1_ps(1.0);
-            let x = _mm256_max_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x0080_0000)));
-            let bits = _mm256_castps_si256(x);
-            let exp = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(0x7f));
-            // The mantissa as a value in [0.5, 1).
-            let m = _mm256_or_ps(
-                _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(!0x7f80_0000))),
-                _mm256_set1_ps(0.5),
-            );
-            let mut e = _mm256_add_ps(_mm256_cvtepi32_ps(exp), one);
-            // m < √½: use 2m and e − 1, so the argument is in [√½ − 1, √2 − 1).
-            let small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707_106_77), _CMP_LT_OQ);
-            let tmp = _mm256_and_ps(m, small);
-            let mut x = _mm256_sub_ps(m, one);
-            e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
-            x = _mm256_add_ps(x, tmp);
-            let z = _mm256_mul_ps(x, x);
-            let mut y = _mm256_set1_ps(7.037_683_6e-2);
-            for c in [
-                -1.151_461e-1,
-                1.167_699_9e-1,
-                -1.242_014_1e-1,
-                1.424_932_3e-1,
-                -1.666_805_8e-1,
-                2.000_071_4e-1,
-                -2.499_999_4e-1,
-                3.333_333e-1,
-            ] {
-                y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+        let bits = _mm256_castps_si256(x);
+        let e = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+            _mm256_srli_epi32::<23>(bits),
+            _mm256_set1_epi32(0x7f),
+        ));
+        let m = _mm256_or_ps(
+            _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x007f_ffff))),
+            _mm256_set1_ps(1.0),
+        );
+        let f = _mm256_sub_ps(m, _mm256_set1_ps(1.0));
+        let mut p = _mm256_set1_ps(LN1P_COEFFS[6]);
+        for &c in LN1P_COEFFS[..6].iter().rev() {
+            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
+        }
+        _mm256_fmadd_ps(
+            e,
+            _mm256_set1_ps(std::f32::consts::LN_2),
+            _mm256_mul_ps(p, f),
+        )
+    }
+
+    /// [`ln`] of eight values (for the tests).
+    #[cfg(test)]
+    pub unsafe fn ln8(x: &[f32; LANES]) -> [f32; LANES] {
+        let mut out = [0.0f32; LANES];
+        // SAFETY: both arrays hold 8 lanes.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), ln(_mm256_loadu_ps(x.as_ptr()))) };
+        out
+    }
+
+    /// Coefficients of `P(f) ≈ ln(1 + f)/f` on `[0, 1)`, constant term
+    /// first (an iteratively reweighted least-squares fit to the minimax
+    /// absolute error of `f·P(f)`).
+    const LN1P_COEFFS: [f32; 7] = [
+        0.999_981_16,
+        -0.499_471_78,
+        0.328_242_18,
+        -0.225_897_98,
+        0.134_674_49,
+        -0.055_145_163,
+        0.010_764_503,
+    ];
+
+    /// How far ahead (in values) [`pass`] prefetches each class plane.
+    const PREFETCH: usize = 256;
+
+    /// The running per-lane quantities of one pass over the classes.
+    struct Pass {
+        top1: __m256,
+        top2: __m256,
+        pred: __m256i,
+        plogp: __m256,
+    }
+
+    /// One pass over the classes of the 8 lanes at `base` (stride
+    /// `stride`): `q = x / sum` in the lanes of `divide` when `DIVIDE`
+    /// (else `q = x`), the running top two (`top2 = max(top2, min(top1, q))`
+    /// is the reference's `if q > top1 {..} else if q > top2 {..}` for
+    /// values that are not NaN), the lowest index of the top value, and
+    /// `Σ q ln q` (one f32 accumulator in class order, as the reference
+    /// sums: with 1000 classes a different order alone moves the entropy by
+    /// ~1e-5). Also returns the
+    /// plain sum of `x` in class order and the smallest `x`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pass<T: Element, const DIVIDE: bool>(
+        base: *const T,
+        stride: usize,
+        classes: usize,
+        sum_in: __m256,
+        divide: __m256,
+    ) -> (Pass, __m256, __m256) {
+        let mut top1 = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut top2 = top1;
+        let mut pred = _mm256_setzero_si256();
+        let mut plogp = _mm256_setzero_ps();
+        let mut sum = _mm256_setzero_ps();
+        let mut low = _mm256_set1_ps(f32::INFINITY);
+        let mut kv = _mm256_setzero_si256();
+        let one = _mm256_set1_epi32(1);
+        for k in 0..classes {
+            // SAFETY: `(classes − 1)·stride + 8 ≤ data.len()` (the caller).
+            let at = base.wrapping_add(k * stride);
+            // The planes are a megabyte apart: ask for this class's data
+            // PREFETCH values ahead, as the hardware does not track 19+
+            // streams. A prefetch never faults, even past the end.
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
+            let x = unsafe { load8(at) };
+            sum = _mm256_add_ps(sum, x);
+            low = _mm256_min_ps(low, x);
+            let q = if DIVIDE {
+                _mm256_blendv_ps(x, _mm256_div_ps(x, sum_in), divide)
+            } else {
+                x
+            };
+            plogp = _mm256_add_ps(plogp, _mm256_mul_ps(q, ln(q)));
+            let gt1 = _mm256_cmp_ps(q, top1, _CMP_GT_OQ);
+            pred = _mm256_blendv_epi8(pred, kv, _mm256_castps_si256(gt1));
+            top2 = _mm256_max_ps(top2, _mm256_min_ps(top1, q));
+            top1 = _mm256_max_ps(top1, q);
+            kv = _mm256_add_epi32(kv, one);
+        }
+        (
+            Pass {
+                top1,
+                top2,
+                pred,
+                plogp,
+            },
+            sum,
+            low,
+        )
+    }
+
+    /// The per-lane quantities of one group of eight samples, after
+    /// validation and (where the reference divides) normalisation.
+    struct Group {
+        top1: __m256,
+        top2: __m256,
+        pred: __m256i,
+        plogp: __m256,
+        py: __m256,
+    }
+
+    /// Validate, normalise and reduce the 8 lanes at `base` (class `k` at
+    /// `base + k·stride`); `None` if any lane is invalid.
+    ///
+    /// One optimistic pass reads every value once: it validates and sums
+    /// (in class order, plain adds, as the reference does) while scoring
+    /// the values as they are. Only when some lane's sum is off by more
+    /// than the rounding of the sum (so the reference divides) is a second
+    /// pass made over the divided values.
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C; `(classes − 1)·stride + 8` values readable at `base`;
+    /// every `labels[j] < classes`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group<T: Element>(
+        base: *const T,
+        stride: usize,
+        classes: usize,
+        labels: &[u32; LANES],
+    ) -> Option<Group> {
+        let zero = _mm256_setzero_ps();
+        // SAFETY: the caller's bounds.
+        let (mut r, sum, low) = unsafe { pass::<T, false>(base, stride, classes, zero, zero) };
+        // Valid: every value ≥ 0 (`low` ≥ 0; a NaN anywhere makes the sum
+        // NaN) and |s − 1| ≤ tolerance (false for a NaN or infinite sum, so
+        // with all values ≥ 0 every value is also finite).
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let dev = _mm256_and_ps(_mm256_sub_ps(sum, _mm256_set1_ps(1.0)), abs_mask);
+        let ok = _mm256_and_ps(
+            _mm256_cmp_ps(low, zero, _CMP_GE_OQ),
+            _mm256_cmp_ps(dev, _mm256_set1_ps(SUM_TOLERANCE), _CMP_LE_OQ),
+        );
+        if _mm256_movemask_ps(ok) != 0xff {
+            return None;
+        }
+        let divide = _mm256_cmp_ps(dev, _mm256_set1_ps(rounding_slack(classes)), _CMP_GT_OQ);
+        let divide_mask = _mm256_movemask_ps(divide);
+        if divide_mask != 0 {
+            // SAFETY: as above.
+            r = unsafe { pass::<T, true>(base, stride, classes, sum, divide) }.0;
+        }
+        // q_y, read once per lane (the same f32 division as the pass).
+        let mut s = [0.0f32; LANES];
+        // SAFETY: `s` holds 8 lanes.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), sum) };
+        let qy: [f32; LANES] = std::array::from_fn(|j| {
+            // SAFETY: labels[j] < classes and j < 8 (the caller).
+            let x = unsafe { *base.add(labels[j] as usize * stride + j) }.to_f32();
+            if divide_mask & (1 << j) != 0 {
+                x / s[j]
+            } else {
+                x
             }
-            y = _mm256_mul_ps(_mm256_mul_ps(y, x), z);
-            y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.121_944_4e-4), y);
-            y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5), y);
-            x = _mm256_add_ps(x, y);
-            _mm256_fmadd_ps(e, _mm256_set1_ps(0.693_359_4), x)
+        });
+        Some(Group {
+            top1: r.top1,
+            top2: r.top2,
+            pred: r.pred,
+            plogp: r.plogp,
+            // SAFETY: `qy` holds 8 lanes.
+            py: unsafe { _mm256_loadu_ps(qy.as_ptr()) },
+        })
+    }
+
+    /// The scores of a [`Group`], lane for lane the f32 operations of
+    /// [`crate::metrics::pixel_stats::finish`] (so bit-identical to it).
+    struct Scores {
+        pred: __m256i,
+        confidence: __m256,
+        entropy: __m256,
+        margin: __m256,
+        least_confidence: __m256,
+        self_confidence: __m256,
+        normalized_margin: __m256,
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn finish8(g: &Group, labels: __m256i, ln_c: f32) -> Scores {
+        let one = _mm256_set1_ps(1.0);
+        // The largest probability among the other classes.
+        let is_y = _mm256_castsi256_ps(_mm256_cmpeq_epi32(g.pred, labels));
+        let other = _mm256_blendv_ps(g.top1, g.top2, is_y);
+        let neg = _mm256_xor_ps(g.plogp, _mm256_set1_ps(-0.0));
+        Scores {
+            pred: g.pred,
+            confidence: g.top1,
+            entropy: _mm256_max_ps(
+                _mm256_div_ps(neg, _mm256_set1_ps(ln_c)),
+                _mm256_setzero_ps(),
+            ),
+            margin: _mm256_sub_ps(g.top1, g.top2),
+            least_confidence: _mm256_sub_ps(one, g.top1),
+            self_confidence: g.py,
+            normalized_margin: _mm256_mul_ps(
+                _mm256_add_ps(_mm256_sub_ps(g.py, other), one),
+                _mm256_set1_ps(0.5),
+            ),
         }
     }
 
@@ -311,80 +570,170 @@ mod avx2 {
         classes: usize,
         labels: &[u32; LANES],
     ) -> Option<[SampleScores; LANES]> {
-        let base = data.as_ptr();
-        // Pass 1: validate and sum in class order (plain adds, as the
-        // reference does).
-        let zero = _mm256_setzero_ps();
-        let inf = _mm256_set1_ps(f32::INFINITY);
-        let mut sum = zero;
-        let mut ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        for k in 0..classes {
-            // SAFETY: `(classes − 1)·stride + 8 ≤ data.len()`.
-            let x = unsafe { load8(base.add(k * stride)) };
-            // Finite and non-negative: 0 ≤ x < ∞ (false for NaN).
-            let good = _mm256_and_ps(
-                _mm256_cmp_ps(x, zero, _CMP_GE_OQ),
-                _mm256_cmp_ps(x, inf, _CMP_LT_OQ),
-            );
-            ok = _mm256_and_ps(ok, good);
-            sum = _mm256_add_ps(sum, x);
-        }
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let dev = _mm256_and_ps(_mm256_sub_ps(sum, _mm256_set1_ps(1.0)), abs_mask);
-        // |s − 1| > tolerance (or NaN) is invalid.
-        ok = _mm256_and_ps(
-            ok,
-            _mm256_cmp_ps(dev, _mm256_set1_ps(SUM_TOLERANCE), _CMP_LE_OQ),
-        );
-        if _mm256_movemask_ps(ok) != 0xff {
-            return None;
-        }
-        let divide = _mm256_cmp_ps(dev, _mm256_set1_ps(rounding_slack(classes)), _CMP_GT_OQ);
-        let any_divide = _mm256_movemask_ps(divide) != 0;
-
-        // Pass 2: normalise, track the top two, the prediction and q_y, and
-        // accumulate Σ q ln q.
+        // SAFETY: the caller's bounds.
+        let g = unsafe { group(data.as_ptr(), stride, classes, labels) }?;
+        // SAFETY: `labels` holds 8 lanes.
         let lab = unsafe { _mm256_loadu_si256(labels.as_ptr() as *const __m256i) };
-        let mut top1 = _mm256_set1_ps(f32::NEG_INFINITY);
-        let mut top2 = top1;
-        let mut pred = _mm256_setzero_si256();
-        let mut py = zero;
-        let mut plogp = zero;
-        for k in 0..classes {
-            let x = unsafe { load8(base.add(k * stride)) };
-            // Lanes already normalised keep their values bit for bit; the
-            // division is skipped when no lane needs it.
-            let q = if any_divide {
-                _mm256_blendv_ps(x, _mm256_div_ps(x, sum), divide)
-            } else {
-                x
-            };
-            let pos = _mm256_cmp_ps(q, zero, _CMP_GT_OQ);
-            let t = _mm256_mul_ps(q, ln(q));
-            plogp = _mm256_add_ps(plogp, _mm256_and_ps(t, pos));
-            let gt1 = _mm256_cmp_ps(q, top1, _CMP_GT_OQ);
-            let gt2 = _mm256_cmp_ps(q, top2, _CMP_GT_OQ);
-            top2 = _mm256_blendv_ps(_mm256_blendv_ps(top2, q, gt2), top1, gt1);
-            top1 = _mm256_blendv_ps(top1, q, gt1);
-            let kv = _mm256_set1_epi32(k as i32);
-            pred = _mm256_blendv_epi8(pred, kv, _mm256_castps_si256(gt1));
-            let is_y = _mm256_castsi256_ps(_mm256_cmpeq_epi32(lab, kv));
-            py = _mm256_blendv_ps(py, q, is_y);
-        }
-        let mut t1 = [0.0f32; LANES];
-        let mut t2 = [0.0f32; LANES];
+        let s = finish8(&g, lab, (classes as f32).ln());
+        let mut f = [[0.0f32; LANES]; 6];
         let mut pr = [0u32; LANES];
-        let mut qy = [0.0f32; LANES];
-        let mut pl = [0.0f32; LANES];
         // SAFETY: each array holds 8 lanes.
         unsafe {
-            _mm256_storeu_ps(t1.as_mut_ptr(), top1);
-            _mm256_storeu_ps(t2.as_mut_ptr(), top2);
-            _mm256_storeu_si256(pr.as_mut_ptr() as *mut __m256i, pred);
-            _mm256_storeu_ps(qy.as_mut_ptr(), py);
-            _mm256_storeu_ps(pl.as_mut_ptr(), plogp);
+            _mm256_storeu_si256(pr.as_mut_ptr() as *mut __m256i, s.pred);
+            for (dst, v) in f.iter_mut().zip([
+                s.confidence,
+                s.entropy,
+                s.margin,
+                s.least_confidence,
+                s.self_confidence,
+                s.normalized_margin,
+            ]) {
+                _mm256_storeu_ps(dst.as_mut_ptr(), v);
+            }
         }
-        Some(finish_lanes(classes, labels, &t1, &t2, &pr, &qy, &pl))
+        Some(std::array::from_fn(|j| SampleScores {
+            pred: pr[j],
+            confidence: f[0][j],
+            entropy: f[1][j],
+            margin: f[2][j],
+            least_confidence: f[3][j],
+            self_confidence: f[4][j],
+            normalized_margin: f[5][j],
+        }))
+    }
+
+    /// `(lanes 0–3, lanes 4–7)` of `v` as f64.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn widen(v: __m256) -> (__m256d, __m256d) {
+        (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+        )
+    }
+
+    /// f64 lane masks `(lanes 0–3, lanes 4–7)` of the bits of `valid`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn lane_masks(valid: u32) -> (__m256d, __m256d) {
+        let bits = _mm256_set_epi64x(8, 4, 2, 1);
+        let m = |v: u32| {
+            let v = _mm256_set1_epi64x(v as i64);
+            _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(v, bits), bits))
+        };
+        (m(valid & 0xf), m(valid >> 4))
+    }
+
+    /// See [`super::score_run`]; the caller checked bounds and features.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn score_run<T: Element>(
+        data: &[T],
+        hw: usize,
+        classes: usize,
+        labels: &[u16],
+        ignore: u16,
+        start: usize,
+        pred: &mut [u16],
+        bins: &mut CalibrationBins,
+        confusion: &mut Confusion,
+        invalid: &mut dyn FnMut(usize, usize),
+    ) -> RunSums {
+        let ln_c = (classes as f32).ln();
+        // Σ entropy, margin, lc, sc, nm; softmin sc (Σ s·w, Σ w), nm (Σ s·w, Σ w).
+        let mut acc = [_mm256_setzero_pd(); 9];
+        let one = _mm256_set1_pd(1.0);
+        let inv_t = _mm256_set1_pd(1.0 / SOFTMIN_TEMPERATURE);
+        let mut pixels = 0u64;
+        let mut scratch: Vec<f32> = Vec::new();
+        let mut j = 0;
+        while j < pred.len() {
+            let i = start + j;
+            let n = (pred.len() - j).min(LANES);
+            let mut lab = [0u32; LANES];
+            let mut valid = 0u32;
+            for l in 0..n {
+                let y = labels[i + l];
+                if y != ignore {
+                    assert!(
+                        (y as usize) < classes,
+                        "label {y} of pixel {} ≥ {classes}",
+                        i + l
+                    );
+                    lab[l] = y as u32;
+                    valid |= 1 << l;
+                }
+            }
+            let g = if n == LANES {
+                // SAFETY: a full group: (C − 1)·hw + i + 8 ≤ C·hw ≤ data.len().
+                unsafe { group(data.as_ptr().add(i), hw, classes, &lab) }
+            } else {
+                super::gather_tail(data, hw, i..i + n, classes, &mut scratch);
+                // SAFETY: `scratch` holds classes × 8 values.
+                unsafe { group(scratch.as_ptr(), LANES, classes, &lab) }
+            };
+            let Some(g) = g else {
+                invalid(i, n);
+                j += n;
+                continue;
+            };
+            // SAFETY: `lab` holds 8 lanes.
+            let labv = unsafe { _mm256_loadu_si256(lab.as_ptr() as *const __m256i) };
+            let s = finish8(&g, labv, ln_c);
+            let mut pr = [0u32; LANES];
+            // SAFETY: `pr` holds 8 lanes.
+            unsafe { _mm256_storeu_si256(pr.as_mut_ptr() as *mut __m256i, s.pred) };
+            for l in 0..n {
+                pred[j + l] = pr[l] as u16;
+            }
+            if valid != 0 {
+                pixels += valid.count_ones() as u64;
+                let mut conf = [0.0f32; LANES];
+                // SAFETY: `conf` holds 8 lanes.
+                unsafe { _mm256_storeu_ps(conf.as_mut_ptr(), s.confidence) };
+                for l in 0..n {
+                    if valid >> l & 1 != 0 {
+                        bins.add(conf[l], pr[l] == lab[l]);
+                        confusion.add(lab[l] as usize, pr[l] as usize);
+                    }
+                }
+                let (mlo, mhi) = lane_masks(valid);
+                let fields = [
+                    s.entropy,
+                    s.margin,
+                    s.least_confidence,
+                    s.self_confidence,
+                    s.normalized_margin,
+                ];
+                for (a, v) in fields.into_iter().enumerate() {
+                    let (lo, hi) = widen(v);
+                    acc[a] = _mm256_add_pd(acc[a], _mm256_and_pd(lo, mlo));
+                    acc[a] = _mm256_add_pd(acc[a], _mm256_and_pd(hi, mhi));
+                }
+                for (a, v) in [(5, s.self_confidence), (7, s.normalized_margin)] {
+                    let (lo, hi) = widen(v);
+                    for (x, m) in [(lo, mlo), (hi, mhi)] {
+                        let w = exp_pd(_mm256_mul_pd(_mm256_sub_pd(one, x), inv_t));
+                        acc[a] = _mm256_add_pd(acc[a], _mm256_and_pd(_mm256_mul_pd(x, w), m));
+                        acc[a + 1] = _mm256_add_pd(acc[a + 1], _mm256_and_pd(w, m));
+                    }
+                }
+            }
+            j += n;
+        }
+        let mut f = [0.0f64; 9];
+        for (dst, v) in f.iter_mut().zip(acc) {
+            let mut l = [0.0f64; 4];
+            // SAFETY: `l` holds 4 lanes.
+            unsafe { _mm256_storeu_pd(l.as_mut_ptr(), v) };
+            *dst = (l[0] + l[1]) + (l[2] + l[3]);
+        }
+        RunSums {
+            pixels,
+            sums: [f[0], f[1], f[2], f[3], f[4]],
+            softmin_self_confidence: (f[5], f[6]),
+            softmin_normalized_margin: (f[7], f[8]),
+        }
     }
 
     /// `e^x` for four f64 lanes, `|x| ≤ 700`: `x = n ln 2 + r` with
@@ -419,15 +768,15 @@ mod avx2 {
 
     /// See [`super::softmin_weights`].
     #[target_feature(enable = "avx2,fma")]
+    #[cfg(test)]
     pub unsafe fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
         // SAFETY: `s` holds 8 values.
         let v = unsafe { _mm256_loadu_ps(s.as_ptr()) };
-        let t = _mm256_set1_pd(super::super::SOFTMIN_TEMPERATURE);
+        let inv_t = _mm256_set1_pd(1.0 / SOFTMIN_TEMPERATURE);
         let one = _mm256_set1_pd(1.0);
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-        let wl = exp_pd(_mm256_div_pd(_mm256_sub_pd(one, lo), t));
-        let wh = exp_pd(_mm256_div_pd(_mm256_sub_pd(one, hi), t));
+        let (lo, hi) = widen(v);
+        let wl = exp_pd(_mm256_mul_pd(_mm256_sub_pd(one, lo), inv_t));
+        let wh = exp_pd(_mm256_mul_pd(_mm256_sub_pd(one, hi), inv_t));
         let mut out = [0.0f64; LANES];
         // SAFETY: `out` holds 8 values.
         unsafe {
@@ -615,7 +964,7 @@ mod tests {
     }
 
     #[test]
-    fn polynomial_log_is_within_two_ulp_of_libm() {
+    fn polynomial_log_is_within_its_stated_error() {
         if level() != Level::Avx2 {
             return;
         }
@@ -656,8 +1005,9 @@ mod tests {
                 worst = worst.max(((w[j] - want) / want).abs());
             }
         }
-        // A few ulp of f64 (2.2e-16 each).
-        assert!(worst < 1e-15, "worst relative error {worst}");
+        // A few ulp of f64 (2.2e-16 each): 1 ulp of an argument up to 10
+        // (1.8e-15) and the polynomial's 2 ulp.
+        assert!(worst < 4e-15, "worst relative error {worst}");
     }
 
     #[test]
@@ -707,5 +1057,212 @@ mod tests {
         let b = score_lanes(&widened, n, c, &lab);
         assert!(a.is_some());
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn polynomial_log_is_within_its_stated_bound() {
+        if level() != Level::Avx2 {
+            return;
+        }
+        // Every 1009th f32 from the smallest normal up to 2 (the range of
+        // probabilities, and past 1 where the reference's sum can land).
+        let (lo, hi) = (f32::MIN_POSITIVE.to_bits(), 2.0f32.to_bits());
+        let mut worst = (0.0f64, 0.0f32);
+        let xs: Vec<f32> = (lo..=hi)
+            .step_by(1009)
+            .map(f32::from_bits)
+            .chain([1.0, 0.5, 1.0 - f32::EPSILON / 2.0, f32::MIN_POSITIVE])
+            .collect();
+        for c in xs.chunks(LANES) {
+            let mut x = [1.0f32; LANES];
+            x[..c.len()].copy_from_slice(c);
+            // SAFETY: AVX2 is available (checked above).
+            let y = unsafe { avx2::ln8(&x) };
+            for j in 0..LANES {
+                let want = (x[j] as f64).ln();
+                // f32 itself holds ln x to 2^-24 relative (ulp of 87 is 8e-6).
+                let e = (y[j] as f64 - want).abs() - 2e-7 * want.abs();
+                if e > worst.0 {
+                    worst = (e, x[j]);
+                }
+            }
+        }
+        assert!(
+            worst.0 < 4e-7,
+            "worst |ln error| − 2e-7·|ln x| {} at {}",
+            worst.0,
+            worst.1
+        );
+        // Zero and subnormals give a finite value, so q·ln q is 0 or tiny.
+        let y = unsafe { avx2::ln8(&[0.0, 1e-41, 1e-45, 0.0, 0.0, 0.0, 0.0, 0.0]) };
+        assert!(y.iter().all(|v| v.is_finite() && *v < -80.0), "{y:?}");
+    }
+
+    /// The reference's per-pixel accumulation of one run, as `pixels_scalar`
+    /// of the CPU backend does it.
+    fn reference_run(
+        data: &[f32],
+        hw: usize,
+        c: usize,
+        labels: &[u16],
+        ignore: u16,
+    ) -> (RunSums, Vec<u16>, CalibrationBins, Confusion, Vec<usize>) {
+        let mut r = RunSums::default();
+        let mut pred = vec![0u16; hw];
+        let mut bins = CalibrationBins::default();
+        let mut conf = Confusion::new(c);
+        let mut bad = Vec::new();
+        let (mut p, mut q) = (vec![0.0f32; c], vec![0.0f32; c]);
+        for i in 0..hw {
+            for k in 0..c {
+                p[k] = data[k * hw + i];
+            }
+            let y = if labels[i] == ignore {
+                0
+            } else {
+                labels[i] as u32
+            };
+            let Ok(s) = score_sample(&p, y, false, &mut q) else {
+                bad.push(i);
+                continue;
+            };
+            pred[i] = s.pred as u16;
+            if labels[i] == ignore {
+                continue;
+            }
+            r.pixels += 1;
+            for (a, v) in [
+                s.entropy,
+                s.margin,
+                s.least_confidence,
+                s.self_confidence,
+                s.normalized_margin,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                r.sums[a] += v as f64;
+            }
+            let w = crate::backend::Softmin::weight_of(s.self_confidence);
+            r.softmin_self_confidence.0 += s.self_confidence as f64 * w;
+            r.softmin_self_confidence.1 += w;
+            let w = crate::backend::Softmin::weight_of(s.normalized_margin);
+            r.softmin_normalized_margin.0 += s.normalized_margin as f64 * w;
+            r.softmin_normalized_margin.1 += w;
+            bins.add(s.confidence, s.pred == y);
+            conf.add(y as usize, s.pred as usize);
+        }
+        (r, pred, bins, conf, bad)
+    }
+
+    #[test]
+    fn a_run_matches_the_reference_accumulation() {
+        if level() != Level::Avx2 {
+            return;
+        }
+        // 7 classes, 203 pixels: 25 full groups and a tail of 3; every
+        // 11th pixel ignored; one invalid pixel (NaN) in group 4.
+        let (c, hw, ignore) = (7, 203, 255u16);
+        let (mut data, lab) = planar(c, hw, 11);
+        data[2 * hw + 35] = f32::NAN;
+        let labels: Vec<u16> = lab
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| if i % 11 == 3 { ignore } else { y as u16 })
+            .collect();
+        let (want, want_pred, want_bins, want_conf, want_bad) =
+            reference_run(&data, hw, c, &labels, ignore);
+        assert_eq!(want_bad, vec![35]);
+        // Two runs (0..96, 96..203), as two chunks of an item.
+        let mut pred = vec![0u16; hw];
+        let mut bins = CalibrationBins::default();
+        let mut conf = Confusion::new(c);
+        let mut bad = Vec::new();
+        let (a, b) = pred.split_at_mut(96);
+        let r1 = score_run(
+            &data,
+            hw,
+            c,
+            &labels,
+            ignore,
+            0,
+            a,
+            &mut bins,
+            &mut conf,
+            &mut |i, n| bad.push((i, n)),
+        );
+        let r2 = score_run(
+            &data,
+            hw,
+            c,
+            &labels,
+            ignore,
+            96,
+            b,
+            &mut bins,
+            &mut conf,
+            &mut |i, n| bad.push((i, n)),
+        );
+        // The invalid group is handed back whole: pixels 32..40.
+        assert_eq!(bad, vec![(32, 8)]);
+        // Scoring the handed-back group as the reference does completes the run.
+        let skipped = (32..40).filter(|&i| labels[i] != ignore && i != 35).count() as u64;
+        assert_eq!(r1.pixels + r2.pixels + skipped, want.pixels);
+        for i in (0..hw).filter(|i| !(32..40).contains(i)) {
+            assert_eq!(pred[i], want_pred[i], "pixel {i}");
+        }
+        // Counts exact once the skipped group's reference counts are added.
+        let (mut full_bins, mut full_conf) = (bins.clone(), conf.clone());
+        let mut p = vec![0.0f32; c];
+        let mut q = vec![0.0f32; c];
+        for i in (32..40).filter(|&i| labels[i] != ignore && i != 35) {
+            for k in 0..c {
+                p[k] = data[k * hw + i];
+            }
+            let s = score_sample(&p, labels[i] as u32, false, &mut q).unwrap();
+            full_bins.add(s.confidence, s.pred == labels[i] as u32);
+            full_conf.add(labels[i] as usize, s.pred as usize);
+        }
+        assert_eq!(full_bins.count, want_bins.count);
+        assert_eq!(full_bins.correct, want_bins.correct);
+        assert_eq!(full_conf, want_conf);
+        // Sums: the reference minus the skipped group, within f64 rounding.
+        let mut rest = RunSums::default();
+        let mut keep = labels.clone();
+        for (i, l) in keep.iter_mut().enumerate() {
+            if (32..40).contains(&i) {
+                *l = ignore;
+            }
+        }
+        let (want_rest, ..) = reference_run(&data, hw, c, &keep, ignore);
+        rest.pixels = r1.pixels + r2.pixels;
+        assert_eq!(rest.pixels, want_rest.pixels);
+        let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
+        for a in 0..5 {
+            let got = r1.sums[a] + r2.sums[a];
+            // The entropy carries the polynomial log's error (≤ 4e-7 per
+            // pixel, relative to ln C); the others only f64 rounding.
+            let tol = if a == 0 { 1e-6 } else { 1e-13 };
+            assert!(
+                close(got, want_rest.sums[a], tol),
+                "sum {a}: {got} vs {}",
+                want_rest.sums[a]
+            );
+        }
+        for (g1, g2, w) in [
+            (
+                r1.softmin_self_confidence,
+                r2.softmin_self_confidence,
+                want_rest.softmin_self_confidence,
+            ),
+            (
+                r1.softmin_normalized_margin,
+                r2.softmin_normalized_margin,
+                want_rest.softmin_normalized_margin,
+            ),
+        ] {
+            assert!(close(g1.0 + g2.0, w.0, 1e-13), "{} vs {}", g1.0 + g2.0, w.0);
+            assert!(close(g1.1 + g2.1, w.1, 1e-13), "{} vs {}", g1.1 + g2.1, w.1);
+        }
     }
 }
