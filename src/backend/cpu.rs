@@ -17,7 +17,7 @@ use super::{
     Softmin,
 };
 use crate::error::Result;
-use crate::metrics::boundary_iou::band_counts;
+use crate::metrics::boundary_iou::{band_mask, band_width, count_bands};
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise, score_normalised};
@@ -336,31 +336,14 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
     let c = batch.classes;
     let hw = item.height * item.width;
     let mut pred = vec![0u16; hw];
-    let chunks: Vec<ChunkStats> = pred
-        .par_chunks_mut(PIXEL_CHUNK)
-        .enumerate()
-        .map(|(ci, pred_chunk)| {
-            let start = ci * PIXEL_CHUNK;
-            let mut st = ChunkStats {
-                pixels: 0,
-                sums: ScoreSums::default(),
-                softmin_sc: Softmin::default(),
-                softmin_nm: Softmin::default(),
-                bins: CalibrationBins::default(),
-                confusion: Confusion::new(c),
-                first_invalid: None,
-            };
-            if simd::level() == Level::Avx2 && !batch.logits {
-                match &item.probs {
-                    ProbBuf::F32(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
-                    ProbBuf::F16(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
-                }
-            } else {
-                pixels_scalar(item, batch, start, pred_chunk, &mut st);
-            }
-            st
-        })
-        .collect();
+    // The annotation's Boundary IoU band does not depend on the prediction:
+    // mark it on one thread while the pixels are scored on the others.
+    let d = band_width(item.height, item.width);
+    let mut bg = vec![0u8; hw];
+    let (chunks, ()) = rayon::join(
+        || score_chunks(item, batch, &mut pred),
+        || band_mask(&item.labels, item.height, item.width, d, &mut bg),
+    );
 
     let mut stats = SegItemStats {
         pixels: 0,
@@ -385,16 +368,40 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
         }
     }
     if stats.first_invalid.is_none() {
-        stats.bands = band_counts(
-            &item.labels,
-            &pred,
-            item.height,
-            item.width,
-            c,
-            batch.ignore_index,
-            None,
-        );
+        let mut bp = vec![0u8; hw];
+        band_mask(&pred, item.height, item.width, d, &mut bp);
+        stats.bands = count_bands(&item.labels, &bg, &pred, &bp, c, batch.ignore_index);
         stats.pred = Some(pred);
     }
     stats
+}
+
+/// Score the pixels of `item` in parallel chunks of [`PIXEL_CHUNK`], writing
+/// the prediction map; the chunks' partial results in chunk order.
+fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Vec<ChunkStats> {
+    let c = batch.classes;
+    pred.par_chunks_mut(PIXEL_CHUNK)
+        .enumerate()
+        .map(|(ci, pred_chunk)| {
+            let start = ci * PIXEL_CHUNK;
+            let mut st = ChunkStats {
+                pixels: 0,
+                sums: ScoreSums::default(),
+                softmin_sc: Softmin::default(),
+                softmin_nm: Softmin::default(),
+                bins: CalibrationBins::default(),
+                confusion: Confusion::new(c),
+                first_invalid: None,
+            };
+            if simd::level() == Level::Avx2 && !batch.logits {
+                match &item.probs {
+                    ProbBuf::F32(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
+                    ProbBuf::F16(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
+                }
+            } else {
+                pixels_scalar(item, batch, start, pred_chunk, &mut st);
+            }
+            st
+        })
+        .collect()
 }

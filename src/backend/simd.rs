@@ -41,7 +41,7 @@
 
 use std::sync::OnceLock;
 
-use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::calibration::{BINS, CalibrationBins, bin_index};
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
 
@@ -308,8 +308,8 @@ mod avx2 {
 
     use super::super::SOFTMIN_TEMPERATURE;
     use super::{
-        CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
-        rounding_slack,
+        BINS, CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
+        bin_index, rounding_slack,
     };
 
     /// Load the 8 values at `p` as `f32`.
@@ -691,10 +691,43 @@ mod avx2 {
                 let mut conf = [0.0f32; LANES];
                 // SAFETY: `conf` holds 8 lanes.
                 unsafe { _mm256_storeu_ps(conf.as_mut_ptr(), s.confidence) };
-                for l in 0..n {
-                    if valid >> l & 1 != 0 {
-                        bins.add(conf[l], pr[l] == lab[l]);
+                // Inside a region all eight pixels usually share their
+                // (label, prediction) cell and their calibration bin: then
+                // one update each instead of eight dependent ones.
+                let lane0 = _mm256_setzero_si256();
+                let keys = _mm256_add_epi32(
+                    _mm256_mullo_epi32(labv, _mm256_set1_epi32(classes as i32)),
+                    s.pred,
+                );
+                let bin = _mm256_min_epi32(
+                    _mm256_cvttps_epi32(_mm256_mul_ps(s.confidence, _mm256_set1_ps(BINS as f32))),
+                    _mm256_set1_epi32(BINS as i32 - 1),
+                );
+                let same = |v: __m256i| {
+                    let first = _mm256_permutevar8x32_epi32(v, lane0);
+                    _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, first))) == 0xff
+                };
+                let full = valid == 0xff;
+                if full && same(keys) {
+                    confusion.add_count(lab[0] as usize, pr[0] as usize, LANES as u64);
+                } else {
+                    for l in (0..n).filter(|l| valid >> l & 1 != 0) {
                         confusion.add(lab[l] as usize, pr[l] as usize);
+                    }
+                }
+                if full && same(bin) {
+                    // The bin of lane 0 by the reference's own function.
+                    let m = bin_index(conf[0]);
+                    let correct =
+                        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(s.pred, labv)));
+                    let c: [f64; LANES] = std::array::from_fn(|l| conf[l] as f64);
+                    bins.count[m] += LANES as u64;
+                    bins.correct[m] += correct.count_ones() as u64;
+                    bins.confidence_sum[m] +=
+                        ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+                } else {
+                    for l in (0..n).filter(|l| valid >> l & 1 != 0) {
+                        bins.add(conf[l], pr[l] == lab[l]);
                     }
                 }
                 let (mlo, mhi) = lane_masks(valid);
@@ -1263,6 +1296,61 @@ mod tests {
         ] {
             assert!(close(g1.0 + g2.0, w.0, 1e-13), "{} vs {}", g1.0 + g2.0, w.0);
             assert!(close(g1.1 + g2.1, w.1, 1e-13), "{} vs {}", g1.1 + g2.1, w.1);
+        }
+    }
+
+    #[test]
+    fn a_run_of_uniform_regions_takes_the_one_update_path_exactly() {
+        if level() != Level::Avx2 {
+            return;
+        }
+        // Regions of 40 equal pixels (so most groups of 8 share their cell
+        // and bin, and some straddle two regions), 5 classes, 250 pixels.
+        let (c, hw, ignore) = (5, 250, 9u16);
+        let mut data = vec![0.0f32; c * hw];
+        let mut labels = vec![0u16; hw];
+        for i in 0..hw {
+            let r = i / 40;
+            let top = r % c;
+            let conf = [0.95f32, 0.6, 0.35, 0.99, 0.7, 0.51, 0.8][r % 7];
+            for k in 0..c {
+                data[k * hw + i] = if k == top {
+                    conf
+                } else {
+                    (1.0 - conf) / (c - 1) as f32
+                };
+            }
+            labels[i] = if r == 3 { ignore } else { ((r * 3) % c) as u16 };
+        }
+        let (want, want_pred, want_bins, want_conf, bad) =
+            reference_run(&data, hw, c, &labels, ignore);
+        assert!(bad.is_empty());
+        let mut pred = vec![0u16; hw];
+        let mut bins = CalibrationBins::default();
+        let mut conf = Confusion::new(c);
+        let got = score_run(
+            &data,
+            hw,
+            c,
+            &labels,
+            ignore,
+            0,
+            &mut pred,
+            &mut bins,
+            &mut conf,
+            &mut |i, n| panic!("group {i}+{n} handed back"),
+        );
+        assert_eq!(pred, want_pred);
+        assert_eq!(got.pixels, want.pixels);
+        assert_eq!(conf, want_conf);
+        assert_eq!(bins.count, want_bins.count);
+        assert_eq!(bins.correct, want_bins.correct);
+        for m in 0..BINS {
+            let (a, b) = (bins.confidence_sum[m], want_bins.confidence_sum[m]);
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "bin {m}: {a} vs {b}"
+            );
         }
     }
 }

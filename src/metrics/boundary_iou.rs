@@ -55,9 +55,11 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
             while end < w && row[end] == v {
                 end += 1;
             }
-            for (x, o) in out.iter_mut().enumerate().take(end).skip(start) {
-                let uniform = x >= start + d && x + d < end;
-                *o = u8::from(!uniform);
+            // Uniform: x ≥ start + d and x + d < end, i.e. the run minus d
+            // at each end (two memsets instead of a test per pixel).
+            out[start..end].fill(1);
+            if end - start > 2 * d {
+                out[start + d..end - d].fill(0);
             }
             start = end;
         }
@@ -81,9 +83,11 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
             // r' = uniform ? (same as above ? r + 1 : 1) : 0, in arithmetic
             // (`r` is 0 when the pixel above was not row-uniform), capped at
             // `need` so it never overflows.
-            let uniform = u32::from(*o == 0);
-            let same = u32::from(a == b) & not_first;
-            let v = ((*r * same + 1) * uniform).min(need);
+            // As masks (all ones for true), so the row vectorises without
+            // a multiply.
+            let uniform = 0u32.wrapping_sub(u32::from(*o == 0));
+            let same = 0u32.wrapping_sub(u32::from(a == b) & not_first);
+            let v = (((*r & same) + 1) & uniform).min(need);
             *r = v;
             *o |= u8::from(v >= need) << 1;
         }
@@ -96,9 +100,9 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
         let not_last = u32::from(y + 1 < h);
         let out = &mut band[y * w..(y + 1) * w];
         for (((o, r), &a), &b) in out.iter_mut().zip(run.iter_mut()).zip(next).zip(row) {
-            let uniform = u32::from(*o & 1 == 0);
-            let same = u32::from(a == b) & not_last;
-            let v = ((*r * same + 1) * uniform).min(need);
+            let uniform = 0u32.wrapping_sub(u32::from(*o & 1 == 0));
+            let same = 0u32.wrapping_sub(u32::from(a == b) & not_last);
+            let v = (((*r & same) + 1) & uniform).min(need);
             *r = v;
             let interior = (*o >> 1) & u8::from(v >= need);
             *o = interior ^ 1;
@@ -183,8 +187,27 @@ pub fn band_counts(
     let mut bp = vec![0u8; h * w];
     band_mask(labels, h, w, d, &mut bg);
     band_mask(pred, h, w, d, &mut bp);
+    count_bands(labels, &bg, pred, &bp, num_classes, ignore_index)
+}
+
+/// [`band_counts`] from bands already marked by [`band_mask`]: `bg` of
+/// `labels`, `bp` of `pred` (so a caller can mark the annotation's band
+/// while the prediction is still being computed).
+///
+/// # Panics
+/// If the four slices differ in length.
+pub fn count_bands(
+    labels: &[u16],
+    bg: &[u8],
+    pred: &[u16],
+    bp: &[u8],
+    num_classes: usize,
+    ignore_index: u16,
+) -> BandCounts {
+    let n = labels.len();
+    assert!(bg.len() == n && pred.len() == n && bp.len() == n);
     let mut counts = BandCounts::zeros(num_classes);
-    for i in 0..h * w {
+    for i in 0..n {
         let l = labels[i];
         if l == ignore_index {
             continue;

@@ -151,15 +151,30 @@ pub fn argmax_map(probs: &ProbBuf, classes: usize, h: usize, w: usize) -> Vec<u1
 /// Thin boundary of a label map: pixels with a 4-neighbour (inside the
 /// image) of a different value.
 pub fn boundary(map: &[u16], h: usize, w: usize) -> Vec<bool> {
+    assert_eq!(map.len(), h * w, "map is not h*w");
     let mut out = vec![false; h * w];
+    // Row by row, each neighbour as a whole-row comparison (no per-pixel
+    // bounds tests, so the loops vectorise); a missing row above or below
+    // is the row itself, which differs nowhere.
     for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            let v = map[i];
-            out[i] = (x > 0 && map[i - 1] != v)
-                || (x + 1 < w && map[i + 1] != v)
-                || (y > 0 && map[i - w] != v)
-                || (y + 1 < h && map[i + w] != v);
+        let row = &map[y * w..(y + 1) * w];
+        let up = if y > 0 { &map[(y - 1) * w..y * w] } else { row };
+        let down = if y + 1 < h {
+            &map[(y + 1) * w..(y + 2) * w]
+        } else {
+            row
+        };
+        let o = &mut out[y * w..(y + 1) * w];
+        for (((o, &v), &a), &b) in o.iter_mut().zip(row).zip(up).zip(down) {
+            *o = v != a || v != b;
+        }
+        if w > 1 {
+            for ((o, &v), &l) in o[1..].iter_mut().zip(&row[1..]).zip(row) {
+                *o |= v != l;
+            }
+            for ((o, &v), &r) in o.iter_mut().zip(row).zip(&row[1..]) {
+                *o |= v != r;
+            }
         }
     }
     out
@@ -415,5 +430,49 @@ mod tests {
         // 2 classes, 1 × 3: (0.5, 0.5) → 0, (0.2, 0.8) → 1, (0.9, 0.1) → 0.
         let p = ProbBuf::F32(vec![0.5, 0.2, 0.9, 0.5, 0.8, 0.1]);
         assert_eq!(argmax_map(&p, 2, 1, 3), vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn boundary_marks_pixels_with_a_differing_4_neighbour() {
+        // Hand-worked: a 2 × 2 block of 1 in a 4 × 4 field of 0 marks the
+        // block and its 4-neighbours, not the corners of the 4 × 4.
+        #[rustfmt::skip]
+        let m = [
+            0, 0, 0, 0,
+            0, 1, 1, 0,
+            0, 1, 1, 0,
+            0, 0, 0, 0,
+        ];
+        let b: Vec<u8> = boundary(&m, 4, 4).into_iter().map(u8::from).collect();
+        #[rustfmt::skip]
+        let want = [
+            0, 1, 1, 0,
+            1, 1, 1, 1,
+            1, 1, 1, 1,
+            0, 1, 1, 0,
+        ];
+        assert_eq!(b, want);
+        // The definition, pixel by pixel, on pseudo-random maps of several
+        // shapes (one row, one column, a single pixel).
+        let mut st = 7u64;
+        for (h, w) in [(1, 1), (1, 9), (9, 1), (5, 7), (16, 33)] {
+            let map: Vec<u16> = (0..h * w)
+                .map(|_| {
+                    st = st.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((st >> 61) % 3) as u16
+                })
+                .collect();
+            let got = boundary(&map, h, w);
+            for y in 0..h {
+                for x in 0..w {
+                    let v = map[y * w + x];
+                    let want = (x > 0 && map[y * w + x - 1] != v)
+                        || (x + 1 < w && map[y * w + x + 1] != v)
+                        || (y > 0 && map[(y - 1) * w + x] != v)
+                        || (y + 1 < h && map[(y + 1) * w + x] != v);
+                    assert_eq!(got[y * w + x], want, "{h}x{w} at ({y}, {x})");
+                }
+            }
+        }
     }
 }
