@@ -380,8 +380,8 @@ mod avx2 {
         0.010_764_503,
     ];
 
-    /// How far ahead (in values) [`pass`] prefetches each class plane.
-    const PREFETCH: usize = 256;
+    /// How far ahead (in bytes) [`pass`] prefetches each class plane.
+    const PREFETCH_BYTES: usize = 1024;
 
     /// The running per-lane quantities of one pass over the classes.
     struct Pass {
@@ -421,9 +421,9 @@ mod avx2 {
             // SAFETY: `(classes − 1)·stride + 8 ≤ data.len()` (the caller).
             let at = base.wrapping_add(k * stride);
             // The planes are a megabyte apart: ask for this class's data
-            // PREFETCH values ahead, as the hardware does not track 19+
+            // PREFETCH_BYTES ahead, as the hardware does not track 19+
             // streams. A prefetch never faults, even past the end.
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>((at as *const u8).wrapping_add(PREFETCH_BYTES) as *const i8);
             let x = unsafe { load8(at) };
             sum = _mm256_add_ps(sum, x);
             low = _mm256_min_ps(low, x);
@@ -502,26 +502,24 @@ mod avx2 {
             // SAFETY: as above.
             r = unsafe { pass::<T, true>(base, stride, classes, sum, divide) }.0;
         }
-        // q_y, read once per lane (the same f32 division as the pass).
-        let mut s = [0.0f32; LANES];
-        // SAFETY: `s` holds 8 lanes.
-        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), sum) };
-        let qy: [f32; LANES] = std::array::from_fn(|j| {
-            // SAFETY: labels[j] < classes and j < 8 (the caller).
-            let x = unsafe { *base.add(labels[j] as usize * stride + j) }.to_f32();
-            if divide_mask & (1 << j) != 0 {
-                x / s[j]
-            } else {
-                x
-            }
-        });
+        // q_y: the eight labelled values gathered, widened with one vector
+        // conversion, and divided as the pass divides (the same f32 ops).
+        // SAFETY: labels[j] < classes and j < 8 (the caller).
+        let raw: [T; LANES] =
+            std::array::from_fn(|j| unsafe { *base.add(labels[j] as usize * stride + j) });
+        // SAFETY: `raw` holds 8 values.
+        let x = unsafe { load8(raw.as_ptr()) };
+        let py = if divide_mask != 0 {
+            _mm256_blendv_ps(x, _mm256_div_ps(x, sum), divide)
+        } else {
+            x
+        };
         Some(Group {
             top1: r.top1,
             top2: r.top2,
             pred: r.pred,
             plogp: r.plogp,
-            // SAFETY: `qy` holds 8 lanes.
-            py: unsafe { _mm256_loadu_ps(qy.as_ptr()) },
+            py,
         })
     }
 
