@@ -67,17 +67,20 @@ pub struct SegScores {
 
 impl ItemScores {
     /// `(name, value)` for every reported score, in output order.
-    pub fn fields(&self) -> Vec<(&'static str, Option<f64>)> {
-        let mut f = vec![
+    pub fn fields(&self) -> Fields {
+        let mut f = Fields::default();
+        for kv in [
             ("entropy", self.entropy),
             ("margin", self.margin),
             ("least_confidence", self.least_confidence),
             ("self_confidence", self.self_confidence),
             ("normalized_margin", self.normalized_margin),
             ("ece", self.ece),
-        ];
+        ] {
+            f.push(kv);
+        }
         if let Some(s) = &self.seg {
-            f.extend([
+            for kv in [
                 ("miou", s.miou),
                 ("dice", s.dice),
                 ("boundary_iou", s.boundary_iou),
@@ -85,24 +88,69 @@ impl ItemScores {
                 ("self_confidence_softmin", s.self_confidence_softmin),
                 ("normalized_margin_softmin", s.normalized_margin_softmin),
                 ("pixels", Some(s.pixels as f64)),
-            ]);
+            ] {
+                f.push(kv);
+            }
         }
         if self.dup_conflict.is_some() || self.knn_disagreement.is_some() {
-            f.extend([
-                ("dup_conflict", self.dup_conflict),
-                ("knn_disagreement", self.knn_disagreement),
-            ]);
+            f.push(("dup_conflict", self.dup_conflict));
+            f.push(("knn_disagreement", self.knn_disagreement));
         }
         f
     }
 
     /// [`ItemScores::fields`] with every non-finite value as `None` (the
     /// queue files and the report write it as `null`).
-    pub fn finite_fields(&self) -> Vec<(&'static str, Option<f64>)> {
-        self.fields()
-            .into_iter()
-            .map(|(k, v)| (k, v.filter(|x| x.is_finite())))
-            .collect()
+    pub fn finite_fields(&self) -> Fields {
+        let mut f = self.fields();
+        for (_, v) in f.items[..f.len].iter_mut() {
+            *v = v.filter(|x| x.is_finite());
+        }
+        f
+    }
+}
+
+/// The most score fields an item has (6 for every item, 7 more for
+/// segmentation, 2 more with neighbours).
+pub const MAX_FIELDS: usize = 15;
+
+/// An item's `(name, value)` score fields in their documented order, held
+/// inline: the queue files format one set per row, so no allocation per
+/// row. Reads as a slice; iterates by value.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    items: [(&'static str, Option<f64>); MAX_FIELDS],
+    len: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            items: [("", None); MAX_FIELDS],
+            len: 0,
+        }
+    }
+}
+
+impl Fields {
+    fn push(&mut self, kv: (&'static str, Option<f64>)) {
+        self.items[self.len] = kv;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Fields {
+    type Target = [(&'static str, Option<f64>)];
+    fn deref(&self) -> &Self::Target {
+        &self.items[..self.len]
+    }
+}
+
+impl IntoIterator for Fields {
+    type Item = (&'static str, Option<f64>);
+    type IntoIter = std::iter::Take<std::array::IntoIter<Self::Item, MAX_FIELDS>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter().take(self.len)
     }
 }
 
@@ -169,7 +217,26 @@ pub struct Context {
 }
 
 fn f3(x: f64) -> String {
-    format!("{x:.3}")
+    let mut s = String::with_capacity(8);
+    push_f3(&mut s, x);
+    s
+}
+
+/// Append `x` as `format!("{x:.3}")` would: three decimals, rounded from the
+/// exact binary value (half to even). Values in `[+0, 10⁶)` whose
+/// thousandths are not within 1e-6 of a half are written from an integer
+/// (`round(1000·x)` is then the exact decimal rounding, as the error of the
+/// product is below 2e-7); all others go through `format!`.
+fn push_f3(s: &mut String, x: f64) {
+    use std::fmt::Write;
+    let y = x * 1000.0;
+    let frac = y - y.floor();
+    if x.is_sign_positive() && x < 1e6 && (frac - 0.5).abs() > 1e-6 {
+        let n = y.round() as u64;
+        let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
+    } else {
+        let _ = write!(s, "{x:.3}");
+    }
 }
 
 /// Reasons for a classification item, most important first.
@@ -267,6 +334,47 @@ pub fn seg_reasons(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn three_decimals_match_format_everywhere() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            0.0005,
+            0.0015,
+            0.0025,
+            0.1235,
+            0.9995,
+            1.0005,
+            0.125,
+            0.3125,
+            999.9995,
+            123456.7895,
+            1e6,
+            2e9,
+            -0.4,
+            f64::NAN,
+            f64::INFINITY,
+            1e-300,
+            0.49999999,
+        ];
+        let mut st = 3u64;
+        for _ in 0..200_000 {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (st >> 11) as f64 / (1u64 << 53) as f64;
+            xs.push(u);
+            // Values near a half-thousandth, where rounding is delicate.
+            xs.push(((u * 1000.0).floor() + 0.5) / 1000.0);
+            xs.push(f32::from_bits((st >> 32) as u32 & 0x3f7f_ffff) as f64);
+        }
+        for x in xs {
+            assert_eq!(f3(x), format!("{x:.3}"), "{x:e}");
+        }
+    }
+
     use super::*;
 
     #[test]
