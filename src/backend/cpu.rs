@@ -4,7 +4,9 @@
 //! [`crate::metrics::pixel_stats`]: one sample at a time (the scalar
 //! reference), or eight at a time with the AVX2 kernels of [`super::simd`]
 //! where the CPU has them (bit-identical but for the entropy, which agrees
-//! within [`super::simd::ENTROPY_TOLERANCE`]; `TRIAGE_SIMD=off` forces the
+//! within [`super::simd::ENTROPY_TOLERANCE`]; the per-item f64 sums of a
+//! segmentation run are accumulated lane by lane, so they differ from the
+//! reference's order by rounding only; `TRIAGE_SIMD=off` forces the
 //! reference). Work is split into fixed chunks whose partial sums are merged
 //! in chunk order, so results do not depend on the number of threads or on
 //! how the samples were batched.

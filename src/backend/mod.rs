@@ -159,8 +159,8 @@ impl Softmin {
         ((1.0 - s as f64) / SOFTMIN_TEMPERATURE).exp()
     }
 
-    /// Add a score whose weight was computed elsewhere (the SIMD kernels
-    /// compute eight at once; see [`simd::softmin_weights`]).
+    /// Add a score whose weight was computed elsewhere (the SIMD kernel
+    /// [`simd::score_run`] keeps its own sums, merged with [`Softmin::merge`]).
     #[inline]
     pub fn add_weighted(&mut self, s: f32, w: f64) {
         self.weighted += s as f64 * w;

@@ -177,8 +177,9 @@ pub fn score_normalised(q: &[f32], label: u32) -> SampleScores {
 /// The scores of one sample from the quantities one pass over its
 /// normalised probabilities gives: the top two values `top1 ≥ top2`, the
 /// (lowest) index `pred` of `top1`, `py = q_y` and `plogp = Σ_{q_k>0} q_k ln q_k`.
-/// [`score_normalised`] and the SIMD kernels of the CPU backend both end
-/// here, so every score but the entropy is bit-identical between them.
+/// [`score_normalised`] ends here; the SIMD kernels of the CPU backend do
+/// these same f32 operations lane by lane, so every score but the entropy
+/// is bit-identical between them.
 #[inline]
 pub fn finish(
     c: usize,
