@@ -27,7 +27,6 @@ pub mod knn;
 pub mod stage;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 pub use embeddings::Embeddings;
 pub use knn::{KnnGraph, KnnMethod};
@@ -106,21 +105,42 @@ pub fn diameter_bound(t: f32) -> f32 {
 }
 
 /// Hash groups of identical byte strings: pairs `(a, b)` with `a < b` among
-/// items whose key bytes are equal (confirmed byte by byte).
+/// items whose key bytes are equal (confirmed byte by byte). The tests'
+/// form of [`identical_pairs_by`].
+#[cfg(test)]
 pub fn identical_pairs(keys: &[Option<Vec<u8>>]) -> Vec<(usize, usize)> {
+    use std::hash::Hasher;
+    let hashes: Vec<Option<u64>> = keys
+        .iter()
+        .map(|k| {
+            k.as_ref().map(|k| {
+                let mut h = std::hash::DefaultHasher::new();
+                h.write(k);
+                h.finish()
+            })
+        })
+        .collect();
+    identical_pairs_by(&hashes, |a, b| keys[a] == keys[b])
+}
+
+/// [`identical_pairs`] from one hash per item (`None`: no key) and an exact
+/// comparison `same(a, b)`, called only for items whose hashes collide, so
+/// the keys themselves need never be held in memory at once.
+pub fn identical_pairs_by(
+    hashes: &[Option<u64>],
+    same: impl Fn(usize, usize) -> bool,
+) -> Vec<(usize, usize)> {
     let mut groups: HashMap<u64, Vec<usize>> = HashMap::new();
-    for (i, k) in keys.iter().enumerate() {
-        if let Some(k) = k {
-            let mut h = std::hash::DefaultHasher::new();
-            k.hash(&mut h);
-            groups.entry(h.finish()).or_default().push(i);
+    for (i, h) in hashes.iter().enumerate() {
+        if let Some(h) = h {
+            groups.entry(*h).or_default().push(i);
         }
     }
     let mut out = Vec::new();
     for members in groups.values() {
         for (x, &a) in members.iter().enumerate() {
             for &b in &members[x + 1..] {
-                if keys[a] == keys[b] {
+                if same(a, b) {
                     out.push((a.min(b), a.max(b)));
                 }
             }

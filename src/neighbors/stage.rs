@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::knn::{self, EXACT_MAX, KnnMethod};
-use super::{Embeddings, LabelOracle, NeighborResult, Threshold, analyse, identical_pairs};
+use super::{Embeddings, LabelOracle, NeighborResult, Threshold, analyse, identical_pairs_by};
 use crate::backend::Backend;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
@@ -163,17 +163,73 @@ fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, u
     let Some(col) = manifest.column("image") else {
         return Ok(Vec::new());
     };
-    let mut keys = Vec::with_capacity(manifest.len());
-    for row in &manifest.rows {
-        let cell = row[col].trim();
-        if cell.is_empty() {
-            keys.push(None);
-            continue;
+    let paths: Vec<Option<PathBuf>> = (0..manifest.len())
+        .map(|i| {
+            let cell = manifest.rows[i][col].trim();
+            (!cell.is_empty()).then(|| cfg.dir.join(cell))
+        })
+        .collect();
+    Ok(identical_files(&paths))
+}
+
+/// Pairs `(a, b)`, `a < b`, of files with identical bytes (`None` and
+/// unreadable files pair with nothing). One streamed hash per file (its
+/// bytes and length), in parallel; only files whose hashes collide are
+/// compared, again streamed. Memory is a few bytes per item, not the files.
+fn identical_files(paths: &[Option<PathBuf>]) -> Vec<(usize, usize)> {
+    use rayon::prelude::*;
+    let hashes: Vec<Option<u64>> = paths
+        .par_iter()
+        .map(|p| p.as_deref().and_then(|p| hash_file(p).ok()))
+        .collect();
+    identical_pairs_by(&hashes, |a, b| match (&paths[a], &paths[b]) {
+        (Some(x), Some(y)) => same_file_bytes(x, y).unwrap_or(false),
+        _ => false,
+    })
+}
+
+/// A hash of the file's bytes and length, read in 64 KiB pieces.
+fn hash_file(path: &Path) -> std::io::Result<u64> {
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
-        let p = cfg.dir.join(cell);
-        keys.push(std::fs::read(&p).ok());
+        h.write(&buf[..n]);
+        len += n as u64;
     }
-    Ok(identical_pairs(&keys))
+    h.write_u64(len);
+    Ok(h.finish())
+}
+
+/// Whether two files hold the same bytes, read side by side in pieces.
+fn same_file_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let (fa, fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ra, mut rb) = (
+        std::io::BufReader::with_capacity(64 << 10, fa),
+        std::io::BufReader::with_capacity(64 << 10, fb),
+    );
+    let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        let n = ra.read(&mut x)?;
+        if n == 0 {
+            return Ok(rb.read(&mut y[..1])? == 0);
+        }
+        rb.read_exact(&mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 /// What the report says about duplicates.
@@ -204,13 +260,21 @@ pub fn apply(
     }
     let emb = Embeddings::load(path, &manifest.ids)?;
     let graph = build_graph(&emb, &manifest.ids, o, backend)?;
-    let emb_keys: Vec<Option<Vec<u8>>> = (0..emb.n)
-        .map(|i| Some(bytemuck::cast_slice::<f32, u8>(emb.row(i)).to_vec()))
+    // Rows hashed and compared as bytes in place (no copy of the matrix).
+    let row_bytes = |i: usize| bytemuck::cast_slice::<f32, u8>(emb.row(i));
+    let emb_hashes: Vec<Option<u64>> = (0..emb.n)
+        .map(|i| {
+            use std::hash::Hasher;
+            let mut h = std::hash::DefaultHasher::new();
+            h.write(row_bytes(i));
+            Some(h.finish())
+        })
         .collect();
-    let mut extra: Vec<(usize, usize, &'static str)> = identical_pairs(&emb_keys)
-        .into_iter()
-        .map(|(a, b)| (a, b, "embedding_hash"))
-        .collect();
+    let mut extra: Vec<(usize, usize, &'static str)> =
+        identical_pairs_by(&emb_hashes, |a, b| row_bytes(a) == row_bytes(b))
+            .into_iter()
+            .map(|(a, b)| (a, b, "embedding_hash"))
+            .collect();
     extra.extend(
         image_pairs(cfg, manifest)?
             .into_iter()
@@ -362,4 +426,37 @@ pub fn cluster_rows(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_files_are_paired_by_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut other = big.clone();
+        other[150_000] ^= 1; // same length, one byte differs past the first piece
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            Some(p)
+        };
+        let paths = vec![
+            write("a.png", &big),
+            write("b.png", &other),
+            None,
+            write("c.png", &big),
+            Some(dir.path().join("missing.png")),
+            write("d.png", &big[..199_999]),
+            write("e.png", &big),
+            write("f.png", b""),
+            write("g.png", b""),
+        ];
+        assert_eq!(
+            identical_files(&paths),
+            vec![(0, 3), (0, 6), (3, 6), (7, 8)]
+        );
+    }
 }
