@@ -35,7 +35,7 @@
 //!
 //! "Eligible" means: not a de-duplicated cluster member and not review-all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -149,6 +149,22 @@ pub fn counts(n: usize, policy: &Policy) -> Counts {
     }
 }
 
+/// A set of candidate indices as flags, with its size.
+struct Picked {
+    set: Vec<bool>,
+    len: usize,
+}
+
+impl Picked {
+    /// Add `i`; whether it was new.
+    fn insert(&mut self, i: usize) -> bool {
+        let new = !self.set[i];
+        self.set[i] = true;
+        self.len += usize::from(new);
+        new
+    }
+}
+
 /// Select the budget; see the module documentation for the exact rules.
 pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
     let n = cands.len();
@@ -190,8 +206,16 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
         .filter(|&i| duplicate_of[i].is_none() && !forced[i])
         .collect();
     // Per-class minimum, then fill by rank.
-    let plain: HashSet<usize> = eligible.iter().take(r).copied().collect();
-    let mut picked: BTreeSet<usize> = BTreeSet::new();
+    // Flags indexed by candidate (not hash or tree sets: O(1) per item at
+    // 200 000 items and more).
+    let mut plain = vec![false; n];
+    for &i in eligible.iter().take(r) {
+        plain[i] = true;
+    }
+    let mut picked = Picked {
+        set: vec![false; n],
+        len: 0,
+    };
     if q > 0 {
         // Each class's first `q` eligible items, in one pass (O(N log C), not
         // a pass per class), then reserved class by class in class order.
@@ -206,8 +230,8 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
         }
         for (c, members) in firsts {
             for i in members {
-                if picked.len() < r && picked.insert(i) {
-                    why[i] = Some(if plain.contains(&i) {
+                if picked.len < r && picked.insert(i) {
+                    why[i] = Some(if plain[i] {
                         Why::Ranking
                     } else {
                         Why::MinShare(c)
@@ -217,7 +241,7 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
         }
     }
     for &i in &eligible {
-        if picked.len() >= r {
+        if picked.len >= r {
             break;
         }
         if picked.insert(i) {
@@ -228,7 +252,7 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
     let pool: Vec<usize> = eligible
         .iter()
         .copied()
-        .filter(|i| !picked.contains(i))
+        .filter(|&i| !picked.set[i])
         .collect();
     let m = s.min(pool.len());
     if m > 0 {
