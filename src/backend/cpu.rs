@@ -310,24 +310,9 @@ fn pixels_simd<T: Element>(
         &mut |i, n| bad.push((i, n)),
     );
     st.pixels += r.pixels;
-    let [
-        entropy,
-        margin,
-        least_confidence,
-        self_confidence,
-        normalized_margin,
-    ] = r.sums;
-    st.sums.merge(&ScoreSums {
-        entropy,
-        margin,
-        least_confidence,
-        self_confidence,
-        normalized_margin,
-    });
-    let (weighted, weight) = r.softmin_self_confidence;
-    st.softmin_sc.merge(&Softmin { weighted, weight });
-    let (weighted, weight) = r.softmin_normalized_margin;
-    st.softmin_nm.merge(&Softmin { weighted, weight });
+    st.sums.merge(&r.sums);
+    st.softmin_sc.merge(&r.softmin_self_confidence);
+    st.softmin_nm.merge(&r.softmin_normalized_margin);
     for (i, n) in bad {
         let j = i - start;
         pixels_scalar(item, batch, i, &mut pred[j..j + n], st);

@@ -41,7 +41,8 @@
 
 use std::sync::OnceLock;
 
-use crate::metrics::calibration::{BINS, CalibrationBins, bin_index};
+use super::{ScoreSums, Softmin};
+use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
 
@@ -240,13 +241,12 @@ pub fn gather_tail<T: Element>(
 pub struct RunSums {
     /// Non-ignored pixels scored.
     pub pixels: u64,
-    /// `Σ` entropy, margin, least confidence, self-confidence and
-    /// normalised margin, in that order.
-    pub sums: [f64; 5],
-    /// Softmin sums `(Σ s·w, Σ w)` of the self-confidence.
-    pub softmin_self_confidence: (f64, f64),
-    /// Softmin sums `(Σ s·w, Σ w)` of the normalised margin.
-    pub softmin_normalized_margin: (f64, f64),
+    /// Sums of the five per-pixel scores.
+    pub sums: ScoreSums,
+    /// Softmin sums of the self-confidence.
+    pub softmin_self_confidence: Softmin,
+    /// Softmin sums of the normalised margin.
+    pub softmin_normalized_margin: Softmin,
 }
 
 /// Score the pixels `start..start + pred.len()` of one planar item
@@ -308,8 +308,8 @@ mod avx2 {
 
     use super::super::SOFTMIN_TEMPERATURE;
     use super::{
-        BINS, CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
-        bin_index, rounding_slack,
+        CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
+        ScoreSums, Softmin, rounding_slack,
     };
 
     /// Load the 8 values at `p` as `f32`.
@@ -454,10 +454,7 @@ mod avx2 {
     /// The per-lane quantities of one group of eight samples, after
     /// validation and (where the reference divides) normalisation.
     struct Group {
-        top1: __m256,
-        top2: __m256,
-        pred: __m256i,
-        plogp: __m256,
+        pass: Pass,
         py: __m256,
     }
 
@@ -514,13 +511,7 @@ mod avx2 {
         } else {
             x
         };
-        Some(Group {
-            top1: r.top1,
-            top2: r.top2,
-            pred: r.pred,
-            plogp: r.plogp,
-            py,
-        })
+        Some(Group { pass: r, py })
     }
 
     /// The scores of a [`Group`], lane for lane the f32 operations of
@@ -538,20 +529,20 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     fn finish8(g: &Group, labels: __m256i, ln_c: f32) -> Scores {
-        let one = _mm256_set1_ps(1.0);
+        let (p, one) = (&g.pass, _mm256_set1_ps(1.0));
         // The largest probability among the other classes.
-        let is_y = _mm256_castsi256_ps(_mm256_cmpeq_epi32(g.pred, labels));
-        let other = _mm256_blendv_ps(g.top1, g.top2, is_y);
-        let neg = _mm256_xor_ps(g.plogp, _mm256_set1_ps(-0.0));
+        let is_y = _mm256_castsi256_ps(_mm256_cmpeq_epi32(p.pred, labels));
+        let other = _mm256_blendv_ps(p.top1, p.top2, is_y);
+        let neg = _mm256_xor_ps(p.plogp, _mm256_set1_ps(-0.0));
         Scores {
-            pred: g.pred,
-            confidence: g.top1,
+            pred: p.pred,
+            confidence: p.top1,
             entropy: _mm256_max_ps(
                 _mm256_div_ps(neg, _mm256_set1_ps(ln_c)),
                 _mm256_setzero_ps(),
             ),
-            margin: _mm256_sub_ps(g.top1, g.top2),
-            least_confidence: _mm256_sub_ps(one, g.top1),
+            margin: _mm256_sub_ps(p.top1, p.top2),
+            least_confidence: _mm256_sub_ps(one, p.top1),
             self_confidence: g.py,
             normalized_margin: _mm256_mul_ps(
                 _mm256_add_ps(_mm256_sub_ps(g.py, other), one),
@@ -689,44 +680,9 @@ mod avx2 {
                 let mut conf = [0.0f32; LANES];
                 // SAFETY: `conf` holds 8 lanes.
                 unsafe { _mm256_storeu_ps(conf.as_mut_ptr(), s.confidence) };
-                // Inside a region all eight pixels usually share their
-                // (label, prediction) cell and their calibration bin: then
-                // one update each instead of eight dependent ones.
-                let lane0 = _mm256_setzero_si256();
-                let keys = _mm256_add_epi32(
-                    _mm256_mullo_epi32(labv, _mm256_set1_epi32(classes as i32)),
-                    s.pred,
-                );
-                let bin = _mm256_min_epi32(
-                    _mm256_cvttps_epi32(_mm256_mul_ps(s.confidence, _mm256_set1_ps(BINS as f32))),
-                    _mm256_set1_epi32(BINS as i32 - 1),
-                );
-                let same = |v: __m256i| {
-                    let first = _mm256_permutevar8x32_epi32(v, lane0);
-                    _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, first))) == 0xff
-                };
-                let full = valid == 0xff;
-                if full && same(keys) {
-                    confusion.add_count(lab[0] as usize, pr[0] as usize, LANES as u64);
-                } else {
-                    for l in (0..n).filter(|l| valid >> l & 1 != 0) {
-                        confusion.add(lab[l] as usize, pr[l] as usize);
-                    }
-                }
-                if full && same(bin) {
-                    // The bin of lane 0 by the reference's own function.
-                    let m = bin_index(conf[0]);
-                    let correct =
-                        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(s.pred, labv)));
-                    let c: [f64; LANES] = std::array::from_fn(|l| conf[l] as f64);
-                    bins.count[m] += LANES as u64;
-                    bins.correct[m] += correct.count_ones() as u64;
-                    bins.confidence_sum[m] +=
-                        ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
-                } else {
-                    for l in (0..n).filter(|l| valid >> l & 1 != 0) {
-                        bins.add(conf[l], pr[l] == lab[l]);
-                    }
+                for l in (0..n).filter(|l| valid >> l & 1 != 0) {
+                    bins.add(conf[l], pr[l] == lab[l]);
+                    confusion.add(lab[l] as usize, pr[l] as usize);
                 }
                 let (mlo, mhi) = lane_masks(valid);
                 let fields = [
@@ -761,9 +717,21 @@ mod avx2 {
         }
         RunSums {
             pixels,
-            sums: [f[0], f[1], f[2], f[3], f[4]],
-            softmin_self_confidence: (f[5], f[6]),
-            softmin_normalized_margin: (f[7], f[8]),
+            sums: ScoreSums {
+                entropy: f[0],
+                margin: f[1],
+                least_confidence: f[2],
+                self_confidence: f[3],
+                normalized_margin: f[4],
+            },
+            softmin_self_confidence: Softmin {
+                weighted: f[5],
+                weight: f[6],
+            },
+            softmin_normalized_margin: Softmin {
+                weighted: f[7],
+                weight: f[8],
+            },
         }
     }
 
@@ -995,7 +963,7 @@ mod tests {
     }
 
     #[test]
-    fn polynomial_log_is_within_its_stated_error() {
+    fn two_class_entropy_is_within_2e6_of_f64() {
         if level() != Level::Avx2 {
             return;
         }
@@ -1162,24 +1130,9 @@ mod tests {
                 continue;
             }
             r.pixels += 1;
-            for (a, v) in [
-                s.entropy,
-                s.margin,
-                s.least_confidence,
-                s.self_confidence,
-                s.normalized_margin,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                r.sums[a] += v as f64;
-            }
-            let w = crate::backend::Softmin::weight_of(s.self_confidence);
-            r.softmin_self_confidence.0 += s.self_confidence as f64 * w;
-            r.softmin_self_confidence.1 += w;
-            let w = crate::backend::Softmin::weight_of(s.normalized_margin);
-            r.softmin_normalized_margin.0 += s.normalized_margin as f64 * w;
-            r.softmin_normalized_margin.1 += w;
+            r.sums.add(&s);
+            r.softmin_self_confidence.add(s.self_confidence);
+            r.softmin_normalized_margin.add(s.normalized_margin);
             bins.add(s.confidence, s.pred == y);
             conf.add(y as usize, s.pred as usize);
         }
@@ -1258,27 +1211,27 @@ mod tests {
         assert_eq!(full_bins.correct, want_bins.correct);
         assert_eq!(full_conf, want_conf);
         // Sums: the reference minus the skipped group, within f64 rounding.
-        let mut rest = RunSums::default();
         let mut keep = labels.clone();
-        for (i, l) in keep.iter_mut().enumerate() {
-            if (32..40).contains(&i) {
-                *l = ignore;
-            }
-        }
+        keep[32..40].fill(ignore);
         let (want_rest, ..) = reference_run(&data, hw, c, &keep, ignore);
-        rest.pixels = r1.pixels + r2.pixels;
-        assert_eq!(rest.pixels, want_rest.pixels);
+        assert_eq!(r1.pixels + r2.pixels, want_rest.pixels);
         let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
+        let five = |s: &ScoreSums| {
+            [
+                s.entropy,
+                s.margin,
+                s.least_confidence,
+                s.self_confidence,
+                s.normalized_margin,
+            ]
+        };
+        let (g1, g2, w) = (five(&r1.sums), five(&r2.sums), five(&want_rest.sums));
         for a in 0..5 {
-            let got = r1.sums[a] + r2.sums[a];
+            let got = g1[a] + g2[a];
             // The entropy carries the polynomial log's error (≤ 4e-7 per
             // pixel, relative to ln C); the others only f64 rounding.
             let tol = if a == 0 { 1e-6 } else { 1e-13 };
-            assert!(
-                close(got, want_rest.sums[a], tol),
-                "sum {a}: {got} vs {}",
-                want_rest.sums[a]
-            );
+            assert!(close(got, w[a], tol), "sum {a}: {got} vs {}", w[a]);
         }
         for (g1, g2, w) in [
             (
@@ -1292,18 +1245,19 @@ mod tests {
                 want_rest.softmin_normalized_margin,
             ),
         ] {
-            assert!(close(g1.0 + g2.0, w.0, 1e-13), "{} vs {}", g1.0 + g2.0, w.0);
-            assert!(close(g1.1 + g2.1, w.1, 1e-13), "{} vs {}", g1.1 + g2.1, w.1);
+            let (sw, ww) = (g1.weighted + g2.weighted, g1.weight + g2.weight);
+            assert!(close(sw, w.weighted, 1e-13), "{sw} vs {}", w.weighted);
+            assert!(close(ww, w.weight, 1e-13), "{ww} vs {}", w.weight);
         }
     }
 
     #[test]
-    fn a_run_of_uniform_regions_takes_the_one_update_path_exactly() {
+    fn a_run_of_uniform_regions_matches_the_reference_exactly() {
         if level() != Level::Avx2 {
             return;
         }
-        // Regions of 40 equal pixels (so most groups of 8 share their cell
-        // and bin, and some straddle two regions), 5 classes, 250 pixels.
+        // Regions of 40 equal pixels (most groups of 8 share their cell and
+        // bin, some straddle two regions), 5 classes, 250 pixels.
         let (c, hw, ignore) = (5, 250, 9u16);
         let mut data = vec![0.0f32; c * hw];
         let mut labels = vec![0u16; hw];
@@ -1343,7 +1297,7 @@ mod tests {
         assert_eq!(conf, want_conf);
         assert_eq!(bins.count, want_bins.count);
         assert_eq!(bins.correct, want_bins.correct);
-        for m in 0..BINS {
+        for m in 0..crate::metrics::calibration::BINS {
             let (a, b) = (bins.confidence_sum[m], want_bins.confidence_sum[m]);
             assert!(
                 (a - b).abs() <= 1e-12 * b.abs().max(1.0),

@@ -44,12 +44,6 @@ impl Confusion {
         self.counts[label * self.classes + pred] += 1;
     }
 
-    /// Add `n` samples of the same `(label, pred)` cell.
-    #[inline]
-    pub fn add_count(&mut self, label: usize, pred: usize, n: u64) {
-        self.counts[label * self.classes + pred] += n;
-    }
-
     /// Add another table of the same size.
     pub fn merge(&mut self, other: &Confusion) {
         debug_assert_eq!(self.classes, other.classes);

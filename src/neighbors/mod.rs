@@ -109,18 +109,17 @@ pub fn diameter_bound(t: f32) -> f32 {
 /// form of [`identical_pairs_by`].
 #[cfg(test)]
 pub fn identical_pairs(keys: &[Option<Vec<u8>>]) -> Vec<(usize, usize)> {
-    use std::hash::Hasher;
-    let hashes: Vec<Option<u64>> = keys
-        .iter()
-        .map(|k| {
-            k.as_ref().map(|k| {
-                let mut h = std::hash::DefaultHasher::new();
-                h.write(k);
-                h.finish()
-            })
-        })
-        .collect();
+    let hashes: Vec<Option<u64>> = keys.iter().map(|k| k.as_deref().map(hash_bytes)).collect();
     identical_pairs_by(&hashes, |a, b| keys[a] == keys[b])
+}
+
+/// The hash [`identical_pairs_by`] groups byte strings by (std's
+/// `DefaultHasher`, fixed keys, so the same in every run).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
 }
 
 /// [`identical_pairs`] from one hash per item (`None`: no key) and an exact

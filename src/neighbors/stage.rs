@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::knn::{self, EXACT_MAX, KnnMethod};
-use super::{Embeddings, LabelOracle, NeighborResult, Threshold, analyse, identical_pairs_by};
+use super::{
+    Embeddings, LabelOracle, NeighborResult, Threshold, analyse, hash_bytes, identical_pairs_by,
+};
 use crate::backend::Backend;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
@@ -211,21 +213,17 @@ fn hash_file(path: &Path) -> std::io::Result<u64> {
 /// Whether two files hold the same bytes, read side by side in pieces.
 fn same_file_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
     use std::io::Read;
-    let (fa, fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
     if fa.metadata()?.len() != fb.metadata()?.len() {
         return Ok(false);
     }
-    let (mut ra, mut rb) = (
-        std::io::BufReader::with_capacity(64 << 10, fa),
-        std::io::BufReader::with_capacity(64 << 10, fb),
-    );
     let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
-        let n = ra.read(&mut x)?;
+        let n = fa.read(&mut x)?;
         if n == 0 {
-            return Ok(rb.read(&mut y[..1])? == 0);
+            return Ok(fb.read(&mut y[..1])? == 0);
         }
-        rb.read_exact(&mut y[..n])?;
+        fb.read_exact(&mut y[..n])?;
         if x[..n] != y[..n] {
             return Ok(false);
         }
@@ -262,14 +260,7 @@ pub fn apply(
     let graph = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).
     let row_bytes = |i: usize| bytemuck::cast_slice::<f32, u8>(emb.row(i));
-    let emb_hashes: Vec<Option<u64>> = (0..emb.n)
-        .map(|i| {
-            use std::hash::Hasher;
-            let mut h = std::hash::DefaultHasher::new();
-            h.write(row_bytes(i));
-            Some(h.finish())
-        })
-        .collect();
+    let emb_hashes: Vec<Option<u64>> = (0..emb.n).map(|i| Some(hash_bytes(row_bytes(i)))).collect();
     let mut extra: Vec<(usize, usize, &'static str)> =
         identical_pairs_by(&emb_hashes, |a, b| row_bytes(a) == row_bytes(b))
             .into_iter()
