@@ -78,6 +78,7 @@ fn batch(f16: bool) -> SegBatch {
             };
             SegItem {
                 probs,
+                planes: None,
                 labels,
                 height: H,
                 width: W,

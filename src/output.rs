@@ -565,13 +565,7 @@ pub fn write_all(
     let score_values = |name: &str| -> Vec<f64> {
         items
             .iter()
-            .filter_map(|it| {
-                it.scores
-                    .finite_fields()
-                    .into_iter()
-                    .find(|(k, _)| *k == name)
-                    .and_then(|(_, v)| v)
-            })
+            .filter_map(|it| it.scores.finite_value(name))
             .collect()
     };
     let page = crate::report::write(

@@ -10,18 +10,20 @@
 //! into owned, reused buffers: no memory-mapped pages pile up.
 //!
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::{
-    self, Backend, BackendKind, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats,
+    self, Backend, BackendKind, PlaneSource, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats,
 };
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
-use crate::io::npy::NpyArray;
+use crate::io::npy::{Dtype, NpyArray};
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
@@ -553,6 +555,24 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
     }
 }
 
+/// The `c` values of pixel `px` (plane stride `hw`) of an item left in its
+/// file, as a one-pixel buffer (stride 1).
+fn pixel_values(src: &dyn PlaneSource, px: usize, hw: usize, c: usize) -> Result<ProbBuf> {
+    if src.is_f16() {
+        let mut v = vec![0u16; c];
+        for (k, x) in v.iter_mut().enumerate() {
+            src.read_f16(k * hw + px, std::slice::from_mut(x))?;
+        }
+        Ok(ProbBuf::F16(v))
+    } else {
+        let mut v = vec![0f32; c];
+        for (k, x) in v.iter_mut().enumerate() {
+            src.read_f32(k * hw + px, std::slice::from_mut(x))?;
+        }
+        Ok(ProbBuf::F32(v))
+    }
+}
+
 /// Build the error for an invalid sample: `count` samples of `c` values with
 /// stride `stride` starting at `start` (one row: stride 1; one pixel: stride
 /// H·W). The message names the class and the value.
@@ -600,6 +620,10 @@ struct SegReader<'a> {
     mask_col: usize,
     source: ProbSource,
     items_path: PathBuf,
+    /// When the backend reads planes itself: float16/float32 values are
+    /// left in their file ([`SegItem::planes`]) and the time its reads take
+    /// is added here (nanoseconds).
+    planes: Option<Arc<AtomicU64>>,
 }
 
 impl SegReader<'_> {
@@ -654,20 +678,44 @@ impl SegReader<'_> {
         }
     }
 
-    /// Bytes of item `i`'s probabilities as stored.
+    /// Bytes item `i` holds in a batch: its probabilities as stored, or,
+    /// when they stay in their file ([`SegReader::planes`]), what scoring
+    /// keeps per pixel: the annotation and the prediction map (2 bytes
+    /// each) and the two Boundary IoU bands (1 byte each).
     fn item_bytes(&mut self, i: usize) -> Result<usize> {
         let c = self.cfg.num_classes();
+        let lazy = self.planes.is_some();
         let (arr, _, h, w) = self.array(i)?;
-        Ok(c * h * w * arr.dtype.size())
+        Ok(match arr.dtype {
+            Dtype::F16 | Dtype::F32 if lazy => 6 * h * w,
+            dtype => c * h * w * dtype.size(),
+        })
     }
 
     /// Read item `i` into `item`, reusing its buffers.
     fn read_item_into(&mut self, i: usize, item: &mut SegItem) -> Result<()> {
         let c = self.cfg.num_classes();
         let id = &self.manifest.ids[i];
+        let clock = self.planes.clone();
         let (arr, start, h, w) = self.array(i)?;
-        arr.read_probs_into(start, c * h * w, &mut item.probs)
-            .map_err(|e| e.item(id))?;
+        let planes = match &clock {
+            Some(clock) => arr.planes(start, clock)?,
+            None => None,
+        };
+        match planes {
+            Some(p) => {
+                item.planes = Some(Arc::new(p));
+                match &mut item.probs {
+                    ProbBuf::F32(v) => v.clear(),
+                    ProbBuf::F16(v) => v.clear(),
+                }
+            }
+            None => {
+                item.planes = None;
+                arr.read_probs_into(start, c * h * w, &mut item.probs)
+                    .map_err(|e| e.item(id))?;
+            }
+        }
         let cell = self.manifest.rows[i][self.mask_col].trim();
         if cell.is_empty() {
             return Err(Error::input(&self.items_path, "empty mask path")
@@ -769,7 +817,9 @@ fn score_segmentation(
         mask_col,
         source,
         items_path: items_path.clone(),
+        planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
     };
+    let plane_clock = reader.planes.clone();
     let slot = || SegSlot {
         start: 0,
         batch: SegBatch {
@@ -798,6 +848,7 @@ fn score_segmentation(
                 }
                 let mut item = s.spare.pop().unwrap_or_else(|| SegItem {
                     probs: ProbBuf::F32(Vec::new()),
+                    planes: None,
                     labels: Vec::new(),
                     height: 0,
                     width: 0,
@@ -822,10 +873,15 @@ fn score_segmentation(
                         p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
                         p => p.clone(),
                     };
+                    // The pixel's values: from the batch, or read once more.
+                    let (values, px_at, stride) = match &item.planes {
+                        Some(src) => (pixel_values(src.as_ref(), px, hw, c)?, 0, 1),
+                        None => (item.probs.clone(), px, hw),
+                    };
                     return Err(diagnose(
-                        &item.probs,
-                        px,
-                        hw,
+                        &values,
+                        px_at,
+                        stride,
                         c,
                         opts.logits,
                         &file,
@@ -866,6 +922,10 @@ fn score_segmentation(
         },
     )?;
     timings.read += read;
+    if let Some(clock) = plane_clock {
+        // Reads done by the scoring threads (inside `score`).
+        timings.read += Duration::from_nanos(clock.load(Ordering::Relaxed));
+    }
     bar.finish_and_clear();
 
     let ctx = Context {

@@ -99,6 +99,32 @@ impl ItemScores {
         f
     }
 
+    /// The finite value of score `name` (as in [`ItemScores::finite_fields`]),
+    /// without building the whole field list: `None` when the item has no
+    /// such score or its value is not finite.
+    pub fn finite_value(&self, name: &str) -> Option<f64> {
+        let seg = self.seg.as_ref();
+        let v = match name {
+            "entropy" => self.entropy,
+            "margin" => self.margin,
+            "least_confidence" => self.least_confidence,
+            "self_confidence" => self.self_confidence,
+            "normalized_margin" => self.normalized_margin,
+            "ece" => self.ece,
+            "miou" => seg?.miou,
+            "dice" => seg?.dice,
+            "boundary_iou" => seg?.boundary_iou,
+            "pixel_accuracy" => seg?.pixel_accuracy,
+            "self_confidence_softmin" => seg?.self_confidence_softmin,
+            "normalized_margin_softmin" => seg?.normalized_margin_softmin,
+            "pixels" => Some(seg?.pixels as f64),
+            "dup_conflict" => self.dup_conflict,
+            "knn_disagreement" => self.knn_disagreement,
+            _ => None,
+        };
+        v.filter(|x| x.is_finite())
+    }
+
     /// [`ItemScores::fields`] with every non-finite value as `None` (the
     /// queue files and the report write it as `null`).
     pub fn finite_fields(&self) -> Fields {
@@ -334,6 +360,45 @@ pub fn seg_reasons(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn finite_value_reads_each_field_as_the_queue_files_do() {
+        use super::{ItemScores, SegScores};
+        let s = ItemScores {
+            entropy: Some(0.5),
+            margin: Some(f64::NAN),
+            least_confidence: Some(0.25),
+            self_confidence: None,
+            normalized_margin: Some(0.125),
+            ece: Some(f64::INFINITY),
+            seg: Some(Box::new(SegScores {
+                miou: Some(0.75),
+                dice: Some(0.8),
+                boundary_iou: None,
+                pixel_accuracy: Some(0.9),
+                self_confidence_softmin: Some(0.01),
+                normalized_margin_softmin: Some(0.02),
+                pixels: 4096,
+            })),
+            dup_conflict: Some(0.3),
+            knn_disagreement: Some(0.6),
+        };
+        let fields = s.finite_fields();
+        assert_eq!(fields.len(), 15);
+        for (name, v) in fields.iter() {
+            assert_eq!(s.finite_value(name), *v, "{name}");
+        }
+        assert_eq!(s.finite_value("margin"), None);
+        assert_eq!(s.finite_value("pixels"), Some(4096.0));
+        assert_eq!(s.finite_value("no_such_score"), None);
+        // Classification items have no segmentation scores.
+        let c = ItemScores {
+            seg: None,
+            ..s.clone()
+        };
+        assert_eq!(c.finite_value("miou"), None);
+        assert_eq!(c.finite_value("entropy"), Some(0.5));
+    }
 
     #[test]
     fn three_decimals_match_format_everywhere() {

@@ -101,11 +101,17 @@ impl Backend for CpuBackend {
     }
 
     fn score_items(&self, batch: &SegBatch) -> Result<Vec<SegItemStats>> {
-        Ok(batch
+        batch
             .items
             .par_iter()
             .map(|item| score_item(item, batch))
-            .collect())
+            .collect()
+    }
+
+    /// Items left in their files are read stripe by stripe by the workers
+    /// that score them ([`SegItem::planes`]).
+    fn reads_planes(&self) -> bool {
+        true
     }
 
     fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph> {
@@ -187,20 +193,11 @@ fn gather_row(probs: &ProbBuf, start: usize, p: &mut [f32]) {
     }
 }
 
-/// Copy the `C` planar values of pixel `i` (stride `hw`).
+/// Copy the `C` planar values of pixel `i` (plane stride `stride`).
 #[inline]
-fn gather_pixel(probs: &ProbBuf, i: usize, hw: usize, p: &mut [f32]) {
-    match probs {
-        ProbBuf::F32(v) => {
-            for (k, dst) in p.iter_mut().enumerate() {
-                *dst = v[k * hw + i];
-            }
-        }
-        ProbBuf::F16(v) => {
-            for (k, dst) in p.iter_mut().enumerate() {
-                *dst = half::f16::from_bits(v[k * hw + i]).to_f32();
-            }
-        }
+fn gather_pixel<T: Element>(data: &[T], i: usize, stride: usize, p: &mut [f32]) {
+    for (k, dst) in p.iter_mut().enumerate() {
+        *dst = data[k * stride + i].to_f32();
     }
 }
 
@@ -251,27 +248,44 @@ impl ChunkStats {
     }
 }
 
-/// Score the pixels `start..start + pred.len()` of `item` one at a time with
-/// the scalar reference.
-fn pixels_scalar(
-    item: &SegItem,
-    batch: &SegBatch,
+/// Where one stripe's values are: pixel `j` of the stripe (`j <
+/// pred.len()`) has its class-`k` value at `data[k * stride + start + j]`
+/// and its annotation at `labels[start + j]`; `offset + start + j` is its
+/// index in the item (what an error reports).
+struct Stripe<'a, T> {
+    data: &'a [T],
+    stride: usize,
+    labels: &'a [u16],
     start: usize,
+    offset: usize,
+}
+
+impl<T> Clone for Stripe<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Stripe<'_, T> {}
+
+/// Score the pixels of stripe `sp` one at a time with the scalar reference.
+fn pixels_scalar<T: Element>(
+    sp: Stripe<'_, T>,
+    batch: &SegBatch,
     pred: &mut [u16],
     st: &mut ChunkStats,
 ) {
     let c = batch.classes;
-    let hw = item.height * item.width;
     let mut p = vec![0.0f32; c];
     let mut q = vec![0.0f32; c];
     for (j, out) in pred.iter_mut().enumerate() {
-        let i = start + j;
-        gather_pixel(&item.probs, i, hw, &mut p);
+        let i = sp.start + j;
+        gather_pixel(sp.data, i, sp.stride, &mut p);
         if normalise(&p, batch.logits, &mut q).is_err() {
-            st.first_invalid.get_or_insert(i);
+            st.first_invalid.get_or_insert(sp.offset + i);
             continue;
         }
-        let label = item.labels[i];
+        let label = sp.labels[i];
         let y = if label == batch.ignore_index {
             0
         } else {
@@ -282,28 +296,25 @@ fn pixels_scalar(
     }
 }
 
-/// Score the pixels `start..start + pred.len()` of `item` eight at a time
-/// with [`simd::score_run`] (planar data: one load reads a class of eight
+/// Score the pixels of stripe `sp` eight at a time with
+/// [`simd::score_run`] (planar data: one load reads a class of eight
 /// neighbouring pixels; the running sums stay in vector registers). A group
 /// with an invalid pixel is rescored with the scalar reference, which
 /// records the first invalid pixel.
 fn pixels_simd<T: Element>(
-    data: &[T],
-    item: &SegItem,
+    sp: Stripe<'_, T>,
     batch: &SegBatch,
-    start: usize,
     pred: &mut [u16],
     st: &mut ChunkStats,
 ) {
-    let hw = item.height * item.width;
     let mut bad: Vec<(usize, usize)> = Vec::new();
     let r = simd::score_run(
-        data,
-        hw,
+        sp.data,
+        sp.stride,
         batch.classes,
-        &item.labels,
+        sp.labels,
         batch.ignore_index,
-        start,
+        sp.start,
         pred,
         &mut st.bins,
         &mut st.confusion,
@@ -314,12 +325,33 @@ fn pixels_simd<T: Element>(
     st.softmin_sc.merge(&r.softmin_self_confidence);
     st.softmin_nm.merge(&r.softmin_normalized_margin);
     for (i, n) in bad {
-        let j = i - start;
-        pixels_scalar(item, batch, i, &mut pred[j..j + n], st);
+        let j = i - sp.start;
+        let sub = Stripe { start: i, ..sp };
+        pixels_scalar(sub, batch, &mut pred[j..j + n], st);
     }
 }
 
-fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
+/// Score one stripe with the SIMD kernel where it applies, else the scalar
+/// reference.
+fn score_stripe<T: Element>(sp: Stripe<'_, T>, batch: &SegBatch, pred: &mut [u16]) -> ChunkStats {
+    let mut st = ChunkStats {
+        pixels: 0,
+        sums: ScoreSums::default(),
+        softmin_sc: Softmin::default(),
+        softmin_nm: Softmin::default(),
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(batch.classes),
+        first_invalid: None,
+    };
+    if simd::level() == Level::Avx2 && !batch.logits {
+        pixels_simd(sp, batch, pred, &mut st);
+    } else {
+        pixels_scalar(sp, batch, pred, &mut st);
+    }
+    st
+}
+
+fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
     let c = batch.classes;
     let hw = item.height * item.width;
     let mut pred = vec![0u16; hw];
@@ -331,6 +363,7 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
         || score_chunks(item, batch, &mut pred),
         || band_mask(&item.labels, item.height, item.width, d, &mut bg),
     );
+    let chunks = chunks?;
 
     let mut stats = SegItemStats {
         pixels: 0,
@@ -360,35 +393,101 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> SegItemStats {
         stats.bands = count_bands(&item.labels, &bg, &pred, &bp, c, batch.ignore_index);
         stats.pred = Some(pred);
     }
-    stats
+    Ok(stats)
 }
 
-/// Score the pixels of `item` in parallel chunks of [`PIXEL_CHUNK`], writing
-/// the prediction map; the chunks' partial results in chunk order.
-fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Vec<ChunkStats> {
+/// Bytes of one stripe's values (its `C` plane pieces): small enough to
+/// stay in a core's L2 cache from being read to being scored.
+const STRIPE_BYTES: usize = 256 * 1024;
+
+/// Pixels per stripe for `classes` values of `size` bytes: as many as fit
+/// [`STRIPE_BYTES`], a multiple of [`LANES`], at least 256 and at most
+/// [`PIXEL_CHUNK`]. The same for values in memory and values read from
+/// their file, so both give bit-identical results.
+fn stripe_pixels(classes: usize, size: usize) -> usize {
+    (STRIPE_BYTES / (classes * size).max(1)).clamp(256, PIXEL_CHUNK) / LANES * LANES
+}
+
+thread_local! {
+    /// Each worker's stripe buffers for values read from a file, reused
+    /// (one per stored type).
+    static STRIPE_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static STRIPE_F16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Read pixels `start..start + n` of every class plane (stride `hw`) from
+/// `src` into `buf` (`classes × n`, planar) and score them.
+fn read_and_score<T: Element + Default>(
+    buf: &mut Vec<T>,
+    read: &dyn Fn(usize, &mut [T]) -> Result<()>,
+    (hw, start): (usize, usize),
+    item: &SegItem,
+    batch: &SegBatch,
+    pred: &mut [u16],
+) -> Result<ChunkStats> {
+    let n = pred.len();
+    buf.resize(batch.classes * n, T::default());
+    for (k, plane) in buf.chunks_exact_mut(n).enumerate() {
+        read(k * hw + start, plane)?;
+    }
+    let sp = Stripe {
+        data: buf,
+        stride: n,
+        labels: &item.labels[start..start + n],
+        start: 0,
+        offset: start,
+    };
+    Ok(score_stripe(sp, batch, pred))
+}
+
+/// Score the pixels of `item` in parallel stripes of [`stripe_pixels`],
+/// writing the prediction map; the stripes' partial results in order.
+/// Values left in their file are read by the worker that scores them,
+/// into its own buffer.
+fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Result<Vec<ChunkStats>> {
     let c = batch.classes;
-    pred.par_chunks_mut(PIXEL_CHUNK)
+    let hw = item.height * item.width;
+    let f16 = match (&item.planes, &item.probs) {
+        (Some(src), _) => src.is_f16(),
+        (None, p) => matches!(p, ProbBuf::F16(_)),
+    };
+    let stripe = stripe_pixels(c, if f16 { 2 } else { 4 });
+    pred.par_chunks_mut(stripe)
         .enumerate()
-        .map(|(ci, pred_chunk)| {
-            let start = ci * PIXEL_CHUNK;
-            let mut st = ChunkStats {
-                pixels: 0,
-                sums: ScoreSums::default(),
-                softmin_sc: Softmin::default(),
-                softmin_nm: Softmin::default(),
-                bins: CalibrationBins::default(),
-                confusion: Confusion::new(c),
-                first_invalid: None,
-            };
-            if simd::level() == Level::Avx2 && !batch.logits {
-                match &item.probs {
-                    ProbBuf::F32(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
-                    ProbBuf::F16(v) => pixels_simd(v, item, batch, start, pred_chunk, &mut st),
-                }
-            } else {
-                pixels_scalar(item, batch, start, pred_chunk, &mut st);
+        .map(|(ci, pred)| {
+            let start = ci * stripe;
+            match (&item.planes, &item.probs) {
+                (Some(src), _) if f16 => STRIPE_F16.with_borrow_mut(|buf| {
+                    let read = |e: usize, out: &mut [u16]| src.read_f16(e, out);
+                    read_and_score(buf, &read, (hw, start), item, batch, pred)
+                }),
+                (Some(src), _) => STRIPE_F32.with_borrow_mut(|buf| {
+                    let read = |e: usize, out: &mut [f32]| src.read_f32(e, out);
+                    read_and_score(buf, &read, (hw, start), item, batch, pred)
+                }),
+                (None, ProbBuf::F32(v)) => Ok(score_stripe(
+                    Stripe {
+                        data: v,
+                        stride: hw,
+                        labels: &item.labels,
+                        start,
+                        offset: 0,
+                    },
+                    batch,
+                    pred,
+                )),
+                (None, ProbBuf::F16(v)) => Ok(score_stripe(
+                    Stripe {
+                        data: v,
+                        stride: hw,
+                        labels: &item.labels,
+                        start,
+                        offset: 0,
+                    },
+                    batch,
+                    pred,
+                )),
             }
-            st
         })
         .collect()
 }

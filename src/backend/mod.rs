@@ -87,12 +87,35 @@ pub struct RowScores {
 
 /// One segmentation item: `probs` is `classes × h × w` (C order) and `labels`
 /// the `h × w` annotation, each value `< classes` or `== ignore_index`.
+///
+/// When `planes` is set, `probs` is empty and the values stay in their file:
+/// the backend reads each stripe of pixels (its `C` plane pieces) into a
+/// cache-sized buffer right before scoring it, so the values cross memory
+/// once instead of being copied into a batch buffer and read back. Only a
+/// backend whose [`Backend::reads_planes`] is true is given such items.
 #[derive(Debug, Clone)]
 pub struct SegItem {
     pub probs: ProbBuf,
+    pub planes: Option<std::sync::Arc<dyn PlaneSource>>,
     pub labels: Vec<u16>,
     pub height: usize,
     pub width: usize,
+}
+
+/// The stored values of one segmentation item, read in pieces
+/// (positioned reads: safe from several threads at once).
+///
+/// Contract: element `e` is the item's `e`-th value in C order
+/// (`k · h · w + pixel`); a read fills all of `out` or fails with an error
+/// naming the file and the item.
+pub trait PlaneSource: Send + Sync + std::fmt::Debug {
+    /// True when the values are float16 (read them with `read_f16`), false
+    /// for float32 (`read_f32`).
+    fn is_f16(&self) -> bool;
+    /// Read `out.len()` float32 values starting at element `start`.
+    fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()>;
+    /// Read `out.len()` float16 values (raw bits) starting at element `start`.
+    fn read_f16(&self, start: usize, out: &mut [u16]) -> Result<()>;
 }
 
 /// A batch of segmentation items sharing the class count and options.
@@ -238,6 +261,12 @@ pub trait Backend: Send + Sync {
 
     /// Score a batch of segmentation items, one result per item, in order.
     fn score_items(&self, batch: &SegBatch) -> Result<Vec<SegItemStats>>;
+
+    /// True when [`Backend::score_items`] accepts items whose values are
+    /// left in their file ([`SegItem::planes`]) and reads them itself.
+    fn reads_planes(&self) -> bool {
+        false
+    }
 
     /// Exact `k` nearest neighbours of every row of `emb` (unit rows) by
     /// cosine distance, nearest first, ties to the lower index

@@ -7,10 +7,13 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 
-use crate::backend::ProbBuf;
+use crate::backend::{PlaneSource, ProbBuf};
 use crate::error::{Error, Result};
 
 /// Element types `triage` reads.
@@ -48,6 +51,8 @@ pub struct NpyArray {
     pub shape: Vec<usize>,
     data_offset: u64,
     file: File,
+    /// A second handle on the file for [`NpyPlanes`], opened on first use.
+    shared: Option<Arc<File>>,
 }
 
 impl NpyArray {
@@ -115,7 +120,37 @@ impl NpyArray {
             shape,
             data_offset,
             file,
+            shared: None,
         })
+    }
+
+    /// The float16 or float32 values from element `start` on, left in the
+    /// file for positioned reads from any thread ([`PlaneSource`]); each
+    /// read adds its time (nanoseconds) to `clock`. `None` for other dtypes
+    /// (float64 is converted on a normal read).
+    pub fn planes(&mut self, start: usize, clock: &Arc<AtomicU64>) -> Result<Option<NpyPlanes>> {
+        if !matches!(self.dtype, Dtype::F16 | Dtype::F32) {
+            return Ok(None);
+        }
+        let file = match &self.shared {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = Arc::new(
+                    self.file
+                        .try_clone()
+                        .map_err(|e| Error::io(&self.path, e))?,
+                );
+                self.shared = Some(Arc::clone(&f));
+                f
+            }
+        };
+        Ok(Some(NpyPlanes {
+            file,
+            path: self.path.clone(),
+            offset: self.data_offset + (start * self.dtype.size()) as u64,
+            f16: self.dtype == Dtype::F16,
+            clock: Arc::clone(clock),
+        }))
     }
 
     /// Total number of elements.
@@ -247,6 +282,73 @@ impl NpyArray {
             }
         };
         Ok(v)
+    }
+}
+
+/// One item's float16 or float32 values, read in pieces by positioned reads
+/// (`pread`, so several threads share the handle); see [`NpyArray::planes`].
+#[derive(Debug)]
+pub struct NpyPlanes {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Byte offset of the item's element 0.
+    offset: u64,
+    f16: bool,
+    clock: Arc<AtomicU64>,
+}
+
+impl NpyPlanes {
+    /// Fill `out` from element `start` on (`size` bytes per element).
+    fn read_at(&self, start: usize, size: usize, out: &mut [u8]) -> Result<()> {
+        let t = Instant::now();
+        let at = self.offset + (start * size) as u64;
+        let r = read_exact_at(&self.file, out, at);
+        self.clock
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r.map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, out, at)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
+    // No positioned reads here: seek and read a fresh handle (correct, slower).
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(out)
+}
+
+impl PlaneSource for NpyPlanes {
+    fn is_f16(&self) -> bool {
+        self.f16
+    }
+
+    fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
+        if self.f16 {
+            return Err(Error::Usage(format!(
+                "{}: float16 values read as float32",
+                self.path.display()
+            )));
+        }
+        self.read_at(start, 4, bytemuck::cast_slice_mut(out))?;
+        from_le_in_place_f32(out);
+        Ok(())
+    }
+
+    fn read_f16(&self, start: usize, out: &mut [u16]) -> Result<()> {
+        if !self.f16 {
+            return Err(Error::Usage(format!(
+                "{}: float32 values read as float16",
+                self.path.display()
+            )));
+        }
+        self.read_at(start, 2, bytemuck::cast_slice_mut(out))?;
+        from_le_in_place_u16(out);
+        Ok(())
     }
 }
 

@@ -96,6 +96,53 @@ pub trait LabelOracle: Sync {
     fn conflict(&self, a: usize, b: usize) -> crate::Result<(bool, Option<f64>)>;
 }
 
+/// Centre-bounded greedy clustering of the pair graph `adj` (sorted
+/// adjacency lists): repeatedly take as centre the unassigned item with the
+/// most unassigned neighbours (ties to the lower index), and make it and
+/// those neighbours a cluster; stop when no unassigned item has an
+/// unassigned neighbour. Each cluster is returned centre first, then its
+/// members in index order. Members are all within one edge of the centre, so
+/// clusters never chain.
+///
+/// Degrees are kept up to date and the next centre taken from a max-heap
+/// with lazy deletion: O((N + E) log N), not a scan of every item per cluster.
+pub fn greedy_clusters(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = adj.len();
+    let mut deg: Vec<usize> = adj.iter().map(Vec::len).collect();
+    let mut taken = vec![false; n];
+    let mut heap: BinaryHeap<(usize, Reverse<usize>)> = (0..n)
+        .filter(|&i| deg[i] > 0)
+        .map(|i| (deg[i], Reverse(i)))
+        .collect();
+    let mut out = Vec::new();
+    while let Some((d, Reverse(centre))) = heap.pop() {
+        // Stale entries: the item was taken, or its degree has dropped since
+        // (its current degree has an entry of its own).
+        if taken[centre] || d != deg[centre] || d == 0 {
+            continue;
+        }
+        let mut members = vec![centre];
+        members.extend(adj[centre].iter().copied().filter(|&j| !taken[j]));
+        for &m in &members {
+            taken[m] = true;
+        }
+        for &m in &members {
+            for &j in &adj[m] {
+                if !taken[j] {
+                    deg[j] -= 1;
+                    if deg[j] > 0 {
+                        heap.push((deg[j], Reverse(j)));
+                    }
+                }
+            }
+        }
+        out.push(members);
+    }
+    out
+}
+
 /// The largest cosine distance between two members of a cluster built with
 /// threshold `t`: two vectors within angle `θ = acos(1 − t)` of a centre are
 /// within `2θ` of each other, and `1 − cos 2θ = 4t − 2t²`.
@@ -195,10 +242,18 @@ pub fn analyse(
     }
     let mut keys: Vec<(usize, usize)> = found.keys().copied().collect();
     keys.sort_unstable();
+    // Each pair's check (segmentation: two masks decoded and compared) is
+    // independent: in parallel, then the first error in pair order.
+    let checked: Vec<crate::Result<(bool, Option<f64>)>> = {
+        use rayon::prelude::*;
+        keys.par_iter()
+            .map(|&(a, b)| labels.conflict(a, b))
+            .collect()
+    };
     let mut pairs = Vec::with_capacity(keys.len());
-    for (a, b) in keys {
+    for ((a, b), check) in keys.into_iter().zip(checked) {
         let distance = embeddings::cosine_distance(emb.row(a), emb.row(b));
-        let (conflict, mask_iou) = labels.conflict(a, b)?;
+        let (conflict, mask_iou) = check?;
         pairs.push(DupPair {
             a,
             b,
@@ -220,26 +275,9 @@ pub fn analyse(
     }
     let mut cluster_of: Vec<Option<usize>> = vec![None; n];
     let mut clusters = Vec::new();
-    loop {
-        let best = (0..n)
-            .filter(|&i| cluster_of[i].is_none())
-            .map(|i| {
-                (
-                    adj[i].iter().filter(|&&j| cluster_of[j].is_none()).count(),
-                    i,
-                )
-            })
-            .filter(|&(deg, _)| deg > 0)
-            .max_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)));
-        let Some((_, centre)) = best else { break };
+    for members in greedy_clusters(&adj) {
         let id = clusters.len();
-        let mut members = vec![centre];
-        members.extend(
-            adj[centre]
-                .iter()
-                .copied()
-                .filter(|&j| cluster_of[j].is_none()),
-        );
+        let centre = members[0];
         for &m in &members {
             cluster_of[m] = Some(id);
         }
@@ -299,6 +337,68 @@ pub fn analyse(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// The greedy rule as first written: scan every item for the next centre.
+    fn greedy_by_scan(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        let n = adj.len();
+        let mut taken = vec![false; n];
+        let mut out = Vec::new();
+        loop {
+            let best = (0..n)
+                .filter(|&i| !taken[i])
+                .map(|i| (adj[i].iter().filter(|&&j| !taken[j]).count(), i))
+                .filter(|&(deg, _)| deg > 0)
+                .max_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)));
+            let Some((_, centre)) = best else { break };
+            let mut members = vec![centre];
+            members.extend(adj[centre].iter().copied().filter(|&j| !taken[j]));
+            for &m in &members {
+                taken[m] = true;
+            }
+            out.push(members);
+        }
+        out
+    }
+
+    #[test]
+    fn greedy_clusters_hand_worked_and_as_the_scan_on_random_graphs() {
+        // A star 0-{1,2,3} and a path 3-4-5-6. Degrees: 0:3, 3:2, 4:2, 5:2,
+        // the rest 1.
+        let edges = [(0, 1), (0, 2), (0, 3), (3, 4), (4, 5), (5, 6)];
+        let mut adj = vec![Vec::new(); 7];
+        for &(a, b) in &edges {
+            adj[a].push(b);
+            adj[b].push(a);
+        }
+        adj.iter_mut().for_each(|a| a.sort_unstable());
+        // Centre 0 takes {1, 2, 3}. Left: 4 (free neighbour 5), 5 (4 and
+        // 6), 6 (5): centre 5 takes {4, 6}. (Centre 3 first would have
+        // chained the star to the path.)
+        assert_eq!(greedy_clusters(&adj), vec![vec![0, 1, 2, 3], vec![5, 4, 6]]);
+        assert_eq!(greedy_by_scan(&adj), greedy_clusters(&adj));
+
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        for trial in 0..200 {
+            let n = 2 + next(60);
+            let m = next(3 * n);
+            let mut adj = vec![Vec::new(); n];
+            for _ in 0..m {
+                let (a, b) = (next(n), next(n));
+                if a != b && !adj[a].contains(&b) {
+                    adj[a].push(b);
+                    adj[b].push(a);
+                }
+            }
+            adj.iter_mut().for_each(|a| a.sort_unstable());
+            assert_eq!(greedy_clusters(&adj), greedy_by_scan(&adj), "trial {trial}");
+        }
+    }
 
     struct Labels(Vec<u32>);
     impl LabelOracle for Labels {

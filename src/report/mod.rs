@@ -129,11 +129,16 @@ pub fn members(cluster: &Value) -> Vec<(&str, &str)> {
 /// A picture that cannot be drawn is reported, never fatal.
 fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
     let cfg = inp.cfg;
+    let ids = gallery_ids(inp.queue, inp.clusters);
+    // Where the gallery's few ids are in the manifest: one scan, no map of
+    // every id.
+    let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let index: HashMap<&str, usize> = inp
         .manifest
         .ids
         .iter()
         .enumerate()
+        .filter(|(_, id)| wanted.contains(id.as_str()))
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let mut stacked = if cfg.probs.is_dir() {
@@ -148,7 +153,6 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
         .unwrap_or(false);
     let mut out = HashMap::new();
     let mut files = Vec::new();
-    let ids = gallery_ids(inp.queue, inp.clusters);
     if cfg.task == Task::Segmentation {
         // Overlays are independent: draw them in parallel, each from the
         // prediction map kept while scoring, or else by reading its item

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::backend::ProbBuf;
+use crate::backend::{PlaneSource, ProbBuf};
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
@@ -146,6 +146,49 @@ pub fn argmax_map(probs: &ProbBuf, classes: usize, h: usize, w: usize) -> Vec<u1
         }
     }
     arg
+}
+
+/// [`argmax_map`] of an item left in its file: blocks of pixels in
+/// parallel, each block's class pieces read straight into a small buffer
+/// (no copy of the whole item), the same result.
+pub fn argmax_planes(
+    src: &dyn PlaneSource,
+    classes: usize,
+    h: usize,
+    w: usize,
+) -> Result<Vec<u16>> {
+    use rayon::prelude::*;
+    const BLOCK: usize = 4096;
+    let hw = h * w;
+    let mut arg = vec![0u16; hw];
+    arg.par_chunks_mut(BLOCK)
+        .enumerate()
+        .try_for_each(|(bi, arg)| -> Result<()> {
+            let start = bi * BLOCK;
+            let n = arg.len();
+            let mut best = vec![f32::NEG_INFINITY; n];
+            let mut plane = vec![0.0f32; n];
+            let mut bits = vec![0u16; if src.is_f16() { n } else { 0 }];
+            for k in 0..classes {
+                if src.is_f16() {
+                    src.read_f16(k * hw + start, &mut bits)?;
+                    for (d, &b) in plane.iter_mut().zip(&bits) {
+                        *d = half::f16::from_bits(b).to_f32();
+                    }
+                } else {
+                    src.read_f32(k * hw + start, &mut plane)?;
+                }
+                for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(&plane) {
+                    // As in `argmax_map`.
+                    if v > *b || k == 0 {
+                        *b = v;
+                        *a = k as u16;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    Ok(arg)
 }
 
 /// Thin boundary of a label map: pixels with a 4-neighbour (inside the
@@ -295,25 +338,28 @@ pub fn segmentation_overlay(
     let (pred, h, w): (&[u16], usize, usize) = match kept {
         Some((h, w, pred)) => (pred, h, w),
         None => {
-            let (probs, h, w) = match stacked {
+            let mut opened;
+            let (arr, start, h, w) = match stacked {
                 Some(arr) => {
                     let [_, _, h, w] = arr.shape[..] else {
                         return Err(Error::input(&arr.path, "expected shape (N, C, H, W)"));
                     };
-                    let n = c * h * w;
-                    (arr.read_probs(index * n, n)?, h, w)
+                    (arr, index * c * h * w, h, w)
                 }
                 None => {
                     let path = cfg.probs.join(format!("{id}.npy"));
-                    let mut arr = NpyArray::open(&path)?;
-                    let [_, h, w] = arr.shape[..] else {
+                    opened = NpyArray::open(&path)?;
+                    let [_, h, w] = opened.shape[..] else {
                         return Err(Error::input(&path, "expected shape (C, H, W)"));
                     };
-                    let n = c * h * w;
-                    (arr.read_probs(0, n)?, h, w)
+                    (&mut opened, 0, h, w)
                 }
             };
-            computed = argmax_map(&probs, c, h, w);
+            let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            computed = match arr.planes(start, &clock)? {
+                Some(src) => argmax_planes(&src, c, h, w)?,
+                None => argmax_map(&arr.read_probs(start, c * h * w)?, c, h, w),
+            };
             (&computed, h, w)
         }
     };

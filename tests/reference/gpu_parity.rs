@@ -86,6 +86,7 @@ fn random_item(
     }
     SegItem {
         probs: to_buf(p, f16),
+        planes: None,
         labels,
         height: h,
         width: w,
@@ -264,6 +265,7 @@ fn edge_cases_exact_one_bin_edges_ignore_and_edges() {
         let batch = SegBatch {
             items: vec![SegItem {
                 probs: to_buf(p.clone(), f16),
+                planes: None,
                 labels: labels.clone(),
                 height: h,
                 width: w,

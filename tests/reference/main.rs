@@ -11,3 +11,4 @@ mod gpu_parity;
 mod hand_worked;
 mod label_errors;
 mod neighbors;
+mod planes;

@@ -30,7 +30,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{
     Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItemStats, Softmin,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::boundary_iou::{BandCounts, band_width};
 use crate::metrics::calibration::{BINS, CalibrationBins};
 use crate::metrics::confusion::Confusion;
@@ -727,6 +727,14 @@ impl Backend for GpuBackend {
     fn score_items(&self, batch: &SegBatch) -> Result<Vec<SegItemStats>> {
         if batch.items.is_empty() {
             return Ok(Vec::new());
+        }
+        if batch.items.iter().any(|it| it.planes.is_some()) {
+            // `reads_planes` is false: the pipeline never does this. Were it
+            // to, a backend error hands the batch to the CPU (`--gpu-fallback`).
+            return Err(Error::Backend {
+                backend: "gpu".into(),
+                message: "items left in their files need a backend that reads planes".into(),
+            });
         }
         let c = batch.classes as u64;
         let limit = self.ctx.max_binding();
