@@ -14,6 +14,7 @@ use crate::backend::BackendInfo;
 use crate::config::{DatasetConfig, Task};
 use crate::error::Result;
 use crate::io::atomic::AtomicOutputs;
+use crate::io::jsonw;
 use crate::io::manifest::Manifest;
 use crate::pipeline::{DatasetStats, ItemResult, RunOptions, Timings};
 use crate::priority;
@@ -256,89 +257,63 @@ fn write_parallel<const K: usize>(
     Ok(())
 }
 
-/// Serialize one queue row as a JSON object straight to `w` (no
-/// intermediate `Value`): the keys in the documented order, non-finite
-/// scores as `null`.
+/// Write one queue row as a JSON object onto `out` ([`jsonw`]: the bytes
+/// `serde_json` would write): the keys in the documented order,
+/// non-finite scores as `null`.
 fn write_json_row(
-    w: &mut dyn Write,
+    out: &mut Vec<u8>,
     row: &QueueRow<'_>,
     reasons: &[String],
     cols: &QueueColumns<'_>,
-) -> std::io::Result<()> {
-    use serde::ser::{SerializeMap, Serializer};
+) {
     let (cfg, manifest, carry) = (cols.cfg, cols.manifest, cols.carry);
-    let (with_neighbors, with_status) = (cols.with_neighbors, cols.with_status);
     let it = row.item;
-    let mut ser = serde_json::Serializer::new(w);
-    let mut o = ser.serialize_map(None)?;
-    o.serialize_entry("rank", &row.rank)?;
-    o.serialize_entry("id", &manifest.ids[it.index])?;
-    o.serialize_entry("priority", &Some(it.priority).filter(|p| p.is_finite()))?;
-    o.serialize_entry("in_budget", &row.plan.in_budget)?;
-    o.serialize_entry("spot_check", &row.plan.spot_check)?;
-    o.serialize_entry("review_all", &row.plan.review_all)?;
-    o.serialize_entry("also_in_cluster", &row.plan.also_in_cluster)?;
-    if with_status {
-        o.serialize_entry("status", &row.plan.status.map(|s| s.as_str()))?;
+    let p = row.plan;
+    let mut o = jsonw::Obj::new(out);
+    o.uint("rank", row.rank as u64);
+    o.str("id", &manifest.ids[it.index]);
+    o.float("priority", Some(it.priority));
+    o.bool("in_budget", p.in_budget);
+    o.bool("spot_check", p.spot_check);
+    o.bool("review_all", p.review_all);
+    jsonw::array(o.key("also_in_cluster"), &p.also_in_cluster, |w, s| {
+        jsonw::string(w, s)
+    });
+    if cols.with_status {
+        o.opt_str("status", p.status.map(|s| s.as_str()));
     }
-    o.serialize_entry("reasons", &Reasons(&row.plan.policy_reasons, reasons))?;
+    jsonw::array(
+        o.key("reasons"),
+        p.policy_reasons.iter().chain(reasons),
+        |w, s| jsonw::string(w, s),
+    );
     if let Some(f) = &it.row {
-        o.serialize_entry("label", &cfg.class_names[f.label as usize])?;
-        o.serialize_entry("predicted", &cfg.class_names[f.pred as usize])?;
+        o.str("label", &cfg.class_names[f.label as usize]);
+        o.str("predicted", &cfg.class_names[f.pred as usize]);
     }
-    o.serialize_entry("scores", &Scores(&it.scores))?;
-    if with_neighbors {
-        o.serialize_entry("cluster", &it.cluster)?;
-        o.serialize_entry("neighbors", &Neighbors(&it.neighbors, manifest))?;
+    {
+        let mut scores = jsonw::Obj::new(o.key("scores"));
+        for (k, v) in it.scores.finite_fields() {
+            scores.float(k, v);
+        }
+        scores.end();
+    }
+    if cols.with_neighbors {
+        o.opt_uint("cluster", it.cluster.map(|c| c as u64));
+        jsonw::array(o.key("neighbors"), &it.neighbors, |w, n| {
+            let mut m = jsonw::Obj::new(w);
+            m.str("id", &manifest.ids[n.index]);
+            // `json!(f32)` widened to f64 before printing; keep those digits.
+            m.float("distance", Some(n.distance as f64));
+            m.str("label", &n.label);
+            m.bool("conflict", n.conflict);
+            m.end();
+        });
     }
     for (j, key) in carry {
-        o.serialize_entry(key, &manifest.rows[it.index][*j])?;
+        o.str(key, &manifest.rows[it.index][*j]);
     }
-    SerializeMap::end(o)?;
-    Ok(())
-}
-
-/// The policy's reasons, then the item's, as one JSON array.
-struct Reasons<'a>(&'a [String], &'a [String]);
-
-impl serde::Serialize for Reasons<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().chain(self.1))
-    }
-}
-
-/// An item's `scores` object.
-struct Scores<'a>(&'a priority::ItemScores);
-
-impl serde::Serialize for Scores<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_map(self.0.finite_fields())
-    }
-}
-
-/// An item's flagged near-duplicate partners.
-struct Neighbors<'a>(&'a [crate::pipeline::NeighborRef], &'a Manifest);
-
-impl serde::Serialize for Neighbors<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|n| Neighbor(n, self.1)))
-    }
-}
-
-struct Neighbor<'a>(&'a crate::pipeline::NeighborRef, &'a Manifest);
-
-impl serde::Serialize for Neighbor<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let n = self.0;
-        let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("id", &self.1.ids[n.index])?;
-        // `json!(f32)` widened to f64 before printing; keep those digits.
-        m.serialize_entry("distance", &(n.distance as f64))?;
-        m.serialize_entry("label", &n.label)?;
-        m.serialize_entry("conflict", &n.conflict)?;
-        m.end()
-    }
+    o.end();
 }
 
 /// The columns of the queue files for one run, and how to write a row of
@@ -503,9 +478,8 @@ pub fn write_all(
         with_status,
     };
     let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
-        write_json_row(buf, row, reasons, &cols)?;
+        write_json_row(buf, row, reasons, &cols);
         buf.push(b'\n');
-        Ok::<(), std::io::Error>(())
     };
     // One pass over the rows feeds both queue files: each row's reasons are
     // derived once, its JSON line and CSV record formatted side by side.
@@ -516,7 +490,7 @@ pub fn write_all(
         for i in range {
             let row = row_at(i);
             let reasons = row.item.all_reasons(&cfg.class_names);
-            json_row(&row, &reasons, jb)?;
+            json_row(&row, &reasons, jb);
             cols.record(&mut csv, &mut scratch, &row, &reasons)?;
         }
         csv.flush()
@@ -534,7 +508,7 @@ pub fn write_all(
     for i in 0..HEAD_ROWS.min(shown) {
         let row = row_at(i);
         let reasons = row.item.all_reasons(&cfg.class_names);
-        json_row(&row, &reasons, &mut head_bytes).map_err(|e| crate::Error::io(out, e))?;
+        json_row(&row, &reasons, &mut head_bytes);
     }
     let head: Vec<Value> = head_bytes
         .split(|&b| b == b'\n')

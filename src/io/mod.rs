@@ -1,6 +1,7 @@
 //! Readers that validate as they go, and the atomic writer for outputs.
 
 pub mod atomic;
+pub mod jsonw;
 pub mod manifest;
 pub mod mask;
 pub mod npy;
