@@ -9,6 +9,14 @@
 //! classification matrix is never resident. Reads are positioned `read`s
 //! into owned, reused buffers: no memory-mapped pages pile up.
 //!
+//! When the backend reads planes itself ([`Backend::reads_planes`], the
+//! CPU), float16/float32 segmentation values are not copied into the batch:
+//! the reader thread decodes the masks and hands each item's file over
+//! ([`SegItem::planes`]); each worker then reads the stripe it scores into
+//! its own cache-sized buffer. Such an item counts in a batch for what stays
+//! resident (6 bytes per pixel), and the time of those reads is added to
+//! `timings.read`.
+//!
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

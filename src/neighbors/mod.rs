@@ -169,9 +169,10 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// [`identical_pairs`] from one hash per item (`None`: no key) and an exact
-/// comparison `same(a, b)`, called only for items whose hashes collide, so
-/// the keys themselves need never be held in memory at once.
+/// The pairs of items with identical keys, from one hash per item (`None`:
+/// no key) and an exact comparison `same(a, b)`, called only for items whose
+/// hashes collide, so the keys themselves need never be held in memory at
+/// once.
 pub fn identical_pairs_by(
     hashes: &[Option<u64>],
     same: impl Fn(usize, usize) -> bool,

@@ -50,7 +50,7 @@ const LOOP_BUDGET: usize = 60_000;
 
 /// Candidate rows per dispatch for dimension `d` and list length `kk`: whole
 /// tiles whose loop iterations (staging, vec4 dot products, insertion, worst
-/// case shifts) fit [`LOOP_BUDGET`]; at least one tile.
+/// case shifts) fit `LOOP_BUDGET`; at least one tile.
 pub fn candidates_per_dispatch(d: usize, kk: usize) -> usize {
     let per_tile = 16 * d + d + 32 * d.div_ceil(32) + d.div_ceil(32) + 16 + 64 + 64 * kk;
     let budget = LOOP_BUDGET - 2 * 64;
