@@ -234,10 +234,25 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let cfg = DatasetConfig::load(&opts.dataset)?;
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
-    let (manifest, items, stats) = match cfg.task {
-        Task::Classification => score_classification(&cfg, opts, backend.as_ref(), &mut timings)?,
-        Task::Segmentation => score_segmentation(&cfg, opts, backend.as_ref(), &mut timings)?,
+    // Everything after scoring that can fail on user input is checked and
+    // read once the items are known, before the first batch is scored.
+    let mut queue_inputs = None;
+    let mut prepare = |m: &Manifest| -> Result<()> {
+        if let Some(path) = &cfg.embeddings {
+            crate::neighbors::stage::check(m, path, &opts.neighbors)?;
+        }
+        queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
+        Ok(())
     };
+    let (manifest, items, stats) = match cfg.task {
+        Task::Classification => {
+            score_classification(&cfg, opts, backend.as_ref(), &mut prepare, &mut timings)?
+        }
+        Task::Segmentation => {
+            score_segmentation(&cfg, opts, backend.as_ref(), &mut prepare, &mut timings)?
+        }
+    };
+    let queue_inputs = queue_inputs.expect("the score stage runs `prepare` before its first batch");
     let mut items = items;
     let mut stats = stats;
     let mut extras = output::Extras {
@@ -263,7 +278,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     };
     let t_queue = Instant::now();
     items = by_priority(items);
-    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue)?;
+    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
     let report = Report::build(&cfg, opts, &backend.info(), &items, &stats);
@@ -405,10 +420,14 @@ pub(crate) fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<V
 
 type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
 
+/// Checks run on the items before the first batch is scored.
+type Prepare<'a> = dyn FnMut(&Manifest) -> Result<()> + 'a;
+
 fn score_classification(
     cfg: &DatasetConfig,
     opts: &RunOptions,
     backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
     timings: &mut Timings,
 ) -> Result<Scored> {
     let c = cfg.num_classes();
@@ -456,6 +475,7 @@ fn score_classification(
         .field("shape"));
     }
     let labels = class_labels(cfg, &manifest)?;
+    prepare(&manifest)?;
     let bar = progress_bar(n, opts.progress);
     let mut items = Vec::with_capacity(n);
     let mut stats = DatasetStats {
@@ -750,6 +770,7 @@ fn score_segmentation(
     cfg: &DatasetConfig,
     opts: &RunOptions,
     backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
     timings: &mut Timings,
 ) -> Result<Scored> {
     let c = cfg.num_classes();
@@ -808,6 +829,7 @@ fn score_segmentation(
         }
         ProbSource::Stacked(arr)
     };
+    prepare(&manifest)?;
     let n = manifest.len();
     let bar = progress_bar(n, opts.progress);
     let mut stats = DatasetStats {

@@ -58,7 +58,26 @@ impl Embeddings {
 
     /// Read and validate `path` against the item ids.
     pub fn load(path: &Path, ids: &[String]) -> Result<Self> {
-        let mut arr = NpyArray::open(path)?;
+        let (mut arr, n, d) = Self::open_checked(path, ids)?;
+        let raw = match arr.read_probs(0, n * d)? {
+            ProbBuf::F32(v) => v,
+            ProbBuf::F16(v) => v
+                .iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect(),
+        };
+        Self::from_rows(path, raw, n, d, ids)
+    }
+
+    /// Open `path` and check its header against the items (2-D, `D > 0`,
+    /// one row per item, every byte present) without reading the rows: the
+    /// checks [`Embeddings::load`] makes first, run before scoring.
+    pub fn check(path: &Path, ids: &[String]) -> Result<()> {
+        Self::open_checked(path, ids).map(|_| ())
+    }
+
+    fn open_checked(path: &Path, ids: &[String]) -> Result<(NpyArray, usize, usize)> {
+        let arr = NpyArray::open(path)?;
         let shape = arr.shape.clone();
         if shape.len() != 2 {
             return Err(Error::input(
@@ -78,14 +97,7 @@ impl Embeddings {
             )
             .field("embeddings"));
         }
-        let raw = match arr.read_probs(0, n * d)? {
-            ProbBuf::F32(v) => v,
-            ProbBuf::F16(v) => v
-                .iter()
-                .map(|&b| half::f16::from_bits(b).to_f32())
-                .collect(),
-        };
-        Self::from_rows(path, raw, n, d, ids)
+        Ok((arr, n, d))
     }
 }
 

@@ -244,6 +244,16 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
         .join("+")
 }
 
+/// The checks of the stage's options and input that need no score
+/// (`--knn-k`, the embeddings' header against the items), run before the
+/// scoring pass.
+pub fn check(manifest: &Manifest, path: &Path, o: &NeighborOptions) -> Result<()> {
+    if o.k == 0 {
+        return Err(Error::Usage("--knn-k must be at least 1".into()));
+    }
+    Embeddings::check(path, &manifest.ids)
+}
+
 /// Run the stage on `items` (in items order) and update them.
 pub fn apply(
     cfg: &DatasetConfig,

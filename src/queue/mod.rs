@@ -192,13 +192,25 @@ fn candidates(
         .collect()
 }
 
-/// Build the queue for `items` (sorted by priority, highest first).
-pub fn plan(
+/// What the queue stage reads besides the scores: the stored review
+/// decisions and the previous run's queue, read and checked (with every
+/// queue option) by [`prepare`] before the first batch is scored, so a typo
+/// fails at once instead of after the scoring pass.
+#[derive(Debug, Default)]
+pub struct QueueInputs {
+    reviews: Option<Vec<ReviewRecord>>,
+    previous: Option<Vec<previous::PrevRow>>,
+}
+
+/// Check the queue options against the dataset (`--min-per-class` against
+/// the class count, `--review-all-from` against the items' columns) and read
+/// `reviews.jsonl` and `--previous`'s `queue.jsonl`. Everything here can
+/// fail on user input, and needs no score.
+pub fn prepare(
     cfg: &DatasetConfig,
     manifest: &Manifest,
-    items: &[ItemResult],
     opts: &QueueOptions,
-) -> Result<QueuePlan> {
+) -> Result<QueueInputs> {
     let pol = &opts.policy;
     let c = cfg.num_classes();
     if pol.min_per_class * c as f64 > 1.0 + 1e-9 {
@@ -207,8 +219,7 @@ pub fn plan(
             pol.min_per_class
         )));
     }
-    let annotator_col = manifest.column("annotator");
-    if !pol.review_all_from.is_empty() && annotator_col.is_none() {
+    if !pol.review_all_from.is_empty() && manifest.column("annotator").is_none() {
         return Err(Error::Usage(format!(
             "--review-all-from needs an `annotator` column in {}",
             cfg.items
@@ -216,11 +227,27 @@ pub fn plan(
                 .map_or_else(|| "the items CSV".to_string(), |p| p.display().to_string())
         )));
     }
-    let annot = annotator_col.map(|col| (col, manifest));
+    Ok(QueueInputs {
+        reviews: review::load(&cfg.dir)?,
+        previous: opts.previous.as_deref().map(previous::load).transpose()?,
+    })
+}
+
+/// Build the queue for `items` (sorted by priority, highest first) under
+/// `opts`, with the inputs [`prepare`] read.
+pub fn plan(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    opts: &QueueOptions,
+    inputs: QueueInputs,
+) -> Result<QueuePlan> {
+    let pol = &opts.policy;
+    let annot = manifest.column("annotator").map(|col| (col, manifest));
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
 
     // Decisions already made, and whether their items changed since.
-    let reviews = review::load(&cfg.dir)?;
+    let reviews = inputs.reviews;
     let mut current: HashMap<usize, &ReviewRecord> = HashMap::new();
     let mut changed: HashMap<usize, (&ReviewRecord, Vec<&str>)> = HashMap::new();
     let mut unknown = 0usize;
@@ -401,9 +428,8 @@ pub fn plan(
 
     // Against the previous run.
     let with_status = opts.previous.is_some();
-    if let Some(dir) = &opts.previous {
-        let prev = previous::load(dir)?;
-        let cmp = previous::Comparison::new(&prev);
+    if let (Some(dir), Some(prev)) = (&opts.previous, &inputs.previous) {
+        let cmp = previous::Comparison::new(prev);
         let mut now: HashSet<&str> = HashSet::new();
         for r in rows.iter_mut().filter(|r| r.in_budget) {
             let it = &items[r.item];

@@ -455,3 +455,101 @@ fn gpu_backend_without_an_adapter_fails_clearly() {
     assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
     assert_eq!(read_report(&out)["backend"]["name"], "cpu");
 }
+
+/// Run with `extra` arguments; expect exit 2, every `needles` in stderr,
+/// nothing of `not` (the error the scoring pass would have reported) and no
+/// output files.
+fn expect_failure_with(dataset: &Path, extra: &[&str], needles: &[&str], not: &str) {
+    let out = dataset.join("out");
+    let mut args = vec![
+        "run",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let o = triage(&args);
+    let msg = describe(&args, &o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
+    }
+    assert!(!stderr.contains(not), "the scoring pass ran first\n{msg}");
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "{msg}"
+    );
+}
+
+/// Every option and side input that can fail is checked before the first
+/// batch is scored: with a NaN planted in the last item, each bad option
+/// fails with its own error, not the NaN's (which only scoring finds).
+#[test]
+fn options_and_side_inputs_fail_before_the_first_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    cls_dataset(d);
+    // The NaN alone: found by the scoring pass.
+    write_f64(
+        &d.join("probs.npy"),
+        &[3, 3],
+        &[0.7, 0.2, 0.1, 0.1, 0.8, 0.1, 0.3, f64::NAN, 0.4],
+    );
+    expect_failure_with(d, &[], &["\"x3\"", "NaN"], "--min-per-class");
+    let nan = "NaN";
+    expect_failure_with(
+        d,
+        &["--budget", "2", "--min-per-class", "0.5"],
+        &["--min-per-class 0.5 x 3 classes"],
+        nan,
+    );
+    expect_failure_with(
+        d,
+        &["--review-all-from", "bob"],
+        &["--review-all-from needs an `annotator` column"],
+        nan,
+    );
+    let nowhere = d.join("nowhere");
+    expect_failure_with(
+        d,
+        &["--previous", nowhere.to_str().unwrap()],
+        &["nowhere", "queue.jsonl"],
+        nan,
+    );
+    std::fs::write(d.join("reviews.jsonl"), "{not json\n").unwrap();
+    expect_failure_with(d, &[], &["reviews.jsonl", "line 1"], nan);
+    std::fs::remove_file(d.join("reviews.jsonl")).unwrap();
+    // Embeddings with a row too few, and a zero --knn-k.
+    let toml = std::fs::read_to_string(d.join("triage.toml")).unwrap();
+    std::fs::write(
+        d.join("triage.toml"),
+        format!("{toml}embeddings = \"emb.npy\"\n"),
+    )
+    .unwrap();
+    write_f32(&d.join("emb.npy"), &[2, 4], &[1.0; 8]);
+    expect_failure_with(
+        d,
+        &[],
+        &["emb.npy", "embeddings have 2 rows but there are 3 items"],
+        nan,
+    );
+    write_f32(&d.join("emb.npy"), &[3, 4], &[1.0; 12]);
+    expect_failure_with(d, &["--knn-k", "0"], &["--knn-k must be at least 1"], nan);
+
+    // Segmentation: the same order.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut probs = seg_dataset(d);
+    probs[at(1, 2, 4, 3)] = f32::NAN;
+    write_f32(&d.join("probs.npy"), &[2, C, H, W], &probs);
+    expect_failure_with(d, &[], &["\"img_b\"", "NaN"], "--min-per-class");
+    expect_failure_with(
+        d,
+        &["--budget", "2", "--min-per-class", "0.5"],
+        &["--min-per-class 0.5 x 3 classes"],
+        nan,
+    );
+}
