@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod model;
 pub mod neighbors;
 pub mod output;
 pub mod pipeline;

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::io::atomic::AtomicOutputs;
 use crate::io::jsonw;
 use crate::io::manifest::Manifest;
-use crate::pipeline::{DatasetStats, ItemResult, RunOptions, Timings};
+use crate::model::{DatasetStats, ItemResult, Timings};
 use crate::priority;
 use crate::queue::{QueuePlan, RowPlan};
 
@@ -45,10 +45,11 @@ fn num(x: Option<f64>) -> Value {
 }
 
 impl Report {
-    /// Summarise the run.
+    /// Summarise the run; `options` is the run's options as recorded
+    /// (`report.json` `options`).
     pub fn build(
         cfg: &DatasetConfig,
-        opts: &RunOptions,
+        options: Value,
         backend: &BackendInfo,
         items: &[ItemResult],
         stats: &DatasetStats,
@@ -116,24 +117,7 @@ impl Report {
         }
         r.insert("priority".into(), json!(priority::formula(cfg.task)));
         r.insert("backend".into(), json!(backend));
-        r.insert(
-            "options".into(),
-            json!({
-                "dataset": opts.dataset,
-                "batch_size": opts.batch_size,
-                "top": opts.top,
-                "logits": opts.logits,
-                "backend": opts.backend,
-                "gpu_fallback": if opts.gpu_fallback { "cpu" } else { "fail" },
-                "budget": opts.queue.policy.budget,
-                "dedup": opts.queue.policy.dedup,
-                "min_per_class": opts.queue.policy.min_per_class,
-                "spot_check": opts.queue.policy.spot_check,
-                "seed": opts.queue.policy.seed,
-                "review_all_from": opts.queue.policy.review_all_from,
-                "previous": opts.queue.previous,
-            }),
-        );
+        r.insert("options".into(), options);
         // Filled in by `write_all` once every other file is written.
         r.insert("timings".into(), Value::Null);
         Report(r)

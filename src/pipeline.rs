@@ -29,6 +29,7 @@ use crate::backend::{
 };
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
+use crate::io::labels::class_labels;
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
@@ -36,6 +37,7 @@ use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
+use crate::model::{DatasetStats, ItemResult, Timings};
 use crate::output::{self, Report};
 use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
 use crate::report::overlay::PredMaps;
@@ -82,6 +84,25 @@ impl RunOptions {
             queue: Default::default(),
         }
     }
+
+    /// The options as `report.json` records them.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "dataset": self.dataset,
+            "batch_size": self.batch_size,
+            "top": self.top,
+            "logits": self.logits,
+            "backend": self.backend,
+            "gpu_fallback": if self.gpu_fallback { "cpu" } else { "fail" },
+            "budget": self.queue.policy.budget,
+            "dedup": self.queue.policy.dedup,
+            "min_per_class": self.queue.policy.min_per_class,
+            "spot_check": self.queue.policy.spot_check,
+            "seed": self.queue.policy.seed,
+            "review_all_from": self.queue.policy.review_all_from,
+            "previous": self.queue.previous,
+        })
+    }
 }
 
 /// What a finished run reports back.
@@ -92,137 +113,6 @@ pub struct RunSummary {
     pub backend: String,
     /// Every stage's wall-clock time.
     pub timings: Timings,
-}
-
-/// One scored item.
-#[derive(Debug, Clone)]
-pub struct ItemResult {
-    /// Row in items order.
-    pub index: usize,
-    pub scores: ItemScores,
-    pub priority: f64,
-    /// Stored reasons. Read them through [`ItemResult::all_reasons`], which
-    /// also gives the derived ones.
-    pub reasons: Vec<String>,
-    /// Classification rows: the score reasons
-    /// ([`priority::row_reasons`] of `scores` and `row`) are not stored (two
-    /// strings per row would dominate the memory of a large run) but derived
-    /// when written, and placed before `reasons[i]` for `Some(i)`.
-    pub derived_reasons_at: Option<usize>,
-    /// Classification: annotated and predicted class.
-    pub row: Option<RowFacts>,
-    /// Segmentation: the sorted set of annotated classes, compared by the
-    /// neighbour checks (empty for classification, whose label is in `row`;
-    /// read both through [`ItemResult::label_set`]).
-    pub label_set: Vec<u32>,
-    /// Segmentation: the mask's height and width.
-    pub dims: Option<(usize, usize)>,
-    /// Near-duplicate cluster id, when embeddings are given.
-    pub cluster: Option<usize>,
-    /// Flagged near-duplicate partners.
-    pub neighbors: Vec<NeighborRef>,
-    /// Stratification class of `--min-per-class`: the annotated label
-    /// (classification) or the class with the lowest IoU in the item
-    /// (segmentation; `None` when no class has a defined IoU).
-    pub class: Option<u32>,
-}
-
-impl ItemResult {
-    /// The annotated label (classification) or the sorted set of annotated
-    /// classes (segmentation), compared by the neighbour checks.
-    pub fn label_set(&self) -> &[u32] {
-        match &self.row {
-            Some(facts) => std::slice::from_ref(&facts.label),
-            None => &self.label_set,
-        }
-    }
-
-    /// Every reason of the item, most important first: the stored ones with
-    /// the derived classification reasons in their place.
-    pub fn all_reasons(&self, class_names: &[String]) -> Vec<String> {
-        match (self.derived_reasons_at, &self.row) {
-            (Some(at), Some(facts)) => {
-                let at = at.min(self.reasons.len());
-                let mut out = self.reasons[..at].to_vec();
-                out.extend(priority::row_reasons(&self.scores, facts, class_names));
-                out.extend_from_slice(&self.reasons[at..]);
-                out
-            }
-            _ => self.reasons.clone(),
-        }
-    }
-}
-
-/// A flagged near-duplicate partner of an item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NeighborRef {
-    /// The partner's row in items order.
-    pub index: usize,
-    /// Cosine distance.
-    pub distance: f32,
-    /// The partner's label (segmentation: its annotated classes joined by `+`).
-    pub label: String,
-    /// Whether the two labels disagree.
-    pub conflict: bool,
-}
-
-/// Dataset-level pooled statistics.
-#[derive(Debug, Clone)]
-pub struct DatasetStats {
-    pub bins: CalibrationBins,
-    pub confusion: Confusion,
-    /// Segmentation only.
-    pub bands: Option<BandCounts>,
-    /// Segmentation: the predicted maps of the highest-priority items, for
-    /// the report's overlays (empty when the backend keeps none).
-    pub preds: Option<PredMaps>,
-}
-
-/// Wall-clock time of every stage of a run (`report.json` `timings`).
-///
-/// `read` is spent on the reader thread, overlapped with `score`, so the two
-/// can add up to more than the time they took together. `write`, `report`
-/// and `overlays` are filled in by [`output::write_all`].
-#[derive(Debug, Clone, Default)]
-pub struct Timings {
-    pub read: Duration,
-    pub score: Duration,
-    /// The neighbour stage, when embeddings were given.
-    pub neighbors: Option<Duration>,
-    /// Sorting by priority and the queue policy.
-    pub queue: Duration,
-    /// Writing the queue files and `clusters.jsonl`.
-    pub write: Duration,
-    /// Building `report.json`'s sections, then rendering and writing `report.html`.
-    pub report: Duration,
-    /// Drawing and writing the overlays.
-    pub overlays: Duration,
-    /// Waiting for every output to reach the disk (`fsync`) and renaming
-    /// them into place: the last step, so it is in the `--timings` line and
-    /// in `total` there, but not in `report.json` (written before it).
-    pub sync: Duration,
-    /// From the start of the run to the end, outputs renamed into place
-    /// (`report.json` records the time just before it is written).
-    pub total: Duration,
-}
-
-impl Timings {
-    /// One line for `--timings`: every stage in seconds.
-    pub fn line(&self) -> String {
-        let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
-        format!(
-            "read {} s (overlapped), score {} s, neighbours {}, queue {} s, write {} s, report {} s, overlays {} s, sync {} s, total {} s",
-            s(self.read),
-            s(self.score),
-            self.neighbors.map_or("-".into(), |d| format!("{} s", s(d))),
-            s(self.queue),
-            s(self.write),
-            s(self.report),
-            s(self.overlays),
-            s(self.sync),
-            s(self.total)
-        )
-    }
 }
 
 /// Run the whole job: score every item and write the queue and the report.
@@ -281,7 +171,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
-    let report = Report::build(&cfg, opts, &backend.info(), &items, &stats);
+    let report = Report::build(&cfg, opts.json(), &backend.info(), &items, &stats);
     timings.report = t_report.elapsed();
     if let Some(s) = neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
@@ -356,67 +246,6 @@ fn empty_dataset(path: &Path) -> Error {
 }
 
 // ---------------------------------------------------------------- classification
-
-pub(crate) fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
-    let c = cfg.num_classes() as i64;
-    if let Some(path) = &cfg.labels {
-        let mut arr = NpyArray::open(path)?;
-        let n = match arr.shape.as_slice() {
-            [n] | [n, 1] => *n,
-            s => {
-                return Err(Error::input(
-                    path,
-                    format!("labels must have shape (N,), found {s:?}"),
-                )
-                .field("shape"));
-            }
-        };
-        if n != manifest.len() {
-            return Err(
-                Error::input(path, format!("{n} labels but {} items", manifest.len()))
-                    .field("shape"),
-            );
-        }
-        let raw = arr.read_ints()?;
-        raw.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                if (0..c).contains(&v) {
-                    Ok(v as u32)
-                } else {
-                    Err(
-                        Error::input(path, format!("class id {v} out of range 0..{c}"))
-                            .item(&manifest.ids[i])
-                            .field("label"),
-                    )
-                }
-            })
-            .collect()
-    } else {
-        let items_path = cfg.items.as_deref().unwrap_or(Path::new("items.csv"));
-        let col = manifest.column("label").ok_or_else(|| {
-            Error::input(items_path, "no `label` column and no `labels` input").field("label")
-        })?;
-        manifest
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                cfg.parse_class(&row[col]).ok_or_else(|| {
-                    Error::input(
-                        items_path,
-                        format!(
-                            "label {:?} is neither a class index in 0..{c} nor a class name",
-                            row[col]
-                        ),
-                    )
-                    .item(&manifest.ids[i])
-                    .field("label")
-                })
-            })
-            .collect()
-    }
-}
 
 type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
 

@@ -2,6 +2,7 @@
 
 pub mod atomic;
 pub mod jsonw;
+pub mod labels;
 pub mod manifest;
 pub mod mask;
 pub mod npy;

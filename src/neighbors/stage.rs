@@ -16,7 +16,7 @@ use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
-use crate::pipeline::{ItemResult, NeighborRef};
+use crate::model::{ItemResult, NeighborRef};
 
 /// Options of the neighbour stage (flags of `triage run`).
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::pipeline::ItemResult;
+use crate::model::ItemResult;
 use policy::{Candidate, Pick, Policy, Why};
 use previous::Status;
 use review::{Decision, ReviewRecord};

@@ -327,7 +327,7 @@ pub fn import(dataset: &Path, csv_path: &Path) -> Result<ImportSummary> {
     let manifest = manifest_of(&cfg)?;
     let rows = read_decisions(&cfg, &manifest, csv_path)?;
     let labels = match cfg.task {
-        Task::Classification => Some(crate::pipeline::class_labels(&cfg, &manifest)?),
+        Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),
         Task::Segmentation => None,
     };
     let source = csv_path

@@ -55,68 +55,7 @@ pub fn class_grey(k: u16, classes: usize) -> u8 {
     (60.0 + 160.0 * k as f32 / span).round() as u8
 }
 
-/// The predicted class maps of the (at most `capacity`) items with the
-/// highest priority seen so far (ties to the lower index, as the queue
-/// orders them), kept while scoring so the report's overlays need not read
-/// those items again. Memory is bounded by `capacity × H × W × 2` bytes.
-#[derive(Debug, Clone, Default)]
-pub struct PredMaps {
-    capacity: usize,
-    /// `(priority, index, height, width, map)`, unordered.
-    maps: Vec<(f64, usize, usize, usize, Vec<u16>)>,
-}
-
-impl PredMaps {
-    /// Room for `capacity` maps.
-    pub fn new(capacity: usize) -> Self {
-        PredMaps {
-            capacity,
-            maps: Vec::with_capacity(capacity),
-        }
-    }
-
-    /// Keep `map` (`height × width`) of item `index` if it ranks among the
-    /// `capacity` highest priorities so far (NaN ranks last).
-    pub fn offer(
-        &mut self,
-        priority: f64,
-        index: usize,
-        height: usize,
-        width: usize,
-        map: Vec<u16>,
-    ) {
-        if self.capacity == 0 || map.len() != height * width {
-            return;
-        }
-        let p = if priority.is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            priority
-        };
-        // Higher priority first, then lower index.
-        let before = |a: (f64, usize), b: (f64, usize)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
-        if self.maps.len() < self.capacity {
-            self.maps.push((p, index, height, width, map));
-            return;
-        }
-        let worst = (0..self.maps.len()).fold(0, |w, i| {
-            let (a, b) = (&self.maps[i], &self.maps[w]);
-            if before((b.0, b.1), (a.0, a.1)) { i } else { w }
-        });
-        let w = &self.maps[worst];
-        if before((p, index), (w.0, w.1)) {
-            self.maps[worst] = (p, index, height, width, map);
-        }
-    }
-
-    /// The kept map of item `index`: `(height, width, map)`.
-    pub fn get(&self, index: usize) -> Option<(usize, usize, &[u16])> {
-        self.maps
-            .iter()
-            .find(|m| m.1 == index)
-            .map(|m| (m.2, m.3, m.4.as_slice()))
-    }
-}
+pub use crate::model::PredMaps;
 
 /// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
 /// C order); ties go to the lower class. Plane by plane, so each pass is a

@@ -1,0 +1,207 @@
+//! The records every stage shares, at the bottom of the crate: the per-item
+//! result, a flagged near-duplicate partner, the pooled dataset sums, the
+//! kept prediction maps and the run's timings. The score stage fills them,
+//! the neighbour stage, the queue, the outputs and the report read them;
+//! this module imports none of those (only the score types of
+//! [`crate::priority`] and the metric sums of [`crate::metrics`]).
+
+use std::time::Duration;
+
+use crate::metrics::boundary_iou::BandCounts;
+use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::confusion::Confusion;
+use crate::priority::{self, ItemScores, RowFacts};
+
+/// One scored item.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    /// Row in items order.
+    pub index: usize,
+    pub scores: ItemScores,
+    pub priority: f64,
+    /// Stored reasons. Read them through [`ItemResult::all_reasons`], which
+    /// also gives the derived ones.
+    pub reasons: Vec<String>,
+    /// Classification rows: the score reasons
+    /// ([`priority::row_reasons`] of `scores` and `row`) are not stored (two
+    /// strings per row would dominate the memory of a large run) but derived
+    /// when written, and placed before `reasons[i]` for `Some(i)`.
+    pub derived_reasons_at: Option<usize>,
+    /// Classification: annotated and predicted class.
+    pub row: Option<RowFacts>,
+    /// Segmentation: the sorted set of annotated classes, compared by the
+    /// neighbour checks (empty for classification, whose label is in `row`;
+    /// read both through [`ItemResult::label_set`]).
+    pub label_set: Vec<u32>,
+    /// Segmentation: the mask's height and width.
+    pub dims: Option<(usize, usize)>,
+    /// Near-duplicate cluster id, when embeddings are given.
+    pub cluster: Option<usize>,
+    /// Flagged near-duplicate partners.
+    pub neighbors: Vec<NeighborRef>,
+    /// Stratification class of `--min-per-class`: the annotated label
+    /// (classification) or the class with the lowest IoU in the item
+    /// (segmentation; `None` when no class has a defined IoU).
+    pub class: Option<u32>,
+}
+
+impl ItemResult {
+    /// The annotated label (classification) or the sorted set of annotated
+    /// classes (segmentation), compared by the neighbour checks.
+    pub fn label_set(&self) -> &[u32] {
+        match &self.row {
+            Some(facts) => std::slice::from_ref(&facts.label),
+            None => &self.label_set,
+        }
+    }
+
+    /// Every reason of the item, most important first: the stored ones with
+    /// the derived classification reasons in their place.
+    pub fn all_reasons(&self, class_names: &[String]) -> Vec<String> {
+        match (self.derived_reasons_at, &self.row) {
+            (Some(at), Some(facts)) => {
+                let at = at.min(self.reasons.len());
+                let mut out = self.reasons[..at].to_vec();
+                out.extend(priority::row_reasons(&self.scores, facts, class_names));
+                out.extend_from_slice(&self.reasons[at..]);
+                out
+            }
+            _ => self.reasons.clone(),
+        }
+    }
+}
+
+/// A flagged near-duplicate partner of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighborRef {
+    /// The partner's row in items order.
+    pub index: usize,
+    /// Cosine distance.
+    pub distance: f32,
+    /// The partner's label (segmentation: its annotated classes joined by `+`).
+    pub label: String,
+    /// Whether the two labels disagree.
+    pub conflict: bool,
+}
+
+/// Dataset-level pooled statistics.
+#[derive(Debug, Clone)]
+pub struct DatasetStats {
+    pub bins: CalibrationBins,
+    pub confusion: Confusion,
+    /// Segmentation only.
+    pub bands: Option<BandCounts>,
+    /// Segmentation: the predicted maps of the highest-priority items, for
+    /// the report's overlays (empty when the backend keeps none).
+    pub preds: Option<PredMaps>,
+}
+
+/// Wall-clock time of every stage of a run (`report.json` `timings`).
+///
+/// `read` is spent on the reader thread, overlapped with `score`, so the two
+/// can add up to more than the time they took together. `write`, `report`
+/// and `overlays` are filled in by `output::write_all`.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub read: Duration,
+    pub score: Duration,
+    /// The neighbour stage, when embeddings were given.
+    pub neighbors: Option<Duration>,
+    /// Sorting by priority and the queue policy.
+    pub queue: Duration,
+    /// Writing the queue files and `clusters.jsonl`.
+    pub write: Duration,
+    /// Building `report.json`'s sections, then rendering and writing `report.html`.
+    pub report: Duration,
+    /// Drawing and writing the overlays.
+    pub overlays: Duration,
+    /// Waiting for every output to reach the disk (`fsync`) and renaming
+    /// them into place: the last step, so it is in the `--timings` line and
+    /// in `total` there, but not in `report.json` (written before it).
+    pub sync: Duration,
+    /// From the start of the run to the end, outputs renamed into place
+    /// (`report.json` records the time just before it is written).
+    pub total: Duration,
+}
+
+impl Timings {
+    /// One line for `--timings`: every stage in seconds.
+    pub fn line(&self) -> String {
+        let s = |d: Duration| format!("{:.3}", d.as_secs_f64());
+        format!(
+            "read {} s (overlapped), score {} s, neighbours {}, queue {} s, write {} s, report {} s, overlays {} s, sync {} s, total {} s",
+            s(self.read),
+            s(self.score),
+            self.neighbors.map_or("-".into(), |d| format!("{} s", s(d))),
+            s(self.queue),
+            s(self.write),
+            s(self.report),
+            s(self.overlays),
+            s(self.sync),
+            s(self.total)
+        )
+    }
+}
+
+/// The predicted class maps of the (at most `capacity`) items with the
+/// highest priority seen so far (ties to the lower index, as the queue
+/// orders them), kept while scoring so the report's overlays need not read
+/// those items again. Memory is bounded by `capacity × H × W × 2` bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PredMaps {
+    capacity: usize,
+    /// `(priority, index, height, width, map)`, unordered.
+    maps: Vec<(f64, usize, usize, usize, Vec<u16>)>,
+}
+
+impl PredMaps {
+    /// Room for `capacity` maps.
+    pub fn new(capacity: usize) -> Self {
+        PredMaps {
+            capacity,
+            maps: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Keep `map` (`height × width`) of item `index` if it ranks among the
+    /// `capacity` highest priorities so far (NaN ranks last).
+    pub fn offer(
+        &mut self,
+        priority: f64,
+        index: usize,
+        height: usize,
+        width: usize,
+        map: Vec<u16>,
+    ) {
+        if self.capacity == 0 || map.len() != height * width {
+            return;
+        }
+        let p = if priority.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            priority
+        };
+        // Higher priority first, then lower index.
+        let before = |a: (f64, usize), b: (f64, usize)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+        if self.maps.len() < self.capacity {
+            self.maps.push((p, index, height, width, map));
+            return;
+        }
+        let worst = (0..self.maps.len()).fold(0, |w, i| {
+            let (a, b) = (&self.maps[i], &self.maps[w]);
+            if before((b.0, b.1), (a.0, a.1)) { i } else { w }
+        });
+        let w = &self.maps[worst];
+        if before((p, index), (w.0, w.1)) {
+            self.maps[worst] = (p, index, height, width, map);
+        }
+    }
+
+    /// The kept map of item `index`: `(height, width, map)`.
+    pub fn get(&self, index: usize) -> Option<(usize, usize, &[u16])> {
+        self.maps
+            .iter()
+            .find(|m| m.1 == index)
+            .map(|m| (m.2, m.3, m.4.as_slice()))
+    }
+}
