@@ -16,6 +16,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod index;
 pub mod io;
 pub mod metrics;
 pub mod model;

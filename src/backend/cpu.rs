@@ -19,11 +19,12 @@ use super::{
     Softmin,
 };
 use crate::error::Result;
+use crate::index::KnnGraph;
+use crate::io::embeddings::Embeddings;
 use crate::metrics::boundary_iou::{band_mask, band_width, count_bands};
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise, score_normalised};
-use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Pixels per work unit inside one item.
 const PIXEL_CHUNK: usize = 16 * 1024;
@@ -115,7 +116,7 @@ impl Backend for CpuBackend {
     }
 
     fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph> {
-        Ok(crate::neighbors::knn::exact(emb, k))
+        Ok(crate::index::exact(emb, k))
     }
 
     fn mask_confusion(

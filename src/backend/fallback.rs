@@ -12,8 +12,9 @@ use std::sync::Mutex;
 use super::cpu::CpuBackend;
 use super::{Backend, BackendInfo, RowBatch, RowScores, SegBatch, SegItemStats};
 use crate::error::{Error, Result};
+use crate::index::KnnGraph;
+use crate::io::embeddings::Embeddings;
 use crate::metrics::confusion::Confusion;
-use crate::neighbors::{Embeddings, KnnGraph};
 
 /// A GPU backend with a logged switch to the CPU on GPU failure.
 pub struct Fallback {

@@ -17,51 +17,13 @@ pub mod simd;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::index::KnnGraph;
+use crate::io::embeddings::Embeddings;
+pub use crate::io::probs::{PlaneSource, ProbBuf};
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::SampleScores;
-use crate::neighbors::{Embeddings, KnnGraph};
-
-/// Probabilities (or logits) as stored: `f32`, or `f16` kept as raw bits so a
-/// GPU can read them packed.
-#[derive(Debug, Clone)]
-pub enum ProbBuf {
-    F32(Vec<f32>),
-    F16(Vec<u16>),
-}
-
-impl ProbBuf {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            ProbBuf::F32(v) => v.len(),
-            ProbBuf::F16(v) => v.len(),
-        }
-    }
-
-    /// True when there are no values.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Value `i` as `f32`.
-    #[inline]
-    pub fn get(&self, i: usize) -> f32 {
-        match self {
-            ProbBuf::F32(v) => v[i],
-            ProbBuf::F16(v) => half::f16::from_bits(v[i]).to_f32(),
-        }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        match self {
-            ProbBuf::F32(v) => v.len() * 4,
-            ProbBuf::F16(v) => v.len() * 2,
-        }
-    }
-}
 
 /// A batch of classification rows: `probs` is `n × classes`, row-major.
 #[derive(Debug, Clone)]
@@ -100,22 +62,6 @@ pub struct SegItem {
     pub labels: Vec<u16>,
     pub height: usize,
     pub width: usize,
-}
-
-/// The stored values of one segmentation item, read in pieces
-/// (positioned reads: safe from several threads at once).
-///
-/// Contract: element `e` is the item's `e`-th value in C order
-/// (`k · h · w + pixel`); a read fills all of `out` or fails with an error
-/// naming the file and the item.
-pub trait PlaneSource: Send + Sync + std::fmt::Debug {
-    /// True when the values are float16 (read them with `read_f16`), false
-    /// for float32 (`read_f32`).
-    fn is_f16(&self) -> bool;
-    /// Read `out.len()` float32 values starting at element `start`.
-    fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()>;
-    /// Read `out.len()` float16 values (raw bits) starting at element `start`.
-    fn read_f16(&self, start: usize, out: &mut [u16]) -> Result<()>;
 }
 
 /// A batch of segmentation items sharing the class count and options.
@@ -270,7 +216,7 @@ pub trait Backend: Send + Sync {
 
     /// Exact `k` nearest neighbours of every row of `emb` (unit rows) by
     /// cosine distance, nearest first, ties to the lower index
-    /// ([`crate::neighbors::knn::exact`] defines the result).
+    /// ([`crate::index::exact`] defines the result).
     fn knn_exact(&self, emb: &Embeddings, k: usize) -> Result<KnnGraph>;
 
     /// Label × label counts of two same-size annotation maps

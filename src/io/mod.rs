@@ -1,9 +1,11 @@
 //! Readers that validate as they go, and the atomic writer for outputs.
 
 pub mod atomic;
+pub mod embeddings;
 pub mod jsonw;
 pub mod labels;
 pub mod manifest;
 pub mod mask;
 pub mod npy;
+pub mod probs;
 pub mod stream;

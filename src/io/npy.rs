@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
 
-use crate::backend::{PlaneSource, ProbBuf};
 use crate::error::{Error, Result};
+use crate::io::probs::{PlaneSource, ProbBuf};
 
 /// Element types `triage` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

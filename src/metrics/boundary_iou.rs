@@ -1,7 +1,7 @@
 //! Boundary IoU (Cheng, Girshick, Dollár, Berg, Kirillov, CVPR 2021) for
 //! semantic label maps.
 //!
-//! Contract (see `DEFINITIONS.md`):
+//! Contract (see `docs/definitions.md`, "Boundary IoU"):
 //!
 //! * band width `d = max(1, round(0.02 · sqrt(H² + W²)))`, rounding half to
 //!   even like the reference code's Python `round` (14 px at 512×512);

@@ -1,5 +1,5 @@
 //! Metric definitions: one file per metric family, each the CPU reference
-//! that defines the numbers (see `../shared/DEFINITIONS.md`), mirrored by a
+//! that defines the numbers (stated, with sources, in `docs/definitions.md`), mirrored by a
 //! shader of the same stem in `shaders/`.
 
 pub mod boundary_iou;

@@ -2,7 +2,8 @@
 //! classification row or one segmentation pixel).
 //!
 //! For a probability vector `p` over `C` classes and annotated label `y`
-//! (definitions: `../shared/DEFINITIONS.md`):
+//! (definitions: `docs/definitions.md`, "Per-sample uncertainty scores"
+//! and "Label quality"):
 //!
 //! | score | formula | range, meaning |
 //! |---|---|---|

@@ -13,18 +13,24 @@
 //!    same-size masks).
 //! 5. **Clusters without chaining**: repeatedly take the unassigned item with
 //!    the most unassigned near-duplicates (ties: lower index) as a centre and
-//!    give it those near-duplicates. Every member lies within the threshold
-//!    `t` of its centre. Cosine distance is not a metric, but the angle is:
-//!    members are at most `2·acos(1 − t)` apart, i.e. no cluster is wider
-//!    than [`diameter_bound`]`(t) = 4t − 2t²` in cosine distance (≈ 4t).
+//!    give it those near-duplicates. Every member paired through the graph
+//!    lies within the threshold `t` of its centre. Cosine distance is not a
+//!    metric, but the angle is: such members are at most `2·acos(1 − t)`
+//!    apart, i.e. no cluster is wider than [`diameter_bound`]`(t) = 4t − 2t²`
+//!    in cosine distance (≈ 4t). A partner paired because its image file is
+//!    byte-identical joins at whatever embedding distance it has.
 //! 6. Per item: `dup_conflict = 1 − d/(2·threshold)` for its closest
 //!    conflicting partner at distance `d` (so in [0.5, 1]; 0 without one), and
 //!    `knn_disagreement`, the fraction of its k neighbours whose label
 //!    (segmentation: set of annotated classes) differs.
 
-pub mod embeddings;
-pub mod knn;
 pub mod stage;
+
+// The embeddings and the kNN graph live below the backends (`crate::io`,
+// `crate::index`), which build graphs too; re-exported here under the names
+// the neighbour stage has always used.
+pub use crate::index as knn;
+pub use crate::io::embeddings;
 
 use std::collections::HashMap;
 

@@ -20,12 +20,12 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use crate::backend::{PlaneSource, ProbBuf};
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::io::npy::NpyArray;
+use crate::io::probs::{PlaneSource, ProbBuf};
 use crate::metrics::boundary_iou::{band_mask, band_width};
 
 /// Colour of the annotated boundary.

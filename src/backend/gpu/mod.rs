@@ -31,11 +31,12 @@ use super::{
     Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItemStats, Softmin,
 };
 use crate::error::{Error, Result};
+use crate::index::KnnGraph;
+use crate::io::embeddings::Embeddings;
 use crate::metrics::boundary_iou::{BandCounts, band_width};
 use crate::metrics::calibration::{BINS, CalibrationBins};
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
-use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Largest absolute difference allowed between a GPU float score and the CPU
 /// reference (per-sample scores, per-item means and softmins, ECE). The

@@ -6,7 +6,7 @@
 //! storage binding. Every (query chunk, candidate chunk) pair is one dispatch
 //! that keeps the best `k + KNN_MARGIN` candidates per query; the host then
 //! re-scores the union of the candidates with the CPU's dot product
-//! ([`crate::neighbors::knn::from_candidates`]). The graph is therefore the
+//! ([`crate::index::from_candidates`]). The graph is therefore the
 //! CPU reference's exactly, distances included, unless two candidates tie
 //! within a few ulp at the margin's edge.
 
@@ -15,9 +15,10 @@ use bytemuck::{Pod, Zeroable};
 use super::GpuBackend;
 use super::context::{gpu_error, grid};
 use crate::error::Result;
+use crate::index::KnnGraph;
+use crate::index::from_candidates;
+use crate::io::embeddings::Embeddings;
 use crate::metrics::confusion::Confusion;
-use crate::neighbors::knn::from_candidates;
-use crate::neighbors::{Embeddings, KnnGraph};
 
 /// Largest `k` the GPU exact kNN serves (the shader keeps 64 candidates).
 pub const KNN_MAX_K: usize = 56;

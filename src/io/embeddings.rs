@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::backend::ProbBuf;
 use crate::error::{Error, Result};
 use crate::io::npy::NpyArray;
+use crate::io::probs::ProbBuf;
 
 /// Unit-length embeddings, row-major `n × d`.
 #[derive(Debug, Clone)]
