@@ -549,6 +549,37 @@ impl SegReader<'_> {
         })
     }
 
+    /// Fill `s` with the items from `*next` on while they fit in
+    /// `batch_bytes` (at least one), reusing the spare items' buffers;
+    /// `Ok(false)` when every item has been read.
+    fn fill(&mut self, s: &mut SegSlot, next: &mut usize, batch_bytes: usize) -> Result<bool> {
+        let n = self.manifest.len();
+        if *next >= n {
+            return Ok(false);
+        }
+        s.spare.append(&mut s.batch.items);
+        s.start = *next;
+        let mut bytes = 0usize;
+        while *next < n {
+            let b = self.item_bytes(*next)?;
+            if !s.batch.items.is_empty() && bytes + b > batch_bytes {
+                break;
+            }
+            let mut item = s.spare.pop().unwrap_or_else(|| SegItem {
+                probs: ProbBuf::F32(Vec::new()),
+                planes: None,
+                labels: Vec::new(),
+                height: 0,
+                width: 0,
+            });
+            self.read_item_into(*next, &mut item)?;
+            s.batch.items.push(item);
+            bytes += b;
+            *next += 1;
+        }
+        Ok(true)
+    }
+
     /// Read item `i` into `item`, reusing its buffers.
     fn read_item_into(&mut self, i: usize, item: &mut SegItem) -> Result<()> {
         let c = self.cfg.num_classes();
@@ -614,7 +645,95 @@ fn score_segmentation(
     let mask_col = manifest.column("mask").ok_or_else(|| {
         Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
     })?;
-    let source = if cfg.probs.is_dir() {
+    let source = open_seg_source(cfg, &manifest, &items_path)?;
+    prepare(&manifest)?;
+    let n = manifest.len();
+    let bar = progress_bar(n, opts.progress);
+    let mut stats = DatasetStats {
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(c),
+        bands: Some(BandCounts::zeros(c)),
+        preds: Some(PredMaps::new(crate::report::MAX_OVERLAYS)),
+    };
+    let mut items: Vec<ItemResult> = Vec::with_capacity(n);
+    let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
+    let batch_bytes = opts.batch_size;
+    let mut reader = SegReader {
+        cfg,
+        manifest: &manifest,
+        mask_col,
+        source,
+        items_path: items_path.clone(),
+        planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
+    };
+    let plane_clock = reader.planes.clone();
+    let slot = || SegSlot {
+        start: 0,
+        batch: SegBatch {
+            items: Vec::new(),
+            classes: c,
+            ignore_index: cfg.ignore_index,
+            logits: opts.logits,
+        },
+        spare: Vec::new(),
+    };
+    let mut next = 0usize;
+    let read = crate::io::stream::double_buffered(
+        [slot(), slot()],
+        |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes),
+        |s: &mut SegSlot| {
+            let (start, batch) = (s.start, &s.batch);
+            let t = Instant::now();
+            let mut results = backend.score_items(batch)?;
+            timings.score += t.elapsed();
+            for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
+                let f = fold_seg_item(
+                    cfg,
+                    &manifest,
+                    opts.logits,
+                    start + j,
+                    item,
+                    st,
+                    &mut stats,
+                    &mut items,
+                )?;
+                facts.push(f);
+            }
+            bar.inc(batch.items.len() as u64);
+            Ok(())
+        },
+    )?;
+    timings.read += read;
+    if let Some(clock) = plane_clock {
+        // Reads done by the scoring threads (inside `score`).
+        timings.read += Duration::from_nanos(clock.load(Ordering::Relaxed));
+    }
+    bar.finish_and_clear();
+
+    let ctx = Context {
+        median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
+        median_boundary_iou: median(
+            items
+                .iter()
+                .filter_map(|i| i.scores.seg.as_ref()?.boundary_iou),
+        ),
+    };
+    for (item, f) in items.iter_mut().zip(&facts) {
+        item.reasons = priority::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
+    }
+    Ok((manifest, items, stats))
+}
+
+/// The segmentation probabilities: a directory of per-item files (opened
+/// and checked item by item), or one stacked `(N, C, H, W)` array, checked
+/// here against the items and the class count.
+fn open_seg_source(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items_path: &Path,
+) -> Result<ProbSource> {
+    let c = cfg.num_classes();
+    Ok(if cfg.probs.is_dir() {
         ProbSource::PerItem {
             dir: cfg.probs.clone(),
             open: None,
@@ -657,148 +776,74 @@ fn score_segmentation(
             .field("shape"));
         }
         ProbSource::Stacked(arr)
-    };
-    prepare(&manifest)?;
-    let n = manifest.len();
-    let bar = progress_bar(n, opts.progress);
-    let mut stats = DatasetStats {
-        bins: CalibrationBins::default(),
-        confusion: Confusion::new(c),
-        bands: Some(BandCounts::zeros(c)),
-        preds: Some(PredMaps::new(crate::report::MAX_OVERLAYS)),
-    };
-    let mut items: Vec<ItemResult> = Vec::with_capacity(n);
-    let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
-    let batch_bytes = opts.batch_size;
-    let mut reader = SegReader {
-        cfg,
-        manifest: &manifest,
-        mask_col,
-        source,
-        items_path: items_path.clone(),
-        planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
-    };
-    let plane_clock = reader.planes.clone();
-    let slot = || SegSlot {
-        start: 0,
-        batch: SegBatch {
-            items: Vec::new(),
-            classes: c,
-            ignore_index: cfg.ignore_index,
-            logits: opts.logits,
-        },
-        spare: Vec::new(),
-    };
-    let mut next = 0usize;
-    let read = crate::io::stream::double_buffered(
-        [slot(), slot()],
-        |s: &mut SegSlot| {
-            if next >= n {
-                return Ok(false);
-            }
-            s.spare.append(&mut s.batch.items);
-            s.start = next;
-            // Items while they fit in the batch's bytes, at least one.
-            let mut bytes = 0usize;
-            while next < n {
-                let b = reader.item_bytes(next)?;
-                if !s.batch.items.is_empty() && bytes + b > batch_bytes {
-                    break;
-                }
-                let mut item = s.spare.pop().unwrap_or_else(|| SegItem {
-                    probs: ProbBuf::F32(Vec::new()),
-                    planes: None,
-                    labels: Vec::new(),
-                    height: 0,
-                    width: 0,
-                });
-                reader.read_item_into(next, &mut item)?;
-                s.batch.items.push(item);
-                bytes += b;
-                next += 1;
-            }
-            Ok(true)
-        },
-        |s: &mut SegSlot| {
-            let (start, batch) = (s.start, &s.batch);
-            let t = Instant::now();
-            let mut results = backend.score_items(batch)?;
-            timings.score += t.elapsed();
-            for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
-                let index = start + j;
-                if let Some(px) = st.first_invalid {
-                    let hw = item.height * item.width;
-                    let file = match &cfg.probs {
-                        p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
-                        p => p.clone(),
-                    };
-                    // The pixel's values: from the batch, or read once more.
-                    let (values, px_at, stride) = match &item.planes {
-                        Some(src) => (pixel_values(src.as_ref(), px, hw, c)?, 0, 1),
-                        None => (item.probs.clone(), px, hw),
-                    };
-                    return Err(diagnose(
-                        &values,
-                        px_at,
-                        stride,
-                        c,
-                        opts.logits,
-                        &file,
-                        &manifest.ids[index],
-                        Some((px % item.width, px / item.width)),
-                    ));
-                }
-                stats.bins.merge(&st.bins);
-                stats.confusion.merge(&st.confusion);
-                if let Some(b) = &mut stats.bands {
-                    b.add(&st.bands);
-                }
-                let (scores, f) = seg_item_scores(st);
-                let prio = priority::priority(&scores);
-                if let (Some(kept), Some(map)) = (&mut stats.preds, st.pred.take()) {
-                    kept.offer(prio, index, item.height, item.width, map);
-                }
-                items.push(ItemResult {
-                    index,
-                    priority: prio,
-                    scores,
-                    reasons: vec![],
-                    derived_reasons_at: None,
-                    row: None,
-                    label_set: (0..c)
-                        .filter(|&k| st.confusion.label_count(k) > 0)
-                        .map(|k| k as u32)
-                        .collect(),
-                    dims: Some((item.height, item.width)),
-                    cluster: None,
-                    neighbors: Vec::new(),
-                    class: f.worst_class.map(|w| w.0 as u32),
-                });
-                facts.push(f);
-            }
-            bar.inc(batch.items.len() as u64);
-            Ok(())
-        },
-    )?;
-    timings.read += read;
-    if let Some(clock) = plane_clock {
-        // Reads done by the scoring threads (inside `score`).
-        timings.read += Duration::from_nanos(clock.load(Ordering::Relaxed));
-    }
-    bar.finish_and_clear();
+    })
+}
 
-    let ctx = Context {
-        median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
-        median_boundary_iou: median(
-            items
-                .iter()
-                .filter_map(|i| i.scores.seg.as_ref()?.boundary_iou),
-        ),
-    };
-    for (item, f) in items.iter_mut().zip(&facts) {
-        item.reasons = priority::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
+/// Add one scored item to the run: an invalid pixel becomes the error (its
+/// values read once more when they stayed in the file), otherwise its sums
+/// are pooled into `stats`, its prediction map offered to the kept maps, and
+/// its result pushed to `items`. Returns its facts for the reasons.
+#[allow(clippy::too_many_arguments)]
+fn fold_seg_item(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    logits: bool,
+    index: usize,
+    item: &SegItem,
+    st: &mut SegItemStats,
+    stats: &mut DatasetStats,
+    items: &mut Vec<ItemResult>,
+) -> Result<SegFacts> {
+    let c = cfg.num_classes();
+    if let Some(px) = st.first_invalid {
+        let hw = item.height * item.width;
+        let file = match &cfg.probs {
+            p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
+            p => p.clone(),
+        };
+        // The pixel's values: from the batch, or read once more.
+        let (values, px_at, stride) = match &item.planes {
+            Some(src) => (pixel_values(src.as_ref(), px, hw, c)?, 0, 1),
+            None => (item.probs.clone(), px, hw),
+        };
+        return Err(diagnose(
+            &values,
+            px_at,
+            stride,
+            c,
+            logits,
+            &file,
+            &manifest.ids[index],
+            Some((px % item.width, px / item.width)),
+        ));
     }
-    Ok((manifest, items, stats))
+    stats.bins.merge(&st.bins);
+    stats.confusion.merge(&st.confusion);
+    if let Some(b) = &mut stats.bands {
+        b.add(&st.bands);
+    }
+    let (scores, f) = seg_item_scores(st);
+    let prio = priority::priority(&scores);
+    if let (Some(kept), Some(map)) = (&mut stats.preds, st.pred.take()) {
+        kept.offer(prio, index, item.height, item.width, map);
+    }
+    items.push(ItemResult {
+        index,
+        priority: prio,
+        scores,
+        reasons: vec![],
+        derived_reasons_at: None,
+        row: None,
+        label_set: (0..c)
+            .filter(|&k| st.confusion.label_count(k) > 0)
+            .map(|k| k as u32)
+            .collect(),
+        dims: Some((item.height, item.width)),
+        cluster: None,
+        neighbors: Vec::new(),
+        class: f.worst_class.map(|w| w.0 as u32),
+    });
+    Ok(f)
 }
 
 /// Turn a backend's sums and counts into the item's reported scores.

@@ -192,6 +192,220 @@ fn candidates(
         .collect()
 }
 
+/// One queue row: the pick's flags and the policy's reasons for it (a
+/// changed review, a spot check, a class's minimum share, a duplicate left
+/// out of the budget, a new annotator).
+fn row_plan(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    qpos: &[usize],
+    changed: &HashMap<usize, (&ReviewRecord, Vec<&str>)>,
+    annot: Option<(usize, &Manifest)>,
+    pk: &Pick,
+) -> RowPlan {
+    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let p = qpos[pk.pos];
+    let mut why = Vec::new();
+    if let Some((r, what)) = changed.get(&p) {
+        why.push(format!(
+            "reviewed before ({}), but its {} changed since",
+            serde_json::to_value(r.decision)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            what.join(" and ")
+        ));
+    }
+    match pk.why {
+        Why::SpotCheck => {
+            why.push("spot check (random draw among items the ranking did not pick)".into())
+        }
+        Why::MinShare(k) => why.push(format!(
+            "minimum share for class {:?} (--min-per-class)",
+            cfg.class_names.get(k as usize).map_or("?", String::as_str)
+        )),
+        Why::Duplicate(rep) => why.push(format!(
+            "outside the budget: near-duplicate cluster represented by {}",
+            id_of(qpos[rep])
+        )),
+        _ => {}
+    }
+    if pk.review_all
+        && let Some((col, m)) = annot
+    {
+        why.push(format!(
+            "new annotator {:?}: every item reviewed (--review-all-from)",
+            m.rows[items[p].index][col].trim()
+        ));
+    }
+    RowPlan {
+        item: p,
+        in_budget: pk.in_budget,
+        spot_check: pk.spot_check(),
+        review_all: pk.review_all,
+        also_in_cluster: pk
+            .also_in_cluster
+            .iter()
+            .map(|&j| id_of(qpos[j]).to_string())
+            .collect(),
+        status: None,
+        policy_reasons: why,
+    }
+}
+
+/// `report.json` `queue_policy`: the policy's options and what it chose.
+fn policy_section(
+    cfg: &DatasetConfig,
+    pol: &policy::Policy,
+    rows: &[RowPlan],
+    queued: usize,
+) -> Value {
+    let n_counts = policy::counts(queued, pol);
+    json!({
+        "budget": pol.budget,
+        "budget_size": n_counts.budget,
+        "in_budget": rows.iter().filter(|r| r.in_budget).count(),
+        "dedup": pol.dedup,
+        "min_per_class": pol.min_per_class,
+        "per_class_minimum": n_counts.per_class_minimum,
+        "stratify_by": match cfg.task {
+            Task::Classification => "annotated label",
+            Task::Segmentation => "the item's class with the lowest IoU",
+        },
+        "spot_check": pol.spot_check,
+        "spot_check_items": rows.iter().filter(|r| r.spot_check).count(),
+        "seed": pol.seed,
+        "review_all_from": pol.review_all_from,
+        "review_all_items": rows.iter().filter(|r| r.review_all).count(),
+    })
+}
+
+/// `report.json` `views`: per issue type, the queue's flagged items, highest
+/// score first (ties: queue order), at most [`VIEW_SIZE`] listed.
+fn views_section(
+    defs: &[ViewDef],
+    manifest: &Manifest,
+    items: &[ItemResult],
+    rows: &[RowPlan],
+) -> Value {
+    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let mut views = Map::new();
+    for d in defs {
+        let mut hits: Vec<(f64, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, r)| {
+                let v = (d.value)(&items[r.item])?;
+                (v.is_finite() && (d.flagged)(v)).then_some((v, rank))
+            })
+            .collect();
+        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let flagged = hits.len();
+        let list: Vec<Value> = hits
+            .iter()
+            .take(VIEW_SIZE)
+            .map(|&(v, rank)| json!({"id": id_of(rows[rank].item), "score": v, "rank": rank + 1}))
+            .collect();
+        views.insert(
+            d.name.into(),
+            json!({"score": d.score, "flagged_when": d.flagged_when, "flagged": flagged, "items": list}),
+        );
+    }
+    Value::Object(views)
+}
+
+/// Mark the in-budget rows `new`, `still` or `changed` against the previous
+/// run's queue; `report.json` `previous` counts them.
+fn previous_section(
+    dir: &std::path::Path,
+    prev: &[previous::PrevRow],
+    manifest: &Manifest,
+    items: &[ItemResult],
+    rows: &mut [RowPlan],
+) -> Value {
+    let cmp = previous::Comparison::new(prev);
+    let mut now: HashSet<&str> = HashSet::new();
+    for r in rows.iter_mut().filter(|r| r.in_budget) {
+        let it = &items[r.item];
+        let id = manifest.ids[it.index].as_str();
+        now.insert(id);
+        r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
+    }
+    let count = |s: Status| rows.iter().filter(|r| r.status == Some(s)).count();
+    json!({
+        "dir": dir,
+        "tolerance": previous::TOLERANCE,
+        "new": count(Status::New),
+        "still": count(Status::Still),
+        "changed": count(Status::Changed),
+        "dropped": cmp.dropped(&now),
+    })
+}
+
+/// The stored decisions and how they relate to the items now.
+struct Decisions<'a> {
+    records: &'a [ReviewRecord],
+    /// Reviewed and unchanged since, by item position.
+    current: &'a HashMap<usize, &'a ReviewRecord>,
+    /// Reviewed, but the predictions or the annotation changed since.
+    changed: &'a HashMap<usize, (&'a ReviewRecord, Vec<&'a str>)>,
+    /// Decisions about ids that are not in the dataset.
+    unknown: usize,
+}
+
+/// `report.json` `review`: the queue's precision from the unchanged
+/// decisions, overall, per signal and per issue type.
+fn review_section(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items: &[ItemResult],
+    pol: &policy::Policy,
+    annot: Option<(usize, &Manifest)>,
+    defs: &[ViewDef],
+    done: &Decisions<'_>,
+) -> Value {
+    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let (recs, current, changed, unknown) =
+        (done.records, done.current, done.changed, done.unknown);
+    let all: Vec<usize> = (0..items.len()).collect();
+    let full = policy::select(&candidates(items, &all, annot), pol);
+    let mut per_signal: BTreeMap<&str, Tally> =
+        SIGNALS.iter().map(|&s| (s, Tally::default())).collect();
+    let mut per_type: BTreeMap<&str, Tally> =
+        defs.iter().map(|d| (d.name, Tally::default())).collect();
+    let mut overall = Tally::default();
+    for pk in &full {
+        let Some(r) = current.get(&pk.pos) else {
+            continue;
+        };
+        overall.add(r.decision);
+        if let Some(t) = per_signal.get_mut(signal(pk.why)) {
+            t.add(r.decision);
+        }
+        for d in defs {
+            if (d.value)(&items[pk.pos]).is_some_and(|v| v.is_finite() && (d.flagged)(v))
+                && let Some(t) = per_type.get_mut(d.name)
+            {
+                t.add(r.decision);
+            }
+        }
+    }
+    let mut changed_ids: Vec<(usize, &str)> = changed.keys().map(|&p| (p, id_of(p))).collect();
+    changed_ids.sort();
+    json!({
+        "file": cfg.dir.join(review::REVIEWS_FILE),
+        "decisions": recs.len(),
+        "unknown_ids": unknown,
+        "left_queue": current.len(),
+        "changed_since_review": changed_ids.iter().map(|x| x.1).collect::<Vec<_>>(),
+        "precision_definition": "errors / (errors + ok) over unchanged reviewed items; unsure is excluded",
+        "overall": overall.json(),
+        "per_signal": per_signal.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
+        "per_issue_type": per_type.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
+    })
+}
+
 /// What the queue stage reads besides the scores: the stored review
 /// decisions and the previous run's queue, read and checked (with every
 /// queue option) by [`prepare`] before the first batch is scored, so a typo
@@ -283,172 +497,38 @@ pub fn plan(
     let picks = policy::select(&candidates(items, &qpos, annot), pol);
     let mut rows: Vec<RowPlan> = picks
         .iter()
-        .map(|pk: &Pick| {
-            let p = qpos[pk.pos];
-            let mut why = Vec::new();
-            if let Some((r, what)) = changed.get(&p) {
-                why.push(format!(
-                    "reviewed before ({}), but its {} changed since",
-                    serde_json::to_value(r.decision)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    what.join(" and ")
-                ));
-            }
-            match pk.why {
-                Why::SpotCheck => {
-                    why.push("spot check (random draw among items the ranking did not pick)".into())
-                }
-                Why::MinShare(k) => why.push(format!(
-                    "minimum share for class {:?} (--min-per-class)",
-                    cfg.class_names.get(k as usize).map_or("?", String::as_str)
-                )),
-                Why::Duplicate(rep) => why.push(format!(
-                    "outside the budget: near-duplicate cluster represented by {}",
-                    id_of(qpos[rep])
-                )),
-                _ => {}
-            }
-            if pk.review_all
-                && let Some((col, m)) = annot
-            {
-                why.push(format!(
-                    "new annotator {:?}: every item reviewed (--review-all-from)",
-                    m.rows[items[p].index][col].trim()
-                ));
-            }
-            RowPlan {
-                item: p,
-                in_budget: pk.in_budget,
-                spot_check: pk.spot_check(),
-                review_all: pk.review_all,
-                also_in_cluster: pk
-                    .also_in_cluster
-                    .iter()
-                    .map(|&j| id_of(qpos[j]).to_string())
-                    .collect(),
-                status: None,
-                policy_reasons: why,
-            }
-        })
+        .map(|pk| row_plan(cfg, manifest, items, &qpos, &changed, annot, pk))
         .collect();
 
-    let mut sections = Vec::new();
-    let n_counts = policy::counts(qpos.len(), pol);
-    sections.push((
+    let mut sections = vec![(
         "queue_policy".to_string(),
-        json!({
-            "budget": pol.budget,
-            "budget_size": n_counts.budget,
-            "in_budget": rows.iter().filter(|r| r.in_budget).count(),
-            "dedup": pol.dedup,
-            "min_per_class": pol.min_per_class,
-            "per_class_minimum": n_counts.per_class_minimum,
-            "stratify_by": match cfg.task {
-                Task::Classification => "annotated label",
-                Task::Segmentation => "the item's class with the lowest IoU",
-            },
-            "spot_check": pol.spot_check,
-            "spot_check_items": rows.iter().filter(|r| r.spot_check).count(),
-            "seed": pol.seed,
-            "review_all_from": pol.review_all_from,
-            "review_all_items": rows.iter().filter(|r| r.review_all).count(),
-        }),
-    ));
+        policy_section(cfg, pol, &rows, qpos.len()),
+    )];
 
     // Views over the queue.
     let defs = views_defs(cfg.task);
-    let mut views = Map::new();
-    for d in &defs {
-        let mut hits: Vec<(f64, usize)> = rows
-            .iter()
-            .enumerate()
-            .filter_map(|(rank, r)| {
-                let v = (d.value)(&items[r.item])?;
-                (v.is_finite() && (d.flagged)(v)).then_some((v, rank))
-            })
-            .collect();
-        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let flagged = hits.len();
-        let list: Vec<Value> = hits
-            .iter()
-            .take(VIEW_SIZE)
-            .map(|&(v, rank)| json!({"id": id_of(rows[rank].item), "score": v, "rank": rank + 1}))
-            .collect();
-        views.insert(
-            d.name.into(),
-            json!({"score": d.score, "flagged_when": d.flagged_when, "flagged": flagged, "items": list}),
-        );
-    }
-    sections.push(("views".to_string(), Value::Object(views)));
+    sections.push((
+        "views".to_string(),
+        views_section(&defs, manifest, items, &rows),
+    ));
 
     // Precision of the queue from the unchanged decisions.
     if let Some(recs) = &reviews {
-        let all: Vec<usize> = (0..items.len()).collect();
-        let full = policy::select(&candidates(items, &all, annot), pol);
-        let mut per_signal: BTreeMap<&str, Tally> =
-            SIGNALS.iter().map(|&s| (s, Tally::default())).collect();
-        let mut per_type: BTreeMap<&str, Tally> =
-            defs.iter().map(|d| (d.name, Tally::default())).collect();
-        let mut overall = Tally::default();
-        for pk in &full {
-            let Some(r) = current.get(&pk.pos) else {
-                continue;
-            };
-            overall.add(r.decision);
-            if let Some(t) = per_signal.get_mut(signal(pk.why)) {
-                t.add(r.decision);
-            }
-            for d in &defs {
-                if (d.value)(&items[pk.pos]).is_some_and(|v| v.is_finite() && (d.flagged)(v))
-                    && let Some(t) = per_type.get_mut(d.name)
-                {
-                    t.add(r.decision);
-                }
-            }
-        }
-        let mut changed_ids: Vec<(usize, &str)> = changed.keys().map(|&p| (p, id_of(p))).collect();
-        changed_ids.sort();
-        sections.push((
-            "review".to_string(),
-            json!({
-                "file": cfg.dir.join(review::REVIEWS_FILE),
-                "decisions": recs.len(),
-                "unknown_ids": unknown,
-                "left_queue": current.len(),
-                "changed_since_review": changed_ids.iter().map(|x| x.1).collect::<Vec<_>>(),
-                "precision_definition": "errors / (errors + ok) over unchanged reviewed items; unsure is excluded",
-                "overall": overall.json(),
-                "per_signal": per_signal.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
-                "per_issue_type": per_type.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
-            }),
-        ));
+        let done = Decisions {
+            records: recs,
+            current: &current,
+            changed: &changed,
+            unknown,
+        };
+        let section = review_section(cfg, manifest, items, pol, annot, &defs, &done);
+        sections.push(("review".to_string(), section));
     }
 
     // Against the previous run.
     let with_status = opts.previous.is_some();
     if let (Some(dir), Some(prev)) = (&opts.previous, &inputs.previous) {
-        let cmp = previous::Comparison::new(prev);
-        let mut now: HashSet<&str> = HashSet::new();
-        for r in rows.iter_mut().filter(|r| r.in_budget) {
-            let it = &items[r.item];
-            let id = id_of(r.item);
-            now.insert(id);
-            r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
-        }
-        let count = |s: Status| rows.iter().filter(|r| r.status == Some(s)).count();
-        sections.push((
-            "previous".to_string(),
-            json!({
-                "dir": dir,
-                "tolerance": previous::TOLERANCE,
-                "new": count(Status::New),
-                "still": count(Status::Still),
-                "changed": count(Status::Changed),
-                "dropped": cmp.dropped(&now),
-            }),
-        ));
+        let section = previous_section(dir, prev, manifest, items, &mut rows);
+        sections.push(("previous".to_string(), section));
     }
     Ok(QueuePlan {
         rows,
