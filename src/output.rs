@@ -416,6 +416,71 @@ impl QueueColumns<'_> {
     }
 }
 
+/// `report.json` `timings`: every stage so far, and the total up to now.
+fn timings_json(timings: &Timings, t0: Instant) -> Value {
+    json!({
+        "read_s": timings.read.as_secs_f64(),
+        "score_s": timings.score.as_secs_f64(),
+        "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
+        "queue_s": timings.queue.as_secs_f64(),
+        "write_s": timings.write.as_secs_f64(),
+        "report_s": timings.report.as_secs_f64(),
+        "overlays_s": timings.overlays.as_secs_f64(),
+        "total_s": t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, `row_at(i)` the
+/// row of rank `i + 1`) in one parallel pass, and return the first
+/// [`HEAD_ROWS`] lines as JSON values for the page.
+fn write_queue_files<'a>(
+    files: &mut AtomicOutputs,
+    cols: &QueueColumns<'_>,
+    shown: usize,
+    row_at: &(dyn Fn(usize) -> QueueRow<'a> + Sync),
+) -> Result<Vec<Value>> {
+    let cfg = cols.cfg;
+    let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
+        write_json_row(buf, row, reasons, cols);
+        buf.push(b'\n');
+    };
+    // One pass over the rows feeds both queue files: each row's reasons are
+    // derived once, its JSON line and CSV record formatted side by side.
+    let rows = |range: std::ops::Range<usize>, bufs: &mut [Vec<u8>; 2]| -> std::io::Result<()> {
+        let [jb, cb] = bufs;
+        let mut csv = csv::WriterBuilder::new().from_writer(cb);
+        let mut scratch = String::new();
+        for i in range {
+            let row = row_at(i);
+            let reasons = row.item.all_reasons(&cfg.class_names);
+            json_row(&row, &reasons, jb);
+            cols.record(&mut csv, &mut scratch, &row, &reasons)?;
+        }
+        csv.flush()
+    };
+    files.write_many(["queue.jsonl", "queue.csv"], |[wj, wc]| {
+        let mut csv = csv::Writer::from_writer(&mut *wc);
+        csv.write_record(cols.header())
+            .map_err(std::io::Error::other)?;
+        csv.flush()?;
+        drop(csv);
+        write_parallel([wj, wc], shown, &rows)
+    })?;
+    // The page's rows: the head of the same lines, read back.
+    let mut head_bytes = Vec::new();
+    for i in 0..HEAD_ROWS.min(shown) {
+        let row = row_at(i);
+        let reasons = row.item.all_reasons(&cfg.class_names);
+        json_row(&row, &reasons, &mut head_bytes);
+    }
+    head_bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| crate::Error::io(files.dir_path(), e.into()))
+}
+
 /// Queue rows kept as JSON values for the page (its table and gallery).
 pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
 
@@ -461,45 +526,7 @@ pub fn write_all(
         with_neighbors,
         with_status,
     };
-    let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
-        write_json_row(buf, row, reasons, &cols);
-        buf.push(b'\n');
-    };
-    // One pass over the rows feeds both queue files: each row's reasons are
-    // derived once, its JSON line and CSV record formatted side by side.
-    let rows = |range: std::ops::Range<usize>, bufs: &mut [Vec<u8>; 2]| -> std::io::Result<()> {
-        let [jb, cb] = bufs;
-        let mut csv = csv::WriterBuilder::new().from_writer(cb);
-        let mut scratch = String::new();
-        for i in range {
-            let row = row_at(i);
-            let reasons = row.item.all_reasons(&cfg.class_names);
-            json_row(&row, &reasons, jb);
-            cols.record(&mut csv, &mut scratch, &row, &reasons)?;
-        }
-        csv.flush()
-    };
-    files.write_many(["queue.jsonl", "queue.csv"], |[wj, wc]| {
-        let mut csv = csv::Writer::from_writer(&mut *wc);
-        csv.write_record(cols.header())
-            .map_err(std::io::Error::other)?;
-        csv.flush()?;
-        drop(csv);
-        write_parallel([wj, wc], shown, &rows)
-    })?;
-    // The page's rows: the head of the same lines, read back.
-    let mut head_bytes = Vec::new();
-    for i in 0..HEAD_ROWS.min(shown) {
-        let row = row_at(i);
-        let reasons = row.item.all_reasons(&cfg.class_names);
-        json_row(&row, &reasons, &mut head_bytes);
-    }
-    let head: Vec<Value> = head_bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| crate::Error::io(out, e.into()))?;
+    let head = write_queue_files(&mut files, &cols, shown, &row_at)?;
 
     if let Some(rows) = &extras.clusters {
         files.write("clusters.jsonl", |w| {
@@ -546,17 +573,7 @@ pub fn write_all(
         if extras.deterministic {
             r.remove("timings");
         } else {
-            let t = json!({
-                "read_s": timings.read.as_secs_f64(),
-                "score_s": timings.score.as_secs_f64(),
-                "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
-                "queue_s": timings.queue.as_secs_f64(),
-                "write_s": timings.write.as_secs_f64(),
-                "report_s": timings.report.as_secs_f64(),
-                "overlays_s": timings.overlays.as_secs_f64(),
-                "total_s": t0.elapsed().as_secs_f64(),
-            });
-            r.insert("timings".into(), t);
+            r.insert("timings".into(), timings_json(timings, t0));
             r.insert(
                 "memory".into(),
                 json!({ "peak_rss_bytes": peak_rss_bytes() }),

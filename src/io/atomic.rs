@@ -97,6 +97,11 @@ impl AtomicOutputs {
         }
     }
 
+    /// The directory the outputs go to.
+    pub fn dir_path(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     /// Write `name` through `fill` into a temporary file; nothing is visible
     /// under `name` until [`AtomicOutputs::commit`].
     pub fn write(
