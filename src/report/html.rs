@@ -626,64 +626,41 @@ fn many_classes(
     s.push_str("</div></section>");
 }
 
-/// The whole page.
-pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
-    let r = inp.report;
-    let task = inp.cfg.task;
-    let classes: Vec<String> = inp.cfg.class_names.clone();
-    let mut s = String::with_capacity(1 << 18);
-    // The dataset directory's name, not its full (machine-specific) path.
-    let dataset = r
-        .pointer("/options/dataset")
-        .and_then(Value::as_str)
-        .map(|d| {
-            std::path::Path::new(d)
-                .file_name()
-                .map_or(d.to_string(), |n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "dataset".into());
-    let title = format!("triage report: {dataset}");
-    let _ = write!(
-        s,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"><title>{t}</title><style>{CSS}</style></head><body><main id="triage-report"><h1>{t}</h1>"#,
-        t = esc(&title)
-    );
-
-    // Summary.
+/// The summary: counts, pooled scores, the backend, the duplicates found.
+fn summary_section(s: &mut String, r: &Value, classes: usize) {
     s.push_str(r#"<section id="summary"><div class="stats">"#);
-    stat(&mut s, "items", r.get("n_items").map_or("–".into(), text));
-    stat(&mut s, "task", r.get("task").map_or("–".into(), text));
-    stat(&mut s, "classes", classes.len().to_string());
-    stat(&mut s, "accuracy", svg::fmt3(f64_at(r, "accuracy")));
-    stat(&mut s, "ECE", svg::fmt3(f64_at(r, "ece")));
-    stat(&mut s, "MCE", svg::fmt3(f64_at(r, "mce")));
+    stat(s, "items", r.get("n_items").map_or("–".into(), text));
+    stat(s, "task", r.get("task").map_or("–".into(), text));
+    stat(s, "classes", classes.to_string());
+    stat(s, "accuracy", svg::fmt3(f64_at(r, "accuracy")));
+    stat(s, "ECE", svg::fmt3(f64_at(r, "ece")));
+    stat(s, "MCE", svg::fmt3(f64_at(r, "mce")));
     if let Some(seg) = r.get("segmentation") {
-        stat(&mut s, "mIoU", svg::fmt3(f64_at(seg, "miou")));
-        stat(&mut s, "mDice", svg::fmt3(f64_at(seg, "mdice")));
-        stat(
-            &mut s,
-            "mBoundary IoU",
-            svg::fmt3(f64_at(seg, "mboundary_iou")),
-        );
+        stat(s, "mIoU", svg::fmt3(f64_at(seg, "miou")));
+        stat(s, "mDice", svg::fmt3(f64_at(seg, "mdice")));
+        stat(s, "mBoundary IoU", svg::fmt3(f64_at(seg, "mboundary_iou")));
     }
     if let Some(b) = r.pointer("/backend/name") {
-        stat(&mut s, "backend", text(b));
+        stat(s, "backend", text(b));
     }
     if let Some(d) = r.get("duplicates") {
         stat(
-            &mut s,
+            s,
             "near-duplicate pairs",
             d.get("pairs").map_or("–".into(), text),
         );
         stat(
-            &mut s,
+            s,
             "conflicting clusters",
             d.get("conflicting_clusters").map_or("–".into(), text),
         );
     }
     s.push_str("</div></section>");
+}
 
-    // Galleries.
+/// The top of the queue as pictures with their first reason.
+fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visual>) {
+    let task = inp.cfg.task;
     s.push_str(r#"<section id="gallery"><h2>Top of the queue</h2>"#);
     s.push_str(&legend(task));
     s.push_str(r#"<div class="gallery">"#);
@@ -703,15 +680,19 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
             let _ = write!(cap, "<br>label {} · predicted {}", text(l), text(p));
         }
         let _ = write!(
-            s,
+            *s,
             r#"<figure class="item">{}<figcaption>{cap}<br>{}</figcaption></figure>"#,
             picture(vis.get(id), id),
             esc(reason)
         );
     }
     s.push_str("</div></section>");
+}
 
-    // Charts.
+/// The reliability diagram with counts, and a histogram per score over
+/// every item.
+fn charts_section(s: &mut String, inp: &Inputs<'_>) {
+    let r = inp.report;
     s.push_str(r#"<section id="calibration"><h2>Calibration and scores</h2><div class="charts">"#);
     let table = r
         .get("reliability")
@@ -738,45 +719,79 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
         s.push_str(&svg::histogram(key, &values, 20));
     }
     s.push_str("</div></section>");
+}
+
+/// The galleries of near-duplicate clusters whose labels disagree.
+fn clusters_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visual>) {
+    s.push_str(r#"<section id="clusters"><h2>Conflicting near-duplicate clusters</h2>"#);
+    let conf = conflicting(inp.clusters);
+    if conf.is_empty() {
+        s.push_str(r#"<p class="muted">No near-duplicate cluster has disagreeing labels.</p>"#);
+    }
+    for c in conf {
+        let _ = write!(
+            *s,
+            r#"<div class="cluster"><p>cluster {} · majority label <b>{}</b> · {} of members disagree · max distance {}</p><div class="gallery">"#,
+            c.get("cluster").map_or("–".into(), text),
+            c.get("majority_label").map_or("–".into(), text),
+            f64_at(c, "conflict_fraction").map_or("–".into(), |f| format!("{:.0}%", 100.0 * f)),
+            svg::fmt3(f64_at(c, "max_distance"))
+        );
+        let centre = c.get("centre").and_then(Value::as_str);
+        let majority = c.get("majority_label").and_then(Value::as_str);
+        for (id, label) in members(c) {
+            let mark = if Some(id) == centre { " (centre)" } else { "" };
+            let odd = if Some(label) != majority {
+                " ⚠ disagrees"
+            } else {
+                ""
+            };
+            let _ = write!(
+                *s,
+                r#"<figure class="member">{}<figcaption><b>{}</b>{mark}<br>label {}{odd}</figcaption></figure>"#,
+                picture(vis.get(id), id),
+                esc(id),
+                esc(label)
+            );
+        }
+        s.push_str("</div></div>");
+    }
+    s.push_str("</section>");
+}
+
+/// The whole page.
+pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
+    let r = inp.report;
+    let task = inp.cfg.task;
+    let classes: Vec<String> = inp.cfg.class_names.clone();
+    let mut s = String::with_capacity(1 << 18);
+    // The dataset directory's name, not its full (machine-specific) path.
+    let dataset = r
+        .pointer("/options/dataset")
+        .and_then(Value::as_str)
+        .map(|d| {
+            std::path::Path::new(d)
+                .file_name()
+                .map_or(d.to_string(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "dataset".into());
+    let title = format!("triage report: {dataset}");
+    let _ = write!(
+        s,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"><title>{t}</title><style>{CSS}</style></head><body><main id="triage-report"><h1>{t}</h1>"#,
+        t = esc(&title)
+    );
+
+    summary_section(&mut s, r, classes.len());
+
+    gallery_section(&mut s, inp, vis);
+
+    charts_section(&mut s, inp);
 
     s.push_str(&classes_section(task, &classes, r));
 
     if inp.clusters.is_some() {
-        s.push_str(r#"<section id="clusters"><h2>Conflicting near-duplicate clusters</h2>"#);
-        let conf = conflicting(inp.clusters);
-        if conf.is_empty() {
-            s.push_str(r#"<p class="muted">No near-duplicate cluster has disagreeing labels.</p>"#);
-        }
-        for c in conf {
-            let _ = write!(
-                s,
-                r#"<div class="cluster"><p>cluster {} · majority label <b>{}</b> · {} of members disagree · max distance {}</p><div class="gallery">"#,
-                c.get("cluster").map_or("–".into(), text),
-                c.get("majority_label").map_or("–".into(), text),
-                f64_at(c, "conflict_fraction")
-                    .map_or("–".into(), |f| format!("{:.0}%", 100.0 * f)),
-                svg::fmt3(f64_at(c, "max_distance"))
-            );
-            let centre = c.get("centre").and_then(Value::as_str);
-            let majority = c.get("majority_label").and_then(Value::as_str);
-            for (id, label) in members(c) {
-                let mark = if Some(id) == centre { " (centre)" } else { "" };
-                let odd = if Some(label) != majority {
-                    " ⚠ disagrees"
-                } else {
-                    ""
-                };
-                let _ = write!(
-                    s,
-                    r#"<figure class="member">{}<figcaption><b>{}</b>{mark}<br>label {}{odd}</figcaption></figure>"#,
-                    picture(vis.get(id), id),
-                    esc(id),
-                    esc(label)
-                );
-            }
-            s.push_str("</div></div>");
-        }
-        s.push_str("</section>");
+        clusters_section(&mut s, inp, vis);
     }
 
     // Queue.
