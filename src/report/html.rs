@@ -459,7 +459,23 @@ fn many_classes(
         r#"<section id="classes"><h2>Per class</h2><p class="muted many-classes">{c} classes (more than {MANY_CLASSES}): this section shows the {TOP_PAIRS} most-confused class pairs, the {WORST_K} classes with the lowest {sort_name}, and the {BALANCE_EACH} smallest and largest classes. The full per-class table is in report.json <code>per_class</code> and the full confusion matrix in <code>confusion</code>.</p>"#
     );
 
-    // Most-confused pairs.
+    confused_pairs_block(s, classes, matrix, unit);
+    let support = col("support");
+    worst_classes_block(
+        s,
+        task,
+        classes,
+        &col,
+        &support,
+        (sort_key, sort_name),
+        unit,
+    );
+    balance_block(s, classes, &support, unit);
+    s.push_str("</div></section>");
+}
+
+/// The most-confused class pairs (annotated → predicted), largest first.
+fn confused_pairs_block(s: &mut String, classes: &[String], matrix: &[Vec<u64>], unit: &str) {
     let pairs = confused_pairs(matrix, TOP_PAIRS);
     let _ = write!(
         s,
@@ -514,11 +530,21 @@ fn many_classes(
         }
         s.push_str("</tbody></table>");
     }
+}
 
-    // The worst classes.
+/// The classes with the lowest `sort_key` (IoU or recall), as bars and a
+/// table.
+fn worst_classes_block(
+    s: &mut String,
+    task: Task,
+    classes: &[String],
+    col: &dyn Fn(&str) -> Vec<Option<f64>>,
+    support: &[Option<f64>],
+    (sort_key, sort_name): (&str, &str),
+    unit: &str,
+) {
     let key = col(sort_key);
-    let support = col("support");
-    let worst = worst(&key, &support, WORST_K);
+    let worst = worst(&key, support, WORST_K);
     let pick = |v: &[Option<f64>]| -> Vec<Option<f64>> { worst.iter().map(|&i| v[i]).collect() };
     let metrics: Vec<(&str, &str, &str)> = match task {
         Task::Segmentation => vec![
@@ -586,9 +612,12 @@ fn many_classes(
         s.push_str("</tr>");
     }
     s.push_str("</tbody></table>");
+}
 
-    // Class balance: the smallest and the largest classes.
-    let smallest = lowest(&support, BALANCE_EACH);
+/// The class balance: the smallest and the largest classes by support.
+fn balance_block(s: &mut String, classes: &[String], support: &[Option<f64>], unit: &str) {
+    let c = classes.len();
+    let smallest = lowest(support, BALANCE_EACH);
     let negated: Vec<Option<f64>> = support.iter().map(|v| v.map(|x| -x)).collect();
     let largest = lowest(&negated, BALANCE_EACH);
     let mut sorted: Vec<f64> = support.iter().flatten().copied().collect();
@@ -623,7 +652,6 @@ fn many_classes(
                 .collect::<Vec<_>>(),
         ));
     }
-    s.push_str("</div></section>");
 }
 
 /// The summary: counts, pooled scores, the backend, the duplicates found.
