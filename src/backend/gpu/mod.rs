@@ -437,6 +437,48 @@ impl GpuBackend {
         let partials = self.run_tiles(&tiles, tile_len, vb, c, base, true, &buffers, &fill)?;
 
         // Boundary IoU bands, one pair of dispatches per item.
+        self.dispatch_bands(items, batch, &buffers, &flags, &bands)?;
+
+        let conf: Vec<u32> = bytemuck::pod_collect_to_vec(
+            &ctx.read_back(&buffers.confusion, n * (c * c) as u64 * 4)?,
+        );
+        let inval: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.invalid, n * 4)?);
+        let band: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&ctx.read_back(&bands, n * 3 * c as u64 * 4)?);
+
+        // Host reduction, in workgroup order.
+        let wg_per_tile = (tile_len / u64::from(WG)) as usize;
+        let counts = GroupCounts {
+            conf: &conf,
+            inval: &inval,
+            band: &band,
+        };
+        Ok(reduce_group(
+            items.len(),
+            c,
+            &counts,
+            &tiles,
+            &partials,
+            wg_per_tile,
+        ))
+    }
+
+    /// Boundary IoU's band counts of every item of a group: per item, the
+    /// row-uniform pass, then the band count (`shaders/boundary_iou.wgsl`),
+    /// into `bands` (3 × C counters per item).
+    fn dispatch_bands(
+        &self,
+        items: &[&super::SegItem],
+        batch: &SegBatch,
+        buffers: &PixelBuffers,
+        flags: &wgpu::Buffer,
+        bands: &wgpu::Buffer,
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let c = batch.classes;
+        let n = items.len() as u64;
+        let slot_len = buffers.slot_len;
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
         let band_params = ctx.buffer(
             "band_params",
@@ -520,62 +562,74 @@ impl GpuBackend {
         }
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
-
-        let conf: Vec<u32> = bytemuck::pod_collect_to_vec(
-            &ctx.read_back(&buffers.confusion, n * (c * c) as u64 * 4)?,
-        );
-        let inval: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&ctx.read_back(&buffers.invalid, n * 4)?);
-        let band: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&ctx.read_back(&bands, n * 3 * c as u64 * 4)?);
-
-        // Host reduction, in workgroup order.
-        let wg_per_tile = (tile_len / u64::from(WG)) as usize;
-        let mut out: Vec<SegItemStats> = (0..items.len())
-            .map(|s| {
-                let cm = conf[s * c * c..(s + 1) * c * c]
-                    .iter()
-                    .map(|&v| u64::from(v))
-                    .collect();
-                let b = &band[s * 3 * c..(s + 1) * 3 * c];
-                let first_invalid = (inval[s] != NO_INVALID).then_some(inval[s] as usize);
-                let bands = if first_invalid.is_some() {
-                    BandCounts::zeros(c)
-                } else {
-                    BandCounts {
-                        inter: b[..c].iter().map(|&v| u64::from(v)).collect(),
-                        gt: b[c..2 * c].iter().map(|&v| u64::from(v)).collect(),
-                        pred: b[2 * c..].iter().map(|&v| u64::from(v)).collect(),
-                    }
-                };
-                SegItemStats {
-                    pixels: 0,
-                    sums: ScoreSums::default(),
-                    softmin_self_confidence: Softmin::default(),
-                    softmin_normalized_margin: Softmin::default(),
-                    bins: CalibrationBins::default(),
-                    confusion: Confusion::from_counts(c, cm),
-                    bands,
-                    first_invalid,
-                    pred: None,
-                }
-            })
-            .collect();
-        for (ti, t) in tiles.iter().enumerate() {
-            let st = &mut out[t.slot as usize];
-            let recs =
-                &partials[ti * wg_per_tile * PARTIAL_WORDS..(ti + 1) * wg_per_tile * PARTIAL_WORDS];
-            for rec in recs.chunks_exact(PARTIAL_WORDS) {
-                let pr = Partial::parse(rec);
-                st.pixels += pr.pixels;
-                st.sums.merge(&pr.sums);
-                st.softmin_self_confidence.merge(&pr.softmin_sc);
-                st.softmin_normalized_margin.merge(&pr.softmin_nm);
-                st.bins.merge(&pr.bins);
-            }
-        }
-        Ok(out)
+        Ok(())
     }
+}
+
+/// The counters read back for a group: per item, the C × C confusion, the
+/// first invalid pixel, and the 3 × C band counts.
+struct GroupCounts<'a> {
+    conf: &'a [u32],
+    inval: &'a [u32],
+    band: &'a [u32],
+}
+
+/// The group's per-item results: the counters as they are, and the tiles'
+/// partial records merged in workgroup order (so the sums do not depend on
+/// how the dispatches were scheduled).
+fn reduce_group(
+    n_items: usize,
+    c: usize,
+    counts: &GroupCounts<'_>,
+    tiles: &[Tile],
+    partials: &[u32],
+    wg_per_tile: usize,
+) -> Vec<SegItemStats> {
+    let (conf, inval, band) = (counts.conf, counts.inval, counts.band);
+    let mut out: Vec<SegItemStats> = (0..n_items)
+        .map(|s| {
+            let cm = conf[s * c * c..(s + 1) * c * c]
+                .iter()
+                .map(|&v| u64::from(v))
+                .collect();
+            let b = &band[s * 3 * c..(s + 1) * 3 * c];
+            let first_invalid = (inval[s] != NO_INVALID).then_some(inval[s] as usize);
+            let bands = if first_invalid.is_some() {
+                BandCounts::zeros(c)
+            } else {
+                BandCounts {
+                    inter: b[..c].iter().map(|&v| u64::from(v)).collect(),
+                    gt: b[c..2 * c].iter().map(|&v| u64::from(v)).collect(),
+                    pred: b[2 * c..].iter().map(|&v| u64::from(v)).collect(),
+                }
+            };
+            SegItemStats {
+                pixels: 0,
+                sums: ScoreSums::default(),
+                softmin_self_confidence: Softmin::default(),
+                softmin_normalized_margin: Softmin::default(),
+                bins: CalibrationBins::default(),
+                confusion: Confusion::from_counts(c, cm),
+                bands,
+                first_invalid,
+                pred: None,
+            }
+        })
+        .collect();
+    for (ti, t) in tiles.iter().enumerate() {
+        let st = &mut out[t.slot as usize];
+        let recs =
+            &partials[ti * wg_per_tile * PARTIAL_WORDS..(ti + 1) * wg_per_tile * PARTIAL_WORDS];
+        for rec in recs.chunks_exact(PARTIAL_WORDS) {
+            let pr = Partial::parse(rec);
+            st.pixels += pr.pixels;
+            st.sums.merge(&pr.sums);
+            st.softmin_self_confidence.merge(&pr.softmin_sc);
+            st.softmin_normalized_margin.merge(&pr.softmin_nm);
+            st.bins.merge(&pr.bins);
+        }
+    }
+    out
 }
 
 /// Buffers shared by the dispatches of one group.
