@@ -296,13 +296,7 @@ fn score_classification(
         )
         .field("shape"));
     }
-    if pc != c {
-        return Err(Error::input(
-            &cfg.probs,
-            format!("{pc} classes in the probabilities but {c} in triage.toml"),
-        )
-        .field("shape"));
-    }
+    same_classes(cfg, pc)?;
     let labels = class_labels(cfg, &manifest)?;
     prepare(&manifest)?;
     let bar = progress_bar(n, opts.progress);
@@ -724,6 +718,19 @@ fn score_segmentation(
     Ok((manifest, items, stats))
 }
 
+/// The probabilities' class count `pc` must be the configuration's.
+fn same_classes(cfg: &DatasetConfig, pc: usize) -> Result<()> {
+    let c = cfg.num_classes();
+    if pc != c {
+        return Err(Error::input(
+            &cfg.probs,
+            format!("{pc} classes in the probabilities but {c} in triage.toml"),
+        )
+        .field("shape"));
+    }
+    Ok(())
+}
+
 /// The segmentation probabilities: a directory of per-item files (opened
 /// and checked item by item), or one stacked `(N, C, H, W)` array, checked
 /// here against the items and the class count.
@@ -732,7 +739,6 @@ fn open_seg_source(
     manifest: &Manifest,
     items_path: &Path,
 ) -> Result<ProbSource> {
-    let c = cfg.num_classes();
     Ok(if cfg.probs.is_dir() {
         ProbSource::PerItem {
             dir: cfg.probs.clone(),
@@ -768,13 +774,7 @@ fn open_seg_source(
             )
             .field("shape"));
         }
-        if pc != c {
-            return Err(Error::input(
-                &cfg.probs,
-                format!("{pc} classes in the probabilities but {c} in triage.toml"),
-            )
-            .field("shape"));
-        }
+        same_classes(cfg, pc)?;
         ProbSource::Stacked(arr)
     })
 }

@@ -441,6 +441,25 @@ fn read_and_score<T: Element + Default>(
     Ok(score_stripe(sp, batch, pred))
 }
 
+/// Score the stripe of pixels from `start` on of an item whose values are
+/// in memory (`data`, the whole item, planar).
+fn score_in_memory<T: Element>(
+    data: &[T],
+    item: &SegItem,
+    batch: &SegBatch,
+    start: usize,
+    pred: &mut [u16],
+) -> ChunkStats {
+    let sp = Stripe {
+        data,
+        stride: item.height * item.width,
+        labels: &item.labels,
+        start,
+        offset: 0,
+    };
+    score_stripe(sp, batch, pred)
+}
+
 /// Score the pixels of `item` in parallel stripes of [`stripe_pixels`],
 /// writing the prediction map; the stripes' partial results in order.
 /// Values left in their file are read by the worker that scores them,
@@ -466,28 +485,8 @@ fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Result<Ve
                     let read = |e: usize, out: &mut [f32]| src.read_f32(e, out);
                     read_and_score(buf, &read, (hw, start), item, batch, pred)
                 }),
-                (None, ProbBuf::F32(v)) => Ok(score_stripe(
-                    Stripe {
-                        data: v,
-                        stride: hw,
-                        labels: &item.labels,
-                        start,
-                        offset: 0,
-                    },
-                    batch,
-                    pred,
-                )),
-                (None, ProbBuf::F16(v)) => Ok(score_stripe(
-                    Stripe {
-                        data: v,
-                        stride: hw,
-                        labels: &item.labels,
-                        start,
-                        offset: 0,
-                    },
-                    batch,
-                    pred,
-                )),
+                (None, ProbBuf::F32(v)) => Ok(score_in_memory(v, item, batch, start, pred)),
+                (None, ProbBuf::F16(v)) => Ok(score_in_memory(v, item, batch, start, pred)),
             }
         })
         .collect()
