@@ -49,6 +49,18 @@ struct KnnParams {
 /// host splits the candidates so every dispatch stays below this.
 const LOOP_BUDGET: usize = 60_000;
 
+/// Bytes between two steps' uniforms (≥ every adapter's uniform offset
+/// alignment).
+const KNN_PARAMS_STRIDE: u64 = 256;
+
+/// The buffers every dispatch of one query chunk binds.
+struct KnnBuffers<'a> {
+    params: &'a wgpu::Buffer,
+    queries: &'a wgpu::Buffer,
+    dist: &'a wgpu::Buffer,
+    ids: &'a wgpu::Buffer,
+}
+
 /// Candidate rows per dispatch for dimension `d` and list length `kk`: whole
 /// tiles whose loop iterations (staging, vec4 dot products, insertion, worst
 /// case shifts) fit `LOOP_BUDGET`; at least one tile.
@@ -135,9 +147,8 @@ impl GpuBackend {
             .collect();
         let max_dim = ctx.limits.max_compute_workgroups_per_dimension;
         let mut candidates: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let layout = ctx.knn.get_bind_group_layout(0);
         let per_dispatch = candidates_per_dispatch(d, kk);
-        const STRIDE: u64 = 256; // >= every adapter's uniform offset alignment
+        const STRIDE: u64 = KNN_PARAMS_STRIDE;
         for (qs, qe, qbuf) in &chunks {
             let nq = qe - qs;
             let out_bytes = (nq * kk * 4) as u64;
@@ -180,64 +191,85 @@ impl GpuBackend {
                     .copy_from_slice(bytemuck::bytes_of(p));
             }
             ctx.queue.write_buffer(&params, 0, &bytes);
-            // Submit in batches so no single submission runs for minutes.
-            for (b, batch) in steps.chunks(64).enumerate() {
-                let mut enc = ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("knn"),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(&ctx.knn);
-                    for (i, (_, cbuf)) in batch.iter().enumerate() {
-                        let at = (b * 64 + i) as u64 * STRIDE;
-                        let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("knn"),
-                            layout: &layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &params,
-                                        offset: at,
-                                        size: wgpu::BufferSize::new(
-                                            std::mem::size_of::<KnnParams>() as u64,
-                                        ),
-                                    }),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: qbuf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 2,
-                                    resource: cbuf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 3,
-                                    resource: out_dist.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 4,
-                                    resource: out_id.as_entire_binding(),
-                                },
-                            ],
-                        });
-                        pass.set_bind_group(0, &bg, &[]);
-                        pass.dispatch_workgroups(gx, gy, 1);
-                    }
-                }
-                ctx.queue.submit([enc.finish()]);
-                ctx.wait()?;
-            }
+            let bufs = KnnBuffers {
+                params: &params,
+                queries: qbuf,
+                dist: &out_dist,
+                ids: &out_id,
+            };
+            self.dispatch_knn(&steps, &bufs, (gx, gy))?;
             let ids: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&out_id, out_bytes)?);
             for (qi, list) in ids.chunks_exact(kk).enumerate() {
                 candidates[qs + qi].extend(list.iter().copied().filter(|&j| j != u32::MAX));
             }
         }
         Ok(from_candidates(emb, k, &candidates, GPU_EXACT))
+    }
+
+    /// Run the `steps` of one query chunk (one dispatch each, its uniform
+    /// at `i × KNN_PARAMS_STRIDE` of `bufs.params`), in submissions of 64 so
+    /// no single submission runs for minutes.
+    fn dispatch_knn(
+        &self,
+        steps: &[(KnnParams, &wgpu::Buffer)],
+        bufs: &KnnBuffers<'_>,
+        (gx, gy): (u32, u32),
+    ) -> Result<()> {
+        let ctx = &self.ctx;
+        let layout = ctx.knn.get_bind_group_layout(0);
+        const STRIDE: u64 = KNN_PARAMS_STRIDE;
+        for (b, batch) in steps.chunks(64).enumerate() {
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("knn"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&ctx.knn);
+                for (i, (_, cbuf)) in batch.iter().enumerate() {
+                    let at = (b * 64 + i) as u64 * STRIDE;
+                    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("knn"),
+                        layout: &layout,
+                        entries: &[
+                            wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: bufs.params,
+                                    offset: at,
+                                    size: wgpu::BufferSize::new(
+                                        std::mem::size_of::<KnnParams>() as u64
+                                    ),
+                                }),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 1,
+                                resource: bufs.queries.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 2,
+                                resource: cbuf.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 3,
+                                resource: bufs.dist.as_entire_binding(),
+                            },
+                            wgpu::BindGroupEntry {
+                                binding: 4,
+                                resource: bufs.ids.as_entire_binding(),
+                            },
+                        ],
+                    });
+                    pass.set_bind_group(0, &bg, &[]);
+                    pass.dispatch_workgroups(gx, gy, 1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait()?;
+        }
+        Ok(())
     }
 
     /// Exact kNN in chunks of the adapter's binding limit.
