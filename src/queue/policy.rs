@@ -165,28 +165,14 @@ impl Picked {
     }
 }
 
-/// Select the budget; see the module documentation for the exact rules.
-pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
+/// De-duplication (with `--dedup` and a budget): each near-duplicate
+/// cluster is represented by its best-ranked member. Returns, per
+/// candidate, the representative it is a duplicate of, and, for each
+/// representative, the other members of its cluster.
+fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<Vec<usize>>) {
     let n = cands.len();
-    let Counts {
-        budget: _,
-        spot_slots: s,
-        per_class_minimum: q,
-    } = counts(n, policy);
-    let r = counts(n, policy).budget - s;
-    let review_all: HashSet<&str> = policy.review_all_from.iter().map(String::as_str).collect();
-    let mut why: Vec<Option<Why>> = vec![None; n];
-    let mut also: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let forced: Vec<bool> = cands
-        .iter()
-        .map(|c| {
-            c.annotator
-                .as_deref()
-                .is_some_and(|a| review_all.contains(a))
-        })
-        .collect();
-    // De-duplication.
     let mut duplicate_of: Vec<Option<usize>> = vec![None; n];
+    let mut also: Vec<Vec<usize>> = vec![Vec::new(); n];
     if policy.dedup && policy.budget.is_some() {
         let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
@@ -202,6 +188,29 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
             }
         }
     }
+    (duplicate_of, also)
+}
+
+/// Select the budget; see the module documentation for the exact rules.
+pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
+    let n = cands.len();
+    let Counts {
+        budget: _,
+        spot_slots: s,
+        per_class_minimum: q,
+    } = counts(n, policy);
+    let r = counts(n, policy).budget - s;
+    let review_all: HashSet<&str> = policy.review_all_from.iter().map(String::as_str).collect();
+    let mut why: Vec<Option<Why>> = vec![None; n];
+    let forced: Vec<bool> = cands
+        .iter()
+        .map(|c| {
+            c.annotator
+                .as_deref()
+                .is_some_and(|a| review_all.contains(a))
+        })
+        .collect();
+    let (duplicate_of, mut also) = duplicates(cands, policy);
     let eligible: Vec<usize> = (0..n)
         .filter(|&i| duplicate_of[i].is_none() && !forced[i])
         .collect();
