@@ -309,6 +309,24 @@ impl NpyPlanes {
     }
 }
 
+impl NpyPlanes {
+    /// [`NpyPlanes::read_at`] into `out` as the stored type (`f16`: float16
+    /// bits); asking for the other type is an error, not a conversion.
+    fn read_as<T: bytemuck::Pod>(&self, start: usize, out: &mut [T], f16: bool) -> Result<()> {
+        if self.f16 != f16 {
+            return Err(Error::Usage(format!(
+                "{}: values read as the wrong float type",
+                self.path.display()
+            )));
+        }
+        self.read_at(
+            start,
+            std::mem::size_of::<T>(),
+            bytemuck::cast_slice_mut(out),
+        )
+    }
+}
+
 #[cfg(unix)]
 fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, out, at)
@@ -328,25 +346,13 @@ impl PlaneSource for NpyPlanes {
     }
 
     fn read_f32(&self, start: usize, out: &mut [f32]) -> Result<()> {
-        if self.f16 {
-            return Err(Error::Usage(format!(
-                "{}: float16 values read as float32",
-                self.path.display()
-            )));
-        }
-        self.read_at(start, 4, bytemuck::cast_slice_mut(out))?;
+        self.read_as(start, out, false)?;
         from_le_in_place_f32(out);
         Ok(())
     }
 
     fn read_f16(&self, start: usize, out: &mut [u16]) -> Result<()> {
-        if !self.f16 {
-            return Err(Error::Usage(format!(
-                "{}: float32 values read as float16",
-                self.path.display()
-            )));
-        }
-        self.read_at(start, 2, bytemuck::cast_slice_mut(out))?;
+        self.read_as(start, out, true)?;
         from_le_in_place_u16(out);
         Ok(())
     }

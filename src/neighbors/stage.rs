@@ -248,10 +248,16 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
 /// (`--knn-k`, the embeddings' header against the items), run before the
 /// scoring pass.
 pub fn check(manifest: &Manifest, path: &Path, o: &NeighborOptions) -> Result<()> {
+    check_k(o)?;
+    Embeddings::check(path, &manifest.ids)
+}
+
+/// `--knn-k` is at least 1.
+fn check_k(o: &NeighborOptions) -> Result<()> {
     if o.k == 0 {
         return Err(Error::Usage("--knn-k must be at least 1".into()));
     }
-    Embeddings::check(path, &manifest.ids)
+    Ok(())
 }
 
 /// Run the stage on `items` (in items order) and update them.
@@ -263,9 +269,7 @@ pub fn apply(
     o: &NeighborOptions,
     backend: &dyn Backend,
 ) -> Result<NeighborSummary> {
-    if o.k == 0 {
-        return Err(Error::Usage("--knn-k must be at least 1".into()));
-    }
+    check_k(o)?;
     let emb = Embeddings::load(path, &manifest.ids)?;
     let graph = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).
