@@ -24,6 +24,7 @@ LAYERS = [
     ["index"],
     ["backend"],
     ["neighbors"],
+    ["checks"],
     ["queue", "report", "synth"],
     ["output"],
     ["pipeline"],

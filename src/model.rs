@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
-use crate::priority::{self, ItemScores, RowFacts};
+use crate::priority::{ItemScores, RowFacts};
 
 /// One scored item.
 #[derive(Debug, Clone)]
@@ -19,14 +19,12 @@ pub struct ItemResult {
     pub index: usize,
     pub scores: ItemScores,
     pub priority: f64,
-    /// Stored reasons. Read them through [`ItemResult::all_reasons`], which
-    /// also gives the derived ones.
+    /// Stored reasons (segmentation: its score reasons). Classification
+    /// rows store none: their score reasons are derived from `scores` and
+    /// `row` when written (two strings per row would dominate the memory of
+    /// a large run); the writers read every reason through
+    /// `crate::checks::Reasons::of`, which adds the checks' reasons too.
     pub reasons: Vec<String>,
-    /// Classification rows: the score reasons
-    /// ([`priority::row_reasons`] of `scores` and `row`) are not stored (two
-    /// strings per row would dominate the memory of a large run) but derived
-    /// when written, and placed before `reasons[i]` for `Some(i)`.
-    pub derived_reasons_at: Option<usize>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
     /// Segmentation: the sorted set of annotated classes, compared by the
@@ -52,21 +50,6 @@ impl ItemResult {
         match &self.row {
             Some(facts) => std::slice::from_ref(&facts.label),
             None => &self.label_set,
-        }
-    }
-
-    /// Every reason of the item, most important first: the stored ones with
-    /// the derived classification reasons in their place.
-    pub fn all_reasons(&self, class_names: &[String]) -> Vec<String> {
-        match (self.derived_reasons_at, &self.row) {
-            (Some(at), Some(facts)) => {
-                let at = at.min(self.reasons.len());
-                let mut out = self.reasons[..at].to_vec();
-                out.extend(priority::row_reasons(&self.scores, facts, class_names));
-                out.extend_from_slice(&self.reasons[at..]);
-                out
-            }
-            _ => self.reasons.clone(),
         }
     }
 }

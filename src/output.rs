@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use crate::backend::BackendInfo;
+use crate::checks::Reasons;
 use crate::config::{DatasetConfig, Task};
 use crate::error::Result;
 use crate::io::atomic::AtomicOutputs;
@@ -310,6 +311,8 @@ struct QueueColumns<'a> {
     score_names: Vec<&'static str>,
     with_neighbors: bool,
     with_status: bool,
+    /// Every row's reasons, the checks' included.
+    reasons: &'a Reasons<'a>,
 }
 
 impl QueueColumns<'_> {
@@ -452,7 +455,7 @@ fn write_queue_files<'a>(
         let mut scratch = String::new();
         for i in range {
             let row = row_at(i);
-            let reasons = row.item.all_reasons(&cfg.class_names);
+            let reasons = cols.reasons.of(row.plan.item, row.item, &cfg.class_names);
             json_row(&row, &reasons, jb);
             cols.record(&mut csv, &mut scratch, &row, &reasons)?;
         }
@@ -470,7 +473,7 @@ fn write_queue_files<'a>(
     let mut head_bytes = Vec::new();
     for i in 0..HEAD_ROWS.min(shown) {
         let row = row_at(i);
-        let reasons = row.item.all_reasons(&cfg.class_names);
+        let reasons = cols.reasons.of(row.plan.item, row.item, &cfg.class_names);
         json_row(&row, &reasons, &mut head_bytes);
     }
     head_bytes
@@ -497,6 +500,7 @@ pub fn write_all(
     manifest: &Manifest,
     items: &[ItemResult],
     plan: &QueuePlan,
+    reasons: &Reasons<'_>,
     top: Option<usize>,
     report: Report,
     extras: Extras,
@@ -525,6 +529,7 @@ pub fn write_all(
             .unwrap_or_default(),
         with_neighbors,
         with_status,
+        reasons,
     };
     let head = write_queue_files(&mut files, &cols, shown, &row_at)?;
 

@@ -129,7 +129,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let mut queue_inputs = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
         if let Some(path) = &cfg.embeddings {
-            crate::neighbors::stage::check(m, path, &opts.neighbors)?;
+            crate::neighbors::stage::check(&cfg, m, path, &opts.neighbors)?;
         }
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
         Ok(())
@@ -168,7 +168,13 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     };
     let t_queue = Instant::now();
     items = by_priority(items);
-    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs)?;
+    let checks = crate::checks::run(&crate::checks::Inputs {
+        cfg: &cfg,
+        manifest: &manifest,
+        items: &items,
+        neighbors: neighbor_summary.as_ref().map(|s| &s.result),
+    });
+    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
     let report = Report::build(&cfg, opts.json(), &backend.info(), &items, &stats);
@@ -185,6 +191,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         &manifest,
         &items,
         &plan,
+        &crate::checks::reasons(&checks),
         opts.top,
         report,
         extras,
@@ -396,7 +403,6 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         priority: priority::priority(&sc),
         scores: sc,
         reasons: Vec::new(),
-        derived_reasons_at: Some(0),
         row: Some(facts),
         label_set: Vec::new(),
         dims: None,
@@ -713,7 +719,8 @@ fn score_segmentation(
         ),
     };
     for (item, f) in items.iter_mut().zip(&facts) {
-        item.reasons = priority::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
+        item.reasons =
+            crate::checks::label_quality::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
     }
     Ok((manifest, items, stats))
 }
@@ -832,7 +839,6 @@ fn fold_seg_item(
         priority: prio,
         scores,
         reasons: vec![],
-        derived_reasons_at: None,
         row: None,
         label_set: (0..c)
             .filter(|&k| st.confusion.label_count(k) > 0)

@@ -15,7 +15,13 @@
 //! IoU, and the softmin of the per-pixel normalised margin catches small but
 //! confident disagreements that whole-mask ratios average away.
 //!
-//! Both lie in [0, 1]; higher means review first.
+//! **The conflict raise** (with embeddings): an item with a conflicting
+//! near-duplicate is raised by [`conflict_raise`],
+//! `p' = p + DUP_WEIGHT · dup_conflict · (1 − p) · p / (p + p_j)`, where `p`
+//! is its priority above and `p_j` that of its closest conflicting partner
+//! (text: [`CONFLICT_RAISE`]).
+//!
+//! All lie in [0, 1]; higher means review first.
 
 use serde::Serialize;
 
@@ -207,6 +213,28 @@ pub fn formula(task: Task) -> PriorityFormula {
     }
 }
 
+/// Weight of `dup_conflict` in [`conflict_raise`].
+pub const DUP_WEIGHT: f64 = 0.5;
+
+/// [`conflict_raise`] as `report.json` `duplicates.priority` writes it.
+pub const CONFLICT_RAISE: &str = "p + 0.5 * dup_conflict * (1 - p) * p / (p + p_partner), p_partner = priority of the closest conflicting near-duplicate";
+
+/// The priority of an item with a conflicting near-duplicate:
+/// `p + DUP_WEIGHT · dup_conflict · (1 − p) · p / (p + p_partner)`, where
+/// `p` is the item's priority from its own scores and `p_partner` that of
+/// its closest conflicting partner. One of two conflicting labels is wrong;
+/// the share `p / (p + p_partner)` (½ when both are 0) gives most of the
+/// raise to the side the model already doubts, so a correct item does not
+/// climb just because its duplicate is mislabelled. Stays in [0, 1].
+pub fn conflict_raise(p: f64, p_partner: f64, dup_conflict: f64) -> f64 {
+    let share = if p + p_partner > 0.0 {
+        p / (p + p_partner)
+    } else {
+        0.5
+    };
+    p + DUP_WEIGHT * dup_conflict * (1.0 - p) * share
+}
+
 /// The priority of an item; 0 when no term is defined.
 pub fn priority(scores: &ItemScores) -> f64 {
     match &scores.seg {
@@ -240,122 +268,6 @@ pub struct SegFacts {
 pub struct Context {
     pub median_miou: Option<f64>,
     pub median_boundary_iou: Option<f64>,
-}
-
-fn f3(x: f64) -> String {
-    let mut s = String::with_capacity(8);
-    push_f3(&mut s, x);
-    s
-}
-
-/// Append `x` as `format!("{x:.3}")` would: three decimals, rounded from the
-/// exact binary value (half to even). Values in `[+0, 10⁶)` whose
-/// thousandths are not within 1e-6 of a half are written from an integer
-/// (`round(1000·x)` is then the exact decimal rounding, as the error of the
-/// product is below 2e-7); all others go through `format!`.
-fn push_f3(s: &mut String, x: f64) {
-    use std::fmt::Write;
-    let y = x * 1000.0;
-    let frac = y - y.floor();
-    if x.is_sign_positive() && x < 1e6 && (frac - 0.5).abs() > 1e-6 {
-        let n = y.round() as u64;
-        let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
-    } else {
-        let _ = write!(s, "{x:.3}");
-    }
-}
-
-/// Reasons for a classification item, most important first.
-pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> Vec<String> {
-    let name = |k: u32| names.get(k as usize).map_or("?", String::as_str);
-    let mut r = Vec::new();
-    if facts.pred != facts.label {
-        r.push(format!(
-            "model disagrees with the label: labelled {:?} (p={}), predicted {:?} (p={})",
-            name(facts.label),
-            f3(facts.p_label),
-            name(facts.pred),
-            f3(facts.p_pred)
-        ));
-    } else {
-        r.push(format!(
-            "model agrees with the label {:?} (p={})",
-            name(facts.label),
-            f3(facts.p_label)
-        ));
-    }
-    if let Some(nm) = scores.normalized_margin {
-        r.push(format!(
-            "normalized margin {} (priority = 1 - normalized margin)",
-            f3(nm)
-        ));
-    }
-    if let Some(h) = scores.entropy
-        && h >= 0.5
-    {
-        r.push(format!("model is uncertain: normalized entropy {}", f3(h)));
-    }
-    r
-}
-
-/// Reasons for a segmentation item, most important first.
-pub fn seg_reasons(
-    scores: &ItemScores,
-    facts: &SegFacts,
-    ctx: &Context,
-    names: &[String],
-) -> Vec<String> {
-    let Some(s) = &scores.seg else {
-        return vec![];
-    };
-    if s.pixels == 0 {
-        return vec!["every pixel is ignore_index: nothing to score".into()];
-    }
-    let mut r = Vec::new();
-    let with_median = |v: f64, m: Option<f64>| match m {
-        Some(m) => format!("{} (dataset median {})", f3(v), f3(m)),
-        None => f3(v),
-    };
-    if let Some((c, iou, g, p)) = facts.worst_class
-        && iou < 0.5
-    {
-        let name = names.get(c).map_or("?", String::as_str);
-        let what = if g == 0 {
-            "predicted but absent from the annotation".to_string()
-        } else if p == 0 {
-            "annotated but never predicted".to_string()
-        } else {
-            format!("{g} px annotated, {p} px predicted")
-        };
-        r.push(format!("class {name:?} {what}: IoU {}", f3(iou)));
-    }
-    if let Some(v) = s.miou {
-        r.push(format!(
-            "mask mIoU vs prediction {}",
-            with_median(v, ctx.median_miou)
-        ));
-    }
-    if let Some(v) = s.boundary_iou {
-        r.push(format!(
-            "Boundary IoU {}",
-            with_median(v, ctx.median_boundary_iou)
-        ));
-    }
-    if let Some(v) = s.normalized_margin_softmin {
-        r.push(format!(
-            "label quality (normalized margin, softmin) {}",
-            f3(v)
-        ));
-    }
-    if let Some(a) = s.pixel_accuracy
-        && a < 0.95
-    {
-        r.push(format!(
-            "{:.1}% of pixels disagree with the prediction",
-            100.0 * (1.0 - a)
-        ));
-    }
-    r
 }
 
 #[cfg(test)]
@@ -400,46 +312,6 @@ mod tests {
         assert_eq!(c.finite_value("entropy"), Some(0.5));
     }
 
-    #[test]
-    fn three_decimals_match_format_everywhere() {
-        let mut xs = vec![
-            0.0,
-            -0.0,
-            1.0,
-            0.0005,
-            0.0015,
-            0.0025,
-            0.1235,
-            0.9995,
-            1.0005,
-            0.125,
-            0.3125,
-            999.9995,
-            123456.7895,
-            1e6,
-            2e9,
-            -0.4,
-            f64::NAN,
-            f64::INFINITY,
-            1e-300,
-            0.49999999,
-        ];
-        let mut st = 3u64;
-        for _ in 0..200_000 {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (st >> 11) as f64 / (1u64 << 53) as f64;
-            xs.push(u);
-            // Values near a half-thousandth, where rounding is delicate.
-            xs.push(((u * 1000.0).floor() + 0.5) / 1000.0);
-            xs.push(f32::from_bits((st >> 32) as u32 & 0x3f7f_ffff) as f64);
-        }
-        for x in xs {
-            assert_eq!(f3(x), format!("{x:.3}"), "{x:e}");
-        }
-    }
-
     use super::*;
 
     #[test]
@@ -449,6 +321,18 @@ mod tests {
             ..ItemScores::default()
         };
         assert_eq!(priority(&s), 0.875);
+    }
+
+    #[test]
+    fn conflict_raise_favours_the_side_the_model_doubts() {
+        // p = 0.6, partner 0.2, dup_conflict 0.8: 0.6 + 0.5·0.8·0.4·0.75 = 0.72.
+        assert!((conflict_raise(0.6, 0.2, 0.8) - 0.72).abs() < 1e-12);
+        // The partner: 0.2 + 0.5·0.8·0.8·0.25 = 0.28.
+        assert!((conflict_raise(0.2, 0.6, 0.8) - 0.28).abs() < 1e-12);
+        // Both at 0 share the raise equally: 0 + 0.5·1·1·0.5.
+        assert_eq!(conflict_raise(0.0, 0.0, 1.0), 0.25);
+        assert_eq!(conflict_raise(1.0, 0.0, 1.0), 1.0);
+        assert!(CONFLICT_RAISE.starts_with(&format!("p + {DUP_WEIGHT} * dup_conflict")));
     }
 
     #[test]
@@ -468,31 +352,5 @@ mod tests {
             ..ItemScores::default()
         };
         assert_eq!(priority(&empty), 0.0);
-    }
-
-    #[test]
-    fn reasons_name_the_classes_and_values() {
-        let names: Vec<String> = ["cat", "dog"].iter().map(|s| s.to_string()).collect();
-        let s = ItemScores {
-            normalized_margin: Some(0.05),
-            entropy: Some(0.2),
-            ..ItemScores::default()
-        };
-        let r = row_reasons(
-            &s,
-            &RowFacts {
-                label: 0,
-                pred: 1,
-                p_label: 0.04,
-                p_pred: 0.94,
-            },
-            &names,
-        );
-        assert_eq!(
-            r[0],
-            "model disagrees with the label: labelled \"cat\" (p=0.040), predicted \"dog\" (p=0.940)"
-        );
-        assert!(r[1].contains("0.050"));
-        assert_eq!(r.len(), 2, "low entropy adds no uncertainty reason");
     }
 }

@@ -1,6 +1,9 @@
 //! The neighbour stage of a run: load embeddings, build the graph (optionally
 //! through a saved index), find near-duplicates, conflicts and clusters, and
-//! fold them into the items' scores, reasons and priority.
+//! fold them into the items' scores, partners, clusters and priority (the
+//! raise of [`crate::priority::conflict_raise`]). The reasons they give are
+//! written by the check that reads them,
+//! [`crate::checks::near_duplicate::DuplicateConflict`].
 
 use std::path::{Path, PathBuf};
 
@@ -44,15 +47,6 @@ impl Default for NeighborOptions {
         }
     }
 }
-
-/// Weight of `dup_conflict` in the priority:
-/// `priority' = p + DUP_WEIGHT · dup_conflict · (1 − p) · p / (p + p_j)`,
-/// where `p` is the item's priority before the stage and `p_j` that of its
-/// closest conflicting partner. One of two conflicting labels is wrong; the
-/// share `p / (p + p_j)` (½ when both are 0) gives most of the raise to the
-/// side the model already doubts, so a correct item does not climb just
-/// because its duplicate is mislabelled.
-pub const DUP_WEIGHT: f64 = 0.5;
 
 struct Oracle<'a> {
     cfg: &'a DatasetConfig,
@@ -146,48 +140,89 @@ fn build_graph(
                 m_len <= emb.n && m.ids[..] == ids[..m_len] && m.row_hashes[..] == hashes[..m_len];
             if same_prefix { m_len } else { 0 }
         }
-        Err(_) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(&manifest_path, e)),
     };
     let graph = knn::hnsw(emb, o.k, Some((dir, known)), o.deterministic)?;
     let m = IndexManifest {
         ids: ids.to_vec(),
         row_hashes: hashes,
     };
-    let text = serde_json::to_string(&m).map_err(|e| Error::Usage(e.to_string()))?;
+    let text = serde_json::to_string(&m).map_err(|e| Error::io(&manifest_path, e.into()))?;
     let mut out = crate::io::atomic::AtomicOutputs::new(dir);
     out.write("index.json", |w| w.write_all(text.as_bytes()))?;
     out.commit()?;
     Ok(graph)
 }
 
-/// Identical items by file content of the `image` column, when present.
-fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, usize)>> {
-    let Some(col) = manifest.column("image") else {
-        return Ok(Vec::new());
-    };
-    let paths: Vec<Option<PathBuf>> = (0..manifest.len())
-        .map(|i| {
-            let cell = manifest.rows[i][col].trim();
-            (!cell.is_empty()).then(|| cfg.dir.join(cell))
-        })
-        .collect();
-    Ok(identical_files(&paths))
+/// The `image` files of the items, when the items CSV has that column
+/// (`None` for an empty cell).
+fn image_paths(cfg: &DatasetConfig, manifest: &Manifest) -> Option<Vec<Option<PathBuf>>> {
+    let col = manifest.column("image")?;
+    Some(
+        (0..manifest.len())
+            .map(|i| {
+                let cell = manifest.rows[i][col].trim();
+                (!cell.is_empty()).then(|| cfg.dir.join(cell))
+            })
+            .collect(),
+    )
 }
 
-/// Pairs `(a, b)`, `a < b`, of files with identical bytes (`None` and
-/// unreadable files pair with nothing). One streamed hash per file (its
-/// bytes and length), in parallel; only files whose hashes collide are
-/// compared, again streamed. Memory is a few bytes per item, not the files.
-fn identical_files(paths: &[Option<PathBuf>]) -> Vec<(usize, usize)> {
+/// Every named `image` file can be opened; the error names the file, the
+/// item and the field.
+fn check_images(cfg: &DatasetConfig, manifest: &Manifest) -> Result<()> {
+    use rayon::prelude::*;
+    let Some(paths) = image_paths(cfg, manifest) else {
+        return Ok(());
+    };
+    paths.par_iter().enumerate().try_for_each(|(i, p)| match p {
+        Some(p) => std::fs::File::open(p).map(drop).map_err(|e| {
+            Error::input(p, format!("cannot open the image: {e}"))
+                .item(manifest.ids[i].as_str())
+                .field("image")
+        }),
+        None => Ok(()),
+    })
+}
+
+/// Identical items by file content of the `image` column, when present.
+fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, usize)>> {
+    match image_paths(cfg, manifest) {
+        Some(paths) => identical_files(&paths),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Pairs `(a, b)`, `a < b`, of files with identical bytes (`None` pairs
+/// with nothing). One streamed hash per file (its bytes and length), in
+/// parallel; only files whose hashes collide are compared, again streamed.
+/// Memory is a few bytes per item, not the files. A file that cannot be
+/// read is an error naming it.
+fn identical_files(paths: &[Option<PathBuf>]) -> Result<Vec<(usize, usize)>> {
     use rayon::prelude::*;
     let hashes: Vec<Option<u64>> = paths
         .par_iter()
-        .map(|p| p.as_deref().and_then(|p| hash_file(p).ok()))
-        .collect();
-    identical_pairs_by(&hashes, |a, b| match (&paths[a], &paths[b]) {
-        (Some(x), Some(y)) => same_file_bytes(x, y).unwrap_or(false),
+        .map(|p| {
+            p.as_deref()
+                .map(|p| hash_file(p).map_err(|e| Error::io(p, e)))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let failed = std::sync::Mutex::new(None);
+    let pairs = identical_pairs_by(&hashes, |a, b| match (&paths[a], &paths[b]) {
+        (Some(x), Some(y)) => same_file_bytes(x, y).unwrap_or_else(|e| {
+            if let Ok(mut f) = failed.lock() {
+                f.get_or_insert_with(|| Error::io(x, e));
+            }
+            false
+        }),
         _ => false,
-    })
+    });
+    match failed.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(pairs),
+    }
 }
 
 /// A hash of the file's bytes and length, read in 64 KiB pieces.
@@ -245,11 +280,17 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
 }
 
 /// The checks of the stage's options and input that need no score
-/// (`--knn-k`, the embeddings' header against the items), run before the
-/// scoring pass.
-pub fn check(manifest: &Manifest, path: &Path, o: &NeighborOptions) -> Result<()> {
+/// (`--knn-k`, the embeddings' header against the items, the `image` files
+/// can be opened), run before the scoring pass.
+pub fn check(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    path: &Path,
+    o: &NeighborOptions,
+) -> Result<()> {
     check_k(o)?;
-    Embeddings::check(path, &manifest.ids)
+    Embeddings::check(path, &manifest.ids)?;
+    check_images(cfg, manifest)
 }
 
 /// `--knn-k` is at least 1.
@@ -295,7 +336,6 @@ pub fn apply(
         };
         analyse(&emb, graph, o.threshold, &extra, &oracle)?
     };
-    let t = result.threshold;
     // Fold into the items.
     let labels: Vec<String> = items.iter().map(|it| label_text(cfg, it)).collect();
     for p in &result.pairs {
@@ -321,36 +361,7 @@ pub fn apply(
                 .then(a.index.cmp(&b.index))
         });
         if let Some(nb) = partner {
-            let (p, q) = (base[i], base[nb.index]);
-            let share = if p + q > 0.0 { p / (p + q) } else { 0.5 };
-            it.priority = p + DUP_WEIGHT * dc * (1.0 - p) * share;
-        }
-        let mut front = Vec::new();
-        for nb in it.neighbors.iter().filter(|n| n.conflict) {
-            front.push(match cfg.task {
-                Task::Classification => format!(
-                    "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) labelled {:?}, this item {:?}",
-                    manifest.ids[nb.index], nb.distance, t, nb.label, labels[i]
-                ),
-                Task::Segmentation => format!(
-                    "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) whose mask disagrees",
-                    manifest.ids[nb.index], nb.distance, t
-                ),
-            });
-        }
-        if kd >= 0.5 && cfg.task == Task::Classification {
-            let k = result.graph.neighbours(i).count();
-            it.reasons.push(format!(
-                "{} of its {k} nearest neighbours carry another label",
-                (kd * k as f64).round() as usize
-            ));
-        }
-        if !front.is_empty() {
-            if let Some(at) = &mut it.derived_reasons_at {
-                *at += front.len();
-            }
-            front.append(&mut it.reasons);
-            it.reasons = front;
+            it.priority = crate::priority::conflict_raise(base[i], base[nb.index], dc);
         }
     }
     let conflicting_clusters = result
@@ -384,9 +395,7 @@ pub fn apply(
         "conflicting_clusters": conflicting_clusters,
         "cluster_rule": "every member within the threshold of the cluster centre",
         "cluster_diameter_bound": super::diameter_bound(result.threshold),
-        "priority": format!(
-            "p + {DUP_WEIGHT} * dup_conflict * (1 - p) * p / (p + p_partner), p_partner = priority of the closest conflicting near-duplicate"
-        ),
+        "priority": crate::priority::CONFLICT_RAISE,
     });
     Ok(NeighborSummary { result, json })
 }
@@ -459,9 +468,17 @@ mod tests {
             write("f.png", b""),
             write("g.png", b""),
         ];
+        let missing = paths
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| !p.exists()));
+        let mut found: Vec<Option<PathBuf>> = paths.clone();
+        found[missing.unwrap()] = None;
         assert_eq!(
-            identical_files(&paths),
+            identical_files(&found).unwrap(),
             vec![(0, 3), (0, 6), (3, 6), (7, 8)]
         );
+        // A file that cannot be read is an error naming it.
+        let err = identical_files(&paths).unwrap_err().to_string();
+        assert!(err.contains("missing.png"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The review queue: which items go into tonight's budget ([`policy`]), what
 //! reviewers already decided ([`review`]), what changed since the last run
-//! ([`previous`]), and the per-issue views of `report.json`.
+//! ([`previous`]), and the per-issue views of `report.json` (one per check
+//! of [`crate::checks`], from its flags).
 //!
 //! [`plan`] turns the scored items (in priority order) into the rows of
 //! `queue.jsonl` (in queue order, with their flags) and the report sections
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
+use crate::checks::CheckRun;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
@@ -67,63 +69,6 @@ pub fn scores_json(it: &ItemResult) -> Map<String, Value> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.map_or(Value::Null, |x| json!(x))))
         .collect()
-}
-
-/// One per-issue view: a driving score and when it flags an item.
-struct ViewDef {
-    name: &'static str,
-    score: &'static str,
-    flagged_when: &'static str,
-    value: fn(&ItemResult) -> Option<f64>,
-    flagged: fn(f64) -> bool,
-}
-
-fn views_defs(task: Task) -> Vec<ViewDef> {
-    let seg = task == Task::Segmentation;
-    vec![
-        ViewDef {
-            name: "wrong_label",
-            score: if seg {
-                "1 - normalized_margin_softmin"
-            } else {
-                "1 - normalized_margin"
-            },
-            flagged_when: "> 0.5 (the model prefers another class than the label)",
-            value: |it| match &it.scores.seg {
-                Some(s) => s.normalized_margin_softmin.map(|v| 1.0 - v),
-                None => it.scores.normalized_margin.map(|v| 1.0 - v),
-            },
-            flagged: |v| v > 0.5,
-        },
-        ViewDef {
-            name: "uncertain",
-            score: "entropy",
-            flagged_when: ">= 0.5",
-            value: |it| it.scores.entropy,
-            flagged: |v| v >= 0.5,
-        },
-        ViewDef {
-            name: "miscalibrated",
-            score: "ece (the item's own calibration error)",
-            flagged_when: ">= 0.25",
-            value: |it| it.scores.ece,
-            flagged: |v| v >= 0.25,
-        },
-        ViewDef {
-            name: "boundary_disagreement",
-            score: "1 - boundary_iou (segmentation only)",
-            flagged_when: "> 0.5",
-            value: |it| it.scores.seg.as_ref()?.boundary_iou.map(|v| 1.0 - v),
-            flagged: |v| v > 0.5,
-        },
-        ViewDef {
-            name: "duplicate_conflict",
-            score: "dup_conflict (with embeddings)",
-            flagged_when: "> 0",
-            value: |it| it.scores.dup_conflict,
-            flagged: |v| v > 0.0,
-        },
-    ]
 }
 
 fn signal(why: Why) -> &'static str {
@@ -284,21 +229,20 @@ fn policy_section(
 /// `report.json` `views`: per issue type, the queue's flagged items, highest
 /// score first (ties: queue order), at most [`VIEW_SIZE`] listed.
 fn views_section(
-    defs: &[ViewDef],
+    task: Task,
+    checks: &[CheckRun],
     manifest: &Manifest,
     items: &[ItemResult],
     rows: &[RowPlan],
 ) -> Value {
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
     let mut views = Map::new();
-    for d in defs {
+    for d in checks {
         let mut hits: Vec<(f64, usize)> = rows
             .iter()
             .enumerate()
-            .filter_map(|(rank, r)| {
-                let v = (d.value)(&items[r.item])?;
-                (v.is_finite() && (d.flagged)(v)).then_some((v, rank))
-            })
+            .filter(|(_, r)| d.flagged(r.item))
+            .filter_map(|(rank, r)| Some((d.check.score(&items[r.item])?, rank)))
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let flagged = hits.len();
@@ -308,8 +252,8 @@ fn views_section(
             .map(|&(v, rank)| json!({"id": id_of(rows[rank].item), "score": v, "rank": rank + 1}))
             .collect();
         views.insert(
-            d.name.into(),
-            json!({"score": d.score, "flagged_when": d.flagged_when, "flagged": flagged, "items": list}),
+            d.check.name().into(),
+            json!({"score": d.check.score_text(task), "flagged_when": d.check.flagged_when(), "flagged": flagged, "items": list}),
         );
     }
     Value::Object(views)
@@ -362,7 +306,7 @@ fn review_section(
     items: &[ItemResult],
     pol: &policy::Policy,
     annot: Option<(usize, &Manifest)>,
-    defs: &[ViewDef],
+    checks: &[CheckRun],
     done: &Decisions<'_>,
 ) -> Value {
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
@@ -372,8 +316,10 @@ fn review_section(
     let full = policy::select(&candidates(items, &all, annot), pol);
     let mut per_signal: BTreeMap<&str, Tally> =
         SIGNALS.iter().map(|&s| (s, Tally::default())).collect();
-    let mut per_type: BTreeMap<&str, Tally> =
-        defs.iter().map(|d| (d.name, Tally::default())).collect();
+    let mut per_type: BTreeMap<&str, Tally> = checks
+        .iter()
+        .map(|d| (d.check.name(), Tally::default()))
+        .collect();
     let mut overall = Tally::default();
     for pk in &full {
         let Some(r) = current.get(&pk.pos) else {
@@ -383,9 +329,9 @@ fn review_section(
         if let Some(t) = per_signal.get_mut(signal(pk.why)) {
             t.add(r.decision);
         }
-        for d in defs {
-            if (d.value)(&items[pk.pos]).is_some_and(|v| v.is_finite() && (d.flagged)(v))
-                && let Some(t) = per_type.get_mut(d.name)
+        for d in checks {
+            if d.flagged(pk.pos)
+                && let Some(t) = per_type.get_mut(d.check.name())
             {
                 t.add(r.decision);
             }
@@ -455,6 +401,7 @@ pub fn plan(
     items: &[ItemResult],
     opts: &QueueOptions,
     inputs: QueueInputs,
+    checks: &[CheckRun],
 ) -> Result<QueuePlan> {
     let pol = &opts.policy;
     let annot = manifest.column("annotator").map(|col| (col, manifest));
@@ -505,11 +452,10 @@ pub fn plan(
         policy_section(cfg, pol, &rows, qpos.len()),
     )];
 
-    // Views over the queue.
-    let defs = views_defs(cfg.task);
+    // Views over the queue: the checks' flagged items.
     sections.push((
         "views".to_string(),
-        views_section(&defs, manifest, items, &rows),
+        views_section(cfg.task, checks, manifest, items, &rows),
     ));
 
     // Precision of the queue from the unchanged decisions.
@@ -520,7 +466,7 @@ pub fn plan(
             changed: &changed,
             unknown,
         };
-        let section = review_section(cfg, manifest, items, pol, annot, &defs, &done);
+        let section = review_section(cfg, manifest, items, pol, annot, checks, &done);
         sections.push(("review".to_string(), section));
     }
 

@@ -1,0 +1,321 @@
+//! The label-quality checks, read from the scores of the score stage:
+//! a label the model rejects ([`WrongLabel`]), an uncertain model
+//! ([`Uncertain`]), a miscalibrated item ([`Miscalibrated`]) and, for
+//! segmentation, outlines that disagree ([`BoundaryDisagreement`]); and the
+//! reasons written for every item ([`row_reasons`], [`seg_reasons`]), which
+//! take their thresholds from the same checks.
+
+use super::{Check, Need};
+use crate::config::Task;
+use crate::model::ItemResult;
+use crate::priority::{Context, ItemScores, RowFacts, SegFacts};
+
+/// [`WrongLabel`] flags `1 − normalized_margin` above this: the model
+/// prefers another class than the label.
+pub const WRONG_LABEL_ABOVE: f64 = 0.5;
+/// [`Uncertain`] flags a normalised entropy at or above this.
+pub const UNCERTAIN_ENTROPY: f64 = 0.5;
+/// [`Miscalibrated`] flags an item's own calibration error at or above this.
+pub const MISCALIBRATED_ECE: f64 = 0.25;
+/// [`BoundaryDisagreement`] flags `1 − boundary_iou` above this.
+pub const BOUNDARY_DISAGREEMENT_ABOVE: f64 = 0.5;
+/// A segmentation item's worst class is named in its reasons when its IoU
+/// is below this.
+pub const WORST_CLASS_IOU: f64 = 0.5;
+/// A segmentation item's share of disagreeing pixels is named in its
+/// reasons when its pixel accuracy is below this.
+pub const PIXEL_AGREEMENT: f64 = 0.95;
+
+/// The annotated label is probably wrong: score `1 − normalized_margin`
+/// (segmentation: `1 − normalized_margin_softmin`), flagged above
+/// [`WRONG_LABEL_ABOVE`].
+pub struct WrongLabel;
+
+impl Check for WrongLabel {
+    fn name(&self) -> &'static str {
+        "wrong_label"
+    }
+    fn needs(&self) -> &'static [Need] {
+        &[]
+    }
+    fn score_text(&self, task: Task) -> &'static str {
+        match task {
+            Task::Segmentation => "1 - normalized_margin_softmin",
+            Task::Classification => "1 - normalized_margin",
+        }
+    }
+    fn flagged_when(&self) -> &'static str {
+        "> 0.5 (the model prefers another class than the label)"
+    }
+    fn score(&self, it: &ItemResult) -> Option<f64> {
+        match &it.scores.seg {
+            Some(s) => s.normalized_margin_softmin.map(|v| 1.0 - v),
+            None => it.scores.normalized_margin.map(|v| 1.0 - v),
+        }
+    }
+    fn flags(&self, v: f64) -> bool {
+        v > WRONG_LABEL_ABOVE
+    }
+}
+
+/// The model is unsure: score the mean normalised entropy, flagged at or
+/// above [`UNCERTAIN_ENTROPY`].
+pub struct Uncertain;
+
+impl Check for Uncertain {
+    fn name(&self) -> &'static str {
+        "uncertain"
+    }
+    fn needs(&self) -> &'static [Need] {
+        &[]
+    }
+    fn score_text(&self, _: Task) -> &'static str {
+        "entropy"
+    }
+    fn flagged_when(&self) -> &'static str {
+        ">= 0.5"
+    }
+    fn score(&self, it: &ItemResult) -> Option<f64> {
+        it.scores.entropy
+    }
+    fn flags(&self, v: f64) -> bool {
+        v >= UNCERTAIN_ENTROPY
+    }
+}
+
+/// The model's confidence misses its accuracy on the item: score the item's
+/// own calibration error, flagged at or above [`MISCALIBRATED_ECE`].
+pub struct Miscalibrated;
+
+impl Check for Miscalibrated {
+    fn name(&self) -> &'static str {
+        "miscalibrated"
+    }
+    fn needs(&self) -> &'static [Need] {
+        &[]
+    }
+    fn score_text(&self, _: Task) -> &'static str {
+        "ece (the item's own calibration error)"
+    }
+    fn flagged_when(&self) -> &'static str {
+        ">= 0.25"
+    }
+    fn score(&self, it: &ItemResult) -> Option<f64> {
+        it.scores.ece
+    }
+    fn flags(&self, v: f64) -> bool {
+        v >= MISCALIBRATED_ECE
+    }
+}
+
+/// Outlines disagree: score `1 − boundary_iou`, flagged above
+/// [`BOUNDARY_DISAGREEMENT_ABOVE`]. Segmentation only.
+pub struct BoundaryDisagreement;
+
+impl Check for BoundaryDisagreement {
+    fn name(&self) -> &'static str {
+        "boundary_disagreement"
+    }
+    fn needs(&self) -> &'static [Need] {
+        &[Need::Segmentation]
+    }
+    fn score_text(&self, _: Task) -> &'static str {
+        "1 - boundary_iou (segmentation only)"
+    }
+    fn flagged_when(&self) -> &'static str {
+        "> 0.5"
+    }
+    fn score(&self, it: &ItemResult) -> Option<f64> {
+        it.scores.seg.as_ref()?.boundary_iou.map(|v| 1.0 - v)
+    }
+    fn flags(&self, v: f64) -> bool {
+        v > BOUNDARY_DISAGREEMENT_ABOVE
+    }
+}
+
+fn f3(x: f64) -> String {
+    let mut s = String::with_capacity(8);
+    push_f3(&mut s, x);
+    s
+}
+
+/// Append `x` as `format!("{x:.3}")` would: three decimals, rounded from the
+/// exact binary value (half to even). Values in `[+0, 10⁶)` whose
+/// thousandths are not within 1e-6 of a half are written from an integer
+/// (`round(1000·x)` is then the exact decimal rounding, as the error of the
+/// product is below 2e-7); all others go through `format!`.
+fn push_f3(s: &mut String, x: f64) {
+    use std::fmt::Write;
+    let y = x * 1000.0;
+    let frac = y - y.floor();
+    if x.is_sign_positive() && x < 1e6 && (frac - 0.5).abs() > 1e-6 {
+        let n = y.round() as u64;
+        let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
+    } else {
+        let _ = write!(s, "{x:.3}");
+    }
+}
+
+/// Reasons for a classification item, most important first.
+pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> Vec<String> {
+    let name = |k: u32| names.get(k as usize).map_or("?", String::as_str);
+    let mut r = Vec::new();
+    if facts.pred != facts.label {
+        r.push(format!(
+            "model disagrees with the label: labelled {:?} (p={}), predicted {:?} (p={})",
+            name(facts.label),
+            f3(facts.p_label),
+            name(facts.pred),
+            f3(facts.p_pred)
+        ));
+    } else {
+        r.push(format!(
+            "model agrees with the label {:?} (p={})",
+            name(facts.label),
+            f3(facts.p_label)
+        ));
+    }
+    if let Some(nm) = scores.normalized_margin {
+        r.push(format!(
+            "normalized margin {} (priority = 1 - normalized margin)",
+            f3(nm)
+        ));
+    }
+    if let Some(h) = scores.entropy
+        && Uncertain.flags(h)
+    {
+        r.push(format!("model is uncertain: normalized entropy {}", f3(h)));
+    }
+    r
+}
+
+/// Reasons for a segmentation item, most important first.
+pub fn seg_reasons(
+    scores: &ItemScores,
+    facts: &SegFacts,
+    ctx: &Context,
+    names: &[String],
+) -> Vec<String> {
+    let Some(s) = &scores.seg else {
+        return vec![];
+    };
+    if s.pixels == 0 {
+        return vec!["every pixel is ignore_index: nothing to score".into()];
+    }
+    let mut r = Vec::new();
+    let with_median = |v: f64, m: Option<f64>| match m {
+        Some(m) => format!("{} (dataset median {})", f3(v), f3(m)),
+        None => f3(v),
+    };
+    if let Some((c, iou, g, p)) = facts.worst_class
+        && iou < WORST_CLASS_IOU
+    {
+        let name = names.get(c).map_or("?", String::as_str);
+        let what = if g == 0 {
+            "predicted but absent from the annotation".to_string()
+        } else if p == 0 {
+            "annotated but never predicted".to_string()
+        } else {
+            format!("{g} px annotated, {p} px predicted")
+        };
+        r.push(format!("class {name:?} {what}: IoU {}", f3(iou)));
+    }
+    if let Some(v) = s.miou {
+        r.push(format!(
+            "mask mIoU vs prediction {}",
+            with_median(v, ctx.median_miou)
+        ));
+    }
+    if let Some(v) = s.boundary_iou {
+        r.push(format!(
+            "Boundary IoU {}",
+            with_median(v, ctx.median_boundary_iou)
+        ));
+    }
+    if let Some(v) = s.normalized_margin_softmin {
+        r.push(format!(
+            "label quality (normalized margin, softmin) {}",
+            f3(v)
+        ));
+    }
+    if let Some(a) = s.pixel_accuracy
+        && a < PIXEL_AGREEMENT
+    {
+        r.push(format!(
+            "{:.1}% of pixels disagree with the prediction",
+            100.0 * (1.0 - a)
+        ));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_decimals_match_format_everywhere() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            1.0,
+            0.0005,
+            0.0015,
+            0.0025,
+            0.1235,
+            0.9995,
+            1.0005,
+            0.125,
+            0.3125,
+            999.9995,
+            123456.7895,
+            1e6,
+            2e9,
+            -0.4,
+            f64::NAN,
+            f64::INFINITY,
+            1e-300,
+            0.49999999,
+        ];
+        let mut st = 3u64;
+        for _ in 0..200_000 {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (st >> 11) as f64 / (1u64 << 53) as f64;
+            xs.push(u);
+            // Values near a half-thousandth, where rounding is delicate.
+            xs.push(((u * 1000.0).floor() + 0.5) / 1000.0);
+            xs.push(f32::from_bits((st >> 32) as u32 & 0x3f7f_ffff) as f64);
+        }
+        for x in xs {
+            assert_eq!(f3(x), format!("{x:.3}"), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn reasons_name_the_classes_and_values() {
+        let names: Vec<String> = ["cat", "dog"].iter().map(|s| s.to_string()).collect();
+        let s = ItemScores {
+            normalized_margin: Some(0.05),
+            entropy: Some(0.2),
+            ..ItemScores::default()
+        };
+        let r = row_reasons(
+            &s,
+            &RowFacts {
+                label: 0,
+                pred: 1,
+                p_label: 0.04,
+                p_pred: 0.94,
+            },
+            &names,
+        );
+        assert_eq!(
+            r[0],
+            "model disagrees with the label: labelled \"cat\" (p=0.040), predicted \"dog\" (p=0.940)"
+        );
+        assert!(r[1].contains("0.050"));
+        assert_eq!(r.len(), 2, "low entropy adds no uncertainty reason");
+    }
+}

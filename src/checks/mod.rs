@@ -1,0 +1,291 @@
+//! The checks: one contract for every kind of issue `triage` looks for, in
+//! the manner of cleanlab's Datalab issue managers
+//! (`cleanlab/datalab/internal/issue_manager/issue_manager.py`).
+//!
+//! A [`Check`] has a name, declares the inputs it [`Need`]s, and gives every
+//! item a score in [0, 1] (higher: more likely an issue; `None` where the
+//! score is undefined for the item) and a flag rule on that score. [`run`]
+//! runs every check of [`registry`] over the scored items: a check whose
+//! inputs are missing is [`Outcome::Skipped`] with the reason recorded;
+//! one that ran returns a [`Finding`]: per-item flags, the reasons it adds
+//! to flagged items, and a dataset summary. The queue's views
+//! (`report.json` `views`), the review precision per issue type and the
+//! `checks` section are all read from the findings, so each threshold is
+//! written once, in its check.
+//!
+//! Checks that use neighbours share the one kNN graph of the neighbour
+//! stage ([`Inputs::neighbors`]), built once per run.
+//!
+//! **Adding a check** takes a file under `src/checks/` that implements
+//! [`Check`], and one line in [`registry`] (plus its row in the README's
+//! table of checks).
+
+pub mod label_quality;
+pub mod near_duplicate;
+
+use serde_json::{Map, Value};
+
+use crate::config::{DatasetConfig, Task};
+use crate::io::manifest::Manifest;
+use crate::model::ItemResult;
+use crate::neighbors::NeighborResult;
+
+/// An input a check may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A classification dataset.
+    Classification,
+    /// A segmentation dataset.
+    Segmentation,
+    /// Embeddings, and so the neighbour stage's kNN graph.
+    Embeddings,
+}
+
+impl Need {
+    /// The name written in `report.json` `checks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Need::Classification => "classification",
+            Need::Segmentation => "segmentation",
+            Need::Embeddings => "embeddings",
+        }
+    }
+
+    /// Why a check needing this input is skipped, when it is missing.
+    fn missing(self) -> &'static str {
+        match self {
+            Need::Classification => "classification only",
+            Need::Segmentation => "segmentation only",
+            Need::Embeddings => "needs embeddings ([inputs] embeddings)",
+        }
+    }
+}
+
+/// What the checks read: the scored items and what the run found about them.
+pub struct Inputs<'a> {
+    pub cfg: &'a DatasetConfig,
+    pub manifest: &'a Manifest,
+    /// The scored items, in priority order (the order of the flags).
+    pub items: &'a [ItemResult],
+    /// The neighbour stage's result (its graph and pairs are by row in
+    /// items order, [`ItemResult::index`]), when embeddings were given.
+    pub neighbors: Option<&'a NeighborResult>,
+}
+
+impl Inputs<'_> {
+    /// Whether `need` is available.
+    pub fn has(&self, need: Need) -> bool {
+        match need {
+            Need::Classification => self.cfg.task == Task::Classification,
+            Need::Segmentation => self.cfg.task == Task::Segmentation,
+            Need::Embeddings => self.neighbors.is_some(),
+        }
+    }
+}
+
+/// One kind of issue.
+pub trait Check: Sync {
+    /// Stable name: the key of its view in `report.json` `views`.
+    fn name(&self) -> &'static str;
+
+    /// The inputs it needs; it is skipped when one is missing.
+    fn needs(&self) -> &'static [Need];
+
+    /// What its score is, as `report.json` describes it.
+    fn score_text(&self, task: Task) -> &'static str;
+
+    /// When the score flags an item, as `report.json` describes it.
+    fn flagged_when(&self) -> &'static str;
+
+    /// The item's score in [0, 1], higher when the issue is more likely;
+    /// `None` when undefined for the item.
+    fn score(&self, item: &ItemResult) -> Option<f64>;
+
+    /// Whether a (finite) score flags its item.
+    fn flags(&self, score: f64) -> bool;
+
+    /// Run the check: the reasons it adds to flagged items, and its summary.
+    /// `flags` holds its flag per item (priority order). The default adds
+    /// no reason (the item's score lines already say it) and summarises
+    /// nothing beyond the count of flagged items.
+    fn explain(&self, _inputs: &Inputs<'_>, _flags: &[bool]) -> Explained {
+        Explained::default()
+    }
+}
+
+/// Where an added reason goes among the item's reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Before the score reasons (the most important).
+    First,
+    /// After them.
+    Last,
+}
+
+/// What [`Check::explain`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct Explained {
+    /// `(position in priority order, place, reason)`: reasons added to the
+    /// item's own in the queue files.
+    pub reasons: Vec<(usize, Place, String)>,
+    /// Dataset-level facts, written in `report.json` `checks`.
+    pub summary: Map<String, Value>,
+}
+
+/// What a check that ran found.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// Per item, in priority order: whether the check flags it.
+    pub flags: Vec<bool>,
+    /// How many items it flags.
+    pub flagged: usize,
+    pub explained: Explained,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ran(Finding),
+    /// An input was missing; the reason names it.
+    Skipped(&'static str),
+}
+
+/// A check and its outcome.
+pub struct CheckRun {
+    pub check: Box<dyn Check>,
+    pub outcome: Outcome,
+}
+
+impl CheckRun {
+    /// Whether the check ran and flags the item at priority position `pos`.
+    pub fn flagged(&self, pos: usize) -> bool {
+        match &self.outcome {
+            Outcome::Ran(f) => f.flags.get(pos).copied().unwrap_or(false),
+            Outcome::Skipped(_) => false,
+        }
+    }
+}
+
+/// Every check, in the order of `report.json` `views`.
+pub fn registry() -> Vec<Box<dyn Check>> {
+    vec![
+        Box::new(label_quality::WrongLabel),
+        Box::new(label_quality::Uncertain),
+        Box::new(label_quality::Miscalibrated),
+        Box::new(label_quality::BoundaryDisagreement),
+        Box::new(near_duplicate::DuplicateConflict),
+    ]
+}
+
+/// Run every check of [`registry`] over `inputs`.
+pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
+    use rayon::prelude::*;
+    registry()
+        .into_iter()
+        .map(|check| {
+            let outcome = match check.needs().iter().find(|&&n| !inputs.has(n)) {
+                Some(n) => Outcome::Skipped(n.missing()),
+                None => {
+                    let flags: Vec<bool> = inputs
+                        .items
+                        .par_iter()
+                        .map(|it| {
+                            check
+                                .score(it)
+                                .is_some_and(|v| v.is_finite() && check.flags(v))
+                        })
+                        .collect();
+                    let flagged = flags.iter().filter(|&&f| f).count();
+                    let explained = check.explain(inputs, &flags);
+                    Outcome::Ran(Finding {
+                        flags,
+                        flagged,
+                        explained,
+                    })
+                }
+            };
+            CheckRun { check, outcome }
+        })
+        .collect()
+}
+
+/// `report.json` `checks`: per check, its inputs, whether it ran (or why
+/// not), how many items it flags and its summary.
+pub fn section(runs: &[CheckRun]) -> Value {
+    let mut out = Map::new();
+    for r in runs {
+        let mut o = Map::new();
+        o.insert(
+            "needs".into(),
+            r.check.needs().iter().map(|n| n.name()).collect(),
+        );
+        match &r.outcome {
+            Outcome::Ran(f) => {
+                o.insert("status".into(), "ran".into());
+                o.insert("flagged".into(), f.flagged.into());
+                if !f.explained.summary.is_empty() {
+                    o.insert("summary".into(), Value::Object(f.explained.summary.clone()));
+                }
+            }
+            Outcome::Skipped(why) => {
+                o.insert("status".into(), "skipped".into());
+                o.insert("reason".into(), (*why).into());
+            }
+        }
+        out.insert(r.check.name().into(), Value::Object(o));
+    }
+    Value::Object(out)
+}
+
+/// The reasons every check added, by priority position, for the writers
+/// ([`Reasons::of`]).
+pub fn reasons(runs: &[CheckRun]) -> Reasons<'_> {
+    let mut by_pos: Vec<(usize, Place, &str)> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Ran(f) => Some(&f.explained.reasons),
+            Outcome::Skipped(_) => None,
+        })
+        .flatten()
+        .map(|(p, place, s)| (*p, *place, s.as_str()))
+        .collect();
+    // Stable: the check order is kept within a position.
+    by_pos.sort_by_key(|&(p, _, _)| p);
+    Reasons { by_pos }
+}
+
+/// The checks' added reasons, by priority position (see [`reasons`]).
+#[derive(Debug, Clone, Default)]
+pub struct Reasons<'a> {
+    by_pos: Vec<(usize, Place, &'a str)>,
+}
+
+impl Reasons<'_> {
+    /// Every reason of `item`, at priority position `pos`, most important
+    /// first: the checks' [`Place::First`] reasons, the item's stored
+    /// reasons with its classification score reasons
+    /// ([`label_quality::row_reasons`], derived here rather than stored),
+    /// then the checks' [`Place::Last`] reasons.
+    pub fn of(&self, pos: usize, item: &ItemResult, class_names: &[String]) -> Vec<String> {
+        let start = self.by_pos.partition_point(|&(p, _, _)| p < pos);
+        let added = self.by_pos[start..]
+            .iter()
+            .take_while(|&&(p, _, _)| p == pos);
+        let placed = |place: Place| {
+            added
+                .clone()
+                .filter(move |&&(_, pl, _)| pl == place)
+                .map(|&(_, _, s)| s.to_string())
+        };
+        let mut out: Vec<String> = placed(Place::First).collect();
+        match &item.row {
+            Some(facts) => {
+                out.extend(label_quality::row_reasons(&item.scores, facts, class_names));
+                out.extend_from_slice(&item.reasons);
+            }
+            None => out.extend_from_slice(&item.reasons),
+        }
+        out.extend(placed(Place::Last));
+        out
+    }
+}
