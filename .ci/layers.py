@@ -23,6 +23,7 @@ LAYERS = [
     ["io"],
     ["index"],
     ["backend"],
+    ["schema"],
     ["neighbors"],
     ["checks"],
     ["queue", "report", "synth"],

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::backend::BackendKind;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pipeline::RunOptions;
 use crate::synth::{SynthDtype, SynthOptions};
 
@@ -169,64 +169,22 @@ pub enum SynthTask {
 
 impl RunArgs {
     /// Validate into library options.
+    /// The flags as library options, checked by [`RunOptions::validate`]
+    /// (the one place every option is checked, for the library's callers
+    /// too).
     pub fn into_options(self) -> Result<RunOptions> {
-        if self.batch_size == 0 {
-            return Err(Error::Usage("--batch-size must be at least 1".into()));
-        }
-        if self.top == Some(0) {
-            return Err(Error::Usage("--top must be at least 1".into()));
-        }
-        if self.knn_k == 0 {
-            return Err(Error::Usage("--knn-k must be at least 1".into()));
-        }
         let threshold = match (self.dup_threshold, self.dup_relative) {
-            (_, Some(f)) if !(f.is_finite() && f > 0.0) => {
-                return Err(Error::Usage(format!("--dup-relative must be > 0, got {f}")));
-            }
             (_, Some(f)) => crate::neighbors::Threshold::Relative(f),
-            (Some(d), None) if !(0.0..=2.0).contains(&d) => {
-                return Err(Error::Usage(format!(
-                    "--dup-threshold is a cosine distance in [0, 2], got {d}"
-                )));
-            }
             (Some(d), None) => crate::neighbors::Threshold::Absolute(d),
             (None, None) => {
                 crate::neighbors::Threshold::Absolute(crate::neighbors::DEFAULT_THRESHOLD)
             }
         };
-        if !(0.0..=1.0).contains(&self.conflict_iou) {
-            return Err(Error::Usage(format!(
-                "--conflict-iou must be in [0, 1], got {}",
-                self.conflict_iou
-            )));
-        }
-        if self.budget == Some(0) {
-            return Err(Error::Usage("--budget must be at least 1".into()));
-        }
-        for (flag, v) in [
-            ("--min-per-class", self.min_per_class),
-            ("--spot-check", self.spot_check),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(Error::Usage(format!("{flag} must be in [0, 1], got {v}")));
-            }
-        }
-        if self.budget.is_none() && (self.min_per_class > 0.0 || self.spot_check > 0.0) {
-            return Err(Error::Usage(
-                "--min-per-class and --spot-check share out a budget: give --budget K".into(),
-            ));
-        }
         let review_all_from: Vec<String> = self
             .review_all_from
             .iter()
             .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
             .collect();
-        if self.review_all_from.len() != review_all_from.len() {
-            return Err(Error::Usage(
-                "--review-all-from takes non-empty annotator names".into(),
-            ));
-        }
         let queue = crate::queue::QueueOptions {
             policy: crate::queue::policy::Policy {
                 budget: self.budget,
@@ -246,7 +204,7 @@ impl RunArgs {
             index_dir: self.index.clone(),
             deterministic: self.deterministic,
         };
-        Ok(RunOptions {
+        let opts = RunOptions {
             dataset: self.dataset,
             out: self.out,
             backend: self.backend,
@@ -257,7 +215,9 @@ impl RunArgs {
             progress: std::io::stderr().is_terminal(),
             neighbors,
             queue,
-        })
+        };
+        opts.validate()?;
+        Ok(opts)
     }
 }
 

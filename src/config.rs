@@ -28,6 +28,16 @@ pub enum Task {
     Segmentation,
 }
 
+impl Task {
+    /// The name written in `triage.toml` and `report.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Segmentation => "segmentation",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {

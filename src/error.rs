@@ -50,6 +50,10 @@ pub enum Error {
     /// The command line or the configuration is inconsistent.
     #[error("{0}")]
     Usage(String),
+    /// A failure inside `triage` itself, not caused by the input or the
+    /// options (a worker thread panicked, an encoder refused its input).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A compute backend failed (no adapter, device lost, shader error).
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },

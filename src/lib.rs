@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod priority;
 pub mod queue;
 pub mod report;
+pub mod schema;
 pub mod synth;
 
 pub use error::{Error, Result};

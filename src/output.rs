@@ -8,8 +8,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::{Map, Value, json};
-
 use crate::backend::BackendInfo;
 use crate::checks::Reasons;
 use crate::config::{DatasetConfig, Task};
@@ -20,6 +18,8 @@ use crate::io::manifest::Manifest;
 use crate::model::{DatasetStats, ItemResult, Timings};
 use crate::priority;
 use crate::queue::{QueuePlan, RowPlan};
+use crate::schema::{self, finite};
+use indexmap::IndexMap;
 
 /// Keys of a queue row that carried columns may not take.
 const RESERVED: [&str; 12] = [
@@ -38,90 +38,99 @@ const RESERVED: [&str; 12] = [
 ];
 
 /// `report.json` before the write timings are known.
-pub struct Report(Map<String, Value>);
+pub struct Report(schema::Report);
 
-fn num(x: Option<f64>) -> Value {
-    x.filter(|v| v.is_finite())
-        .map_or(Value::Null, |v| json!(v))
+/// The sections of `report.json` that stages before the writer built.
+pub struct Sections<'a> {
+    /// The run's options as recorded.
+    pub options: schema::Options,
+    pub backend: &'a BackendInfo,
+    /// The neighbour stage's, with embeddings.
+    pub duplicates: Option<schema::Duplicates>,
+    pub plan: &'a QueuePlan,
+    /// `checks`.
+    pub checks: IndexMap<String, schema::CheckSummary>,
 }
 
 impl Report {
-    /// Summarise the run; `options` is the run's options as recorded
-    /// (`report.json` `options`).
+    /// Summarise the run: the pooled scores of `stats` and the sections of
+    /// the other stages.
     pub fn build(
         cfg: &DatasetConfig,
-        options: Value,
-        backend: &BackendInfo,
         items: &[ItemResult],
         stats: &DatasetStats,
+        sections: Sections<'_>,
     ) -> Report {
         let c = cfg.num_classes();
         let conf = &stats.confusion;
         let total = conf.total();
-        let per_class: Vec<Value> = (0..c)
+        let per_class = (0..c)
             .map(|k| {
-                let mut o = Map::new();
-                o.insert("class".into(), json!(k));
-                o.insert("name".into(), json!(cfg.class_names[k]));
-                o.insert("support".into(), json!(conf.label_count(k)));
-                o.insert("predicted".into(), json!(conf.pred_count(k)));
+                let mut o = schema::PerClass {
+                    class: k,
+                    name: cfg.class_names[k].clone(),
+                    support: conf.label_count(k),
+                    predicted: conf.pred_count(k),
+                    ..Default::default()
+                };
                 match cfg.task {
                     Task::Classification => {
                         let i = conf.intersection(k) as f64;
-                        let ratio = |d: u64| (d > 0).then(|| i / d as f64);
-                        o.insert("precision".into(), num(ratio(conf.pred_count(k))));
-                        o.insert("recall".into(), num(ratio(conf.label_count(k))));
+                        let ratio = |d: u64| finite((d > 0).then(|| i / d as f64));
+                        o.precision = Some(ratio(conf.pred_count(k)));
+                        o.recall = Some(ratio(conf.label_count(k)));
                     }
                     Task::Segmentation => {
-                        o.insert("iou".into(), num(conf.iou(k)));
-                        o.insert("dice".into(), num(conf.dice(k)));
-                        let b = stats.bands.as_ref().and_then(|b| b.iou(k));
-                        o.insert("boundary_iou".into(), num(b));
+                        o.iou = Some(finite(conf.iou(k)));
+                        o.dice = Some(finite(conf.dice(k)));
+                        o.boundary_iou = Some(finite(stats.bands.as_ref().and_then(|b| b.iou(k))));
                     }
                 }
-                Value::Object(o)
+                o
             })
             .collect();
-        let mut r = Map::new();
-        r.insert("n_items".into(), json!(items.len()));
-        r.insert("task".into(), json!(cfg.task));
-        r.insert("num_classes".into(), json!(c));
-        r.insert("classes".into(), json!(cfg.class_names));
-        r.insert("samples".into(), json!(total));
-        r.insert(
-            "accuracy".into(),
-            num((total > 0).then(|| conf.correct() as f64 / total as f64)),
-        );
-        r.insert("ece".into(), num(stats.bins.ece()));
-        r.insert("mce".into(), num(stats.bins.mce()));
-        r.insert("reliability".into(), json!(stats.bins.table()));
-        r.insert("confusion".into(), json!(conf.rows()));
-        r.insert("per_class".into(), Value::Array(per_class));
-        if cfg.task == Task::Segmentation {
+        let segmentation = (cfg.task == Task::Segmentation).then(|| {
             let mean_of = |f: fn(&priority::SegScores) -> Option<f64>| {
-                crate::metrics::confusion::mean_defined(
+                finite(crate::metrics::confusion::mean_defined(
                     items.iter().map(|i| i.scores.seg.as_deref().and_then(f)),
-                )
+                ))
             };
-            r.insert(
-                "segmentation".into(),
-                json!({
-                    "miou": num(conf.mean_iou()),
-                    "mdice": num(conf.mean_dice()),
-                    "mboundary_iou": num(stats.bands.as_ref().and_then(|b| b.mean_iou())),
-                    "mean_item_miou": num(mean_of(|s| s.miou)),
-                    "mean_item_boundary_iou": num(mean_of(|s| s.boundary_iou)),
-                    "ignore_index": cfg.ignore_index,
-                    "boundary_band": "d = max(1, round(0.02 * image diagonal)) per item",
-                }),
-            );
-        }
-        r.insert("priority".into(), json!(priority::formula(cfg.task)));
-        r.insert("backend".into(), json!(backend));
-        r.insert("options".into(), options);
-        // Filled in by `write_all` once every other file is written.
-        r.insert("timings".into(), Value::Null);
-        Report(r)
+            schema::Segmentation {
+                miou: finite(conf.mean_iou()),
+                mdice: finite(conf.mean_dice()),
+                mboundary_iou: finite(stats.bands.as_ref().and_then(|b| b.mean_iou())),
+                mean_item_miou: mean_of(|s| s.miou),
+                mean_item_boundary_iou: mean_of(|s| s.boundary_iou),
+                ignore_index: cfg.ignore_index,
+                boundary_band: "d = max(1, round(0.02 * image diagonal)) per item".into(),
+            }
+        });
+        let plan = sections.plan;
+        Report(schema::Report {
+            n_items: items.len(),
+            task: cfg.task,
+            num_classes: c,
+            classes: cfg.class_names.clone(),
+            samples: total,
+            accuracy: finite((total > 0).then(|| conf.correct() as f64 / total as f64)),
+            ece: finite(stats.bins.ece()),
+            mce: finite(stats.bins.mce()),
+            reliability: stats.bins.table(),
+            confusion: conf.rows(),
+            per_class,
+            segmentation,
+            priority: priority::formula(cfg.task),
+            backend: sections.backend.clone(),
+            options: sections.options,
+            timings: None,
+            duplicates: sections.duplicates,
+            queue_policy: plan.queue_policy.clone(),
+            views: plan.views.clone(),
+            review: plan.review.clone(),
+            previous: plan.previous.clone(),
+            checks: sections.checks,
+            memory: None,
+        })
     }
 }
 
@@ -162,10 +171,8 @@ fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
 /// Outputs beyond the queue and report: the neighbour stage's results.
 #[derive(Debug, Default)]
 pub struct Extras {
-    /// `report.json`'s `duplicates` section, when embeddings were given.
-    pub duplicates: Option<Value>,
     /// `clusters.jsonl` rows, when embeddings were given.
-    pub clusters: Option<Vec<Value>>,
+    pub clusters: Option<Vec<schema::ClusterRow>>,
     /// Leave out run-dependent fields (timings, memory) for byte-identical output.
     pub deterministic: bool,
     /// Predicted class maps kept while scoring, for the overlays.
@@ -420,17 +427,17 @@ impl QueueColumns<'_> {
 }
 
 /// `report.json` `timings`: every stage so far, and the total up to now.
-fn timings_json(timings: &Timings, t0: Instant) -> Value {
-    json!({
-        "read_s": timings.read.as_secs_f64(),
-        "score_s": timings.score.as_secs_f64(),
-        "neighbors_s": timings.neighbors.map(|d| d.as_secs_f64()),
-        "queue_s": timings.queue.as_secs_f64(),
-        "write_s": timings.write.as_secs_f64(),
-        "report_s": timings.report.as_secs_f64(),
-        "overlays_s": timings.overlays.as_secs_f64(),
-        "total_s": t0.elapsed().as_secs_f64(),
-    })
+fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
+    schema::Timings {
+        read_s: timings.read.as_secs_f64(),
+        score_s: timings.score.as_secs_f64(),
+        neighbors_s: timings.neighbors.map(|d| d.as_secs_f64()),
+        queue_s: timings.queue.as_secs_f64(),
+        write_s: timings.write.as_secs_f64(),
+        report_s: timings.report.as_secs_f64(),
+        overlays_s: timings.overlays.as_secs_f64(),
+        total_s: t0.elapsed().as_secs_f64(),
+    }
 }
 
 /// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, `row_at(i)` the
@@ -441,7 +448,7 @@ fn write_queue_files<'a>(
     cols: &QueueColumns<'_>,
     shown: usize,
     row_at: &(dyn Fn(usize) -> QueueRow<'a> + Sync),
-) -> Result<Vec<Value>> {
+) -> Result<Vec<schema::QueueRow>> {
     let cfg = cols.cfg;
     let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
         write_json_row(buf, row, reasons, cols);
@@ -543,15 +550,8 @@ pub fn write_all(
         })?;
     }
     let mut report = report.0;
-    if let Some(d) = extras.duplicates {
-        report.insert("duplicates".into(), d);
-    }
-    for (k, v) in &plan.sections {
-        report.insert(k.clone(), v.clone());
-    }
     timings.write = t_write.elapsed();
     // The page is built from the report before the run-dependent fields go in.
-    let mut report = Value::Object(report);
     let score_values = |name: &str| -> Vec<f64> {
         items
             .iter()
@@ -574,16 +574,11 @@ pub fn write_all(
     // Building the report's sections (timed by the caller) and the page.
     timings.report += page.page;
     timings.overlays = page.overlays;
-    if let Value::Object(r) = &mut report {
-        if extras.deterministic {
-            r.remove("timings");
-        } else {
-            r.insert("timings".into(), timings_json(timings, t0));
-            r.insert(
-                "memory".into(),
-                json!({ "peak_rss_bytes": peak_rss_bytes() }),
-            );
-        }
+    if !extras.deterministic {
+        report.timings = Some(timings_json(timings, t0));
+        report.memory = Some(schema::Memory {
+            peak_rss_bytes: peak_rss_bytes(),
+        });
     }
     files.write("report.json", |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;

@@ -85,23 +85,47 @@ impl RunOptions {
         }
     }
 
+    /// Check every option on its own (those that need the dataset, such as
+    /// `--min-per-class` against the class count, are checked once it is
+    /// read, still before the first batch): the batch size, `--top`, the
+    /// neighbour options ([`NeighborOptions::validate`]) and the queue
+    /// policy ([`crate::queue::policy::Policy::validate`]).
+    ///
+    /// [`NeighborOptions::validate`]: crate::neighbors::stage::NeighborOptions::validate
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::Usage("--batch-size must be at least 1".into()));
+        }
+        if self.top == Some(0) {
+            return Err(Error::Usage("--top must be at least 1".into()));
+        }
+        self.neighbors.validate()?;
+        self.queue.policy.validate()
+    }
+
     /// The options as `report.json` records them.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "dataset": self.dataset,
-            "batch_size": self.batch_size,
-            "top": self.top,
-            "logits": self.logits,
-            "backend": self.backend,
-            "gpu_fallback": if self.gpu_fallback { "cpu" } else { "fail" },
-            "budget": self.queue.policy.budget,
-            "dedup": self.queue.policy.dedup,
-            "min_per_class": self.queue.policy.min_per_class,
-            "spot_check": self.queue.policy.spot_check,
-            "seed": self.queue.policy.seed,
-            "review_all_from": self.queue.policy.review_all_from,
-            "previous": self.queue.previous,
-        })
+    pub fn recorded(&self) -> crate::schema::Options {
+        let pol = &self.queue.policy;
+        crate::schema::Options {
+            dataset: self.dataset.clone(),
+            batch_size: self.batch_size,
+            top: self.top,
+            logits: self.logits,
+            backend: match self.backend {
+                BackendKind::Cpu => "cpu",
+                BackendKind::Gpu => "gpu",
+                BackendKind::Auto => "auto",
+            }
+            .into(),
+            gpu_fallback: if self.gpu_fallback { "cpu" } else { "fail" }.into(),
+            budget: pol.budget,
+            dedup: pol.dedup,
+            min_per_class: pol.min_per_class,
+            spot_check: pol.spot_check,
+            seed: pol.seed,
+            review_all_from: pol.review_all_from.clone(),
+            previous: self.queue.previous.clone(),
+        }
     }
 }
 
@@ -118,9 +142,7 @@ pub struct RunSummary {
 /// Run the whole job: score every item and write the queue and the report.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let t0 = Instant::now();
-    if opts.batch_size == 0 {
-        return Err(Error::Usage("--batch-size must be at least 1".into()));
-    }
+    opts.validate()?;
     let cfg = DatasetConfig::load(&opts.dataset)?;
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
@@ -177,13 +199,24 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
-    let report = Report::build(&cfg, opts.json(), &backend.info(), &items, &stats);
+    let info = backend.info();
+    let report = Report::build(
+        &cfg,
+        &items,
+        &stats,
+        output::Sections {
+            options: opts.recorded(),
+            backend: &info,
+            duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
+            plan: &plan,
+            checks: Default::default(),
+        },
+    );
     timings.report = t_report.elapsed();
-    if let Some(s) = neighbor_summary {
+    if let Some(s) = &neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
             &cfg, &manifest, &items, &s.result,
         ));
-        extras.duplicates = Some(s.json);
     }
     let files = output::write_all(
         &opts.out,

@@ -23,7 +23,7 @@
 //!
 //! All lie in [0, 1]; higher means review first.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Task;
 
@@ -187,28 +187,32 @@ impl IntoIterator for Fields {
 }
 
 /// The formula, as recorded in `report.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorityFormula {
-    pub formula: &'static str,
-    pub terms: Vec<&'static str>,
+    pub formula: String,
+    pub terms: Vec<String>,
     pub range: [f64; 2],
-    pub higher_means: &'static str,
+    pub higher_means: String,
 }
 
 /// The formula used for `task`.
 pub fn formula(task: Task) -> PriorityFormula {
     match task {
         Task::Classification => PriorityFormula {
-            formula: "1 - normalized_margin",
-            terms: vec!["normalized_margin"],
+            formula: "1 - normalized_margin".into(),
+            terms: vec!["normalized_margin".into()],
             range: [0.0, 1.0],
-            higher_means: "review first",
+            higher_means: "review first".into(),
         },
         Task::Segmentation => PriorityFormula {
-            formula: "1 - mean(miou, boundary_iou, normalized_margin_softmin) over the defined terms",
-            terms: vec!["miou", "boundary_iou", "normalized_margin_softmin"],
+            formula:
+                "1 - mean(miou, boundary_iou, normalized_margin_softmin) over the defined terms"
+                    .into(),
+            terms: ["miou", "boundary_iou", "normalized_margin_softmin"]
+                .map(String::from)
+                .to_vec(),
             range: [0.0, 1.0],
-            higher_means: "review first",
+            higher_means: "review first".into(),
         },
     }
 }

@@ -14,7 +14,7 @@ pub mod fallback;
 pub mod gpu;
 pub mod simd;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::index::KnnGraph;
@@ -174,7 +174,7 @@ pub struct SegItemStats {
 }
 
 /// Describes the backend that produced the numbers (goes into `report.json`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BackendInfo {
     /// `cpu` or `gpu`.
     pub name: String,

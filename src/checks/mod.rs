@@ -23,12 +23,14 @@
 pub mod label_quality;
 pub mod near_duplicate;
 
+use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::config::{DatasetConfig, Task};
 use crate::io::manifest::Manifest;
 use crate::model::ItemResult;
 use crate::neighbors::NeighborResult;
+use crate::schema::CheckSummary;
 
 /// An input a check may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,30 +213,29 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
 
 /// `report.json` `checks`: per check, its inputs, whether it ran (or why
 /// not), how many items it flags and its summary.
-pub fn section(runs: &[CheckRun]) -> Value {
-    let mut out = Map::new();
-    for r in runs {
-        let mut o = Map::new();
-        o.insert(
-            "needs".into(),
-            r.check.needs().iter().map(|n| n.name()).collect(),
-        );
-        match &r.outcome {
-            Outcome::Ran(f) => {
-                o.insert("status".into(), "ran".into());
-                o.insert("flagged".into(), f.flagged.into());
-                if !f.explained.summary.is_empty() {
-                    o.insert("summary".into(), Value::Object(f.explained.summary.clone()));
-                }
-            }
-            Outcome::Skipped(why) => {
-                o.insert("status".into(), "skipped".into());
-                o.insert("reason".into(), (*why).into());
-            }
-        }
-        out.insert(r.check.name().into(), Value::Object(o));
-    }
-    Value::Object(out)
+pub fn section(runs: &[CheckRun]) -> IndexMap<String, CheckSummary> {
+    runs.iter()
+        .map(|r| {
+            let needs = r.check.needs().iter().map(|n| n.name().into()).collect();
+            let summary = match &r.outcome {
+                Outcome::Ran(f) => CheckSummary {
+                    needs,
+                    status: "ran".into(),
+                    reason: None,
+                    flagged: Some(f.flagged),
+                    summary: f.explained.summary.clone(),
+                },
+                Outcome::Skipped(why) => CheckSummary {
+                    needs,
+                    status: "skipped".into(),
+                    reason: Some((*why).into()),
+                    flagged: None,
+                    summary: Map::new(),
+                },
+            };
+            (r.check.name().to_string(), summary)
+        })
+        .collect()
 }
 
 /// The reasons every check added, by priority position, for the writers

@@ -314,7 +314,7 @@ impl NpyPlanes {
     /// bits); asking for the other type is an error, not a conversion.
     fn read_as<T: bytemuck::Pod>(&self, start: usize, out: &mut [T], f16: bool) -> Result<()> {
         if self.f16 != f16 {
-            return Err(Error::Usage(format!(
+            return Err(Error::Internal(format!(
                 "{}: values read as the wrong float type",
                 self.path.display()
             )));

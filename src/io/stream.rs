@@ -72,7 +72,7 @@ where
         drop(full_rx);
         let read = reader
             .join()
-            .map_err(|_| Error::Usage("the reader thread panicked".into()))?;
+            .map_err(|_| Error::Internal("the reader thread panicked".into()))?;
         outcome.map(|()| read)
     })
 }

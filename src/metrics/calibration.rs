@@ -13,7 +13,7 @@
 //! are `f64`, so tables from shards or items merge exactly by addition; the
 //! dataset ECE pools every sample and is not a mean of per-item ECEs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Number of reliability bins.
 pub const BINS: usize = 15;
@@ -39,7 +39,7 @@ pub struct CalibrationBins {
 }
 
 /// One row of the reliability table as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityBin {
     /// Samples whose confidence fell in the bin.
     pub count: u64,

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::knn::{self, EXACT_MAX, KnnMethod};
 use super::{
@@ -20,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::model::{ItemResult, NeighborRef};
+use crate::schema;
 
 /// Options of the neighbour stage (flags of `triage run`).
 #[derive(Debug, Clone)]
@@ -265,10 +265,11 @@ fn same_file_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// What the report says about duplicates.
+/// What the stage found, and what the report says about it.
 pub struct NeighborSummary {
     pub result: NeighborResult,
-    pub json: Value,
+    /// `report.json` `duplicates`.
+    pub duplicates: schema::Duplicates,
 }
 
 fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
@@ -288,17 +289,37 @@ pub fn check(
     path: &Path,
     o: &NeighborOptions,
 ) -> Result<()> {
-    check_k(o)?;
+    o.validate()?;
     Embeddings::check(path, &manifest.ids)?;
     check_images(cfg, manifest)
 }
 
-/// `--knn-k` is at least 1.
-fn check_k(o: &NeighborOptions) -> Result<()> {
-    if o.k == 0 {
-        return Err(Error::Usage("--knn-k must be at least 1".into()));
+impl NeighborOptions {
+    /// `--knn-k` is at least 1, a relative threshold is positive, an
+    /// absolute one a cosine distance in [0, 2], `--conflict-iou` in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::Usage("--knn-k must be at least 1".into()));
+        }
+        match self.threshold {
+            Threshold::Relative(f) if !(f.is_finite() && f > 0.0) => {
+                return Err(Error::Usage(format!("--dup-relative must be > 0, got {f}")));
+            }
+            Threshold::Absolute(d) if !(0.0..=2.0).contains(&d) => {
+                return Err(Error::Usage(format!(
+                    "--dup-threshold is a cosine distance in [0, 2], got {d}"
+                )));
+            }
+            _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.conflict_iou) {
+            return Err(Error::Usage(format!(
+                "--conflict-iou must be in [0, 1], got {}",
+                self.conflict_iou
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Run the stage on `items` (in items order) and update them.
@@ -310,7 +331,7 @@ pub fn apply(
     o: &NeighborOptions,
     backend: &dyn Backend,
 ) -> Result<NeighborSummary> {
-    check_k(o)?;
+    o.validate()?;
     let emb = Embeddings::load(path, &manifest.ids)?;
     let graph = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).
@@ -369,35 +390,41 @@ pub fn apply(
         .iter()
         .filter(|c| c.members.iter().any(|&m| result.dup_conflict[m] > 0.0))
         .count();
-    let json = json!({
-        "method": result.graph.method,
-        "index": o.index_dir.as_ref().map(|d| json!({
-            "dir": d.display().to_string(),
-            "loaded": result.graph.loaded,
-            "inserted": emb.n - result.graph.loaded,
-        })),
-        "k": result.graph.k,
-        "distance": "cosine, 1 - cos(u, v) on L2-normalised embeddings",
-        "rule": match result.rule {
-            Threshold::Absolute(v) => json!({"absolute": v}),
-            Threshold::Relative(f) => json!({"relative": f, "of": "median nearest-neighbour distance"}),
+    let by = |m: &str| result.pairs.iter().filter(|p| p.found_by == m).count();
+    let duplicates = schema::Duplicates {
+        method: result.graph.method.to_string(),
+        index: o.index_dir.as_ref().map(|d| schema::SavedIndex {
+            dir: d.display().to_string(),
+            loaded: result.graph.loaded,
+            inserted: emb.n - result.graph.loaded,
+        }),
+        k: result.graph.k,
+        distance: "cosine, 1 - cos(u, v) on L2-normalised embeddings".into(),
+        rule: match result.rule {
+            Threshold::Absolute(v) => schema::ThresholdRule::Absolute {
+                absolute: f64::from(v),
+            },
+            Threshold::Relative(f) => schema::ThresholdRule::Relative {
+                relative: f64::from(f),
+                of: "median nearest-neighbour distance".into(),
+            },
         },
-        "threshold": result.threshold,
-        "median_nn_distance": result.median_nn,
-        "pairs": result.pairs.len(),
-        "conflicting_pairs": result.pairs.iter().filter(|p| p.conflict).count(),
-        "pairs_by_method": {
-            "knn": result.pairs.iter().filter(|p| p.found_by == "knn").count(),
-            "embedding_hash": result.pairs.iter().filter(|p| p.found_by == "embedding_hash").count(),
-            "image_hash": result.pairs.iter().filter(|p| p.found_by == "image_hash").count(),
+        threshold: f64::from(result.threshold),
+        median_nn_distance: f64::from(result.median_nn),
+        pairs: result.pairs.len(),
+        conflicting_pairs: result.pairs.iter().filter(|p| p.conflict).count(),
+        pairs_by_method: schema::PairsByMethod {
+            knn: by("knn"),
+            embedding_hash: by("embedding_hash"),
+            image_hash: by("image_hash"),
         },
-        "clusters": result.clusters.len(),
-        "conflicting_clusters": conflicting_clusters,
-        "cluster_rule": "every member within the threshold of the cluster centre",
-        "cluster_diameter_bound": super::diameter_bound(result.threshold),
-        "priority": crate::priority::CONFLICT_RAISE,
-    });
-    Ok(NeighborSummary { result, json })
+        clusters: result.clusters.len(),
+        conflicting_clusters,
+        cluster_rule: "every member within the threshold of the cluster centre".into(),
+        cluster_diameter_bound: f64::from(super::diameter_bound(result.threshold)),
+        priority: crate::priority::CONFLICT_RAISE.into(),
+    };
+    Ok(NeighborSummary { result, duplicates })
 }
 
 /// `clusters.jsonl` rows.
@@ -406,7 +433,7 @@ pub fn cluster_rows(
     manifest: &Manifest,
     items: &[ItemResult],
     r: &NeighborResult,
-) -> Vec<Value> {
+) -> Vec<schema::ClusterRow> {
     let by_index: std::collections::HashMap<usize, &ItemResult> =
         items.iter().map(|it| (it.index, it)).collect();
     r.clusters
@@ -425,19 +452,27 @@ pub fn cluster_rows(
                 }
             }
             // Majority: most members; ties go to the label seen first (the centre's).
-            let (majority, top) = counts
-                .iter()
-                .fold((String::new(), 0), |acc, (l, n)| if *n > acc.1 { (l.clone(), *n) } else { acc });
+            let (majority, top) = counts.iter().fold((String::new(), 0), |acc, (l, n)| {
+                if *n > acc.1 { (l.clone(), *n) } else { acc }
+            });
             let conflict = c.members.iter().any(|&m| r.dup_conflict[m] > 0.0);
-            json!({
-                "cluster": c.id,
-                "members": c.members.iter().zip(&labels).map(|(&m, l)| json!({"id": manifest.ids[m], "label": l})).collect::<Vec<_>>(),
-                "centre": manifest.ids[c.centre],
-                "majority_label": majority,
-                "conflict": conflict,
-                "conflict_fraction": 1.0 - top as f64 / c.members.len() as f64,
-                "max_distance": c.max_distance,
-            })
+            schema::ClusterRow {
+                cluster: c.id,
+                members: c
+                    .members
+                    .iter()
+                    .zip(&labels)
+                    .map(|(&m, l)| schema::ClusterMember {
+                        id: manifest.ids[m].clone(),
+                        label: l.clone(),
+                    })
+                    .collect(),
+                centre: manifest.ids[c.centre].clone(),
+                majority_label: majority,
+                conflict,
+                conflict_fraction: 1.0 - top as f64 / c.members.len() as f64,
+                max_distance: f64::from(c.max_distance),
+            }
         })
         .collect()
 }

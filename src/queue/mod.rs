@@ -14,6 +14,7 @@ pub mod review;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
+use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
 use crate::checks::CheckRun;
@@ -21,6 +22,7 @@ use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::model::ItemResult;
+use crate::schema;
 use policy::{Candidate, Pick, Policy, Why};
 use previous::Status;
 use review::{Decision, ReviewRecord};
@@ -53,11 +55,17 @@ pub struct RowPlan {
 }
 
 /// The queue rows and the report sections built from them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QueuePlan {
     pub rows: Vec<RowPlan>,
-    /// `(key, value)` sections added to `report.json`.
-    pub sections: Vec<(String, Value)>,
+    /// `report.json` `queue_policy`.
+    pub queue_policy: schema::QueuePolicy,
+    /// `report.json` `views`.
+    pub views: IndexMap<String, schema::View>,
+    /// `report.json` `review`, with `reviews.jsonl`.
+    pub review: Option<schema::Review>,
+    /// `report.json` `previous`, with `--previous`.
+    pub previous: Option<schema::Previous>,
     /// `--previous` was given: rows carry `status`.
     pub with_status: bool,
 }
@@ -107,15 +115,15 @@ impl Tally {
         }
     }
 
-    fn json(&self) -> Value {
+    fn json(&self) -> schema::Tally {
         let decided = self.error + self.ok;
-        json!({
-            "reviewed": decided + self.unsure,
-            "errors": self.error,
-            "ok": self.ok,
-            "unsure": self.unsure,
-            "precision": (decided > 0).then(|| self.error as f64 / decided as f64),
-        })
+        schema::Tally {
+            reviewed: decided + self.unsure,
+            errors: self.error,
+            ok: self.ok,
+            unsure: self.unsure,
+            precision: (decided > 0).then(|| self.error as f64 / decided as f64),
+        }
     }
 }
 
@@ -205,25 +213,26 @@ fn policy_section(
     pol: &policy::Policy,
     rows: &[RowPlan],
     queued: usize,
-) -> Value {
+) -> schema::QueuePolicy {
     let n_counts = policy::counts(queued, pol);
-    json!({
-        "budget": pol.budget,
-        "budget_size": n_counts.budget,
-        "in_budget": rows.iter().filter(|r| r.in_budget).count(),
-        "dedup": pol.dedup,
-        "min_per_class": pol.min_per_class,
-        "per_class_minimum": n_counts.per_class_minimum,
-        "stratify_by": match cfg.task {
+    schema::QueuePolicy {
+        budget: pol.budget,
+        budget_size: n_counts.budget,
+        in_budget: rows.iter().filter(|r| r.in_budget).count(),
+        dedup: pol.dedup,
+        min_per_class: pol.min_per_class,
+        per_class_minimum: n_counts.per_class_minimum,
+        stratify_by: match cfg.task {
             Task::Classification => "annotated label",
             Task::Segmentation => "the item's class with the lowest IoU",
-        },
-        "spot_check": pol.spot_check,
-        "spot_check_items": rows.iter().filter(|r| r.spot_check).count(),
-        "seed": pol.seed,
-        "review_all_from": pol.review_all_from,
-        "review_all_items": rows.iter().filter(|r| r.review_all).count(),
-    })
+        }
+        .into(),
+        spot_check: pol.spot_check,
+        spot_check_items: rows.iter().filter(|r| r.spot_check).count(),
+        seed: pol.seed,
+        review_all_from: pol.review_all_from.clone(),
+        review_all_items: rows.iter().filter(|r| r.review_all).count(),
+    }
 }
 
 /// `report.json` `views`: per issue type, the queue's flagged items, highest
@@ -234,9 +243,9 @@ fn views_section(
     manifest: &Manifest,
     items: &[ItemResult],
     rows: &[RowPlan],
-) -> Value {
+) -> IndexMap<String, schema::View> {
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
-    let mut views = Map::new();
+    let mut views = IndexMap::new();
     for d in checks {
         let mut hits: Vec<(f64, usize)> = rows
             .iter()
@@ -246,17 +255,26 @@ fn views_section(
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let flagged = hits.len();
-        let list: Vec<Value> = hits
+        let items = hits
             .iter()
             .take(VIEW_SIZE)
-            .map(|&(v, rank)| json!({"id": id_of(rows[rank].item), "score": v, "rank": rank + 1}))
+            .map(|&(score, rank)| schema::ViewItem {
+                id: id_of(rows[rank].item).to_string(),
+                score,
+                rank: rank + 1,
+            })
             .collect();
         views.insert(
             d.check.name().into(),
-            json!({"score": d.check.score_text(task), "flagged_when": d.check.flagged_when(), "flagged": flagged, "items": list}),
+            schema::View {
+                score: d.check.score_text(task).into(),
+                flagged_when: d.check.flagged_when().into(),
+                flagged,
+                items,
+            },
         );
     }
-    Value::Object(views)
+    views
 }
 
 /// Mark the in-budget rows `new`, `still` or `changed` against the previous
@@ -267,7 +285,7 @@ fn previous_section(
     manifest: &Manifest,
     items: &[ItemResult],
     rows: &mut [RowPlan],
-) -> Value {
+) -> schema::Previous {
     let cmp = previous::Comparison::new(prev);
     let mut now: HashSet<&str> = HashSet::new();
     for r in rows.iter_mut().filter(|r| r.in_budget) {
@@ -277,14 +295,14 @@ fn previous_section(
         r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
     }
     let count = |s: Status| rows.iter().filter(|r| r.status == Some(s)).count();
-    json!({
-        "dir": dir,
-        "tolerance": previous::TOLERANCE,
-        "new": count(Status::New),
-        "still": count(Status::Still),
-        "changed": count(Status::Changed),
-        "dropped": cmp.dropped(&now),
-    })
+    schema::Previous {
+        dir: dir.to_path_buf(),
+        tolerance: previous::TOLERANCE,
+        new: count(Status::New),
+        still: count(Status::Still),
+        changed: count(Status::Changed),
+        dropped: cmp.dropped(&now),
+    }
 }
 
 /// The stored decisions and how they relate to the items now.
@@ -308,7 +326,7 @@ fn review_section(
     annot: Option<(usize, &Manifest)>,
     checks: &[CheckRun],
     done: &Decisions<'_>,
-) -> Value {
+) -> schema::Review {
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
     let (recs, current, changed, unknown) =
         (done.records, done.current, done.changed, done.unknown);
@@ -339,17 +357,24 @@ fn review_section(
     }
     let mut changed_ids: Vec<(usize, &str)> = changed.keys().map(|&p| (p, id_of(p))).collect();
     changed_ids.sort();
-    json!({
-        "file": cfg.dir.join(review::REVIEWS_FILE),
-        "decisions": recs.len(),
-        "unknown_ids": unknown,
-        "left_queue": current.len(),
-        "changed_since_review": changed_ids.iter().map(|x| x.1).collect::<Vec<_>>(),
-        "precision_definition": "errors / (errors + ok) over unchanged reviewed items; unsure is excluded",
-        "overall": overall.json(),
-        "per_signal": per_signal.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
-        "per_issue_type": per_type.iter().map(|(k, t)| (k.to_string(), t.json())).collect::<Map<_, _>>(),
-    })
+    schema::Review {
+        file: cfg.dir.join(review::REVIEWS_FILE),
+        decisions: recs.len(),
+        unknown_ids: unknown,
+        left_queue: current.len(),
+        changed_since_review: changed_ids.iter().map(|x| x.1.to_string()).collect(),
+        precision_definition:
+            "errors / (errors + ok) over unchanged reviewed items; unsure is excluded".into(),
+        overall: overall.json(),
+        per_signal: per_signal
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.json()))
+            .collect(),
+        per_issue_type: per_type
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.json()))
+            .collect(),
+    }
 }
 
 /// What the queue stage reads besides the scores: the stored review
@@ -447,38 +472,33 @@ pub fn plan(
         .map(|pk| row_plan(cfg, manifest, items, &qpos, &changed, annot, pk))
         .collect();
 
-    let mut sections = vec![(
-        "queue_policy".to_string(),
-        policy_section(cfg, pol, &rows, qpos.len()),
-    )];
-
+    let queue_policy = policy_section(cfg, pol, &rows, qpos.len());
     // Views over the queue: the checks' flagged items.
-    sections.push((
-        "views".to_string(),
-        views_section(cfg.task, checks, manifest, items, &rows),
-    ));
+    let views = views_section(cfg.task, checks, manifest, items, &rows);
 
     // Precision of the queue from the unchanged decisions.
-    if let Some(recs) = &reviews {
+    let review = reviews.as_ref().map(|recs| {
         let done = Decisions {
             records: recs,
             current: &current,
             changed: &changed,
             unknown,
         };
-        let section = review_section(cfg, manifest, items, pol, annot, checks, &done);
-        sections.push(("review".to_string(), section));
-    }
+        review_section(cfg, manifest, items, pol, annot, checks, &done)
+    });
 
     // Against the previous run.
     let with_status = opts.previous.is_some();
-    if let (Some(dir), Some(prev)) = (&opts.previous, &inputs.previous) {
-        let section = previous_section(dir, prev, manifest, items, &mut rows);
-        sections.push(("previous".to_string(), section));
-    }
+    let previous = match (&opts.previous, &inputs.previous) {
+        (Some(dir), Some(prev)) => Some(previous_section(dir, prev, manifest, items, &mut rows)),
+        _ => None,
+    };
     Ok(QueuePlan {
         rows,
-        sections,
+        queue_policy,
+        views,
+        review,
+        previous,
         with_status,
     })
 }

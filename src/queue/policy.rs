@@ -69,6 +69,36 @@ pub struct Policy {
     pub review_all_from: Vec<String>,
 }
 
+impl Policy {
+    /// `--budget` is at least 1; `--min-per-class` and `--spot-check` lie in
+    /// [0, 1] and need a budget; `--review-all-from` names are non-empty.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        if self.budget == Some(0) {
+            return Err(Error::Usage("--budget must be at least 1".into()));
+        }
+        for (flag, v) in [
+            ("--min-per-class", self.min_per_class),
+            ("--spot-check", self.spot_check),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::Usage(format!("{flag} must be in [0, 1], got {v}")));
+            }
+        }
+        if self.budget.is_none() && (self.min_per_class > 0.0 || self.spot_check > 0.0) {
+            return Err(Error::Usage(
+                "--min-per-class and --spot-check share out a budget: give --budget K".into(),
+            ));
+        }
+        if self.review_all_from.iter().any(|a| a.trim().is_empty()) {
+            return Err(Error::Usage(
+                "--review-all-from takes non-empty annotator names".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy {

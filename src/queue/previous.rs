@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -124,11 +124,15 @@ impl<'a> Comparison<'a> {
     }
 
     /// `previous.dropped`: previous in-budget ids not in `current`.
-    pub fn dropped(&self, current: &HashSet<&str>) -> Vec<Value> {
+    pub fn dropped(&self, current: &HashSet<&str>) -> Vec<crate::schema::Dropped> {
         self.rows
             .iter()
             .filter(|r| r.in_budget && !current.contains(r.id.as_str()))
-            .map(|r| json!({ "id": r.id, "rank": r.rank, "priority": r.priority }))
+            .map(|r| crate::schema::Dropped {
+                id: r.id.clone(),
+                rank: r.rank,
+                priority: r.priority,
+            })
             .collect()
     }
 }

@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use super::escape::html as esc;
 use super::svg::{self, Series};
-use super::{Inputs, TABLE_ROWS, Visual, conflicting, members, overlay};
+use super::{Inputs, TABLE_ROWS, Visual, conflicting, overlay};
 use crate::config::Task;
+use crate::schema::{ClassMetric, PerClass, QueueRow, Report};
 
 const CSS: &str = r#"
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f6f4;color:#222}
@@ -81,10 +82,6 @@ pub fn block(v: &Value, depth: usize) -> String {
     }
 }
 
-fn f64_at(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
 fn stat(s: &mut String, name: &str, value: String) {
     let _ = write!(
         s,
@@ -126,7 +123,16 @@ fn legend(task: Task) -> String {
     }
 }
 
-fn row_columns(queue: &[Value]) -> Vec<&'static str> {
+/// Row field `k` (a typed one, or one other stages add), `None` when absent.
+fn row_field(r: &QueueRow, k: &str) -> Option<Value> {
+    match k {
+        "label" => r.label.clone().map(Value::String),
+        "predicted" => r.predicted.clone().map(Value::String),
+        _ => r.rest.get(k).cloned(),
+    }
+}
+
+fn row_columns(queue: &[QueueRow]) -> Vec<&'static str> {
     let optional = [
         "label",
         "predicted",
@@ -141,15 +147,15 @@ fn row_columns(queue: &[Value]) -> Vec<&'static str> {
         .filter(|k| {
             queue
                 .iter()
-                .any(|r| r.get(*k).is_some_and(|v| !v.is_null()))
+                .any(|r| row_field(r, k).is_some_and(|v| !v.is_null()))
         })
         .collect()
 }
 
-/// Row keys with a column (or a chart) of their own.
-const KNOWN: [&str; 6] = ["rank", "id", "priority", "reasons", "scores", "neighbors"];
+/// Row keys (besides the typed ones) with a column or a chart of their own.
+const KNOWN: [&str; 2] = ["scores", "neighbors"];
 
-fn queue_table(queue: &[Value]) -> String {
+fn queue_table(queue: &[QueueRow]) -> String {
     let cols = row_columns(queue);
     let mut s =
         String::from("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>priority</th>");
@@ -161,26 +167,21 @@ fn queue_table(queue: &[Value]) -> String {
         let _ = write!(
             s,
             r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td>"#,
-            r.get("rank").map_or("–".into(), text),
-            r.get("id").map_or("–".into(), text),
-            svg::fmt3(f64_at(r, "priority"))
+            r.rank,
+            esc(&r.id),
+            svg::fmt3(r.priority)
         );
         for c in &cols {
-            let v = r.get(*c).unwrap_or(&Value::Null);
-            let _ = write!(s, "<td>{}</td>", block(v, 2));
+            let v = row_field(r, c).unwrap_or(Value::Null);
+            let _ = write!(s, "<td>{}</td>", block(&v, 2));
         }
         s.push_str("<td><ul>");
-        for reason in r
-            .get("reasons")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let _ = write!(s, "<li>{}</li>", text(reason));
+        for reason in &r.reasons {
+            let _ = write!(s, "<li>{}</li>", esc(reason));
         }
         s.push_str("</ul></td><td>");
         // Carried manifest columns (annotator, paths, split, ...).
-        for (k, v) in r.as_object().into_iter().flatten() {
+        for (k, v) in &r.rest {
             if !KNOWN.contains(&k.as_str()) && !cols.contains(&k.as_str()) {
                 let _ = write!(
                     s,
@@ -342,60 +343,47 @@ fn count_axis(max: f64) -> f64 {
 
 /// The "Per class" section: per-class bars, class balance and confusion.
 /// See [`MANY_CLASSES`] for what it shows with many classes.
-pub fn classes_section(task: Task, classes: &[String], r: &Value) -> String {
+pub fn classes_section(
+    task: Task,
+    classes: &[String],
+    per_class: &[PerClass],
+    matrix: &[Vec<u64>],
+) -> String {
     let mut s = String::new();
-    let per_class: Vec<Value> = r
-        .get("per_class")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let matrix: Vec<Vec<u64>> = r
-        .get("confusion")
-        .and_then(Value::as_array)
-        .map(|rows| {
-            rows.iter()
-                .map(|row| {
-                    row.as_array()
-                        .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     if classes.len() > MANY_CLASSES {
-        many_classes(&mut s, task, classes, &per_class, &matrix);
+        many_classes(&mut s, task, classes, per_class, matrix);
         return s;
     }
-    let col = |k: &str| -> Vec<Option<f64>> { per_class.iter().map(|p| f64_at(p, k)).collect() };
+    let col = |m: ClassMetric| -> Vec<Option<f64>> { per_class.iter().map(|p| p.get(m)).collect() };
     s.push_str(r#"<section id="classes"><h2>Per class</h2><div class="charts">"#);
     let series = match task {
         Task::Segmentation => vec![
             Series {
                 name: "IoU",
                 colour: svg::BLUE,
-                values: col("iou"),
+                values: col(ClassMetric::Iou),
             },
             Series {
                 name: "Dice",
                 colour: svg::GREEN,
-                values: col("dice"),
+                values: col(ClassMetric::Dice),
             },
             Series {
                 name: "Boundary IoU",
                 colour: svg::ORANGE,
-                values: col("boundary_iou"),
+                values: col(ClassMetric::BoundaryIou),
             },
         ],
         Task::Classification => vec![
             Series {
                 name: "precision",
                 colour: svg::BLUE,
-                values: col("precision"),
+                values: col(ClassMetric::Precision),
             },
             Series {
                 name: "recall",
                 colour: svg::RED,
-                values: col("recall"),
+                values: col(ClassMetric::Recall),
             },
         ],
     };
@@ -410,7 +398,7 @@ pub fn classes_section(task: Task, classes: &[String], r: &Value) -> String {
         &series,
         1.0,
     ));
-    let support = col("support");
+    let support = col(ClassMetric::Support);
     let max = support.iter().flatten().copied().fold(0.0, f64::max);
     let unit = if task == Task::Segmentation {
         "pixels"
@@ -428,7 +416,7 @@ pub fn classes_section(task: Task, classes: &[String], r: &Value) -> String {
         }],
         max,
     ));
-    s.push_str(&svg::heatmap(classes, &matrix));
+    s.push_str(&svg::heatmap(classes, matrix));
     s.push_str("</div></section>");
     s
 }
@@ -437,13 +425,13 @@ fn many_classes(
     s: &mut String,
     task: Task,
     classes: &[String],
-    per_class: &[Value],
+    per_class: &[PerClass],
     matrix: &[Vec<u64>],
 ) {
     let c = classes.len();
-    let col = |k: &str| -> Vec<Option<f64>> {
+    let col = |m: ClassMetric| -> Vec<Option<f64>> {
         (0..c)
-            .map(|i| per_class.get(i).and_then(|p| f64_at(p, k)))
+            .map(|i| per_class.get(i).and_then(|p| p.get(m)))
             .collect()
     };
     let unit = match task {
@@ -451,8 +439,8 @@ fn many_classes(
         Task::Classification => "items",
     };
     let (sort_key, sort_name) = match task {
-        Task::Segmentation => ("iou", "IoU"),
-        Task::Classification => ("recall", "recall"),
+        Task::Segmentation => (ClassMetric::Iou, "IoU"),
+        Task::Classification => (ClassMetric::Recall, "recall"),
     };
     let _ = write!(
         s,
@@ -460,7 +448,7 @@ fn many_classes(
     );
 
     confused_pairs_block(s, classes, matrix, unit);
-    let support = col("support");
+    let support = col(ClassMetric::Support);
     worst_classes_block(
         s,
         task,
@@ -538,23 +526,23 @@ fn worst_classes_block(
     s: &mut String,
     task: Task,
     classes: &[String],
-    col: &dyn Fn(&str) -> Vec<Option<f64>>,
+    col: &dyn Fn(ClassMetric) -> Vec<Option<f64>>,
     support: &[Option<f64>],
-    (sort_key, sort_name): (&str, &str),
+    (sort_key, sort_name): (ClassMetric, &str),
     unit: &str,
 ) {
     let key = col(sort_key);
     let worst = worst(&key, support, WORST_K);
     let pick = |v: &[Option<f64>]| -> Vec<Option<f64>> { worst.iter().map(|&i| v[i]).collect() };
-    let metrics: Vec<(&str, &str, &str)> = match task {
+    let metrics: Vec<(&str, ClassMetric, &str)> = match task {
         Task::Segmentation => vec![
-            ("IoU", "iou", svg::BLUE),
-            ("Dice", "dice", svg::GREEN),
-            ("Boundary IoU", "boundary_iou", svg::ORANGE),
+            ("IoU", ClassMetric::Iou, svg::BLUE),
+            ("Dice", ClassMetric::Dice, svg::GREEN),
+            ("Boundary IoU", ClassMetric::BoundaryIou, svg::ORANGE),
         ],
         Task::Classification => vec![
-            ("recall", "recall", svg::RED),
-            ("precision", "precision", svg::BLUE),
+            ("recall", ClassMetric::Recall, svg::RED),
+            ("precision", ClassMetric::Precision, svg::BLUE),
         ],
     };
     let columns: Vec<Vec<Option<f64>>> = metrics.iter().map(|m| col(m.1)).collect();
@@ -655,32 +643,26 @@ fn balance_block(s: &mut String, classes: &[String], support: &[Option<f64>], un
 }
 
 /// The summary: counts, pooled scores, the backend, the duplicates found.
-fn summary_section(s: &mut String, r: &Value, classes: usize) {
+fn summary_section(s: &mut String, r: &Report, classes: usize) {
     s.push_str(r#"<section id="summary"><div class="stats">"#);
-    stat(s, "items", r.get("n_items").map_or("–".into(), text));
-    stat(s, "task", r.get("task").map_or("–".into(), text));
+    stat(s, "items", r.n_items.to_string());
+    stat(s, "task", esc(r.task.name()));
     stat(s, "classes", classes.to_string());
-    stat(s, "accuracy", svg::fmt3(f64_at(r, "accuracy")));
-    stat(s, "ECE", svg::fmt3(f64_at(r, "ece")));
-    stat(s, "MCE", svg::fmt3(f64_at(r, "mce")));
-    if let Some(seg) = r.get("segmentation") {
-        stat(s, "mIoU", svg::fmt3(f64_at(seg, "miou")));
-        stat(s, "mDice", svg::fmt3(f64_at(seg, "mdice")));
-        stat(s, "mBoundary IoU", svg::fmt3(f64_at(seg, "mboundary_iou")));
+    stat(s, "accuracy", svg::fmt3(r.accuracy));
+    stat(s, "ECE", svg::fmt3(r.ece));
+    stat(s, "MCE", svg::fmt3(r.mce));
+    if let Some(seg) = &r.segmentation {
+        stat(s, "mIoU", svg::fmt3(seg.miou));
+        stat(s, "mDice", svg::fmt3(seg.mdice));
+        stat(s, "mBoundary IoU", svg::fmt3(seg.mboundary_iou));
     }
-    if let Some(b) = r.pointer("/backend/name") {
-        stat(s, "backend", text(b));
-    }
-    if let Some(d) = r.get("duplicates") {
-        stat(
-            s,
-            "near-duplicate pairs",
-            d.get("pairs").map_or("–".into(), text),
-        );
+    stat(s, "backend", esc(&r.backend.name));
+    if let Some(d) = &r.duplicates {
+        stat(s, "near-duplicate pairs", d.pairs.to_string());
         stat(
             s,
             "conflicting clusters",
-            d.get("conflicting_clusters").map_or("–".into(), text),
+            d.conflicting_clusters.to_string(),
         );
     }
     s.push_str("</div></section>");
@@ -693,19 +675,16 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
     s.push_str(&legend(task));
     s.push_str(r#"<div class="gallery">"#);
     for row in inp.queue.iter().take(super::GALLERY_TOP) {
-        let id = row.get("id").and_then(Value::as_str).unwrap_or("");
-        let reason = row
-            .pointer("/reasons/0")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let id = row.id.as_str();
+        let reason = row.reasons.first().map_or("", String::as_str);
         let mut cap = format!(
             "#{} <b>{}</b> priority {}",
-            row.get("rank").map_or("–".into(), text),
+            row.rank,
             esc(id),
-            svg::fmt3(f64_at(row, "priority"))
+            svg::fmt3(row.priority)
         );
-        if let (Some(l), Some(p)) = (row.get("label"), row.get("predicted")) {
-            let _ = write!(cap, "<br>label {} · predicted {}", text(l), text(p));
+        if let (Some(l), Some(p)) = (&row.label, &row.predicted) {
+            let _ = write!(cap, "<br>label {} · predicted {}", esc(l), esc(p));
         }
         let _ = write!(
             *s,
@@ -722,11 +701,7 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
 fn charts_section(s: &mut String, inp: &Inputs<'_>) {
     let r = inp.report;
     s.push_str(r#"<section id="calibration"><h2>Calibration and scores</h2><div class="charts">"#);
-    let table = r
-        .get("reliability")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let table = &r.reliability;
     let n = table.len().max(1) as f64;
     let bins: Vec<svg::Bin> = table
         .iter()
@@ -734,9 +709,9 @@ fn charts_section(s: &mut String, inp: &Inputs<'_>) {
         .map(|(i, b)| svg::Bin {
             lo: i as f64 / n,
             hi: (i + 1) as f64 / n,
-            count: b.get("count").and_then(Value::as_u64).unwrap_or(0),
-            confidence: f64_at(b, "confidence"),
-            accuracy: f64_at(b, "accuracy"),
+            count: b.count,
+            confidence: b.confidence,
+            accuracy: b.accuracy,
         })
         .collect();
     s.push_str(&svg::reliability(&bins));
@@ -759,17 +734,16 @@ fn clusters_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visu
     for c in conf {
         let _ = write!(
             *s,
-            r#"<div class="cluster"><p>cluster {} · majority label <b>{}</b> · {} of members disagree · max distance {}</p><div class="gallery">"#,
-            c.get("cluster").map_or("–".into(), text),
-            c.get("majority_label").map_or("–".into(), text),
-            f64_at(c, "conflict_fraction").map_or("–".into(), |f| format!("{:.0}%", 100.0 * f)),
-            svg::fmt3(f64_at(c, "max_distance"))
+            r#"<div class="cluster"><p>cluster {} · majority label <b>{}</b> · {:.0}% of members disagree · max distance {}</p><div class="gallery">"#,
+            c.cluster,
+            esc(&c.majority_label),
+            100.0 * c.conflict_fraction,
+            svg::fmt3(Some(c.max_distance))
         );
-        let centre = c.get("centre").and_then(Value::as_str);
-        let majority = c.get("majority_label").and_then(Value::as_str);
-        for (id, label) in members(c) {
-            let mark = if Some(id) == centre { " (centre)" } else { "" };
-            let odd = if Some(label) != majority {
+        for m in &c.members {
+            let (id, label) = (m.id.as_str(), m.label.as_str());
+            let mark = if id == c.centre { " (centre)" } else { "" };
+            let odd = if label != c.majority_label {
                 " ⚠ disagrees"
             } else {
                 ""
@@ -794,15 +768,11 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let classes: Vec<String> = inp.cfg.class_names.clone();
     let mut s = String::with_capacity(1 << 18);
     // The dataset directory's name, not its full (machine-specific) path.
-    let dataset = r
-        .pointer("/options/dataset")
-        .and_then(Value::as_str)
-        .map(|d| {
-            std::path::Path::new(d)
-                .file_name()
-                .map_or(d.to_string(), |n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "dataset".into());
+    let d = &r.options.dataset;
+    let dataset = d.file_name().map_or_else(
+        || d.to_string_lossy().into_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let title = format!("triage report: {dataset}");
     let _ = write!(
         s,
@@ -816,7 +786,7 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
 
     charts_section(&mut s, inp);
 
-    s.push_str(&classes_section(task, &classes, r));
+    s.push_str(&classes_section(task, &classes, &r.per_class, &r.confusion));
 
     if inp.clusters.is_some() {
         clusters_section(&mut s, inp, vis);
@@ -828,19 +798,20 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     s.push_str("</section>");
 
     // Other sections, shown as they are.
-    for key in [
-        "views",
-        "review",
-        "previous",
-        "duplicates",
-        "segmentation",
-        "priority",
+    let shown = |v: Result<Value, serde_json::Error>| v.ok().filter(|v| !v.is_null());
+    for (key, v) in [
+        ("views", shown(serde_json::to_value(&r.views))),
+        ("review", shown(serde_json::to_value(&r.review))),
+        ("previous", shown(serde_json::to_value(&r.previous))),
+        ("duplicates", shown(serde_json::to_value(&r.duplicates))),
+        ("segmentation", shown(serde_json::to_value(&r.segmentation))),
+        ("priority", shown(serde_json::to_value(&r.priority))),
     ] {
-        if let Some(v) = r.get(key) {
+        if let Some(v) = v {
             let _ = write!(
                 s,
                 r#"<section id="sec-{k}"><h2>{k}</h2>{}</section>"#,
-                block(v, 0),
+                block(&v, 0),
                 k = esc(key)
             );
         }
@@ -865,6 +836,10 @@ mod tests {
                    "status": "new", "annotator": "<i>x</i>"}),
             json!({"rank": 2, "id": "b", "priority": 0.25, "reasons": [], "scores": {}}),
         ];
+        let rows: Vec<QueueRow> = rows
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect();
         let t = queue_table(&rows);
         for h in [
             "<th>in_budget</th>",
@@ -946,7 +921,10 @@ mod tests {
     /// A classification report with `c` classes: class `k` has support
     /// `10 + k`, recall `(k % 97) / 100` except the planted classes; the
     /// matrix has a planted top pair 7 → 9 (500) and a few smaller ones.
-    fn many_report(c: usize, name: impl Fn(usize) -> String) -> (Vec<String>, Value) {
+    fn many_report(
+        c: usize,
+        name: impl Fn(usize) -> String,
+    ) -> (Vec<String>, Vec<PerClass>, Vec<Vec<u64>>) {
         let names: Vec<String> = (0..c).map(name).collect();
         let mut m = vec![vec![0u64; c]; c];
         for (k, row) in m.iter_mut().enumerate() {
@@ -956,28 +934,33 @@ mod tests {
         m[7][9] = 500;
         m[3][1] = 400;
         m[c - 1][0] = 300;
-        let per_class: Vec<Value> = (0..c)
+        let per_class: Vec<PerClass> = (0..c)
             .map(|k| {
                 let recall = match k {
-                    5 => Value::Null,
-                    11 => json!(0.0),
-                    _ => json!((k % 97) as f64 / 100.0 + 0.001),
+                    5 => None,
+                    11 => Some(0.0),
+                    _ => Some((k % 97) as f64 / 100.0 + 0.001),
                 };
-                json!({"class": k, "name": names[k], "support": 10 + k,
-                       "precision": 0.5, "recall": recall})
+                PerClass {
+                    class: k,
+                    name: names[k].clone(),
+                    support: 10 + k as u64,
+                    precision: Some(Some(0.5)),
+                    recall: Some(recall),
+                    ..Default::default()
+                }
             })
             .collect();
-        let r = json!({"classes": names, "per_class": per_class, "confusion": m});
-        (names, r)
+        (names, per_class, m)
     }
 
     #[test]
     fn many_classes_show_top_pairs_and_worst_classes_bounded_in_size() {
         // Hostile, very long class names.
-        let (names, r) = many_report(1000, |k| {
+        let (names, pc, m) = many_report(1000, |k| {
             format!("<script>\"c{k}\"</script>{}", "&'".repeat(3000))
         });
-        let sec = classes_section(Task::Classification, &names, &r);
+        let sec = classes_section(Task::Classification, &names, &pc, &m);
         assert!(sec.len() < 200_000, "{} bytes", sec.len());
         assert!(!sec.contains("data-chart=\"confusion\"") && !sec.contains("cm-cell"));
         assert!(!sec.contains("<script") && sec.contains("&lt;script&gt;&quot;c7&quot;"));
@@ -1029,20 +1012,25 @@ mod tests {
     fn many_segmentation_classes_sort_by_iou_with_undefined_last() {
         let c = 150;
         let names: Vec<String> = (0..c).map(|k| format!("s{k}")).collect();
-        let per_class: Vec<Value> = (0..c)
+        let per_class: Vec<PerClass> = (0..c)
             .map(|k| {
                 let iou = if k % 2 == 0 {
-                    Value::Null
+                    None
                 } else {
-                    json!(k as f64 / 200.0)
+                    Some(k as f64 / 200.0)
                 };
-                json!({"support": k, "iou": iou, "dice": 0.5, "boundary_iou": null})
+                PerClass {
+                    support: k as u64,
+                    iou: Some(iou),
+                    dice: Some(Some(0.5)),
+                    boundary_iou: Some(None),
+                    ..Default::default()
+                }
             })
             .collect();
         let mut m = vec![vec![0u64; c]; c];
         m[4][2] = 9;
-        let r = json!({"per_class": per_class, "confusion": m});
-        let sec = classes_section(Task::Segmentation, &names, &r);
+        let sec = classes_section(Task::Segmentation, &names, &per_class, &m);
         assert!(!sec.contains("cm-cell") && sec.contains("lowest IoU"));
         let got: Vec<&str> = sec
             .split("<tr class=\"worst\"><td class=\"num\">")
@@ -1067,8 +1055,8 @@ mod tests {
     #[test]
     fn few_classes_keep_every_class_and_the_heatmap() {
         for c in [20, MANY_CLASSES] {
-            let (names, r) = many_report(c, |k| format!("k{k}"));
-            let sec = classes_section(Task::Classification, &names, &r);
+            let (names, pc, m) = many_report(c, |k| format!("k{k}"));
+            let sec = classes_section(Task::Classification, &names, &pc, &m);
             assert_eq!(sec.matches("data-chart=\"confusion\"").count(), 1, "{c}");
             assert_eq!(sec.matches("class=\"cm-cell\"").count(), c * c);
             assert_eq!(
@@ -1077,8 +1065,8 @@ mod tests {
             );
             assert!(!sec.contains("confused-pairs") && !sec.contains("worst"));
         }
-        let (names, r) = many_report(MANY_CLASSES + 1, |k| format!("k{k}"));
-        let sec = classes_section(Task::Classification, &names, &r);
+        let (names, pc, m) = many_report(MANY_CLASSES + 1, |k| format!("k{k}"));
+        let sec = classes_section(Task::Classification, &names, &pc, &m);
         assert!(!sec.contains("cm-cell") && sec.contains("id=\"confused-pairs\""));
     }
 

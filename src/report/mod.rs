@@ -1,9 +1,9 @@
 //! `report.html`: one self-contained page (inline CSS, inline SVG charts, no
 //! scripts, no network) plus PNG overlays under `overlays/`.
 //!
-//! It is built from the already-written JSON values (the final `report.json`
-//! object, the `queue.jsonl` rows, the `clusters.jsonl` rows) and the dataset
-//! description, so it depends on nothing inside the pipeline. Fields another
+//! It is built from the typed records of [`crate::schema`] (the final
+//! `report.json`, the head of `queue.jsonl`, the `clusters.jsonl` rows) and
+//! the dataset description, so it depends on nothing inside the pipeline. Fields another
 //! stage may add (`in_budget`, `spot_check`, `status`, `also_in_cluster` on
 //! rows; `views`, `review`, `previous` in the report) are shown when present.
 
@@ -14,11 +14,10 @@ pub mod svg;
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use crate::config::{DatasetConfig, Task};
 use crate::io::manifest::Manifest;
 use crate::io::npy::NpyArray;
+use crate::schema::{ClusterRow, QueueRow, Report};
 
 /// Items shown in the top gallery.
 pub const GALLERY_TOP: usize = 12;
@@ -35,13 +34,13 @@ pub const OVERLAY_DIR: &str = "overlays";
 pub struct Inputs<'a> {
     pub cfg: &'a DatasetConfig,
     pub manifest: &'a Manifest,
-    /// The final `report.json` object.
-    pub report: &'a Value,
+    /// The final `report.json`.
+    pub report: &'a Report,
     /// The head of `queue.jsonl` (at least [`TABLE_ROWS`] rows when the
     /// queue has them), in rank order.
-    pub queue: &'a [Value],
+    pub queue: &'a [QueueRow],
     /// The `clusters.jsonl` rows, when the dataset has embeddings.
-    pub clusters: Option<&'a [Value]>,
+    pub clusters: Option<&'a [ClusterRow]>,
     /// Names of the per-item scores, in queue-file order.
     pub score_names: Vec<&'static str>,
     /// The finite values of one score over every item (one histogram's input;
@@ -77,7 +76,7 @@ pub enum Visual {
 
 /// Ids pictured in the galleries, in order: the top of the queue, then the
 /// members of conflicting clusters.
-pub fn gallery_ids(queue: &[Value], clusters: Option<&[Value]>) -> Vec<String> {
+pub fn gallery_ids(queue: &[QueueRow], clusters: Option<&[ClusterRow]>) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     let mut push = |id: &str| {
         if !ids.iter().any(|x| x == id) {
@@ -85,44 +84,24 @@ pub fn gallery_ids(queue: &[Value], clusters: Option<&[Value]>) -> Vec<String> {
         }
     };
     for row in queue.iter().take(GALLERY_TOP) {
-        if let Some(id) = row.get("id").and_then(Value::as_str) {
-            push(id);
-        }
+        push(&row.id);
     }
     for c in conflicting(clusters) {
-        for m in members(c) {
-            push(m.0);
+        for m in &c.members {
+            push(&m.id);
         }
     }
     ids
 }
 
 /// Conflicting cluster rows (at most [`MAX_CLUSTERS`]).
-pub fn conflicting(clusters: Option<&[Value]>) -> Vec<&Value> {
+pub fn conflicting(clusters: Option<&[ClusterRow]>) -> Vec<&ClusterRow> {
     clusters
         .unwrap_or(&[])
         .iter()
-        .filter(|c| c.get("conflict").and_then(Value::as_bool) == Some(true))
+        .filter(|c| c.conflict)
         .take(MAX_CLUSTERS)
         .collect()
-}
-
-/// `(id, label)` of a cluster row's members.
-pub fn members(cluster: &Value) -> Vec<(&str, &str)> {
-    cluster
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|ms| {
-            ms.iter()
-                .filter_map(|m| {
-                    Some((
-                        m.get("id")?.as_str()?,
-                        m.get("label").and_then(Value::as_str).unwrap_or(""),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Draw every gallery item's picture (at most [`MAX_OVERLAYS`] files).
@@ -146,11 +125,7 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
     } else {
         NpyArray::open(&cfg.probs).ok()
     };
-    let logits = inp
-        .report
-        .pointer("/options/logits")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let logits = inp.report.options.logits;
     let mut out = HashMap::new();
     let mut files = Vec::new();
     if cfg.task == Task::Segmentation {
@@ -238,9 +213,8 @@ fn top3_svg(inp: &Inputs<'_>, arr: &mut Option<NpyArray>, i: usize, logits: bool
             let label = inp
                 .queue
                 .iter()
-                .find(|r| r.get("id").and_then(Value::as_str) == Some(&inp.manifest.ids[i]))
-                .and_then(|r| r.get("label"))
-                .and_then(Value::as_str)
+                .find(|r| r.id == inp.manifest.ids[i])
+                .and_then(|r| r.label.as_deref())
                 .unwrap_or("");
             Visual::Svg(svg::top_probs(&top, label))
         }

@@ -239,7 +239,7 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
             img.height(),
             image::ExtendedColorType::Rgb8,
         )
-        .map_err(|e| Error::Usage(format!("cannot encode overlay PNG: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot encode overlay PNG: {e}")))?;
     Ok(out)
 }
 
@@ -273,7 +273,7 @@ pub fn segmentation_overlay(
     let id = &manifest.ids[index];
     let mask_col = manifest
         .column("mask")
-        .ok_or_else(|| Error::Usage("no `mask` column".into()))?;
+        .ok_or_else(|| Error::Internal("an overlay of an item without a `mask` column".into()))?;
     let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
     // The kept map, or the item read once more and its argmax.
     let computed;

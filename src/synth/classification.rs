@@ -206,7 +206,7 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
         classes: c,
         planted: &planted,
     })
-    .map_err(|e| Error::Usage(format!("cannot serialise truth.json: {e}")))?;
+    .map_err(|e| Error::Internal(format!("cannot serialise truth.json: {e}")))?;
     outputs.write("triage.toml", |w| w.write_all(toml.as_bytes()))?;
     outputs.write("truth.json", |w| {
         w.write_all(truth.as_bytes())?;

@@ -313,7 +313,7 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
         duplicates: &duplicates,
     };
     let truth_json = serde_json::to_string_pretty(&truth)
-        .map_err(|e| Error::Usage(format!("cannot serialise truth.json: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot serialise truth.json: {e}")))?;
     for (name, text) in [
         ("items.csv", csv),
         ("truth.json", truth_json + "\n"),

@@ -97,9 +97,20 @@ pub fn read_queue(out: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Read `report.json`.
+/// Read `report.json`, checking on the way that it reads into the typed
+/// schema the page uses (`triage::schema::Report`) and that the schema
+/// writes every key back unchanged (none unknown, none renamed).
 pub fn read_report(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let typed: triage::schema::Report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("report.json does not read as the schema: {e}"));
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        value,
+        "report.json and its typed schema differ"
+    );
+    value
 }
 
 /// The project's `../shared/data` directory, if present.

@@ -1,0 +1,402 @@
+//! `report.json`, `clusters.jsonl` and the queue rows the page reads, as
+//! types: the writers build them ([`crate::output`], [`crate::queue`],
+//! [`crate::neighbors::stage`], [`crate::checks`]) and the HTML page reads
+//! them back ([`crate::report`]), so a renamed or retyped key fails to
+//! compile instead of silently emptying a section of the page.
+//!
+//! Fields are written in declaration order. Floats that are not finite
+//! are written as `null` (build them through [`finite`]). `f32` values are
+//! widened to `f64` before they are stored, so they print as the widened
+//! value, as `report.json` always has.
+//!
+//! The schema sits below the stages that fill it (neighbours, checks,
+//! queue, report, output), not inside `report/`, so that each of them can
+//! name its section without importing a module of the same layer.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::backend::BackendInfo;
+use crate::config::Task;
+use crate::metrics::calibration::ReliabilityBin;
+use crate::priority::PriorityFormula;
+
+/// `x` when it is finite, else `None` (written as `null`).
+pub fn finite(x: Option<f64>) -> Option<f64> {
+    x.filter(|v| v.is_finite())
+}
+
+/// Deserialize a key that must be present, possibly `null` (a plain
+/// `Option` field would also accept a missing key).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+/// Deserialize a key that may be absent (outer `None`) or `null` (inner
+/// `None`).
+fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub n_items: usize,
+    pub task: Task,
+    pub num_classes: usize,
+    pub classes: Vec<String>,
+    /// Scored samples: items (classification) or non-ignored pixels.
+    pub samples: u64,
+    #[serde(deserialize_with = "present")]
+    pub accuracy: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub ece: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mce: Option<f64>,
+    /// The 15 bins of the reliability diagram.
+    pub reliability: Vec<ReliabilityBin>,
+    /// `confusion[label][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    pub per_class: Vec<PerClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<Segmentation>,
+    pub priority: PriorityFormula,
+    pub backend: BackendInfo,
+    pub options: Options,
+    /// Absent with `--deterministic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    /// With embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<Duplicates>,
+    pub queue_policy: QueuePolicy,
+    /// One per check, in check order.
+    pub views: IndexMap<String, View>,
+    /// With `reviews.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+    /// With `--previous`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+    /// Every check: its inputs, whether it ran (or why not), its summary.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub checks: IndexMap<String, CheckSummary>,
+    /// Absent with `--deterministic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// `per_class[k]`: classification has `precision` and `recall`,
+/// segmentation `iou`, `dice` and `boundary_iou` (each `null` where
+/// undefined).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PerClass {
+    pub class: usize,
+    pub name: String,
+    /// Annotated samples of the class.
+    pub support: u64,
+    /// Predicted samples of the class.
+    pub predicted: u64,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub precision: Option<Option<f64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub recall: Option<Option<f64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub iou: Option<Option<f64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub dice: Option<Option<f64>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub boundary_iou: Option<Option<f64>>,
+}
+
+/// A column of `per_class`, for the page to read by type, not by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassMetric {
+    Support,
+    Predicted,
+    Precision,
+    Recall,
+    Iou,
+    Dice,
+    BoundaryIou,
+}
+
+impl PerClass {
+    /// The value of column `m` (`None`: absent or `null`).
+    pub fn get(&self, m: ClassMetric) -> Option<f64> {
+        match m {
+            ClassMetric::Support => Some(self.support as f64),
+            ClassMetric::Predicted => Some(self.predicted as f64),
+            ClassMetric::Precision => self.precision.flatten(),
+            ClassMetric::Recall => self.recall.flatten(),
+            ClassMetric::Iou => self.iou.flatten(),
+            ClassMetric::Dice => self.dice.flatten(),
+            ClassMetric::BoundaryIou => self.boundary_iou.flatten(),
+        }
+    }
+}
+
+/// `segmentation`: the pooled mask scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Segmentation {
+    #[serde(deserialize_with = "present")]
+    pub miou: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mdice: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mboundary_iou: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mean_item_miou: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mean_item_boundary_iou: Option<f64>,
+    pub ignore_index: u16,
+    pub boundary_band: String,
+}
+
+/// `options`: the run's options as given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Options {
+    pub dataset: PathBuf,
+    pub batch_size: usize,
+    #[serde(deserialize_with = "present")]
+    pub top: Option<usize>,
+    pub logits: bool,
+    pub backend: String,
+    pub gpu_fallback: String,
+    #[serde(deserialize_with = "present")]
+    pub budget: Option<usize>,
+    pub dedup: bool,
+    pub min_per_class: f64,
+    pub spot_check: f64,
+    pub seed: u64,
+    pub review_all_from: Vec<String>,
+    #[serde(deserialize_with = "present")]
+    pub previous: Option<PathBuf>,
+}
+
+/// `timings`: seconds per stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timings {
+    pub read_s: f64,
+    pub score_s: f64,
+    #[serde(deserialize_with = "present")]
+    pub neighbors_s: Option<f64>,
+    pub queue_s: f64,
+    pub write_s: f64,
+    pub report_s: f64,
+    pub overlays_s: f64,
+    pub total_s: f64,
+}
+
+/// `memory`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Memory {
+    #[serde(deserialize_with = "present")]
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// `duplicates`: what the neighbour stage found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Duplicates {
+    /// `exact`, `exact-gpu` or `hnsw`.
+    pub method: String,
+    /// With `--index`.
+    #[serde(deserialize_with = "present")]
+    pub index: Option<SavedIndex>,
+    pub k: usize,
+    pub distance: String,
+    pub rule: ThresholdRule,
+    pub threshold: f64,
+    pub median_nn_distance: f64,
+    pub pairs: usize,
+    pub conflicting_pairs: usize,
+    pub pairs_by_method: PairsByMethod,
+    pub clusters: usize,
+    pub conflicting_clusters: usize,
+    pub cluster_rule: String,
+    pub cluster_diameter_bound: f64,
+    /// The conflict raise of the priority.
+    pub priority: String,
+}
+
+/// `duplicates.index`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedIndex {
+    pub dir: String,
+    pub loaded: usize,
+    pub inserted: usize,
+}
+
+/// `duplicates.rule`: `{"absolute": t}` or `{"relative": f, "of": ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ThresholdRule {
+    Relative { relative: f64, of: String },
+    Absolute { absolute: f64 },
+}
+
+/// `duplicates.pairs_by_method`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairsByMethod {
+    pub knn: usize,
+    pub embedding_hash: usize,
+    pub image_hash: usize,
+}
+
+/// `queue_policy`: the policy's options and what it chose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuePolicy {
+    #[serde(deserialize_with = "present")]
+    pub budget: Option<usize>,
+    pub budget_size: usize,
+    pub in_budget: usize,
+    pub dedup: bool,
+    pub min_per_class: f64,
+    pub per_class_minimum: usize,
+    pub stratify_by: String,
+    pub spot_check: f64,
+    pub spot_check_items: usize,
+    pub seed: u64,
+    pub review_all_from: Vec<String>,
+    pub review_all_items: usize,
+}
+
+/// `views[name]`: the queue's items a check flags, highest score first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct View {
+    pub score: String,
+    pub flagged_when: String,
+    pub flagged: usize,
+    pub items: Vec<ViewItem>,
+}
+
+/// One listed item of a view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewItem {
+    pub id: String,
+    pub score: f64,
+    /// Rank in the queue (1-based).
+    pub rank: usize,
+}
+
+/// `review`: the queue's precision from stored decisions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Review {
+    pub file: PathBuf,
+    pub decisions: usize,
+    pub unknown_ids: usize,
+    pub left_queue: usize,
+    pub changed_since_review: Vec<String>,
+    pub precision_definition: String,
+    pub overall: Tally,
+    pub per_signal: IndexMap<String, Tally>,
+    pub per_issue_type: IndexMap<String, Tally>,
+}
+
+/// Decisions counted over some items.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tally {
+    pub reviewed: usize,
+    pub errors: usize,
+    pub ok: usize,
+    pub unsure: usize,
+    /// `errors / (errors + ok)`; `null` without a decided item.
+    #[serde(deserialize_with = "present")]
+    pub precision: Option<f64>,
+}
+
+/// `previous`: the in-budget rows against an earlier run's queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Previous {
+    pub dir: PathBuf,
+    pub tolerance: f64,
+    pub new: usize,
+    pub still: usize,
+    pub changed: usize,
+    /// The previous run's in-budget rows that are not in budget now.
+    pub dropped: Vec<Dropped>,
+}
+
+/// A row of `previous.dropped`, as the previous run wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dropped {
+    pub id: String,
+    pub rank: u64,
+    pub priority: f64,
+}
+
+/// `checks[name]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub needs: Vec<String>,
+    /// `ran` or `skipped`.
+    pub status: String,
+    /// Why it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged: Option<usize>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub summary: Map<String, Value>,
+}
+
+/// One line of `clusters.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRow {
+    pub cluster: usize,
+    /// The centre first, then the others by row.
+    pub members: Vec<ClusterMember>,
+    pub centre: String,
+    pub majority_label: String,
+    pub conflict: bool,
+    pub conflict_fraction: f64,
+    pub max_distance: f64,
+}
+
+/// A member of a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub id: String,
+    pub label: String,
+}
+
+/// A line of `queue.jsonl`, as the page reads it: the fixed keys typed,
+/// the rest (label, predicted, scores, queue flags, carried columns) kept
+/// by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueRow {
+    pub rank: usize,
+    pub id: String,
+    #[serde(deserialize_with = "present")]
+    pub priority: Option<f64>,
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<String>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
