@@ -119,7 +119,7 @@ impl Report {
             confusion: conf.rows(),
             per_class,
             segmentation,
-            priority: priority::formula(cfg.task),
+            priority: priority::formula(cfg.task, sections.duplicates.is_some()),
             backend: sections.backend.clone(),
             options: sections.options,
             timings: None,

@@ -209,7 +209,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             backend: &info,
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             plan: &plan,
-            checks: Default::default(),
+            checks: crate::checks::section(&checks),
         },
     );
     timings.report = t_report.elapsed();

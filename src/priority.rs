@@ -193,16 +193,23 @@ pub struct PriorityFormula {
     pub terms: Vec<String>,
     pub range: [f64; 2],
     pub higher_means: String,
+    /// With embeddings: the raise of an item with a conflicting
+    /// near-duplicate ([`CONFLICT_RAISE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_raise: Option<String>,
 }
 
-/// The formula used for `task`.
-pub fn formula(task: Task) -> PriorityFormula {
+/// The formula used for `task`; `with_neighbors`: the neighbour stage ran,
+/// so the conflict raise applies.
+pub fn formula(task: Task, with_neighbors: bool) -> PriorityFormula {
+    let conflict_raise = with_neighbors.then(|| CONFLICT_RAISE.to_string());
     match task {
         Task::Classification => PriorityFormula {
             formula: "1 - normalized_margin".into(),
             terms: vec!["normalized_margin".into()],
             range: [0.0, 1.0],
             higher_means: "review first".into(),
+            conflict_raise,
         },
         Task::Segmentation => PriorityFormula {
             formula:
@@ -213,6 +220,7 @@ pub fn formula(task: Task) -> PriorityFormula {
                 .to_vec(),
             range: [0.0, 1.0],
             higher_means: "review first".into(),
+            conflict_raise,
         },
     }
 }

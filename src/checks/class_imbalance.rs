@@ -111,14 +111,21 @@ impl Check for ClassImbalance {
                 .collect()
         };
         let absent: Vec<usize> = (0..c).filter(|&k| self.counts[k] == 0).collect();
-        out.summary.insert("rare_fraction".into(), json!(RARE_FRACTION));
+        out.summary
+            .insert("rare_fraction".into(), json!(RARE_FRACTION));
         out.summary
             .insert("uniform_share".into(), json!(1.0 / c.max(1) as f64));
         out.summary.insert(
             "rare_classes".into(),
-            class_list(&rare.into_iter().filter(|&k| self.counts[k] > 0).collect::<Vec<_>>()),
+            class_list(
+                &rare
+                    .into_iter()
+                    .filter(|&k| self.counts[k] > 0)
+                    .collect::<Vec<_>>(),
+            ),
         );
-        out.summary.insert("absent_classes".into(), class_list(&absent));
+        out.summary
+            .insert("absent_classes".into(), class_list(&absent));
         out
     }
 }

@@ -18,8 +18,9 @@
 //!
 //! **Adding a check** takes a file under `src/checks/` that implements
 //! [`Check`], and one line in [`registry`] (plus its row in the README's
-//! table of checks).
+//! table of checks): [`class_imbalance`] was added so.
 
+pub mod class_imbalance;
 pub mod label_quality;
 pub mod near_duplicate;
 
@@ -168,21 +169,24 @@ impl CheckRun {
     }
 }
 
-/// Every check, in the order of `report.json` `views`.
-pub fn registry() -> Vec<Box<dyn Check>> {
+/// Every check, in the order of `report.json` `views`; a check that needs
+/// dataset-wide facts for its scores (class counts) takes them from
+/// `inputs` here.
+pub fn registry(inputs: &Inputs<'_>) -> Vec<Box<dyn Check>> {
     vec![
         Box::new(label_quality::WrongLabel),
         Box::new(label_quality::Uncertain),
         Box::new(label_quality::Miscalibrated),
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
+        Box::new(class_imbalance::ClassImbalance::new(inputs)),
     ]
 }
 
 /// Run every check of [`registry`] over `inputs`.
 pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
     use rayon::prelude::*;
-    registry()
+    registry(inputs)
         .into_iter()
         .map(|check| {
             let outcome = match check.needs().iter().find(|&&n| !inputs.has(n)) {

@@ -801,6 +801,7 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let shown = |v: Result<Value, serde_json::Error>| v.ok().filter(|v| !v.is_null());
     for (key, v) in [
         ("views", shown(serde_json::to_value(&r.views))),
+        ("checks", shown(serde_json::to_value(&r.checks))),
         ("review", shown(serde_json::to_value(&r.review))),
         ("previous", shown(serde_json::to_value(&r.previous))),
         ("duplicates", shown(serde_json::to_value(&r.duplicates))),

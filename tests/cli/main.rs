@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod checks;
 mod cli;
 mod queue_policy;
 mod review;
