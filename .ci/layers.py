@@ -26,6 +26,7 @@ LAYERS = [
     ["schema"],
     ["neighbors"],
     ["checks"],
+    ["score"],
     ["queue", "report", "synth"],
     ["output"],
     ["pipeline"],

@@ -28,6 +28,7 @@ pub mod priority;
 pub mod queue;
 pub mod report;
 pub mod schema;
+pub mod score;
 pub mod synth;
 
 pub use error::{Error, Result};

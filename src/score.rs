@@ -1,0 +1,747 @@
+//! The streaming score stage of `triage run`: every item's scores and the
+//! pooled dataset sums, in one pass over the probabilities.
+//!
+//! Both tasks stream in batches sized in bytes (`--batch-size`, default
+//! [`DEFAULT_BATCH_BYTES`]): a reader thread fills one reusable batch buffer
+//! with large sequential reads while the backend scores the other
+//! ([`crate::io::stream::double_buffered`]). Exactly two batch buffers exist,
+//! so the probabilities held at once are at most
+//! `2 × max(batch size, one item)`, whatever the number of items; the
+//! classification matrix is never resident. Reads are positioned `read`s
+//! into owned, reused buffers: no memory-mapped pages pile up.
+//!
+//! When the backend reads planes itself ([`Backend::reads_planes`], the
+//! CPU), float16/float32 segmentation values are not copied into the batch:
+//! the reader thread decodes the masks and hands each item's file over
+//! ([`SegItem::planes`]); each worker then reads the stripe it scores into
+//! its own cache-sized buffer. Such an item counts in a batch for what stays
+//! resident (6 bytes per pixel), and the time of those reads is added to
+//! `timings.read`.
+//!
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::backend::{Backend, PlaneSource, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
+use crate::config::{DatasetConfig, Task};
+use crate::error::{Error, Result};
+use crate::io::labels::class_labels;
+use crate::io::manifest::Manifest;
+use crate::io::mask::read_mask;
+use crate::io::npy::{Dtype, NpyArray};
+use crate::metrics::boundary_iou::BandCounts;
+use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::confusion::Confusion;
+use crate::metrics::pixel_stats::{SampleScores, normalise};
+use crate::model::{DatasetStats, ItemResult, PredMaps, Timings};
+use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
+
+/// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
+pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
+
+/// The options the score stage reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    /// Bytes of probabilities per batch (as stored); a batch holds at least
+    /// one item (segmentation) or one row (classification).
+    pub batch_size: usize,
+    /// The probabilities are logits: apply a softmax first.
+    pub logits: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Segmentation: keep the predicted maps of this many highest-priority
+    /// items (the report's overlays).
+    pub kept_maps: usize,
+}
+
+/// Score every item of `cfg` on `backend`: `prepare` runs on the items once
+/// they are known, before the first batch is read (the checks of every later
+/// stage that need no score), and `timings` gets the read and score times.
+pub fn score(
+    cfg: &DatasetConfig,
+    opts: &ScoreOptions,
+    backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
+    timings: &mut Timings,
+) -> Result<Scored> {
+    match cfg.task {
+        Task::Classification => score_classification(cfg, opts, backend, prepare, timings),
+        Task::Segmentation => score_segmentation(cfg, opts, backend, prepare, timings),
+    }
+}
+
+fn progress_bar(n: usize, enabled: bool) -> ProgressBar {
+    let target = if enabled {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(n as u64), target);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} scoring [{bar:40}] {pos}/{len} items  {per_sec}  eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn empty_dataset(path: &Path) -> Error {
+    Error::input(path, "empty dataset: there are no items to score")
+}
+
+// ---------------------------------------------------------------- classification
+
+/// The score stage's result: the items (their rows), their results in
+/// items order and the pooled sums.
+pub type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
+
+/// Checks run on the items before the first batch is scored.
+pub type Prepare<'a> = dyn FnMut(&Manifest) -> Result<()> + 'a;
+
+fn score_classification(
+    cfg: &DatasetConfig,
+    opts: &ScoreOptions,
+    backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
+    timings: &mut Timings,
+) -> Result<Scored> {
+    let c = cfg.num_classes();
+    let mut probs = NpyArray::open(&cfg.probs)?;
+    if !probs.dtype.is_float() {
+        return Err(Error::input(
+            &cfg.probs,
+            "probabilities must be float16, float32 or float64",
+        )
+        .field("dtype"));
+    }
+    let (n, pc) = match probs.shape.as_slice() {
+        [n, pc] => (*n, *pc),
+        s => {
+            return Err(Error::input(
+                &cfg.probs,
+                format!("expected shape (N, C) for classification, found {s:?}"),
+            )
+            .field("shape"));
+        }
+    };
+    let manifest = match &cfg.items {
+        Some(p) => Manifest::load(p)?,
+        None => Manifest::numbered(n),
+    };
+    if manifest.is_empty() || n == 0 {
+        return Err(empty_dataset(cfg.items.as_deref().unwrap_or(&cfg.probs)));
+    }
+    if n != manifest.len() {
+        return Err(Error::input(
+            &cfg.probs,
+            format!(
+                "{n} rows of probabilities but {} items in {}",
+                manifest.len(),
+                cfg.items.as_deref().unwrap_or(Path::new("?")).display()
+            ),
+        )
+        .field("shape"));
+    }
+    same_classes(cfg, pc)?;
+    let labels = class_labels(cfg, &manifest)?;
+    prepare(&manifest)?;
+    let bar = progress_bar(n, opts.progress);
+    let mut items = Vec::with_capacity(n);
+    let mut stats = DatasetStats {
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(c),
+        bands: None,
+        preds: None,
+    };
+    // Rows per batch: as many as fit in the batch's bytes, at least one.
+    let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
+    let slot = || RowSlot {
+        start: 0,
+        batch: RowBatch {
+            probs: ProbBuf::F32(Vec::new()),
+            labels: Vec::new(),
+            classes: c,
+            logits: opts.logits,
+        },
+    };
+    let mut next = 0usize;
+    let labels = &labels;
+    let read = crate::io::stream::double_buffered(
+        [slot(), slot()],
+        |s: &mut RowSlot| {
+            if next >= n {
+                return Ok(false);
+            }
+            let end = (next + rows_per_batch).min(n);
+            probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
+            s.batch.labels.clear();
+            s.batch.labels.extend_from_slice(&labels[next..end]);
+            s.start = next;
+            next = end;
+            Ok(true)
+        },
+        |s: &mut RowSlot| {
+            let (start, batch) = (s.start, &s.batch);
+            let t = Instant::now();
+            let scores = backend.score_rows(batch)?;
+            timings.score += t.elapsed();
+            if let Some(r) = scores.first_invalid {
+                return Err(diagnose(
+                    &batch.probs,
+                    r * c,
+                    1,
+                    c,
+                    opts.logits,
+                    &cfg.probs,
+                    &manifest.ids[start + r],
+                    None,
+                ));
+            }
+            stats.bins.merge(&scores.bins);
+            for (j, s) in scores.samples.iter().enumerate() {
+                let label = batch.labels[j];
+                stats.confusion.add(label as usize, s.pred as usize);
+                items.push(row_item(start + j, s, label));
+            }
+            bar.inc(batch.labels.len() as u64);
+            Ok(())
+        },
+    )?;
+    timings.read += read;
+    bar.finish_and_clear();
+    Ok((manifest, items, stats))
+}
+
+/// A classification batch and the row it starts at.
+struct RowSlot {
+    start: usize,
+    batch: RowBatch,
+}
+
+/// The result of classification row `index`.
+fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
+    let correct = (s.pred == label) as u32 as f64;
+    let sc = ItemScores {
+        entropy: Some(s.entropy as f64),
+        margin: Some(s.margin as f64),
+        least_confidence: Some(s.least_confidence as f64),
+        self_confidence: Some(s.self_confidence as f64),
+        normalized_margin: Some(s.normalized_margin as f64),
+        ece: Some((correct - s.confidence as f64).abs()),
+        seg: None,
+        ..ItemScores::default()
+    };
+    let facts = RowFacts {
+        label,
+        pred: s.pred,
+        p_label: s.self_confidence as f64,
+        p_pred: s.confidence as f64,
+    };
+    ItemResult {
+        index,
+        priority: priority::priority(&sc),
+        scores: sc,
+        reasons: Vec::new(),
+        row: Some(facts),
+        label_set: Vec::new(),
+        dims: None,
+        cluster: None,
+        neighbors: Vec::new(),
+        class: Some(label),
+    }
+}
+
+/// The `c` values of pixel `px` (plane stride `hw`) of an item left in its
+/// file, as a one-pixel buffer (stride 1).
+fn pixel_values(src: &dyn PlaneSource, px: usize, hw: usize, c: usize) -> Result<ProbBuf> {
+    if src.is_f16() {
+        let mut v = vec![0u16; c];
+        for (k, x) in v.iter_mut().enumerate() {
+            src.read_f16(k * hw + px, std::slice::from_mut(x))?;
+        }
+        Ok(ProbBuf::F16(v))
+    } else {
+        let mut v = vec![0f32; c];
+        for (k, x) in v.iter_mut().enumerate() {
+            src.read_f32(k * hw + px, std::slice::from_mut(x))?;
+        }
+        Ok(ProbBuf::F32(v))
+    }
+}
+
+/// Build the error for an invalid sample: `count` samples of `c` values with
+/// stride `stride` starting at `start` (one row: stride 1; one pixel: stride
+/// H·W). The message names the class and the value.
+#[allow(clippy::too_many_arguments)]
+fn diagnose(
+    probs: &ProbBuf,
+    start: usize,
+    stride: usize,
+    c: usize,
+    logits: bool,
+    file: &Path,
+    item: &str,
+    pixel: Option<(usize, usize)>,
+) -> Error {
+    let p: Vec<f32> = (0..c).map(|k| probs.get(start + k * stride)).collect();
+    let mut q = vec![0.0; c];
+    let what = match normalise(&p, logits, &mut q) {
+        Err(e) => e.to_string(),
+        Ok(()) => "invalid probabilities".to_string(),
+    };
+    let e = Error::input(file, what).item(item);
+    match pixel {
+        Some((x, y)) => e.field(format!("pixel (x={x}, y={y})")),
+        None => e.field("probs"),
+    }
+}
+
+// ---------------------------------------------------------------- segmentation
+
+/// Where an item's probabilities live.
+enum ProbSource {
+    /// One `(N, C, H, W)` array.
+    Stacked(NpyArray),
+    /// A directory of `<id>.npy`, each `(C, H, W)`; the last one opened is
+    /// kept, so peeking at an item's size and reading it open it once.
+    PerItem {
+        dir: PathBuf,
+        open: Option<(usize, NpyArray)>,
+    },
+}
+
+struct SegReader<'a> {
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    mask_col: usize,
+    source: ProbSource,
+    items_path: PathBuf,
+    /// When the backend reads planes itself: float16/float32 values are
+    /// left in their file ([`SegItem::planes`]) and the time its reads take
+    /// is added here (nanoseconds).
+    planes: Option<Arc<AtomicU64>>,
+}
+
+impl SegReader<'_> {
+    /// The array holding item `i`, the element where the item starts, and
+    /// its height and width. Per-item files are opened and validated here.
+    fn array(&mut self, i: usize) -> Result<(&mut NpyArray, usize, usize, usize)> {
+        let c = self.cfg.num_classes();
+        let id = &self.manifest.ids[i];
+        match &mut self.source {
+            ProbSource::Stacked(arr) => {
+                let (h, w) = (arr.shape[2], arr.shape[3]);
+                Ok((arr, i * c * h * w, h, w))
+            }
+            ProbSource::PerItem { dir, open } => {
+                if open.as_ref().map(|(j, _)| *j) != Some(i) {
+                    let path = dir.join(format!("{id}.npy"));
+                    let arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
+                    let [pc, _, _] = arr.shape[..] else {
+                        return Err(Error::input(
+                            &path,
+                            format!("expected shape (C, H, W), found {:?}", arr.shape),
+                        )
+                        .item(id)
+                        .field("shape"));
+                    };
+                    if pc != c {
+                        return Err(Error::input(
+                            &path,
+                            format!("{pc} classes but {c} in triage.toml"),
+                        )
+                        .item(id)
+                        .field("shape"));
+                    }
+                    if !arr.dtype.is_float() {
+                        return Err(Error::input(
+                            &path,
+                            "probabilities must be float16, float32 or float64",
+                        )
+                        .item(id)
+                        .field("dtype"));
+                    }
+                    *open = Some((i, arr));
+                }
+                match open {
+                    Some((_, arr)) => {
+                        let (h, w) = (arr.shape[1], arr.shape[2]);
+                        Ok((arr, 0, h, w))
+                    }
+                    None => unreachable!("opened above"),
+                }
+            }
+        }
+    }
+
+    /// Bytes item `i` holds in a batch: its probabilities as stored, or,
+    /// when they stay in their file ([`SegReader::planes`]), what scoring
+    /// keeps per pixel: the annotation and the prediction map (2 bytes
+    /// each) and the two Boundary IoU bands (1 byte each).
+    fn item_bytes(&mut self, i: usize) -> Result<usize> {
+        let c = self.cfg.num_classes();
+        let lazy = self.planes.is_some();
+        let (arr, _, h, w) = self.array(i)?;
+        Ok(match arr.dtype {
+            Dtype::F16 | Dtype::F32 if lazy => 6 * h * w,
+            dtype => c * h * w * dtype.size(),
+        })
+    }
+
+    /// Fill `s` with the items from `*next` on while they fit in
+    /// `batch_bytes` (at least one), reusing the spare items' buffers;
+    /// `Ok(false)` when every item has been read.
+    fn fill(&mut self, s: &mut SegSlot, next: &mut usize, batch_bytes: usize) -> Result<bool> {
+        let n = self.manifest.len();
+        if *next >= n {
+            return Ok(false);
+        }
+        s.spare.append(&mut s.batch.items);
+        s.start = *next;
+        let mut bytes = 0usize;
+        while *next < n {
+            let b = self.item_bytes(*next)?;
+            if !s.batch.items.is_empty() && bytes + b > batch_bytes {
+                break;
+            }
+            let mut item = s.spare.pop().unwrap_or_else(|| SegItem {
+                probs: ProbBuf::F32(Vec::new()),
+                planes: None,
+                labels: Vec::new(),
+                height: 0,
+                width: 0,
+            });
+            self.read_item_into(*next, &mut item)?;
+            s.batch.items.push(item);
+            bytes += b;
+            *next += 1;
+        }
+        Ok(true)
+    }
+
+    /// Read item `i` into `item`, reusing its buffers.
+    fn read_item_into(&mut self, i: usize, item: &mut SegItem) -> Result<()> {
+        let c = self.cfg.num_classes();
+        let id = &self.manifest.ids[i];
+        let clock = self.planes.clone();
+        let (arr, start, h, w) = self.array(i)?;
+        let planes = match &clock {
+            Some(clock) => arr.planes(start, clock)?,
+            None => None,
+        };
+        match planes {
+            Some(p) => {
+                item.planes = Some(Arc::new(p));
+                match &mut item.probs {
+                    ProbBuf::F32(v) => v.clear(),
+                    ProbBuf::F16(v) => v.clear(),
+                }
+            }
+            None => {
+                item.planes = None;
+                arr.read_probs_into(start, c * h * w, &mut item.probs)
+                    .map_err(|e| e.item(id))?;
+            }
+        }
+        let cell = self.manifest.rows[i][self.mask_col].trim();
+        if cell.is_empty() {
+            return Err(Error::input(&self.items_path, "empty mask path")
+                .item(id)
+                .field("mask"));
+        }
+        let mask_path = self.cfg.dir.join(cell);
+        item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
+        item.height = h;
+        item.width = w;
+        Ok(())
+    }
+}
+
+/// A segmentation batch, the item it starts at, and spare items whose
+/// buffers the next fill reuses.
+struct SegSlot {
+    start: usize,
+    batch: SegBatch,
+    spare: Vec<SegItem>,
+}
+
+fn score_segmentation(
+    cfg: &DatasetConfig,
+    opts: &ScoreOptions,
+    backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
+    timings: &mut Timings,
+) -> Result<Scored> {
+    let c = cfg.num_classes();
+    let items_path = cfg
+        .items
+        .clone()
+        .ok_or_else(|| Error::Usage("segmentation needs an items CSV".into()))?;
+    let manifest = Manifest::load(&items_path)?;
+    if manifest.is_empty() {
+        return Err(empty_dataset(&items_path));
+    }
+    let mask_col = manifest.column("mask").ok_or_else(|| {
+        Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
+    })?;
+    let source = open_seg_source(cfg, &manifest, &items_path)?;
+    prepare(&manifest)?;
+    let n = manifest.len();
+    let bar = progress_bar(n, opts.progress);
+    let mut stats = DatasetStats {
+        bins: CalibrationBins::default(),
+        confusion: Confusion::new(c),
+        bands: Some(BandCounts::zeros(c)),
+        preds: Some(PredMaps::new(opts.kept_maps)),
+    };
+    let mut items: Vec<ItemResult> = Vec::with_capacity(n);
+    let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
+    let batch_bytes = opts.batch_size;
+    let mut reader = SegReader {
+        cfg,
+        manifest: &manifest,
+        mask_col,
+        source,
+        items_path: items_path.clone(),
+        planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
+    };
+    let plane_clock = reader.planes.clone();
+    let slot = || SegSlot {
+        start: 0,
+        batch: SegBatch {
+            items: Vec::new(),
+            classes: c,
+            ignore_index: cfg.ignore_index,
+            logits: opts.logits,
+        },
+        spare: Vec::new(),
+    };
+    let mut next = 0usize;
+    let read = crate::io::stream::double_buffered(
+        [slot(), slot()],
+        |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes),
+        |s: &mut SegSlot| {
+            let (start, batch) = (s.start, &s.batch);
+            let t = Instant::now();
+            let mut results = backend.score_items(batch)?;
+            timings.score += t.elapsed();
+            for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
+                let f = fold_seg_item(
+                    cfg,
+                    &manifest,
+                    opts.logits,
+                    start + j,
+                    item,
+                    st,
+                    &mut stats,
+                    &mut items,
+                )?;
+                facts.push(f);
+            }
+            bar.inc(batch.items.len() as u64);
+            Ok(())
+        },
+    )?;
+    timings.read += read;
+    if let Some(clock) = plane_clock {
+        // Reads done by the scoring threads (inside `score`).
+        timings.read += Duration::from_nanos(clock.load(Ordering::Relaxed));
+    }
+    bar.finish_and_clear();
+
+    let ctx = Context {
+        median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
+        median_boundary_iou: median(
+            items
+                .iter()
+                .filter_map(|i| i.scores.seg.as_ref()?.boundary_iou),
+        ),
+    };
+    for (item, f) in items.iter_mut().zip(&facts) {
+        item.reasons =
+            crate::checks::label_quality::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
+    }
+    Ok((manifest, items, stats))
+}
+
+/// The probabilities' class count `pc` must be the configuration's.
+fn same_classes(cfg: &DatasetConfig, pc: usize) -> Result<()> {
+    let c = cfg.num_classes();
+    if pc != c {
+        return Err(Error::input(
+            &cfg.probs,
+            format!("{pc} classes in the probabilities but {c} in triage.toml"),
+        )
+        .field("shape"));
+    }
+    Ok(())
+}
+
+/// The segmentation probabilities: a directory of per-item files (opened
+/// and checked item by item), or one stacked `(N, C, H, W)` array, checked
+/// here against the items and the class count.
+fn open_seg_source(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    items_path: &Path,
+) -> Result<ProbSource> {
+    Ok(if cfg.probs.is_dir() {
+        ProbSource::PerItem {
+            dir: cfg.probs.clone(),
+            open: None,
+        }
+    } else {
+        let arr = NpyArray::open(&cfg.probs)?;
+        if !arr.dtype.is_float() {
+            return Err(Error::input(
+                &cfg.probs,
+                "probabilities must be float16, float32 or float64",
+            )
+            .field("dtype"));
+        }
+        let [n, pc, _, _] = arr.shape[..] else {
+            return Err(Error::input(
+                &cfg.probs,
+                format!(
+                    "expected shape (N, C, H, W) for segmentation, found {:?}",
+                    arr.shape
+                ),
+            )
+            .field("shape"));
+        };
+        if n != manifest.len() {
+            return Err(Error::input(
+                &cfg.probs,
+                format!(
+                    "{n} items of probabilities but {} rows in {}",
+                    manifest.len(),
+                    items_path.display()
+                ),
+            )
+            .field("shape"));
+        }
+        same_classes(cfg, pc)?;
+        ProbSource::Stacked(arr)
+    })
+}
+
+/// Add one scored item to the run: an invalid pixel becomes the error (its
+/// values read once more when they stayed in the file), otherwise its sums
+/// are pooled into `stats`, its prediction map offered to the kept maps, and
+/// its result pushed to `items`. Returns its facts for the reasons.
+#[allow(clippy::too_many_arguments)]
+fn fold_seg_item(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    logits: bool,
+    index: usize,
+    item: &SegItem,
+    st: &mut SegItemStats,
+    stats: &mut DatasetStats,
+    items: &mut Vec<ItemResult>,
+) -> Result<SegFacts> {
+    let c = cfg.num_classes();
+    if let Some(px) = st.first_invalid {
+        let hw = item.height * item.width;
+        let file = match &cfg.probs {
+            p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
+            p => p.clone(),
+        };
+        // The pixel's values: from the batch, or read once more.
+        let (values, px_at, stride) = match &item.planes {
+            Some(src) => (pixel_values(src.as_ref(), px, hw, c)?, 0, 1),
+            None => (item.probs.clone(), px, hw),
+        };
+        return Err(diagnose(
+            &values,
+            px_at,
+            stride,
+            c,
+            logits,
+            &file,
+            &manifest.ids[index],
+            Some((px % item.width, px / item.width)),
+        ));
+    }
+    stats.bins.merge(&st.bins);
+    stats.confusion.merge(&st.confusion);
+    if let Some(b) = &mut stats.bands {
+        b.add(&st.bands);
+    }
+    let (scores, f) = seg_item_scores(st);
+    let prio = priority::priority(&scores);
+    if let (Some(kept), Some(map)) = (&mut stats.preds, st.pred.take()) {
+        kept.offer(prio, index, item.height, item.width, map);
+    }
+    items.push(ItemResult {
+        index,
+        priority: prio,
+        scores,
+        reasons: vec![],
+        row: None,
+        label_set: (0..c)
+            .filter(|&k| st.confusion.label_count(k) > 0)
+            .map(|k| k as u32)
+            .collect(),
+        dims: Some((item.height, item.width)),
+        cluster: None,
+        neighbors: Vec::new(),
+        class: f.worst_class.map(|w| w.0 as u32),
+    });
+    Ok(f)
+}
+
+/// Turn a backend's sums and counts into the item's reported scores.
+pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
+    let n = st.pixels as f64;
+    let mean = |s: f64| (st.pixels > 0).then(|| s / n);
+    let c = st.confusion.classes();
+    let worst_class = (0..c)
+        .filter_map(|k| st.confusion.iou(k).map(|v| (k, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, v)| {
+            (
+                k,
+                v,
+                st.confusion.label_count(k),
+                st.confusion.pred_count(k),
+            )
+        });
+    let scores = ItemScores {
+        entropy: mean(st.sums.entropy),
+        margin: mean(st.sums.margin),
+        least_confidence: mean(st.sums.least_confidence),
+        self_confidence: mean(st.sums.self_confidence),
+        normalized_margin: mean(st.sums.normalized_margin),
+        ece: st.bins.ece(),
+        seg: Some(Box::new(SegScores {
+            miou: st.confusion.mean_iou(),
+            dice: st.confusion.mean_dice(),
+            boundary_iou: st.bands.mean_iou(),
+            pixel_accuracy: mean(st.confusion.correct() as f64),
+            self_confidence_softmin: st.softmin_self_confidence.value(),
+            normalized_margin_softmin: st.softmin_normalized_margin.value(),
+            pixels: st.pixels,
+        })),
+        ..ItemScores::default()
+    };
+    (scores, SegFacts { worst_class })
+}
+
+/// The median of the values (mean of the middle two for an even count).
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
