@@ -84,7 +84,8 @@ pub const SMALL_CHUNKS: SizeLimits = SizeLimits {
 };
 
 /// Counts the comparisons made for one (configuration, case) and labels
-/// every failure with both.
+/// every failure with both. `want` is the CPU reference's value (or a
+/// hand-worked one).
 pub struct Check<'a> {
     at: String,
     count: &'a mut usize,
@@ -96,7 +97,7 @@ impl Check<'_> {
         *self.count += 1;
         assert!(
             got == want,
-            "{}: {what}: got {got:?}, want {want:?} (the CPU reference)",
+            "{}: {what}: got {got:?}, want {want:?}",
             self.at
         );
     }
