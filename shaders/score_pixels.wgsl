@@ -1,9 +1,10 @@
 // The fused per-sample pass: reads every probability exactly once and feeds
 // pixel_stats (scores), calibration (bins), confusion (counts) and softmin
 // (weights). The host prepends the generated constants (WG, PARTIAL_WORDS,
-// the REC_* record offsets, the ROW_* row offsets, BINS, CONF_SCALE) and appends pixel_stats.wgsl, calibration.wgsl,
-// confusion.wgsl and softmin.wgsl (see src/backend/gpu/shaders.rs); the
-// values are defined once, in src/backend/gpu/kernels/.
+// the REC_* record offsets, the ROW_* row offsets, BINS, CONF_SCALE) and
+// appends pixel_stats.wgsl, calibration.wgsl, confusion.wgsl and
+// softmin.wgsl (see src/backend/gpu/shaders.rs); the values are defined
+// once, in src/backend/gpu/kernels/.
 //
 // One dispatch per tile: up to `P.count` samples of one item (or one block
 // of classification rows), WG per workgroup, 2-D dispatch past 65535

@@ -35,6 +35,10 @@ pub use context::AdapterPolicy;
 use context::GpuContext;
 #[doc(hidden)]
 pub use context::SizeLimits;
+/// The assembled `score_pixels` module and the sizes its host side uses, for
+/// benchmarks that drive the kernel directly.
+#[doc(hidden)]
+pub use kernels::{UNIFORM_STRIDE, WG, score_pixels::record::WORDS as PARTIAL_WORDS};
 #[doc(hidden)]
 pub use shaders::score_pixels_source;
 

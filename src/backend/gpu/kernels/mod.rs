@@ -20,7 +20,10 @@
 //! * `calibration.wgsl` contributes the bin count and the fixed-point scale
 //!   of the bins' confidence sums: [`calibration`];
 //! * `softmin.wgsl` contributes the weight `e^{-s/T}`, whose temperature and
-//!   finishing step are [`crate::metrics::softmin`]'s;
+//!   finishing step are [`crate::metrics::softmin`]'s (`1/T` travels in the
+//!   uniform block, [`score_pixels::PixelParams::softmin_inv_t`]: a
+//!   compile-time constant would let the driver fold it into `exp` and
+//!   round the weights differently from before);
 //! * `pixel_stats.wgsl` (per-sample scores) and `confusion.wgsl` (counts into
 //!   the item's `C × C` matrix, label-major, the layout of
 //!   [`crate::metrics::confusion::Confusion::from_counts`]) write nothing the
