@@ -9,7 +9,7 @@ const PRIVATE_CLASSES: u32 = 1024u;
 var<workgroup> wg_diag: array<atomic<u32>, 1024>;
 
 fn confusion_clear(lid: u32) {
-    for (var c = lid; c < PRIVATE_CLASSES; c += 256u) {
+    for (var c = lid; c < PRIVATE_CLASSES; c += WG) {
         atomicStore(&wg_diag[c], 0u);
     }
 }
@@ -25,7 +25,7 @@ fn confusion_add(slot: u32, label: u32, pred: u32) {
 
 fn confusion_flush(slot: u32, lid: u32) {
     let c = P.classes;
-    for (var k = lid; k < min(c, PRIVATE_CLASSES); k += 256u) {
+    for (var k = lid; k < min(c, PRIVATE_CLASSES); k += WG) {
         let v = atomicLoad(&wg_diag[k]);
         if (v > 0u) { atomicAdd(&confusion[(slot * c + k) * c + k], v); }
     }

@@ -1,17 +1,22 @@
 // The fused per-sample pass: reads every probability exactly once and feeds
-// pixel_stats (scores), calibration (bins) and confusion (counts).
-// The host concatenates pixel_stats.wgsl, calibration.wgsl and
-// confusion.wgsl after this file's declarations (see src/backend/gpu/shaders.rs).
+// pixel_stats (scores), calibration (bins), confusion (counts) and softmin
+// (weights). The host prepends the generated constants (WG, PARTIAL_WORDS,
+// the REC_* record offsets, the ROW_* row offsets, BINS, CONF_SCALE) and
+// appends pixel_stats.wgsl, calibration.wgsl, confusion.wgsl and
+// softmin.wgsl (see src/backend/gpu/shaders.rs); the values are defined
+// once, in src/backend/gpu/kernels/.
 //
 // One dispatch per tile: up to `P.count` samples of one item (or one block
-// of classification rows), 256 per workgroup, 2-D dispatch past 65535
+// of classification rows), WG per workgroup, 2-D dispatch past 65535
 // workgroups. Each workgroup writes one record of PARTIAL_WORDS words:
-//   [0..9)   f32 sums: entropy, margin, least_confidence, self_confidence,
-//            normalized_margin, softmin(sc) weighted & weight,
-//            softmin(nm) weighted & weight (weights exp(-s/T); the host
-//            rescales by exp(1/T)), tree-reduced in workgroup memory
-//   [9]      scored samples (valid, not ignored)
-//   [10..25) bin counts, [25..40) bin correct, [40..55) bin confidence (2^23 fixed point)
+//   [REC_ENTROPY ..= REC_SOFTMIN_NM_WEIGHT] (REC_NSUM f32 sums): entropy,
+//            margin, least_confidence, self_confidence, normalized_margin,
+//            softmin(sc) weighted & weight, softmin(nm) weighted & weight
+//            (weights exp(-s/T); the host rescales by exp(1/T)),
+//            tree-reduced in workgroup memory
+//   [REC_PIXELS]       scored samples (valid, not ignored)
+//   [REC_BIN_COUNT..+BINS) bin counts, [REC_BIN_CORRECT..+BINS) bin correct,
+//   [REC_BIN_CONF..+BINS) bin confidence (CONF_SCALE fixed point)
 
 struct Params {
     count: u32,          // samples in this tile
@@ -34,12 +39,8 @@ struct Params {
     sum_tolerance: f32,
     rounding_slack: f32,
     ln_classes: f32,
-    softmin_inv_t: f32,
+    softmin_inv_t: f32,  // 1/T of softmin.wgsl
 }
-
-const PARTIAL_WORDS: u32 = 56u;
-const WG: u32 = 256u;
-const NSUM: u32 = 9u;
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> input: array<u32>;
@@ -50,10 +51,10 @@ const NSUM: u32 = 9u;
 @group(0) @binding(6) var<storage, read_write> first_invalid: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read_write> rows: array<u32>;
 
-var<workgroup> wg_sum: array<f32, 2304>; // NSUM * WG
+var<workgroup> wg_sum: array<f32, REC_NSUM * WG>;
 var<workgroup> wg_pixels: atomic<u32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let wid = gid.x + gid.y * P.groups_x;
     // Uniform exit: every invocation of a workgroup shares `wid`.
@@ -64,8 +65,8 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
     workgroupBarrier();
 
     let j = wid * WG + lid;
-    var acc: array<f32, 9>;
-    for (var f = 0u; f < NSUM; f++) { acc[f] = 0.0; }
+    var acc: array<f32, REC_NSUM>;
+    for (var f = 0u; f < REC_NSUM; f++) { acc[f] = 0.0; }
     if (j < P.count) {
         let raw_label = labels[P.label_base + j];
         let ignored = raw_label == P.ignore_index;
@@ -76,54 +77,55 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
             if (P.rows_mode == 0u) { pred_map[P.pred_base + j] = 0u; }
         } else {
             if (P.rows_mode == 1u) {
-                let r = (P.row_base + j) * 8u;
-                rows[r] = s.pred;
-                rows[r + 1u] = bitcast<u32>(s.confidence);
-                rows[r + 2u] = bitcast<u32>(s.entropy);
-                rows[r + 3u] = bitcast<u32>(s.margin);
-                rows[r + 4u] = bitcast<u32>(s.least_confidence);
-                rows[r + 5u] = bitcast<u32>(s.self_confidence);
-                rows[r + 6u] = bitcast<u32>(s.normalized_margin);
+                let r = (P.row_base + j) * ROW_WORDS;
+                rows[r + ROW_PRED] = s.pred;
+                rows[r + ROW_CONFIDENCE] = bitcast<u32>(s.confidence);
+                rows[r + ROW_ENTROPY] = bitcast<u32>(s.entropy);
+                rows[r + ROW_MARGIN] = bitcast<u32>(s.margin);
+                rows[r + ROW_LEAST_CONFIDENCE] = bitcast<u32>(s.least_confidence);
+                rows[r + ROW_SELF_CONFIDENCE] = bitcast<u32>(s.self_confidence);
+                rows[r + ROW_NORMALIZED_MARGIN] = bitcast<u32>(s.normalized_margin);
             } else {
                 pred_map[P.pred_base + j] = s.pred;
             }
             if (!ignored) {
                 atomicAdd(&wg_pixels, 1u);
-                acc[0] = s.entropy;
-                acc[1] = s.margin;
-                acc[2] = s.least_confidence;
-                acc[3] = s.self_confidence;
-                acc[4] = s.normalized_margin;
-                let w_sc = exp(-s.self_confidence * P.softmin_inv_t);
-                let w_nm = exp(-s.normalized_margin * P.softmin_inv_t);
-                acc[5] = s.self_confidence * w_sc;
-                acc[6] = w_sc;
-                acc[7] = s.normalized_margin * w_nm;
-                acc[8] = w_nm;
+                acc[REC_ENTROPY] = s.entropy;
+                acc[REC_MARGIN] = s.margin;
+                acc[REC_LEAST_CONFIDENCE] = s.least_confidence;
+                acc[REC_SELF_CONFIDENCE] = s.self_confidence;
+                acc[REC_NORMALIZED_MARGIN] = s.normalized_margin;
+                let w_sc = softmin_weight(s.self_confidence, P.softmin_inv_t);
+                let w_nm = softmin_weight(s.normalized_margin, P.softmin_inv_t);
+                acc[REC_SOFTMIN_SC_WEIGHTED] = s.self_confidence * w_sc;
+                acc[REC_SOFTMIN_SC_WEIGHT] = w_sc;
+                acc[REC_SOFTMIN_NM_WEIGHTED] = s.normalized_margin * w_nm;
+                acc[REC_SOFTMIN_NM_WEIGHT] = w_nm;
                 bins_add(s.confidence, s.pred == label);
                 if (P.rows_mode == 0u) { confusion_add(P.slot, label, s.pred); }
             }
         }
     }
-    for (var f = 0u; f < NSUM; f++) { wg_sum[f * WG + lid] = acc[f]; }
+    for (var f = 0u; f < REC_NSUM; f++) { wg_sum[f * WG + lid] = acc[f]; }
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
         if (lid < stride) {
-            for (var f = 0u; f < NSUM; f++) {
+            for (var f = 0u; f < REC_NSUM; f++) {
                 wg_sum[f * WG + lid] += wg_sum[f * WG + lid + stride];
             }
         }
         workgroupBarrier();
     }
     let rec = (P.partial_base + wid) * PARTIAL_WORDS;
-    if (lid < NSUM) {
-        partials[rec + lid] = bitcast<u32>(wg_sum[lid * WG]);
+    // The sums are words REC_ENTROPY + f, in the order of `acc`.
+    if (lid < REC_NSUM) {
+        partials[rec + REC_ENTROPY + lid] = bitcast<u32>(wg_sum[lid * WG]);
     }
-    if (lid == 0u) { partials[rec + 9u] = atomicLoad(&wg_pixels); }
+    if (lid == 0u) { partials[rec + REC_PIXELS] = atomicLoad(&wg_pixels); }
     if (lid < BINS) {
-        partials[rec + 10u + lid] = atomicLoad(&wg_bin_count[lid]);
-        partials[rec + 25u + lid] = atomicLoad(&wg_bin_correct[lid]);
-        partials[rec + 40u + lid] = atomicLoad(&wg_bin_conf[lid]);
+        partials[rec + REC_BIN_COUNT + lid] = atomicLoad(&wg_bin_count[lid]);
+        partials[rec + REC_BIN_CORRECT + lid] = atomicLoad(&wg_bin_correct[lid]);
+        partials[rec + REC_BIN_CONF + lid] = atomicLoad(&wg_bin_conf[lid]);
     }
     if (P.rows_mode == 0u) { confusion_flush(P.slot, lid); }
 }

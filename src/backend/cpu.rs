@@ -16,7 +16,6 @@ use rayon::prelude::*;
 use super::simd::{self, Element, LANES, Level};
 use super::{
     Backend, BackendInfo, ProbBuf, RowBatch, RowScores, ScoreSums, SegBatch, SegItem, SegItemStats,
-    Softmin,
 };
 use crate::error::Result;
 use crate::index::KnnGraph;
@@ -25,6 +24,7 @@ use crate::metrics::boundary_iou::{band_mask, band_width, count_bands};
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise, score_normalised};
+use crate::metrics::softmin::{self, Softmin};
 
 /// Pixels per work unit inside one item.
 const PIXEL_CHUNK: usize = 16 * 1024;
@@ -219,8 +219,8 @@ impl ChunkStats {
     #[inline]
     fn record(&mut self, s: &SampleScores, label: u16, ignore: u16, out: &mut u16) {
         let w = (
-            Softmin::weight_of(s.self_confidence),
-            Softmin::weight_of(s.normalized_margin),
+            softmin::weight(s.self_confidence),
+            softmin::weight(s.normalized_margin),
         );
         self.record_weighted(s, label, ignore, out, w);
     }

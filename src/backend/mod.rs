@@ -104,49 +104,9 @@ impl ScoreSums {
     }
 }
 
-/// The temperature of the softmin aggregations (cleanlab's default, 0.1).
-pub const SOFTMIN_TEMPERATURE: f64 = 0.1;
-
-/// Running sums for a softmin over pixel scores `s_i`:
-/// `Σ s_i w_i / Σ w_i` with `w_i = exp((1 − s_i) / T)`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Softmin {
-    pub weighted: f64,
-    pub weight: f64,
-}
-
-impl Softmin {
-    /// Add one score in [0, 1].
-    #[inline]
-    pub fn add(&mut self, s: f32) {
-        self.add_weighted(s, Self::weight_of(s));
-    }
-
-    /// The weight `w = exp((1 − s) / T)` of a score `s`.
-    #[inline]
-    pub fn weight_of(s: f32) -> f64 {
-        ((1.0 - s as f64) / SOFTMIN_TEMPERATURE).exp()
-    }
-
-    /// Add a score whose weight was computed elsewhere (the SIMD kernel
-    /// [`simd::score_run`] keeps its own sums, merged with [`Softmin::merge`]).
-    #[inline]
-    pub fn add_weighted(&mut self, s: f32, w: f64) {
-        self.weighted += s as f64 * w;
-        self.weight += w;
-    }
-
-    /// Add other sums.
-    pub fn merge(&mut self, o: &Softmin) {
-        self.weighted += o.weighted;
-        self.weight += o.weight;
-    }
-
-    /// The aggregated value, `None` without samples.
-    pub fn value(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.weighted / self.weight)
-    }
-}
+/// The softmin sums and their temperature, defined in
+/// [`crate::metrics::softmin`] (re-exported here for the backends' users).
+pub use crate::metrics::softmin::{Softmin, TEMPERATURE as SOFTMIN_TEMPERATURE};
 
 /// What a backend returns for one [`SegItem`]: sums and counts only.
 #[derive(Debug, Clone)]

@@ -41,10 +41,11 @@
 
 use std::sync::OnceLock;
 
-use super::{ScoreSums, Softmin};
+use super::ScoreSums;
 use crate::metrics::calibration::CalibrationBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
+use crate::metrics::softmin::Softmin;
 
 /// Samples scored per kernel call (the vector width in `f32` lanes).
 pub const LANES: usize = 8;
@@ -160,7 +161,8 @@ pub fn score_lanes<T: Element>(
 }
 
 /// The softmin weights of eight scores as [`score_run`] computes them:
-/// `exp((1 − s)·(1/T))` in f64, the exponential by a degree-12 polynomial
+/// [`crate::metrics::softmin::weight`]'s `exp((1 − s)/T)`, vectorised as
+/// `exp((1 − s)·INV_TEMPERATURE)` in f64, the exponential by a degree-12 polynomial
 /// after range reduction (≲ 2 ulp of f64 against libm), the argument within
 /// 1 ulp of the reference's `(1 − s)/T`. Only the tests call it alone.
 /// Must only be called at [`Level::Avx2`].
@@ -306,11 +308,11 @@ pub fn score_run<T: Element>(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::SOFTMIN_TEMPERATURE;
     use super::{
         CalibrationBins, Confusion, Element, LANES, RunSums, SUM_TOLERANCE, SampleScores,
         ScoreSums, Softmin, rounding_slack,
     };
+    use crate::metrics::softmin::INV_TEMPERATURE;
 
     /// Load the 8 values at `p` as `f32`.
     #[inline]
@@ -660,7 +662,7 @@ mod avx2 {
         // Σ entropy, margin, lc, sc, nm; softmin sc (Σ s·w, Σ w), nm (Σ s·w, Σ w).
         let mut acc = [_mm256_setzero_pd(); 9];
         let one = _mm256_set1_pd(1.0);
-        let inv_t = _mm256_set1_pd(1.0 / SOFTMIN_TEMPERATURE);
+        let inv_t = _mm256_set1_pd(INV_TEMPERATURE);
         let mut pixels = 0u64;
         let mut scratch: Vec<f32> = Vec::new();
         let mut j = 0;
@@ -799,7 +801,7 @@ mod avx2 {
     pub unsafe fn softmin_weights(s: &[f32; LANES]) -> [f64; LANES] {
         // SAFETY: `s` holds 8 values.
         let v = unsafe { _mm256_loadu_ps(s.as_ptr()) };
-        let inv_t = _mm256_set1_pd(1.0 / SOFTMIN_TEMPERATURE);
+        let inv_t = _mm256_set1_pd(INV_TEMPERATURE);
         let one = _mm256_set1_pd(1.0);
         let (lo, hi) = widen(v);
         let wl = exp_pd(_mm256_mul_pd(_mm256_sub_pd(one, lo), inv_t));
@@ -1035,13 +1037,48 @@ mod tests {
             });
             let w = softmin_weights(&s);
             for j in 0..LANES {
-                let want = crate::backend::Softmin::weight_of(s[j]);
+                let want = crate::metrics::softmin::weight(s[j]);
                 worst = worst.max(((w[j] - want) / want).abs());
             }
         }
         // A few ulp of f64 (2.2e-16 each): 1 ulp of an argument up to 10
         // (1.8e-15) and the polynomial's 2 ulp.
         assert!(worst < 4e-15, "worst relative error {worst}");
+    }
+
+    /// The vectorised weights give the scalar `metrics::softmin` value:
+    /// random scores summed into one `Softmin` with the SIMD weights and
+    /// one with the reference's `add`.
+    #[test]
+    fn simd_softmin_matches_the_scalar_definition() {
+        if level() != Level::Avx2 {
+            return;
+        }
+        let mut st = 17u64;
+        for run in 0..200 {
+            let n: usize = 1 + run * 7;
+            let (mut simd, mut scalar) = (Softmin::default(), Softmin::default());
+            for _ in 0..n.div_ceil(LANES) {
+                let s: [f32; LANES] = std::array::from_fn(|_| lcg(&mut st));
+                let w = softmin_weights(&s);
+                for j in 0..LANES {
+                    simd.add_weighted(s[j], w[j]);
+                    scalar.add(s[j]);
+                }
+            }
+            let (a, b) = (
+                simd.value().unwrap_or(f64::NAN),
+                scalar.value().unwrap_or(0.0),
+            );
+            assert!(
+                (a - b).abs() <= 1e-13 * b.abs().max(1e-3),
+                "run {run}: {a} vs {b}"
+            );
+            assert!(
+                (simd.weight / scalar.weight - 1.0).abs() < 1e-14,
+                "run {run}"
+            );
+        }
     }
 
     #[test]

@@ -7,3 +7,4 @@ pub mod calibration;
 pub mod confusion;
 pub mod mask_iou;
 pub mod pixel_stats;
+pub mod softmin;

@@ -1,37 +1,22 @@
-//! Every metric on both backends: the CPU reference and the wgpu backend must
-//! agree bit for bit on integer counts (pixels, confusion, calibration bin
-//! counts, Boundary IoU band counts, first invalid pixel) and within
-//! `FLOAT_TOLERANCE` (2e-5 absolute) on float scores.
+//! Every metric on every backend configuration: the CPU reference against
+//! itself, the wgpu backend, `Fallback` over the wgpu backend, and the wgpu
+//! backend cut into small tiles, chunks and bindings ([`parity::Tester`]).
+//! Integer counts (pixels, confusion, calibration bin counts, Boundary IoU
+//! band counts, first invalid pixel, kNN ids and distances, mask counts) must
+//! agree bit for bit, float scores within `FLOAT_TOLERANCE` (2e-5 absolute).
 //!
-//! Without an adapter these tests report themselves skipped, unless
-//! `TRIAGE_REQUIRE_GPU=1` (set in CI, which installs lavapipe): then a missing
-//! adapter is a failure. Every test also checks that the numbers it compares
-//! really came from the GPU backend.
+//! Without an adapter the GPU configurations report themselves skipped,
+//! unless `TRIAGE_REQUIRE_GPU=1` (set in CI, which installs lavapipe): then a
+//! missing adapter is a failure. Every case also checks that the numbers of a
+//! GPU configuration really came from the GPU backend, and every test fails
+//! when a configuration compared nothing.
 
 use crate::common;
+use crate::parity::{self, Kind, Tester, gpu};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use triage::backend::cpu::CpuBackend;
 use triage::backend::gpu::{AdapterPolicy, FLOAT_TOLERANCE, GpuBackend};
-use triage::backend::{Backend, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
-
-fn gpu() -> Option<GpuBackend> {
-    let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    match GpuBackend::new(AdapterPolicy::AnyAdapter) {
-        Ok(Some(g)) => {
-            let info = g.info();
-            assert_eq!(info.name, "gpu");
-            assert!(info.adapter.is_some(), "the GPU backend names its adapter");
-            Some(g)
-        }
-        Ok(None) if required => panic!("TRIAGE_REQUIRE_GPU=1 but no GPU adapter was found"),
-        Ok(None) => {
-            eprintln!("skipped: no GPU adapter (install mesa-vulkan-drivers for lavapipe)");
-            None
-        }
-        Err(e) => panic!("GPU adapter found but unusable: {e}"),
-    }
-}
+use triage::backend::{Backend, ProbBuf, RowBatch, SegBatch, SegItem};
 
 fn close(what: &str, g: f64, c: f64) {
     assert!(
@@ -105,85 +90,18 @@ fn to_buf(p: Vec<f32>, f16: bool) -> ProbBuf {
     }
 }
 
-fn compare_items(label: &str, g: &[SegItemStats], c: &[SegItemStats]) {
-    assert_eq!(g.len(), c.len());
-    for (i, (g, c)) in g.iter().zip(c).enumerate() {
-        let at = format!("{label} item {i}");
-        assert_eq!(g.first_invalid, c.first_invalid, "{at}: first invalid");
-        assert_eq!(g.pixels, c.pixels, "{at}: pixels");
-        assert_eq!(g.confusion, c.confusion, "{at}: confusion");
-        assert_eq!(g.bins.count, c.bins.count, "{at}: bin counts");
-        assert_eq!(g.bins.correct, c.bins.correct, "{at}: bin correct");
-        assert_eq!(g.bands, c.bands, "{at}: Boundary IoU band counts");
-        if c.first_invalid.is_some() {
-            continue;
-        }
-        let n = c.pixels.max(1) as f64;
-        close(
-            &format!("{at}: entropy"),
-            g.sums.entropy / n,
-            c.sums.entropy / n,
-        );
-        close(
-            &format!("{at}: margin"),
-            g.sums.margin / n,
-            c.sums.margin / n,
-        );
-        close(
-            &format!("{at}: least_confidence"),
-            g.sums.least_confidence / n,
-            c.sums.least_confidence / n,
-        );
-        close(
-            &format!("{at}: self_confidence"),
-            g.sums.self_confidence / n,
-            c.sums.self_confidence / n,
-        );
-        close(
-            &format!("{at}: normalized_margin"),
-            g.sums.normalized_margin / n,
-            c.sums.normalized_margin / n,
-        );
-        let (gs, cs) = (
-            g.softmin_self_confidence.value(),
-            c.softmin_self_confidence.value(),
-        );
-        assert_eq!(gs.is_some(), cs.is_some(), "{at}: softmin defined");
-        if let (Some(a), Some(b)) = (gs, cs) {
-            close(&format!("{at}: self_confidence_softmin"), a, b);
-        }
-        if let (Some(a), Some(b)) = (
-            g.softmin_normalized_margin.value(),
-            c.softmin_normalized_margin.value(),
-        ) {
-            close(&format!("{at}: normalized_margin_softmin"), a, b);
-        }
-        for m in 0..15 {
-            let k = c.bins.count[m].max(1) as f64;
-            close(
-                &format!("{at}: bin {m} mean confidence"),
-                g.bins.confidence_sum[m] / k,
-                c.bins.confidence_sum[m] / k,
-            );
-        }
-        match (g.bins.ece(), c.bins.ece()) {
-            (Some(a), Some(b)) => close(&format!("{at}: ece"), a, b),
-            (a, b) => assert_eq!(a.is_some(), b.is_some(), "{at}: ece defined"),
-        }
+fn seg_batch(items: Vec<SegItem>, classes: usize, logits: bool) -> SegBatch {
+    SegBatch {
+        items,
+        classes,
+        ignore_index: 255,
+        logits,
     }
-}
-
-fn run_both(label: &str, gpu: &GpuBackend, batch: &SegBatch) {
-    let c = CpuBackend::new().score_items(batch).expect("cpu");
-    let g = gpu
-        .score_items(batch)
-        .unwrap_or_else(|e| panic!("{label}: gpu failed: {e}"));
-    compare_items(label, &g, &c);
 }
 
 #[test]
 fn random_segmentation_batches_f32_and_f16() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (classes, sizes) in [
         (2usize, vec![(1usize, 1usize), (37, 1031), (64, 64)]),
@@ -195,39 +113,55 @@ fn random_segmentation_batches_f32_and_f16() {
                 .iter()
                 .map(|&(h, w)| random_item(&mut rng, classes, h, w, f16, 0.05))
                 .collect();
-            let batch = SegBatch {
-                items,
-                classes,
-                ignore_index: 255,
-                logits: false,
-            };
-            run_both(&format!("C={classes} f16={f16}"), &gpu, &batch);
+            t.seg(
+                &format!("C={classes} f16={f16}"),
+                &seg_batch(items, classes, false),
+            );
         }
     }
+    t.finish();
 }
 
 #[test]
 fn tiles_and_chunks_split_inside_items() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    // 300×300 = 90 000 pixels: two tiles of at most 65 536. With C = 150 a
-    // tile is 39 MB, so every tile is its own upload chunk and chunk
-    // boundaries fall inside items; 5 items make 10 chunks.
+    // 300×300 = 90 000 pixels: two tiles of at most 65 536 by default. With
+    // C = 150 a tile is 39 MB, so every tile is its own upload chunk and chunk
+    // boundaries fall inside items; 5 items make 10 chunks. The small
+    // configurations cut each item into hundreds of tiles and the batch into
+    // several slot groups.
+    let (h, w, c) = (300usize, 300usize, 150usize);
+    for config in t.configs() {
+        if let Some(sizes) = config.sizes {
+            let max_tile = sizes.max_tile.min(1 << 16);
+            assert!(
+                ((h * w) as u64) > max_tile,
+                "[{}] items span several tiles",
+                config.name
+            );
+        }
+    }
+    assert!(
+        5 * (h * w * 4) as u64 > parity::SMALL_TILES.binding,
+        "the small binding splits the batch into slot groups"
+    );
     let items = (0..5)
-        .map(|_| random_item(&mut rng, 150, 300, 300, true, 0.02))
+        .map(|_| random_item(&mut rng, c, h, w, true, 0.02))
         .collect();
-    let batch = SegBatch {
-        items,
-        classes: 150,
-        ignore_index: 255,
-        logits: false,
-    };
-    run_both("C=150 300x300 x5", &gpu, &batch);
+    t.seg("C=150 300x300 x5", &seg_batch(items, c, false));
+    // Few classes: several tiles per upload chunk in the small-chunk
+    // configuration (512 samples of 2 × f32 = 4 KiB per tile, 48 KiB chunks).
+    let items = (0..3)
+        .map(|_| random_item(&mut rng, 2, 97, 211, false, 0.05))
+        .collect();
+    t.seg("C=2 97x211 x3", &seg_batch(items, 2, false));
+    t.finish();
 }
 
 #[test]
 fn edge_cases_exact_one_bin_edges_ignore_and_edges() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     // 3 classes, 6×5 image. Confidences exactly 1.0 and exactly on bin edges
     // (k/15 rounded to f32, and 0.6, 0.4 which land on edges 9 and 6), a
     // mask touching every image edge, an ignored column, a class absent from
@@ -261,34 +195,38 @@ fn edge_cases_exact_one_bin_edges_ignore_and_edges() {
             u16::from(x >= 3)
         };
     }
+    // Hand-checked: the confidences of exactly 1.0 (pixels 0, 8, 16, 24,
+    // the ignored ones excluded) fall in bin 14, never a 16th bin.
+    let ones = (0..hw)
+        .filter(|&i| i % confs.len() == 0 && labels[i] != 255)
+        .count() as u64;
     for f16 in [false, true] {
-        let batch = SegBatch {
-            items: vec![SegItem {
-                probs: to_buf(p.clone(), f16),
-                planes: None,
-                labels: labels.clone(),
-                height: h,
-                width: w,
-            }],
-            classes: c,
-            ignore_index: 255,
-            logits: false,
+        let item = SegItem {
+            probs: to_buf(p.clone(), f16),
+            planes: None,
+            labels: labels.clone(),
+            height: h,
+            width: w,
         };
-        run_both(&format!("edge f16={f16}"), &gpu, &batch);
-        let stats = gpu.score_items(&batch).unwrap();
-        // Hand-checked: the 6 confidences of exactly 1.0 (pixels 0, 8, 16, 24,
-        // and the ignored ones excluded) fall in bin 14, never a 16th bin.
-        let ones = (0..hw)
-            .filter(|&i| i % confs.len() == 0 && labels[i] != 255)
-            .count() as u64;
-        assert!(stats[0].bins.count[14] >= ones);
-        assert_eq!(stats[0].bins.count.iter().sum::<u64>(), stats[0].pixels);
+        let batch = seg_batch(vec![item], c, false);
+        let case = format!("edge f16={f16}");
+        t.seg(&case, &batch);
+        t.each(&format!("{case}, hand-checked bins"), |check, config| {
+            let stats = config.backend.score_items(&batch).unwrap();
+            check.holds("exact 1.0 in bin 14", stats[0].bins.count[14] >= ones);
+            check.eq(
+                "every scored pixel binned",
+                stats[0].bins.count.iter().sum::<u64>(),
+                stats[0].pixels,
+            );
+        });
     }
+    t.finish();
 }
 
 #[test]
 fn invalid_probabilities_report_the_same_first_pixel() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for (bad, value) in [
         (77usize, f32::NAN),
@@ -308,22 +246,19 @@ fn invalid_probabilities_report_the_same_first_pixel() {
                 };
                 it.probs = to_buf(v.clone(), true);
             }
-            let batch = SegBatch {
-                items: vec![it],
-                classes: 4,
-                ignore_index: 255,
-                logits: false,
-            };
-            let g = gpu.score_items(&batch).unwrap();
-            assert_eq!(g[0].first_invalid, Some(bad), "value {value} f16={f16}");
-            run_both(&format!("invalid {value}"), &gpu, &batch);
+            let want = t.seg(
+                &format!("invalid {value} f16={f16}"),
+                &seg_batch(vec![it], 4, false),
+            );
+            assert_eq!(want[0].first_invalid, Some(bad), "value {value} f16={f16}");
         }
     }
+    t.finish();
 }
 
 #[test]
 fn logits_segmentation() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let mut it = random_item(&mut rng, 5, 33, 41, false, 0.05);
     if let ProbBuf::F32(v) = &mut it.probs {
@@ -331,18 +266,13 @@ fn logits_segmentation() {
             *x = x.ln() * 1.7 - 3.0; // logits, some negative
         }
     }
-    let batch = SegBatch {
-        items: vec![it],
-        classes: 5,
-        ignore_index: 255,
-        logits: true,
-    };
-    run_both("logits", &gpu, &batch);
+    t.seg("logits", &seg_batch(vec![it], 5, true));
+    t.finish();
 }
 
 #[test]
 fn classification_rows() {
-    let Some(gpu) = gpu() else { return };
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for (n, c, f16, logits) in [
         (1000usize, 2usize, false, false),
@@ -378,42 +308,25 @@ fn classification_rows() {
             classes: c,
             logits,
         };
-        let cs = CpuBackend::new().score_rows(&batch).unwrap();
-        let gs = gpu.score_rows(&batch).unwrap();
-        let at = format!("rows n={n} C={c} f16={f16} logits={logits}");
-        assert_eq!(gs.first_invalid, cs.first_invalid, "{at}");
-        assert_eq!(gs.bins.count, cs.bins.count, "{at}: bin counts");
-        assert_eq!(gs.bins.correct, cs.bins.correct, "{at}: bin correct");
-        assert_eq!(gs.samples.len(), n);
-        for (r, (g, c)) in gs.samples.iter().zip(&cs.samples).enumerate() {
-            assert_eq!(g.pred, c.pred, "{at} row {r}: pred");
-            for (name, a, b) in [
-                ("confidence", g.confidence, c.confidence),
-                ("entropy", g.entropy, c.entropy),
-                ("margin", g.margin, c.margin),
-                ("least_confidence", g.least_confidence, c.least_confidence),
-                ("self_confidence", g.self_confidence, c.self_confidence),
-                (
-                    "normalized_margin",
-                    g.normalized_margin,
-                    c.normalized_margin,
-                ),
-            ] {
-                close(&format!("{at} row {r}: {name}"), a as f64, b as f64);
-            }
-        }
+        let case = format!("rows n={n} C={c} f16={f16} logits={logits}");
+        let want = t.rows(&case, &batch);
+        assert_eq!(want.samples.len(), n, "{case}");
         if !logits {
-            assert_eq!(gs.samples[3].confidence, 1.0, "{at}: exact 1.0 survives");
-            if !f16 {
-                // f16 cannot hold 1e-7; in f32 the sum is 1 + 2^-23, within C·ε.
-                assert_eq!(
-                    gs.samples[4].confidence, 1.0,
-                    "{at}: rounding-level sums are not divided"
-                );
-                assert_eq!(cs.samples[4].confidence, 1.0, "{at}: (reference)");
-            }
+            t.each(&format!("{case}, hand-checked"), |check, config| {
+                let got = config.backend.score_rows(&batch).unwrap();
+                check.eq("exact 1.0 survives", got.samples[3].confidence, 1.0);
+                if !f16 {
+                    // f16 cannot hold 1e-7; in f32 the sum is 1 + 2^-23, within C·ε.
+                    check.eq(
+                        "rounding-level sums are not divided",
+                        got.samples[4].confidence,
+                        1.0,
+                    );
+                }
+            });
         }
     }
+    t.finish();
 }
 
 /// End to end: `--backend gpu` writes the same queue and report as `--backend
@@ -516,15 +429,16 @@ fn embeddings(rows: Vec<f32>, n: usize, d: usize) -> triage::neighbors::Embeddin
         .unwrap()
 }
 
-/// The GPU exact kNN gives the CPU reference's graph: the same neighbours in
-/// the same order and bit-identical distances, for dimensions that are not a
-/// multiple of the shader's 32-wide chunks, for fewer items than `k`, for
-/// duplicate rows (exact ties, broken by the lower index), and when the rows
-/// are split into several bindings whose candidate lists are merged.
+/// The exact kNN gives the CPU reference's graph on every configuration: the
+/// same neighbours in the same order and bit-identical distances, for
+/// dimensions that are not a multiple of the shader's 32-wide chunks, for
+/// fewer items than `k`, for duplicate rows (exact ties, broken by the lower
+/// index), and when the rows are split into several bindings whose
+/// candidate lists are merged (the small configurations: 37 and 64 rows per
+/// chunk).
 #[test]
 fn knn_exact_matches_cpu() {
-    let Some(g) = gpu() else { return };
-    let cpu = CpuBackend::new();
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut cases: Vec<(&str, triage::neighbors::Embeddings, usize)> = vec![
         (
@@ -557,19 +471,16 @@ fn knn_exact_matches_cpu() {
         .collect();
     cases.push(("duplicate rows", embeddings(dup, 100, 16), 7));
     assert_eq!(triage::backend::gpu::candidates_per_dispatch(160, 18), 896);
-    for (name, e, k) in &cases {
-        let want = cpu.knn_exact(e, *k).unwrap();
-        assert_eq!(want.method, "exact");
-        for chunk in [usize::MAX, 37, 64] {
-            let got = if chunk == usize::MAX {
-                g.knn_exact(e, *k).unwrap()
-            } else {
-                g.knn_exact_chunked(e, *k, chunk).unwrap()
-            };
-            assert_eq!(got.method, "exact-gpu", "{name}: the GPU path ran");
-            assert_eq!(got.ids, want.ids, "{name}, chunk {chunk}: neighbour ids");
-            assert_eq!(got.dist, want.dist, "{name}, chunk {chunk}: distances");
+    for config in t.configs() {
+        if let Some(sizes) = config.sizes
+            && sizes.knn_rows < 300
+        {
+            assert!(sizes.knn_rows < 100, "[{}] several kNN chunks", config.name);
         }
+    }
+    for (name, e, k) in &cases {
+        let want = t.knn(name, e, *k);
+        assert_eq!(want.method, "exact");
     }
     // Hand-worked: on the unit circle at 0°, 10°, 90°, 180°, item 3's nearest
     // are 2 (90° away) then 1 (170° away).
@@ -579,27 +490,40 @@ fn knn_exact_matches_cpu() {
         .flat_map(|&a| r(a))
         .collect();
     let e = embeddings(rows, 4, 2);
-    let got = g.knn_exact(&e, 2).unwrap();
-    assert_eq!(
-        got.neighbours(3).map(|(j, _)| j).collect::<Vec<_>>(),
-        vec![2, 1]
-    );
-    assert_eq!(
-        got.neighbours(0).map(|(j, _)| j).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    // Beyond the shader's list length the GPU refuses instead of truncating.
-    let err = g.knn_exact(&cases[0].1, 57).unwrap_err().to_string();
-    assert!(err.contains("at most 56"), "{err}");
+    t.knn("unit circle", &e, 2);
+    t.each("unit circle, hand-worked", |check, config| {
+        let got = config.backend.knn_exact(&e, 2).unwrap();
+        let ids = |i| got.neighbours(i).map(|(j, _)| j).collect::<Vec<_>>();
+        check.eq("item 3's neighbours", ids(3), vec![2, 1]);
+        check.eq("item 0's neighbours", ids(0), vec![1, 2]);
+    });
+    // Beyond the shader's list length the GPU refuses instead of truncating
+    // (a Fallback would finish on the CPU, so only the plain GPU ones).
+    t.each("k = 57", |check, config| {
+        if config.kind == Kind::Gpu {
+            let err = config.backend.knn_exact(&cases[0].1, 57).unwrap_err();
+            let err = err.to_string();
+            check.holds(&format!("refused ({err})"), err.contains("at most 56"));
+        }
+    });
+    if let Some(g) = gpu() {
+        // The explicit-chunk entry point the benchmarks use.
+        let want = t.reference().knn_exact(&cases[0].1, 10).unwrap();
+        for chunk in [37, 64] {
+            let got = g.knn_exact_chunked(&cases[0].1, 10, chunk).unwrap();
+            assert_eq!(got.ids, want.ids, "knn_exact_chunked({chunk}): ids");
+            assert_eq!(got.dist, want.dist, "knn_exact_chunked({chunk}): distances");
+        }
+    }
+    t.finish();
 }
 
-/// The GPU's near-duplicate mask counts equal the CPU's bit for bit: random
-/// maps with ignore pixels, C = 2 and C = 150, an odd pixel count (the packed
-/// u16 tail), 37 × 1031, and a hand-worked 2 × 4 pair.
+/// The near-duplicate mask counts equal the CPU's bit for bit on every
+/// configuration: random maps with ignore pixels, C = 2 and C = 150, an odd
+/// pixel count (the packed u16 tail), 37 × 1031, and a hand-worked 2 × 4 pair.
 #[test]
 fn mask_confusion_matches_cpu() {
-    let Some(g) = gpu() else { return };
-    let cpu = CpuBackend::new();
+    let mut t = Tester::new();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for (classes, n) in [(2usize, 1usize), (2, 4097), (19, 37 * 1031), (150, 300_001)] {
         let ig = 255u16;
@@ -618,16 +542,25 @@ fn mask_confusion_matches_cpu() {
         };
         let a = map(&[]);
         let b = map(&a);
-        let want = cpu.mask_confusion(&a, &b, classes, ig).unwrap();
-        let got = g.mask_confusion(&a, &b, classes, ig).unwrap();
-        assert_eq!(got.rows(), want.rows(), "C = {classes}, {n} pixels");
+        t.mask(&format!("C = {classes}, {n} pixels"), &a, &b, classes, ig);
     }
     // Hand-worked (src/metrics/mask_iou.rs): rows [[2, 1], [1, 3]].
     let a = [0, 0, 1, 1, 0, 1, 1, 255];
     let b = [0, 1, 1, 1, 0, 0, 1, 1];
-    let got = g.mask_confusion(&a, &b, 2, 255).unwrap();
-    assert_eq!(got.rows(), vec![vec![2, 1], vec![1, 3]]);
-    assert_eq!(got.mean_iou(), Some(0.55));
+    t.mask("hand-worked 2 x 4", &a, &b, 2, 255);
+    t.each("hand-worked 2 x 4, values", |check, config| {
+        let got = config.backend.mask_confusion(&a, &b, 2, 255).unwrap();
+        check.eq("rows", got.rows(), vec![vec![2, 1], vec![1, 3]]);
+        check.eq("mean IoU", got.mean_iou(), Some(0.55));
+    });
+    t.finish();
+}
+
+/// The suite itself: a configuration that compared nothing fails it.
+#[test]
+#[should_panic(expected = "tested nothing")]
+fn a_configuration_that_tests_nothing_fails() {
+    Tester::new().finish();
 }
 
 /// `auto` takes a hardware GPU only: on a machine whose sole adapter is a

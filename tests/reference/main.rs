@@ -1,6 +1,7 @@
-//! Numbers checked against independent expectations, and the GPU backend
-//! against the CPU reference: one test binary, so that the tests link wgpu
-//! once instead of once per file. CI also runs this binary with the SIMD
+//! Numbers checked against independent expectations, and every backend
+//! configuration against the CPU reference (`parity`, used by `gpu_parity`):
+//! one test binary, so that the tests link wgpu once instead of once per
+//! file. CI also runs this binary with the SIMD
 //! scoring path disabled (`TRIAGE_SIMD=off cargo test --test reference`).
 
 #[path = "../common/mod.rs"]
@@ -11,4 +12,5 @@ mod gpu_parity;
 mod hand_worked;
 mod label_errors;
 mod neighbors;
+mod parity;
 mod planes;

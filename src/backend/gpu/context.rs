@@ -11,6 +11,47 @@ use crate::error::{Error, Result};
 
 /// Longest wait for one submission before the run is declared hung.
 const POLL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest wait for a mapped read-back once the GPU is idle.
+const MAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most samples per `score_pixels` tile (one dispatch).
+pub const MAX_TILE: u64 = 1 << 16;
+/// Most bytes of host staging per upload chunk.
+pub const CHUNK_BYTES: u64 = 64 << 20;
+/// Largest storage binding ever used, so u32 word indices and f16 element
+/// indices never overflow.
+const BINDING_CAP: u64 = 1 << 30;
+
+/// The sizes the host cuts work into. [`SizeLimits::default`] is what every
+/// run uses (the adapter's own binding limit, [`MAX_TILE`], [`CHUNK_BYTES`]);
+/// the parity tests pass smaller ones so that one item spans several tiles,
+/// upload chunks, slot groups and kNN chunks.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// Most samples per tile; rounded down to a multiple of the workgroup
+    /// size (256), and never below it.
+    pub max_tile: u64,
+    /// Most bytes of host staging per upload chunk (at least one tile).
+    pub chunk_bytes: u64,
+    /// Cap on the storage binding size; the adapter's limit applies when it
+    /// is smaller.
+    pub binding: u64,
+    /// Most embedding rows per kNN chunk; the binding limit applies when it
+    /// is smaller.
+    pub knn_rows: usize,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        SizeLimits {
+            max_tile: MAX_TILE,
+            chunk_bytes: CHUNK_BYTES,
+            binding: BINDING_CAP,
+            knn_rows: usize::MAX,
+        }
+    }
+}
 
 /// Which adapters are acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +80,17 @@ pub struct GpuContext {
     pub band_count: wgpu::ComputePipeline,
     pub knn: wgpu::ComputePipeline,
     pub mask_iou: wgpu::ComputePipeline,
+    /// How the host cuts work (see [`SizeLimits`]).
+    pub sizes: SizeLimits,
     /// Errors reported asynchronously by wgpu (validation, OOM, device lost).
     errors: Arc<Mutex<Vec<String>>>,
-    buffers: Mutex<HashMap<&'static str, wgpu::Buffer>>,
+    /// Reusable buffers by (name, index), see [`GpuContext::buffer_at`].
+    buffers: Mutex<HashMap<(&'static str, usize), wgpu::Buffer>>,
+    /// The read-back staging buffer, grown when too small. Its lock is held
+    /// for a whole [`GpuContext::read_back`].
+    staging: Mutex<Option<wgpu::Buffer>>,
+    /// Held for a whole backend operation, see [`GpuContext::session`].
+    session: Mutex<()>,
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -57,7 +106,7 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 impl GpuContext {
     /// Find an adapter allowed by `policy` and build the context on it.
     /// `Ok(None)` means no acceptable adapter exists.
-    pub fn new(policy: AdapterPolicy) -> Result<Option<Self>> {
+    pub fn new(policy: AdapterPolicy, sizes: SizeLimits) -> Result<Option<Self>> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
@@ -139,24 +188,7 @@ impl GpuContext {
             return Err(gpu_error(format!("shader validation failed: {e}")));
         }
 
-        let info = BackendInfo {
-            name: "gpu".into(),
-            threads: None,
-            adapter: Some(ai.name.clone()),
-            api: Some(format!("{:?}", ai.backend)),
-            device_type: Some(
-                match ai.device_type {
-                    wgpu::DeviceType::DiscreteGpu => "discrete",
-                    wgpu::DeviceType::IntegratedGpu => "integrated",
-                    wgpu::DeviceType::VirtualGpu => "virtual",
-                    wgpu::DeviceType::Cpu => "cpu (software)",
-                    wgpu::DeviceType::Other => "other",
-                }
-                .into(),
-            ),
-            fallback: None,
-            simd: None,
-        };
+        let info = backend_info(&ai);
         Ok(Some(GpuContext {
             device,
             queue,
@@ -167,27 +199,56 @@ impl GpuContext {
             band_count,
             knn,
             mask_iou,
+            sizes,
             errors,
             buffers: Mutex::default(),
+            staging: Mutex::default(),
+            session: Mutex::default(),
         }))
     }
 
-    /// The largest storage binding, capped at 1 GiB so u32 word indices and
-    /// f16 element indices never overflow.
+    /// The largest storage binding used: the adapter's, capped at 1 GiB so
+    /// u32 word indices and f16 element indices never overflow, and at
+    /// [`SizeLimits::binding`].
     pub fn max_binding(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
-            .min(1 << 30)
+            .min(BINDING_CAP)
+            .min(self.sizes.binding)
+    }
+
+    /// Exclusive use of the cached buffers for one backend operation (a
+    /// batch, a kNN graph, a mask pair). Operations share the cache's
+    /// buffers, so concurrent callers (the neighbour stage compares mask
+    /// pairs from several threads) are served one at a time; the lock is
+    /// taken once per operation, never nested.
+    pub fn session(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A cached buffer named `name` of at least `size` bytes (grown as
-    /// needed, reused across batches).
+    /// needed, reused across batches). Contents are whatever the last user
+    /// left: callers write or clear what they read.
     pub fn buffer(&self, name: &'static str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.buffer_at(name, 0, size, usage)
+    }
+
+    /// Buffer `index` of the family `name` (several live at once, e.g. one per
+    /// embedding chunk), cached like [`GpuContext::buffer`]. A name is always
+    /// requested with the same `usage`.
+    pub fn buffer_at(
+        &self,
+        name: &'static str,
+        index: usize,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
         let size = size.max(16).next_multiple_of(16);
         let mut cache = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = cache.get(name)
+        if let Some(b) = cache.get(&(name, index))
             && b.size() >= size
+            && b.usage() == usage
         {
             return b.clone();
         }
@@ -197,7 +258,18 @@ impl GpuContext {
             usage,
             mapped_at_creation: false,
         });
-        cache.insert(name, b.clone());
+        cache.insert((name, index), b.clone());
+        b
+    }
+
+    /// A uniform buffer holding `value` (cached under `name`).
+    pub fn uniform<T: bytemuck::Pod>(&self, name: &'static str, value: &T) -> wgpu::Buffer {
+        let b = self.buffer(
+            name,
+            std::mem::size_of::<T>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        self.queue.write_buffer(&b, 0, bytemuck::bytes_of(value));
         b
     }
 
@@ -224,41 +296,79 @@ impl GpuContext {
         self.check()
     }
 
-    /// Copy `size` bytes of `src` back to the host.
+    /// Copy the first `size` bytes (a multiple of 4) of `src` back to the
+    /// host, through one staging buffer reused across calls (grown when too
+    /// small). Waits are bounded ([`POLL_TIMEOUT`], then [`MAP_TIMEOUT`] for
+    /// the mapping); on any failure the staging buffer is dropped, so a
+    /// mapping left pending can never be reused.
     pub fn read_back(&self, src: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         if size == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let mut slot = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let staging = match slot.take() {
+            Some(b) if b.size() >= size => b,
+            _ => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: size.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let bytes = self.map_copy(src, &staging, size)?;
+        // Only a buffer that was mapped, read and unmapped goes back.
+        *slot = Some(staging);
+        Ok(bytes)
+    }
+
+    /// Copy `size` bytes of `src` into `staging`, map them, read them, unmap.
+    fn map_copy(&self, src: &wgpu::Buffer, staging: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let mut enc = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
+        enc.copy_buffer_to_buffer(src, 0, staging, 0, size);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let range = staging.slice(..size);
+        range.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         self.wait()?;
-        match rx.recv_timeout(Duration::from_secs(5)) {
+        match rx.recv_timeout(MAP_TIMEOUT) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(gpu_error(format!("cannot map the result buffer: {e}"))),
             Err(_) => return Err(gpu_error("the result buffer was never mapped")),
         }
         let bytes = {
-            let view = staging
-                .slice(..)
+            let view = range
                 .get_mapped_range()
                 .map_err(|e| gpu_error(format!("cannot read the result buffer: {e}")))?;
             view.to_vec()
         };
         staging.unmap();
         Ok(bytes)
+    }
+}
+
+/// What `report.json` says about the adapter.
+fn backend_info(ai: &wgpu::AdapterInfo) -> BackendInfo {
+    BackendInfo {
+        name: "gpu".into(),
+        threads: None,
+        adapter: Some(ai.name.clone()),
+        api: Some(format!("{:?}", ai.backend)),
+        device_type: Some(
+            match ai.device_type {
+                wgpu::DeviceType::DiscreteGpu => "discrete",
+                wgpu::DeviceType::IntegratedGpu => "integrated",
+                wgpu::DeviceType::VirtualGpu => "virtual",
+                wgpu::DeviceType::Cpu => "cpu (software)",
+                wgpu::DeviceType::Other => "other",
+            }
+            .into(),
+        ),
+        fallback: None,
+        simd: None,
     }
 }
 
