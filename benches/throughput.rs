@@ -450,10 +450,7 @@ const PARAM_FIELDS: [&str; 21] = [
 ];
 
 const SCORE_PIXELS: &str = include_str!("../shaders/score_pixels.wgsl");
-const PIXEL_STATS: &str = include_str!("../shaders/pixel_stats.wgsl");
-const CALIBRATION: &str = include_str!("../shaders/calibration.wgsl");
-const CONFUSION: &str = include_str!("../shaders/confusion.wgsl");
-const UNIFORM_STRIDE: u64 = 256;
+use triage::backend::gpu::{PARTIAL_WORDS, UNIFORM_STRIDE, WG, score_pixels_source};
 const MAX_TILE: u64 = 1 << 16;
 
 /// Field names of `struct NAME { ... }` in WGSL `src`, comments dropped.
@@ -469,14 +466,6 @@ fn wgsl_fields(src: &str, name: &str) -> Vec<String> {
         .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
         .filter(|n| !n.is_empty())
         .collect()
-}
-
-/// `const NAME: u32 = 256u;` in WGSL `src`.
-fn wgsl_const(src: &str, name: &str) -> Option<u64> {
-    let key = format!("const {name}: u32 = ");
-    let i = src.find(&key)? + key.len();
-    let digits: String = src[i..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 impl RawGpu {
@@ -621,10 +610,10 @@ impl RawGpu {
                 "shaders/score_pixels.wgsl's Params changed ({fields:?}); update benches/throughput.rs"
             ));
         }
-        let wg = wgsl_const(SCORE_PIXELS, "WG").ok_or("no WG constant in score_pixels.wgsl")?;
-        let partial_words = wgsl_const(SCORE_PIXELS, "PARTIAL_WORDS")
-            .ok_or("no PARTIAL_WORDS constant in score_pixels.wgsl")?;
-        let src = [SCORE_PIXELS, PIXEL_STATS, CALIBRATION, CONFUSION].join("\n");
+        // The module as the backend builds it: the record layout's generated
+        // constants, then the shader files.
+        let (wg, partial_words) = (u64::from(WG), PARTIAL_WORDS as u64);
+        let src = score_pixels_source();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
