@@ -24,6 +24,7 @@ LAYERS = [
     ["index"],
     ["backend"],
     ["schema"],
+    ["partial"],
     ["neighbors"],
     ["checks"],
     ["score"],

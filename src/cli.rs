@@ -21,8 +21,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Score every item of DATASET and write the review queue and report to --out.
-    Run(RunArgs),
+    /// Score every item of DATASET and write the review queue and report to --out
+    /// (with --shard I/N: score one shard and write its partial to --out).
+    Run(RunCmd),
+    /// Combine the partials of every shard (`triage run --shard I/N`, any order) into
+    /// the outputs one `triage run` writes.
+    Merge(MergeCmd),
     /// Write a synthetic dataset (segmentation or classification) with planted annotation errors.
     Synth(SynthArgs),
     /// Import reviewers' decisions (CSV: id, decision, optional corrected_label)
@@ -41,9 +45,31 @@ pub struct ReviewImportArgs {
 
 /// `triage run`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct RunCmd {
     /// Dataset directory holding triage.toml.
     pub dataset: PathBuf,
+    #[command(flatten)]
+    pub args: RunArgs,
+}
+
+/// `triage merge`.
+#[derive(Debug, clap::Args)]
+pub struct MergeCmd {
+    /// The shards' --out directories (or their partial.jsonl files), every shard once.
+    #[arg(required = true, value_name = "PART")]
+    pub parts: Vec<PathBuf>,
+    #[command(flatten)]
+    pub args: RunArgs,
+}
+
+/// The options of `triage run` (and of `triage merge`, which takes the
+/// score options from the partials).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Score only shard I of N (contiguous items in manifest order) and write its partial
+    /// result (partial.jsonl) to --out, for `triage merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::model::Shard::parse)]
+    pub shard: Option<crate::model::Shard>,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -172,7 +198,7 @@ impl RunArgs {
     /// The flags as library options, checked by [`RunOptions::validate`]
     /// (the one place every option is checked, for the library's callers
     /// too).
-    pub fn into_options(self) -> Result<RunOptions> {
+    pub fn into_options(self, dataset: PathBuf) -> Result<RunOptions> {
         let threshold = match (self.dup_threshold, self.dup_relative) {
             (_, Some(f)) => crate::neighbors::Threshold::Relative(f),
             (Some(d), None) => crate::neighbors::Threshold::Absolute(d),
@@ -205,7 +231,7 @@ impl RunArgs {
             deterministic: self.deterministic,
         };
         let opts = RunOptions {
-            dataset: self.dataset,
+            dataset,
             out: self.out,
             backend: self.backend,
             gpu_fallback: self.gpu_fallback == GpuFallback::Cpu,
@@ -215,6 +241,7 @@ impl RunArgs {
             progress: std::io::stderr().is_terminal(),
             neighbors,
             queue,
+            shard: self.shard,
         };
         opts.validate()?;
         Ok(opts)
@@ -288,38 +315,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         }
     };
     let result = match cli.command {
-        Command::Run(args) => {
+        Command::Run(RunCmd { dataset, args }) => {
             let show_timings = args.timings;
-            args.into_options().and_then(|opts| {
-                let s = crate::pipeline::run(&opts)?;
-                if show_timings {
-                    eprintln!("triage: timings: {}", s.timings.line());
-                }
-                let in_overlays = |f: &&std::path::PathBuf| {
-                    f.parent().and_then(|p| p.file_name())
-                        == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
-                };
-                let overlays = s.files.iter().filter(in_overlays).count();
-                eprintln!(
-                    "triage: scored {} items on {}; wrote {}{}",
-                    s.n_items,
-                    s.backend,
-                    s.files
-                        .iter()
-                        .filter(|f| !in_overlays(f))
-                        .map(|f| f.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if overlays > 0 {
-                        format!(
-                            " and {overlays} overlays in {}",
-                            opts.out.join(crate::report::OVERLAY_DIR).display()
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
-                Ok(())
+            args.into_options(dataset)
+                .and_then(|opts| report_run(&opts, crate::pipeline::run(&opts)?, show_timings))
+        }
+        Command::Merge(MergeCmd { parts, args }) => {
+            let show_timings = args.timings;
+            // The dataset comes from the partials; this path is not read.
+            args.into_options(PathBuf::new()).and_then(|opts| {
+                report_run(&opts, crate::pipeline::merge(&parts, &opts)?, show_timings)
             })
         }
         Command::Synth(args) => crate::synth::synth(&args.into_options()).map(|s| {
@@ -346,4 +351,36 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             2
         }
     }
+}
+
+/// Print the end-of-run lines on stderr.
+fn report_run(opts: &RunOptions, s: crate::pipeline::RunSummary, show_timings: bool) -> Result<()> {
+    if show_timings {
+        eprintln!("triage: timings: {}", s.timings.line());
+    }
+    let in_overlays = |f: &&std::path::PathBuf| {
+        f.parent().and_then(|p| p.file_name())
+            == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
+    };
+    let overlays = s.files.iter().filter(in_overlays).count();
+    eprintln!(
+        "triage: scored {} items on {}; wrote {}{}",
+        s.n_items,
+        s.backend,
+        s.files
+            .iter()
+            .filter(|f| !in_overlays(f))
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if overlays > 0 {
+            format!(
+                " and {overlays} overlays in {}",
+                opts.out.join(crate::report::OVERLAY_DIR).display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }

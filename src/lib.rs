@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod neighbors;
 pub mod output;
+pub mod partial;
 pub mod pipeline;
 pub mod priority;
 pub mod queue;

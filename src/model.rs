@@ -7,13 +7,15 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::metrics::boundary_iou::BandCounts;
-use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
-use crate::priority::{ItemScores, RowFacts};
+use crate::priority::{ItemScores, RowFacts, SegFacts};
 
 /// One scored item.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemResult {
     /// Row in items order.
     pub index: usize,
@@ -27,6 +29,9 @@ pub struct ItemResult {
     pub reasons: Vec<String>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
+    /// Segmentation: its worst class, for its reasons (written once every
+    /// item is scored, as they quote the dataset's medians).
+    pub seg_facts: Option<SegFacts>,
     /// Segmentation: the sorted set of annotated classes, compared by the
     /// neighbour checks (empty for classification, whose label is in `row`;
     /// read both through [`ItemResult::label_set`]).
@@ -55,7 +60,7 @@ impl ItemResult {
 }
 
 /// A flagged near-duplicate partner of an item.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeighborRef {
     /// The partner's row in items order.
     pub index: usize,
@@ -67,16 +72,66 @@ pub struct NeighborRef {
     pub conflict: bool,
 }
 
-/// Dataset-level pooled statistics.
-#[derive(Debug, Clone)]
+/// Dataset-level pooled statistics: the score stage's sums, which shards
+/// add exactly ([`DatasetStats::merge`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetStats {
-    pub bins: CalibrationBins,
+    /// The reliability table of every sample, added exactly (any order).
+    pub bins: PooledBins,
     pub confusion: Confusion,
     /// Segmentation only.
     pub bands: Option<BandCounts>,
     /// Segmentation: the predicted maps of the highest-priority items, for
-    /// the report's overlays (empty when the backend keeps none).
+    /// the report's overlays (empty when the backend keeps none; not kept
+    /// in a shard's partial: the overlays read their items again).
+    #[serde(skip)]
     pub preds: Option<PredMaps>,
+}
+
+impl DatasetStats {
+    /// Add another shard's sums (counts exactly; see [`PooledBins`]).
+    pub fn merge(&mut self, other: &DatasetStats) {
+        self.bins.merge(&other.bins);
+        self.confusion.merge(&other.confusion);
+        if let (Some(a), Some(b)) = (&mut self.bands, &other.bands) {
+            a.add(b);
+        }
+    }
+}
+
+/// Shard `index` of `count` (`--shard I/N`): the contiguous run of items
+/// `[index·n/count, (index+1)·n/count)` in manifest order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `I/N` with `0 ≤ I < N`.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected I/N (e.g. 0/4), got {s:?}"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard index {i:?}"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad shard count {n:?}"))?;
+        if count == 0 || index >= count {
+            return Err(format!("need 0 <= I < N, got {index}/{count}"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The items of this shard among `n`.
+    pub fn range(&self, n: usize) -> std::ops::Range<usize> {
+        let at = |i: usize| ((i as u128 * n as u128) / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
 }
 
 /// Wall-clock time of every stage of a run (`report.json` `timings`).

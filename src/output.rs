@@ -106,6 +106,7 @@ impl Report {
             }
         });
         let plan = sections.plan;
+        let bins = stats.bins.bins();
         Report(schema::Report {
             n_items: items.len(),
             task: cfg.task,
@@ -113,9 +114,9 @@ impl Report {
             classes: cfg.class_names.clone(),
             samples: total,
             accuracy: finite((total > 0).then(|| conf.correct() as f64 / total as f64)),
-            ece: finite(stats.bins.ece()),
-            mce: finite(stats.bins.mce()),
-            reliability: stats.bins.table(),
+            ece: finite(bins.ece()),
+            mce: finite(bins.mce()),
+            reliability: bins.table(),
             confusion: conf.rows(),
             per_class,
             segmentation,

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub neighbors: crate::neighbors::stage::NeighborOptions,
     /// Budget, de-duplication, stratification, spot checks, `--previous`.
     pub queue: crate::queue::QueueOptions,
+    /// Score only this shard and write its partial (`--shard I/N`).
+    pub shard: Option<crate::model::Shard>,
 }
 
 impl RunOptions {
@@ -51,6 +53,7 @@ impl RunOptions {
             progress: false,
             neighbors: Default::default(),
             queue: Default::default(),
+            shard: None,
         }
     }
 
@@ -108,7 +111,9 @@ pub struct RunSummary {
     pub timings: Timings,
 }
 
-/// Run the whole job: score every item and write the queue and the report.
+/// Run the whole job: score every item and write the queue and the report;
+/// with [`RunOptions::shard`], score the shard's items and write its
+/// partial ([`crate::partial`]) instead.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let t0 = Instant::now();
     opts.validate()?;
@@ -130,6 +135,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         logits: opts.logits,
         progress: opts.progress,
         kept_maps: crate::report::MAX_OVERLAYS,
+        shard: opts.shard,
     };
     let (manifest, items, stats) = crate::score::score(
         &cfg,
@@ -139,8 +145,188 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         &mut timings,
     )?;
     let queue_inputs = queue_inputs.expect("the score stage runs `prepare` before its first batch");
-    let mut items = items;
-    let mut stats = stats;
+    if let Some(shard) = opts.shard {
+        let options = opts.recorded();
+        let header = crate::partial::Header {
+            format: crate::partial::FORMAT.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            fingerprint: crate::partial::fingerprint(&cfg, &options)?,
+            shard,
+            n_items: manifest.len(),
+            items: items.len(),
+            options,
+            backend: backend.info(),
+            stats,
+        };
+        let files = crate::partial::write(&opts.out, &header, &items)?;
+        timings.total = t0.elapsed();
+        return Ok(RunSummary {
+            n_items: items.len(),
+            files,
+            backend: backend.info().name,
+            timings,
+        });
+    }
+    let scored = Scored {
+        cfg: &cfg,
+        manifest: &manifest,
+        items,
+        stats,
+        queue_inputs,
+        backend_info: None,
+    };
+    assemble(scored, opts, backend.as_ref(), &mut timings, t0)
+}
+
+/// Combine the partials `parts` of one dataset (every shard once, in any
+/// order) and write what a single `triage run` of it writes, under `opts`'
+/// queue, neighbour and output options (its score options come from the
+/// partials). Everything is checked before anything is written: a missing
+/// or repeated shard, partials of other inputs, options or versions, or a
+/// dataset changed since, are errors.
+pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
+    let t0 = Instant::now();
+    opts.validate()?;
+    if opts.shard.is_some() {
+        return Err(Error::Usage("`triage merge` takes no --shard".into()));
+    }
+    let opened = parts
+        .iter()
+        .map(|p| crate::partial::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = opened.first() else {
+        return Err(Error::Usage(
+            "`triage merge` needs at least one partial".into(),
+        ));
+    };
+    let h0 = first.header.clone();
+    let first_path = first.path.clone();
+    let cfg = DatasetConfig::load(&h0.options.dataset)?;
+    let now = crate::partial::fingerprint(&cfg, &h0.options)?;
+    let mut by_index: Vec<Option<&PathBuf>> = vec![None; h0.shard.count];
+    for o in &opened {
+        let h = &o.header;
+        if h.version != h0.version
+            || h.fingerprint != h0.fingerprint
+            || h.shard.count != h0.shard.count
+        {
+            return Err(Error::input(
+                &o.path,
+                format!(
+                    "from other inputs, options or version than {} (triage {} vs {}, fingerprint {} vs {}, {} vs {} shards)",
+                    first.path.display(),
+                    h.version,
+                    h0.version,
+                    h.fingerprint,
+                    h0.fingerprint,
+                    h.shard.count,
+                    h0.shard.count
+                ),
+            ));
+        }
+        if let Some(other) = by_index[h.shard.index].replace(&o.path) {
+            return Err(Error::input(
+                &o.path,
+                format!(
+                    "shard {}/{} is given twice (also {})",
+                    h.shard.index,
+                    h.shard.count,
+                    other.display()
+                ),
+            ));
+        }
+    }
+    if let Some(missing) = by_index.iter().position(Option::is_none) {
+        return Err(Error::Usage(format!(
+            "shard {missing}/{} is missing: give every shard's partial",
+            h0.shard.count
+        )));
+    }
+    if now != h0.fingerprint {
+        return Err(Error::input(
+            &cfg.dir,
+            format!(
+                "the dataset changed since its shards were scored (fingerprint {now}, partials {})",
+                h0.fingerprint
+            ),
+        ));
+    }
+    let manifest = crate::score::manifest(&cfg)?;
+    if manifest.len() != h0.n_items {
+        return Err(Error::input(
+            &cfg.dir,
+            format!("{} items now, {} when scored", manifest.len(), h0.n_items),
+        ));
+    }
+    if let Some(path) = &cfg.embeddings {
+        crate::neighbors::stage::check(&cfg, &manifest, path, &opts.neighbors)?;
+    }
+    let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
+    let mut opened = opened;
+    opened.sort_by_key(|o| o.header.shard.index);
+    let mut items = Vec::with_capacity(h0.n_items);
+    let mut stats = h0.stats.clone();
+    stats.bins = Default::default();
+    stats.confusion = crate::metrics::confusion::Confusion::new(cfg.num_classes());
+    stats.bands = h0
+        .stats
+        .bands
+        .as_ref()
+        .map(|b| crate::metrics::boundary_iou::BandCounts::zeros(b.inter.len()));
+    let mut timings = Timings::default();
+    let t_read = Instant::now();
+    for o in opened {
+        stats.merge(&o.header.stats);
+        items.extend(o.items()?);
+    }
+    timings.read = t_read.elapsed();
+    if items.len() != h0.n_items || items.iter().enumerate().any(|(i, it)| it.index != i) {
+        return Err(Error::input(
+            &first_path,
+            "the partials' items do not cover the dataset once, in order",
+        ));
+    }
+    let backend = backend::select(opts.backend, opts.gpu_fallback)?;
+    let mut merged_opts = opts.clone();
+    merged_opts.dataset = h0.options.dataset.clone();
+    merged_opts.batch_size = h0.options.batch_size;
+    merged_opts.logits = h0.options.logits;
+    let scored = Scored {
+        cfg: &cfg,
+        manifest: &manifest,
+        items,
+        stats,
+        queue_inputs,
+        backend_info: Some((h0.options.clone(), h0.backend.clone())),
+    };
+    assemble(scored, &merged_opts, backend.as_ref(), &mut timings, t0)
+}
+
+/// What the score stage (or a merge) hands to [`assemble`].
+struct Scored<'a> {
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    /// In items order.
+    items: Vec<ItemResult>,
+    stats: crate::model::DatasetStats,
+    queue_inputs: crate::queue::QueueInputs,
+    /// A merge: the options and backend the shards recorded.
+    backend_info: Option<(crate::schema::Options, crate::backend::BackendInfo)>,
+}
+
+/// Everything after scoring: reasons, neighbours, checks, priority order,
+/// the queue, and the outputs.
+fn assemble(
+    s: Scored<'_>,
+    opts: &RunOptions,
+    backend: &dyn crate::backend::Backend,
+    timings: &mut Timings,
+    t0: Instant,
+) -> Result<RunSummary> {
+    let (cfg, manifest) = (s.cfg, s.manifest);
+    let mut items = s.items;
+    let mut stats = s.stats;
+    crate::checks::label_quality::explain_segmentation(&mut items, &cfg.class_names);
     let mut extras = output::Extras {
         deterministic: opts.neighbors.deterministic,
         preds: stats.preds.take(),
@@ -150,12 +336,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Some(path) => {
             let t = Instant::now();
             let s = crate::neighbors::stage::apply(
-                &cfg,
-                &manifest,
+                cfg,
+                manifest,
                 &mut items,
                 path,
                 &opts.neighbors,
-                backend.as_ref(),
+                backend,
             )?;
             timings.neighbors = Some(t.elapsed());
             Some(s)
@@ -165,21 +351,33 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let t_queue = Instant::now();
     items = by_priority(items);
     let checks = crate::checks::run(&crate::checks::Inputs {
-        cfg: &cfg,
-        manifest: &manifest,
+        cfg,
+        manifest,
         items: &items,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
     });
-    let plan = crate::queue::plan(&cfg, &manifest, &items, &opts.queue, queue_inputs, &checks)?;
+    let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
-    let info = backend.info();
+    let (options, info) = match s.backend_info {
+        Some((recorded, info)) => {
+            // The shards' score options with this merge's queue options.
+            let mut o = opts.recorded();
+            o.dataset = recorded.dataset;
+            o.batch_size = recorded.batch_size;
+            o.logits = recorded.logits;
+            o.backend = recorded.backend;
+            o.gpu_fallback = recorded.gpu_fallback;
+            (o, info)
+        }
+        None => (opts.recorded(), backend.info()),
+    };
     let report = Report::build(
-        &cfg,
+        cfg,
         &items,
         &stats,
         output::Sections {
-            options: opts.recorded(),
+            options,
             backend: &info,
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             plan: &plan,
@@ -189,28 +387,28 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     timings.report = t_report.elapsed();
     if let Some(s) = &neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
-            &cfg, &manifest, &items, &s.result,
+            cfg, manifest, &items, &s.result,
         ));
     }
     let files = output::write_all(
         &opts.out,
-        &cfg,
-        &manifest,
+        cfg,
+        manifest,
         &items,
         &plan,
         &crate::checks::reasons(&checks),
         opts.top,
         report,
         extras,
-        &mut timings,
+        timings,
         t0,
     )?;
     timings.total = t0.elapsed();
     Ok(RunSummary {
         n_items: items.len(),
         files,
-        backend: backend.info().name,
-        timings,
+        backend: info.name,
+        timings: timings.clone(),
     })
 }
 

@@ -29,7 +29,7 @@ use crate::config::Task;
 
 /// The scores reported for one item. `None` is written as `null` (a score
 /// that is undefined for the item, e.g. mIoU when every pixel is ignored).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemScores {
     /// Mean normalised entropy.
     pub entropy: Option<f64>,
@@ -53,7 +53,7 @@ pub struct ItemScores {
 }
 
 /// Segmentation-only item scores.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegScores {
     /// Mean IoU over the classes present in the annotation or the prediction.
     pub miou: Option<f64>,
@@ -259,7 +259,7 @@ pub fn priority(scores: &ItemScores) -> f64 {
 }
 
 /// Facts about a classification item used to explain it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RowFacts {
     pub label: u32,
     pub pred: u32,
@@ -268,7 +268,7 @@ pub struct RowFacts {
 }
 
 /// Facts about a segmentation item used to explain it: its worst class.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegFacts {
     /// `(class, IoU, annotated pixels, predicted pixels)` of the class with
     /// the lowest IoU.

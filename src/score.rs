@@ -33,11 +33,11 @@ use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::metrics::boundary_iou::BandCounts;
-use crate::metrics::calibration::CalibrationBins;
+use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
-use crate::model::{DatasetStats, ItemResult, PredMaps, Timings};
-use crate::priority::{self, Context, ItemScores, RowFacts, SegFacts, SegScores};
+use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings};
+use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -55,6 +55,8 @@ pub struct ScoreOptions {
     /// Segmentation: keep the predicted maps of this many highest-priority
     /// items (the report's overlays).
     pub kept_maps: usize,
+    /// Score only this shard's items (`--shard I/N`).
+    pub shard: Option<Shard>,
 }
 
 /// Score every item of `cfg` on `backend`: `prepare` runs on the items once
@@ -93,6 +95,22 @@ fn empty_dataset(path: &Path) -> Error {
 }
 
 // ---------------------------------------------------------------- classification
+
+/// The items of `cfg` as the score stage reads them: the items CSV, or
+/// (classification without one) rows numbered after the probabilities'
+/// first dimension. For `triage merge`, which scores nothing.
+pub fn manifest(cfg: &DatasetConfig) -> Result<Manifest> {
+    match (&cfg.items, cfg.task) {
+        (Some(p), _) => Manifest::load(p),
+        (None, Task::Classification) => {
+            let probs = NpyArray::open(&cfg.probs)?;
+            Ok(Manifest::numbered(
+                probs.shape.first().copied().unwrap_or(0),
+            ))
+        }
+        (None, Task::Segmentation) => Err(Error::Usage("segmentation needs an items CSV".into())),
+    }
+}
 
 /// The score stage's result: the items (their rows), their results in
 /// items order and the pooled sums.
@@ -148,10 +166,11 @@ fn score_classification(
     same_classes(cfg, pc)?;
     let labels = class_labels(cfg, &manifest)?;
     prepare(&manifest)?;
-    let bar = progress_bar(n, opts.progress);
-    let mut items = Vec::with_capacity(n);
+    let range = opts.shard.map_or(0..n, |s| s.range(n));
+    let bar = progress_bar(range.len(), opts.progress);
+    let mut items = Vec::with_capacity(range.len());
     let mut stats = DatasetStats {
-        bins: CalibrationBins::default(),
+        bins: PooledBins::default(),
         confusion: Confusion::new(c),
         bands: None,
         preds: None,
@@ -167,15 +186,15 @@ fn score_classification(
             logits: opts.logits,
         },
     };
-    let mut next = 0usize;
+    let (mut next, stop) = (range.start, range.end);
     let labels = &labels;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
         |s: &mut RowSlot| {
-            if next >= n {
+            if next >= stop {
                 return Ok(false);
             }
-            let end = (next + rows_per_batch).min(n);
+            let end = (next + rows_per_batch).min(stop);
             probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
             s.batch.labels.clear();
             s.batch.labels.extend_from_slice(&labels[next..end]);
@@ -200,9 +219,11 @@ fn score_classification(
                     None,
                 ));
             }
-            stats.bins.merge(&scores.bins);
+            // Pooled row by row (not the batch's f64 table), so the sums do
+            // not depend on where batches or shards begin.
             for (j, s) in scores.samples.iter().enumerate() {
                 let label = batch.labels[j];
+                stats.bins.add_sample(s.confidence, s.pred == label);
                 stats.confusion.add(label as usize, s.pred as usize);
                 items.push(row_item(start + j, s, label));
             }
@@ -246,6 +267,7 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         scores: sc,
         reasons: Vec::new(),
         row: Some(facts),
+        seg_facts: None,
         label_set: Vec::new(),
         dims: None,
         cluster: None,
@@ -323,6 +345,8 @@ struct SegReader<'a> {
     /// left in their file ([`SegItem::planes`]) and the time its reads take
     /// is added here (nanoseconds).
     planes: Option<Arc<AtomicU64>>,
+    /// One past the last item to read.
+    end: usize,
 }
 
 impl SegReader<'_> {
@@ -395,7 +419,7 @@ impl SegReader<'_> {
     /// `batch_bytes` (at least one), reusing the spare items' buffers;
     /// `Ok(false)` when every item has been read.
     fn fill(&mut self, s: &mut SegSlot, next: &mut usize, batch_bytes: usize) -> Result<bool> {
-        let n = self.manifest.len();
+        let n = self.end;
         if *next >= n {
             return Ok(false);
         }
@@ -490,15 +514,15 @@ fn score_segmentation(
     let source = open_seg_source(cfg, &manifest, &items_path)?;
     prepare(&manifest)?;
     let n = manifest.len();
-    let bar = progress_bar(n, opts.progress);
+    let range = opts.shard.map_or(0..n, |s| s.range(n));
+    let bar = progress_bar(range.len(), opts.progress);
     let mut stats = DatasetStats {
-        bins: CalibrationBins::default(),
+        bins: PooledBins::default(),
         confusion: Confusion::new(c),
         bands: Some(BandCounts::zeros(c)),
         preds: Some(PredMaps::new(opts.kept_maps)),
     };
-    let mut items: Vec<ItemResult> = Vec::with_capacity(n);
-    let mut facts: Vec<SegFacts> = Vec::with_capacity(n);
+    let mut items: Vec<ItemResult> = Vec::with_capacity(range.len());
     let batch_bytes = opts.batch_size;
     let mut reader = SegReader {
         cfg,
@@ -507,6 +531,7 @@ fn score_segmentation(
         source,
         items_path: items_path.clone(),
         planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
+        end: range.end,
     };
     let plane_clock = reader.planes.clone();
     let slot = || SegSlot {
@@ -519,7 +544,7 @@ fn score_segmentation(
         },
         spare: Vec::new(),
     };
-    let mut next = 0usize;
+    let mut next = range.start;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
         |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes),
@@ -529,7 +554,7 @@ fn score_segmentation(
             let mut results = backend.score_items(batch)?;
             timings.score += t.elapsed();
             for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
-                let f = fold_seg_item(
+                fold_seg_item(
                     cfg,
                     &manifest,
                     opts.logits,
@@ -539,7 +564,6 @@ fn score_segmentation(
                     &mut stats,
                     &mut items,
                 )?;
-                facts.push(f);
             }
             bar.inc(batch.items.len() as u64);
             Ok(())
@@ -552,18 +576,6 @@ fn score_segmentation(
     }
     bar.finish_and_clear();
 
-    let ctx = Context {
-        median_miou: median(items.iter().filter_map(|i| i.scores.seg.as_ref()?.miou)),
-        median_boundary_iou: median(
-            items
-                .iter()
-                .filter_map(|i| i.scores.seg.as_ref()?.boundary_iou),
-        ),
-    };
-    for (item, f) in items.iter_mut().zip(&facts) {
-        item.reasons =
-            crate::checks::label_quality::seg_reasons(&item.scores, f, &ctx, &cfg.class_names);
-    }
     Ok((manifest, items, stats))
 }
 
@@ -631,7 +643,7 @@ fn open_seg_source(
 /// Add one scored item to the run: an invalid pixel becomes the error (its
 /// values read once more when they stayed in the file), otherwise its sums
 /// are pooled into `stats`, its prediction map offered to the kept maps, and
-/// its result pushed to `items`. Returns its facts for the reasons.
+/// its result pushed to `items`.
 #[allow(clippy::too_many_arguments)]
 fn fold_seg_item(
     cfg: &DatasetConfig,
@@ -642,7 +654,7 @@ fn fold_seg_item(
     st: &mut SegItemStats,
     stats: &mut DatasetStats,
     items: &mut Vec<ItemResult>,
-) -> Result<SegFacts> {
+) -> Result<()> {
     let c = cfg.num_classes();
     if let Some(px) = st.first_invalid {
         let hw = item.height * item.width;
@@ -666,7 +678,7 @@ fn fold_seg_item(
             Some((px % item.width, px / item.width)),
         ));
     }
-    stats.bins.merge(&st.bins);
+    stats.bins.add(&st.bins);
     stats.confusion.merge(&st.confusion);
     if let Some(b) = &mut stats.bands {
         b.add(&st.bands);
@@ -690,8 +702,9 @@ fn fold_seg_item(
         cluster: None,
         neighbors: Vec::new(),
         class: f.worst_class.map(|w| w.0 as u32),
+        seg_facts: Some(f),
     });
-    Ok(f)
+    Ok(())
 }
 
 /// Turn a backend's sums and counts into the item's reported scores.
@@ -729,19 +742,4 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
         ..ItemScores::default()
     };
     (scores, SegFacts { worst_class })
-}
-
-/// The median of the values (mean of the middle two for an even count).
-pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
 }

@@ -189,6 +189,24 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
     r
 }
 
+/// Write every segmentation item's reasons ([`seg_reasons`], from its
+/// stored facts and the dataset's medians of mIoU and Boundary IoU). Run
+/// once every item is scored, so one run and merged shards say the same.
+pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
+    let median = |f: fn(&crate::priority::SegScores) -> Option<f64>| {
+        crate::metrics::confusion::median(items.iter().filter_map(|i| f(i.scores.seg.as_ref()?)))
+    };
+    let ctx = Context {
+        median_miou: median(|s| s.miou),
+        median_boundary_iou: median(|s| s.boundary_iou),
+    };
+    for item in items.iter_mut() {
+        if let Some(f) = &item.seg_facts {
+            item.reasons = seg_reasons(&item.scores, f, &ctx, class_names);
+        }
+    }
+}
+
 /// Reasons for a segmentation item, most important first.
 pub fn seg_reasons(
     scores: &ItemScores,

@@ -112,7 +112,7 @@ pub fn band_mask(map: &[u16], h: usize, w: usize, d: usize, band: &mut [u8]) {
 
 /// Per-class band counts: `inter[c] = |B(G_c) ∩ B(P_c)|`, `gt[c] = |B(G_c)|`,
 /// `pred[c] = |B(P_c)|`, each after removing ignored pixels.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct BandCounts {
     /// Pixels in both bands, per class.
     pub inter: Vec<u64>,

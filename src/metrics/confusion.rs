@@ -9,7 +9,7 @@
 //! unions), which is what summing [`Confusion`] tables gives.
 
 /// A `C × C` table of counts: row = annotated label, column = prediction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Confusion {
     classes: usize,
     counts: Vec<u64>,
@@ -128,6 +128,21 @@ pub fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
         .flatten()
         .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     (n > 0).then(|| sum / n as f64)
+}
+
+/// The median of the values (mean of the middle two for an even count).
+pub fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@ mod checks;
 mod cli;
 mod queue_policy;
 mod review;
+mod shards;
 mod synth_ranking;
