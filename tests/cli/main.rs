@@ -10,5 +10,6 @@ mod checks;
 mod cli;
 mod queue_policy;
 mod review;
+mod scale;
 mod shards;
 mod synth_ranking;

@@ -147,3 +147,17 @@ pub fn auroc(score: &[f64], positive: &[bool]) -> f64 {
         .sum();
     (sum_pos - npos * (npos + 1.0) / 2.0) / (npos * nneg)
 }
+
+/// Copy directory `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
