@@ -521,6 +521,27 @@ fn options_and_side_inputs_fail_before_the_first_batch() {
     );
     write_f32(&d.join("emb.npy"), &[3, 4], &[1.0; 12]);
     expect_failure_with(d, &["--knn-k", "0"], &["--knn-k must be at least 1"], nan);
+    // An `image` file that cannot be opened (read by the neighbour stage's
+    // identical-file check, after scoring) is named before the first batch.
+    std::fs::create_dir_all(d.join("img")).unwrap();
+    std::fs::write(d.join("img/x1.png"), b"one").unwrap();
+    std::fs::write(d.join("img/x2.png"), b"two").unwrap();
+    std::fs::write(
+        d.join("items.csv"),
+        "id,label,image\nx1,cat,img/x1.png\nx2,dog,img/x2.png\nx3,2,img/missing.png\n",
+    )
+    .unwrap();
+    expect_failure_with(
+        d,
+        &[],
+        &[
+            "img/missing.png",
+            "item \"x3\"",
+            "image",
+            "cannot open the image",
+        ],
+        nan,
+    );
 
     // Segmentation: the same order.
     let tmp = tempfile::tempdir().unwrap();
