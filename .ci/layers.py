@@ -24,7 +24,7 @@ LAYERS = [
     ["index"],
     ["backend"],
     ["schema"],
-    ["partial"],
+    ["partial", "checkpoint"],
     ["neighbors"],
     ["checks"],
     ["score"],

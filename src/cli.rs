@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// result (partial.jsonl) to --out, for `triage merge`.
     #[arg(long, value_name = "I/N", value_parser = crate::model::Shard::parse)]
     pub shard: Option<crate::model::Shard>,
+    /// Keep a checkpoint of the scored batches in --out, and continue from the one there
+    /// (after a crash or kill): outputs are the same as an uninterrupted run's. Without a
+    /// checkpoint (or with one of other inputs or options) it starts afresh.
+    #[arg(long)]
+    pub resume: bool,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -242,6 +247,7 @@ impl RunArgs {
             neighbors,
             queue,
             shard: self.shard,
+            resume: self.resume,
         };
         opts.validate()?;
         Ok(opts)

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod backend;
+pub mod checkpoint;
 pub mod checks;
 pub mod cli;
 pub mod config;

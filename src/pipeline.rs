@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub queue: crate::queue::QueueOptions,
     /// Score only this shard and write its partial (`--shard I/N`).
     pub shard: Option<crate::model::Shard>,
+    /// Keep a checkpoint in `out` and continue from it (`--resume`).
+    pub resume: bool,
 }
 
 impl RunOptions {
@@ -54,6 +56,7 @@ impl RunOptions {
             neighbors: Default::default(),
             queue: Default::default(),
             shard: None,
+            resume: false,
         }
     }
 
@@ -137,12 +140,23 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         kept_maps: crate::report::MAX_OVERLAYS,
         shard: opts.shard,
     };
+    let mut checkpoint = match opts.resume {
+        true => Some(crate::checkpoint::Checkpoint::open(
+            &opts.out,
+            &crate::partial::fingerprint(&cfg, &opts.recorded())?,
+            opts.shard,
+            cfg.num_classes(),
+            cfg.task == crate::config::Task::Segmentation,
+        )?),
+        false => None,
+    };
     let (manifest, items, stats) = crate::score::score(
         &cfg,
         &score_opts,
         backend.as_ref(),
         &mut prepare,
         &mut timings,
+        checkpoint.as_mut(),
     )?;
     let queue_inputs = queue_inputs.expect("the score stage runs `prepare` before its first batch");
     if let Some(shard) = opts.shard {
@@ -159,6 +173,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             stats,
         };
         let files = crate::partial::write(&opts.out, &header, &items)?;
+        if let Some(cp) = checkpoint {
+            cp.remove()?;
+        }
         timings.total = t0.elapsed();
         return Ok(RunSummary {
             n_items: items.len(),
@@ -175,7 +192,11 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         queue_inputs,
         backend_info: None,
     };
-    assemble(scored, opts, backend.as_ref(), &mut timings, t0)
+    let summary = assemble(scored, opts, backend.as_ref(), &mut timings, t0)?;
+    if let Some(cp) = checkpoint {
+        cp.remove()?;
+    }
+    Ok(summary)
 }
 
 /// Combine the partials `parts` of one dataset (every shard once, in any

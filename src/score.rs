@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::{Backend, PlaneSource, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
+use crate::checkpoint::{Checkpoint, Resumed};
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::labels::class_labels;
@@ -62,16 +63,57 @@ pub struct ScoreOptions {
 /// Score every item of `cfg` on `backend`: `prepare` runs on the items once
 /// they are known, before the first batch is read (the checks of every later
 /// stage that need no score), and `timings` gets the read and score times.
+///
+/// With a `checkpoint` (`--resume`), the items it holds are not scored
+/// again, and every batch scored is appended to it before the next.
 pub fn score(
     cfg: &DatasetConfig,
     opts: &ScoreOptions,
     backend: &dyn Backend,
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
+    checkpoint: Option<&mut Checkpoint>,
 ) -> Result<Scored> {
     match cfg.task {
-        Task::Classification => score_classification(cfg, opts, backend, prepare, timings),
-        Task::Segmentation => score_segmentation(cfg, opts, backend, prepare, timings),
+        Task::Classification => {
+            score_classification(cfg, opts, backend, prepare, timings, checkpoint)
+        }
+        Task::Segmentation => score_segmentation(cfg, opts, backend, prepare, timings, checkpoint),
+    }
+}
+
+/// What `checkpoint` held, when it starts at the run's first item and ends
+/// inside its range (else the checkpoint starts over).
+fn resumed(
+    checkpoint: &mut Option<&mut Checkpoint>,
+    range: &std::ops::Range<usize>,
+) -> Result<Option<Resumed>> {
+    let Some(cp) = checkpoint.as_deref_mut() else {
+        return Ok(None);
+    };
+    match cp.take_resumed() {
+        Some(r)
+            if r.items.first().is_none_or(|it| it.index == range.start)
+                && (range.start..=range.end).contains(&r.next) =>
+        {
+            Ok(Some(r))
+        }
+        Some(_) => {
+            eprintln!("triage: the checkpoint does not fit this run's items; starting afresh");
+            cp.restart()?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// An all-zero set of pooled sums for `c` classes (`bands`: segmentation).
+fn zero_stats(c: usize, bands: bool) -> DatasetStats {
+    DatasetStats {
+        bins: PooledBins::default(),
+        confusion: Confusion::new(c),
+        bands: bands.then(|| BandCounts::zeros(c)),
+        preds: None,
     }
 }
 
@@ -125,6 +167,7 @@ fn score_classification(
     backend: &dyn Backend,
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
+    mut checkpoint: Option<&mut Checkpoint>,
 ) -> Result<Scored> {
     let c = cfg.num_classes();
     let mut probs = NpyArray::open(&cfg.probs)?;
@@ -187,6 +230,12 @@ fn score_classification(
         },
     };
     let (mut next, stop) = (range.start, range.end);
+    if let Some(r) = resumed(&mut checkpoint, &range)? {
+        bar.inc(r.items.len() as u64);
+        items.extend(r.items);
+        stats.merge(&r.stats);
+        next = r.next;
+    }
     let labels = &labels;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
@@ -220,12 +269,20 @@ fn score_classification(
                 ));
             }
             // Pooled row by row (not the batch's f64 table), so the sums do
-            // not depend on where batches or shards begin.
+            // not depend on where batches or shards begin. With a
+            // checkpoint, the batch's sums are kept apart for it first.
+            let mut delta = checkpoint.is_some().then(|| zero_stats(c, false));
+            let sink = delta.as_mut().unwrap_or(&mut stats);
             for (j, s) in scores.samples.iter().enumerate() {
                 let label = batch.labels[j];
-                stats.bins.add_sample(s.confidence, s.pred == label);
-                stats.confusion.add(label as usize, s.pred as usize);
+                sink.bins.add_sample(s.confidence, s.pred == label);
+                sink.confusion.add(label as usize, s.pred as usize);
                 items.push(row_item(start + j, s, label));
+            }
+            if let (Some(cp), Some(d)) = (checkpoint.as_deref_mut(), &delta) {
+                let k = scores.samples.len();
+                cp.append(start, start + k, &items[items.len() - k..], d)?;
+                stats.merge(d);
             }
             bar.inc(batch.labels.len() as u64);
             Ok(())
@@ -498,6 +555,7 @@ fn score_segmentation(
     backend: &dyn Backend,
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
+    mut checkpoint: Option<&mut Checkpoint>,
 ) -> Result<Scored> {
     let c = cfg.num_classes();
     let items_path = cfg
@@ -545,6 +603,12 @@ fn score_segmentation(
         spare: Vec::new(),
     };
     let mut next = range.start;
+    if let Some(r) = resumed(&mut checkpoint, &range)? {
+        bar.inc(r.items.len() as u64);
+        items.extend(r.items);
+        stats.merge(&r.stats);
+        next = r.next;
+    }
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
         |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes),
@@ -553,6 +617,14 @@ fn score_segmentation(
             let t = Instant::now();
             let mut results = backend.score_items(batch)?;
             timings.score += t.elapsed();
+            // With a checkpoint, the batch's sums are kept apart for it
+            // first (the kept prediction maps stay with the run's).
+            let mut delta = checkpoint.is_some().then(|| DatasetStats {
+                preds: stats.preds.take(),
+                ..zero_stats(c, true)
+            });
+            let before = items.len();
+            let sink = delta.as_mut().unwrap_or(&mut stats);
             for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
                 fold_seg_item(
                     cfg,
@@ -561,9 +633,14 @@ fn score_segmentation(
                     start + j,
                     item,
                     st,
-                    &mut stats,
+                    sink,
                     &mut items,
                 )?;
+            }
+            if let (Some(cp), Some(d)) = (checkpoint.as_deref_mut(), &mut delta) {
+                stats.preds = d.preds.take();
+                cp.append(start, start + batch.items.len(), &items[before..], d)?;
+                stats.merge(d);
             }
             bar.inc(batch.items.len() as u64);
             Ok(())

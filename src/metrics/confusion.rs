@@ -52,6 +52,22 @@ impl Confusion {
         }
     }
 
+    /// Count `n` samples at (`label`, `pred`).
+    pub fn add_count(&mut self, label: usize, pred: usize, n: u64) {
+        self.counts[label * self.classes + pred] += n;
+    }
+
+    /// The non-zero cells, `(label, pred, count)` in row-major order.
+    pub fn nonzero(&self) -> Vec<(u32, u32, u64)> {
+        let c = self.classes.max(1);
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, &n)| ((i / c) as u32, (i % c) as u32, n))
+            .collect()
+    }
+
     /// The count of samples labelled `label` and predicted `pred`.
     pub fn get(&self, label: usize, pred: usize) -> u64 {
         self.counts[label * self.classes + pred]

@@ -9,6 +9,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod queue_policy;
+mod resume;
 mod review;
 mod scale;
 mod shards;
