@@ -369,10 +369,12 @@ fn report_run(opts: &RunOptions, s: crate::pipeline::RunSummary, show_timings: b
             == Some(std::ffi::OsStr::new(crate::report::OVERLAY_DIR))
     };
     let overlays = s.files.iter().filter(in_overlays).count();
+    let secs = s.timings.total.as_secs_f64();
     eprintln!(
-        "triage: scored {} items on {}; wrote {}{}",
+        "triage: {} items on {} in {secs:.2} s ({:.0} items/s); wrote {}{}",
         s.n_items,
         s.backend,
+        s.n_items as f64 / secs.max(1e-9),
         s.files
             .iter()
             .filter(|f| !in_overlays(f))
