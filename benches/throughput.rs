@@ -425,48 +425,12 @@ struct PixelParams {
     _pad: [u32; 3],
 }
 
-const PARAM_FIELDS: [&str; 21] = [
-    "count",
-    "class_stride",
-    "sample_stride",
-    "data_base",
-    "label_base",
-    "pred_base",
-    "partial_base",
-    "slot",
-    "first_index",
-    "row_base",
-    "groups_x",
-    "n_groups",
-    "classes",
-    "ignore_index",
-    "is_f16",
-    "logits",
-    "rows_mode",
-    "sum_tolerance",
-    "rounding_slack",
-    "ln_classes",
-    "softmin_inv_t",
-];
-
 const SCORE_PIXELS: &str = include_str!("../shaders/score_pixels.wgsl");
-use triage::backend::gpu::{PARTIAL_WORDS, UNIFORM_STRIDE, WG, score_pixels_source};
+use triage::backend::gpu::{
+    PARTIAL_WORDS, PIXEL_PARAM_FIELDS as PARAM_FIELDS, UNIFORM_STRIDE, WG, score_pixels_source,
+    wgsl_fields,
+};
 const MAX_TILE: u64 = 1 << 16;
-
-/// Field names of `struct NAME { ... }` in WGSL `src`, comments dropped.
-fn wgsl_fields(src: &str, name: &str) -> Vec<String> {
-    let start = format!("struct {name} {{");
-    let Some(i) = src.find(&start) else {
-        return Vec::new();
-    };
-    let body = &src[i + start.len()..];
-    let body = &body[..body.find('}').unwrap_or(body.len())];
-    body.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
-        .filter(|n| !n.is_empty())
-        .collect()
-}
 
 impl RawGpu {
     fn new() -> Option<RawGpu> {

@@ -35,12 +35,14 @@ pub use context::AdapterPolicy;
 use context::GpuContext;
 #[doc(hidden)]
 pub use context::SizeLimits;
+#[doc(hidden)]
+pub use kernels::score_pixels::PIXEL_PARAM_FIELDS;
 /// The assembled `score_pixels` module and the sizes its host side uses, for
 /// benchmarks that drive the kernel directly.
 #[doc(hidden)]
 pub use kernels::{UNIFORM_STRIDE, WG, score_pixels::record::WORDS as PARTIAL_WORDS};
 #[doc(hidden)]
-pub use shaders::score_pixels_source;
+pub use shaders::{score_pixels_source, wgsl_fields};
 
 use super::{Backend, BackendInfo, RowBatch, RowScores, SegBatch, SegItemStats};
 use crate::error::Result;

@@ -59,25 +59,26 @@ pub fn mask_iou_source() -> String {
     MASK_IOU.to_string()
 }
 
+/// Field names of `struct NAME { ... }` in WGSL `src`, comments dropped.
+#[doc(hidden)]
+pub fn wgsl_fields(src: &str, name: &str) -> Vec<String> {
+    let start = format!("struct {name} {{");
+    let Some(i) = src.find(&start) else {
+        return Vec::new();
+    };
+    let body = &src[i + start.len()..];
+    let body = &body[..body.find('}').unwrap_or(body.len())];
+    body.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::gpu::kernels::score_pixels::PIXEL_PARAM_FIELDS;
-
-    /// Field names of `struct NAME { ... }` in WGSL `src`, comments dropped.
-    fn wgsl_fields(src: &str, name: &str) -> Vec<String> {
-        let start = format!("struct {name} {{");
-        let Some(i) = src.find(&start) else {
-            return Vec::new();
-        };
-        let body = &src[i + start.len()..];
-        let body = &body[..body.find('}').unwrap_or(body.len())];
-        body.lines()
-            .map(|l| l.split("//").next().unwrap_or(""))
-            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
-            .filter(|n| !n.is_empty())
-            .collect()
-    }
 
     /// Every generated constant is declared once in the assembled module and
     /// in none of the hand-written files, so the host is its only source.

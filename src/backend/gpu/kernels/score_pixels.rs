@@ -149,7 +149,7 @@ pub struct PixelParams {
 }
 
 /// The field names of [`PixelParams`] (padding excluded), in order.
-#[cfg(test)]
+#[doc(hidden)]
 pub const PIXEL_PARAM_FIELDS: [&str; 21] = [
     "count",
     "class_stride",
