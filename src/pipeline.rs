@@ -224,45 +224,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let first_path = first.path.clone();
     let cfg = DatasetConfig::load(&h0.options.dataset)?;
     let now = crate::partial::fingerprint(&cfg, &h0.options)?;
-    let mut by_index: Vec<Option<&PathBuf>> = vec![None; h0.shard.count];
-    for o in &opened {
-        let h = &o.header;
-        if h.version != h0.version
-            || h.fingerprint != h0.fingerprint
-            || h.shard.count != h0.shard.count
-        {
-            return Err(Error::input(
-                &o.path,
-                format!(
-                    "from other inputs, options or version than {} (triage {} vs {}, fingerprint {} vs {}, {} vs {} shards)",
-                    first.path.display(),
-                    h.version,
-                    h0.version,
-                    h.fingerprint,
-                    h0.fingerprint,
-                    h.shard.count,
-                    h0.shard.count
-                ),
-            ));
-        }
-        if let Some(other) = by_index[h.shard.index].replace(&o.path) {
-            return Err(Error::input(
-                &o.path,
-                format!(
-                    "shard {}/{} is given twice (also {})",
-                    h.shard.index,
-                    h.shard.count,
-                    other.display()
-                ),
-            ));
-        }
-    }
-    if let Some(missing) = by_index.iter().position(Option::is_none) {
-        return Err(Error::Usage(format!(
-            "shard {missing}/{} is missing: give every shard's partial",
-            h0.shard.count
-        )));
-    }
+    check_partials(&opened)?;
     if now != h0.fingerprint {
         return Err(Error::input(
             &cfg.dir,
@@ -321,6 +283,57 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         backend_info: Some((h0.options.clone(), h0.backend.clone())),
     };
     assemble(scored, &merged_opts, backend.as_ref(), &mut timings, t0)
+}
+
+/// The partials are one run's (same version, fingerprint and shard count)
+/// and hold every shard exactly once.
+fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
+    let Some(first) = opened.first() else {
+        return Err(Error::Usage(
+            "`triage merge` needs at least one partial".into(),
+        ));
+    };
+    let h0 = &first.header;
+    let mut by_index: Vec<Option<&PathBuf>> = vec![None; h0.shard.count];
+    for o in opened {
+        let h = &o.header;
+        if h.version != h0.version
+            || h.fingerprint != h0.fingerprint
+            || h.shard.count != h0.shard.count
+        {
+            return Err(Error::input(
+                &o.path,
+                format!(
+                    "from other inputs, options or version than {} (triage {} vs {}, fingerprint {} vs {}, {} vs {} shards)",
+                    first.path.display(),
+                    h.version,
+                    h0.version,
+                    h.fingerprint,
+                    h0.fingerprint,
+                    h.shard.count,
+                    h0.shard.count
+                ),
+            ));
+        }
+        if let Some(other) = by_index[h.shard.index].replace(&o.path) {
+            return Err(Error::input(
+                &o.path,
+                format!(
+                    "shard {}/{} is given twice (also {})",
+                    h.shard.index,
+                    h.shard.count,
+                    other.display()
+                ),
+            ));
+        }
+    }
+    if let Some(missing) = by_index.iter().position(Option::is_none) {
+        return Err(Error::Usage(format!(
+            "shard {missing}/{} is missing: give every shard's partial",
+            h0.shard.count
+        )));
+    }
+    Ok(())
 }
 
 /// What the score stage (or a merge) hands to [`assemble`].

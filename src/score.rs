@@ -161,16 +161,10 @@ pub type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
 /// Checks run on the items before the first batch is scored.
 pub type Prepare<'a> = dyn FnMut(&Manifest) -> Result<()> + 'a;
 
-fn score_classification(
-    cfg: &DatasetConfig,
-    opts: &ScoreOptions,
-    backend: &dyn Backend,
-    prepare: &mut Prepare<'_>,
-    timings: &mut Timings,
-    mut checkpoint: Option<&mut Checkpoint>,
-) -> Result<Scored> {
-    let c = cfg.num_classes();
-    let mut probs = NpyArray::open(&cfg.probs)?;
+/// Open a classification dataset's `(N, C)` probabilities and its items,
+/// checking the dtype, the shape, the class count and the item count.
+fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
+    let probs = NpyArray::open(&cfg.probs)?;
     if !probs.dtype.is_float() {
         return Err(Error::input(
             &cfg.probs,
@@ -207,17 +201,26 @@ fn score_classification(
         .field("shape"));
     }
     same_classes(cfg, pc)?;
+    Ok((probs, manifest))
+}
+
+fn score_classification(
+    cfg: &DatasetConfig,
+    opts: &ScoreOptions,
+    backend: &dyn Backend,
+    prepare: &mut Prepare<'_>,
+    timings: &mut Timings,
+    mut checkpoint: Option<&mut Checkpoint>,
+) -> Result<Scored> {
+    let c = cfg.num_classes();
+    let (mut probs, manifest) = open_rows(cfg)?;
+    let n = manifest.len();
     let labels = class_labels(cfg, &manifest)?;
     prepare(&manifest)?;
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);
     let mut items = Vec::with_capacity(range.len());
-    let mut stats = DatasetStats {
-        bins: PooledBins::default(),
-        confusion: Confusion::new(c),
-        bands: None,
-        preds: None,
-    };
+    let mut stats = zero_stats(c, false);
     // Rows per batch: as many as fit in the batch's bytes, at least one.
     let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
     let slot = || RowSlot {
