@@ -234,7 +234,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
             ),
         ));
     }
-    let manifest = crate::score::manifest(&cfg)?;
+    let manifest = Manifest::of_dataset(&cfg)?;
     if manifest.len() != h0.n_items {
         return Err(Error::input(
             &cfg.dir,

@@ -33,6 +33,7 @@ use crate::io::labels::class_labels;
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
+use crate::io::seg_probs::SegProbs;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
@@ -138,22 +139,6 @@ fn empty_dataset(path: &Path) -> Error {
 
 // ---------------------------------------------------------------- classification
 
-/// The items of `cfg` as the score stage reads them: the items CSV, or
-/// (classification without one) rows numbered after the probabilities'
-/// first dimension. For `triage merge`, which scores nothing.
-pub fn manifest(cfg: &DatasetConfig) -> Result<Manifest> {
-    match (&cfg.items, cfg.task) {
-        (Some(p), _) => Manifest::load(p),
-        (None, Task::Classification) => {
-            let probs = NpyArray::open(&cfg.probs)?;
-            Ok(Manifest::numbered(
-                probs.shape.first().copied().unwrap_or(0),
-            ))
-        }
-        (None, Task::Segmentation) => Err(Error::Usage("segmentation needs an items CSV".into())),
-    }
-}
-
 /// The score stage's result: the items (their rows), their results in
 /// items order and the pooled sums.
 pub type Scored = (Manifest, Vec<ItemResult>, DatasetStats);
@@ -200,7 +185,7 @@ fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
         )
         .field("shape"));
     }
-    same_classes(cfg, pc)?;
+    crate::io::seg_probs::same_classes(cfg, pc)?;
     Ok((probs, manifest))
 }
 
@@ -383,23 +368,11 @@ fn diagnose(
 
 // ---------------------------------------------------------------- segmentation
 
-/// Where an item's probabilities live.
-enum ProbSource {
-    /// One `(N, C, H, W)` array.
-    Stacked(NpyArray),
-    /// A directory of `<id>.npy`, each `(C, H, W)`; the last one opened is
-    /// kept, so peeking at an item's size and reading it open it once.
-    PerItem {
-        dir: PathBuf,
-        open: Option<(usize, NpyArray)>,
-    },
-}
-
 struct SegReader<'a> {
     cfg: &'a DatasetConfig,
     manifest: &'a Manifest,
     mask_col: usize,
-    source: ProbSource,
+    source: SegProbs,
     items_path: PathBuf,
     /// When the backend reads planes itself: float16/float32 values are
     /// left in their file ([`SegItem::planes`]) and the time its reads take
@@ -410,57 +383,6 @@ struct SegReader<'a> {
 }
 
 impl SegReader<'_> {
-    /// The array holding item `i`, the element where the item starts, and
-    /// its height and width. Per-item files are opened and validated here.
-    fn array(&mut self, i: usize) -> Result<(&mut NpyArray, usize, usize, usize)> {
-        let c = self.cfg.num_classes();
-        let id = &self.manifest.ids[i];
-        match &mut self.source {
-            ProbSource::Stacked(arr) => {
-                let (h, w) = (arr.shape[2], arr.shape[3]);
-                Ok((arr, i * c * h * w, h, w))
-            }
-            ProbSource::PerItem { dir, open } => {
-                if open.as_ref().map(|(j, _)| *j) != Some(i) {
-                    let path = dir.join(format!("{id}.npy"));
-                    let arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
-                    let [pc, _, _] = arr.shape[..] else {
-                        return Err(Error::input(
-                            &path,
-                            format!("expected shape (C, H, W), found {:?}", arr.shape),
-                        )
-                        .item(id)
-                        .field("shape"));
-                    };
-                    if pc != c {
-                        return Err(Error::input(
-                            &path,
-                            format!("{pc} classes but {c} in triage.toml"),
-                        )
-                        .item(id)
-                        .field("shape"));
-                    }
-                    if !arr.dtype.is_float() {
-                        return Err(Error::input(
-                            &path,
-                            "probabilities must be float16, float32 or float64",
-                        )
-                        .item(id)
-                        .field("dtype"));
-                    }
-                    *open = Some((i, arr));
-                }
-                match open {
-                    Some((_, arr)) => {
-                        let (h, w) = (arr.shape[1], arr.shape[2]);
-                        Ok((arr, 0, h, w))
-                    }
-                    None => unreachable!("opened above"),
-                }
-            }
-        }
-    }
-
     /// Bytes item `i` holds in a batch: its probabilities as stored, or,
     /// when they stay in their file ([`SegReader::planes`]), what scoring
     /// keeps per pixel: the annotation and the prediction map (2 bytes
@@ -468,7 +390,7 @@ impl SegReader<'_> {
     fn item_bytes(&mut self, i: usize) -> Result<usize> {
         let c = self.cfg.num_classes();
         let lazy = self.planes.is_some();
-        let (arr, _, h, w) = self.array(i)?;
+        let (arr, _, h, w) = self.source.item(i, &self.manifest.ids[i])?;
         Ok(match arr.dtype {
             Dtype::F16 | Dtype::F32 if lazy => 6 * h * w,
             dtype => c * h * w * dtype.size(),
@@ -511,7 +433,7 @@ impl SegReader<'_> {
         let c = self.cfg.num_classes();
         let id = &self.manifest.ids[i];
         let clock = self.planes.clone();
-        let (arr, start, h, w) = self.array(i)?;
+        let (arr, start, h, w) = self.source.item(i, &self.manifest.ids[i])?;
         let planes = match &clock {
             Some(clock) => arr.planes(start, clock)?,
             None => None,
@@ -572,7 +494,7 @@ fn score_segmentation(
     let mask_col = manifest.column("mask").ok_or_else(|| {
         Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
     })?;
-    let source = open_seg_source(cfg, &manifest, &items_path)?;
+    let source = crate::io::seg_probs::open(cfg, &manifest)?;
     prepare(&manifest)?;
     let n = manifest.len();
     let range = opts.shard.map_or(0..n, |s| s.range(n));
@@ -657,67 +579,6 @@ fn score_segmentation(
     bar.finish_and_clear();
 
     Ok((manifest, items, stats))
-}
-
-/// The probabilities' class count `pc` must be the configuration's.
-fn same_classes(cfg: &DatasetConfig, pc: usize) -> Result<()> {
-    let c = cfg.num_classes();
-    if pc != c {
-        return Err(Error::input(
-            &cfg.probs,
-            format!("{pc} classes in the probabilities but {c} in triage.toml"),
-        )
-        .field("shape"));
-    }
-    Ok(())
-}
-
-/// The segmentation probabilities: a directory of per-item files (opened
-/// and checked item by item), or one stacked `(N, C, H, W)` array, checked
-/// here against the items and the class count.
-fn open_seg_source(
-    cfg: &DatasetConfig,
-    manifest: &Manifest,
-    items_path: &Path,
-) -> Result<ProbSource> {
-    Ok(if cfg.probs.is_dir() {
-        ProbSource::PerItem {
-            dir: cfg.probs.clone(),
-            open: None,
-        }
-    } else {
-        let arr = NpyArray::open(&cfg.probs)?;
-        if !arr.dtype.is_float() {
-            return Err(Error::input(
-                &cfg.probs,
-                "probabilities must be float16, float32 or float64",
-            )
-            .field("dtype"));
-        }
-        let [n, pc, _, _] = arr.shape[..] else {
-            return Err(Error::input(
-                &cfg.probs,
-                format!(
-                    "expected shape (N, C, H, W) for segmentation, found {:?}",
-                    arr.shape
-                ),
-            )
-            .field("shape"));
-        };
-        if n != manifest.len() {
-            return Err(Error::input(
-                &cfg.probs,
-                format!(
-                    "{n} items of probabilities but {} rows in {}",
-                    manifest.len(),
-                    items_path.display()
-                ),
-            )
-            .field("shape"));
-        }
-        same_classes(cfg, pc)?;
-        ProbSource::Stacked(arr)
-    })
 }
 
 /// Add one scored item to the run: an invalid pixel becomes the error (its

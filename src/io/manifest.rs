@@ -18,6 +18,25 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The items of dataset `cfg`: its items CSV, or (classification
+    /// without one) rows numbered after the probabilities' first dimension.
+    /// For the commands that score nothing (`triage merge`,
+    /// `triage review-import`).
+    pub fn of_dataset(cfg: &crate::config::DatasetConfig) -> Result<Manifest> {
+        match (&cfg.items, cfg.task) {
+            (Some(p), _) => Manifest::load(p),
+            (None, crate::config::Task::Classification) => {
+                let probs = crate::io::npy::NpyArray::open(&cfg.probs)?;
+                Ok(Manifest::numbered(
+                    probs.shape.first().copied().unwrap_or(0),
+                ))
+            }
+            (None, crate::config::Task::Segmentation) => {
+                Err(Error::Usage("segmentation needs an items CSV".into()))
+            }
+        }
+    }
+
     /// Read and check `path`: an `id` column, unique non-empty ids, and every
     /// row as wide as the header.
     pub fn load(path: &Path) -> Result<Self> {

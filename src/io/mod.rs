@@ -8,4 +8,5 @@ pub mod manifest;
 pub mod mask;
 pub mod npy;
 pub mod probs;
+pub mod seg_probs;
 pub mod stream;

@@ -190,16 +190,6 @@ pub struct ImportSummary {
     pub file: PathBuf,
 }
 
-fn manifest_of(cfg: &DatasetConfig) -> Result<Manifest> {
-    match &cfg.items {
-        Some(p) => Manifest::load(p),
-        None => {
-            let arr = NpyArray::open(&cfg.probs)?;
-            Ok(Manifest::numbered(arr.shape.first().copied().unwrap_or(0)))
-        }
-    }
-}
-
 struct Row {
     line: u64,
     id: String,
@@ -324,7 +314,7 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
 /// unless every row is valid.
 pub fn import(dataset: &Path, csv_path: &Path) -> Result<ImportSummary> {
     let cfg = DatasetConfig::load(dataset)?;
-    let manifest = manifest_of(&cfg)?;
+    let manifest = Manifest::of_dataset(&cfg)?;
     let rows = read_decisions(&cfg, &manifest, csv_path)?;
     let labels = match cfg.task {
         Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),

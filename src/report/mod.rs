@@ -151,13 +151,8 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
             .map(|(id, i)| {
                 let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
                 let kept = preds.and_then(|p| p.get(i));
-                let img = if kept.is_some() || cfg.probs.is_dir() {
-                    overlay::segmentation_overlay(cfg, inp.manifest, i, None, kept)
-                } else {
-                    NpyArray::open(&cfg.probs).and_then(|mut arr| {
-                        overlay::segmentation_overlay(cfg, inp.manifest, i, Some(&mut arr), None)
-                    })
-                };
+                // Each overlay opens the probabilities itself (in parallel).
+                let img = overlay::segmentation_overlay(cfg, inp.manifest, i, None, kept);
                 (id, rel, img.and_then(|img| overlay::png_bytes(&img)))
             })
             .collect();

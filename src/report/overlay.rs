@@ -266,7 +266,7 @@ pub fn segmentation_overlay(
     cfg: &DatasetConfig,
     manifest: &Manifest,
     index: usize,
-    stacked: Option<&mut NpyArray>,
+    probs: Option<&mut crate::io::seg_probs::SegProbs>,
     kept: Option<(usize, usize, &[u16])>,
 ) -> Result<RgbImage> {
     let c = cfg.num_classes();
@@ -281,22 +281,14 @@ pub fn segmentation_overlay(
         Some((h, w, pred)) => (pred, h, w),
         None => {
             let mut opened;
-            let (arr, start, h, w) = match stacked {
-                Some(arr) => {
-                    let [_, _, h, w] = arr.shape[..] else {
-                        return Err(Error::input(&arr.path, "expected shape (N, C, H, W)"));
-                    };
-                    (arr, index * c * h * w, h, w)
-                }
+            let probs = match probs {
+                Some(p) => p,
                 None => {
-                    let path = cfg.probs.join(format!("{id}.npy"));
-                    opened = NpyArray::open(&path)?;
-                    let [_, h, w] = opened.shape[..] else {
-                        return Err(Error::input(&path, "expected shape (C, H, W)"));
-                    };
-                    (&mut opened, 0, h, w)
+                    opened = crate::io::seg_probs::open(cfg, manifest)?;
+                    &mut opened
                 }
             };
+            let (arr, start, h, w) = probs.item(index, id)?;
             let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             computed = match arr.planes(start, &clock)? {
                 Some(src) => argmax_planes(&src, c, h, w)?,
