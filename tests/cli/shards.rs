@@ -163,6 +163,38 @@ fn merge_refuses_missing_repeated_and_foreign_partials() {
         assert!(err.contains(needle), "{needle:?} not in {err}");
         assert!(!out.exists(), "a refused merge writes nothing");
     }
+    // A partial cut short, or not a partial at all.
+    let cut = t.join("cut");
+    copy_dir(&p[1], &cut);
+    let text = std::fs::read_to_string(cut.join("partial.jsonl")).unwrap();
+    let keep: Vec<&str> = text.lines().collect();
+    std::fs::write(
+        cut.join("partial.jsonl"),
+        keep[..keep.len() - 2].join("\n") + "\n",
+    )
+    .unwrap();
+    let torn = t.join("torn");
+    copy_dir(&p[1], &torn);
+    std::fs::write(torn.join("partial.jsonl"), &text[..text.len() - 40]).unwrap();
+    let junk = t.join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(
+        junk.join("partial.jsonl"),
+        "{\"format\": \"something else\"}\n",
+    )
+    .unwrap();
+    for (bad, needle) in [
+        (&cut, "truncated?"),
+        (&torn, "line 12: bad item row"),
+        (&junk, "not a triage partial"),
+    ] {
+        let o = merge(&[p[0].clone(), bad.clone(), p[2].clone()], &out, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(err.contains("partial.jsonl"), "{err}");
+        assert!(!out.exists(), "a refused merge writes nothing");
+    }
     // A dataset changed since its shards were scored.
     let copy = t.join("demo");
     copy_dir(demo, &copy);
