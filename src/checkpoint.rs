@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
-use crate::metrics::confusion::Confusion;
 use crate::model::{DatasetStats, ItemResult, Shard};
 
 /// The checkpoint's file name inside `--out`.
@@ -72,6 +71,22 @@ pub struct Checkpoint {
     header_len: u64,
 }
 
+impl Resumed {
+    /// Put the resumed items and sums into a run's (empty) `items` and
+    /// `stats`, advance `bar`; returns the next item to score.
+    pub fn restore(
+        self,
+        items: &mut Vec<ItemResult>,
+        stats: &mut DatasetStats,
+        bar: &indicatif::ProgressBar,
+    ) -> usize {
+        bar.inc(self.items.len() as u64);
+        items.extend(self.items);
+        stats.merge(&self.stats);
+        self.next
+    }
+}
+
 impl Checkpoint {
     /// Open (or start) the checkpoint in `out` for a run of a dataset with
     /// `classes` classes (`segmentation`: with band counts). The score stage
@@ -91,13 +106,8 @@ impl Checkpoint {
             fingerprint: fingerprint.into(),
             shard,
         };
-        let empty = || DatasetStats {
-            bins: PooledBins::default(),
-            confusion: Confusion::new(classes),
-            bands: segmentation.then(|| BandCounts::zeros(classes)),
-            preds: None,
-        };
-        let (kept_bytes, resumed) = match Self::read(&path, &header, classes, empty()) {
+        let zeros = DatasetStats::zeros(classes, segmentation);
+        let (kept_bytes, resumed) = match Self::read(&path, &header, classes, zeros) {
             Ok(found) => found,
             Err(why) => {
                 if path.exists() {
@@ -107,6 +117,8 @@ impl Checkpoint {
             }
         };
         let io = |e| Error::io(&path, e);
+        let mut header_line = serde_json::to_vec(&header).map_err(|e| io(e.into()))?;
+        header_line.push(b'\n');
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -116,9 +128,7 @@ impl Checkpoint {
             .map_err(io)?;
         if resumed.is_none() {
             file.set_len(0).map_err(io)?;
-            let mut line = serde_json::to_vec(&header).map_err(|e| io(e.into()))?;
-            line.push(b'\n');
-            file.write_all(&line).map_err(io)?;
+            file.write_all(&header_line).map_err(io)?;
         } else {
             // Cut a torn tail, then append after the last whole batch.
             file.set_len(kept_bytes).map_err(io)?;
@@ -132,16 +142,11 @@ impl Checkpoint {
                 r.items.len()
             );
         }
-        let header_len = {
-            let mut line = serde_json::to_vec(&header).map_err(|e| io(e.into()))?;
-            line.push(b'\n');
-            line.len() as u64
-        };
         Ok(Checkpoint {
             path,
             file,
             resumed,
-            header_len,
+            header_len: header_line.len() as u64,
         })
     }
 

@@ -89,6 +89,17 @@ pub struct DatasetStats {
 }
 
 impl DatasetStats {
+    /// All-zero sums for `classes` classes (`segmentation`: with Boundary
+    /// IoU band counts), keeping no prediction maps.
+    pub fn zeros(classes: usize, segmentation: bool) -> Self {
+        DatasetStats {
+            bins: PooledBins::default(),
+            confusion: Confusion::new(classes),
+            bands: segmentation.then(|| BandCounts::zeros(classes)),
+            preds: None,
+        }
+    }
+
     /// Add another shard's sums (counts exactly; see [`PooledBins`]).
     pub fn merge(&mut self, other: &DatasetStats) {
         self.bins.merge(&other.bins);

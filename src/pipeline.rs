@@ -128,7 +128,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let mut queue_inputs = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
         if let Some(path) = &cfg.embeddings {
-            crate::neighbors::stage::check(&cfg, m, path, &opts.neighbors)?;
+            crate::neighbors::stage::check(&cfg, m, path)?;
         }
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
         Ok(())
@@ -242,20 +242,16 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         ));
     }
     if let Some(path) = &cfg.embeddings {
-        crate::neighbors::stage::check(&cfg, &manifest, path, &opts.neighbors)?;
+        crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
     let mut opened = opened;
     opened.sort_by_key(|o| o.header.shard.index);
     let mut items = Vec::with_capacity(h0.n_items);
-    let mut stats = h0.stats.clone();
-    stats.bins = Default::default();
-    stats.confusion = crate::metrics::confusion::Confusion::new(cfg.num_classes());
-    stats.bands = h0
-        .stats
-        .bands
-        .as_ref()
-        .map(|b| crate::metrics::boundary_iou::BandCounts::zeros(b.inter.len()));
+    let mut stats = crate::model::DatasetStats::zeros(
+        cfg.num_classes(),
+        cfg.task == crate::config::Task::Segmentation,
+    );
     let mut timings = Timings::default();
     let t_read = Instant::now();
     for o in opened {
@@ -270,10 +266,6 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         ));
     }
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
-    let mut merged_opts = opts.clone();
-    merged_opts.dataset = h0.options.dataset.clone();
-    merged_opts.batch_size = h0.options.batch_size;
-    merged_opts.logits = h0.options.logits;
     let scored = Scored {
         cfg: &cfg,
         manifest: &manifest,
@@ -282,7 +274,9 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         queue_inputs,
         backend_info: Some((h0.options.clone(), h0.backend.clone())),
     };
-    assemble(scored, &merged_opts, backend.as_ref(), &mut timings, t0)
+    // The score options recorded in report.json are the shards' (see
+    // `assemble`); everything else is this merge's.
+    assemble(scored, opts, backend.as_ref(), &mut timings, t0)
 }
 
 /// The partials are one run's (same version, fingerprint and shard count)

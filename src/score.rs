@@ -34,9 +34,6 @@ use crate::io::manifest::Manifest;
 use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
-use crate::metrics::boundary_iou::BandCounts;
-use crate::metrics::calibration::PooledBins;
-use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
 use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings};
 use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
@@ -105,16 +102,6 @@ fn resumed(
             Ok(None)
         }
         None => Ok(None),
-    }
-}
-
-/// An all-zero set of pooled sums for `c` classes (`bands`: segmentation).
-fn zero_stats(c: usize, bands: bool) -> DatasetStats {
-    DatasetStats {
-        bins: PooledBins::default(),
-        confusion: Confusion::new(c),
-        bands: bands.then(|| BandCounts::zeros(c)),
-        preds: None,
     }
 }
 
@@ -205,7 +192,7 @@ fn score_classification(
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);
     let mut items = Vec::with_capacity(range.len());
-    let mut stats = zero_stats(c, false);
+    let mut stats = DatasetStats::zeros(c, false);
     // Rows per batch: as many as fit in the batch's bytes, at least one.
     let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
     let slot = || RowSlot {
@@ -219,10 +206,7 @@ fn score_classification(
     };
     let (mut next, stop) = (range.start, range.end);
     if let Some(r) = resumed(&mut checkpoint, &range)? {
-        bar.inc(r.items.len() as u64);
-        items.extend(r.items);
-        stats.merge(&r.stats);
-        next = r.next;
+        next = r.restore(&mut items, &mut stats, &bar);
     }
     let labels = &labels;
     let read = crate::io::stream::double_buffered(
@@ -259,7 +243,7 @@ fn score_classification(
             // Pooled row by row (not the batch's f64 table), so the sums do
             // not depend on where batches or shards begin. With a
             // checkpoint, the batch's sums are kept apart for it first.
-            let mut delta = checkpoint.is_some().then(|| zero_stats(c, false));
+            let mut delta = checkpoint.is_some().then(|| DatasetStats::zeros(c, false));
             let sink = delta.as_mut().unwrap_or(&mut stats);
             for (j, s) in scores.samples.iter().enumerate() {
                 let label = batch.labels[j];
@@ -500,10 +484,8 @@ fn score_segmentation(
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);
     let mut stats = DatasetStats {
-        bins: PooledBins::default(),
-        confusion: Confusion::new(c),
-        bands: Some(BandCounts::zeros(c)),
         preds: Some(PredMaps::new(opts.kept_maps)),
+        ..DatasetStats::zeros(c, true)
     };
     let mut items: Vec<ItemResult> = Vec::with_capacity(range.len());
     let batch_bytes = opts.batch_size;
@@ -529,10 +511,7 @@ fn score_segmentation(
     };
     let mut next = range.start;
     if let Some(r) = resumed(&mut checkpoint, &range)? {
-        bar.inc(r.items.len() as u64);
-        items.extend(r.items);
-        stats.merge(&r.stats);
-        next = r.next;
+        next = r.restore(&mut items, &mut stats, &bar);
     }
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
@@ -546,7 +525,7 @@ fn score_segmentation(
             // first (the kept prediction maps stay with the run's).
             let mut delta = checkpoint.is_some().then(|| DatasetStats {
                 preds: stats.preds.take(),
-                ..zero_stats(c, true)
+                ..DatasetStats::zeros(c, true)
             });
             let before = items.len();
             let sink = delta.as_mut().unwrap_or(&mut stats);

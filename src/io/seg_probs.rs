@@ -29,15 +29,6 @@ pub struct SegProbs {
 }
 
 impl SegProbs {
-    /// Whether the items are files of their own (`None`), or rows of one
-    /// stacked array.
-    pub fn stacked(&mut self) -> Option<&mut NpyArray> {
-        match &mut self.source {
-            Source::Stacked(arr) => Some(arr),
-            Source::PerItem { .. } => None,
-        }
-    }
-
     /// The array holding item `i`, the element where the item starts, and
     /// its height and width. Per-item files are opened and validated here.
     pub fn item(&mut self, i: usize, id: &str) -> Result<(&mut NpyArray, usize, usize, usize)> {

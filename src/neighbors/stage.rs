@@ -280,16 +280,11 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
         .join("+")
 }
 
-/// The checks of the stage's options and input that need no score
-/// (`--knn-k`, the embeddings' header against the items, the `image` files
-/// can be opened), run before the scoring pass.
-pub fn check(
-    cfg: &DatasetConfig,
-    manifest: &Manifest,
-    path: &Path,
-    o: &NeighborOptions,
-) -> Result<()> {
-    o.validate()?;
+/// The checks of the stage's inputs that need no score (the embeddings'
+/// header against the items, the `image` files can be opened), run before
+/// the scoring pass; its options are checked with the run's
+/// ([`NeighborOptions::validate`]).
+pub fn check(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<()> {
     Embeddings::check(path, &manifest.ids)?;
     check_images(cfg, manifest)
 }
