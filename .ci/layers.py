@@ -24,7 +24,7 @@ LAYERS = [
     ["index"],
     ["backend"],
     ["schema"],
-    ["partial", "checkpoint"],
+    ["partial", "checkpoint", "score_cache"],
     ["neighbors"],
     ["checks"],
     ["score"],

@@ -75,6 +75,11 @@ pub struct RunArgs {
     /// checkpoint (or with one of other inputs or options) it starts afresh.
     #[arg(long)]
     pub resume: bool,
+    /// Score cache directory: items whose probabilities and annotation are unchanged since the
+    /// last run with this cache (same options and backend) are not scored again; their rows are
+    /// reused, and the outputs equal a full run's. report.json `score_cache` counts them.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -248,6 +253,7 @@ impl RunArgs {
             queue,
             shard: self.shard,
             resume: self.resume,
+            cache: self.cache,
         };
         opts.validate()?;
         Ok(opts)
@@ -370,8 +376,12 @@ fn report_run(opts: &RunOptions, s: crate::pipeline::RunSummary, show_timings: b
     };
     let overlays = s.files.iter().filter(in_overlays).count();
     let secs = s.timings.total.as_secs_f64();
+    let reused = match &s.score_cache {
+        Some(c) => format!(" ({} reused from the cache, {} scored)", c.reused, c.scored),
+        None => String::new(),
+    };
     eprintln!(
-        "triage: {} items on {} in {secs:.2} s ({:.0} items/s); wrote {}{}",
+        "triage: {} items{reused} on {} in {secs:.2} s ({:.0} items/s); wrote {}{}",
         s.n_items,
         s.backend,
         s.n_items as f64 / secs.max(1e-9),

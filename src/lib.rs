@@ -31,6 +31,7 @@ pub mod queue;
 pub mod report;
 pub mod schema;
 pub mod score;
+pub mod score_cache;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -50,6 +50,8 @@ pub struct Sections<'a> {
     pub plan: &'a QueuePlan,
     /// `checks`.
     pub checks: IndexMap<String, schema::CheckSummary>,
+    /// `score_cache`, with `--cache`.
+    pub score_cache: Option<schema::ScoreCache>,
 }
 
 impl Report {
@@ -123,6 +125,7 @@ impl Report {
             priority: priority::formula(cfg.task, sections.duplicates.is_some()),
             backend: sections.backend.clone(),
             options: sections.options,
+            score_cache: sections.score_cache,
             timings: None,
             duplicates: sections.duplicates,
             queue_policy: plan.queue_policy.clone(),

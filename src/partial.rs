@@ -52,6 +52,9 @@ pub struct Header {
     pub backend: BackendInfo,
     /// The shard's pooled sums.
     pub stats: DatasetStats,
+    /// With `--cache`: the shard's reused and scored items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_cache: Option<crate::schema::ScoreCache>,
 }
 
 /// The fingerprint of `cfg`'s inputs under `options` (hex).

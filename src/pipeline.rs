@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub shard: Option<crate::model::Shard>,
     /// Keep a checkpoint in `out` and continue from it (`--resume`).
     pub resume: bool,
+    /// Reuse the rows of unchanged items from this score cache and leave
+    /// this run's there (`--cache`, [`crate::score_cache`]).
+    pub cache: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -57,6 +60,7 @@ impl RunOptions {
             queue: Default::default(),
             shard: None,
             resume: false,
+            cache: None,
         }
     }
 
@@ -112,6 +116,8 @@ pub struct RunSummary {
     pub backend: String,
     /// Every stage's wall-clock time.
     pub timings: Timings,
+    /// With `--cache`: the items reused and scored.
+    pub score_cache: Option<crate::schema::ScoreCache>,
 }
 
 /// Run the whole job: score every item and write the queue and the report;
@@ -150,6 +156,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         )?),
         false => None,
     };
+    let cache_fingerprint = crate::score_cache::fingerprint(&cfg, opts.logits, &backend.info());
+    let cache = opts
+        .cache
+        .as_ref()
+        .map(|dir| crate::score_cache::Cache::load(dir, &cache_fingerprint, cfg.task));
+    let mut recorder = crate::score_cache::Recorder::default();
     let (manifest, items, stats) = crate::score::score(
         &cfg,
         &score_opts,
@@ -157,8 +169,27 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         &mut prepare,
         &mut timings,
         checkpoint.as_mut(),
+        cache.as_ref().map(|c| (c, &mut recorder)),
     )?;
     let queue_inputs = queue_inputs.expect("the score stage runs `prepare` before its first batch");
+    let score_cache = opts.cache.as_ref().map(|_| crate::schema::ScoreCache {
+        reused: recorder.reused,
+        scored: recorder.scored,
+    });
+    // This run's entries go to the cache once its outputs are in place.
+    let keep_cache = |files: &mut Vec<PathBuf>| {
+        let Some(dir) = &opts.cache else { return };
+        if let Some(why) = backend.info().fallback {
+            eprintln!(
+                "triage: the score cache is left as it was: the run fell back to the CPU ({why})"
+            );
+            return;
+        }
+        match recorder.write(dir, opts.shard, &cache_fingerprint, cfg.task) {
+            Ok(path) => files.push(path),
+            Err(e) => eprintln!("triage: warning: the score cache was not written: {e}"),
+        }
+    };
     if let Some(shard) = opts.shard {
         let options = opts.recorded();
         let header = crate::partial::Header {
@@ -171,17 +202,20 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             options,
             backend: backend.info(),
             stats,
+            score_cache,
         };
-        let files = crate::partial::write(&opts.out, &header, &items)?;
+        let mut files = crate::partial::write(&opts.out, &header, &items)?;
         if let Some(cp) = checkpoint {
             cp.remove()?;
         }
+        keep_cache(&mut files);
         timings.total = t0.elapsed();
         return Ok(RunSummary {
             n_items: items.len(),
             files,
             backend: backend.info().name,
             timings,
+            score_cache,
         });
     }
     let scored = Scored {
@@ -191,18 +225,21 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         stats,
         queue_inputs,
         backend_info: None,
+        score_cache,
     };
-    let summary = assemble(scored, opts, backend.as_ref(), &mut timings, t0)?;
+    let mut summary = assemble(scored, opts, backend.as_ref(), &mut timings, t0)?;
     if let Some(cp) = checkpoint {
         cp.remove()?;
     }
+    keep_cache(&mut summary.files);
     Ok(summary)
 }
 
 /// Combine the partials `parts` of one dataset (every shard once, in any
 /// order) and write what a single `triage run` of it writes, under `opts`'
 /// queue, neighbour and output options (its score options come from the
-/// partials). Everything is checked before anything is written: a missing
+/// partials; score-only options such as `--cache` and `--resume` are the
+/// shards' and are not used here). Everything is checked before anything is written: a missing
 /// or repeated shard, partials of other inputs, options or versions, or a
 /// dataset changed since, are errors.
 pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
@@ -211,6 +248,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     if opts.shard.is_some() {
         return Err(Error::Usage("`triage merge` takes no --shard".into()));
     }
+
     let opened = parts
         .iter()
         .map(|p| crate::partial::open(p))
@@ -254,8 +292,12 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     );
     let mut timings = Timings::default();
     let t_read = Instant::now();
+    let mut score_cache: Option<crate::schema::ScoreCache> = None;
     for o in opened {
         stats.merge(&o.header.stats);
+        if let Some(c) = &o.header.score_cache {
+            score_cache.get_or_insert_default().add(c);
+        }
         items.extend(o.items()?);
     }
     timings.read = t_read.elapsed();
@@ -273,6 +315,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         stats,
         queue_inputs,
         backend_info: Some((h0.options.clone(), h0.backend.clone())),
+        score_cache,
     };
     // The score options recorded in report.json are the shards' (see
     // `assemble`); everything else is this merge's.
@@ -340,6 +383,8 @@ struct Scored<'a> {
     queue_inputs: crate::queue::QueueInputs,
     /// A merge: the options and backend the shards recorded.
     backend_info: Option<(crate::schema::Options, crate::backend::BackendInfo)>,
+    /// `score_cache`, with `--cache`.
+    score_cache: Option<crate::schema::ScoreCache>,
 }
 
 /// Everything after scoring: reasons, neighbours, checks, priority order,
@@ -410,6 +455,7 @@ fn assemble(
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             plan: &plan,
             checks: crate::checks::section(&checks),
+            score_cache: s.score_cache,
         },
     );
     timings.report = t_report.elapsed();
@@ -437,6 +483,7 @@ fn assemble(
         files,
         backend: info.name,
         timings: timings.clone(),
+        score_cache: s.score_cache,
     })
 }
 

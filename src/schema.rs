@@ -66,6 +66,9 @@ pub struct Report {
     pub priority: PriorityFormula,
     pub backend: BackendInfo,
     pub options: Options,
+    /// With `--cache`: how many items were reused, how many scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_cache: Option<ScoreCache>,
     /// Absent with `--deterministic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
@@ -195,6 +198,23 @@ pub struct Options {
     pub review_all_from: Vec<String>,
     #[serde(deserialize_with = "present")]
     pub previous: Option<PathBuf>,
+}
+
+/// `score_cache` (`--cache`): the items whose rows came from the score
+/// cache (`reused`) and those scored (`scored`; items restored from a
+/// `--resume` checkpoint count here). A merge adds its shards'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreCache {
+    pub reused: usize,
+    pub scored: usize,
+}
+
+impl ScoreCache {
+    /// Add another shard's counts.
+    pub fn add(&mut self, other: &ScoreCache) {
+        self.reused += other.reused;
+        self.scored += other.scored;
+    }
 }
 
 /// `timings`: seconds per stage.

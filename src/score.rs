@@ -37,6 +37,7 @@ use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
 use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings};
 use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
+use crate::score_cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -64,6 +65,11 @@ pub struct ScoreOptions {
 ///
 /// With a `checkpoint` (`--resume`), the items it holds are not scored
 /// again, and every batch scored is appended to it before the next.
+///
+/// With a score cache (`--cache`, [`crate::score_cache`]), each item read is
+/// keyed by its content; an item the cache holds is not scored (its entry
+/// gives its result and sums), and every item's entry, reused or scored,
+/// goes to the [`Recorder`] for the cache's next run.
 pub fn score(
     cfg: &DatasetConfig,
     opts: &ScoreOptions,
@@ -71,13 +77,28 @@ pub fn score(
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
     checkpoint: Option<&mut Checkpoint>,
+    cache: Option<(&Cache, &mut Recorder)>,
 ) -> Result<Scored> {
+    let run = Run {
+        cfg,
+        opts,
+        backend,
+        checkpoint,
+        cache,
+    };
     match cfg.task {
-        Task::Classification => {
-            score_classification(cfg, opts, backend, prepare, timings, checkpoint)
-        }
-        Task::Segmentation => score_segmentation(cfg, opts, backend, prepare, timings, checkpoint),
+        Task::Classification => score_classification(run, prepare, timings),
+        Task::Segmentation => score_segmentation(run, prepare, timings),
     }
+}
+
+/// What one score stage works with.
+struct Run<'a, 'c> {
+    cfg: &'a DatasetConfig,
+    opts: &'a ScoreOptions,
+    backend: &'a dyn Backend,
+    checkpoint: Option<&'a mut Checkpoint>,
+    cache: Option<(&'c Cache, &'c mut Recorder)>,
 }
 
 /// What `checkpoint` held, when it starts at the run's first item and ends
@@ -177,13 +198,18 @@ fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
 }
 
 fn score_classification(
-    cfg: &DatasetConfig,
-    opts: &ScoreOptions,
-    backend: &dyn Backend,
+    run: Run<'_, '_>,
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
-    mut checkpoint: Option<&mut Checkpoint>,
 ) -> Result<Scored> {
+    let Run {
+        cfg,
+        opts,
+        backend,
+        mut checkpoint,
+        cache,
+    } = run;
+    let (cache, mut recorder) = cache.unzip();
     let c = cfg.num_classes();
     let (mut probs, manifest) = open_rows(cfg)?;
     let n = manifest.len();
@@ -197,15 +223,22 @@ fn score_classification(
     let rows_per_batch = (opts.batch_size / (c * probs.dtype.size())).clamp(1, n);
     let slot = || RowSlot {
         start: 0,
+        end: 0,
         batch: RowBatch {
             probs: ProbBuf::F32(Vec::new()),
             labels: Vec::new(),
             classes: c,
             logits: opts.logits,
         },
+        rows: Vec::new(),
+        keys: Vec::new(),
+        reused: Vec::new(),
     };
     let (mut next, stop) = (range.start, range.end);
     if let Some(r) = resumed(&mut checkpoint, &range)? {
+        if let Some(rec) = recorder.as_deref_mut() {
+            rec.resumed(r.items.len());
+        }
         next = r.restore(&mut items, &mut stats, &bar);
     }
     let labels = &labels;
@@ -219,44 +252,86 @@ fn score_classification(
             probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
             s.batch.labels.clear();
             s.batch.labels.extend_from_slice(&labels[next..end]);
-            s.start = next;
+            (s.start, s.end) = (next, end);
             next = end;
             Ok(true)
         },
         |s: &mut RowSlot| {
-            let (start, batch) = (s.start, &s.batch);
             let t = Instant::now();
-            let scores = backend.score_rows(batch)?;
-            timings.score += t.elapsed();
-            if let Some(r) = scores.first_invalid {
-                return Err(diagnose(
-                    &batch.probs,
-                    r * c,
-                    1,
-                    c,
-                    opts.logits,
-                    &cfg.probs,
-                    &manifest.ids[start + r],
-                    None,
-                ));
+            // Keyed here, on every core, not on the reader thread: hashing
+            // a row costs about what scoring it does.
+            if let Some(cache) = cache {
+                s.keep_unknown(cache, c);
             }
+            let (start, batch) = (s.start, &s.batch);
+            let scores = match batch.labels.is_empty() {
+                true => Vec::new(),
+                false => {
+                    let scores = backend.score_rows(batch)?;
+                    if let Some(r) = scores.first_invalid {
+                        return Err(diagnose(
+                            &batch.probs,
+                            r * c,
+                            1,
+                            c,
+                            opts.logits,
+                            &cfg.probs,
+                            &manifest.ids[s.rows.get(r).copied().unwrap_or(start + r)],
+                            None,
+                        ));
+                    }
+                    scores.samples
+                }
+            };
+            timings.score += t.elapsed();
             // Pooled row by row (not the batch's f64 table), so the sums do
             // not depend on where batches or shards begin. With a
             // checkpoint, the batch's sums are kept apart for it first.
             let mut delta = checkpoint.is_some().then(|| DatasetStats::zeros(c, false));
             let sink = delta.as_mut().unwrap_or(&mut stats);
-            for (j, s) in scores.samples.iter().enumerate() {
-                let label = batch.labels[j];
-                sink.bins.add_sample(s.confidence, s.pred == label);
-                sink.confusion.add(label as usize, s.pred as usize);
-                items.push(row_item(start + j, s, label));
+            let mut fold = |i: usize, sc: &SampleScores| {
+                let label = labels[i];
+                sink.bins.add_sample(sc.confidence, sc.pred == label);
+                sink.confusion.add(label as usize, sc.pred as usize);
+                items.push(row_item(i, sc, label));
+            };
+            match recorder.as_deref_mut() {
+                None => {
+                    for (j, sc) in scores.iter().enumerate() {
+                        fold(start + j, sc);
+                    }
+                }
+                Some(rec) => {
+                    // The reused and the scored rows, in items order.
+                    let mut scored = s.rows.iter().zip(&s.keys).zip(&scores).peekable();
+                    let mut reused = s.reused.iter().peekable();
+                    loop {
+                        let take_reused = match (reused.peek(), scored.peek()) {
+                            (Some(a), Some(((b, _), _))) => a.0 < **b,
+                            (Some(_), None) => true,
+                            (None, Some(_)) => false,
+                            (None, None) => break,
+                        };
+                        if take_reused {
+                            let Some((i, e)) = reused.next() else { break };
+                            fold(*i, &e.scores());
+                            rec.row(*e, true);
+                        } else {
+                            let Some(((i, key), sc)) = scored.next() else {
+                                break;
+                            };
+                            fold(*i, sc);
+                            rec.row(RowEntry::new(*key, sc), false);
+                        }
+                    }
+                }
             }
             if let (Some(cp), Some(d)) = (checkpoint.as_deref_mut(), &delta) {
-                let k = scores.samples.len();
-                cp.append(start, start + k, &items[items.len() - k..], d)?;
+                let k = s.end - start;
+                cp.append(start, s.end, &items[items.len() - k..], d)?;
                 stats.merge(d);
             }
-            bar.inc(batch.labels.len() as u64);
+            bar.inc((s.end - start) as u64);
             Ok(())
         },
     )?;
@@ -265,10 +340,52 @@ fn score_classification(
     Ok((manifest, items, stats))
 }
 
-/// A classification batch and the row it starts at.
+/// A classification batch: the rows `start..end` read, of which those
+/// the score cache does not hold are in `batch`.
 struct RowSlot {
     start: usize,
+    end: usize,
     batch: RowBatch,
+    /// With a cache: the rows in `batch` and their keys.
+    rows: Vec<usize>,
+    keys: Vec<Key>,
+    /// With a cache: the rows it holds, with their entries.
+    reused: Vec<(usize, RowEntry)>,
+}
+
+impl RowSlot {
+    /// Key every row read (`c` values each); keep in `batch` only those
+    /// `cache` does not hold, moved down in place.
+    fn keep_unknown(&mut self, cache: &Cache, c: usize) {
+        use rayon::prelude::*;
+        self.rows.clear();
+        self.keys.clear();
+        self.reused.clear();
+        let (probs, labels) = (&self.batch.probs, &self.batch.labels);
+        let keys: Vec<Key> = (0..self.end - self.start)
+            .into_par_iter()
+            .with_min_len(256)
+            .map(|r| crate::score_cache::row_key(probs, r * c..(r + 1) * c, labels[r]))
+            .collect();
+        let mut kept = 0;
+        for (r, key) in keys.into_iter().enumerate() {
+            let (i, label) = (self.start + r, self.batch.labels[r]);
+            match cache.row(key) {
+                Some(e) => self.reused.push((i, e)),
+                None => {
+                    if kept != r {
+                        self.batch.probs.copy_within(r * c..(r + 1) * c, kept * c);
+                        self.batch.labels[kept] = label;
+                    }
+                    self.rows.push(i);
+                    self.keys.push(key);
+                    kept += 1;
+                }
+            }
+        }
+        self.batch.probs.truncate(kept * c);
+        self.batch.labels.truncate(kept);
+    }
 }
 
 /// The result of classification row `index`.
@@ -383,16 +500,27 @@ impl SegReader<'_> {
 
     /// Fill `s` with the items from `*next` on while they fit in
     /// `batch_bytes` (at least one), reusing the spare items' buffers;
-    /// `Ok(false)` when every item has been read.
-    fn fill(&mut self, s: &mut SegSlot, next: &mut usize, batch_bytes: usize) -> Result<bool> {
+    /// `Ok(false)` when every item has been read. With a score `cache`, each
+    /// item read is keyed; those it holds go to `s.reused` (at most
+    /// [`MAX_REUSED`] a batch) instead of the batch.
+    fn fill(
+        &mut self,
+        s: &mut SegSlot,
+        next: &mut usize,
+        batch_bytes: usize,
+        cache: Option<&Cache>,
+    ) -> Result<bool> {
         let n = self.end;
         if *next >= n {
             return Ok(false);
         }
         s.spare.append(&mut s.batch.items);
+        s.rows.clear();
+        s.keys.clear();
+        s.reused.clear();
         s.start = *next;
         let mut bytes = 0usize;
-        while *next < n {
+        while *next < n && s.reused.len() < MAX_REUSED {
             let b = self.item_bytes(*next)?;
             if !s.batch.items.is_empty() && bytes + b > batch_bytes {
                 break;
@@ -405,11 +533,62 @@ impl SegReader<'_> {
                 width: 0,
             });
             self.read_item_into(*next, &mut item)?;
+            if let Some(cache) = cache {
+                let key = self.key(&item)?;
+                if let Some(e) = cache.seg(key) {
+                    s.reused.push((*next, e.clone()));
+                    s.spare.push(item);
+                    *next += 1;
+                    continue;
+                }
+                s.keys.push(key);
+            }
+            s.rows.push(*next);
             s.batch.items.push(item);
             bytes += b;
             *next += 1;
         }
+        s.end = *next;
         Ok(true)
+    }
+
+    /// The score cache's key of `item`, as read: its values (read once more
+    /// when they stayed in their file; chunks hashed in parallel), its mask
+    /// and its size.
+    fn key(&self, item: &SegItem) -> Result<Key> {
+        use crate::score_cache::{chunk_hash, raw_hash, seg_key};
+        let len = self.cfg.num_classes() * item.height * item.width;
+        let (labels, h, w) = (&item.labels, item.height, item.width);
+        match &item.planes {
+            None => {
+                let f16 = matches!(item.probs, ProbBuf::F16(_));
+                let p = &item.probs;
+                seg_key(
+                    f16,
+                    len,
+                    |at, n| Ok(chunk_hash(p, at..at + n)),
+                    labels,
+                    h,
+                    w,
+                )
+            }
+            Some(src) if src.is_f16() => {
+                let read = |at: usize, n: usize| {
+                    let mut buf = vec![0u16; n];
+                    src.read_f16(at, &mut buf)?;
+                    Ok(raw_hash(&buf))
+                };
+                seg_key(true, len, read, labels, h, w)
+            }
+            Some(src) => {
+                let read = |at: usize, n: usize| {
+                    let mut buf = vec![0f32; n];
+                    src.read_f32(at, &mut buf)?;
+                    Ok(raw_hash(&buf))
+                };
+                seg_key(false, len, read, labels, h, w)
+            }
+        }
     }
 
     /// Read item `i` into `item`, reusing its buffers.
@@ -450,22 +629,38 @@ impl SegReader<'_> {
     }
 }
 
-/// A segmentation batch, the item it starts at, and spare items whose
-/// buffers the next fill reuses.
+/// Segmentation items reused from the score cache in one batch, at most
+/// (so a checkpoint's batches stay small when most items are reused).
+const MAX_REUSED: usize = 256;
+
+/// A segmentation batch: the items `start..end` read, of which those the
+/// score cache does not hold are in `batch`; and spare items whose buffers
+/// the next fill reuses.
 struct SegSlot {
     start: usize,
+    end: usize,
     batch: SegBatch,
     spare: Vec<SegItem>,
+    /// The items in `batch`, and with a cache their keys.
+    rows: Vec<usize>,
+    keys: Vec<Key>,
+    /// With a cache: the items it holds, with their entries.
+    reused: Vec<(usize, SegEntry)>,
 }
 
 fn score_segmentation(
-    cfg: &DatasetConfig,
-    opts: &ScoreOptions,
-    backend: &dyn Backend,
+    run: Run<'_, '_>,
     prepare: &mut Prepare<'_>,
     timings: &mut Timings,
-    mut checkpoint: Option<&mut Checkpoint>,
 ) -> Result<Scored> {
+    let Run {
+        cfg,
+        opts,
+        backend,
+        mut checkpoint,
+        cache,
+    } = run;
+    let (cache, mut recorder) = cache.unzip();
     let c = cfg.num_classes();
     let items_path = cfg
         .items
@@ -501,6 +696,7 @@ fn score_segmentation(
     let plane_clock = reader.planes.clone();
     let slot = || SegSlot {
         start: 0,
+        end: 0,
         batch: SegBatch {
             items: Vec::new(),
             classes: c,
@@ -508,18 +704,27 @@ fn score_segmentation(
             logits: opts.logits,
         },
         spare: Vec::new(),
+        rows: Vec::new(),
+        keys: Vec::new(),
+        reused: Vec::new(),
     };
     let mut next = range.start;
     if let Some(r) = resumed(&mut checkpoint, &range)? {
+        if let Some(rec) = recorder.as_deref_mut() {
+            rec.resumed(r.items.len());
+        }
         next = r.restore(&mut items, &mut stats, &bar);
     }
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
-        |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes),
+        |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes, cache),
         |s: &mut SegSlot| {
-            let (start, batch) = (s.start, &s.batch);
+            let batch = &s.batch;
             let t = Instant::now();
-            let mut results = backend.score_items(batch)?;
+            let mut results = match batch.items.is_empty() {
+                true => Vec::new(),
+                false => backend.score_items(batch)?,
+            };
             timings.score += t.elapsed();
             // With a checkpoint, the batch's sums are kept apart for it
             // first (the kept prediction maps stay with the run's).
@@ -529,24 +734,50 @@ fn score_segmentation(
             });
             let before = items.len();
             let sink = delta.as_mut().unwrap_or(&mut stats);
-            for (j, (item, st)) in batch.items.iter().zip(results.iter_mut()).enumerate() {
-                fold_seg_item(
-                    cfg,
-                    &manifest,
-                    opts.logits,
-                    start + j,
-                    item,
-                    st,
-                    sink,
-                    &mut items,
-                )?;
+            // The reused and the scored items, in items order.
+            let mut scored = s.rows.iter().zip(&batch.items).zip(results.iter_mut());
+            let mut keys = s.keys.iter();
+            let mut reused = s.reused.iter().peekable();
+            loop {
+                let upto = scored.next();
+                let until = upto.as_ref().map_or(usize::MAX, |((i, _), _)| **i);
+                while let Some((i, e)) = reused.next_if(|r| r.0 < until) {
+                    e.add_to(sink);
+                    items.push(ItemResult {
+                        index: *i,
+                        ..e.item.clone()
+                    });
+                    if let Some(rec) = recorder.as_deref_mut() {
+                        rec.seg(e.clone(), true);
+                    }
+                }
+                let Some(((&i, item), st)) = upto else { break };
+                fold_seg_item(cfg, &manifest, opts.logits, i, item, st, sink, &mut items)?;
+                if let (Some(rec), Some(key)) = (recorder.as_deref_mut(), keys.next()) {
+                    let mut bins = crate::metrics::calibration::PooledBins::default();
+                    bins.add(&st.bins);
+                    let item = items
+                        .last()
+                        .cloned()
+                        .ok_or_else(|| Error::Internal("a scored item left no result".into()))?;
+                    rec.seg(
+                        SegEntry {
+                            key: *key,
+                            item,
+                            bins,
+                            confusion: st.confusion.nonzero(),
+                            bands: st.bands.clone(),
+                        },
+                        false,
+                    );
+                }
             }
             if let (Some(cp), Some(d)) = (checkpoint.as_deref_mut(), &mut delta) {
                 stats.preds = d.preds.take();
-                cp.append(start, start + batch.items.len(), &items[before..], d)?;
+                cp.append(s.start, s.end, &items[before..], d)?;
                 stats.merge(d);
             }
-            bar.inc(batch.items.len() as u64);
+            bar.inc((s.end - s.start) as u64);
             Ok(())
         },
     )?;

@@ -41,6 +41,22 @@ impl ProbBuf {
             ProbBuf::F16(v) => v.len() * 2,
         }
     }
+
+    /// Copy values `src` to start at `dest` (as [`slice::copy_within`]).
+    pub fn copy_within(&mut self, src: std::ops::Range<usize>, dest: usize) {
+        match self {
+            ProbBuf::F32(v) => v.copy_within(src, dest),
+            ProbBuf::F16(v) => v.copy_within(src, dest),
+        }
+    }
+
+    /// Keep the first `n` values.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            ProbBuf::F32(v) => v.truncate(n),
+            ProbBuf::F16(v) => v.truncate(n),
+        }
+    }
 }
 
 /// The stored values of one segmentation item, read in pieces

@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod checks;
 mod cli;
+mod incremental;
 mod queue_policy;
 mod resume;
 mod review;

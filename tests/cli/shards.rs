@@ -81,7 +81,7 @@ fn segmentation_shards_merge_to_the_single_run() {
 
 /// A classification dataset with embeddings and planted near-duplicates
 /// whose labels disagree.
-fn classification_with_embeddings(d: &Path) {
+pub(crate) fn classification_with_embeddings(d: &Path) {
     let s = triage(&[
         "synth",
         "--task",
