@@ -126,6 +126,28 @@ fn resumed(
     }
 }
 
+/// Put what the checkpoint held into the run's `items` and `stats` (the
+/// cache's `recorder` counts those items as scored); the first item left
+/// to score.
+fn resume(
+    checkpoint: &mut Option<&mut Checkpoint>,
+    recorder: Option<&mut Recorder>,
+    range: &std::ops::Range<usize>,
+    items: &mut Vec<ItemResult>,
+    stats: &mut DatasetStats,
+    bar: &ProgressBar,
+) -> Result<usize> {
+    Ok(match resumed(checkpoint, range)? {
+        Some(r) => {
+            if let Some(rec) = recorder {
+                rec.resumed(r.items.len());
+            }
+            r.restore(items, stats, bar)
+        }
+        None => range.start,
+    })
+}
+
 fn progress_bar(n: usize, enabled: bool) -> ProgressBar {
     let target = if enabled {
         ProgressDrawTarget::stderr()
@@ -234,13 +256,15 @@ fn score_classification(
         keys: Vec::new(),
         reused: Vec::new(),
     };
-    let (mut next, stop) = (range.start, range.end);
-    if let Some(r) = resumed(&mut checkpoint, &range)? {
-        if let Some(rec) = recorder.as_deref_mut() {
-            rec.resumed(r.items.len());
-        }
-        next = r.restore(&mut items, &mut stats, &bar);
-    }
+    let stop = range.end;
+    let mut next = resume(
+        &mut checkpoint,
+        recorder.as_deref_mut(),
+        &range,
+        &mut items,
+        &mut stats,
+        &bar,
+    )?;
     let labels = &labels;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
@@ -708,13 +732,14 @@ fn score_segmentation(
         keys: Vec::new(),
         reused: Vec::new(),
     };
-    let mut next = range.start;
-    if let Some(r) = resumed(&mut checkpoint, &range)? {
-        if let Some(rec) = recorder.as_deref_mut() {
-            rec.resumed(r.items.len());
-        }
-        next = r.restore(&mut items, &mut stats, &bar);
-    }
+    let mut next = resume(
+        &mut checkpoint,
+        recorder.as_deref_mut(),
+        &range,
+        &mut items,
+        &mut stats,
+        &bar,
+    )?;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
         |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes, cache),

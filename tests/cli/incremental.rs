@@ -344,3 +344,46 @@ fn gpu_rows_are_reused_by_the_gpu_only() {
     assert_eq!(counts(&r), (0, 32), "{err}");
     assert!(err.contains("not used"), "{err}");
 }
+
+/// Killed mid-run, an incremental run resumes from its checkpoint and still
+/// equals a full re-run; the items restored from the checkpoint count as
+/// scored.
+#[test]
+fn a_killed_incremental_run_resumes_to_the_full_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = t.join("ds");
+    let s = triage(&[
+        "synth",
+        "--task",
+        "classification",
+        "--items",
+        "3000",
+        "--classes",
+        "10",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(s.status.code(), Some(0));
+    let cache = t.join("cache");
+    let extra = ["--batch-size", "1000"];
+    cached(&d, &t.join("a"), &cache, &extra);
+    // Every 10th row changed: every batch (50 rows) scores some.
+    for r in (0..3000).step_by(10) {
+        rotate_row(&d.join("probs.npy"), r, 10);
+    }
+    full(&d, &t.join("full"), &extra);
+    let out = t.join("killed");
+    let with_cache = ["--batch-size", "1000", "--cache", cache.to_str().unwrap()];
+    let killed = crate::resume::kill_after(&d, &out, &with_cache, 20);
+    let err = crate::resume::resume_ok(&d, &out, &with_cache);
+    assert!(
+        killed,
+        "the run was killed mid-way (else this tests nothing)"
+    );
+    assert!(err.contains("resuming from"), "{err}");
+    same_as_full(&t.join("full"), &out, "killed and resumed with a cache");
+    let (reused, scored) = counts(&read_report(&out));
+    assert_eq!(reused + scored, 3000);
+    assert!(scored >= 300, "the changed rows are scored: {scored}");
+}

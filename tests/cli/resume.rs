@@ -34,7 +34,7 @@ fn lines(path: &Path) -> usize {
 /// Start `triage run ... --resume` and SIGKILL it once its checkpoint has
 /// `k` lines (or let it finish if it gets there first). Returns whether it
 /// was killed mid-run.
-fn kill_after(dataset: &Path, out: &Path, extra: &[&str], k: usize) -> bool {
+pub(crate) fn kill_after(dataset: &Path, out: &Path, extra: &[&str], k: usize) -> bool {
     let mut a = args(dataset, out, extra);
     a.push("--resume");
     let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
@@ -57,7 +57,7 @@ fn kill_after(dataset: &Path, out: &Path, extra: &[&str], k: usize) -> bool {
     }
 }
 
-fn resume_ok(dataset: &Path, out: &Path, extra: &[&str]) -> String {
+pub(crate) fn resume_ok(dataset: &Path, out: &Path, extra: &[&str]) -> String {
     let mut a = args(dataset, out, extra);
     a.push("--resume");
     let o = triage(&a);
