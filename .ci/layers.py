@@ -25,7 +25,7 @@ LAYERS = [
     ["backend"],
     ["schema"],
     ["partial", "checkpoint", "score_cache"],
-    ["neighbors"],
+    ["neighbors", "agreement"],
     ["checks"],
     ["score"],
     ["queue", "report", "synth"],

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// reused, and the outputs equal a full run's. report.json `score_cache` counts them.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// With `[inputs] annotations`: annotators whose Cohen's kappa with the consensus of the
+    /// other annotators is under K are listed in report.json `agreement.below_threshold`.
+    #[arg(long, value_name = "K", default_value_t = crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA)]
+    pub min_annotator_kappa: f64,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -254,6 +258,7 @@ impl RunArgs {
             shard: self.shard,
             resume: self.resume,
             cache: self.cache,
+            min_annotator_kappa: self.min_annotator_kappa,
         };
         opts.validate()?;
         Ok(opts)

@@ -9,6 +9,7 @@
 //! probs = "probs.npy"                # (N, C) or (N, C, H, W) .npy, or a directory of <id>.npy
 //! labels = "labels.npy"              # classification: instead of a `label` column
 //! embeddings = "embeddings.npy"      # optional, (N, D)
+//! annotations = "annotations.csv"    # optional: id, annotator, label (or mask)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ struct RawInputs {
     probs: PathBuf,
     labels: Option<PathBuf>,
     embeddings: Option<PathBuf>,
+    annotations: Option<PathBuf>,
 }
 
 /// A validated dataset description; every path is resolved against the
@@ -71,6 +73,9 @@ pub struct DatasetConfig {
     pub probs: PathBuf,
     pub labels: Option<PathBuf>,
     pub embeddings: Option<PathBuf>,
+    /// Several annotators' labels or masks (`annotations.csv`: `id`,
+    /// `annotator`, `label` or `mask`).
+    pub annotations: Option<PathBuf>,
 }
 
 impl DatasetConfig {
@@ -151,6 +156,7 @@ impl DatasetConfig {
             probs: resolve(raw.inputs.probs),
             labels: raw.inputs.labels.map(resolve),
             embeddings: raw.inputs.embeddings.map(resolve),
+            annotations: raw.inputs.annotations.map(resolve),
         };
         if cfg.task == Task::Segmentation && cfg.items.is_none() {
             return Err(bad(

@@ -12,6 +12,7 @@
 //! # Ok::<(), triage::Error>(())
 //! ```
 
+pub mod agreement;
 pub mod backend;
 pub mod checkpoint;
 pub mod checks;

@@ -47,6 +47,8 @@ pub struct Sections<'a> {
     pub backend: &'a BackendInfo,
     /// The neighbour stage's, with embeddings.
     pub duplicates: Option<schema::Duplicates>,
+    /// The agreement stage's, with annotations.
+    pub agreement: Option<schema::Agreement>,
     pub plan: &'a QueuePlan,
     /// `checks`.
     pub checks: IndexMap<String, schema::CheckSummary>,
@@ -128,6 +130,7 @@ impl Report {
             score_cache: sections.score_cache,
             timings: None,
             duplicates: sections.duplicates,
+            agreement: sections.agreement,
             queue_policy: plan.queue_policy.clone(),
             views: plan.views.clone(),
             review: plan.review.clone(),

@@ -42,6 +42,9 @@ pub struct RunOptions {
     /// Reuse the rows of unchanged items from this score cache and leave
     /// this run's there (`--cache`, [`crate::score_cache`]).
     pub cache: Option<PathBuf>,
+    /// Annotators whose kappa with the consensus is under this are listed
+    /// in `agreement.below_threshold` (`--min-annotator-kappa`).
+    pub min_annotator_kappa: f64,
 }
 
 impl RunOptions {
@@ -61,6 +64,7 @@ impl RunOptions {
             shard: None,
             resume: false,
             cache: None,
+            min_annotator_kappa: crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA,
         }
     }
 
@@ -77,6 +81,11 @@ impl RunOptions {
         }
         if self.top == Some(0) {
             return Err(Error::Usage("--top must be at least 1".into()));
+        }
+        if !(-1.0..=1.0).contains(&self.min_annotator_kappa) {
+            return Err(Error::Usage(
+                "--min-annotator-kappa must be in [-1, 1]".into(),
+            ));
         }
         self.neighbors.validate()?;
         self.queue.policy.validate()
@@ -132,10 +141,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     // Everything after scoring that can fail on user input is checked and
     // read once the items are known, before the first batch is scored.
     let mut queue_inputs = None;
+    let mut annotations = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
         if let Some(path) = &cfg.embeddings {
             crate::neighbors::stage::check(&cfg, m, path)?;
         }
+        annotations = crate::agreement::load(&cfg, m)?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
         Ok(())
     };
@@ -226,6 +237,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         queue_inputs,
         backend_info: None,
         score_cache,
+        annotations,
     };
     let mut summary = assemble(scored, opts, backend.as_ref(), &mut timings, t0)?;
     if let Some(cp) = checkpoint {
@@ -282,6 +294,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     if let Some(path) = &cfg.embeddings {
         crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
+    let annotations = crate::agreement::load(&cfg, &manifest)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
     let mut opened = opened;
     opened.sort_by_key(|o| o.header.shard.index);
@@ -316,6 +329,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         queue_inputs,
         backend_info: Some((h0.options.clone(), h0.backend.clone())),
         score_cache,
+        annotations,
     };
     // The score options recorded in report.json are the shards' (see
     // `assemble`); everything else is this merge's.
@@ -385,6 +399,8 @@ struct Scored<'a> {
     backend_info: Option<(crate::schema::Options, crate::backend::BackendInfo)>,
     /// `score_cache`, with `--cache`.
     score_cache: Option<crate::schema::ScoreCache>,
+    /// `[inputs] annotations`, read and checked.
+    annotations: Option<crate::io::annotations::Annotations>,
 }
 
 /// Everything after scoring: reasons, neighbours, checks, priority order,
@@ -404,6 +420,22 @@ fn assemble(
         deterministic: opts.neighbors.deterministic,
         preds: stats.preds.take(),
         ..Default::default()
+    };
+    let agreement = match (&s.annotations, cfg.task) {
+        (Some(ann), crate::config::Task::Classification) => Some(crate::agreement::apply(
+            cfg,
+            ann,
+            &mut items,
+            opts.min_annotator_kappa,
+        )),
+        (Some(ann), crate::config::Task::Segmentation) => {
+            eprintln!(
+                "triage: {}: agreement between segmentation annotators is not computed yet (checked, not used)",
+                ann.path.display()
+            );
+            None
+        }
+        (None, _) => None,
     };
     let neighbor_summary = match &cfg.embeddings {
         Some(path) => {
@@ -453,6 +485,7 @@ fn assemble(
             options,
             backend: &info,
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
+            agreement,
             plan: &plan,
             checks: crate::checks::section(&checks),
             score_cache: s.score_cache,

@@ -50,6 +50,10 @@ pub struct ItemScores {
     pub dup_conflict: Option<f64>,
     /// With embeddings: fraction of the k nearest neighbours whose label differs.
     pub knn_disagreement: Option<f64>,
+    /// With annotations: the share of the item's annotator pairs that agree
+    /// (NaN, written `null`, for an item with fewer than 2 annotations).
+    #[serde(default)]
+    pub annotator_agreement: Option<f64>,
 }
 
 /// Segmentation-only item scores.
@@ -102,6 +106,9 @@ impl ItemScores {
             f.push(("dup_conflict", self.dup_conflict));
             f.push(("knn_disagreement", self.knn_disagreement));
         }
+        if self.annotator_agreement.is_some() {
+            f.push(("annotator_agreement", self.annotator_agreement));
+        }
         f
     }
 
@@ -126,6 +133,7 @@ impl ItemScores {
             "pixels" => Some(seg?.pixels as f64),
             "dup_conflict" => self.dup_conflict,
             "knn_disagreement" => self.knn_disagreement,
+            "annotator_agreement" => self.annotator_agreement,
             _ => None,
         };
         v.filter(|x| x.is_finite())
@@ -143,8 +151,8 @@ impl ItemScores {
 }
 
 /// The most score fields an item has (6 for every item, 7 more for
-/// segmentation, 2 more with neighbours).
-pub const MAX_FIELDS: usize = 15;
+/// segmentation, 2 more with neighbours, 1 more with annotations).
+pub const MAX_FIELDS: usize = 16;
 
 /// An item's `(name, value)` score fields in their documented order, held
 /// inline: the queue files format one set per row, so no allocation per
@@ -247,6 +255,21 @@ pub fn conflict_raise(p: f64, p_partner: f64, dup_conflict: f64) -> f64 {
     p + DUP_WEIGHT * dup_conflict * (1.0 - p) * share
 }
 
+/// Weight of the disagreement raise ([`agreement_raise`]).
+pub const AGREEMENT_WEIGHT: f64 = 0.5;
+
+/// [`agreement_raise`] as `report.json` `agreement.priority` writes it.
+pub const AGREEMENT_RAISE: &str = "p + 0.5 * disagreement * (1 - p), disagreement = 1 - annotator_agreement, or 1 when the annotators' majority differs from the official label";
+
+/// The priority of an item whose annotators disagree:
+/// `p + AGREEMENT_WEIGHT · disagreement · (1 − p)`, where `disagreement`
+/// is `1 − annotator_agreement`, or 1 when the annotators' majority
+/// contradicts the official label. An item the annotators agree on keeps
+/// `p`; stays in [0, 1].
+pub fn agreement_raise(p: f64, disagreement: f64) -> f64 {
+    p + AGREEMENT_WEIGHT * disagreement.clamp(0.0, 1.0) * (1.0 - p)
+}
+
 /// The priority of an item; 0 when no term is defined.
 pub fn priority(scores: &ItemScores) -> f64 {
     match &scores.seg {
@@ -306,9 +329,11 @@ mod tests {
             })),
             dup_conflict: Some(0.3),
             knn_disagreement: Some(0.6),
+            annotator_agreement: Some(f64::NAN),
         };
         let fields = s.finite_fields();
-        assert_eq!(fields.len(), 15);
+        assert_eq!(fields.len(), 16);
+        assert_eq!(s.finite_value("annotator_agreement"), None, "NaN is null");
         for (name, v) in fields.iter() {
             assert_eq!(s.finite_value(name), *v, "{name}");
         }

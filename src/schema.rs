@@ -75,6 +75,9 @@ pub struct Report {
     /// With embeddings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<Duplicates>,
+    /// With `[inputs] annotations` (classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<Agreement>,
     pub queue_policy: QueuePolicy,
     /// One per check, in check order.
     pub views: IndexMap<String, View>,
@@ -419,4 +422,68 @@ pub struct QueueRow {
     pub predicted: Option<String>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// `agreement` (with `[inputs] annotations`, classification): agreement
+/// between the annotators of `annotations.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Annotators, rows of the file, items with at least 2 annotations.
+    pub annotators: usize,
+    pub rows: usize,
+    pub items_with_2plus: usize,
+    /// Nominal, over the items with at least 2 annotations.
+    #[serde(deserialize_with = "present")]
+    pub krippendorff_alpha: Option<f64>,
+    /// Over the `fleiss_items` items with exactly `fleiss_m` annotations
+    /// (the most common count of 2 or more; ties to the larger).
+    #[serde(deserialize_with = "present")]
+    pub fleiss_kappa: Option<f64>,
+    pub fleiss_items: usize,
+    pub fleiss_m: usize,
+    /// Every annotator pair sharing at least 20 items.
+    pub cohen_kappa: Vec<CohenPair>,
+    /// One-vs-rest alpha per class, in class order.
+    pub per_class: Vec<ClassAlpha>,
+    pub per_annotator: Vec<AnnotatorRow>,
+    pub min_annotator_kappa: f64,
+    /// Annotators whose `kappa_with_consensus` is under `min_annotator_kappa`.
+    pub below_threshold: Vec<String>,
+    /// How disagreement raises the priority.
+    pub priority: String,
+}
+
+/// One pair of annotators in `agreement.cohen_kappa`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CohenPair {
+    pub a: String,
+    pub b: String,
+    pub items: usize,
+    #[serde(deserialize_with = "present")]
+    pub kappa: Option<f64>,
+}
+
+/// One class in `agreement.per_class`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassAlpha {
+    pub class: String,
+    #[serde(deserialize_with = "present")]
+    pub alpha: Option<f64>,
+}
+
+/// One annotator in `agreement.per_annotator`. The consensus of an item,
+/// for an annotator, is the strict majority of the item's other
+/// annotators (items where it ties, or with no other, are left out).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnnotatorRow {
+    pub annotator: String,
+    pub items: usize,
+    #[serde(deserialize_with = "present")]
+    pub agreement_with_consensus: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub kappa_with_consensus: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub agreement_with_model: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub agreement_with_official: Option<f64>,
 }

@@ -1,5 +1,6 @@
 //! Readers that validate as they go, and the atomic writer for outputs.
 
+pub mod annotations;
 pub mod atomic;
 pub mod embeddings;
 pub mod jsonw;

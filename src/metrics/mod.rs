@@ -2,6 +2,7 @@
 //! that defines the numbers (stated, with sources, in `docs/definitions.md`), mirrored by a
 //! shader of the same stem in `shaders/`.
 
+pub mod agreement;
 pub mod boundary_iou;
 pub mod calibration;
 pub mod confusion;

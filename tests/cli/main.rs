@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod agreement;
 mod bad_input;
 mod checks;
 mod cli;

@@ -1,0 +1,310 @@
+//! The agreement stage (with `[inputs] annotations`, classification):
+//! how far the annotators of `annotations.csv` agree, per dataset, class,
+//! pair and annotator (`report.json` `agreement`), and per item
+//! (`annotator_agreement`, and the priority raise of
+//! [`crate::priority::agreement_raise`]).
+//!
+//! The formulas are in [`crate::metrics::agreement`]. Per annotator `a`:
+//! `items` it labelled; its consensus on an item is the strict majority of
+//! the item's *other* annotators (leave-one-out; ties and items with no
+//! other annotator are left out); `agreement_with_consensus` and
+//! `kappa_with_consensus` (Cohen's) compare its labels with those;
+//! `agreement_with_model` and `agreement_with_official` with the model's
+//! predicted class and the item's own label. Cohen's kappa is given for
+//! every annotator pair sharing at least [`MIN_PAIR_ITEMS`] items; the
+//! per-class alpha is one-vs-rest (the class against every other).
+
+use crate::config::DatasetConfig;
+use crate::error::Result;
+use crate::io::annotations::Annotations;
+use crate::io::manifest::Manifest;
+use crate::metrics::agreement::{fleiss_kappa, krippendorff_alpha, majority, pair_agreement};
+use crate::model::ItemResult;
+use crate::schema::{Agreement, AnnotatorRow, ClassAlpha, CohenPair};
+
+/// Items an annotator pair must share for its Cohen's kappa.
+pub const MIN_PAIR_ITEMS: usize = 20;
+
+/// Default `--min-annotator-kappa`.
+pub const DEFAULT_MIN_ANNOTATOR_KAPPA: f64 = 0.8;
+
+/// Read the annotations of `cfg` (if any) for `manifest`.
+pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotations>> {
+    match &cfg.annotations {
+        Some(path) => crate::io::annotations::load(cfg, manifest, path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Counts for Cohen's kappa of two label sequences, kept as sums.
+#[derive(Clone)]
+struct PairCounts {
+    n: usize,
+    agree: usize,
+    /// `a_c` then `b_c`.
+    marg: Vec<u64>,
+}
+
+impl PairCounts {
+    fn new(c: usize) -> Self {
+        PairCounts {
+            n: 0,
+            agree: 0,
+            marg: vec![0; 2 * c],
+        }
+    }
+
+    fn add(&mut self, x: u32, y: u32) {
+        let c = self.marg.len() / 2;
+        self.n += 1;
+        self.agree += (x == y) as usize;
+        self.marg[x as usize] += 1;
+        self.marg[c + y as usize] += 1;
+    }
+
+    /// Cohen's kappa from the sums (as [`crate::metrics::agreement::cohen_kappa`]).
+    fn kappa(&self) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let c = self.marg.len() / 2;
+        let n = self.n as f64;
+        let p_o = self.agree as f64 / n;
+        let p_e: f64 = (0..c)
+            .map(|k| (self.marg[k] as f64 / n) * (self.marg[c + k] as f64 / n))
+            .sum();
+        (1.0 - p_e > 0.0).then(|| (p_o - p_e) / (1.0 - p_e))
+    }
+}
+
+/// Compute the `agreement` section over `items` (any order; matched by
+/// [`ItemResult::index`]) and set each item's `annotator_agreement` and its
+/// raised priority.
+pub fn apply(
+    cfg: &DatasetConfig,
+    ann: &Annotations,
+    items: &mut [ItemResult],
+    min_annotator_kappa: f64,
+) -> Agreement {
+    let c = cfg.num_classes();
+    let na = ann.annotators.len();
+    let units: Vec<Vec<u32>> = (0..ann.items.len())
+        .map(|i| ann.labels(i).map(|(_, l)| l).collect())
+        .collect();
+    let alpha = krippendorff_alpha(units.iter().map(|u| u.as_slice()), c);
+    // Fleiss: the most common count of 2 or more (ties to the larger).
+    let mut by_m = std::collections::BTreeMap::<usize, usize>::new();
+    for u in units.iter().filter(|u| u.len() >= 2) {
+        *by_m.entry(u.len()).or_default() += 1;
+    }
+    let fleiss_m = by_m
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+        .map_or(0, |(m, _)| *m);
+    let (fleiss, fleiss_items) = fleiss_kappa(units.iter().map(|u| u.as_slice()), c, fleiss_m);
+
+    // Pairs of annotators, per annotator against its consensus, model and
+    // official label.
+    let mut pairs: Vec<Option<PairCounts>> = vec![None; na * na];
+    let mut vs_consensus = vec![PairCounts::new(c); na];
+    let mut labelled = vec![0usize; na];
+    let mut with_model = vec![0usize; na];
+    let mut with_official = vec![0usize; na];
+    let facts: Vec<Option<(u32, u32)>> = {
+        let mut f = vec![None; ann.items.len()];
+        for it in items.iter() {
+            if let Some(r) = &it.row {
+                f[it.index] = Some((r.label, r.pred));
+            }
+        }
+        f
+    };
+    for (i, fact) in facts.iter().enumerate() {
+        let lab: Vec<(u32, u32)> = ann.labels(i).collect();
+        for (x, &(a, la)) in lab.iter().enumerate() {
+            let a = a as usize;
+            labelled[a] += 1;
+            if let Some((official, pred)) = *fact {
+                with_official[a] += (la == official) as usize;
+                with_model[a] += (la == pred) as usize;
+            }
+            for &(b, lb) in &lab[x + 1..] {
+                pairs[a * na + b as usize]
+                    .get_or_insert_with(|| PairCounts::new(c))
+                    .add(la, lb);
+            }
+            let others = lab
+                .iter()
+                .enumerate()
+                .filter(|(y, _)| *y != x)
+                .map(|(_, &(_, l))| l);
+            if let Some(cons) = majority(others) {
+                vs_consensus[a].add(la, cons);
+            }
+        }
+    }
+    let name = |a: usize| ann.annotators[a].clone();
+    let share = |k: usize, n: usize| (n > 0).then(|| k as f64 / n as f64);
+    let mut cohen = Vec::new();
+    for a in 0..na {
+        for b in a + 1..na {
+            if let Some(p) = &pairs[a * na + b]
+                && p.n >= MIN_PAIR_ITEMS
+            {
+                cohen.push(CohenPair {
+                    a: name(a),
+                    b: name(b),
+                    items: p.n,
+                    kappa: p.kappa(),
+                });
+            }
+        }
+    }
+    let per_annotator: Vec<AnnotatorRow> = (0..na)
+        .map(|a| AnnotatorRow {
+            annotator: name(a),
+            items: labelled[a],
+            agreement_with_consensus: share(vs_consensus[a].agree, vs_consensus[a].n),
+            kappa_with_consensus: vs_consensus[a].kappa(),
+            agreement_with_model: share(with_model[a], labelled[a]),
+            agreement_with_official: share(with_official[a], labelled[a]),
+        })
+        .collect();
+    let below_threshold = per_annotator
+        .iter()
+        .filter(|r| {
+            r.kappa_with_consensus
+                .is_some_and(|k| k < min_annotator_kappa)
+        })
+        .map(|r| r.annotator.clone())
+        .collect();
+
+    // Per item: the share of agreeing pairs, and the raise.
+    for it in items.iter_mut() {
+        let u = &units[it.index];
+        let a = pair_agreement(u);
+        it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
+        if let Some(a) = a {
+            let official = it.row.map(|r| r.label);
+            let contradicted = majority(u.iter().copied())
+                .zip(official)
+                .is_some_and(|(m, o)| m != o);
+            let d = if contradicted { 1.0 } else { 1.0 - a };
+            it.priority = crate::priority::agreement_raise(it.priority, d);
+        }
+    }
+
+    Agreement {
+        annotators: na,
+        rows: ann.rows(),
+        items_with_2plus: units.iter().filter(|u| u.len() >= 2).count(),
+        krippendorff_alpha: alpha,
+        fleiss_kappa: fleiss,
+        fleiss_items,
+        fleiss_m,
+        cohen_kappa: cohen,
+        per_class: per_class_alpha(&units, c)
+            .into_iter()
+            .enumerate()
+            .map(|(k, alpha)| ClassAlpha {
+                class: cfg.class_names[k].clone(),
+                alpha,
+            })
+            .collect(),
+        per_annotator,
+        min_annotator_kappa,
+        below_threshold,
+        priority: crate::priority::AGREEMENT_RAISE.into(),
+    }
+}
+
+/// One-vs-rest alpha of every class, in one pass over the units: with the
+/// labels recoded to (class, not class), a unit with `m` values of which
+/// `k` are the class adds `k(k−1)/(m−1)` and `(m−k)(m−k−1)/(m−1)` to the
+/// two diagonal cells and `k`, `m − k` to the marginals, so only units
+/// where the class occurs need visiting (the others add `m` to the "not"
+/// diagonal and marginal).
+fn per_class_alpha(units: &[Vec<u32>], c: usize) -> Vec<Option<f64>> {
+    let mut n1 = vec![0f64; c];
+    let mut o11 = vec![0f64; c];
+    // `Σ m` over pairable units, and per class the "not" diagonal's
+    // shortfall against `m` in the units where the class occurs.
+    let mut n = 0f64;
+    let mut o00_short = vec![0f64; c];
+    let mut counts = vec![0u32; c];
+    for u in units {
+        let m = u.len();
+        if m < 2 {
+            continue;
+        }
+        n += m as f64;
+        let w = 1.0 / (m - 1) as f64;
+        for &v in u {
+            counts[v as usize] += 1;
+        }
+        for &v in u {
+            let k = counts[v as usize];
+            if k == 0 {
+                continue;
+            }
+            let (kf, mf) = (k as f64, m as f64);
+            n1[v as usize] += kf;
+            o11[v as usize] += kf * (kf - 1.0) * w;
+            o00_short[v as usize] += mf - (mf - kf) * (mf - kf - 1.0) * w;
+            counts[v as usize] = 0;
+        }
+    }
+    (0..c)
+        .map(|k| {
+            let n0 = n - n1[k];
+            let o00 = n - o00_short[k];
+            let expected = n * n - n1[k] * n1[k] - n0 * n0;
+            (n >= 2.0 && expected > 0.0).then(|| 1.0 - (n - 1.0) * (n - o11[k] - o00) / expected)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass per-class alpha equals the general alpha of the units
+    /// recoded to (class, not class).
+    #[test]
+    fn pair_sums_give_cohens_kappa() {
+        let pairs = [(0, 0), (1, 1), (2, 1), (1, 1), (0, 2), (2, 2), (1, 0)];
+        let mut p = PairCounts::new(3);
+        for &(x, y) in &pairs {
+            p.add(x, y);
+        }
+        let want = crate::metrics::agreement::cohen_kappa(&pairs, 3).unwrap();
+        assert!((p.kappa().unwrap() - want).abs() < 1e-15);
+    }
+
+    #[test]
+    fn per_class_alpha_equals_the_recoded_alpha() {
+        let units: Vec<Vec<u32>> = vec![
+            vec![0, 0, 1],
+            vec![2, 2],
+            vec![1, 1, 1, 0],
+            vec![0],
+            vec![2, 0, 1],
+            vec![1, 1],
+            vec![0, 0, 0],
+        ];
+        let got = per_class_alpha(&units, 4);
+        for (k, g) in got.iter().enumerate() {
+            let recoded: Vec<Vec<u32>> = units
+                .iter()
+                .map(|u| u.iter().map(|&v| (v as usize == k) as u32).collect())
+                .collect();
+            let want = krippendorff_alpha(recoded.iter().map(|u| u.as_slice()), 2);
+            match (g, want) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-12, "class {k}: {g} vs {w}"),
+                (None, None) => {}
+                other => panic!("class {k}: {other:?}"),
+            }
+        }
+        assert_eq!(got[3], None, "a class never used has no alpha");
+    }
+}

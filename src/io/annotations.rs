@@ -1,0 +1,145 @@
+//! `annotations.csv`: several annotators' labels per item, beside the
+//! item's own (official) `label` / `mask`, which the scores keep using.
+//!
+//! Columns `id`, `annotator`, and `label` (classification: a class index
+//! or name) or `mask` (segmentation: a PNG label map path relative to the
+//! dataset, read by the same rules as items.csv's). One row per (item,
+//! annotator); an item may have any number of annotators and an annotator
+//! any subset of the items.
+//!
+//! Refused with the file, the item (its id or row) and the field named:
+//! an id not in the manifest, an empty annotator, the same (id, annotator)
+//! twice, a class out of range or unknown, an empty mask cell. (A mask of
+//! the wrong size is refused when it is read, by the agreement stage.)
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::{DatasetConfig, Task};
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+
+/// One item's annotation by one annotator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Annotation {
+    /// Classification: the class.
+    Label(u32),
+    /// Segmentation: the mask file (resolved against the dataset).
+    Mask(PathBuf),
+}
+
+/// The annotations of a dataset, by item.
+#[derive(Debug, Clone, Default)]
+pub struct Annotations {
+    pub path: PathBuf,
+    /// Annotator names, in order of first appearance.
+    pub annotators: Vec<String>,
+    /// Per item (manifest order): `(annotator, annotation)`, sorted by
+    /// annotator index.
+    pub items: Vec<Vec<(u32, Annotation)>>,
+}
+
+impl Annotations {
+    /// Classification: item `i`'s labels, by annotator, as `(annotator,
+    /// class)`.
+    pub fn labels(&self, i: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.items[i].iter().filter_map(|(a, x)| match x {
+            Annotation::Label(c) => Some((*a, *c)),
+            Annotation::Mask(_) => None,
+        })
+    }
+
+    /// Rows read.
+    pub fn rows(&self) -> usize {
+        self.items.iter().map(Vec::len).sum()
+    }
+}
+
+/// Read `path` for the items of `manifest`.
+pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Annotations> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| Error::input(path, e.to_string()))?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| Error::input(path, e.to_string()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let id_col =
+        col("id").ok_or_else(|| Error::input(path, "no `id` column in the header").field("id"))?;
+    let who_col = col("annotator").ok_or_else(|| {
+        Error::input(path, "no `annotator` column in the header").field("annotator")
+    })?;
+    let (value_col, field) = match cfg.task {
+        Task::Classification => (col("label"), "label"),
+        Task::Segmentation => (col("mask"), "mask"),
+    };
+    let value_col = value_col.ok_or_else(|| {
+        Error::input(path, format!("no `{field}` column in the header")).field(field)
+    })?;
+    let index: HashMap<&str, usize> = manifest
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut annotators: Vec<String> = Vec::new();
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut items: Vec<Vec<(u32, Annotation)>> = vec![Vec::new(); manifest.len()];
+    let c = cfg.num_classes();
+    for (row, rec) in reader.records().enumerate() {
+        let line = row + 2;
+        let rec = rec.map_err(|e| Error::input(path, e.to_string()))?;
+        let id = rec.get(id_col).unwrap_or("").trim();
+        let at = |msg: String, field: &str| {
+            let e = Error::input(path, format!("line {line}: {msg}")).field(field.to_string());
+            if id.is_empty() { e } else { e.item(id) }
+        };
+        let &i = index
+            .get(id)
+            .ok_or_else(|| at(format!("id {id:?} is not an item of the manifest"), "id"))?;
+        let who = rec.get(who_col).unwrap_or("").trim();
+        if who.is_empty() {
+            return Err(at("empty annotator".into(), "annotator"));
+        }
+        let next = annotators.len() as u32;
+        let a = *by_name.entry(who.to_string()).or_insert(next);
+        if a == next {
+            annotators.push(who.to_string());
+        }
+        let cell = rec.get(value_col).unwrap_or("").trim();
+        let value = match cfg.task {
+            Task::Classification => Annotation::Label(cfg.parse_class(cell).ok_or_else(|| {
+                at(
+                    format!("label {cell:?} is neither a class index in 0..{c} nor a class name"),
+                    "label",
+                )
+            })?),
+            Task::Segmentation => {
+                if cell.is_empty() {
+                    return Err(at("empty mask path".into(), "mask"));
+                }
+                Annotation::Mask(cfg.dir.join(cell))
+            }
+        };
+        if items[i].iter().any(|(b, _)| *b == a) {
+            return Err(at(
+                format!("annotator {who:?} labels this item twice"),
+                "annotator",
+            ));
+        }
+        items[i].push((a, value));
+    }
+    for v in &mut items {
+        v.sort_by_key(|(a, _)| *a);
+    }
+    Ok(Annotations {
+        path: path.to_path_buf(),
+        annotators,
+        items,
+    })
+}

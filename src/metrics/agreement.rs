@@ -1,0 +1,294 @@
+//! Agreement between annotators on class labels: Krippendorff's alpha
+//! (nominal), Fleiss' kappa, Cohen's kappa, and the per-item share of
+//! agreeing pairs and majority.
+//!
+//! A *unit* is one item's labels, one per annotator who labelled it (any
+//! number; missing annotators are simply absent).
+//!
+//! - **Krippendorff's alpha, nominal** (Krippendorff 2011, "Computing
+//!   Krippendorff's Alpha-Reliability"), from the coincidence matrix: a unit
+//!   with `m_u ≥ 2` values adds `n_uc · n_uk / (m_u − 1)` to `o_ck` for
+//!   `c ≠ k` and `n_uc (n_uc − 1) / (m_u − 1)` to `o_cc` (`n_uc`: its values
+//!   of class `c`); units with fewer than 2 values are left out. With
+//!   `n_c = Σ_k o_ck` and `n = Σ_c n_c`,
+//!   `α = 1 − (n − 1) · (n − Σ_c o_cc) / (n² − Σ_c n_c²)`.
+//!   Undefined (`None`) when `n < 2` or every pairable value is one class
+//!   (no expected disagreement). The `krippendorff` package computes the same.
+//! - **Fleiss' kappa** (Fleiss 1971) over units with exactly `m` values:
+//!   `P_i = (Σ_j n_ij² − m) / (m (m − 1))`, `P̄` their mean,
+//!   `p_j = Σ_i n_ij / (N m)`, `P_e = Σ_j p_j²`, `κ = (P̄ − P_e) / (1 − P_e)`
+//!   (statsmodels' `fleiss_kappa(table, method="fleiss")`).
+//! - **Cohen's kappa** (Cohen 1960) of two label sequences over the same
+//!   items: `p_o` the share equal, `p_e = Σ_c (a_c / n)(b_c / n)`,
+//!   `κ = (p_o − p_e) / (1 − p_e)` (scikit-learn's `cohen_kappa_score`).
+//!
+//! Every kappa and alpha is `None` where its denominator is 0.
+
+/// Krippendorff's alpha (nominal) of `units` over `classes` classes.
+pub fn krippendorff_alpha<'a>(
+    units: impl IntoIterator<Item = &'a [u32]>,
+    classes: usize,
+) -> Option<f64> {
+    let mut n_c = vec![0f64; classes];
+    let mut o_diag = 0f64;
+    let mut counts = vec![0u32; classes];
+    for unit in units {
+        let m = unit.len();
+        if m < 2 {
+            continue;
+        }
+        for &v in unit {
+            counts[v as usize] += 1;
+        }
+        let w = 1.0 / (m - 1) as f64;
+        for &v in unit {
+            let k = v as usize;
+            let c = counts[k];
+            if c > 0 {
+                // Row c of the coincidence matrix sums to n_uc · (m − 1) · w = n_uc.
+                n_c[k] += c as f64;
+                o_diag += c as f64 * (c as f64 - 1.0) * w;
+                counts[k] = 0;
+            }
+        }
+    }
+    let n: f64 = n_c.iter().sum();
+    let expected = n * n - n_c.iter().map(|x| x * x).sum::<f64>();
+    if n < 2.0 || expected <= 0.0 {
+        return None;
+    }
+    Some(1.0 - (n - 1.0) * (n - o_diag) / expected)
+}
+
+/// Fleiss' kappa over the `units` with exactly `m ≥ 2` values; `None` when
+/// there is none or `P_e = 1`. Also returns the number of units used.
+pub fn fleiss_kappa<'a>(
+    units: impl IntoIterator<Item = &'a [u32]>,
+    classes: usize,
+    m: usize,
+) -> (Option<f64>, usize) {
+    if m < 2 {
+        return (None, 0);
+    }
+    let mut p_j = vec![0u64; classes];
+    let mut sum_p_i = 0f64;
+    let mut items = 0usize;
+    let mut counts = vec![0u64; classes];
+    for unit in units {
+        if unit.len() != m {
+            continue;
+        }
+        items += 1;
+        for &v in unit {
+            counts[v as usize] += 1;
+        }
+        let mut sq = 0u64;
+        for &v in unit {
+            let c = &mut counts[v as usize];
+            if *c > 0 {
+                sq += *c * *c;
+                p_j[v as usize] += *c;
+                *c = 0;
+            }
+        }
+        sum_p_i += (sq - m as u64) as f64 / (m * (m - 1)) as f64;
+    }
+    if items == 0 {
+        return (None, 0);
+    }
+    let total = (items * m) as f64;
+    let p_e: f64 = p_j.iter().map(|&x| (x as f64 / total).powi(2)).sum();
+    let p_bar = sum_p_i / items as f64;
+    if 1.0 - p_e <= 0.0 {
+        return (None, items);
+    }
+    (Some((p_bar - p_e) / (1.0 - p_e)), items)
+}
+
+/// Cohen's kappa of the label pairs `(a_i, b_i)`; `None` when empty or
+/// `p_e = 1`.
+pub fn cohen_kappa(pairs: &[(u32, u32)], classes: usize) -> Option<f64> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut a = vec![0u64; classes];
+    let mut b = vec![0u64; classes];
+    let mut agree = 0u64;
+    for &(x, y) in pairs {
+        a[x as usize] += 1;
+        b[y as usize] += 1;
+        agree += (x == y) as u64;
+    }
+    let n = pairs.len() as f64;
+    let p_o = agree as f64 / n;
+    let p_e: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| (x as f64 / n) * (y as f64 / n))
+        .sum();
+    if 1.0 - p_e <= 0.0 {
+        return None;
+    }
+    Some((p_o - p_e) / (1.0 - p_e))
+}
+
+/// The share of agreeing unordered pairs among `values` (`None` below 2).
+pub fn pair_agreement(values: &[u32]) -> Option<f64> {
+    let m = values.len();
+    if m < 2 {
+        return None;
+    }
+    let mut agree = 0usize;
+    for i in 0..m {
+        for j in i + 1..m {
+            agree += (values[i] == values[j]) as usize;
+        }
+    }
+    Some(agree as f64 / (m * (m - 1) / 2) as f64)
+}
+
+/// The strict majority (most frequent value, unique); `None` when empty or
+/// tied.
+pub fn majority(values: impl IntoIterator<Item = u32>) -> Option<u32> {
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for v in values {
+        match counts.iter_mut().find(|(c, _)| *c == v) {
+            Some(e) => e.1 += 1,
+            None => counts.push((v, 1)),
+        }
+    }
+    let best = counts.iter().map(|e| e.1).max()?;
+    let mut top = counts.iter().filter(|e| e.1 == best);
+    let first = top.next()?;
+    top.next().is_none().then_some(first.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Krippendorff (2011), section C: nominal data, 4 coders, 12 units,
+    /// missing values; published α = 0.743.
+    #[test]
+    fn alpha_matches_krippendorffs_worked_example() {
+        // Values 1..5 as classes 0..4; `None` is missing.
+        let coders: [[Option<u32>; 12]; 4] = [
+            [
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(2),
+                Some(1),
+                Some(4),
+                Some(1),
+                Some(2),
+                None,
+                None,
+                None,
+            ],
+            [
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(2),
+                Some(2),
+                Some(4),
+                Some(1),
+                Some(2),
+                Some(5),
+                None,
+                Some(3),
+            ],
+            [
+                None,
+                Some(3),
+                Some(3),
+                Some(3),
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(2),
+                Some(2),
+                Some(5),
+                Some(1),
+                None,
+            ],
+            [
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(2),
+                Some(4),
+                Some(4),
+                Some(1),
+                Some(2),
+                Some(5),
+                Some(1),
+                None,
+            ],
+        ];
+        let units: Vec<Vec<u32>> = (0..12)
+            .map(|u| coders.iter().filter_map(|c| c[u]).map(|v| v - 1).collect())
+            .collect();
+        let a = krippendorff_alpha(units.iter().map(|u| u.as_slice()), 5).unwrap();
+        assert!((a - 0.743).abs() < 5e-4, "{a}");
+    }
+
+    /// Fleiss (1971) example as on Wikipedia's "Fleiss' kappa" page: 10
+    /// subjects, 14 raters, 5 categories; κ = 0.210.
+    #[test]
+    fn fleiss_matches_the_published_example() {
+        let table = [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ];
+        let units: Vec<Vec<u32>> = table
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .flat_map(|(k, &n)| std::iter::repeat_n(k as u32, n))
+                    .collect()
+            })
+            .collect();
+        let (k, items) = fleiss_kappa(units.iter().map(|u| u.as_slice()), 5, 14);
+        assert_eq!(items, 10);
+        assert!((k.unwrap() - 0.210).abs() < 5e-4, "{k:?}");
+    }
+
+    #[test]
+    fn cohen_by_hand() {
+        // 50 items: 20 both yes, 15 both no, 5 yes/no, 10 no/yes
+        // (Wikipedia's "Cohen's kappa" example): p_o = 0.7, p_e = 0.5, κ = 0.4.
+        let mut pairs = vec![(1, 1); 20];
+        pairs.extend(vec![(0, 0); 15]);
+        pairs.extend(vec![(1, 0); 5]);
+        pairs.extend(vec![(0, 1); 10]);
+        let k = cohen_kappa(&pairs, 2).unwrap();
+        assert!((k - 0.4).abs() < 1e-12, "{k}");
+        assert_eq!(cohen_kappa(&[(1, 1), (1, 1)], 2), None, "p_e = 1");
+    }
+
+    #[test]
+    fn pairs_and_majority() {
+        assert_eq!(pair_agreement(&[1]), None);
+        assert_eq!(pair_agreement(&[1, 1, 2]), Some(1.0 / 3.0));
+        assert_eq!(pair_agreement(&[3, 3, 3, 3]), Some(1.0));
+        assert_eq!(majority([1, 2, 2]), Some(2));
+        assert_eq!(majority([1, 2]), None, "a tie");
+        assert_eq!(majority([]), None);
+        // One class only: no expected disagreement, alpha undefined.
+        assert_eq!(krippendorff_alpha([&[1u32, 1][..], &[1, 1]], 3), None);
+    }
+}
