@@ -184,12 +184,8 @@ pub fn apply(
         let u = &units[it.index];
         let a = pair_agreement(u);
         it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
-        if let Some(a) = a {
-            let official = it.row.map(|r| r.label);
-            let contradicted = majority(u.iter().copied())
-                .zip(official)
-                .is_some_and(|(m, o)| m != o);
-            let d = if contradicted { 1.0 } else { 1.0 - a };
+        it.consensus = majority(u.iter().copied());
+        if let Some(d) = disagreement(it) {
             it.priority = crate::priority::agreement_raise(it.priority, d);
         }
     }
@@ -216,6 +212,16 @@ pub fn apply(
         below_threshold,
         priority: crate::priority::AGREEMENT_RAISE.into(),
     }
+}
+
+/// The item's disagreement (after [`apply`]): 1 when its annotators'
+/// strict majority contradicts its official label, else
+/// `1 − annotator_agreement`; `None` below 2 annotations.
+pub fn disagreement(it: &ItemResult) -> Option<f64> {
+    let a = it.scores.annotator_agreement.filter(|a| a.is_finite())?;
+    let official = it.row.map(|r| r.label);
+    let contradicted = it.consensus.zip(official).is_some_and(|(m, o)| m != o);
+    Some(if contradicted { 1.0 } else { 1.0 - a })
 }
 
 /// One-vs-rest alpha of every class, in one pass over the units: with the

@@ -46,6 +46,10 @@ pub struct ItemResult {
     /// (classification) or the class with the lowest IoU in the item
     /// (segmentation; `None` when no class has a defined IoU).
     pub class: Option<u32>,
+    /// With annotations (classification): the strict majority of the
+    /// item's annotators (`None` when tied or unannotated).
+    #[serde(default)]
+    pub consensus: Option<u32>,
 }
 
 impl ItemResult {

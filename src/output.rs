@@ -22,7 +22,7 @@ use crate::schema::{self, finite};
 use indexmap::IndexMap;
 
 /// Keys of a queue row that carried columns may not take.
-const RESERVED: [&str; 12] = [
+const RESERVED: [&str; 13] = [
     "rank",
     "id",
     "priority",
@@ -30,6 +30,7 @@ const RESERVED: [&str; 12] = [
     "scores",
     "label",
     "predicted",
+    "consensus_label",
     "in_budget",
     "spot_check",
     "review_all",
@@ -289,6 +290,12 @@ fn write_json_row(
     if let Some(f) = &it.row {
         o.str("label", &cfg.class_names[f.label as usize]);
         o.str("predicted", &cfg.class_names[f.pred as usize]);
+        if cols.with_consensus {
+            o.opt_str(
+                "consensus_label",
+                it.consensus.map(|k| cfg.class_names[k as usize].as_str()),
+            );
+        }
     }
     {
         let mut scores = jsonw::Obj::new(o.key("scores"));
@@ -325,6 +332,8 @@ struct QueueColumns<'a> {
     score_names: Vec<&'static str>,
     with_neighbors: bool,
     with_status: bool,
+    /// Classification with annotations: a `consensus_label` column.
+    with_consensus: bool,
     /// Every row's reasons, the checks' included.
     reasons: &'a Reasons<'a>,
 }
@@ -338,6 +347,9 @@ impl QueueColumns<'_> {
             .to_vec();
         if self.cfg.task == Task::Classification {
             header.extend(["label", "predicted"].map(String::from));
+            if self.with_consensus {
+                header.push("consensus_label".into());
+            }
         }
         header.extend(self.score_names.iter().map(|k| k.to_string()));
         if self.with_neighbors {
@@ -387,8 +399,15 @@ impl QueueColumns<'_> {
         if let Some(f) = &it.row {
             field(&mut |b| b.push_str(&cfg.class_names[f.label as usize]))?;
             field(&mut |b| b.push_str(&cfg.class_names[f.pred as usize]))?;
+            if self.with_consensus {
+                field(&mut |b| {
+                    if let Some(k) = it.consensus {
+                        b.push_str(&cfg.class_names[k as usize]);
+                    }
+                })?;
+            }
         }
-        for (_, v) in it.scores.fields() {
+        for (_, v) in it.scores.finite_fields() {
             field(&mut |b| {
                 if let Some(x) = v {
                     b.push_str(floats.format(x));
@@ -543,6 +562,7 @@ pub fn write_all(
             .unwrap_or_default(),
         with_neighbors,
         with_status,
+        with_consensus: report.0.agreement.is_some(),
         reasons,
     };
     let head = write_queue_files(&mut files, &cols, shown, &row_at)?;

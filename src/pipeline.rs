@@ -460,6 +460,7 @@ fn assemble(
         manifest,
         items: &items,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
+        annotations: s.annotations.as_ref(),
     });
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();

@@ -443,6 +443,7 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         cluster: None,
         neighbors: Vec::new(),
         class: Some(label),
+        consensus: None,
     }
 }
 
@@ -879,6 +880,7 @@ fn fold_seg_item(
         neighbors: Vec::new(),
         class: f.worst_class.map(|w| w.0 as u32),
         seg_facts: Some(f),
+        consensus: None,
     });
     Ok(())
 }

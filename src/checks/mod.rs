@@ -22,6 +22,7 @@
 
 pub mod class_imbalance;
 pub mod label_quality;
+pub mod low_agreement;
 pub mod near_duplicate;
 
 use indexmap::IndexMap;
@@ -42,6 +43,8 @@ pub enum Need {
     Segmentation,
     /// Embeddings, and so the neighbour stage's kNN graph.
     Embeddings,
+    /// Several annotators per item (`[inputs] annotations`).
+    Annotations,
 }
 
 impl Need {
@@ -51,6 +54,7 @@ impl Need {
             Need::Classification => "classification",
             Need::Segmentation => "segmentation",
             Need::Embeddings => "embeddings",
+            Need::Annotations => "annotations",
         }
     }
 
@@ -60,6 +64,7 @@ impl Need {
             Need::Classification => "classification only",
             Need::Segmentation => "segmentation only",
             Need::Embeddings => "needs embeddings ([inputs] embeddings)",
+            Need::Annotations => "needs several annotators ([inputs] annotations)",
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct Inputs<'a> {
     /// The neighbour stage's result (its graph and pairs are by row in
     /// items order, [`ItemResult::index`]), when embeddings were given.
     pub neighbors: Option<&'a NeighborResult>,
+    /// The annotators' labels, with `[inputs] annotations`.
+    pub annotations: Option<&'a crate::io::annotations::Annotations>,
 }
 
 impl Inputs<'_> {
@@ -82,6 +89,7 @@ impl Inputs<'_> {
             Need::Classification => self.cfg.task == Task::Classification,
             Need::Segmentation => self.cfg.task == Task::Segmentation,
             Need::Embeddings => self.neighbors.is_some(),
+            Need::Annotations => self.annotations.is_some(),
         }
     }
 }
@@ -180,6 +188,7 @@ pub fn registry(inputs: &Inputs<'_>) -> Vec<Box<dyn Check>> {
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(class_imbalance::ClassImbalance::new(inputs)),
+        Box::new(low_agreement::LowAgreement),
     ]
 }
 

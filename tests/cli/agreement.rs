@@ -13,6 +13,9 @@ use crate::common::*;
 const N: usize = 600;
 const C: usize = 6;
 const ANNOTATORS: [&str; 6] = ["ann-a", "ann-b", "ann-c", "ann-d", "ann-e", "rand"];
+/// Every annotator of this item (it has 6) gives the same label, which is
+/// not the official one.
+const PLANTED: usize = 11;
 
 /// A classification dataset, and its official labels and predictions by id.
 fn dataset(d: &Path) -> (Vec<String>, HashMap<String, (String, String)>) {
@@ -59,7 +62,9 @@ fn write_annotations(d: &Path, ids: &[String], facts: &HashMap<String, (String, 
         let (m, start) = (1 + i % 6, next(6) as usize);
         for j in 0..m {
             let a = ANNOTATORS[(start + j) % 6];
-            let label = if a == "rand" || next(100) >= 96 {
+            let label = if i == PLANTED {
+                (official + 1) % 5
+            } else if a == "rand" || next(100) >= 96 {
                 next(5) as u32
             } else {
                 official.min(4)
@@ -200,6 +205,7 @@ fn disagreement_raises_the_priority_as_documented() {
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic"]);
     let mut raised = 0;
+    let mut expected_flagged = 0usize;
     for row in read_queue(&out) {
         let id = row["id"].as_str().unwrap();
         let v = &labels[id];
@@ -234,8 +240,41 @@ fn disagreement_raises_the_priority_as_documented() {
         let want = p + 0.5 * dis * (1.0 - p);
         assert!((got - want).abs() < 1e-12, "{id}: {got} vs {want}");
         raised += (got > p) as usize;
+        // The low_agreement check: flagged above 0.5, with a reason first.
+        let reason = row["reasons"][0].as_str().unwrap_or("");
+        let flagged = dis > 0.5;
+        expected_flagged += flagged as usize;
+        assert_eq!(
+            reason.starts_with("annotators disagree"),
+            flagged,
+            "{id}: {reason}"
+        );
+        let consensus = (leaders.len() == 1).then(|| leaders[0].to_string());
+        assert_eq!(
+            row["consensus_label"].as_str().map(String::from),
+            consensus,
+            "{id}"
+        );
+        if id == PLANTED.to_string() {
+            assert!(contradicted && flagged, "the planted item");
+            assert!(
+                reason.contains("differs from the official label"),
+                "{reason}"
+            );
+            for a in ANNOTATORS {
+                assert!(reason.contains(a), "{a} named in {reason}");
+            }
+        }
     }
     assert!(raised > 100, "disagreement raised {raised} items");
+    let r = read_report(&out);
+    assert_eq!(r["views"]["low_agreement"]["flagged"], expected_flagged);
+    assert_eq!(r["checks"]["low_agreement"]["status"], "ran");
+    assert!(expected_flagged > 50, "{expected_flagged} flagged");
+    let csv = std::fs::read_to_string(out.join("queue.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.contains(",consensus_label,"), "{header}");
+    assert!(header.contains(",annotator_agreement,"), "{header}");
 }
 
 #[test]

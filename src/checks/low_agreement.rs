@@ -1,0 +1,93 @@
+//! Items whose annotators disagree ([`LowAgreement`]), for adjudication
+//! (with `[inputs] annotations`; the scores come from
+//! [`crate::agreement`]).
+
+use serde_json::json;
+
+use super::{Check, Explained, Inputs, Need, Place};
+use crate::config::Task;
+use crate::model::ItemResult;
+
+/// An item is flagged when fewer than this share of its annotator pairs
+/// agree (so a 2–1 split among three annotators is flagged, a 3–1 split
+/// among four is not), or when its annotators' majority contradicts its
+/// official label.
+pub const MIN_ITEM_AGREEMENT: f64 = 0.5;
+
+/// At most this many annotators are named in a reason.
+const NAMED: usize = 8;
+
+/// Items with low agreement between annotators. Score: the item's
+/// disagreement ([`crate::agreement::disagreement`]): 1 when the
+/// annotators' majority contradicts the official label, else
+/// `1 − annotator_agreement`. Flagged when above `1 −`
+/// [`MIN_ITEM_AGREEMENT`]. Items with fewer than 2 annotations have no
+/// score.
+pub struct LowAgreement;
+
+impl Check for LowAgreement {
+    fn name(&self) -> &'static str {
+        "low_agreement"
+    }
+    fn needs(&self) -> &'static [Need] {
+        &[Need::Classification, Need::Annotations]
+    }
+    fn score_text(&self, _: Task) -> &'static str {
+        "1 if the annotators' majority contradicts the official label, else 1 - annotator_agreement (the share of agreeing annotator pairs)"
+    }
+    fn flagged_when(&self) -> &'static str {
+        "> 0.5 (fewer than half of the item's annotator pairs agree, or their majority contradicts the official label)"
+    }
+    fn score(&self, it: &ItemResult) -> Option<f64> {
+        crate::agreement::disagreement(it)
+    }
+    fn flags(&self, v: f64) -> bool {
+        v > 1.0 - MIN_ITEM_AGREEMENT
+    }
+
+    fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
+        let mut out = Explained::default();
+        let Some(ann) = inputs.annotations else {
+            return out;
+        };
+        let names = &inputs.cfg.class_names;
+        let class = |k: u32| names.get(k as usize).map_or("?", String::as_str);
+        let mut contradicted = 0usize;
+        for (pos, it) in inputs.items.iter().enumerate() {
+            if !flags[pos] {
+                continue;
+            }
+            let labels: Vec<(u32, u32)> = ann.labels(it.index).collect();
+            let mut who: Vec<String> = labels
+                .iter()
+                .take(NAMED)
+                .map(|&(a, l)| format!("{} {:?}", ann.annotators[a as usize], class(l)))
+                .collect();
+            if labels.len() > NAMED {
+                who.push(format!("and {} more", labels.len() - NAMED));
+            }
+            let share = it.scores.annotator_agreement.unwrap_or(f64::NAN);
+            let mut reason = format!(
+                "annotators disagree ({:.0}% of pairs agree): {}",
+                100.0 * share,
+                who.join(", ")
+            );
+            if let (Some(m), Some(f)) = (it.consensus, it.row)
+                && m != f.label
+            {
+                contradicted += 1;
+                reason.push_str(&format!(
+                    "; their majority {:?} differs from the official label {:?}",
+                    class(m),
+                    class(f.label)
+                ));
+            }
+            out.reasons.push((pos, Place::First, reason));
+        }
+        out.summary
+            .insert("min_item_agreement".into(), json!(MIN_ITEM_AGREEMENT));
+        out.summary
+            .insert("majority_contradicts_official".into(), json!(contradicted));
+        out
+    }
+}
