@@ -20,13 +20,254 @@ use crate::io::annotations::Annotations;
 use crate::io::manifest::Manifest;
 use crate::metrics::agreement::{fleiss_kappa, krippendorff_alpha, majority, pair_agreement};
 use crate::model::ItemResult;
-use crate::schema::{Agreement, AnnotatorRow, ClassAlpha, CohenPair};
+use crate::schema::{
+    Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
+    SegClassAgreement,
+};
 
 /// Items an annotator pair must share for its Cohen's kappa.
 pub const MIN_PAIR_ITEMS: usize = 20;
 
 /// Default `--min-annotator-kappa`.
 pub const DEFAULT_MIN_ANNOTATOR_KAPPA: f64 = 0.8;
+
+/// Default `--min-annotator-iou` (the annotator mask IoU of at least 0.75
+/// quoted in practice).
+pub const DEFAULT_MIN_ANNOTATOR_IOU: f64 = 0.75;
+
+/// Segmentation: per item, its annotator pairs `(a, b, mIoU)` (for the
+/// reasons of the `low_agreement` check).
+pub type ItemPairs = Vec<Vec<(u32, u32, Option<f64>)>>;
+
+/// Per-class sums of one annotator pair (or of many).
+#[derive(Clone)]
+struct ClassSums {
+    inter: Vec<u64>,
+    union: Vec<u64>,
+    /// `|A_k| + |B_k|` (Dice).
+    areas: Vec<u64>,
+    band_inter: Vec<u64>,
+    band_union: Vec<u64>,
+}
+
+impl ClassSums {
+    fn zeros(c: usize) -> Self {
+        ClassSums {
+            inter: vec![0; c],
+            union: vec![0; c],
+            areas: vec![0; c],
+            band_inter: vec![0; c],
+            band_union: vec![0; c],
+        }
+    }
+
+    fn add(&mut self, o: &ClassSums) {
+        for (dst, src) in [
+            (&mut self.inter, &o.inter),
+            (&mut self.union, &o.union),
+            (&mut self.areas, &o.areas),
+            (&mut self.band_inter, &o.band_inter),
+            (&mut self.band_union, &o.band_union),
+        ] {
+            for (x, y) in dst.iter_mut().zip(src) {
+                *x += y;
+            }
+        }
+    }
+
+    fn ratio(num: u64, den: u64) -> Option<f64> {
+        (den > 0).then(|| num as f64 / den as f64)
+    }
+
+    fn iou(&self, k: usize) -> Option<f64> {
+        Self::ratio(self.inter[k], self.union[k])
+    }
+
+    fn boundary_iou(&self, k: usize) -> Option<f64> {
+        Self::ratio(self.band_inter[k], self.band_union[k])
+    }
+
+    fn dice(&self, k: usize) -> Option<f64> {
+        Self::ratio(2 * self.inter[k], self.areas[k])
+    }
+}
+
+/// One segmentation item's comparisons.
+struct SegItemPairs {
+    index: usize,
+    /// `(a, b, sums, pair mIoU)`.
+    pairs: Vec<(u32, u32, ClassSums, Option<f64>)>,
+    /// Each annotator's area per class.
+    areas: Vec<(u32, Vec<u64>)>,
+}
+
+/// Compare every pair of annotators of segmentation item `i` (`dims`):
+/// label × label counts on `backend`, Boundary IoU bands as
+/// [`crate::metrics::boundary_iou::pair_band_counts`].
+fn compare_item(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    ann: &Annotations,
+    i: usize,
+    dims: (usize, usize),
+    backend: &dyn crate::backend::Backend,
+) -> Result<SegItemPairs> {
+    use crate::io::annotations::Annotation;
+    let (c, ign) = (cfg.num_classes(), cfg.ignore_index);
+    let mut masks = Vec::new();
+    for (a, x) in &ann.items[i] {
+        if let Annotation::Mask(path) = x {
+            let m = crate::io::mask::read_mask(path, &manifest.ids[i], dims, c, ign)?;
+            masks.push((*a, m));
+        }
+    }
+    let areas = masks
+        .iter()
+        .map(|(a, m)| {
+            let mut v = vec![0u64; c];
+            for &x in m {
+                if let Some(n) = v.get_mut(x as usize) {
+                    *n += 1;
+                }
+            }
+            (*a, v)
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for x in 0..masks.len() {
+        for y in x + 1..masks.len() {
+            let ((a, ma), (b, mb)) = (&masks[x], &masks[y]);
+            let conf = backend.mask_confusion(ma, mb, c, ign)?;
+            let bands = crate::metrics::boundary_iou::pair_band_counts(
+                ma, mb, dims.0, dims.1, c, ign, None,
+            );
+            let mut s = ClassSums::zeros(c);
+            for k in 0..c {
+                let (ak, bk, ik) = (conf.label_count(k), conf.pred_count(k), conf.get(k, k));
+                s.inter[k] = ik;
+                s.union[k] = ak + bk - ik;
+                s.areas[k] = ak + bk;
+                s.band_inter[k] = bands.inter[k];
+                s.band_union[k] = bands.union(k);
+            }
+            pairs.push((*a, *b, s, conf.mean_iou()));
+        }
+    }
+    Ok(SegItemPairs {
+        index: i,
+        pairs,
+        areas,
+    })
+}
+
+/// The segmentation `agreement` section over `items` (matched by
+/// [`ItemResult::index`]): every unordered pair of an item's annotators is
+/// compared and the counts pooled per class (all pairs), per annotator (its
+/// pairs) and per item (the mean of its pairs' mIoU, its
+/// `annotator_agreement`, which raises its priority as
+/// [`crate::priority::agreement_raise`] with `disagreement = 1 −
+/// annotator_agreement`). A mask of the wrong size is an error naming it.
+pub fn apply_segmentation(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    ann: &Annotations,
+    items: &mut [ItemResult],
+    backend: &dyn crate::backend::Backend,
+    min_annotator_iou: f64,
+) -> Result<(SegAgreement, ItemPairs)> {
+    use rayon::prelude::*;
+    let c = cfg.num_classes();
+    let na = ann.annotators.len();
+    let mut dims = vec![None; ann.items.len()];
+    for it in items.iter() {
+        dims[it.index] = it.dims;
+    }
+    let compared: Vec<SegItemPairs> = (0..ann.items.len())
+        .into_par_iter()
+        .filter(|&i| ann.items[i].len() >= 2)
+        .filter_map(|i| dims[i].map(|d| compare_item(cfg, manifest, ann, i, d, backend)))
+        .collect::<Result<_>>()?;
+    let mut total = ClassSums::zeros(c);
+    let mut by_ann = vec![ClassSums::zeros(c); na];
+    let mut own = vec![vec![0f64; c]; na];
+    let mut others = vec![vec![0f64; c]; na];
+    let mut item_pairs: ItemPairs = vec![Vec::new(); ann.items.len()];
+    let mut agreement = vec![None; ann.items.len()];
+    let mut n_pairs = 0;
+    for it in &compared {
+        for (a, b, s, miou) in &it.pairs {
+            total.add(s);
+            by_ann[*a as usize].add(s);
+            by_ann[*b as usize].add(s);
+            item_pairs[it.index].push((*a, *b, *miou));
+            n_pairs += 1;
+        }
+        let m = it.areas.len() as f64;
+        for (a, area) in &it.areas {
+            for k in 0..c {
+                let rest: u64 = it
+                    .areas
+                    .iter()
+                    .filter(|(b, _)| b != a)
+                    .map(|(_, v)| v[k])
+                    .sum();
+                own[*a as usize][k] += area[k] as f64;
+                others[*a as usize][k] += rest as f64 / (m - 1.0);
+            }
+        }
+        agreement[it.index] = crate::metrics::confusion::mean_defined(it.pairs.iter().map(|p| p.3));
+    }
+    let mut labelled = vec![0usize; na];
+    for v in &ann.items {
+        for (a, _) in v {
+            labelled[*a as usize] += 1;
+        }
+    }
+    let mean_of =
+        |f: &dyn Fn(usize) -> Option<f64>| crate::metrics::confusion::mean_defined((0..c).map(f));
+    let per_annotator: Vec<SegAnnotatorRow> = (0..na)
+        .map(|a| SegAnnotatorRow {
+            annotator: ann.annotators[a].clone(),
+            items: labelled[a],
+            miou_with_others: mean_of(&|k| by_ann[a].iou(k)),
+            boundary_iou_with_others: mean_of(&|k| by_ann[a].boundary_iou(k)),
+            area_bias: (0..c)
+                .map(|k| (others[a][k] > 0.0).then(|| own[a][k] / others[a][k] - 1.0))
+                .collect(),
+        })
+        .collect();
+    let below_threshold = per_annotator
+        .iter()
+        .filter(|r| r.miou_with_others.is_some_and(|v| v < min_annotator_iou))
+        .map(|r| r.annotator.clone())
+        .collect();
+    for it in items.iter_mut() {
+        let a = agreement[it.index];
+        it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
+        if let Some(d) = disagreement(it) {
+            it.priority = crate::priority::agreement_raise(it.priority, d);
+        }
+    }
+    let section = SegAgreement {
+        annotators: na,
+        rows: ann.rows(),
+        items_with_2plus: ann.items.iter().filter(|v| v.len() >= 2).count(),
+        pairs: n_pairs,
+        per_class: (0..c)
+            .map(|k| SegClassAgreement {
+                class: cfg.class_names[k].clone(),
+                iou: total.iou(k),
+                dice: total.dice(k),
+                boundary_iou: total.boundary_iou(k),
+            })
+            .collect(),
+        per_annotator,
+        min_annotator_iou,
+        below_threshold,
+        priority: crate::priority::AGREEMENT_RAISE.into(),
+    };
+    Ok((section, item_pairs))
+}
 
 /// Read the annotations of `cfg` (if any) for `manifest`.
 pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotations>> {

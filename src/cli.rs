@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// other annotators is under K are listed in report.json `agreement.below_threshold`.
     #[arg(long, value_name = "K", default_value_t = crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA)]
     pub min_annotator_kappa: f64,
+    /// With `[inputs] annotations` (segmentation): annotators whose mIoU with the other
+    /// annotators is under T are listed in report.json `agreement.below_threshold`.
+    #[arg(long, value_name = "T", default_value_t = crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU)]
+    pub min_annotator_iou: f64,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -259,6 +263,7 @@ impl RunArgs {
             resume: self.resume,
             cache: self.cache,
             min_annotator_kappa: self.min_annotator_kappa,
+            min_annotator_iou: self.min_annotator_iou,
         };
         opts.validate()?;
         Ok(opts)

@@ -49,7 +49,7 @@ pub struct Sections<'a> {
     /// The neighbour stage's, with embeddings.
     pub duplicates: Option<schema::Duplicates>,
     /// The agreement stage's, with annotations.
-    pub agreement: Option<schema::Agreement>,
+    pub agreement: Option<schema::AgreementSection>,
     pub plan: &'a QueuePlan,
     /// `checks`.
     pub checks: IndexMap<String, schema::CheckSummary>,
@@ -562,7 +562,10 @@ pub fn write_all(
             .unwrap_or_default(),
         with_neighbors,
         with_status,
-        with_consensus: report.0.agreement.is_some(),
+        with_consensus: matches!(
+            report.0.agreement,
+            Some(schema::AgreementSection::Classification(_))
+        ),
         reasons,
     };
     let head = write_queue_files(&mut files, &cols, shown, &row_at)?;

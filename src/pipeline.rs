@@ -45,6 +45,9 @@ pub struct RunOptions {
     /// Annotators whose kappa with the consensus is under this are listed
     /// in `agreement.below_threshold` (`--min-annotator-kappa`).
     pub min_annotator_kappa: f64,
+    /// Segmentation: annotators whose mIoU with the others is under this
+    /// are listed there (`--min-annotator-iou`).
+    pub min_annotator_iou: f64,
 }
 
 impl RunOptions {
@@ -65,6 +68,7 @@ impl RunOptions {
             resume: false,
             cache: None,
             min_annotator_kappa: crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA,
+            min_annotator_iou: crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU,
         }
     }
 
@@ -86,6 +90,9 @@ impl RunOptions {
             return Err(Error::Usage(
                 "--min-annotator-kappa must be in [-1, 1]".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.min_annotator_iou) {
+            return Err(Error::Usage("--min-annotator-iou must be in [0, 1]".into()));
         }
         self.neighbors.validate()?;
         self.queue.policy.validate()
@@ -421,21 +428,29 @@ fn assemble(
         preds: stats.preds.take(),
         ..Default::default()
     };
-    let agreement = match (&s.annotations, cfg.task) {
-        (Some(ann), crate::config::Task::Classification) => Some(crate::agreement::apply(
-            cfg,
-            ann,
-            &mut items,
-            opts.min_annotator_kappa,
-        )),
+    use crate::schema::AgreementSection;
+    let (agreement, annotator_pairs) = match (&s.annotations, cfg.task) {
+        (Some(ann), crate::config::Task::Classification) => (
+            Some(AgreementSection::Classification(crate::agreement::apply(
+                cfg,
+                ann,
+                &mut items,
+                opts.min_annotator_kappa,
+            ))),
+            None,
+        ),
         (Some(ann), crate::config::Task::Segmentation) => {
-            eprintln!(
-                "triage: {}: agreement between segmentation annotators is not computed yet (checked, not used)",
-                ann.path.display()
-            );
-            None
+            let (section, pairs) = crate::agreement::apply_segmentation(
+                cfg,
+                manifest,
+                ann,
+                &mut items,
+                backend,
+                opts.min_annotator_iou,
+            )?;
+            (Some(AgreementSection::Segmentation(section)), Some(pairs))
         }
-        (None, _) => None,
+        (None, _) => (None, None),
     };
     let neighbor_summary = match &cfg.embeddings {
         Some(path) => {
@@ -461,6 +476,7 @@ fn assemble(
         items: &items,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
         annotations: s.annotations.as_ref(),
+        annotator_pairs: annotator_pairs.as_ref(),
     });
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();

@@ -75,9 +75,9 @@ pub struct Report {
     /// With embeddings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<Duplicates>,
-    /// With `[inputs] annotations` (classification).
+    /// With `[inputs] annotations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agreement: Option<Agreement>,
+    pub agreement: Option<AgreementSection>,
     pub queue_policy: QueuePolicy,
     /// One per check, in check order.
     pub views: IndexMap<String, View>,
@@ -422,6 +422,60 @@ pub struct QueueRow {
     pub predicted: Option<String>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// `agreement`: the classification or the segmentation form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AgreementSection {
+    Classification(Agreement),
+    Segmentation(SegAgreement),
+}
+
+/// `agreement` (with `[inputs] annotations`, segmentation): every count
+/// pooled over all items and all unordered pairs of their annotators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegAgreement {
+    pub annotators: usize,
+    pub rows: usize,
+    pub items_with_2plus: usize,
+    /// Unordered annotator pairs compared (over all items).
+    pub pairs: usize,
+    /// Per class: `Σ intersections / Σ unions` (IoU), `2 Σ intersections /
+    /// Σ areas` (Dice) and the same over the Boundary IoU bands.
+    pub per_class: Vec<SegClassAgreement>,
+    pub per_annotator: Vec<SegAnnotatorRow>,
+    pub min_annotator_iou: f64,
+    /// Annotators whose `miou_with_others` is under `min_annotator_iou`.
+    pub below_threshold: Vec<String>,
+    pub priority: String,
+}
+
+/// One class in the segmentation `agreement.per_class`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegClassAgreement {
+    pub class: String,
+    #[serde(deserialize_with = "present")]
+    pub iou: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub dice: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub boundary_iou: Option<f64>,
+}
+
+/// One annotator in the segmentation `agreement.per_annotator`: pooled over
+/// the pairs it is in; `area_bias[k]` = its area of class `k` over the mean
+/// area of the others on the same items, minus 1 (`null` where the others
+/// drew none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegAnnotatorRow {
+    pub annotator: String,
+    pub items: usize,
+    #[serde(deserialize_with = "present")]
+    pub miou_with_others: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub boundary_iou_with_others: Option<f64>,
+    pub area_bias: Vec<Option<f64>>,
 }
 
 /// `agreement` (with `[inputs] annotations`, classification): agreement

@@ -8,41 +8,74 @@ use super::{Check, Explained, Inputs, Need, Place};
 use crate::config::Task;
 use crate::model::ItemResult;
 
-/// An item is flagged when fewer than this share of its annotator pairs
-/// agree (so a 2–1 split among three annotators is flagged, a 3–1 split
-/// among four is not), or when its annotators' majority contradicts its
-/// official label.
+/// Classification: an item is flagged when fewer than this share of its
+/// annotator pairs agree (so a 2–1 split among three annotators is
+/// flagged, a 3–1 split among four is not), or when its annotators'
+/// majority contradicts its official label.
 pub const MIN_ITEM_AGREEMENT: f64 = 0.5;
+
+/// Segmentation: an item is flagged when the mean mIoU of its annotator
+/// pairs is under this (the annotator IoU of at least 0.75 quoted in
+/// practice).
+pub const MIN_ITEM_IOU: f64 = 0.75;
 
 /// At most this many annotators are named in a reason.
 const NAMED: usize = 8;
 
 /// Items with low agreement between annotators. Score: the item's
-/// disagreement ([`crate::agreement::disagreement`]): 1 when the
-/// annotators' majority contradicts the official label, else
-/// `1 − annotator_agreement`. Flagged when above `1 −`
-/// [`MIN_ITEM_AGREEMENT`]. Items with fewer than 2 annotations have no
-/// score.
-pub struct LowAgreement;
+/// disagreement ([`crate::agreement::disagreement`]): classification, 1
+/// when the annotators' majority contradicts the official label, else
+/// `1 − annotator_agreement`; segmentation, `1 −` the mean pairwise mIoU.
+/// Flagged when above `1 −` [`MIN_ITEM_AGREEMENT`] (classification) or
+/// `1 −` [`MIN_ITEM_IOU`] (segmentation). Items with fewer than 2
+/// annotations have no score.
+pub struct LowAgreement {
+    task: Task,
+}
+
+impl LowAgreement {
+    pub fn new(task: Task) -> Self {
+        LowAgreement { task }
+    }
+
+    fn min_agreement(&self) -> f64 {
+        match self.task {
+            Task::Classification => MIN_ITEM_AGREEMENT,
+            Task::Segmentation => MIN_ITEM_IOU,
+        }
+    }
+}
 
 impl Check for LowAgreement {
     fn name(&self) -> &'static str {
         "low_agreement"
     }
     fn needs(&self) -> &'static [Need] {
-        &[Need::Classification, Need::Annotations]
+        &[Need::Annotations]
     }
-    fn score_text(&self, _: Task) -> &'static str {
-        "1 if the annotators' majority contradicts the official label, else 1 - annotator_agreement (the share of agreeing annotator pairs)"
+    fn score_text(&self, task: Task) -> &'static str {
+        match task {
+            Task::Classification => {
+                "1 if the annotators' majority contradicts the official label, else 1 - annotator_agreement (the share of agreeing annotator pairs)"
+            }
+            Task::Segmentation => {
+                "1 - annotator_agreement (the mean mIoU of the item's annotator pairs)"
+            }
+        }
     }
     fn flagged_when(&self) -> &'static str {
-        "> 0.5 (fewer than half of the item's annotator pairs agree, or their majority contradicts the official label)"
+        match self.task {
+            Task::Classification => {
+                "> 0.5 (fewer than half of the item's annotator pairs agree, or their majority contradicts the official label)"
+            }
+            Task::Segmentation => "> 0.25 (the item's annotator pairs' mean mIoU is under 0.75)",
+        }
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         crate::agreement::disagreement(it)
     }
     fn flags(&self, v: f64) -> bool {
-        v > 1.0 - MIN_ITEM_AGREEMENT
+        v > 1.0 - self.min_agreement()
     }
 
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
@@ -55,6 +88,30 @@ impl Check for LowAgreement {
         let mut contradicted = 0usize;
         for (pos, it) in inputs.items.iter().enumerate() {
             if !flags[pos] {
+                continue;
+            }
+            if let Some(pairs) = inputs.annotator_pairs {
+                let named = |a: u32| ann.annotators[a as usize].as_str();
+                let mut shown: Vec<String> = pairs[it.index]
+                    .iter()
+                    .take(NAMED)
+                    .map(|&(a, b, m)| match m {
+                        Some(m) => format!("{}–{} {m:.2}", named(a), named(b)),
+                        None => format!("{}–{} -", named(a), named(b)),
+                    })
+                    .collect();
+                if pairs[it.index].len() > NAMED {
+                    shown.push(format!("and {} more pairs", pairs[it.index].len() - NAMED));
+                }
+                let share = it.scores.annotator_agreement.unwrap_or(f64::NAN);
+                out.reasons.push((
+                    pos,
+                    Place::First,
+                    format!(
+                        "annotators disagree (mean pairwise mIoU {share:.2}, under {MIN_ITEM_IOU}): {}",
+                        shown.join(", ")
+                    ),
+                ));
                 continue;
             }
             let labels: Vec<(u32, u32)> = ann.labels(it.index).collect();
@@ -85,7 +142,7 @@ impl Check for LowAgreement {
             out.reasons.push((pos, Place::First, reason));
         }
         out.summary
-            .insert("min_item_agreement".into(), json!(MIN_ITEM_AGREEMENT));
+            .insert("min_item_agreement".into(), json!(self.min_agreement()));
         out.summary
             .insert("majority_contradicts_official".into(), json!(contradicted));
         out

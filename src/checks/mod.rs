@@ -80,6 +80,9 @@ pub struct Inputs<'a> {
     pub neighbors: Option<&'a NeighborResult>,
     /// The annotators' labels, with `[inputs] annotations`.
     pub annotations: Option<&'a crate::io::annotations::Annotations>,
+    /// Segmentation with annotations: each item's annotator pairs and their
+    /// mIoU, by row.
+    pub annotator_pairs: Option<&'a crate::agreement::ItemPairs>,
 }
 
 impl Inputs<'_> {
@@ -188,7 +191,7 @@ pub fn registry(inputs: &Inputs<'_>) -> Vec<Box<dyn Check>> {
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(class_imbalance::ClassImbalance::new(inputs)),
-        Box::new(low_agreement::LowAgreement),
+        Box::new(low_agreement::LowAgreement::new(inputs.cfg.task)),
     ]
 }
 

@@ -228,6 +228,46 @@ pub fn count_bands(
     counts
 }
 
+/// Boundary IoU counts between two annotators' maps `a` and `b`: each
+/// map's bands are marked on the full map (as [`band_counts`]), and a pixel
+/// counts only where neither map is `ignore_index` (removed from both bands
+/// after banding), so the counts are symmetric (`gt` is `a`'s band, `pred`
+/// is `b`'s). `d = None` uses [`band_width`].
+pub fn pair_band_counts(
+    a: &[u16],
+    b: &[u16],
+    h: usize,
+    w: usize,
+    num_classes: usize,
+    ignore_index: u16,
+    d: Option<usize>,
+) -> BandCounts {
+    let d = d.unwrap_or_else(|| band_width(h, w));
+    let mut ba = vec![0u8; h * w];
+    let mut bb = vec![0u8; h * w];
+    band_mask(a, h, w, d, &mut ba);
+    band_mask(b, h, w, d, &mut bb);
+    let mut counts = BandCounts::zeros(num_classes);
+    for i in 0..h * w {
+        let (x, y) = (a[i], b[i]);
+        if x == ignore_index || y == ignore_index {
+            continue;
+        }
+        let in_a = ba[i] != 0 && (x as usize) < num_classes;
+        let in_b = bb[i] != 0 && (y as usize) < num_classes;
+        if in_a {
+            counts.gt[x as usize] += 1;
+        }
+        if in_b {
+            counts.pred[y as usize] += 1;
+        }
+        if in_a && in_b && x == y {
+            counts.inter[x as usize] += 1;
+        }
+    }
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +383,71 @@ mod tests {
         assert_eq!(c.pred[1], 12);
         assert_eq!(c.inter[1], 6);
         assert_eq!(c.iou(1), Some(6.0 / 18.0));
+    }
+
+    #[test]
+    fn pair_counts_are_symmetric_and_drop_either_ignore() {
+        // The shifted square of the test above, with the pixel (row 2,
+        // col 4), in both bands of class 1, ignored by the second map only:
+        // it leaves both bands (12 − 1 each side), the intersection 6 − 1.
+        let (h, w) = (8, 8);
+        let mut g = vec![0u16; h * w];
+        let mut p = vec![0u16; h * w];
+        for y in 2..6 {
+            for x in 2..6 {
+                g[y * w + x] = 1;
+                p[y * w + x + 1] = 1;
+            }
+        }
+        let clean = pair_band_counts(&g, &p, h, w, 2, 255, Some(1));
+        assert_eq!((clean.gt[1], clean.pred[1], clean.inter[1]), (12, 12, 6));
+        assert_eq!(clean, band_counts(&g, &p, h, w, 2, 255, Some(1)));
+        // Random maps with pixels ignored on either side, against the
+        // definition read literally (naive erosion per class).
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (h, w, c, d) = (20, 17, 3, 2);
+        for _ in 0..20 {
+            let mut pick = |n: usize| -> Vec<u16> {
+                (0..n)
+                    .map(|_| match rng.random_range(0..20) {
+                        0 => 255,
+                        k => (k % c) as u16,
+                    })
+                    .collect()
+            };
+            let (x, y) = (pick(h * w), pick(h * w));
+            let got = pair_band_counts(&x, &y, h, w, c, 255, Some(d));
+            let mut want = BandCounts::zeros(c);
+            for k in 0..c {
+                let bx = naive_band(
+                    &x.iter().map(|&v| v as usize == k).collect::<Vec<_>>(),
+                    h,
+                    w,
+                    d,
+                );
+                let by = naive_band(
+                    &y.iter().map(|&v| v as usize == k).collect::<Vec<_>>(),
+                    h,
+                    w,
+                    d,
+                );
+                for i in 0..h * w {
+                    if x[i] == 255 || y[i] == 255 {
+                        continue;
+                    }
+                    want.gt[k] += bx[i] as u64;
+                    want.pred[k] += by[i] as u64;
+                    want.inter[k] += (bx[i] && by[i]) as u64;
+                }
+            }
+            assert_eq!(got, want);
+            let r = pair_band_counts(&y, &x, h, w, c, 255, Some(d));
+            assert_eq!(
+                (r.gt, r.pred, r.inter),
+                (got.pred, got.gt, got.inter),
+                "symmetric"
+            );
+        }
     }
 
     #[test]

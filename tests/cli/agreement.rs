@@ -309,3 +309,295 @@ fn bad_annotation_files_are_refused() {
         assert!(!out.join("report.json").exists(), "nothing written");
     }
 }
+
+fn read_png(p: &Path) -> Vec<u16> {
+    image::open(p)
+        .unwrap()
+        .to_luma8()
+        .into_raw()
+        .into_iter()
+        .map(u16::from)
+        .collect()
+}
+
+fn write_png(p: &Path, v: &[u16], w: usize) {
+    let bytes: Vec<u8> = v.iter().map(|&x| x as u8).collect();
+    write_mask(p, v.len() / w, w, &bytes);
+}
+
+/// Per-class `(inter, union, |a|+|b|)` of two maps, skipping pixels either
+/// ignores (255): the definition, loop by loop.
+fn pair_sums(a: &[u16], b: &[u16], c: usize) -> Vec<(u64, u64, u64)> {
+    let mut s = vec![(0u64, 0u64, 0u64); c];
+    for (&x, &y) in a.iter().zip(b) {
+        if x == 255 || y == 255 {
+            continue;
+        }
+        for (k, e) in s.iter_mut().enumerate() {
+            let (ix, iy) = (x as usize == k, y as usize == k);
+            e.0 += (ix && iy) as u64;
+            e.1 += (ix || iy) as u64;
+            e.2 += ix as u64 + iy as u64;
+        }
+    }
+    s
+}
+
+/// Segmentation: every pair of an item's annotators compared, the counts
+/// pooled per class and per annotator, checked loop by loop from the PNGs;
+/// the planted noisy annotator is the one below 0.75, the one who draws
+/// every region a pixel thicker has the largest area bias.
+/// The demo with four annotators: `a1` (the official masks), `a2` (the
+/// top 8 rows wiped to background), `thick` (every region grown by a pixel
+/// into the background; not on item 31, which only `a1` annotates) and
+/// `noisy` (random classes, on every 8th item). Returns each map.
+fn seg_annotated(d: &Path) -> HashMap<(usize, &'static str), Vec<u16>> {
+    copy_dir(Path::new("datasets/demo"), d);
+    let (h, w, c) = (128usize, 128usize, 5usize);
+    let mut csv = String::from("id,annotator,mask\n");
+    let mut maps: HashMap<(usize, &'static str), Vec<u16>> = HashMap::new();
+    let mut st = 3u64;
+    for i in 0..32 {
+        let id = format!("item{i:05}");
+        let official = read_png(&d.join(format!("masks/{id}.png")));
+        let mut a2 = official.clone();
+        a2[..8 * w].fill(0);
+        let mut thick = official.clone();
+        for y in 0..h {
+            for x in 0..w {
+                if official[y * w + x] != 0 {
+                    continue;
+                }
+                let mut best = 0u16;
+                for (dy, dx) in [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)] {
+                    let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
+                        let v = official[yy as usize * w + xx as usize];
+                        if v != 255 {
+                            best = best.max(v);
+                        }
+                    }
+                }
+                thick[y * w + x] = best;
+            }
+        }
+        let noisy: Vec<u16> = (0..h * w)
+            .map(|p| {
+                st = st
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407)
+                    ^ (p as u64 / 8);
+                ((st >> 40) % c as u64) as u16
+            })
+            .collect();
+        let mut who: Vec<(&str, Vec<u16>)> = vec![("a1", official)];
+        if i != 31 {
+            who.push(("a2", a2));
+            who.push(("thick", thick));
+        }
+        if i % 8 == 0 {
+            who.push(("noisy", noisy));
+        }
+        for (name, m) in who {
+            let rel = format!("ann/{name}/{id}.png");
+            write_png(&d.join(&rel), &m, w);
+            csv.push_str(&format!("{id},{name},{rel}\n"));
+            maps.insert((i, name), m);
+        }
+    }
+    std::fs::write(d.join("annotations.csv"), &csv).unwrap();
+    let mut toml = std::fs::read_to_string(d.join("triage.toml")).unwrap();
+    toml.push_str("annotations = \"annotations.csv\"\n");
+    std::fs::write(d.join("triage.toml"), toml).unwrap();
+
+    maps
+}
+
+#[test]
+fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    let maps = seg_annotated(&d);
+    let c = 5usize;
+    let out = tmp.path().join("out");
+    run_ok(&d, &out, &["--deterministic", "--backend", "cpu"]);
+    let r = read_report(&out);
+    let ag = &r["agreement"];
+    assert_eq!(ag["below_threshold"], serde_json::json!(["noisy"]));
+
+    // Expected, pooled loop by loop.
+    let names = ["a1", "a2", "thick", "noisy"];
+    let mut total = vec![(0u64, 0u64, 0u64); c];
+    let mut by: HashMap<&str, Vec<(u64, u64, u64)>> = HashMap::new();
+    let mut item_mean: HashMap<String, f64> = HashMap::new();
+    let mut pairs = 0;
+    for i in 0..32 {
+        let here: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| maps.contains_key(&(i, n)))
+            .collect();
+        let mut mious = Vec::new();
+        for x in 0..here.len() {
+            for y in x + 1..here.len() {
+                let s = pair_sums(&maps[&(i, here[x])], &maps[&(i, here[y])], c);
+                pairs += 1;
+                for k in 0..c {
+                    for (acc, add) in [
+                        (&mut total[k], s[k]),
+                        (
+                            &mut by.entry(here[x]).or_insert_with(|| vec![(0, 0, 0); c])[k],
+                            s[k],
+                        ),
+                    ] {
+                        acc.0 += add.0;
+                        acc.1 += add.1;
+                        acc.2 += add.2;
+                    }
+                    let e = &mut by.entry(here[y]).or_insert_with(|| vec![(0, 0, 0); c])[k];
+                    e.0 += s[k].0;
+                    e.1 += s[k].1;
+                    e.2 += s[k].2;
+                }
+                let defined: Vec<f64> = s
+                    .iter()
+                    .filter(|e| e.1 > 0)
+                    .map(|e| e.0 as f64 / e.1 as f64)
+                    .collect();
+                mious.push(defined.iter().sum::<f64>() / defined.len() as f64);
+            }
+        }
+        if !mious.is_empty() {
+            item_mean.insert(
+                format!("item{i:05}"),
+                mious.iter().sum::<f64>() / mious.len() as f64,
+            );
+        }
+    }
+    assert_eq!(ag["pairs"], pairs);
+    for k in 0..c {
+        let (inter, union, areas) = total[k];
+        let pc = &ag["per_class"][k];
+        close(
+            &pc["iou"],
+            &serde_json::json!(inter as f64 / union as f64),
+            &format!("class {k} iou"),
+        );
+        close(
+            &pc["dice"],
+            &serde_json::json!(2.0 * inter as f64 / areas as f64),
+            &format!("class {k} dice"),
+        );
+        assert!(
+            pc["boundary_iou"].as_f64().unwrap() < pc["iou"].as_f64().unwrap() + 1e-9,
+            "bands disagree more than areas"
+        );
+    }
+    let rows = ag["per_annotator"].as_array().unwrap();
+    let bias = |n: &str, k: usize| {
+        rows.iter().find(|r| r["annotator"] == n).unwrap()["area_bias"][k]
+            .as_f64()
+            .unwrap()
+    };
+    for row in rows {
+        let n = row["annotator"].as_str().unwrap();
+        let s = &by[n];
+        let defined: Vec<f64> = s
+            .iter()
+            .filter(|e| e.1 > 0)
+            .map(|e| e.0 as f64 / e.1 as f64)
+            .collect();
+        let want = defined.iter().sum::<f64>() / defined.len() as f64;
+        close(
+            &row["miou_with_others"],
+            &serde_json::json!(want),
+            &format!("{n} miou_with_others"),
+        );
+    }
+    for k in 1..c {
+        // (The noisy annotator's random areas sit in everyone's "others".)
+        for n in ["a1", "a2"] {
+            assert!(
+                bias("thick", k) > bias(n, k) + 0.02,
+                "class {k}: thick {} vs {n} {}",
+                bias("thick", k),
+                bias(n, k)
+            );
+        }
+    }
+    // Per item: the mean pairwise mIoU; one annotator: null.
+    for row in read_queue(&out) {
+        let id = row["id"].as_str().unwrap();
+        let got = row["scores"]["annotator_agreement"].as_f64();
+        match item_mean.get(id) {
+            Some(&m) => assert!((got.unwrap() - m).abs() < 1e-12, "{id}: {got:?} vs {m}"),
+            None => assert!(got.is_none(), "{id}: one annotation"),
+        }
+        let flagged = item_mean.get(id).is_some_and(|&m| m < 0.75);
+        let reason = row["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.as_str())
+            .find(|r| r.starts_with("annotators disagree"))
+            .unwrap_or("");
+        assert_eq!(!reason.is_empty(), flagged, "{id}: {reason}");
+        if flagged {
+            assert!(reason.contains("noisy"), "{reason}");
+        }
+    }
+    assert!(r["views"]["low_agreement"]["flagged"].as_u64().unwrap() >= 1);
+
+    // A mask of the wrong size is refused, naming it.
+    let small = d.join("ann/a1/item00003.png");
+    write_png(&small, &vec![0u16; 64 * 64], 64);
+    let bad = tmp.path().join("bad");
+    let a = ["run", d.to_str().unwrap(), "--out", bad.to_str().unwrap()];
+    let o = triage(&a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&a, &o));
+    assert!(
+        err.contains("ann/a1/item00003.png") && err.contains("item00003"),
+        "{err}"
+    );
+    assert!(!bad.join("report.json").exists());
+}
+
+/// The pairwise mask counts of segmentation agreement run on the chosen
+/// backend: the GPU's report section equals the CPU's (integer counts, so
+/// the same ratios). Required when `TRIAGE_REQUIRE_GPU=1`.
+#[test]
+fn segmentation_agreement_on_the_gpu_equals_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("demo");
+    seg_annotated(&d);
+    let cpu = tmp.path().join("cpu");
+    run_ok(&d, &cpu, &["--deterministic", "--backend", "cpu"]);
+    let gpu = tmp.path().join("gpu");
+    let a = [
+        "run",
+        d.to_str().unwrap(),
+        "--out",
+        gpu.to_str().unwrap(),
+        "--deterministic",
+        "--backend",
+        "gpu",
+    ];
+    let o = triage(&a);
+    if o.status.code() != Some(0) {
+        let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "TRIAGE_REQUIRE_GPU=1 but the GPU run failed: {}",
+            describe(&a, &o)
+        );
+        eprintln!("skipped: no GPU adapter");
+        return;
+    }
+    let (rc, rg) = (read_report(&cpu), read_report(&gpu));
+    assert_eq!(rg["backend"]["name"], "gpu", "the GPU ran");
+    assert_eq!(
+        rc["agreement"], rg["agreement"],
+        "agreement differs between cpu and gpu"
+    );
+}
