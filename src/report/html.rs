@@ -10,7 +10,7 @@ use super::escape::html as esc;
 use super::svg::{self, Series};
 use super::{Inputs, TABLE_ROWS, Visual, conflicting, overlay};
 use crate::config::Task;
-use crate::schema::{ClassMetric, PerClass, QueueRow, Report};
+use crate::schema::{AgreementSection, ClassMetric, PerClass, QueueRow, Report};
 
 const CSS: &str = r#"
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f6f4;color:#222}
@@ -136,6 +136,7 @@ fn row_columns(queue: &[QueueRow]) -> Vec<&'static str> {
     let optional = [
         "label",
         "predicted",
+        "consensus_label",
         "in_budget",
         "spot_check",
         "status",
@@ -762,6 +763,178 @@ fn clusters_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visu
 }
 
 /// The whole page.
+/// Items of the queue listed in the annotator section, lowest agreement first.
+const WORST_AGREEMENT: usize = 12;
+
+/// The annotator section (with `[inputs] annotations`): the dataset
+/// figures, the per-class agreement bars, the per-annotator table (those
+/// under the threshold marked) and the queue's items with the lowest
+/// agreement, with their reasons.
+fn annotators_section(
+    s: &mut String,
+    ag: &AgreementSection,
+    classes: &[String],
+    queue: &[QueueRow],
+) {
+    s.push_str(r#"<section id="annotators"><h2>Annotators</h2><div class="stats">"#);
+    let below: &[String] = match ag {
+        AgreementSection::Classification(a) => {
+            stat(s, "annotators", a.annotators.to_string());
+            stat(s, "items with 2+", a.items_with_2plus.to_string());
+            stat(s, "Krippendorff α", svg::fmt3(a.krippendorff_alpha));
+            stat(
+                s,
+                &format!("Fleiss κ ({} items × {})", a.fleiss_items, a.fleiss_m),
+                svg::fmt3(a.fleiss_kappa),
+            );
+            &a.below_threshold
+        }
+        AgreementSection::Segmentation(a) => {
+            stat(s, "annotators", a.annotators.to_string());
+            stat(s, "items with 2+", a.items_with_2plus.to_string());
+            stat(s, "pairs compared", a.pairs.to_string());
+            &a.below_threshold
+        }
+    };
+    s.push_str(r#"</div><div class="charts">"#);
+    match ag {
+        AgreementSection::Classification(a) => {
+            s.push_str(&svg::grouped_bars(
+                "agreement-per-class",
+                "One-vs-rest Krippendorff α per class",
+                classes,
+                &[Series {
+                    name: "alpha",
+                    colour: svg::BLUE,
+                    values: a.per_class.iter().map(|p| p.alpha).collect(),
+                }],
+                1.0,
+            ));
+        }
+        AgreementSection::Segmentation(a) => {
+            let col = |f: &dyn Fn(&crate::schema::SegClassAgreement) -> Option<f64>| {
+                a.per_class.iter().map(f).collect::<Vec<_>>()
+            };
+            s.push_str(&svg::grouped_bars(
+                "agreement-per-class",
+                "Agreement between annotators per class (pooled over pairs)",
+                classes,
+                &[
+                    Series {
+                        name: "IoU",
+                        colour: svg::BLUE,
+                        values: col(&|p| p.iou),
+                    },
+                    Series {
+                        name: "Dice",
+                        colour: svg::GREEN,
+                        values: col(&|p| p.dice),
+                    },
+                    Series {
+                        name: "Boundary IoU",
+                        colour: svg::ORANGE,
+                        values: col(&|p| p.boundary_iou),
+                    },
+                ],
+                1.0,
+            ));
+        }
+    }
+    s.push_str("</div>");
+    let mark = |name: &str| {
+        if below.iter().any(|b| b == name) {
+            r#" <span class="tag">below threshold</span>"#
+        } else {
+            ""
+        }
+    };
+    match ag {
+        AgreementSection::Classification(a) => {
+            let _ = write!(
+                s,
+                r#"<table class="annotators"><thead><tr><th>annotator</th><th>items</th><th>agreement with consensus</th><th>κ with consensus (threshold {})</th><th>agreement with model</th><th>agreement with official label</th></tr></thead><tbody>"#,
+                a.min_annotator_kappa
+            );
+            for r in &a.per_annotator {
+                let _ = write!(
+                    s,
+                    r#"<tr><td>{}{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                    esc(&r.annotator),
+                    mark(&r.annotator),
+                    r.items,
+                    svg::fmt3(r.agreement_with_consensus),
+                    svg::fmt3(r.kappa_with_consensus),
+                    svg::fmt3(r.agreement_with_model),
+                    svg::fmt3(r.agreement_with_official)
+                );
+            }
+        }
+        AgreementSection::Segmentation(a) => {
+            let _ = write!(
+                s,
+                r#"<table class="annotators"><thead><tr><th>annotator</th><th>items</th><th>mIoU with others (threshold {})</th><th>Boundary IoU with others</th><th>area bias per class</th></tr></thead><tbody>"#,
+                a.min_annotator_iou
+            );
+            for r in &a.per_annotator {
+                let bias: Vec<String> = r
+                    .area_bias
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, b)| {
+                        b.map(|b| format!("{} {:+.0}%", name_of(classes, k), 100.0 * b))
+                    })
+                    .collect();
+                let _ = write!(
+                    s,
+                    r#"<tr><td>{}{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+                    esc(&r.annotator),
+                    mark(&r.annotator),
+                    r.items,
+                    svg::fmt3(r.miou_with_others),
+                    svg::fmt3(r.boundary_iou_with_others),
+                    esc(&bias.join(", "))
+                );
+            }
+        }
+    }
+    s.push_str("</tbody></table>");
+    let agreement = |r: &QueueRow| {
+        r.rest
+            .get("scores")
+            .and_then(|v| v.get("annotator_agreement"))
+            .and_then(Value::as_f64)
+    };
+    let mut worst: Vec<&QueueRow> = queue.iter().filter(|r| agreement(r).is_some()).collect();
+    worst.sort_by(|a, b| {
+        agreement(a)
+            .partial_cmp(&agreement(b))
+            .unwrap_or(Ordering::Equal)
+            .then(a.rank.cmp(&b.rank))
+    });
+    if !worst.is_empty() {
+        let _ = write!(
+            s,
+            r#"<h3>Lowest agreement among the first {} queue rows</h3><table class="worst-agreement"><thead><tr><th>rank</th><th>id</th><th>agreement</th><th>reasons</th></tr></thead><tbody>"#,
+            queue.len()
+        );
+        for r in worst.iter().take(WORST_AGREEMENT) {
+            let _ = write!(
+                s,
+                r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td><td><ul>"#,
+                r.rank,
+                esc(&r.id),
+                svg::fmt3(agreement(r))
+            );
+            for reason in &r.reasons {
+                let _ = write!(s, "<li>{}</li>", esc(reason));
+            }
+            s.push_str("</ul></td></tr>");
+        }
+        s.push_str("</tbody></table>");
+    }
+    s.push_str("</section>");
+}
+
 pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let r = inp.report;
     let task = inp.cfg.task;
@@ -790,6 +963,10 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
 
     if inp.clusters.is_some() {
         clusters_section(&mut s, inp, vis);
+    }
+
+    if let Some(ag) = &r.agreement {
+        annotators_section(&mut s, ag, &classes, inp.queue);
     }
 
     // Queue.

@@ -271,6 +271,16 @@ fn disagreement_raises_the_priority_as_documented() {
     assert_eq!(r["views"]["low_agreement"]["flagged"], expected_flagged);
     assert_eq!(r["checks"]["low_agreement"]["status"], "ran");
     assert!(expected_flagged > 50, "{expected_flagged} flagged");
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains(r#"rand <span class="tag">below threshold</span>"#),
+        "rand marked"
+    );
+    assert!(
+        !page.contains(r#"ann-a <span class="tag">below"#),
+        "ann-a not marked"
+    );
+    assert!(page.contains("One-vs-rest Krippendorff"), "per-class bars");
     let csv = std::fs::read_to_string(out.join("queue.csv")).unwrap();
     let header = csv.lines().next().unwrap();
     assert!(header.contains(",consensus_label,"), "{header}");
@@ -547,6 +557,16 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
         }
     }
     assert!(r["views"]["low_agreement"]["flagged"].as_u64().unwrap() >= 1);
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains(r#"<section id="annotators">"#),
+        "the page's annotator section"
+    );
+    assert!(
+        page.contains(r#"noisy <span class="tag">below threshold</span>"#),
+        "noisy marked"
+    );
+    assert!(page.contains("Lowest agreement"), "its worst items");
 
     // A mask of the wrong size is refused, naming it.
     let small = d.join("ann/a1/item00003.png");
