@@ -621,3 +621,92 @@ fn segmentation_agreement_on_the_gpu_equals_the_cpu() {
         "agreement differs between cpu and gpu"
     );
 }
+
+/// Real crowd votes: the 5 Mechanical Turk workers per candidate of
+/// Northcutt et al. (2021) on CIFAR-10 (../shared/data/label-errors,
+/// Apache-2.0). A vote for the given label is that class, one for the
+/// guessed label that class; "neither" and "both" name no class and are
+/// left out (a missing annotation). Workers are anonymous, so the votes are
+/// named `vote1..` in their order: alpha and Fleiss' kappa do not depend on
+/// who voted, the per-annotator figures do and mean nothing here. Alpha and
+/// Fleiss' kappa are checked against the reference packages.
+#[test]
+fn real_crowd_votes_on_cifar10_candidates() {
+    let Some(shared) = shared_data() else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let src = shared.join("label-errors");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("cifar10");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(src.join("pred_probs/cifar10.npy"), d.join("probs.npy")).unwrap();
+    std::fs::copy(src.join("labels/cifar10.npy"), d.join("labels.npy")).unwrap();
+    let votes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("mturk/cifar10.json")).unwrap())
+            .unwrap();
+    let mut csv = String::from("id,annotator,label\n");
+    let mut kept = 0;
+    for c in votes.as_array().unwrap() {
+        let id = c["id"].as_u64().unwrap();
+        let mut k = 0;
+        for (key, class) in [
+            ("given", c["given_original_label"].as_u64().unwrap()),
+            ("guessed", c["our_guessed_label"].as_u64().unwrap()),
+        ] {
+            for _ in 0..c["mturk"][key].as_u64().unwrap() {
+                k += 1;
+                csv.push_str(&format!("{id},vote{k},{class}\n"));
+                kept += 1;
+            }
+        }
+    }
+    std::fs::write(d.join("annotations.csv"), &csv).unwrap();
+    std::fs::write(
+        d.join("triage.toml"),
+        "task = \"classification\"\nnum_classes = 10\n[inputs]\nprobs = \"probs.npy\"\nlabels = \"labels.npy\"\nannotations = \"annotations.csv\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    run_ok(&d, &out, &["--deterministic"]);
+    let r = read_report(&out);
+    let ag = &r["agreement"];
+    assert_eq!(ag["rows"], kept);
+    eprintln!(
+        "CIFAR-10 crowd votes: {} candidates with 2+ votes, alpha {}, Fleiss kappa {} over {} items x {}; low_agreement flags {}",
+        ag["items_with_2plus"],
+        ag["krippendorff_alpha"],
+        ag["fleiss_kappa"],
+        ag["fleiss_items"],
+        ag["fleiss_m"],
+        r["views"]["low_agreement"]["flagged"]
+    );
+    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
+        assert!(std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"));
+        return;
+    };
+    let ids: Vec<String> = (0..10000).map(|i| i.to_string()).collect();
+    let zeros = vec![0u32; 10000];
+    let official = serde_json::json!({"ids": ids, "labels": zeros, "pred": zeros});
+    let off = tmp.path().join("official.json");
+    std::fs::write(&off, official.to_string()).unwrap();
+    let o = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/agreement_ref.py"))
+        .arg(d.join("annotations.csv"))
+        .arg(&off)
+        .arg("10")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    close(&ag["krippendorff_alpha"], &want["alpha"], "alpha");
+    close(&ag["fleiss_kappa"], &want["fleiss"], "fleiss");
+    assert_eq!(ag["fleiss_items"], want["fleiss_items"]);
+    for k in 0..10 {
+        close(
+            &ag["per_class"][k]["alpha"],
+            &want["per_class"][k],
+            &format!("class {k}"),
+        );
+    }
+}
