@@ -21,6 +21,9 @@ struct Params {
     slot: u32,
     groups_x: u32,
     n_groups: u32,
+    // 1: two annotators' maps (`pred_map` is the second annotator's): a
+    // pixel either map ignores counts in neither band.
+    pair: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -103,8 +106,8 @@ fn band_count(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_i
     let base = P.slot * 3u * c;
     if (px < P.height * P.width) {
         let l = labels[P.label_base + px];
-        if (l != P.ignore_index) {
-            let p = pred_map[P.pred_base + px];
+        let p = pred_map[P.pred_base + px];
+        if (l != P.ignore_index && (P.pair == 0u || p != P.ignore_index)) {
             let y = px / P.width;
             let x = px % P.width;
             let in_g = l < c && !interior(y, x, 1u, true);

@@ -138,9 +138,7 @@ fn compare_item(
         for y in x + 1..masks.len() {
             let ((a, ma), (b, mb)) = (&masks[x], &masks[y]);
             let conf = backend.mask_confusion(ma, mb, c, ign)?;
-            let bands = crate::metrics::boundary_iou::pair_band_counts(
-                ma, mb, dims.0, dims.1, c, ign, None,
-            );
+            let bands = backend.mask_bands(ma, mb, dims, c, ign)?;
             let mut s = ClassSums::zeros(c);
             for k in 0..c {
                 let (ak, bk, ik) = (conf.label_count(k), conf.pred_count(k), conf.get(k, k));

@@ -130,6 +130,26 @@ impl Backend for CpuBackend {
             a, b, classes, ignore,
         ))
     }
+
+    fn mask_bands(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        (h, w): (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) -> Result<crate::metrics::boundary_iou::BandCounts> {
+        if a.len() != h * w || b.len() != h * w {
+            return Err(crate::error::Error::Internal(format!(
+                "mask sizes differ: {} and {} pixels for {h} x {w}",
+                a.len(),
+                b.len()
+            )));
+        }
+        Ok(crate::metrics::boundary_iou::pair_band_counts(
+            a, b, h, w, classes, ignore, None,
+        ))
+    }
 }
 
 /// Score `rows` one at a time with the scalar reference; `record(row, None)`

@@ -92,4 +92,15 @@ impl Backend for Fallback {
     ) -> Result<Confusion> {
         self.call(|be| be.mask_confusion(a, b, classes, ignore))
     }
+
+    fn mask_bands(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        dims: (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) -> Result<crate::metrics::boundary_iou::BandCounts> {
+        self.call(|be| be.mask_bands(a, b, dims, classes, ignore))
+    }
 }

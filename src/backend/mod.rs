@@ -188,6 +188,18 @@ pub trait Backend: Send + Sync {
         classes: usize,
         ignore: u16,
     ) -> Result<Confusion>;
+
+    /// Boundary IoU band counts of two annotators' `h × w` maps
+    /// ([`crate::metrics::boundary_iou::pair_band_counts`] defines the
+    /// result, with the band width of the size).
+    fn mask_bands(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        dims: (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) -> Result<crate::metrics::boundary_iou::BandCounts>;
 }
 
 /// Which backend the user asked for.

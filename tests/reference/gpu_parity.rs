@@ -556,6 +556,65 @@ fn mask_confusion_matches_cpu() {
     t.finish();
 }
 
+/// Two annotators' Boundary IoU band counts (segmentation agreement) equal
+/// the CPU's bit for bit on every configuration: random blocky maps with
+/// pixels ignored on either side, C = 3 and C = 1500 (past the shader's
+/// private counters), odd sizes; and the hand-worked shifted square of
+/// `src/metrics/boundary_iou.rs` (intersection 6, bands 12 and 12).
+#[test]
+fn annotator_pair_bands_match_cpu() {
+    let mut t = Tester::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (classes, h, w) in [
+        (3usize, 1usize, 1usize),
+        (3, 37, 53),
+        (19, 128, 96),
+        (1500, 64, 65),
+    ] {
+        let ig = if classes > 255 { u16::MAX } else { 255 };
+        let mut map = || -> Vec<u16> {
+            let block = 1 + rng.random_range(0..6);
+            let mut cells = std::collections::HashMap::new();
+            (0..h * w)
+                .map(|p| {
+                    let key = ((p / w) / block, (p % w) / block);
+                    let v = *cells
+                        .entry(key)
+                        .or_insert_with(|| rng.random_range(0..classes as u16));
+                    if rng.random_bool(0.03) { ig } else { v }
+                })
+                .collect()
+        };
+        let (a, b) = (map(), map());
+        t.bands(
+            &format!("C = {classes}, {h} x {w}"),
+            &a,
+            &b,
+            (h, w),
+            classes,
+            ig,
+        );
+    }
+    let (h, w) = (8, 8);
+    let mut g = vec![0u16; h * w];
+    let mut p = vec![0u16; h * w];
+    for y in 2..6 {
+        for x in 2..6 {
+            g[y * w + x] = 1;
+            p[y * w + x + 1] = 1;
+        }
+    }
+    t.each("shifted square, values", |check, config| {
+        let got = config.backend.mask_bands(&g, &p, (h, w), 2, 255).unwrap();
+        check.eq(
+            "class 1",
+            (got.inter[1], got.gt[1], got.pred[1]),
+            (6, 12, 12),
+        );
+    });
+    t.finish();
+}
+
 /// The suite itself: a configuration that compared nothing fails it.
 #[test]
 #[should_panic(expected = "tested nothing")]

@@ -136,4 +136,15 @@ impl Backend for GpuBackend {
     ) -> Result<Confusion> {
         self.mask_confusion_gpu(a, b, classes, ignore)
     }
+
+    fn mask_bands(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        dims: (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) -> Result<crate::metrics::boundary_iou::BandCounts> {
+        self.mask_bands_gpu(a, b, dims, classes, ignore)
+    }
 }

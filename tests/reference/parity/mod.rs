@@ -283,6 +283,32 @@ impl Tester {
         });
     }
 
+    /// The Boundary IoU band counts of two annotators' maps, bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bands(
+        &mut self,
+        case: &str,
+        a: &[u16],
+        b: &[u16],
+        dims: (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) {
+        let want = self
+            .reference
+            .mask_bands(a, b, dims, classes, ignore)
+            .unwrap_or_else(|e| panic!("[reference] {case}: {e}"));
+        self.each(case, |check, config| {
+            let got = config
+                .backend
+                .mask_bands(a, b, dims, classes, ignore)
+                .unwrap_or_else(|e| panic!("{}: mask_bands failed: {e}", check.at()));
+            check.eq("band intersections", &got.inter, &want.inter);
+            check.eq("first map's bands", &got.gt, &want.gt);
+            check.eq("second map's bands", &got.pred, &want.pred);
+        });
+    }
+
     /// Fail when a configuration compared nothing; report what ran.
     pub fn finish(self) {
         for (config, &n) in self.configs.iter().zip(&self.counts) {

@@ -6,6 +6,11 @@
 //! whose row window is inside the image and uniform (bindings 0–3), then
 //! `band_count` adds the per-class band intersection and sizes into the
 //! item's `3 × C` counters `[inter | gt | pred]` (bindings 0–4).
+//!
+//! The same two passes count two annotators' maps of one item
+//! ([`GpuBackend::mask_bands_gpu`], `pair = 1`: a pixel either map ignores
+//! counts in neither band), as
+//! [`crate::metrics::boundary_iou::pair_band_counts`] defines.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -15,7 +20,12 @@ use super::score_pixels::PixelBuffers;
 use super::{UNIFORM_STRIDE, WG, block, uniform_blocks, whole};
 use crate::backend::{SegBatch, SegItem};
 use crate::error::Result;
-use crate::metrics::boundary_iou::band_width;
+use crate::metrics::boundary_iou::{BandCounts, band_width};
+
+/// Storage buffers the host writes and reads back.
+const STORAGE_RW: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
 
 /// Mirror of `Params` in `shaders/boundary_iou.wgsl`.
 #[repr(C)]
@@ -32,7 +42,8 @@ pub struct BandParams {
     pub slot: u32,
     pub groups_x: u32,
     pub n_groups: u32,
-    pub _pad: u32,
+    /// 1: the two maps are two annotators' ([`GpuBackend::mask_bands_gpu`]).
+    pub pair: u32,
 }
 
 /// The buffers both passes bind.
@@ -98,6 +109,106 @@ impl GpuBackend {
         ctx.check()
     }
 
+    /// Boundary IoU band counts of two annotators' `h × w` maps `a` and `b`
+    /// on the GPU: the row-uniform pass and the band count over one item.
+    pub(in crate::backend::gpu) fn mask_bands_gpu(
+        &self,
+        a: &[u16],
+        b: &[u16],
+        (h, w): (usize, usize),
+        classes: usize,
+        ignore: u16,
+    ) -> Result<BandCounts> {
+        let ctx = &self.ctx;
+        let n = h * w;
+        if a.len() != n || b.len() != n {
+            return Err(super::super::context::gpu_error(format!(
+                "mask sizes differ: {} and {} pixels for {h} x {w}",
+                a.len(),
+                b.len()
+            )));
+        }
+        if n == 0 || classes == 0 {
+            return Ok(BandCounts::zeros(classes));
+        }
+        let map_bytes = (n * 4) as u64;
+        let count_bytes = (3 * classes * 4) as u64;
+        if map_bytes > ctx.max_binding() || count_bytes > ctx.max_binding() {
+            return Err(super::super::context::gpu_error(format!(
+                "a {n}-pixel mask pair with {classes} classes exceeds the adapter's binding limit"
+            )));
+        }
+        let widen = |m: &[u16]| -> Vec<u32> { m.iter().map(|&v| u32::from(v)).collect() };
+        let _session = ctx.session();
+        let la = ctx.buffer("pair_labels", map_bytes, STORAGE_RW);
+        let lb = ctx.buffer("pair_pred", map_bytes, STORAGE_RW);
+        let flags = ctx.buffer("pair_flags", map_bytes, STORAGE_RW);
+        let bands = ctx.buffer("pair_bands", count_bytes, STORAGE_RW);
+        ctx.queue
+            .write_buffer(&la, 0, bytemuck::cast_slice(&widen(a)));
+        ctx.queue
+            .write_buffer(&lb, 0, bytemuck::cast_slice(&widen(b)));
+        let n_groups = (n as u32).div_ceil(WG);
+        let (gx, gy) = grid(n_groups, ctx.limits.max_compute_workgroups_per_dimension);
+        let params = ctx.uniform(
+            "pair_band_params",
+            &BandParams {
+                height: h as u32,
+                width: w as u32,
+                d: band_width(h, w) as u32,
+                classes: classes as u32,
+                ignore_index: u32::from(ignore),
+                label_base: 0,
+                pred_base: 0,
+                flag_base: 0,
+                slot: 0,
+                groups_x: gx,
+                n_groups,
+                pair: 1,
+            },
+        );
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.clear_buffer(&bands, 0, Some(count_bytes.next_multiple_of(4)));
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("pair_bands"),
+                timestamp_writes: None,
+            });
+            let entries = [
+                whole(0, &params),
+                whole(1, &la),
+                whole(2, &lb),
+                whole(3, &flags),
+                whole(4, &bands),
+            ];
+            for (pipeline, n_bindings) in [(&ctx.row_uniform, 4), (&ctx.band_count, 5)] {
+                let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("pair_bands"),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &entries[..n_bindings],
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(gx, gy, 1);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        let raw: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_back(&bands, count_bytes)?);
+        let part = |k: usize| {
+            raw[k * classes..(k + 1) * classes]
+                .iter()
+                .map(|&x| u64::from(x))
+                .collect()
+        };
+        Ok(BandCounts {
+            inter: part(0),
+            gt: part(1),
+            pred: part(2),
+        })
+    }
+
     /// The uniform block of every item, at [`UNIFORM_STRIDE`].
     fn band_params(&self, items: &[&SegItem], batch: &SegBatch, slot_len: u64) -> Vec<u8> {
         let max_dim = self.ctx.limits.max_compute_workgroups_per_dimension;
@@ -117,7 +228,7 @@ impl GpuBackend {
                 slot: s as u32,
                 groups_x: gx,
                 n_groups,
-                _pad: 0,
+                pair: 0,
             }
         }))
     }
