@@ -185,6 +185,9 @@ pub struct Extras {
     pub deterministic: bool,
     /// Predicted class maps kept while scoring, for the overlays.
     pub preds: Option<crate::report::overlay::PredMaps>,
+    /// Segmentation with annotations: the lowest-agreement items to draw
+    /// with every annotator's outline (`report.html` Annotators).
+    pub annotator_items: Vec<crate::report::AnnotatedItem>,
 }
 
 /// Formats the rows of a range into one buffer per output file.
@@ -599,6 +602,7 @@ pub fn write_all(
             score_names: cols.score_names.clone(),
             score_values: &score_values,
             preds: extras.preds.as_ref(),
+            annotator_items: &extras.annotator_items,
         },
     )?;
     // Building the report's sections (timed by the caller) and the page.

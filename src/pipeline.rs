@@ -448,6 +448,7 @@ fn assemble(
                 backend,
                 opts.min_annotator_iou,
             )?;
+            extras.annotator_items = lowest_agreement(ann, &items);
             (Some(AgreementSection::Segmentation(section)), Some(pairs))
         }
         (None, _) => (None, None),
@@ -535,6 +536,39 @@ fn assemble(
         timings: timings.clone(),
         score_cache: s.score_cache,
     })
+}
+
+/// The segmentation items with the lowest `annotator_agreement` (ties to
+/// the lower row), at most [`crate::report::MAX_ANNOTATED`], with their
+/// annotators' masks, for the page's annotator overlays.
+fn lowest_agreement(
+    ann: &crate::io::annotations::Annotations,
+    items: &[ItemResult],
+) -> Vec<crate::report::AnnotatedItem> {
+    use crate::io::annotations::Annotation;
+    let mut scored: Vec<(f64, usize, (usize, usize))> = items
+        .iter()
+        .filter_map(|it| {
+            let a = it.scores.annotator_agreement.filter(|a| a.is_finite())?;
+            Some((a, it.index, it.dims?))
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    scored
+        .into_iter()
+        .take(crate::report::MAX_ANNOTATED)
+        .map(|(_, index, dims)| crate::report::AnnotatedItem {
+            index,
+            dims,
+            masks: ann.items[index]
+                .iter()
+                .filter_map(|(a, x)| match x {
+                    Annotation::Mask(p) => Some((ann.annotators[*a as usize].clone(), p.clone())),
+                    Annotation::Label(_) => None,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The items in queue order: priority descending, ties by row. Sorts 16-byte

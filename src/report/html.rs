@@ -774,8 +774,10 @@ fn annotators_section(
     s: &mut String,
     ag: &AgreementSection,
     classes: &[String],
-    queue: &[QueueRow],
+    inp: &Inputs<'_>,
+    vis: &HashMap<String, Visual>,
 ) {
+    let queue = inp.queue;
     s.push_str(r#"<section id="annotators"><h2>Annotators</h2><div class="stats">"#);
     let below: &[String] = match ag {
         AgreementSection::Classification(a) => {
@@ -932,6 +934,28 @@ fn annotators_section(
         }
         s.push_str("</tbody></table>");
     }
+    if !inp.annotator_items.is_empty() {
+        s.push_str(r#"<h3>Lowest agreement: every annotator's outline</h3><div class="gallery">"#);
+        for a in inp.annotator_items.iter().take(super::MAX_ANNOTATED) {
+            let id = &inp.manifest.ids[a.index];
+            let _ = write!(
+                s,
+                "<figure>{}<figcaption>{}",
+                picture(vis.get(&super::annotators_key(id)), id),
+                esc(id)
+            );
+            for (k, (name, _)) in a.masks.iter().enumerate() {
+                let [r, g, b] = overlay::annotator_colour(k);
+                let _ = write!(
+                    s,
+                    r#"<br><span class="sw" style="background:rgb({r},{g},{b})"></span>{}"#,
+                    esc(name)
+                );
+            }
+            s.push_str("</figcaption></figure>");
+        }
+        s.push_str("</div>");
+    }
     s.push_str("</section>");
 }
 
@@ -966,7 +990,7 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     }
 
     if let Some(ag) = &r.agreement {
-        annotators_section(&mut s, ag, &classes, inp.queue);
+        annotators_section(&mut s, ag, &classes, inp, vis);
     }
 
     // Queue.

@@ -49,6 +49,26 @@ pub struct Inputs<'a> {
     /// Predicted class maps kept while scoring (segmentation, CPU backend);
     /// an overlay whose item is not among them reads the item again.
     pub preds: Option<&'a overlay::PredMaps>,
+    /// Segmentation with annotations: the items drawn with every
+    /// annotator's outline.
+    pub annotator_items: &'a [AnnotatedItem],
+}
+
+/// A segmentation item drawn with its annotators' outlines: its row, its
+/// size, and `(annotator, mask file)` in the item's annotator order.
+#[derive(Debug, Clone)]
+pub struct AnnotatedItem {
+    pub index: usize,
+    pub dims: (usize, usize),
+    pub masks: Vec<(String, std::path::PathBuf)>,
+}
+
+/// Items drawn with their annotators' outlines, at most.
+pub const MAX_ANNOTATED: usize = 8;
+
+/// The key of an annotator overlay in the visuals.
+pub fn annotators_key(id: &str) -> String {
+    format!("{id}#annotators")
 }
 
 /// How long the page and the overlays took.
@@ -217,13 +237,45 @@ fn top3_svg(inp: &Inputs<'_>, arr: &mut Option<NpyArray>, i: usize, logits: bool
     }
 }
 
+/// Draw the annotator overlays (in parallel), under
+/// [`annotators_key`]; one that cannot be drawn is reported, never fatal.
+fn annotator_visuals(inp: &Inputs<'_>, out: &mut HashMap<String, Visual>, files: &mut Files) {
+    use rayon::prelude::*;
+    let drawn: Vec<(String, String, crate::Result<Vec<u8>>)> = inp
+        .annotator_items
+        .par_iter()
+        .take(MAX_ANNOTATED)
+        .map(|a| {
+            let id = &inp.manifest.ids[a.index];
+            let rel = format!("{OVERLAY_DIR}/{}.annotators.png", escape::file_stem(id));
+            let img = overlay::annotators_overlay(inp.cfg, inp.manifest, a.index, a.dims, &a.masks);
+            (
+                id.clone(),
+                rel,
+                img.and_then(|img| overlay::png_bytes(&img)),
+            )
+        })
+        .collect();
+    for (id, rel, png) in drawn {
+        let visual = match png {
+            Ok(png) => {
+                files.push((rel.clone(), png));
+                Visual::Png(rel)
+            }
+            Err(e) => Visual::None(e.to_string()),
+        };
+        out.insert(annotators_key(&id), visual);
+    }
+}
+
 /// Render the page and add it and its overlays to `files`.
 pub fn write(
     files: &mut crate::io::atomic::AtomicOutputs,
     inp: &Inputs<'_>,
 ) -> crate::Result<PageTimes> {
     let t = std::time::Instant::now();
-    let (vis, pngs) = visuals(inp);
+    let (mut vis, mut pngs) = visuals(inp);
+    annotator_visuals(inp, &mut vis, &mut pngs);
     for (name, png) in &pngs {
         files.write(name, |w| w.write_all(png))?;
     }

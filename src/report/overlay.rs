@@ -188,6 +188,57 @@ pub fn disagreement(
         .collect()
 }
 
+/// Annotators' outline colours in the annotator overlays, by annotator
+/// (cycled past the eighth).
+pub const ANNOTATOR_COLOURS: [[u8; 3]; 8] = [
+    [230, 25, 75],
+    [0, 130, 200],
+    [60, 180, 75],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [255, 225, 25],
+];
+
+/// The colour of the `k`-th annotator of an item.
+pub fn annotator_colour(k: usize) -> [u8; 3] {
+    ANNOTATOR_COLOURS[k % ANNOTATOR_COLOURS.len()]
+}
+
+/// Segmentation item `index` with each annotator's mask outline (the
+/// pixels where its map changes, as [`boundary`]) in its own colour
+/// ([`annotator_colour`] of its position in `masks`; a later annotator is
+/// drawn over an earlier one), on the item's image or a grey rendering of
+/// its official mask. Every mask must have the item's size `dims`.
+pub fn annotators_overlay(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    index: usize,
+    dims: (usize, usize),
+    masks: &[(String, std::path::PathBuf)],
+) -> Result<RgbImage> {
+    let (h, w) = dims;
+    let c = cfg.num_classes();
+    let id = &manifest.ids[index];
+    let official = manifest
+        .column("mask")
+        .map(|col| cfg.dir.join(manifest.rows[index][col].trim()))
+        .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))?;
+    let gt = read_mask(&official, id, dims, c, cfg.ignore_index)?;
+    let mut img = base_image(cfg, manifest, index, &gt, h, w, c);
+    for (k, (_, path)) in masks.iter().enumerate() {
+        let m = read_mask(path, id, dims, c, cfg.ignore_index)?;
+        let colour = annotator_colour(k);
+        for (px, on) in img.pixels_mut().zip(boundary(&m, h, w)) {
+            if on {
+                px.0 = colour;
+            }
+        }
+    }
+    Ok(img)
+}
+
 /// A grey rendering of the annotation.
 pub fn grey_base(gt: &[u16], h: usize, w: usize, classes: usize) -> RgbImage {
     RgbImage::from_fn(w as u32, h as u32, |x, y| {

@@ -567,6 +567,30 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
         "noisy marked"
     );
     assert!(page.contains("Lowest agreement"), "its worst items");
+    // The lowest-agreement items (those with the noisy annotator), each
+    // annotator's outline in its own colour: noisy is the 4th (orange).
+    let mut order: Vec<(&String, &f64)> = item_mean.iter().collect();
+    order.sort_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)));
+    let overlay = |id: &str| {
+        let rel = format!("overlays/{id}.annotators.png");
+        assert!(page.contains(&rel), "{rel} on the page");
+        let img = image::open(out.join(&rel)).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (128, 128));
+        img
+    };
+    let count = |img: &image::RgbImage, c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
+    // The four items with the noisy annotator come first; it is drawn
+    // last (4th colour, orange) and its outline is everywhere.
+    let worst = overlay(order[0].0);
+    assert!(
+        count(&worst, [245, 130, 48]) > 1000,
+        "noisy's outline everywhere"
+    );
+    // The fifth has no noisy annotator: thick's outline (3rd colour,
+    // green) shows around every region, a2's (2nd, blue) where it differs.
+    let fifth = overlay(order[4].0);
+    assert_eq!(count(&fifth, [245, 130, 48]), 0, "no noisy annotator here");
+    assert!(count(&fifth, [60, 180, 75]) > 20, "thick's outline");
 
     // A mask of the wrong size is refused, naming it.
     let small = d.join("ann/a1/item00003.png");
