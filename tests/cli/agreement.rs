@@ -734,3 +734,32 @@ fn real_crowd_votes_on_cifar10_candidates() {
         );
     }
 }
+
+/// Shards and merge with annotations: the merge reads the annotations
+/// again and writes what one run writes, byte for byte.
+#[test]
+fn shards_with_annotations_merge_to_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ds");
+    let (ids, facts) = dataset(&d);
+    write_annotations(&d, &ids, &facts);
+    let single = tmp.path().join("single");
+    run_ok(&d, &single, &["--deterministic"]);
+    let parts: Vec<std::path::PathBuf> = (0..2).map(|i| tmp.path().join(format!("p{i}"))).collect();
+    for (i, p) in parts.iter().enumerate() {
+        run_ok(&d, p, &["--deterministic", "--shard", &format!("{i}/2")]);
+    }
+    let merged = tmp.path().join("merged");
+    let mut a: Vec<&str> = vec!["merge"];
+    a.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    a.extend(["--out", merged.to_str().unwrap(), "--deterministic"]);
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
+    for f in ["queue.jsonl", "queue.csv", "report.json"] {
+        assert!(
+            std::fs::read(single.join(f)).unwrap() == std::fs::read(merged.join(f)).unwrap(),
+            "{f} differs between one run and the merge"
+        );
+    }
+    assert!(read_report(&merged)["agreement"]["krippendorff_alpha"].is_number());
+}
