@@ -18,7 +18,9 @@ use crate::config::DatasetConfig;
 use crate::error::Result;
 use crate::io::annotations::Annotations;
 use crate::io::manifest::Manifest;
-use crate::metrics::agreement::{fleiss_kappa, krippendorff_alpha, majority, pair_agreement};
+use crate::metrics::agreement::{
+    CohenSums, fleiss_kappa, krippendorff_alpha, majority, pair_agreement,
+};
 use crate::model::ItemResult;
 use crate::schema::{
     Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
@@ -275,47 +277,6 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotatio
     }
 }
 
-/// Counts for Cohen's kappa of two label sequences, kept as sums.
-#[derive(Clone)]
-struct PairCounts {
-    n: usize,
-    agree: usize,
-    /// `a_c` then `b_c`.
-    marg: Vec<u64>,
-}
-
-impl PairCounts {
-    fn new(c: usize) -> Self {
-        PairCounts {
-            n: 0,
-            agree: 0,
-            marg: vec![0; 2 * c],
-        }
-    }
-
-    fn add(&mut self, x: u32, y: u32) {
-        let c = self.marg.len() / 2;
-        self.n += 1;
-        self.agree += (x == y) as usize;
-        self.marg[x as usize] += 1;
-        self.marg[c + y as usize] += 1;
-    }
-
-    /// Cohen's kappa from the sums (as [`crate::metrics::agreement::cohen_kappa`]).
-    fn kappa(&self) -> Option<f64> {
-        if self.n == 0 {
-            return None;
-        }
-        let c = self.marg.len() / 2;
-        let n = self.n as f64;
-        let p_o = self.agree as f64 / n;
-        let p_e: f64 = (0..c)
-            .map(|k| (self.marg[k] as f64 / n) * (self.marg[c + k] as f64 / n))
-            .sum();
-        (1.0 - p_e > 0.0).then(|| (p_o - p_e) / (1.0 - p_e))
-    }
-}
-
 /// Compute the `agreement` section over `items` (any order; matched by
 /// [`ItemResult::index`]) and set each item's `annotator_agreement` and its
 /// raised priority.
@@ -344,8 +305,8 @@ pub fn apply(
 
     // Pairs of annotators, per annotator against its consensus, model and
     // official label.
-    let mut pairs: Vec<Option<PairCounts>> = vec![None; na * na];
-    let mut vs_consensus = vec![PairCounts::new(c); na];
+    let mut pairs: Vec<Option<CohenSums>> = vec![None; na * na];
+    let mut vs_consensus = vec![CohenSums::new(c); na];
     let mut labelled = vec![0usize; na];
     let mut with_model = vec![0usize; na];
     let mut with_official = vec![0usize; na];
@@ -369,7 +330,7 @@ pub fn apply(
             }
             for &(b, lb) in &lab[x + 1..] {
                 pairs[a * na + b as usize]
-                    .get_or_insert_with(|| PairCounts::new(c))
+                    .get_or_insert_with(|| CohenSums::new(c))
                     .add(la, lb);
             }
             let others = lab
@@ -515,17 +476,6 @@ mod tests {
 
     /// The one-pass per-class alpha equals the general alpha of the units
     /// recoded to (class, not class).
-    #[test]
-    fn pair_sums_give_cohens_kappa() {
-        let pairs = [(0, 0), (1, 1), (2, 1), (1, 1), (0, 2), (2, 2), (1, 0)];
-        let mut p = PairCounts::new(3);
-        for &(x, y) in &pairs {
-            p.add(x, y);
-        }
-        let want = crate::metrics::agreement::cohen_kappa(&pairs, 3).unwrap();
-        assert!((p.kappa().unwrap() - want).abs() < 1e-15);
-    }
-
     #[test]
     fn per_class_alpha_equals_the_recoded_alpha() {
         let units: Vec<Vec<u32>> = vec![

@@ -327,26 +327,18 @@ fn score_classification(
                 }
                 Some(rec) => {
                     // The reused and the scored rows, in items order.
-                    let mut scored = s.rows.iter().zip(&s.keys).zip(&scores).peekable();
+                    let mut scored = s.rows.iter().zip(&s.keys).zip(&scores);
                     let mut reused = s.reused.iter().peekable();
                     loop {
-                        let take_reused = match (reused.peek(), scored.peek()) {
-                            (Some(a), Some(((b, _), _))) => a.0 < **b,
-                            (Some(_), None) => true,
-                            (None, Some(_)) => false,
-                            (None, None) => break,
-                        };
-                        if take_reused {
-                            let Some((i, e)) = reused.next() else { break };
+                        let upto = scored.next();
+                        let until = upto.map_or(usize::MAX, |((i, _), _)| *i);
+                        while let Some((i, e)) = reused.next_if(|r| r.0 < until) {
                             fold(*i, &e.scores());
                             rec.row(*e, true);
-                        } else {
-                            let Some(((i, key), sc)) = scored.next() else {
-                                break;
-                            };
-                            fold(*i, sc);
-                            rec.row(RowEntry::new(*key, sc), false);
                         }
+                        let Some(((i, key), sc)) = upto else { break };
+                        fold(*i, sc);
+                        rec.row(RowEntry::new(*key, sc), false);
                     }
                 }
             }
@@ -763,18 +755,18 @@ fn score_segmentation(
             // The reused and the scored items, in items order.
             let mut scored = s.rows.iter().zip(&batch.items).zip(results.iter_mut());
             let mut keys = s.keys.iter();
-            let mut reused = s.reused.iter().peekable();
+            let mut reused = s.reused.drain(..).peekable();
             loop {
                 let upto = scored.next();
                 let until = upto.as_ref().map_or(usize::MAX, |((i, _), _)| **i);
                 while let Some((i, e)) = reused.next_if(|r| r.0 < until) {
                     e.add_to(sink);
                     items.push(ItemResult {
-                        index: *i,
+                        index: i,
                         ..e.item.clone()
                     });
                     if let Some(rec) = recorder.as_deref_mut() {
-                        rec.seg(e.clone(), true);
+                        rec.seg(e, true);
                     }
                 }
                 let Some(((&i, item), st)) = upto else { break };

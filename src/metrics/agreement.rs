@@ -105,31 +105,59 @@ pub fn fleiss_kappa<'a>(
     (Some((p_bar - p_e) / (1.0 - p_e)), items)
 }
 
+/// The sums Cohen's kappa needs, added pair by pair: the count, the
+/// agreements and both sides' class marginals.
+#[derive(Debug, Clone)]
+pub struct CohenSums {
+    pub n: usize,
+    pub agree: usize,
+    a: Vec<u64>,
+    b: Vec<u64>,
+}
+
+impl CohenSums {
+    pub fn new(classes: usize) -> Self {
+        CohenSums {
+            n: 0,
+            agree: 0,
+            a: vec![0; classes],
+            b: vec![0; classes],
+        }
+    }
+
+    /// Add one item labelled `x` by one side and `y` by the other.
+    pub fn add(&mut self, x: u32, y: u32) {
+        self.n += 1;
+        self.agree += (x == y) as usize;
+        self.a[x as usize] += 1;
+        self.b[y as usize] += 1;
+    }
+
+    /// Cohen's kappa; `None` when empty or `p_e = 1`.
+    pub fn kappa(&self) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let n = self.n as f64;
+        let p_o = self.agree as f64 / n;
+        let p_e: f64 = self
+            .a
+            .iter()
+            .zip(&self.b)
+            .map(|(&x, &y)| (x as f64 / n) * (y as f64 / n))
+            .sum();
+        (1.0 - p_e > 0.0).then(|| (p_o - p_e) / (1.0 - p_e))
+    }
+}
+
 /// Cohen's kappa of the label pairs `(a_i, b_i)`; `None` when empty or
 /// `p_e = 1`.
 pub fn cohen_kappa(pairs: &[(u32, u32)], classes: usize) -> Option<f64> {
-    if pairs.is_empty() {
-        return None;
-    }
-    let mut a = vec![0u64; classes];
-    let mut b = vec![0u64; classes];
-    let mut agree = 0u64;
+    let mut s = CohenSums::new(classes);
     for &(x, y) in pairs {
-        a[x as usize] += 1;
-        b[y as usize] += 1;
-        agree += (x == y) as u64;
+        s.add(x, y);
     }
-    let n = pairs.len() as f64;
-    let p_o = agree as f64 / n;
-    let p_e: f64 = a
-        .iter()
-        .zip(&b)
-        .map(|(&x, &y)| (x as f64 / n) * (y as f64 / n))
-        .sum();
-    if 1.0 - p_e <= 0.0 {
-        return None;
-    }
-    Some((p_o - p_e) / (1.0 - p_e))
+    s.kappa()
 }
 
 /// The share of agreeing unordered pairs among `values` (`None` below 2).

@@ -361,6 +361,21 @@ mod tests {
         assert_eq!(c.mean_iou(), Some(1.0));
     }
 
+    /// 8×8: class 1 on rows 2..6, cols 2..6 (`g`), and the same square
+    /// shifted right by one (`p`, cols 3..7), on background 0.
+    fn shifted_square() -> (Vec<u16>, Vec<u16>) {
+        let w = 8;
+        let mut g = vec![0u16; 8 * w];
+        let mut p = vec![0u16; 8 * w];
+        for y in 2..6 {
+            for x in 2..6 {
+                g[y * w + x] = 1;
+                p[y * w + x + 1] = 1;
+            }
+        }
+        (g, p)
+    }
+
     #[test]
     fn hand_worked_shifted_square() {
         // 8×8, d = 1. Annotation: class 1 on rows 2..6, cols 2..6 (4×4).
@@ -370,14 +385,7 @@ mod tests {
         // rows 2 and 5 at cols 3, 4, 5 (6 pixels); the side columns never
         // coincide. Intersection 6, union 12 + 12 − 6 = 18.
         let (h, w) = (8, 8);
-        let mut g = vec![0u16; h * w];
-        let mut p = vec![0u16; h * w];
-        for y in 2..6 {
-            for x in 2..6 {
-                g[y * w + x] = 1;
-                p[y * w + x + 1] = 1;
-            }
-        }
+        let (g, p) = shifted_square();
         let c = band_counts(&g, &p, h, w, 2, 255, Some(1));
         assert_eq!(c.gt[1], 12);
         assert_eq!(c.pred[1], 12);
@@ -387,18 +395,10 @@ mod tests {
 
     #[test]
     fn pair_counts_are_symmetric_and_drop_either_ignore() {
-        // The shifted square of the test above, with the pixel (row 2,
-        // col 4), in both bands of class 1, ignored by the second map only:
-        // it leaves both bands (12 − 1 each side), the intersection 6 − 1.
+        // Without ignored pixels the pair counts are the annotation-vs-
+        // prediction counts of the shifted square (hand-worked above).
         let (h, w) = (8, 8);
-        let mut g = vec![0u16; h * w];
-        let mut p = vec![0u16; h * w];
-        for y in 2..6 {
-            for x in 2..6 {
-                g[y * w + x] = 1;
-                p[y * w + x + 1] = 1;
-            }
-        }
+        let (g, p) = shifted_square();
         let clean = pair_band_counts(&g, &p, h, w, 2, 255, Some(1));
         assert_eq!((clean.gt[1], clean.pred[1], clean.inter[1]), (12, 12, 6));
         assert_eq!(clean, band_counts(&g, &p, h, w, 2, 255, Some(1)));

@@ -19,18 +19,7 @@ const PLANTED: usize = 11;
 
 /// A classification dataset, and its official labels and predictions by id.
 fn dataset(d: &Path) -> (Vec<String>, HashMap<String, (String, String)>) {
-    let s = triage(&[
-        "synth",
-        "--task",
-        "classification",
-        "--items",
-        &N.to_string(),
-        "--classes",
-        &C.to_string(),
-        "--out",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(s.status.code(), Some(0));
+    synth_classification(d, N, C);
     let out = d.join("plain-out");
     run_ok(d, &out, &["--deterministic"]);
     let mut facts = HashMap::new();
@@ -78,6 +67,48 @@ fn write_annotations(d: &Path, ids: &[String], facts: &HashMap<String, (String, 
     std::fs::write(d.join("triage.toml"), toml).unwrap();
 }
 
+/// The reference packages' figures (`py/agreement_ref.py`) for dataset
+/// `d`'s annotations, given the official labels and predictions; `None`
+/// (the test skips them) without `TRIAGE_REF_PYTHON`, a failure when
+/// `TRIAGE_REQUIRE_REF=1`.
+fn reference(d: &Path, official: serde_json::Value, classes: usize) -> Option<serde_json::Value> {
+    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
+        assert!(
+            std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"),
+            "TRIAGE_REQUIRE_REF=1 but TRIAGE_REF_PYTHON is not set"
+        );
+        eprintln!("skipped the reference packages: set TRIAGE_REF_PYTHON");
+        return None;
+    };
+    let off = d.join("official.json");
+    std::fs::write(&off, official.to_string()).unwrap();
+    let o = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/agreement_ref.py"))
+        .arg(d.join("annotations.csv"))
+        .arg(&off)
+        .arg(classes.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(serde_json::from_slice(&o.stdout).unwrap())
+}
+
+/// Alpha, Fleiss' kappa (and its items) and the per-class alpha of `ag`
+/// equal the reference's `want`.
+fn same_dataset_figures(ag: &serde_json::Value, want: &serde_json::Value, classes: usize) {
+    close(&ag["krippendorff_alpha"], &want["alpha"], "alpha");
+    close(&ag["fleiss_kappa"], &want["fleiss"], "fleiss");
+    assert_eq!(ag["fleiss_items"], want["fleiss_items"]);
+    assert_eq!(ag["fleiss_m"], want["fleiss_m"]);
+    for k in 0..classes {
+        close(
+            &ag["per_class"][k]["alpha"],
+            &want["per_class"][k],
+            &format!("class {k} alpha"),
+        );
+    }
+}
+
 fn close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9, "{what}: triage {x} vs reference {y}"),
@@ -113,41 +144,15 @@ fn agreement_matches_the_reference_packages() {
         "class 5 is never used"
     );
 
-    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
-        assert!(
-            std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"),
-            "TRIAGE_REQUIRE_REF=1 but TRIAGE_REF_PYTHON is not set"
-        );
-        eprintln!("skipped the reference packages: set TRIAGE_REF_PYTHON");
-        return;
-    };
     let official = serde_json::json!({
         "ids": ids,
         "labels": ids.iter().map(|i| facts[i].0.parse::<u32>().unwrap()).collect::<Vec<_>>(),
         "pred": ids.iter().map(|i| facts[i].1.parse::<u32>().unwrap()).collect::<Vec<_>>(),
     });
-    let off = tmp.path().join("official.json");
-    std::fs::write(&off, official.to_string()).unwrap();
-    let o = std::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/agreement_ref.py"))
-        .arg(d.join("annotations.csv"))
-        .arg(&off)
-        .arg(C.to_string())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    close(&ag["krippendorff_alpha"], &want["alpha"], "alpha");
-    close(&ag["fleiss_kappa"], &want["fleiss"], "fleiss");
-    assert_eq!(ag["fleiss_items"], want["fleiss_items"]);
-    assert_eq!(ag["fleiss_m"], want["fleiss_m"]);
-    for k in 0..C {
-        close(
-            &ag["per_class"][k]["alpha"],
-            &want["per_class"][k],
-            &format!("class {k} alpha"),
-        );
-    }
+    let Some(want) = reference(&d, official, C) else {
+        return;
+    };
+    same_dataset_figures(ag, &want, C);
     let pairs = ag["cohen_kappa"].as_array().unwrap();
     assert_eq!(
         pairs.len(),
@@ -705,34 +710,13 @@ fn real_crowd_votes_on_cifar10_candidates() {
         ag["fleiss_m"],
         r["views"]["low_agreement"]["flagged"]
     );
-    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
-        assert!(std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"));
-        return;
-    };
     let ids: Vec<String> = (0..10000).map(|i| i.to_string()).collect();
     let zeros = vec![0u32; 10000];
     let official = serde_json::json!({"ids": ids, "labels": zeros, "pred": zeros});
-    let off = tmp.path().join("official.json");
-    std::fs::write(&off, official.to_string()).unwrap();
-    let o = std::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/agreement_ref.py"))
-        .arg(d.join("annotations.csv"))
-        .arg(&off)
-        .arg("10")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    close(&ag["krippendorff_alpha"], &want["alpha"], "alpha");
-    close(&ag["fleiss_kappa"], &want["fleiss"], "fleiss");
-    assert_eq!(ag["fleiss_items"], want["fleiss_items"]);
-    for k in 0..10 {
-        close(
-            &ag["per_class"][k]["alpha"],
-            &want["per_class"][k],
-            &format!("class {k}"),
-        );
-    }
+    let Some(want) = reference(&d, official, 10) else {
+        return;
+    };
+    same_dataset_figures(ag, &want, 10);
 }
 
 /// Shards and merge with annotations: the merge reads the annotations

@@ -353,18 +353,7 @@ fn a_killed_incremental_run_resumes_to_the_full_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let d = t.join("ds");
-    let s = triage(&[
-        "synth",
-        "--task",
-        "classification",
-        "--items",
-        "3000",
-        "--classes",
-        "10",
-        "--out",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(s.status.code(), Some(0));
+    synth_classification(&d, 3000, 10);
     let cache = t.join("cache");
     let extra = ["--batch-size", "1000"];
     cached(&d, &t.join("a"), &cache, &extra);

@@ -129,18 +129,7 @@ fn segmentation_killed_anywhere_resumes_to_the_same_outputs() {
 fn classification_killed_anywhere_resumes_to_the_same_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("ds");
-    let s = triage(&[
-        "synth",
-        "--task",
-        "classification",
-        "--items",
-        "3000",
-        "--classes",
-        "10",
-        "--out",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(s.status.code(), Some(0));
+    synth_classification(&d, 3000, 10);
     // 10 float16 classes = 20 bytes a row: 50 rows a batch, 60 batches.
     killed_and_resumed(&d, &["--batch-size", "1000", "--budget", "50"], 61, &[3, 4]);
 }

@@ -82,18 +82,7 @@ fn segmentation_shards_merge_to_the_single_run() {
 /// A classification dataset with embeddings and planted near-duplicates
 /// whose labels disagree.
 pub(crate) fn classification_with_embeddings(d: &Path) {
-    let s = triage(&[
-        "synth",
-        "--task",
-        "classification",
-        "--items",
-        "500",
-        "--classes",
-        "6",
-        "--out",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(s.status.code(), Some(0));
+    synth_classification(d, 500, 6);
     let (n, dim) = (500usize, 8usize);
     let mut st = 11u64;
     let mut next = || {

@@ -74,6 +74,24 @@ pub fn describe(args: &[&str], out: &Output) -> String {
     )
 }
 
+/// Write `triage synth --task classification` with `items` items and
+/// `classes` classes to `d`, and insist it succeeds.
+pub fn synth_classification(d: &Path, items: usize, classes: usize) {
+    let a = [
+        "synth",
+        "--task",
+        "classification",
+        "--items",
+        &items.to_string(),
+        "--classes",
+        &classes.to_string(),
+        "--out",
+        d.to_str().unwrap(),
+    ];
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
+}
+
 /// Run `triage run DATASET --out OUT [extra]` and insist it succeeds.
 pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
