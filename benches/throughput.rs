@@ -82,6 +82,7 @@ fn batch(f16: bool) -> SegBatch {
                 labels,
                 height: H,
                 width: W,
+                unlabelled: false,
             }
         })
         .collect();

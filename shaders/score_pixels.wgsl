@@ -69,9 +69,19 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
     for (var f = 0u; f < REC_NSUM; f++) { acc[f] = 0.0; }
     if (j < P.count) {
         let raw_label = labels[P.label_base + j];
-        let ignored = raw_label == P.ignore_index;
-        let label = select(raw_label, 0u, ignored);
-        let s = score_sample(P.data_base + j * P.sample_stride, P.class_stride, label);
+        // UNLABELLED (above every u16 annotation): an unlabelled item's
+        // pixel, scored against its own prediction, so the self-confidence
+        // is the top probability and the normalised-margin slot holds the
+        // margin (the CPU reference's `pixels_scalar` does the same).
+        let unlabelled = raw_label == UNLABELLED;
+        let ignored = raw_label == P.ignore_index && !unlabelled;
+        var s = score_sample(P.data_base + j * P.sample_stride, P.class_stride,
+                             select(raw_label, 0u, ignored || unlabelled));
+        if (unlabelled) {
+            s.self_confidence = s.confidence;
+            s.normalized_margin = s.margin;
+        }
+        let label = select(select(raw_label, 0u, ignored), s.pred, unlabelled);
         if (s.invalid != INVALID_NONE) {
             atomicMin(&first_invalid[P.slot], P.first_index + j);
             if (P.rows_mode == 0u) { pred_map[P.pred_base + j] = 0u; }

@@ -146,9 +146,17 @@ pub struct RunArgs {
     /// Share of the budget drawn at random from items the ranking skips (0 to 1; default 0).
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub spot_check: f64,
-    /// Seed of the spot-check draw.
+    /// Seed of the spot-check draw (and of --label-strategy random).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Choose K unlabelled items to label next (to_label.jsonl / .csv); default:
+    /// every unlabelled item, by uncertainty. --min-per-class shares it out by predicted class.
+    #[arg(long, value_name = "K")]
+    pub label_budget: Option<usize>,
+    /// How to choose them: diverse (lowest margin, spread over the kNN graph,
+    /// one per near-duplicate cluster; margin without embeddings), margin, entropy or random.
+    #[arg(long, value_enum, default_value_t = crate::checks::selection::Strategy::Diverse)]
+    pub label_strategy: crate::checks::selection::Strategy,
     /// Every item whose `annotator` column is one of these goes into the budget.
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub review_all_from: Vec<String>,
@@ -264,6 +272,12 @@ impl RunArgs {
             cache: self.cache,
             min_annotator_kappa: self.min_annotator_kappa,
             min_annotator_iou: self.min_annotator_iou,
+            label: crate::checks::selection::SelectOptions {
+                budget: self.label_budget,
+                strategy: self.label_strategy,
+                min_per_class: self.min_per_class,
+                seed: self.seed,
+            },
         };
         opts.validate()?;
         Ok(opts)

@@ -14,6 +14,10 @@ use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
 use crate::priority::{ItemScores, RowFacts, SegFacts};
 
+/// The class of an unlabelled classification item, as the score stage
+/// carries it (`labels.npy` -1, an empty `label` cell).
+pub const UNLABELLED: u32 = u32::MAX;
+
 /// One scored item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemResult {
@@ -50,12 +54,21 @@ pub struct ItemResult {
     /// item's annotators (`None` when tied or unannotated).
     #[serde(default)]
     pub consensus: Option<u32>,
+    /// The item has no annotation (an empty `label` or `mask` cell, or -1
+    /// in `labels.npy`): it has only the label-free scores, never enters
+    /// the review queue, and is offered to the selection for labelling
+    /// ([`crate::checks::selection`]); `class` is then its predicted class.
+    #[serde(default)]
+    pub unlabelled: bool,
 }
 
 impl ItemResult {
     /// The annotated label (classification) or the sorted set of annotated
     /// classes (segmentation), compared by the neighbour checks.
     pub fn label_set(&self) -> &[u32] {
+        if self.unlabelled {
+            return &[];
+        }
         match &self.row {
             Some(facts) => std::slice::from_ref(&facts.label),
             None => &self.label_set,

@@ -55,6 +55,8 @@ pub struct Sections<'a> {
     pub checks: IndexMap<String, schema::CheckSummary>,
     /// `score_cache`, with `--cache`.
     pub score_cache: Option<schema::ScoreCache>,
+    /// `selection`, with unlabelled items.
+    pub selection: Option<schema::Selection>,
 }
 
 impl Report {
@@ -113,7 +115,7 @@ impl Report {
         let plan = sections.plan;
         let bins = stats.bins.bins();
         Report(schema::Report {
-            n_items: items.len(),
+            n_items: items.len() + sections.selection.as_ref().map_or(0, |s| s.unlabelled),
             task: cfg.task,
             num_classes: c,
             classes: cfg.class_names.clone(),
@@ -137,6 +139,7 @@ impl Report {
             review: plan.review.clone(),
             previous: plan.previous.clone(),
             checks: sections.checks,
+            selection: sections.selection,
             memory: None,
         })
     }
@@ -188,6 +191,88 @@ pub struct Extras {
     /// Segmentation with annotations: the lowest-agreement items to draw
     /// with every annotator's outline (`report.html` Annotators).
     pub annotator_items: Vec<crate::report::AnnotatedItem>,
+    /// With unlabelled items: the selection for labelling and the
+    /// unlabelled items its rows point into (`to_label.jsonl`, `.csv`).
+    pub to_label: Option<(Vec<ItemResult>, Vec<crate::checks::selection::ToLabel>)>,
+}
+
+/// One line of `to_label.jsonl`.
+#[derive(serde::Serialize)]
+struct ToLabelRow<'a> {
+    rank: usize,
+    id: &'a str,
+    /// The strategy's score (higher: label sooner; `null` for `random`).
+    score: Option<f64>,
+    predicted: Option<&'a str>,
+    /// Its near-duplicate cluster, with embeddings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<usize>,
+    scores: serde_json::Map<String, serde_json::Value>,
+    reasons: &'a [String],
+}
+
+/// Write `to_label.jsonl` and `to_label.csv`: the selection's rows in rank
+/// order (CSV columns `rank,id,score,predicted,cluster,reasons`, reasons
+/// joined by `; `).
+fn write_to_label(
+    files: &mut AtomicOutputs,
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    pool: &[ItemResult],
+    rows: &[crate::checks::selection::ToLabel],
+) -> Result<()> {
+    fn as_row<'a>(
+        cfg: &'a DatasetConfig,
+        manifest: &'a Manifest,
+        pool: &'a [ItemResult],
+        rank: usize,
+        r: &'a crate::checks::selection::ToLabel,
+    ) -> ToLabelRow<'a> {
+        let it = &pool[r.pos];
+        ToLabelRow {
+            rank: rank + 1,
+            id: manifest.ids[it.index].as_str(),
+            score: r.score.filter(|v| v.is_finite()),
+            predicted: it
+                .class
+                .and_then(|c| cfg.class_names.get(c as usize))
+                .map(String::as_str),
+            cluster: it.cluster,
+            // Only the scores it has: never a label-quality one.
+            scores: crate::queue::scores_json(it)
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+            reasons: &r.reasons,
+        }
+    }
+    files.write("to_label.jsonl", |w| {
+        for (rank, r) in rows.iter().enumerate() {
+            serde_json::to_writer(&mut *w, &as_row(cfg, manifest, pool, rank, r))?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    files.write("to_label.csv", |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        let err = std::io::Error::other;
+        csv.write_record(["rank", "id", "score", "predicted", "cluster", "reasons"])
+            .map_err(err)?;
+        for (rank, r) in rows.iter().enumerate() {
+            let row = as_row(cfg, manifest, pool, rank, r);
+            csv.write_record([
+                row.rank.to_string(),
+                row.id.to_string(),
+                row.score.map_or(String::new(), |v| v.to_string()),
+                row.predicted.unwrap_or("").to_string(),
+                row.cluster.map_or(String::new(), |c| c.to_string()),
+                row.reasons.join("; "),
+            ])
+            .map_err(err)?;
+        }
+        csv.flush()
+    })?;
+    Ok(())
 }
 
 /// Formats the rows of a range into one buffer per output file.
@@ -573,6 +658,9 @@ pub fn write_all(
     };
     let head = write_queue_files(&mut files, &cols, shown, &row_at)?;
 
+    if let Some((pool, rows)) = &extras.to_label {
+        write_to_label(&mut files, cfg, manifest, pool, rows)?;
+    }
     if let Some(rows) = &extras.clusters {
         files.write("clusters.jsonl", |w| {
             for r in rows {

@@ -48,6 +48,9 @@ pub struct RunOptions {
     /// Segmentation: annotators whose mIoU with the others is under this
     /// are listed there (`--min-annotator-iou`).
     pub min_annotator_iou: f64,
+    /// What to label next among the unlabelled items (`--label-budget`,
+    /// `--label-strategy`; `--min-per-class` and `--seed` are the queue's).
+    pub label: crate::checks::selection::SelectOptions,
 }
 
 impl RunOptions {
@@ -69,6 +72,7 @@ impl RunOptions {
             cache: None,
             min_annotator_kappa: crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA,
             min_annotator_iou: crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU,
+            label: Default::default(),
         }
     }
 
@@ -86,6 +90,9 @@ impl RunOptions {
         if self.top == Some(0) {
             return Err(Error::Usage("--top must be at least 1".into()));
         }
+        if self.label.budget == Some(0) {
+            return Err(Error::Usage("--label-budget must be at least 1".into()));
+        }
         if !(-1.0..=1.0).contains(&self.min_annotator_kappa) {
             return Err(Error::Usage(
                 "--min-annotator-kappa must be in [-1, 1]".into(),
@@ -95,7 +102,14 @@ impl RunOptions {
             return Err(Error::Usage("--min-annotator-iou must be in [0, 1]".into()));
         }
         self.neighbors.validate()?;
-        self.queue.policy.validate()
+        let pol = &self.queue.policy;
+        if self.label.budget.is_some() && pol.budget.is_none() && pol.spot_check == 0.0 {
+            // --min-per-class shares out the labelling batch alone.
+            let mut p = pol.clone();
+            p.min_per_class = 0.0;
+            return p.validate();
+        }
+        pol.validate()
     }
 
     /// The options as `report.json` records them.
@@ -470,7 +484,19 @@ fn assemble(
         None => None,
     };
     let t_queue = Instant::now();
-    items = by_priority(items);
+    // The unlabelled items leave here: the review queue and its checks see
+    // the labelled ones, the selection for labelling the others.
+    let (labelled, pool): (Vec<ItemResult>, Vec<ItemResult>) =
+        items.into_iter().partition(|it| !it.unlabelled);
+    let n_unlabelled = pool.len();
+    let selection = crate::checks::selection::run(
+        cfg,
+        manifest,
+        &pool,
+        neighbor_summary.as_ref().map(|s| &s.result.graph),
+        &opts.label,
+    );
+    let items = by_priority(labelled);
     let checks = crate::checks::run(&crate::checks::Inputs {
         cfg,
         manifest,
@@ -505,15 +531,27 @@ fn assemble(
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             agreement,
             plan: &plan,
-            checks: crate::checks::section(&checks),
+            checks: {
+                let mut c = crate::checks::section(&checks);
+                c.insert(
+                    crate::checks::selection::NAME.into(),
+                    crate::checks::selection::check_summary(selection.as_ref()),
+                );
+                c
+            },
             score_cache: s.score_cache,
+            selection: selection.as_ref().map(|s| s.section.clone()),
         },
     );
     timings.report = t_report.elapsed();
     if let Some(s) = &neighbor_summary {
+        let all: Vec<ItemResult> = items.iter().chain(&pool).cloned().collect();
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
-            cfg, manifest, &items, &s.result,
+            cfg, manifest, &all, &s.result,
         ));
+    }
+    if let Some(sel) = selection {
+        extras.to_label = Some((pool, sel.rows));
     }
     let files = output::write_all(
         &opts.out,
@@ -530,7 +568,7 @@ fn assemble(
     )?;
     timings.total = t0.elapsed();
     Ok(RunSummary {
-        n_items: items.len(),
+        n_items: items.len() + n_unlabelled,
         files,
         backend: info.name,
         timings: timings.clone(),

@@ -73,6 +73,11 @@ pub struct SegScores {
     pub normalized_margin_softmin: Option<f64>,
     /// Number of non-ignored pixels.
     pub pixels: u64,
+    /// Unlabelled items only: softmin (T = 0.1) of the per-pixel margin
+    /// `p_(1) − p_(2)`, the label-free counterpart of
+    /// `normalized_margin_softmin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_softmin: Option<f64>,
 }
 
 impl ItemScores {
@@ -100,6 +105,9 @@ impl ItemScores {
                 ("pixels", Some(s.pixels as f64)),
             ] {
                 f.push(kv);
+            }
+            if s.margin_softmin.is_some() {
+                f.push(("margin_softmin", s.margin_softmin));
             }
         }
         if self.dup_conflict.is_some() || self.knn_disagreement.is_some() {
@@ -131,6 +139,7 @@ impl ItemScores {
             "self_confidence_softmin" => seg?.self_confidence_softmin,
             "normalized_margin_softmin" => seg?.normalized_margin_softmin,
             "pixels" => Some(seg?.pixels as f64),
+            "margin_softmin" => seg?.margin_softmin,
             "dup_conflict" => self.dup_conflict,
             "knn_disagreement" => self.knn_disagreement,
             "annotator_agreement" => self.annotator_agreement,
@@ -152,7 +161,7 @@ impl ItemScores {
 
 /// The most score fields an item has (6 for every item, 7 more for
 /// segmentation, 2 more with neighbours, 1 more with annotations).
-pub const MAX_FIELDS: usize = 16;
+pub const MAX_FIELDS: usize = 17;
 
 /// An item's `(name, value)` score fields in their documented order, held
 /// inline: the queue files format one set per row, so no allocation per

@@ -90,6 +90,9 @@ pub struct Report {
     /// Every check: its inputs, whether it ran (or why not), its summary.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub checks: IndexMap<String, CheckSummary>,
+    /// With unlabelled items: what to label next (`to_label.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
     /// Absent with `--deterministic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
@@ -384,6 +387,46 @@ pub struct CheckSummary {
     pub flagged: Option<usize>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub summary: Map<String, Value>,
+}
+
+/// `report.json` `selection`: the batch of unlabelled items to label next
+/// (`to_label.jsonl`, [`crate::checks::selection`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Selection {
+    /// The strategy used (`diverse`, `margin`, `entropy`, `random`).
+    pub strategy: String,
+    /// The strategy asked for (`--label-strategy`).
+    pub requested: String,
+    /// Why the strategy used differs from the one asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What the `score` column is.
+    pub score: String,
+    /// `--label-budget`; `null`: every unlabelled item is listed.
+    pub budget: Option<usize>,
+    /// Unlabelled items in the dataset.
+    pub unlabelled: usize,
+    /// Rows of `to_label.jsonl`.
+    pub selected: usize,
+    /// `--min-per-class`, and the rows it reserves per predicted class.
+    pub min_per_class: f64,
+    pub per_class_minimum: usize,
+    pub stratify_by: String,
+    /// `--seed` (the `random` strategy's draw).
+    pub seed: u64,
+    /// `diverse`: the neighbours of the one kNN graph that an item in the
+    /// batch holds back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_k: Option<usize>,
+    /// The batch per predicted class (segmentation: the rarest class of
+    /// the prediction), in class order, classes with none left out.
+    pub per_class: IndexMap<String, usize>,
+    /// With embeddings: distinct near-duplicate clusters among the batch's
+    /// items, and items of the batch sharing one with an earlier row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters_in_batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates_in_batch: Option<usize>,
 }
 
 /// One line of `clusters.jsonl`.

@@ -18,7 +18,7 @@
 //! resident (6 bytes per pixel), and the time of those reads is added to
 //! `timings.read`.
 //!
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
-use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings};
+use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
 use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
 use crate::score_cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 
@@ -275,7 +275,13 @@ fn score_classification(
             let end = (next + rows_per_batch).min(stop);
             probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
             s.batch.labels.clear();
-            s.batch.labels.extend_from_slice(&labels[next..end]);
+            // An unlabelled row is scored against class 0: its label-free
+            // scores do not depend on it, and the rest are not kept.
+            s.batch.labels.extend(
+                labels[next..end]
+                    .iter()
+                    .map(|&l| if l == UNLABELLED { 0 } else { l }),
+            );
             (s.start, s.end) = (next, end);
             next = end;
             Ok(true)
@@ -315,6 +321,10 @@ fn score_classification(
             let sink = delta.as_mut().unwrap_or(&mut stats);
             let mut fold = |i: usize, sc: &SampleScores| {
                 let label = labels[i];
+                if label == UNLABELLED {
+                    items.push(unlabelled_row_item(i, sc));
+                    return;
+                }
                 sink.bins.add_sample(sc.confidence, sc.pred == label);
                 sink.confusion.add(label as usize, sc.pred as usize);
                 items.push(row_item(i, sc, label));
@@ -436,6 +446,34 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         neighbors: Vec::new(),
         class: Some(label),
         consensus: None,
+        unlabelled: false,
+    }
+}
+
+/// The result of unlabelled classification row `index`: only its
+/// label-free scores (entropy, margin, least confidence), stratified by
+/// its predicted class; its priority is 0 (it never enters the review
+/// queue).
+fn unlabelled_row_item(index: usize, s: &SampleScores) -> ItemResult {
+    ItemResult {
+        index,
+        priority: 0.0,
+        scores: ItemScores {
+            entropy: Some(s.entropy as f64),
+            margin: Some(s.margin as f64),
+            least_confidence: Some(s.least_confidence as f64),
+            ..ItemScores::default()
+        },
+        reasons: Vec::new(),
+        row: None,
+        seg_facts: None,
+        label_set: Vec::new(),
+        dims: None,
+        cluster: None,
+        neighbors: Vec::new(),
+        class: Some(s.pred),
+        consensus: None,
+        unlabelled: true,
     }
 }
 
@@ -491,7 +529,6 @@ struct SegReader<'a> {
     manifest: &'a Manifest,
     mask_col: usize,
     source: SegProbs,
-    items_path: PathBuf,
     /// When the backend reads planes itself: float16/float32 values are
     /// left in their file ([`SegItem::planes`]) and the time its reads take
     /// is added here (nanoseconds).
@@ -548,6 +585,7 @@ impl SegReader<'_> {
                 labels: Vec::new(),
                 height: 0,
                 width: 0,
+                unlabelled: false,
             });
             self.read_item_into(*next, &mut item)?;
             if let Some(cache) = cache {
@@ -573,6 +611,12 @@ impl SegReader<'_> {
     /// when they stayed in their file; chunks hashed in parallel), its mask
     /// and its size.
     fn key(&self, item: &SegItem) -> Result<Key> {
+        // An unlabelled item is scored otherwise than one annotated all 0.
+        let salt: Key = if item.unlabelled { UNLABELLED_SALT } else { 0 };
+        Ok(self.content_key(item)? ^ salt)
+    }
+
+    fn content_key(&self, item: &SegItem) -> Result<Key> {
         use crate::score_cache::{chunk_hash, raw_hash, seg_key};
         let len = self.cfg.num_classes() * item.height * item.width;
         let (labels, h, w) = (&item.labels, item.height, item.width);
@@ -633,18 +677,22 @@ impl SegReader<'_> {
             }
         }
         let cell = self.manifest.rows[i][self.mask_col].trim();
-        if cell.is_empty() {
-            return Err(Error::input(&self.items_path, "empty mask path")
-                .item(id)
-                .field("mask"));
+        item.unlabelled = cell.is_empty();
+        if item.unlabelled {
+            item.labels.clear();
+            item.labels.resize(h * w, 0);
+        } else {
+            let mask_path = self.cfg.dir.join(cell);
+            item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
         }
-        let mask_path = self.cfg.dir.join(cell);
-        item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
         item.height = h;
         item.width = w;
         Ok(())
     }
 }
+
+/// Mixed into the score cache key of an unlabelled segmentation item.
+const UNLABELLED_SALT: Key = 0x756e_6c61_6265_6c6c_6564_5f69_7465_6d00;
 
 /// Segmentation items reused from the score cache in one batch, at most
 /// (so a checkpoint's batches stay small when most items are reused).
@@ -706,7 +754,6 @@ fn score_segmentation(
         manifest: &manifest,
         mask_col,
         source,
-        items_path: items_path.clone(),
         planes: backend.reads_planes().then(|| Arc::new(AtomicU64::new(0))),
         end: range.end,
     };
@@ -847,6 +894,10 @@ fn fold_seg_item(
             Some((px % item.width, px / item.width)),
         ));
     }
+    if item.unlabelled {
+        items.push(unlabelled_seg_item(index, item, st));
+        return Ok(());
+    }
     stats.bins.add(&st.bins);
     stats.confusion.merge(&st.confusion);
     if let Some(b) = &mut stats.bands {
@@ -873,8 +924,52 @@ fn fold_seg_item(
         class: f.worst_class.map(|w| w.0 as u32),
         seg_facts: Some(f),
         consensus: None,
+        unlabelled: false,
     });
     Ok(())
+}
+
+/// The result of an unlabelled segmentation item (scored with
+/// [`SegItem::unlabelled`]): the per-pixel means of the entropy, the margin
+/// and the least confidence, the softmin of the per-pixel margin
+/// (`margin_softmin`), and nothing that needs a label. Its stratification
+/// class is the rarest class its prediction contains (the prediction's
+/// pixel counts are the diagonal of its confusion); its priority is 0.
+fn unlabelled_seg_item(index: usize, item: &SegItem, st: &SegItemStats) -> ItemResult {
+    let n = st.pixels as f64;
+    let mean = |s: f64| (st.pixels > 0).then(|| s / n);
+    let c = st.confusion.classes();
+    let rarest = (0..c)
+        .map(|k| (st.confusion.pred_count(k), k))
+        .filter(|&(p, _)| p > 0)
+        .min()
+        .map(|(_, k)| k as u32);
+    let scores = ItemScores {
+        entropy: mean(st.sums.entropy),
+        margin: mean(st.sums.margin),
+        least_confidence: mean(st.sums.least_confidence),
+        seg: Some(Box::new(SegScores {
+            pixels: st.pixels,
+            margin_softmin: st.softmin_normalized_margin.value(),
+            ..SegScores::default()
+        })),
+        ..ItemScores::default()
+    };
+    ItemResult {
+        index,
+        priority: 0.0,
+        scores,
+        reasons: vec![],
+        row: None,
+        label_set: Vec::new(),
+        dims: Some((item.height, item.width)),
+        cluster: None,
+        neighbors: Vec::new(),
+        class: rarest,
+        seg_facts: None,
+        consensus: None,
+        unlabelled: true,
+    }
 }
 
 /// Turn a backend's sums and counts into the item's reported scores.
@@ -908,6 +1003,7 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
             self_confidence_softmin: st.softmin_self_confidence.value(),
             normalized_margin_softmin: st.softmin_normalized_margin.value(),
             pixels: st.pixels,
+            margin_softmin: None,
         })),
         ..ItemScores::default()
     };

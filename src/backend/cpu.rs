@@ -279,6 +279,8 @@ struct Stripe<'a, T> {
     labels: &'a [u16],
     start: usize,
     offset: usize,
+    /// The item is unlabelled ([`SegItem::unlabelled`]): `labels` is not read.
+    unlabelled: bool,
 }
 
 impl<T> Clone for Stripe<'_, T> {
@@ -304,6 +306,17 @@ fn pixels_scalar<T: Element>(
         gather_pixel(sp.data, i, sp.stride, &mut p);
         if normalise(&p, batch.logits, &mut q).is_err() {
             st.first_invalid.get_or_insert(sp.offset + i);
+            continue;
+        }
+        if sp.unlabelled {
+            // Scored against its own prediction: self-confidence is the top
+            // probability, and the normalised-margin slot holds the margin.
+            let mut s = score_normalised(&q, 0);
+            s.self_confidence = s.confidence;
+            s.normalized_margin = s.margin;
+            // Never the ignore index, so every pixel counts.
+            let ignore = if s.pred == 0 { 1 } else { 0 };
+            st.record(&s, s.pred as u16, ignore, out);
             continue;
         }
         let label = sp.labels[i];
@@ -364,7 +377,9 @@ fn score_stripe<T: Element>(sp: Stripe<'_, T>, batch: &SegBatch, pred: &mut [u16
         confusion: Confusion::new(batch.classes),
         first_invalid: None,
     };
-    if simd::level() == Level::Avx2 && !batch.logits {
+    // Unlabelled items take the scalar reference (the SIMD kernel reads
+    // each pixel's annotation).
+    if simd::level() == Level::Avx2 && !batch.logits && !sp.unlabelled {
         pixels_simd(sp, batch, pred, &mut st);
     } else {
         pixels_scalar(sp, batch, pred, &mut st);
@@ -409,9 +424,12 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
         }
     }
     if stats.first_invalid.is_none() {
-        let mut bp = vec![0u8; hw];
-        band_mask(&pred, item.height, item.width, d, &mut bp);
-        stats.bands = count_bands(&item.labels, &bg, &pred, &bp, c, batch.ignore_index);
+        // An unlabelled item has no annotation band: its counts stay 0.
+        if !item.unlabelled {
+            let mut bp = vec![0u8; hw];
+            band_mask(&pred, item.height, item.width, d, &mut bp);
+            stats.bands = count_bands(&item.labels, &bg, &pred, &bp, c, batch.ignore_index);
+        }
         stats.pred = Some(pred);
     }
     Ok(stats)
@@ -457,6 +475,7 @@ fn read_and_score<T: Element + Default>(
         labels: &item.labels[start..start + n],
         start: 0,
         offset: start,
+        unlabelled: item.unlabelled,
     };
     Ok(score_stripe(sp, batch, pred))
 }
@@ -476,6 +495,7 @@ fn score_in_memory<T: Element>(
         labels: &item.labels,
         start,
         offset: 0,
+        unlabelled: item.unlabelled,
     };
     score_stripe(sp, batch, pred)
 }

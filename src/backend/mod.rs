@@ -62,6 +62,13 @@ pub struct SegItem {
     pub labels: Vec<u16>,
     pub height: usize,
     pub width: usize,
+    /// The item has no annotation (`labels` is ignored): every pixel is
+    /// scored, against its own predicted class, so that the per-pixel
+    /// self-confidence is the top probability and the "normalised margin"
+    /// sums hold the margin `p_(1) − p_(2)` itself
+    /// ([`SegItemStats::softmin_normalized_margin`] is then the softmin of
+    /// the margin). Counts, bins and bands are then meaningless.
+    pub unlabelled: bool,
 }
 
 /// A batch of segmentation items sharing the class count and options.

@@ -24,6 +24,7 @@ pub mod class_imbalance;
 pub mod label_quality;
 pub mod low_agreement;
 pub mod near_duplicate;
+pub mod selection;
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};

@@ -8,9 +8,13 @@ use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::npy::NpyArray;
+use crate::model::UNLABELLED;
 
-/// The class of every item, in manifest order; an out-of-range or unknown
-/// label is an error naming the file, the item and the field.
+/// The class of every item, in manifest order, [`UNLABELLED`] for an item
+/// without one: -1 in `labels.npy`, an empty `label` cell, or every item
+/// when there is neither a `labels` input nor a `label` column. Any other
+/// out-of-range or unknown label is an error naming the file, the item and
+/// the field.
 pub fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
     let c = cfg.num_classes() as i64;
     if let Some(path) = &cfg.labels {
@@ -37,6 +41,8 @@ pub fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>
             .map(|(i, &v)| {
                 if (0..c).contains(&v) {
                     Ok(v as u32)
+                } else if v == -1 {
+                    Ok(UNLABELLED)
                 } else {
                     Err(
                         Error::input(path, format!("class id {v} out of range 0..{c}"))
@@ -48,14 +54,17 @@ pub fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>
             .collect()
     } else {
         let items_path = cfg.items.as_deref().unwrap_or(Path::new("items.csv"));
-        let col = manifest.column("label").ok_or_else(|| {
-            Error::input(items_path, "no `label` column and no `labels` input").field("label")
-        })?;
+        let Some(col) = manifest.column("label") else {
+            return Ok(vec![UNLABELLED; manifest.len()]);
+        };
         manifest
             .rows
             .iter()
             .enumerate()
             .map(|(i, row)| {
+                if row[col].trim().is_empty() {
+                    return Ok(UNLABELLED);
+                }
                 cfg.parse_class(&row[col]).ok_or_else(|| {
                     Error::input(
                         items_path,

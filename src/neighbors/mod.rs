@@ -100,6 +100,11 @@ pub trait LabelOracle: Sync {
     /// Whether near-duplicates `a` and `b` conflict, with the mask IoU when one
     /// was computed.
     fn conflict(&self, a: usize, b: usize) -> crate::Result<(bool, Option<f64>)>;
+    /// Whether item `i` has a label: an unlabelled item neither conflicts
+    /// nor counts in a neighbour's kNN disagreement.
+    fn labelled(&self, _i: usize) -> bool {
+        true
+    }
 }
 
 /// Centre-bounded greedy clustering of the pair graph `adj` (sorted
@@ -254,7 +259,10 @@ pub fn analyse(
     let checked: Vec<crate::Result<(bool, Option<f64>)>> = {
         use rayon::prelude::*;
         keys.par_iter()
-            .map(|&(a, b)| labels.conflict(a, b))
+            .map(|&(a, b)| match labels.labelled(a) && labels.labelled(b) {
+                true => labels.conflict(a, b),
+                false => Ok((false, None)),
+            })
             .collect()
     };
     let mut pairs = Vec::with_capacity(keys.len());
@@ -316,7 +324,7 @@ pub fn analyse(
     let knn_disagreement: Vec<f64> = (0..n)
         .map(|i| {
             let (mut diff, mut total) = (0usize, 0usize);
-            for (j, _) in graph.neighbours(i) {
+            for (j, _) in graph.neighbours(i).filter(|&(j, _)| labels.labelled(j)) {
                 total += 1;
                 diff += usize::from(!labels.same_label(i, j));
             }

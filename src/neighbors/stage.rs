@@ -77,6 +77,10 @@ impl Oracle<'_> {
 }
 
 impl LabelOracle for Oracle<'_> {
+    fn labelled(&self, i: usize) -> bool {
+        !self.items[i].unlabelled
+    }
+
     fn same_label(&self, a: usize, b: usize) -> bool {
         self.items[a].label_set() == self.items[b].label_set()
     }
@@ -367,6 +371,10 @@ pub fn apply(
     let base: Vec<f64> = items.iter().map(|it| it.priority).collect();
     for (i, it) in items.iter_mut().enumerate() {
         it.cluster = result.cluster_of[i];
+        if it.unlabelled {
+            // Both compare labels.
+            continue;
+        }
         let dc = result.dup_conflict[i];
         let kd = result.knn_disagreement[i];
         it.scores.dup_conflict = Some(dc);
@@ -439,8 +447,14 @@ pub fn cluster_rows(
                 .iter()
                 .map(|m| label_text(cfg, by_index[m]))
                 .collect();
+            // Unlabelled members (label "") are listed but not counted.
+            let labelled = c.members.iter().filter(|m| !by_index[m].unlabelled);
+            let n_labelled = labelled.count();
             let mut counts: Vec<(String, usize)> = Vec::new();
-            for l in &labels {
+            for (l, m) in labels.iter().zip(&c.members) {
+                if by_index[m].unlabelled {
+                    continue;
+                }
                 match counts.iter_mut().find(|(x, _)| x == l) {
                     Some((_, n)) => *n += 1,
                     None => counts.push((l.clone(), 1)),
@@ -465,7 +479,10 @@ pub fn cluster_rows(
                 centre: manifest.ids[c.centre].clone(),
                 majority_label: majority,
                 conflict,
-                conflict_fraction: 1.0 - top as f64 / c.members.len() as f64,
+                conflict_fraction: match n_labelled {
+                    0 => 0.0,
+                    n => 1.0 - top as f64 / n as f64,
+                },
                 max_distance: f64::from(c.max_distance),
             }
         })

@@ -14,5 +14,6 @@ mod queue_policy;
 mod resume;
 mod review;
 mod scale;
+mod selection;
 mod shards;
 mod synth_ranking;

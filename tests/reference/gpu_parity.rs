@@ -75,6 +75,7 @@ fn random_item(
         labels,
         height: h,
         width: w,
+        unlabelled: false,
     }
 }
 
@@ -207,6 +208,7 @@ fn edge_cases_exact_one_bin_edges_ignore_and_edges() {
             labels: labels.clone(),
             height: h,
             width: w,
+            unlabelled: false,
         };
         let batch = seg_batch(vec![item], c, false);
         let case = format!("edge f16={f16}");
@@ -252,6 +254,46 @@ fn invalid_probabilities_report_the_same_first_pixel() {
             );
             assert_eq!(want[0].first_invalid, Some(bad), "value {value} f16={f16}");
         }
+    }
+    t.finish();
+}
+
+/// Unlabelled items (scored against their own prediction: the
+/// self-confidence is the top probability, the normalised-margin sums hold
+/// the margin) mixed with annotated ones in one batch, their label maps
+/// (ignore pixels included) not read; C = 150 passes the private counters.
+#[test]
+fn unlabelled_items_in_a_batch() {
+    let mut t = Tester::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    for (classes, f16) in [(2usize, false), (7, true), (150, false)] {
+        let items: Vec<SegItem> = (0..4)
+            .map(|i| {
+                let mut it = random_item(&mut rng, classes, 23 + i, 41, f16, 0.1);
+                it.unlabelled = i % 2 == 0;
+                it
+            })
+            .collect();
+        let got = t.seg(
+            &format!("C={classes} unlabelled"),
+            &seg_batch(items, classes, false),
+        );
+        // The reference's own definitions, on the first unlabelled item.
+        let st = &got[0];
+        assert_eq!(
+            st.pixels,
+            23 * 41,
+            "every pixel of an unlabelled item counts"
+        );
+        assert_eq!(
+            st.confusion.correct(),
+            st.pixels,
+            "scored against its prediction"
+        );
+        assert!(
+            (st.sums.self_confidence - (st.pixels as f64 - st.sums.least_confidence)).abs() < 1e-3
+        );
+        assert!((st.sums.normalized_margin - st.sums.margin).abs() < 1e-9);
     }
     t.finish();
 }

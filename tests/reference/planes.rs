@@ -101,6 +101,7 @@ fn planes_read_from_the_file_score_exactly_as_values_in_memory() {
                     labels: labels.clone(),
                     height: H,
                     width: W,
+                    unlabelled: false,
                 };
             let a = cpu
                 .score_items(&batch(item(resident.clone(), None)))

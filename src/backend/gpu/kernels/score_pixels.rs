@@ -105,6 +105,7 @@ pub fn wgsl_constants() -> Vec<(&'static str, String)> {
         ("REC_BIN_COUNT", u(record::BIN_COUNT)),
         ("REC_BIN_CORRECT", u(record::BIN_CORRECT)),
         ("REC_BIN_CONF", u(record::BIN_CONF)),
+        ("UNLABELLED", u(UNLABELLED_WORD as usize)),
         ("ROW_WORDS", u(row::WORDS)),
         ("ROW_PRED", u(row::PRED)),
         ("ROW_CONFIDENCE", u(row::CONFIDENCE)),
@@ -117,6 +118,10 @@ pub fn wgsl_constants() -> Vec<(&'static str, String)> {
     out.extend(calibration::wgsl_constants());
     out
 }
+
+/// The label word of an unlabelled item's pixel ([`SegItem::unlabelled`]):
+/// above every u16 annotation, so it never meets an ignore index.
+pub const UNLABELLED_WORD: u32 = 0xFFFF_FFFE;
 
 /// Mirror of `Params` in `shaders/score_pixels.wgsl` (field for field; a
 /// unit test of [`super::super::shaders`] compares the names).
@@ -558,8 +563,14 @@ impl GpuBackend {
         let mut words = vec![0u32; (n * slot_len) as usize];
         for (s, it) in items.iter().enumerate() {
             let dst = &mut words[s * slot_len as usize..];
-            for (d, &l) in dst.iter_mut().zip(&it.labels) {
-                *d = u32::from(l);
+            if it.unlabelled {
+                // Above every u16 annotation: the shader scores such a
+                // pixel against its own prediction.
+                dst[..it.height * it.width].fill(UNLABELLED_WORD);
+            } else {
+                for (d, &l) in dst.iter_mut().zip(&it.labels) {
+                    *d = u32::from(l);
+                }
             }
         }
         ctx.queue
@@ -626,6 +637,12 @@ impl GpuBackend {
             group.push(it);
         }
         out.extend(self.score_group(&group, batch)?);
+        // An unlabelled item has no annotation band (as on the CPU).
+        for (it, st) in batch.items.iter().zip(out.iter_mut()) {
+            if it.unlabelled {
+                st.bands = BandCounts::zeros(batch.classes);
+            }
+        }
         Ok(out)
     }
 
