@@ -335,6 +335,7 @@ mod tests {
                 self_confidence_softmin: Some(0.01),
                 normalized_margin_softmin: Some(0.02),
                 pixels: 4096,
+                margin_softmin: None,
             })),
             dup_conflict: Some(0.3),
             knn_disagreement: Some(0.6),
