@@ -25,7 +25,7 @@ above `margin` on the redundant pool; level with it on the plain one.
 
 Usage: python3 benches/active_learning.py [--bin target/release/triage]
        [--seeds 5] [--rounds 10] [--batch 20] [--seed-labels 20]
-       [--work /tmp/triage-al] [--json out.json]
+       [--work /tmp/triage-al] [--json out.json] [--svg docs/active_learning.svg]
 Needs numpy, scikit-learn and modAL-python (e.g. target/ci-ref-venv/bin/python
 after `pip install modAL-python`).
 """
@@ -119,6 +119,39 @@ def loop(args, work, strategy, X, y, emb, Xt, yt, seed):
     return acc, secs
 
 
+COLOURS = {"diverse": "#d62728", "margin": "#1f77b4", "entropy": "#9467bd",
+           "random": "#7f7f7f", "modAL": "#2ca02c"}
+
+
+def svg_plot(results, labels, path):
+    """Two panels (plain, redundant): mean test accuracy against labels."""
+    w, h, pad = 360, 260, 44
+    lo = min(min(min(c) for c in r["mean_accuracy"].values()) for r in results.values())
+    lo = max(0.0, int(lo * 10) / 10)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{h + 30}" '
+           'font-family="sans-serif" font-size="11">']
+    for p, (pool, res) in enumerate(results.items()):
+        x0 = p * w
+        X = lambda n: x0 + pad + (n - labels[0]) / (labels[-1] - labels[0]) * (w - pad - 10)
+        Y = lambda a: 10 + (1 - (a - lo) / (1 - lo)) * (h - pad)
+        out.append(f'<text x="{x0 + w / 2}" y="{h + 4}" text-anchor="middle">labels ({pool} pool)</text>')
+        out.append(f'<line x1="{X(labels[0])}" y1="{Y(lo)}" x2="{X(labels[-1])}" y2="{Y(lo)}" stroke="#000"/>')
+        out.append(f'<line x1="{X(labels[0])}" y1="{Y(lo)}" x2="{X(labels[0])}" y2="{Y(1)}" stroke="#000"/>')
+        for t in range(int(lo * 10), 11):
+            a = t / 10
+            out.append(f'<text x="{X(labels[0]) - 4}" y="{Y(a) + 4}" text-anchor="end">{a:.1f}</text>')
+        for n in labels[::2]:
+            out.append(f'<text x="{X(n)}" y="{Y(lo) + 14}" text-anchor="middle">{n}</text>')
+        for i, (s, curve) in enumerate(res["mean_accuracy"].items()):
+            pts = " ".join(f"{X(n):.1f},{Y(a):.1f}" for n, a in zip(labels, curve))
+            out.append(f'<polyline fill="none" stroke="{COLOURS[s]}" stroke-width="2" points="{pts}"/>')
+            out.append(f'<text x="{x0 + w - 80}" y="{Y(lo) - 12 - 14 * i}" fill="{COLOURS[s]}">{s}</text>')
+    out.append(f'<text x="6" y="{h / 2}" transform="rotate(-90 10 {h / 2})">test accuracy</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/triage")
@@ -129,6 +162,7 @@ def main():
     ap.add_argument("--copies", type=int, default=5)
     ap.add_argument("--work", default="/tmp/triage-al")
     ap.add_argument("--json")
+    ap.add_argument("--svg", help="write the curves as a small SVG plot")
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
@@ -177,6 +211,8 @@ def main():
         print(f"  diverse - margin: mean {100 * gap.mean():+.2f} pts, "
               f"min {100 * gap.min():+.2f}, max {100 * gap.max():+.2f}")
     print(f"\nwhole bench: {wall:.0f} s")
+    if args.svg:
+        svg_plot(results, labels, args.svg)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results, "wall_s": wall}, f, indent=1)

@@ -211,6 +211,33 @@ struct ToLabelRow<'a> {
     reasons: &'a [String],
 }
 
+/// The `to_label` row at `rank` (from 0) of the selection's row `r`.
+fn as_row<'a>(
+    cfg: &'a DatasetConfig,
+    manifest: &'a Manifest,
+    pool: &'a [ItemResult],
+    rank: usize,
+    r: &'a crate::checks::selection::ToLabel,
+) -> ToLabelRow<'a> {
+    let it = &pool[r.pos];
+    ToLabelRow {
+        rank: rank + 1,
+        id: manifest.ids[it.index].as_str(),
+        score: r.score.filter(|v| v.is_finite()),
+        predicted: it
+            .class
+            .and_then(|c| cfg.class_names.get(c as usize))
+            .map(String::as_str),
+        cluster: it.cluster,
+        // Only the scores it has: never a label-quality one.
+        scores: crate::queue::scores_json(it)
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .collect(),
+        reasons: &r.reasons,
+    }
+}
+
 /// Write `to_label.jsonl` and `to_label.csv`: the selection's rows in rank
 /// order (CSV columns `rank,id,score,predicted,cluster,reasons`, reasons
 /// joined by `; `).
@@ -221,31 +248,6 @@ fn write_to_label(
     pool: &[ItemResult],
     rows: &[crate::checks::selection::ToLabel],
 ) -> Result<()> {
-    fn as_row<'a>(
-        cfg: &'a DatasetConfig,
-        manifest: &'a Manifest,
-        pool: &'a [ItemResult],
-        rank: usize,
-        r: &'a crate::checks::selection::ToLabel,
-    ) -> ToLabelRow<'a> {
-        let it = &pool[r.pos];
-        ToLabelRow {
-            rank: rank + 1,
-            id: manifest.ids[it.index].as_str(),
-            score: r.score.filter(|v| v.is_finite()),
-            predicted: it
-                .class
-                .and_then(|c| cfg.class_names.get(c as usize))
-                .map(String::as_str),
-            cluster: it.cluster,
-            // Only the scores it has: never a label-quality one.
-            scores: crate::queue::scores_json(it)
-                .into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-            reasons: &r.reasons,
-        }
-    }
     files.write("to_label.jsonl", |w| {
         for (rank, r) in rows.iter().enumerate() {
             serde_json::to_writer(&mut *w, &as_row(cfg, manifest, pool, rank, r))?;
@@ -679,6 +681,24 @@ pub fn write_all(
             .filter_map(|it| it.scores.finite_value(name))
             .collect()
     };
+    let to_label_head: Vec<crate::report::ToLabelRow> = match &extras.to_label {
+        Some((pool, rows)) => rows
+            .iter()
+            .take(crate::report::TABLE_ROWS)
+            .enumerate()
+            .map(|(rank, r)| {
+                let row = as_row(cfg, manifest, pool, rank, r);
+                crate::report::ToLabelRow {
+                    rank: row.rank,
+                    id: row.id.to_string(),
+                    score: row.score,
+                    predicted: row.predicted.unwrap_or("").to_string(),
+                    reasons: row.reasons.to_vec(),
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let page = crate::report::write(
         &mut files,
         &crate::report::Inputs {
@@ -691,6 +711,7 @@ pub fn write_all(
             score_values: &score_values,
             preds: extras.preds.as_ref(),
             annotator_items: &extras.annotator_items,
+            to_label: &to_label_head,
         },
     )?;
     // Building the report's sections (timed by the caller) and the page.

@@ -545,9 +545,8 @@ fn assemble(
     );
     timings.report = t_report.elapsed();
     if let Some(s) = &neighbor_summary {
-        let all: Vec<ItemResult> = items.iter().chain(&pool).cloned().collect();
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
-            cfg, manifest, &all, &s.result,
+            cfg, manifest, &items, &pool, &s.result,
         ));
     }
     if let Some(sel) = selection {

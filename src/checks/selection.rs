@@ -503,15 +503,15 @@ mod tests {
         }
     }
 
-    /// A graph where `groups` of consecutive nodes are each other's only
-    /// neighbours (k = 2, padded).
-    fn graph(n: usize, groups: &[std::ops::Range<usize>]) -> KnnGraph {
+    /// A graph where `groups` of nodes are each other's only neighbours
+    /// (k = 2, padded).
+    fn graph(n: usize, groups: &[Vec<usize>]) -> KnnGraph {
         let k = 2;
         let mut ids = vec![u32::MAX; n * k];
         let dist = vec![0.1; n * k];
         for g in groups {
-            for i in g.clone() {
-                let others: Vec<usize> = g.clone().filter(|&j| j != i).take(k).collect();
+            for &i in g {
+                let others: Vec<usize> = g.iter().copied().filter(|&j| j != i).take(k).collect();
                 for (s, j) in others.into_iter().enumerate() {
                     ids[i * k + s] = j as u32;
                 }
@@ -535,7 +535,7 @@ mod tests {
             .enumerate()
             .map(|(i, &m)| item(i, m, if i >= 4 { Some(7) } else { None }))
             .collect();
-        let g = graph(6, &[0..3]);
+        let g = graph(6, &[vec![0, 1, 2]]);
         let order: Vec<usize> = diverse_order(&pool, &g).iter().map(|x| x.0).collect();
         // Pass 1: 0 (holds 1, 2 back), 4 (cluster 7), 3; pass 2: 1, 2;
         // pass 3: 5 (cluster 7 used).

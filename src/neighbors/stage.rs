@@ -430,15 +430,20 @@ pub fn apply(
     Ok(NeighborSummary { result, duplicates })
 }
 
-/// `clusters.jsonl` rows.
+/// `clusters.jsonl` rows, of the labelled `items` and the `unlabelled`
+/// ones (listed with an empty label, counted in no majority).
 pub fn cluster_rows(
     cfg: &DatasetConfig,
     manifest: &Manifest,
     items: &[ItemResult],
+    unlabelled: &[ItemResult],
     r: &NeighborResult,
 ) -> Vec<schema::ClusterRow> {
-    let by_index: std::collections::HashMap<usize, &ItemResult> =
-        items.iter().map(|it| (it.index, it)).collect();
+    let by_index: std::collections::HashMap<usize, &ItemResult> = items
+        .iter()
+        .chain(unlabelled)
+        .map(|it| (it.index, it))
+        .collect();
     r.clusters
         .iter()
         .map(|c| {

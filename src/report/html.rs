@@ -959,6 +959,48 @@ fn annotators_section(
     s.push_str("</section>");
 }
 
+/// "To label next": the selection's strategy and spread, and the head of
+/// `to_label.jsonl` with each row's reasons.
+fn to_label_section(s: &mut String, sel: &crate::schema::Selection, rows: &[super::ToLabelRow]) {
+    let _ = write!(
+        s,
+        r#"<section id="to-label"><h2>To label next</h2><p>{} of {} unlabelled items, chosen by <b>{}</b>{}. Score: {}.</p>"#,
+        sel.selected,
+        sel.unlabelled,
+        esc(&sel.strategy),
+        sel.note
+            .as_ref()
+            .map_or(String::new(), |n| format!(" ({})", esc(n))),
+        esc(&sel.score)
+    );
+    if !sel.per_class.is_empty() {
+        s.push_str("<p>By predicted class: ");
+        let parts: Vec<String> = sel
+            .per_class
+            .iter()
+            .map(|(k, v)| format!("{} {v}", esc(k)))
+            .collect();
+        s.push_str(&parts.join(", "));
+        s.push_str("</p>");
+    }
+    s.push_str("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>score</th><th>predicted</th><th>reasons</th></tr></thead><tbody>");
+    for r in rows.iter().take(TABLE_ROWS) {
+        let _ = write!(
+            s,
+            r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td><td>{}</td><td><ul>"#,
+            r.rank,
+            esc(&r.id),
+            svg::fmt3(r.score),
+            esc(&r.predicted)
+        );
+        for why in &r.reasons {
+            let _ = write!(s, "<li>{}</li>", esc(why));
+        }
+        s.push_str("</ul></td></tr>");
+    }
+    s.push_str("</tbody></table></section>");
+}
+
 pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     let r = inp.report;
     let task = inp.cfg.task;
@@ -997,6 +1039,10 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
     s.push_str(r#"<section id="queue"><h2>Review queue</h2>"#);
     s.push_str(&queue_table(inp.queue));
     s.push_str("</section>");
+
+    if let Some(sel) = &r.selection {
+        to_label_section(&mut s, sel, inp.to_label);
+    }
 
     // Other sections, shown as they are.
     let shown = |v: Result<Value, serde_json::Error>| v.ok().filter(|v| !v.is_null());

@@ -52,6 +52,18 @@ pub struct Inputs<'a> {
     /// Segmentation with annotations: the items drawn with every
     /// annotator's outline.
     pub annotator_items: &'a [AnnotatedItem],
+    /// With unlabelled items: the head of `to_label.jsonl`, in rank order.
+    pub to_label: &'a [ToLabelRow],
+}
+
+/// A row of the page's "To label next" table.
+#[derive(Debug, Clone)]
+pub struct ToLabelRow {
+    pub rank: usize,
+    pub id: String,
+    pub score: Option<f64>,
+    pub predicted: String,
+    pub reasons: Vec<String>,
 }
 
 /// A segmentation item drawn with its annotators' outlines: its row, its

@@ -266,6 +266,9 @@ fn the_batch_has_k_unlabelled_items_from_distinct_clusters_and_is_deterministic(
         clusters.iter().collect::<HashSet<_>>().len(),
         "one row per near-duplicate cluster"
     );
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("<h2>To label next</h2>"));
+    assert!(page.contains(&format!("<td>{}</td>", rows[0]["id"].as_str().unwrap())));
     let rep = read_report(&out);
     assert_eq!(rep["selection"]["strategy"], "diverse");
     assert_eq!(rep["selection"]["duplicates_in_batch"], 0);
@@ -323,6 +326,74 @@ fn the_batch_has_k_unlabelled_items_from_distinct_clusters_and_is_deterministic(
             "{f}"
         );
     }
+    // A warm score cache gives the same batch.
+    let cache = tmp.path().join("cache");
+    let cs = cache.to_str().unwrap();
+    run("cold", &["--cache", cs]);
+    let warm = run("warm", &["--cache", cs]);
+    assert_eq!(read_report(&warm)["score_cache"]["scored"], 0);
+    assert_eq!(
+        std::fs::read(out.join("to_label.jsonl")).unwrap(),
+        std::fs::read(warm.join("to_label.jsonl")).unwrap()
+    );
+    // The GPU scores the rows; the batch is the CPU's.
+    let gpu = tmp.path().join("gpu");
+    let a = [
+        "run",
+        d.to_str().unwrap(),
+        "--out",
+        gpu.to_str().unwrap(),
+        "--deterministic",
+        "--label-budget",
+        &ks,
+        "--backend",
+        "gpu",
+    ];
+    let o = triage(&a);
+    if o.status.code() == Some(0) {
+        assert_eq!(read_report(&gpu)["backend"]["name"], "gpu");
+        let g: Vec<serde_json::Value> = read_to_label(&gpu);
+        let ids = |v: &[serde_json::Value]| v.iter().map(|r| r["id"].clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&g), ids(&rows));
+    } else {
+        let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "TRIAGE_REQUIRE_GPU=1 but the GPU run failed: {}",
+            describe(&a, &o)
+        );
+    }
+}
+
+/// Bad selection input: exit 2, nothing written, the error names it.
+#[test]
+fn bad_selection_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ds");
+    dataset(&d, true, false);
+    let out = tmp.path().join("out");
+    let o = triage(&[
+        "run",
+        d.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--label-budget",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--label-budget"));
+    // Only -1 means unlabelled: -2 is an error naming the file, item and field.
+    let mut labels: Vec<i64> = (0..N as i64).map(|i| i % C as i64).collect();
+    labels[7] = -2;
+    let bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_raw(&d.join("labels.npy"), "<i8", &[N], &bytes);
+    let o = triage(&["run", d.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in ["labels.npy", "\"it007\"", "label", "-2"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!out.join("to_label.jsonl").exists() && !out.join("report.json").exists());
 }
 
 #[test]
