@@ -9,14 +9,15 @@
 //! `TRIAGE_KNN_GPU_MAX`, default 5000 on a software adapter). Every
 //! (method, size) runs in a child process so its peak resident memory is its
 //! own. Recall@10 is measured on 1000 random queries against brute force.
-//! Output: one JSON line per case on stdout, then one `ratio knn ...` line per
-//! size comparing every method's build + query time with the GPU exact path's
+//! Output: one JSON line per case on stdout, then `ratio knn ...` lines per
+//! size comparing every method's build + query time and peak memory with
+//! hnswlib's, and its build + query time with the GPU exact path's
 //! (and a `goal knn ...` line for the GPU exact path at 1 000 000 × 128: under
 //! 30 s).
 //!
 //! More environment, for runs on a GPU machine with a time limit:
 //! `TRIAGE_KNN_METHODS` (comma list and order of `exact-cpu`, `exact-gpu`,
-//! `hnsw`, `peers`; default `exact-cpu,exact-gpu,hnsw,peers`; `peers` is
+//! `ivf`, `hnsw`, `peers`; default `exact-cpu,exact-gpu,ivf,hnsw,peers`; `peers` is
 //! hnswlib through `benches/knn_peers.py`, which installs it with pip), and
 //! `TRIAGE_KNN_TIMEOUT_S` (kill a child after this many seconds, data
 //! generation included, and report `timed_out_after_s`; default: no limit).
@@ -45,7 +46,12 @@ fn clustered(n: usize, d: usize) -> Embeddings {
     let cdata: Vec<f32> = (0..centres * d)
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    let sigma = 0.5 / (d as f32).sqrt() * 3f32.sqrt();
+    // TRIAGE_KNN_NOISE scales the noise (robustness runs: looser clusters).
+    let scale: f32 = std::env::var("TRIAGE_KNN_NOISE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let sigma = scale * 0.5 / (d as f32).sqrt() * 3f32.sqrt();
     let mut data = Vec::with_capacity(n * d);
     for _ in 0..n {
         let c = rng.random_range(0..centres);
@@ -58,6 +64,27 @@ fn clustered(n: usize, d: usize) -> Embeddings {
         Ok(e) => e,
         Err(e) => panic!("bench data: {e}"),
     }
+}
+
+/// The IVF parameters: the defaults for `n`, or `TRIAGE_KNN_IVF` =
+/// `LISTS,SPILL` (tuning runs).
+fn ivf_params(n: usize) -> knn::IvfParams {
+    let mut p = knn::IvfParams::for_size(n);
+    if let Some((l, s)) = std::env::var("TRIAGE_KNN_IVF").ok().and_then(|v| {
+        v.split_once(',')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    }) {
+        p.lists = l.parse().unwrap_or(p.lists);
+        p.spill = s.parse().unwrap_or(p.spill);
+        p.train = (p.lists * 32).min(n);
+    }
+    if let Some(r) = std::env::var("TRIAGE_KNN_IVF_REFINE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        p.max_refine = r;
+    }
+    p
 }
 
 fn rss(field: &str) -> u64 {
@@ -97,6 +124,11 @@ fn child(method: &str, n: usize, d: usize) {
             },
             _ => return,
         },
+        "ivf" => {
+            let (g, check) = knn::ivf(&e, K, &ivf_params(n));
+            eprintln!("ivf check: {check:?}");
+            g
+        }
         "hnsw" => match knn::hnsw(&e, K, None, false) {
             Ok(g) => g,
             Err(err) => panic!("hnsw: {err}"),
@@ -191,7 +223,7 @@ fn main() {
         .filter(|&t| t > 0.0)
         .map(Duration::from_secs_f64);
     let methods =
-        std::env::var("TRIAGE_KNN_METHODS").unwrap_or("exact-cpu,exact-gpu,hnsw,peers".into());
+        std::env::var("TRIAGE_KNN_METHODS").unwrap_or("exact-cpu,exact-gpu,ivf,hnsw,peers".into());
     let run = |m: &str, n: usize, d: usize| child_process(&exe, m, n, d, timeout);
     let mut lines: Vec<String> = Vec::new();
     let mut emit = |line: String| {
@@ -211,6 +243,7 @@ fn main() {
                 "exact-cpu" if n <= exact_max => emit(run("exact-cpu", n, d)),
                 "exact-gpu" if software.is_some() && n <= gpu_max => emit(run("exact-gpu", n, d)),
                 "hnsw" => emit(run("hnsw", n, d)),
+                "ivf" => emit(run("ivf", n, d)),
                 "peers" => {
                     let dir = run("dump", n, d);
                     let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -332,6 +365,25 @@ fn summary(lines: &[String]) {
                 .unwrap_or("?")
                 .to_string()
         };
+        // Every method beside hnswlib, same run (issue 16's goal: the whole
+        // neighbour stage within 1.2× hnswlib's build + query, recall ≥ 0.99).
+        if let Some(peer) = at.iter().find(|r| method(r).starts_with("hnswlib")) {
+            let (pt, pm) = (num(peer, "build_query_s"), num(peer, "peak_rss_mib"));
+            for r in at.iter().filter(|r| !method(r).starts_with("hnswlib")) {
+                if let (Some(t), Some(pt)) = (num(r, "build_query_s"), pt) {
+                    println!(
+                        "ratio knn {n}x{d} {}/hnswlib time {:.3} ({t:.2} s vs {pt:.2} s), peak rss {:.2}, recall {} vs {}",
+                        method(r),
+                        t / pt,
+                        num(r, "peak_rss_mib")
+                            .zip(pm)
+                            .map_or(f64::NAN, |(a, b)| a / b),
+                        num(r, "recall_at_10").unwrap_or(f64::NAN),
+                        num(peer, "recall_at_10").unwrap_or(f64::NAN)
+                    );
+                }
+            }
+        }
         let gpu = at
             .iter()
             .find(|r| method(r) == "exact-gpu")

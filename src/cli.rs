@@ -123,7 +123,8 @@ pub struct RunArgs {
     /// Segmentation: near-duplicate masks with mean IoU below this conflict.
     #[arg(long, default_value_t = 0.5)]
     pub conflict_iou: f64,
-    /// kNN graph: exact brute force, hnsw, or auto (exact up to 100000 items).
+    /// kNN graph: exact brute force, ivf, hnsw, or auto (exact up to 20000 items, ivf beyond;
+    /// hnsw with --index).
     #[arg(long, value_enum, default_value_t = crate::neighbors::KnnMethod::Auto)]
     pub knn: crate::neighbors::KnnMethod,
     /// Save the HNSW index in DIR and reuse it next run, inserting only new items.

@@ -247,7 +247,7 @@ pub struct Memory {
 /// `duplicates`: what the neighbour stage found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Duplicates {
-    /// `exact`, `exact-gpu` or `hnsw`.
+    /// `exact`, `exact-gpu`, `ivf` or `hnsw`.
     pub method: String,
     /// With `--index`.
     #[serde(deserialize_with = "present")]
@@ -266,6 +266,25 @@ pub struct Duplicates {
     pub cluster_diameter_bound: f64,
     /// The conflict raise of the priority.
     pub priority: String,
+    /// With the `ivf` graph: its parameters and its recall, checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ivf: Option<IvfSummary>,
+}
+
+/// `duplicates.ivf`: the IVF graph's parameters, and its recall@k on a
+/// sample of items against brute force, measured in the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IvfSummary {
+    pub lists: usize,
+    pub spill: usize,
+    /// Rounds of the neighbours-of-neighbours refinement the check asked for.
+    pub refine_rounds: usize,
+    /// Items whose k nearest were found by brute force for the check.
+    pub recall_sample: usize,
+    /// Recall@k on them (after the refinement).
+    pub recall_estimate: f64,
+    /// The recall the refinement aims at.
+    pub recall_target: f64,
 }
 
 /// `duplicates.index`.

@@ -121,17 +121,34 @@ fn build_graph(
     ids: &[String],
     o: &NeighborOptions,
     backend: &dyn Backend,
-) -> Result<super::KnnGraph> {
-    let use_hnsw = match o.method {
-        KnnMethod::Exact => false,
-        KnnMethod::Hnsw => true,
-        KnnMethod::Auto => o.index_dir.is_some() || emb.n > EXACT_MAX,
+) -> Result<(super::KnnGraph, Option<schema::IvfSummary>)> {
+    let method = match o.method {
+        KnnMethod::Auto if o.index_dir.is_some() => KnnMethod::Hnsw,
+        KnnMethod::Auto if emb.n > EXACT_MAX => KnnMethod::Ivf,
+        KnnMethod::Auto => KnnMethod::Exact,
+        m => m,
     };
-    if !use_hnsw {
-        return backend.knn_exact(emb, o.k);
+    match method {
+        KnnMethod::Exact | KnnMethod::Auto => return Ok((backend.knn_exact(emb, o.k)?, None)),
+        KnnMethod::Ivf => {
+            let p = knn::IvfParams::for_size(emb.n);
+            let (g, check) = knn::ivf(emb, o.k, &p);
+            return Ok((
+                g,
+                Some(schema::IvfSummary {
+                    lists: p.lists,
+                    spill: p.spill,
+                    refine_rounds: check.rounds,
+                    recall_sample: check.sample,
+                    recall_estimate: check.recall,
+                    recall_target: p.recall_target,
+                }),
+            ));
+        }
+        KnnMethod::Hnsw => {}
     }
     let Some(dir) = &o.index_dir else {
-        return knn::hnsw(emb, o.k, None, o.deterministic);
+        return Ok((knn::hnsw(emb, o.k, None, o.deterministic)?, None));
     };
     let hashes: Vec<u64> = (0..emb.n).map(|i| row_hash(emb.row(i))).collect();
     let manifest_path = dir.join("index.json");
@@ -156,7 +173,7 @@ fn build_graph(
     let mut out = crate::io::atomic::AtomicOutputs::new(dir);
     out.write("index.json", |w| w.write_all(text.as_bytes()))?;
     out.commit()?;
-    Ok(graph)
+    Ok((graph, None))
 }
 
 /// The `image` files of the items, when the items CSV has that column
@@ -332,7 +349,7 @@ pub fn apply(
 ) -> Result<NeighborSummary> {
     o.validate()?;
     let emb = Embeddings::load(path, &manifest.ids)?;
-    let graph = build_graph(&emb, &manifest.ids, o, backend)?;
+    let (graph, ivf) = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).
     let row_bytes = |i: usize| bytemuck::cast_slice::<f32, u8>(emb.row(i));
     let emb_hashes: Vec<Option<u64>> = (0..emb.n).map(|i| Some(hash_bytes(row_bytes(i)))).collect();
@@ -426,6 +443,7 @@ pub fn apply(
         cluster_rule: "every member within the threshold of the cluster centre".into(),
         cluster_diameter_bound: f64::from(super::diameter_bound(result.threshold)),
         priority: crate::priority::CONFLICT_RAISE.into(),
+        ivf,
     };
     Ok(NeighborSummary { result, duplicates })
 }

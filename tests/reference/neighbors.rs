@@ -256,6 +256,73 @@ fn hnsw_recall_at_10_against_exact() {
     }
 }
 
+/// The IVF self-join: recall@10 against the exact graph on loose clusters
+/// (members 0.15–0.35 from their centre), its own recall check close to the
+/// measured recall, exact distances, and the same graph run after run.
+#[test]
+fn ivf_recall_at_10_against_exact() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let n = 20_000;
+    let (rows, _) = clustered(&mut rng, n, 32, 200);
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let e = Embeddings::from_rows(Path::new("e"), rows.concat(), n, 32, &ids).unwrap();
+    let exact = knn::exact(&e, 10);
+    let p = knn::IvfParams::for_size(n);
+    let (approx, check) = knn::ivf(&e, 10, &p);
+    let r = knn::recall(&approx, &exact);
+    eprintln!("IVF recall@10 on {n} clustered points: {r:.4} (check: {check:?}, {p:?})");
+    assert!(r >= 0.99, "recall@10 {r}");
+    assert_eq!(approx.method, "ivf");
+    assert!(
+        check.sample > 0 && (check.recall - r).abs() < 0.02,
+        "{check:?} vs {r}"
+    );
+    for i in [0usize, 17, n - 1] {
+        for (j, d) in approx.neighbours(i) {
+            let want = triage::neighbors::embeddings::cosine_distance(e.row(i), e.row(j));
+            assert_eq!(d, want);
+        }
+    }
+    let (again, _) = knn::ivf(&e, 10, &p);
+    assert_eq!(again, approx, "deterministic");
+    // With less spill the join misses neighbours; the check sees it, and
+    // the refinement finds neighbours across the cells' borders.
+    let tight = knn::IvfParams {
+        lists: 400,
+        spill: 2,
+        max_refine: 0,
+        ..p
+    };
+    let (g, c) = knn::ivf(&e, 10, &tight);
+    let r0 = knn::recall(&g, &exact);
+    assert!(r0 < 0.99 && (c.recall - r0).abs() < 0.03, "{c:?} vs {r0}");
+    let (g, c) = knn::ivf(
+        &e,
+        10,
+        &knn::IvfParams {
+            max_refine: 2,
+            ..tight
+        },
+    );
+    let r2 = knn::recall(&g, &exact);
+    assert!(c.rounds > 0 && r2 > r0, "{c:?} {r2} vs {r0}");
+}
+
+/// The planted conflicts are found through `--knn ivf` as through the
+/// exact graph, and the report records the IVF check.
+#[test]
+fn ivf_finds_the_planted_conflicts() {
+    let p = planted_dataset(1200, 40, 1);
+    let out = p.dir.path().join("ivf");
+    run_ok(p.dir.path(), &out, &["--knn", "ivf"]);
+    let found = conflict_pairs(&read_queue(&out));
+    let want: HashSet<(usize, usize)> = p.conflicts.iter().copied().collect();
+    assert_eq!(found, want);
+    let r = read_report(&out);
+    assert_eq!(r["duplicates"]["method"], "ivf");
+    assert!(r["duplicates"]["ivf"]["recall_estimate"].as_f64().unwrap() >= 0.99);
+}
+
 #[test]
 fn saved_index_gives_the_same_pairs_as_a_fresh_build() {
     let p = planted_dataset(1500, 30, 4);
