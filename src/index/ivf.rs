@@ -100,9 +100,12 @@ fn nearest_centroids(
                 l.insert(pos, (v, c));
                 l.truncate(s);
             };
-            let dots = |r: usize, c: usize| dot(emb.row(rows[r0 + r]), &cent[c * d..(c + 1) * d]);
             #[cfg(target_arch = "x86_64")]
-            if super::simd_available() {
+            let simd = super::simd_available();
+            #[cfg(not(target_arch = "x86_64"))]
+            let simd = false;
+            if simd {
+                #[cfg(target_arch = "x86_64")]
                 for g in (0..nr).step_by(4) {
                     let q = [g, g + 1, g + 2, g + 3].map(|r| emb.row(rows[r0 + r.min(nr - 1)]));
                     for c in (0..lists).step_by(2) {
@@ -118,16 +121,12 @@ fn nearest_centroids(
                         }
                     }
                 }
-                for (r, l) in best.iter().enumerate() {
-                    for (t, &(_, c)) in l.iter().enumerate() {
-                        chunk[r * s + t] = c;
+            } else {
+                for r in 0..nr {
+                    for c in 0..lists {
+                        let v = dot(emb.row(rows[r0 + r]), &cent[c * d..(c + 1) * d]);
+                        offer(r, v, c as u32);
                     }
-                }
-                return;
-            }
-            for r in 0..nr {
-                for c in 0..lists {
-                    offer(r, dots(r, c), c as u32);
                 }
             }
             for (r, l) in best.iter().enumerate() {

@@ -338,30 +338,9 @@ fn the_batch_has_k_unlabelled_items_from_distinct_clusters_and_is_deterministic(
     );
     // The GPU scores the rows; the batch is the CPU's.
     let gpu = tmp.path().join("gpu");
-    let a = [
-        "run",
-        d.to_str().unwrap(),
-        "--out",
-        gpu.to_str().unwrap(),
-        "--deterministic",
-        "--label-budget",
-        &ks,
-        "--backend",
-        "gpu",
-    ];
-    let o = triage(&a);
-    if o.status.code() == Some(0) {
-        assert_eq!(read_report(&gpu)["backend"]["name"], "gpu");
-        let g: Vec<serde_json::Value> = read_to_label(&gpu);
+    if run_gpu(&d, &gpu, &["--deterministic", "--label-budget", &ks]) {
         let ids = |v: &[serde_json::Value]| v.iter().map(|r| r["id"].clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&g), ids(&rows));
-    } else {
-        let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "TRIAGE_REQUIRE_GPU=1 but the GPU run failed: {}",
-            describe(&a, &o)
-        );
+        assert_eq!(ids(&read_to_label(&gpu)), ids(&rows));
     }
 }
 
@@ -585,27 +564,9 @@ fn unlabelled_segmentation_items() {
     }
 
     let gpu = tmp.path().join("gpu");
-    let a = [
-        "run",
-        d.to_str().unwrap(),
-        "--out",
-        gpu.to_str().unwrap(),
-        "--deterministic",
-        "--backend",
-        "gpu",
-    ];
-    let o = triage(&a);
-    if o.status.code() != Some(0) {
-        let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "TRIAGE_REQUIRE_GPU=1 but the GPU run failed: {}",
-            describe(&a, &o)
-        );
-        eprintln!("skipped: no GPU adapter");
+    if !run_gpu(&d, &gpu, &["--deterministic"]) {
         return;
     }
-    assert_eq!(read_report(&gpu)["backend"]["name"], "gpu", "the GPU ran");
     let g = read_to_label(&gpu);
     assert_eq!(g.len(), rows.len());
     for (a, b) in rows.iter().zip(&g) {

@@ -106,6 +106,35 @@ pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
     o
 }
 
+/// Run `triage run DATASET --out OUT --backend gpu [extra]`: `true` when it
+/// succeeded (and `report.json` names the GPU), `false` when it failed and
+/// a GPU is not required (no adapter here); a failure when
+/// `TRIAGE_REQUIRE_GPU=1` (CI, with lavapipe) fails the test.
+pub fn run_gpu(dataset: &Path, out: &Path, extra: &[&str]) -> bool {
+    let mut args = vec![
+        "run",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "gpu",
+    ];
+    args.extend_from_slice(extra);
+    let o = triage(&args);
+    if o.status.code() != Some(0) {
+        let required = std::env::var("TRIAGE_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "TRIAGE_REQUIRE_GPU=1 but the GPU run failed: {}",
+            describe(&args, &o)
+        );
+        eprintln!("skipped: no GPU adapter");
+        return false;
+    }
+    assert_eq!(read_report(out)["backend"]["name"], "gpu", "the GPU ran");
+    true
+}
+
 /// Read `queue.jsonl` into JSON values.
 pub fn read_queue(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("queue.jsonl"))
