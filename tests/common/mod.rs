@@ -208,3 +208,84 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A finished run of the binary with its peak resident memory.
+pub struct Measured {
+    pub output: Output,
+    /// Peak resident set of the child (`ru_maxrss`), bytes.
+    pub peak_rss: u64,
+    /// It ran past the time limit and was killed.
+    pub timed_out: bool,
+}
+
+/// Run the `triage` binary with `args` (in `cwd` when given), killing it
+/// after `timeout`; returns its output, its peak RSS and whether it had to
+/// be killed. For the bounded-memory and never-hang tests of hostile input.
+#[cfg(unix)]
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std cannot see
+pub fn triage_measured(
+    args: &[&str],
+    cwd: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triage"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().expect("the triage binary runs");
+    let pid = child.id() as libc::pid_t;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out_t = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err_t = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = std::time::Instant::now();
+    let mut timed_out = false;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        if start.elapsed() > timeout && !timed_out {
+            timed_out = true;
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    };
+    Measured {
+        output,
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+        timed_out,
+    }
+}
