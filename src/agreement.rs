@@ -10,17 +10,29 @@
 //! other annotator are left out); `agreement_with_consensus` and
 //! `kappa_with_consensus` (Cohen's) compare its labels with those;
 //! `agreement_with_model` and `agreement_with_official` with the model's
-//! predicted class and the item's own label. Cohen's kappa is given for
-//! every annotator pair sharing at least [`MIN_PAIR_ITEMS`] items; the
-//! per-class alpha is one-vs-rest (the class against every other).
+//! predicted class and the item's own label. Cohen's kappa is computed for
+//! every annotator pair sharing at least [`MIN_PAIR_ITEMS`] items (over
+//! the items with at most [`MAX_COHEN_ANNOTATORS`] annotators) and at most
+//! [`MAX_COHEN_PAIRS`] of them are listed; the per-class alpha is
+//! one-vs-rest (the class against every other).
+//!
+//! **Bounds.** Nothing is sized by `annotators²`: per item the labels are
+//! counted by class ([`ClassCounts`], `O(m log m)` for `m` annotators, for
+//! its share of agreeing pairs, its majority and each annotator's
+//! leave-one-out consensus), the pair tables hold only pairs that share
+//! items and are built one annotator at a time ([`cohen_pairs`]), and the
+//! report lists a bounded number of pairs. Memory follows the rows of
+//! `annotations.csv`; the pair work is at most
+//! `(MAX_COHEN_ANNOTATORS − 1) / 2` updates per row. Segmentation: an item
+//! has at most [`MAX_SEG_ANNOTATORS`] masks (refused above, when the
+//! annotations are read), so its pixel-by-pixel pair comparisons are
+//! bounded.
 
 use crate::config::DatasetConfig;
 use crate::error::Result;
 use crate::io::annotations::Annotations;
 use crate::io::manifest::Manifest;
-use crate::metrics::agreement::{
-    CohenSums, fleiss_kappa, krippendorff_alpha, majority, pair_agreement,
-};
+use crate::metrics::agreement::{ClassCounts, cohen_kappa_of, fleiss_kappa, krippendorff_alpha};
 use crate::model::ItemResult;
 use crate::schema::{
     Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
@@ -29,6 +41,26 @@ use crate::schema::{
 
 /// Items an annotator pair must share for its Cohen's kappa.
 pub const MIN_PAIR_ITEMS: usize = 20;
+
+/// Classification: an item's annotator pairs enter the pairwise Cohen's
+/// kappa tables only when it has at most this many annotators (CIFAR-10H
+/// has about 50 an image). An item with more (a survey-style item rated by
+/// thousands) is left out of those tables only, and counted in
+/// `agreement.cohen_items_left_out`; it counts in every other figure.
+/// So the pair work is at most `(MAX_COHEN_ANNOTATORS − 1) / 2` pair
+/// updates per row of `annotations.csv`.
+pub const MAX_COHEN_ANNOTATORS: usize = 100;
+
+/// Classification: at most this many annotator pairs are listed in
+/// `agreement.cohen_kappa`: the pairs that share the most items (ties:
+/// the earlier pair in annotator order), listed in annotator order;
+/// `agreement.cohen_pairs` counts them all.
+pub const MAX_COHEN_PAIRS: usize = 1000;
+
+/// Segmentation: an item may have at most this many annotator masks (every
+/// pair of them is compared, pixel by pixel); an item with more is refused,
+/// naming it.
+pub const MAX_SEG_ANNOTATORS: usize = 32;
 
 /// Default `--min-annotator-kappa`.
 pub const DEFAULT_MIN_ANNOTATOR_KAPPA: f64 = 0.8;
@@ -269,12 +301,28 @@ pub fn apply_segmentation(
     Ok((section, item_pairs))
 }
 
-/// Read the annotations of `cfg` (if any) for `manifest`.
+/// Read the annotations of `cfg` (if any) for `manifest`. Segmentation:
+/// an item with more than [`MAX_SEG_ANNOTATORS`] masks is an error naming
+/// it (checked here, before anything is scored).
 pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotations>> {
-    match &cfg.annotations {
-        Some(path) => crate::io::annotations::load(cfg, manifest, path).map(Some),
-        None => Ok(None),
+    let Some(path) = &cfg.annotations else {
+        return Ok(None);
+    };
+    let ann = crate::io::annotations::load(cfg, manifest, path)?;
+    if cfg.task == crate::config::Task::Segmentation
+        && let Some(i) = ann.items.iter().position(|v| v.len() > MAX_SEG_ANNOTATORS)
+    {
+        return Err(crate::Error::input(
+            path,
+            format!(
+                "{} annotator masks, over the limit of {MAX_SEG_ANNOTATORS} an item (every pair of masks is compared pixel by pixel)",
+                ann.items[i].len()
+            ),
+        )
+        .item(manifest.ids[i].clone())
+        .field("annotator"));
     }
+    Ok(Some(ann))
 }
 
 /// Compute the `agreement` section over `items` (any order; matched by
@@ -303,10 +351,8 @@ pub fn apply(
         .map_or(0, |(m, _)| *m);
     let (fleiss, fleiss_items) = fleiss_kappa(units.iter().map(|u| u.as_slice()), c, fleiss_m);
 
-    // Pairs of annotators, per annotator against its consensus, model and
-    // official label.
-    let mut pairs: Vec<Option<CohenSums>> = vec![None; na * na];
-    let mut vs_consensus = vec![CohenSums::new(c); na];
+    // Per annotator against its consensus, model and official label.
+    let mut vs_consensus: Vec<Vec<(u32, u32)>> = vec![Vec::new(); na];
     let mut labelled = vec![0usize; na];
     let mut with_model = vec![0usize; na];
     let mut with_official = vec![0usize; na];
@@ -319,53 +365,51 @@ pub fn apply(
         }
         f
     };
+    let mut counted: Vec<ClassCounts> = Vec::with_capacity(units.len());
     for (i, fact) in facts.iter().enumerate() {
-        let lab: Vec<(u32, u32)> = ann.labels(i).collect();
-        for (x, &(a, la)) in lab.iter().enumerate() {
+        let counts = ClassCounts::new(&units[i]);
+        for (a, la) in ann.labels(i) {
             let a = a as usize;
             labelled[a] += 1;
             if let Some((official, pred)) = *fact {
                 with_official[a] += (la == official) as usize;
                 with_model[a] += (la == pred) as usize;
             }
-            for &(b, lb) in &lab[x + 1..] {
-                pairs[a * na + b as usize]
-                    .get_or_insert_with(|| CohenSums::new(c))
-                    .add(la, lb);
-            }
-            let others = lab
-                .iter()
-                .enumerate()
-                .filter(|(y, _)| *y != x)
-                .map(|(_, &(_, l))| l);
-            if let Some(cons) = majority(others) {
-                vs_consensus[a].add(la, cons);
+            if let Some(cons) = counts.majority_without_one(la) {
+                vs_consensus[a].push((la, cons));
             }
         }
+        counted.push(counts);
     }
     let name = |a: usize| ann.annotators[a].clone();
     let share = |k: usize, n: usize| (n > 0).then(|| k as f64 / n as f64);
-    let mut cohen = Vec::new();
-    for a in 0..na {
-        for b in a + 1..na {
-            if let Some(p) = &pairs[a * na + b]
-                && p.n >= MIN_PAIR_ITEMS
-            {
-                cohen.push(CohenPair {
-                    a: name(a),
-                    b: name(b),
-                    items: p.n,
-                    kappa: p.kappa(),
-                });
-            }
-        }
-    }
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let kappa_with_consensus: Vec<Option<f64>> = vs_consensus
+        .iter()
+        .map(|v| cohen_kappa_of(v, &mut xs, &mut ys))
+        .collect();
+    let agree_with_consensus: Vec<Option<f64>> = vs_consensus
+        .iter()
+        .map(|v| share(v.iter().filter(|(x, y)| x == y).count(), v.len()))
+        .collect();
+    drop(vs_consensus);
+    let pairs = cohen_pairs(ann, &units);
+    let cohen: Vec<CohenPair> = pairs
+        .listed
+        .into_iter()
+        .map(|(a, b, items, kappa)| CohenPair {
+            a: name(a as usize),
+            b: name(b as usize),
+            items,
+            kappa,
+        })
+        .collect();
     let per_annotator: Vec<AnnotatorRow> = (0..na)
         .map(|a| AnnotatorRow {
             annotator: name(a),
             items: labelled[a],
-            agreement_with_consensus: share(vs_consensus[a].agree, vs_consensus[a].n),
-            kappa_with_consensus: vs_consensus[a].kappa(),
+            agreement_with_consensus: agree_with_consensus[a],
+            kappa_with_consensus: kappa_with_consensus[a],
             agreement_with_model: share(with_model[a], labelled[a]),
             agreement_with_official: share(with_official[a], labelled[a]),
         })
@@ -381,10 +425,10 @@ pub fn apply(
 
     // Per item: the share of agreeing pairs, and the raise.
     for it in items.iter_mut() {
-        let u = &units[it.index];
-        let a = pair_agreement(u);
+        let u = &counted[it.index];
+        let a = u.pair_agreement();
         it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
-        it.consensus = majority(u.iter().copied());
+        it.consensus = u.majority();
         if let Some(d) = disagreement(it) {
             it.priority = crate::priority::agreement_raise(it.priority, d);
         }
@@ -399,6 +443,8 @@ pub fn apply(
         fleiss_items,
         fleiss_m,
         cohen_kappa: cohen,
+        cohen_pairs: pairs.total,
+        cohen_items_left_out: pairs.items_left_out,
         per_class: per_class_alpha(&units, c)
             .into_iter()
             .enumerate()
@@ -411,6 +457,87 @@ pub fn apply(
         min_annotator_kappa,
         below_threshold,
         priority: crate::priority::AGREEMENT_RAISE.into(),
+    }
+}
+
+/// The pairwise Cohen's kappa tables ([`cohen_pairs`]).
+struct CohenPairs {
+    /// `(a, b, shared items, kappa)`, at most [`MAX_COHEN_PAIRS`], in
+    /// annotator order.
+    listed: Vec<(u32, u32, usize, Option<f64>)>,
+    /// Pairs sharing at least [`MIN_PAIR_ITEMS`] items.
+    total: usize,
+    /// Items with more than [`MAX_COHEN_ANNOTATORS`] annotators.
+    items_left_out: usize,
+}
+
+/// Cohen's kappa of every annotator pair sharing at least
+/// [`MIN_PAIR_ITEMS`] of the items with at most [`MAX_COHEN_ANNOTATORS`]
+/// annotators, one annotator `a` at a time: its items' other annotators
+/// `b > a` collect the label pairs they share with it, and those with
+/// enough are scored and offered to the listed pairs (the
+/// [`MAX_COHEN_PAIRS`] that share the most items; ties to the earlier
+/// pair). Memory: the rows, and the label pairs of one annotator's items.
+fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>]) -> CohenPairs {
+    use std::cmp::Reverse;
+    let na = ann.annotators.len();
+    let pairable = |i: usize| units[i].len() <= MAX_COHEN_ANNOTATORS;
+    let items_left_out = (0..units.len()).filter(|&i| !pairable(i)).count();
+    // Each annotator's items (ascending), with its label.
+    let mut own: Vec<Vec<(usize, u32)>> = vec![Vec::new(); na];
+    for i in (0..units.len()).filter(|&i| pairable(i)) {
+        for (a, l) in ann.labels(i) {
+            own[a as usize].push((i, l));
+        }
+    }
+    let mut shared: Vec<Vec<(u32, u32)>> = vec![Vec::new(); na];
+    let mut touched: Vec<u32> = Vec::new();
+    // The listed pairs: a min-heap on (items, earlier pair first).
+    type Key = (usize, Reverse<(u32, u32)>);
+    let mut best: std::collections::BinaryHeap<Reverse<(Key, Option<u64>)>> = Default::default();
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut total = 0;
+    for a in 0..na {
+        for &(i, la) in &own[a] {
+            for (b, lb) in ann.labels(i) {
+                if (b as usize) <= a {
+                    continue;
+                }
+                let list = &mut shared[b as usize];
+                if list.is_empty() {
+                    touched.push(b);
+                }
+                list.push((la, lb));
+            }
+        }
+        touched.sort_unstable();
+        for &b in &touched {
+            let list = &mut shared[b as usize];
+            let n = list.len();
+            if n >= MIN_PAIR_ITEMS {
+                total += 1;
+                let key: Key = (n, Reverse((a as u32, b)));
+                if best.len() < MAX_COHEN_PAIRS || best.peek().is_some_and(|w| key > w.0.0) {
+                    let kappa = cohen_kappa_of(list, &mut xs, &mut ys);
+                    best.push(Reverse((key, kappa.map(f64::to_bits))));
+                    if best.len() > MAX_COHEN_PAIRS {
+                        best.pop();
+                    }
+                }
+            }
+            list.clear();
+        }
+        touched.clear();
+    }
+    let mut listed: Vec<(u32, u32, usize, Option<f64>)> = best
+        .into_iter()
+        .map(|Reverse(((n, Reverse((a, b))), k))| (a, b, n, k.map(f64::from_bits)))
+        .collect();
+    listed.sort_unstable_by_key(|p| (p.0, p.1));
+    CohenPairs {
+        listed,
+        total,
+        items_left_out,
     }
 }
 

@@ -76,6 +76,281 @@ impl ItemResult {
     }
 }
 
+/// The largest pooled count `triage` accepts from a file it reads back (a
+/// checkpoint, a partial, a cache entry): the samples (classification rows,
+/// segmentation pixels) and the pixels of the items in all, each at most
+/// `2^53` (a million 1024 × 1024 images are `2^40`). Below it no pooled sum
+/// can overflow.
+pub const MAX_POOLED: u64 = 1 << 53;
+
+/// What a record read back from a state file is checked against: the run's
+/// class count and task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunDims {
+    pub classes: usize,
+    pub segmentation: bool,
+}
+
+/// A field of a record read back from a file that does not fit the run:
+/// the field (`row.pred`, `stats.confusion.counts`, ...) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same, with its field under `outer` (`stats` + `bins` →
+    /// `stats.bins`).
+    pub fn under(mut self, outer: &str) -> Self {
+        self.field = format!("{outer}.{}", self.field);
+        self
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl ItemResult {
+    /// Check a score-stage result read back from a file (a checkpoint row,
+    /// a partial row, a segmentation cache entry; a checksum does not stop
+    /// a forged record) against the run, so that no later stage can index
+    /// out of range or trust a field the score stage never sets:
+    ///
+    /// - every class index (`row.label`, `row.pred`, `class`, `label_set`,
+    ///   `seg_facts.worst_class`) is below `classes`; `label_set` is sorted
+    ///   without repeats;
+    /// - the task's fields and only those: classification, `row` exactly
+    ///   when labelled (and then `class = row.label`), no `dims`,
+    ///   `scores.seg`, `seg_facts` or `label_set`; segmentation, no `row`,
+    ///   `dims` of at least 1 × 1 and at most [`MAX_POOLED`] pixels,
+    ///   `scores.seg` with `pixels ≤ height × width`;
+    /// - what later stages set is unset: `reasons`, `neighbors`,
+    ///   `cluster`, `consensus`, and the scores `dup_conflict`,
+    ///   `knn_disagreement`, `annotator_agreement`.
+    ///
+    /// Its `index` is the reader's to check (against the shard or batch).
+    pub fn validate(&self, d: RunDims) -> Result<(), Invalid> {
+        let c = d.classes;
+        let class = |field: &str, k: u32| {
+            if (k as usize) < c {
+                Ok(())
+            } else {
+                Err(Invalid::new(
+                    field,
+                    format!("class {k}, but the run has {c} classes"),
+                ))
+            }
+        };
+        let unset = |field: &str, set: bool| {
+            if set {
+                Err(Invalid::new(
+                    field,
+                    "set, but the score stage never sets it",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        unset("reasons", !self.reasons.is_empty())?;
+        unset("neighbors", !self.neighbors.is_empty())?;
+        unset("cluster", self.cluster.is_some())?;
+        unset("consensus", self.consensus.is_some())?;
+        unset("scores.dup_conflict", self.scores.dup_conflict.is_some())?;
+        unset(
+            "scores.knn_disagreement",
+            self.scores.knn_disagreement.is_some(),
+        )?;
+        unset(
+            "scores.annotator_agreement",
+            self.scores.annotator_agreement.is_some(),
+        )?;
+        if let Some(k) = self.class {
+            class("class", k)?;
+        }
+        let mut last = None;
+        for (j, &k) in self.label_set.iter().enumerate() {
+            class(&format!("label_set[{j}]"), k)?;
+            if last.is_some_and(|l| l >= k) {
+                return Err(Invalid::new(
+                    format!("label_set[{j}]"),
+                    "not sorted without repeats",
+                ));
+            }
+            last = Some(k);
+        }
+        if let Some(f) = &self.seg_facts
+            && let Some((k, ..)) = f.worst_class
+        {
+            let k = u32::try_from(k).unwrap_or(u32::MAX);
+            class("seg_facts.worst_class", k)?;
+        }
+        if d.segmentation {
+            unset("row", self.row.is_some())?;
+            let Some((h, w)) = self.dims else {
+                return Err(Invalid::new("dims", "missing (a segmentation item)"));
+            };
+            let area = (h as u64)
+                .checked_mul(w as u64)
+                .filter(|&a| a > 0 && a <= MAX_POOLED)
+                .ok_or_else(|| {
+                    Invalid::new(
+                        "dims",
+                        format!("{h} × {w}: not between 1 and {MAX_POOLED} pixels"),
+                    )
+                })?;
+            let Some(seg) = &self.scores.seg else {
+                return Err(Invalid::new("scores.seg", "missing (a segmentation item)"));
+            };
+            if seg.pixels > area {
+                return Err(Invalid::new(
+                    "scores.seg.pixels",
+                    format!("{} pixels in a {h} × {w} item", seg.pixels),
+                ));
+            }
+            if self.unlabelled {
+                unset("label_set", !self.label_set.is_empty())?;
+                unset("seg_facts", self.seg_facts.is_some())?;
+            }
+        } else {
+            unset("dims", self.dims.is_some())?;
+            unset("scores.seg", self.scores.seg.is_some())?;
+            unset("seg_facts", self.seg_facts.is_some())?;
+            unset("label_set", !self.label_set.is_empty())?;
+            match (&self.row, self.unlabelled) {
+                (Some(_), true) => unset("row", true)?,
+                (None, false) => {
+                    return Err(Invalid::new("row", "missing (a labelled row)"));
+                }
+                (Some(r), false) => {
+                    class("row.label", r.label)?;
+                    class("row.pred", r.pred)?;
+                    if self.class != Some(r.label) {
+                        return Err(Invalid::new("class", "not the row's label"));
+                    }
+                }
+                (None, true) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// What this (validated) item adds to the pooled sums: `(samples,
+    /// pixels)`: a labelled classification row one sample; a labelled
+    /// segmentation item its `scores.seg.pixels` samples and its
+    /// `height × width` pixels; an unlabelled item nothing.
+    pub fn pooled(&self) -> (u64, u64) {
+        if self.unlabelled {
+            return (0, 0);
+        }
+        match (&self.scores.seg, self.dims) {
+            (Some(s), Some((h, w))) => (s.pixels, (h as u64).saturating_mul(w as u64)),
+            _ => (1, 0),
+        }
+    }
+}
+
+/// The pooled sums' share of items read back from a file, added with
+/// checked arithmetic: samples and pixels, each at most [`MAX_POOLED`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub samples: u64,
+    pub pixels: u64,
+}
+
+impl Tally {
+    /// Add `(samples, pixels)` ([`ItemResult::pooled`]).
+    pub fn add(&mut self, (samples, pixels): (u64, u64)) -> Result<(), Invalid> {
+        self.add_tally(Tally { samples, pixels })
+    }
+
+    /// Add another tally.
+    pub fn add_tally(&mut self, o: Tally) -> Result<(), Invalid> {
+        let over = || {
+            Invalid::new(
+                "items",
+                format!("more than {MAX_POOLED} samples or pixels in all"),
+            )
+        };
+        let s = self.samples.checked_add(o.samples).ok_or_else(over)?;
+        let p = self.pixels.checked_add(o.pixels).ok_or_else(over)?;
+        if s > MAX_POOLED || p > MAX_POOLED {
+            return Err(over());
+        }
+        (self.samples, self.pixels) = (s, p);
+        Ok(())
+    }
+}
+
+/// Pooled sums as a record holds them: the reliability table, the
+/// confusion cells `(label, pred, count)` and (segmentation) the band
+/// counts.
+#[derive(Debug, Clone, Copy)]
+pub struct SumsRef<'a> {
+    pub bins: &'a PooledBins,
+    pub cells: &'a [(u32, u32, u64)],
+    pub bands: Option<&'a BandCounts>,
+}
+
+/// Check pooled sums read back from a file against the run and against
+/// the items they are the sums of (`items`, their [`Tally`]): every cell's
+/// classes below `classes`; the reliability table consistent
+/// ([`PooledBins::check`]); as many samples in the table as in the cells
+/// as the items hold (`items.samples`), as many correct samples as cells
+/// on the diagonal; segmentation, band counts of `classes` classes, none
+/// over the items' pixels ([`BandCounts::check`]); classification, none.
+pub fn check_sums(s: SumsRef<'_>, d: RunDims, items: Tally) -> Result<(), Invalid> {
+    let (n, correct) = s.bins.check().map_err(|m| Invalid::new("bins", m))?;
+    let (mut cells, mut diag) = (0u64, 0u64);
+    for (j, &(l, p, k)) in s.cells.iter().enumerate() {
+        if l as usize >= d.classes || p as usize >= d.classes {
+            return Err(Invalid::new(
+                format!("confusion[{j}]"),
+                format!("cell ({l}, {p}), but the run has {} classes", d.classes),
+            ));
+        }
+        cells = cells
+            .checked_add(k)
+            .ok_or_else(|| Invalid::new("confusion", "the counts overflow"))?;
+        if l == p {
+            diag += k; // <= cells
+        }
+    }
+    if n != cells || n != items.samples {
+        return Err(Invalid::new(
+            "bins",
+            format!(
+                "{n} samples in the reliability table, {cells} in the confusion cells, {} in the items",
+                items.samples
+            ),
+        ));
+    }
+    if correct != diag {
+        return Err(Invalid::new(
+            "bins.correct",
+            format!("{correct} correct samples, {diag} on the confusion diagonal"),
+        ));
+    }
+    match (s.bands, d.segmentation) {
+        (Some(b), true) => b
+            .check(d.classes, items.pixels)
+            .map_err(|m| Invalid::new("bands", m)),
+        (None, false) => Ok(()),
+        (Some(_), false) => Err(Invalid::new("bands", "set for a classification run")),
+        (None, true) => Err(Invalid::new("bands", "missing (a segmentation run)")),
+    }
+}
+
 /// A flagged near-duplicate partner of an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeighborRef {
@@ -114,6 +389,20 @@ impl DatasetStats {
             confusion: Confusion::new(classes),
             bands: segmentation.then(|| BandCounts::zeros(classes)),
             preds: None,
+        }
+    }
+
+    /// Add sums read back from a file, checked by [`check_sums`] (whose
+    /// totals, with [`Tally`], stay under [`MAX_POOLED`], so nothing
+    /// saturates; saturating, not overflowing, all the same).
+    pub fn add_sums(&mut self, s: SumsRef<'_>) {
+        self.bins.merge_saturating(s.bins);
+        for &(l, p, n) in s.cells {
+            self.confusion
+                .add_count_saturating(l as usize, p as usize, n);
+        }
+        if let (Some(a), Some(b)) = (&mut self.bands, s.bands) {
+            a.add_saturating(b);
         }
     }
 

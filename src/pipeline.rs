@@ -189,10 +189,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         false => None,
     };
     let cache_fingerprint = crate::score_cache::fingerprint(&cfg, opts.logits, &backend.info());
-    let cache = opts
-        .cache
-        .as_ref()
-        .map(|dir| crate::score_cache::Cache::load(dir, &cache_fingerprint, cfg.task));
+    let cache = opts.cache.as_ref().map(|dir| {
+        crate::score_cache::Cache::load(dir, &cache_fingerprint, cfg.task, cfg.num_classes())
+    });
     let mut recorder = crate::score_cache::Recorder::default();
     let (manifest, items, stats) = crate::score::score(
         &cfg,
@@ -327,12 +326,16 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let mut timings = Timings::default();
     let t_read = Instant::now();
     let mut score_cache: Option<crate::schema::ScoreCache> = None;
+    let dims = crate::model::RunDims {
+        classes: cfg.num_classes(),
+        segmentation: cfg.task == crate::config::Task::Segmentation,
+    };
+    let mut tally = crate::model::Tally::default();
     for o in opened {
-        stats.merge(&o.header.stats);
         if let Some(c) = &o.header.score_cache {
             score_cache.get_or_insert_default().add(c);
         }
-        items.extend(o.items()?);
+        items.extend(o.items(dims, &mut stats, &mut tally)?);
     }
     timings.read = t_read.elapsed();
     if items.len() != h0.n_items || items.iter().enumerate().any(|(i, it)| it.index != i) {
@@ -366,12 +369,14 @@ fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
         ));
     };
     let h0 = &first.header;
-    let mut by_index: Vec<Option<&PathBuf>> = vec![None; h0.shard.count];
+    // Sized by the partials given, not by a count read from them.
+    let mut by_index: std::collections::HashMap<usize, &PathBuf> = Default::default();
     for o in opened {
         let h = &o.header;
         if h.version != h0.version
             || h.fingerprint != h0.fingerprint
             || h.shard.count != h0.shard.count
+            || h.n_items != h0.n_items
         {
             return Err(Error::input(
                 &o.path,
@@ -387,7 +392,7 @@ fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
                 ),
             ));
         }
-        if let Some(other) = by_index[h.shard.index].replace(&o.path) {
+        if let Some(other) = by_index.insert(h.shard.index, &o.path) {
             return Err(Error::input(
                 &o.path,
                 format!(
@@ -399,7 +404,10 @@ fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
             ));
         }
     }
-    if let Some(missing) = by_index.iter().position(Option::is_none) {
+    // Each index is below the count (checked when opened): one is missing
+    // unless there are `count` of them, and then the first missing one is
+    // at most their number.
+    if let Some(missing) = (0..h0.shard.count).find(|i| !by_index.contains_key(i)) {
         return Err(Error::Usage(format!(
             "shard {missing}/{} is missing: give every shard's partial",
             h0.shard.count

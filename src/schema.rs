@@ -557,8 +557,18 @@ pub struct Agreement {
     pub fleiss_kappa: Option<f64>,
     pub fleiss_items: usize,
     pub fleiss_m: usize,
-    /// Every annotator pair sharing at least 20 items.
+    /// Annotator pairs sharing at least 20 items (counted over the items
+    /// with at most 100 annotators): at most 1000 of them, those sharing
+    /// the most items (ties: the earlier pair), in annotator order
+    /// ([`crate::agreement::MAX_COHEN_PAIRS`]).
     pub cohen_kappa: Vec<CohenPair>,
+    /// How many pairs share at least 20 items (listed or not).
+    #[serde(default)]
+    pub cohen_pairs: usize,
+    /// Items with more than 100 annotators, left out of the pairwise
+    /// Cohen's kappa only ([`crate::agreement::MAX_COHEN_ANNOTATORS`]).
+    #[serde(default)]
+    pub cohen_items_left_out: usize,
     /// One-vs-rest alpha per class, in class order.
     pub per_class: Vec<ClassAlpha>,
     pub per_annotator: Vec<AnnotatorRow>,

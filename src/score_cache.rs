@@ -16,19 +16,37 @@
 //! priority order and the queue.
 //!
 //! **Files.** `DIR/scores-all.cache` (or `scores-I-of-N.cache` for shard
-//! I/N, so shards may share one directory): a JSON header line (format,
-//! version, fingerprint, task, entries), then the entries: classification,
-//! 44-byte records ([`RowEntry`], little-endian); segmentation, one JSON
-//! line per item ([`SegEntry`]). Every cache file in `DIR` whose fingerprint
-//! matches is read; each run rewrites its own file (to a temporary file,
-//! renamed) with the entries of its items, so the cache holds the last
-//! run's items. A file of other options or version, or one that cannot be
-//! read, is not used (said on stderr): the items are scored. Deleting `DIR`
-//! is always safe.
+//! I/N, so shards may share one directory): a header line (format
+//! `triage-score-cache/2`, version, fingerprint, task, entries), then the
+//! entries: classification, 52-byte records ([`RowEntry`], little-endian,
+//! the last 8 bytes the xxh3-64 checksum of the first 44); segmentation,
+//! one line per item ([`SegEntry`]). The header and the segmentation
+//! entries are sealed lines ([`crate::io::sealed`]: the xxh3-64 of the
+//! JSON in 16 hex digits, a space, the JSON). Every cache file in `DIR`
+//! whose fingerprint matches is read; each run rewrites its own file (to a
+//! temporary file, renamed) with the entries of its items, so the cache
+//! holds the last run's items. A file of other options or version, or one
+//! that cannot be read, is not used (said on stderr): the items are scored.
+//! Deleting `DIR` is always safe.
+//!
+//! **Nothing in a cache is trusted.** Files are read as regular files
+//! ([`crate::io::fsx::open_input`]), streaming (an entry at a time). The
+//! header's `entries` must match the file's size (classification: exactly
+//! `entries × 52` bytes after the header) or its lines (segmentation),
+//! else the file is not used; nothing is sized by it before that check.
+//! An entry whose checksum does not match, or with a field that does not
+//! fit the run (a class index at or above the class count, a non-finite
+//! score, pooled sums that are not its item's: see
+//! [`crate::model::ItemResult::validate`], [`crate::model::check_sums`]), is
+//! damaged: it is not used, its item is scored again, the count of damaged
+//! entries is said on stderr, and the run writes the item's fresh entry in
+//! its place. The checksum detects damage, not forgery: a forged entry
+//! with valid fields gives its item the forged scores, as the cache is the
+//! user's own.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytemuck::{Pod, Zeroable};
@@ -39,13 +57,14 @@ use crate::backend::BackendInfo;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::probs::ProbBuf;
+use crate::io::sealed;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::pixel_stats::SampleScores;
-use crate::model::{DatasetStats, ItemResult, Shard};
+use crate::model::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
 
 /// The header's `format`.
-pub const FORMAT: &str = "triage-score-cache/1";
+pub const FORMAT: &str = "triage-score-cache/2";
 
 /// The content key of one item.
 pub type Key = u128;
@@ -135,8 +154,9 @@ pub fn raw_hash<T: Pod>(v: &[T]) -> u128 {
     xxh3_128_with_seed(bytemuck::cast_slice(v), 0)
 }
 
-/// A classification row's entry: its key and the seven scores the result
-/// and the pooled sums are built from ([`SampleScores`]).
+/// A classification row's entry: its key, the seven scores the result
+/// and the pooled sums are built from ([`SampleScores`]), and the xxh3-64
+/// checksum of those 44 bytes (little-endian, as two `u32`s low first).
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 pub struct RowEntry {
@@ -148,12 +168,18 @@ pub struct RowEntry {
     least_confidence: f32,
     self_confidence: f32,
     normalized_margin: f32,
+    check: [u32; 2],
 }
+
+/// Bytes of a [`RowEntry`] in a cache file.
+pub const ROW_ENTRY_BYTES: usize = std::mem::size_of::<RowEntry>();
+/// The bytes its checksum covers: all but the checksum.
+const ROW_CHECKED_BYTES: usize = ROW_ENTRY_BYTES - 8;
 
 impl RowEntry {
     /// The entry of a row scored `s` under `key`.
     pub fn new(key: Key, s: &SampleScores) -> Self {
-        RowEntry {
+        let mut e = RowEntry {
             key: bytemuck::cast(key.to_le_bytes()),
             pred: s.pred,
             confidence: s.confidence,
@@ -162,7 +188,35 @@ impl RowEntry {
             least_confidence: s.least_confidence,
             self_confidence: s.self_confidence,
             normalized_margin: s.normalized_margin,
-        }
+            check: [0; 2],
+        };
+        e.check = bytemuck::cast(e.checksum().to_le_bytes());
+        e
+    }
+
+    /// The xxh3-64 of the entry's bytes but its checksum.
+    fn checksum(&self) -> u64 {
+        sealed::checksum(&bytemuck::bytes_of(self)[..ROW_CHECKED_BYTES])
+    }
+
+    /// Whether the entry, as read, is whole and fits a run of `classes`
+    /// classes: its checksum matches, its predicted class is below
+    /// `classes` and its scores are finite.
+    pub fn is_valid(&self, classes: usize) -> bool {
+        let stored = u64::from_le_bytes(bytemuck::cast(self.check));
+        let s = self.scores();
+        stored == self.checksum()
+            && (s.pred as usize) < classes
+            && [
+                s.confidence,
+                s.entropy,
+                s.margin,
+                s.least_confidence,
+                s.self_confidence,
+                s.normalized_margin,
+            ]
+            .iter()
+            .all(|x| x.is_finite())
     }
 
     pub fn key(&self) -> Key {
@@ -196,15 +250,42 @@ pub struct SegEntry {
 }
 
 impl SegEntry {
-    /// Add the item's sums to `stats`.
+    /// Add the item's sums to `stats` (an unlabelled item's are not pooled,
+    /// as when it is scored).
     pub fn add_to(&self, stats: &mut DatasetStats) {
-        stats.bins.merge(&self.bins);
-        for &(l, p, n) in &self.confusion {
-            stats.confusion.add_count(l as usize, p as usize, n);
+        if self.item.unlabelled {
+            return;
         }
-        if let Some(b) = &mut stats.bands {
-            b.add(&self.bands);
+        stats.add_sums(self.sums());
+    }
+
+    fn sums(&self) -> SumsRef<'_> {
+        SumsRef {
+            bins: &self.bins,
+            cells: &self.confusion,
+            bands: Some(&self.bands),
         }
+    }
+
+    /// Check an entry read back against a run of `classes` classes: its
+    /// item ([`ItemResult::validate`]) and its sums, which must be those of
+    /// the item's pixels ([`crate::model::check_sums`]; an unlabelled item
+    /// is scored against class 0, so its sums are kept too).
+    pub fn validate(&self, classes: usize) -> std::result::Result<(), crate::model::Invalid> {
+        let dims = RunDims {
+            classes,
+            segmentation: true,
+        };
+        self.item.validate(dims).map_err(|e| e.under("item"))?;
+        let mut tally = Tally::default();
+        let (_, pixels) = self.item.pooled();
+        let area = match self.item.dims {
+            Some((h, w)) => (h as u64).saturating_mul(w as u64),
+            None => pixels,
+        };
+        let samples = self.item.scores.seg.as_ref().map_or(0, |s| s.pixels);
+        tally.add((samples, area))?;
+        crate::model::check_sums(self.sums(), dims, tally)
     }
 }
 
@@ -246,8 +327,9 @@ pub struct Cache {
 
 impl Cache {
     /// Read every cache file in `dir` made under `fingerprint` for `task`
-    /// (none yet, or no such directory: an empty cache).
-    pub fn load(dir: &Path, fingerprint: &str, task: Task) -> Cache {
+    /// with `classes` classes (none yet, or no such directory: an empty
+    /// cache). Damaged entries are left out and counted on stderr.
+    pub fn load(dir: &Path, fingerprint: &str, task: Task, classes: usize) -> Cache {
         let mut cache = Cache::default();
         let Ok(listing) = std::fs::read_dir(dir) else {
             return cache;
@@ -262,63 +344,111 @@ impl Cache {
             .collect();
         files.sort();
         for path in files {
-            if let Err(why) = cache.read(&path, fingerprint, task) {
-                eprintln!("triage: score cache {}: {why}; not used", path.display());
+            match cache.read(&path, fingerprint, task, classes) {
+                Ok(0) => {}
+                Ok(damaged) => eprintln!(
+                    "triage: score cache {}: {damaged} damaged entries (a checksum that does not match or a field out of range) not used; their items are scored again",
+                    path.display()
+                ),
+                Err(why) => {
+                    eprintln!("triage: score cache {}: {why}; not used", path.display())
+                }
             }
         }
         cache
     }
 
+    /// Read one cache file; the number of damaged entries left out, or why
+    /// the whole file is not used.
     fn read(
         &mut self,
         path: &Path,
         fingerprint: &str,
         task: Task,
-    ) -> std::result::Result<(), String> {
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        classes: usize,
+    ) -> std::result::Result<usize, String> {
+        let file = crate::io::fsx::open_input(path).map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut line = String::new();
-        r.read_line(&mut line).map_err(|e| e.to_string())?;
-        let h: Header = serde_json::from_str(&line).map_err(|e| format!("bad header: {e}"))?;
+        let mut line = Vec::new();
+        let header_len = match sealed::read_line(&mut r, &mut line, 1 << 16) {
+            Ok(sealed::Line::Whole(n)) => n as u64,
+            Ok(_) => return Err("no header line".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let json = sealed::open(&line).map_err(|d| format!("header: {d}"))?;
+        let h: Header = serde_json::from_slice(json).map_err(|e| format!("bad header: {e}"))?;
         if h.format != FORMAT || h.fingerprint != fingerprint || h.task != task {
             return Err(format!(
                 "made by triage {} under other score options, backend or task",
                 h.version
             ));
         }
+        let mut damaged = 0;
         match task {
             Task::Classification => {
-                let mut body = Vec::new();
-                r.read_to_end(&mut body).map_err(|e| e.to_string())?;
-                let size = std::mem::size_of::<RowEntry>();
-                if body.len() != h.entries * size {
+                let body = len.saturating_sub(header_len);
+                let size = ROW_ENTRY_BYTES as u64;
+                let want = (h.entries as u64).checked_mul(size);
+                if want != Some(body) {
                     return Err(format!(
-                        "{} bytes of entries, {} expected",
-                        body.len(),
-                        h.entries * size
+                        "{body} bytes of entries, but the header says {} entries of {size} bytes",
+                        h.entries
                     ));
                 }
+                // `entries` fits the file: it may size the map.
                 self.rows.reserve(h.entries);
-                for chunk in body.chunks_exact(size) {
-                    let e: RowEntry = bytemuck::pod_read_unaligned(chunk);
+                let mut buf = [0u8; ROW_ENTRY_BYTES];
+                let mut rows = Vec::new();
+                for _ in 0..h.entries {
+                    r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+                    let e: RowEntry = bytemuck::pod_read_unaligned(&buf);
+                    if e.is_valid(classes) {
+                        rows.push(e);
+                    } else {
+                        damaged += 1;
+                    }
+                }
+                for e in rows {
                     self.rows.insert(e.key(), e);
                 }
             }
             Task::Segmentation => {
-                let mut n = 0;
-                for line in r.lines() {
-                    let line = line.map_err(|e| e.to_string())?;
-                    let e: SegEntry =
-                        serde_json::from_str(&line).map_err(|e| format!("entry {n}: {e}"))?;
-                    self.segs.insert(e.key, e);
+                let limit = crate::partial::record_limit(classes);
+                let mut n = 0usize;
+                let mut segs = Vec::new();
+                loop {
+                    match sealed::read_line(&mut r, &mut line, limit) {
+                        Ok(sealed::Line::Whole(_)) => {}
+                        Ok(sealed::Line::End) => break,
+                        Ok(sealed::Line::Torn(_)) => return Err("a torn last entry".into()),
+                        Ok(sealed::Line::TooLong) => {
+                            return Err(format!("entry {n}: longer than {limit} bytes"));
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
                     n += 1;
+                    if n > h.entries {
+                        return Err(format!("more than the {} entries expected", h.entries));
+                    }
+                    let entry = sealed::open(&line)
+                        .ok()
+                        .and_then(|json| serde_json::from_slice::<SegEntry>(json).ok())
+                        .filter(|e| e.validate(classes).is_ok());
+                    match entry {
+                        Some(e) => segs.push(e),
+                        None => damaged += 1,
+                    }
                 }
                 if n != h.entries {
                     return Err(format!("{n} entries, {} expected", h.entries));
                 }
+                for e in segs {
+                    self.segs.insert(e.key, e);
+                }
             }
         }
-        Ok(())
+        Ok(damaged)
     }
 
     /// Entries read.
@@ -408,12 +538,10 @@ impl Recorder {
         let mut files = crate::io::atomic::AtomicOutputs::new(dir);
         files.write(&name, |w| {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, w);
-            serde_json::to_writer(&mut w, &header)?;
-            w.write_all(b"\n")?;
+            sealed::write(&mut w, &header)?;
             w.write_all(bytemuck::cast_slice(&self.rows))?;
             for e in &self.segs {
-                serde_json::to_writer(&mut w, e)?;
-                w.write_all(b"\n")?;
+                sealed::write(&mut w, e)?;
             }
             w.flush()
         })?;
@@ -503,21 +631,63 @@ mod tests {
         assert_eq!((rec.reused, rec.scored), (1, 2));
         rec.write(dir.path(), None, "fp", Task::Classification)
             .unwrap();
-        let c = Cache::load(dir.path(), "fp", Task::Classification);
+        let c = Cache::load(dir.path(), "fp", Task::Classification, 10);
         assert_eq!(c.len(), 3);
         let e = c.row(1000 + 2 * (1 << 70)).unwrap();
         assert_eq!(e.scores(), scores(2));
         assert_eq!(e.scores().normalized_margin.to_bits(), 0x3f00_0001);
         assert!(c.row(999).is_none());
         // Other options: not used.
-        assert!(Cache::load(dir.path(), "other", Task::Classification).is_empty());
-        assert!(Cache::load(dir.path(), "fp", Task::Segmentation).is_empty());
+        assert!(Cache::load(dir.path(), "other", Task::Classification, 10).is_empty());
+        assert!(Cache::load(dir.path(), "fp", Task::Segmentation, 10).is_empty());
         // A cut file: not used.
         let path = dir.path().join(Recorder::file_name(None));
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(Cache::load(dir.path(), "fp", Task::Classification).is_empty());
+        assert!(Cache::load(dir.path(), "fp", Task::Classification, 10).is_empty());
         // No directory: empty.
-        assert!(Cache::load(&dir.path().join("none"), "fp", Task::Classification).is_empty());
+        assert!(Cache::load(&dir.path().join("none"), "fp", Task::Classification, 10).is_empty());
+    }
+
+    #[test]
+    fn damaged_or_out_of_range_entries_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = Recorder::default();
+        for k in 0..4u32 {
+            rec.row(RowEntry::new(7 + k as u128, &scores(k)), false);
+        }
+        rec.write(dir.path(), None, "fp", Task::Classification)
+            .unwrap();
+        let path = dir.path().join(Recorder::file_name(None));
+        let clean = std::fs::read(&path).unwrap();
+        let body = clean.len() - 4 * ROW_ENTRY_BYTES;
+        assert_eq!(ROW_ENTRY_BYTES, 52);
+        // Entry 1's confidence (bytes 20..24) zeroed: its checksum fails.
+        let mut b = clean.clone();
+        b[body + ROW_ENTRY_BYTES + 20..body + ROW_ENTRY_BYTES + 24].fill(0);
+        std::fs::write(&path, &b).unwrap();
+        let c = Cache::load(dir.path(), "fp", Task::Classification, 10);
+        assert_eq!(c.len(), 3);
+        assert!(c.row(8).is_none() && c.row(7).is_some() && c.row(9).is_some());
+        // Entry 3 predicts class 3: fine for 4 classes, out of range for 3.
+        std::fs::write(&path, &clean).unwrap();
+        assert_eq!(
+            Cache::load(dir.path(), "fp", Task::Classification, 4).len(),
+            4
+        );
+        let c = Cache::load(dir.path(), "fp", Task::Classification, 3);
+        assert_eq!(c.len(), 3);
+        assert!(c.row(10).is_none());
+        // A header whose `entries` does not fit the file: not used, and
+        // nothing is sized by it.
+        let text = String::from_utf8_lossy(&clean[..body]).into_owned();
+        let json = text.trim_end().split_once(' ').unwrap().1;
+        let huge = json.replace("\"entries\":4", "\"entries\":18446744073709551615");
+        assert_ne!(huge, json);
+        let mut b = Vec::new();
+        sealed::write_json(&mut b, huge.as_bytes()).unwrap();
+        b.extend_from_slice(&clean[body..]);
+        std::fs::write(&path, &b).unwrap();
+        assert!(Cache::load(dir.path(), "fp", Task::Classification, 10).is_empty());
     }
 }

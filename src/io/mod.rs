@@ -10,5 +10,6 @@ pub mod manifest;
 pub mod mask;
 pub mod npy;
 pub mod probs;
+pub mod sealed;
 pub mod seg_probs;
 pub mod stream;

@@ -137,6 +137,53 @@ impl BandCounts {
         self.inter.len()
     }
 
+    /// Check counts read from a file against a run of `classes` classes,
+    /// for items of `area` pixels in all: three arrays of `classes` counts,
+    /// `inter ≤ gt`, `inter ≤ pred`, and no band larger than `area`.
+    pub fn check(&self, classes: usize, area: u64) -> Result<(), String> {
+        for (name, v) in [
+            ("inter", &self.inter),
+            ("gt", &self.gt),
+            ("pred", &self.pred),
+        ] {
+            if v.len() != classes {
+                return Err(format!(
+                    "{name}: {} counts, expected {classes} (one a class)",
+                    v.len()
+                ));
+            }
+            if let Some(k) = v.iter().position(|&x| x > area) {
+                return Err(format!(
+                    "{name}[{k}]: {} pixels, more than the items' {area}",
+                    v[k]
+                ));
+            }
+        }
+        for k in 0..classes {
+            if self.inter[k] > self.gt[k] || self.inter[k] > self.pred[k] {
+                return Err(format!(
+                    "inter[{k}]: {} pixels, more than gt {} or pred {}",
+                    self.inter[k], self.gt[k], self.pred[k]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`BandCounts::add`], saturating instead of overflowing (for counts
+    /// read from a file, whose totals are checked beforehand).
+    pub fn add_saturating(&mut self, other: &BandCounts) {
+        for (dst, src) in [
+            (&mut self.inter, &other.inter),
+            (&mut self.gt, &other.gt),
+            (&mut self.pred, &other.pred),
+        ] {
+            for (a, b) in dst.iter_mut().zip(src) {
+                *a = a.saturating_add(*b);
+            }
+        }
+    }
+
     /// `|B(G_c) ∪ B(P_c)| = gt + pred − inter`.
     pub fn union(&self, c: usize) -> u64 {
         self.gt[c] + self.pred[c] - self.inter[c]

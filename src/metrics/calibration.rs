@@ -123,6 +123,42 @@ impl PooledBins {
         }
     }
 
+    /// Check a table read from a file (a checkpoint, a partial, a cache
+    /// entry): in every bin `correct ≤ count` and `0 ≤ confidence_fixed ≤
+    /// 2 · count · 2^64` (a confidence is in [0, 1]; 2 leaves room for any
+    /// rounding), and the counts add up without overflow. Returns
+    /// `(Σ count, Σ correct)`, or the bin that fails.
+    pub fn check(&self) -> Result<(u64, u64), String> {
+        let (mut n, mut k) = (0u64, 0u64);
+        for m in 0..BINS {
+            let (c, r, f) = (self.count[m], self.correct[m], self.confidence_fixed[m]);
+            if r > c {
+                return Err(format!("bin {m}: {r} correct of {c} samples"));
+            }
+            if f < 0 || f > (c as i128) << (FIXED_FRAC + 1) {
+                return Err(format!(
+                    "bin {m}: a confidence sum outside [0, 2] per sample ({c} samples)"
+                ));
+            }
+            n = n
+                .checked_add(c)
+                .ok_or_else(|| "the bin counts overflow".to_string())?;
+            k += r; // r <= c, so k <= n
+        }
+        Ok((n, k))
+    }
+
+    /// [`PooledBins::merge`], saturating instead of overflowing (for sums
+    /// read from a file, whose totals are checked beforehand).
+    pub fn merge_saturating(&mut self, other: &PooledBins) {
+        for m in 0..BINS {
+            self.count[m] = self.count[m].saturating_add(other.count[m]);
+            self.correct[m] = self.correct[m].saturating_add(other.correct[m]);
+            self.confidence_fixed[m] =
+                self.confidence_fixed[m].saturating_add(other.confidence_fixed[m]);
+        }
+    }
+
     /// As a table of `f64` sums (each sum rounded once), for ECE, MCE and
     /// the reliability rows.
     pub fn bins(&self) -> CalibrationBins {

@@ -38,6 +38,39 @@ impl Confusion {
         self.classes
     }
 
+    /// Check a table read from a file against a run of `classes` classes:
+    /// its class count, and `classes²` counts (a shortened or padded
+    /// array is refused, not read as far as it goes).
+    pub fn check(&self, classes: usize) -> Result<(), String> {
+        if self.classes != classes {
+            return Err(format!(
+                "a table of {} classes, but the run has {classes}",
+                self.classes
+            ));
+        }
+        let want = classes
+            .checked_mul(classes)
+            .ok_or_else(|| format!("{classes} classes: too many"))?;
+        if self.counts.len() != want {
+            return Err(format!(
+                "{} counts, expected {want} ({classes} classes squared)",
+                self.counts.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Confusion::add_count`], saturating instead of overflowing (for
+    /// counts read from a file, whose totals are checked beforehand).
+    pub fn add_count_saturating(&mut self, label: usize, pred: usize, n: u64) {
+        if label < self.classes
+            && pred < self.classes
+            && let Some(x) = self.counts.get_mut(label * self.classes + pred)
+        {
+            *x = x.saturating_add(n);
+        }
+    }
+
     /// Count one sample (`label`, `pred` both `< classes`).
     #[inline]
     pub fn add(&mut self, label: usize, pred: usize) {

@@ -9,6 +9,7 @@ mod agreement;
 mod bad_input;
 mod checks;
 mod cli;
+mod hostile_state;
 mod incremental;
 mod queue_policy;
 mod resume;
