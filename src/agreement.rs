@@ -497,8 +497,8 @@ fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>]) -> CohenPairs {
     let mut best: std::collections::BinaryHeap<Reverse<(Key, Option<u64>)>> = Default::default();
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let mut total = 0;
-    for a in 0..na {
-        for &(i, la) in &own[a] {
+    for (a, mine) in own.iter().enumerate() {
+        for &(i, la) in mine {
             for (b, lb) in ann.labels(i) {
                 if (b as usize) <= a {
                     continue;

@@ -87,10 +87,23 @@ pub fn fingerprint(cfg: &DatasetConfig, options: &Options) -> Result<String> {
         h.write(part.as_bytes());
         h.write_u8(0);
     }
+    // Streamed, from regular files only (a FIFO or a device named as the
+    // items CSV is refused, not read forever).
     let whole = |h: &mut std::hash::DefaultHasher, p: &Path| -> Result<()> {
-        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-        h.write(&bytes);
-        h.write_u64(bytes.len() as u64);
+        let mut f = crate::io::fsx::open_input(p)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut len = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(p, e)),
+            };
+            h.write(&buf[..n]);
+            len += n as u64;
+        }
+        h.write_u64(len);
         Ok(())
     };
     whole(&mut h, &cfg.dir.join(crate::config::MANIFEST))?;
@@ -112,16 +125,17 @@ pub fn fingerprint(cfg: &DatasetConfig, options: &Options) -> Result<String> {
     large.extend(cfg.labels.iter().cloned());
     large.extend(cfg.embeddings.iter().cloned());
     for p in &large {
-        ends(&mut h, p).map_err(|e| Error::io(p, e))?;
+        let f = crate::io::fsx::open_input(p)?;
+        ends(&mut h, p, f).map_err(|e| Error::io(p, e))?;
     }
     Ok(format!("{:016x}", h.finish()))
 }
 
-/// Hash a file's name, size and its first and last 64 KiB.
-fn ends(h: &mut std::hash::DefaultHasher, p: &Path) -> std::io::Result<()> {
+/// Hash a file's name, size and its first and last 64 KiB (`f`: `p`,
+/// opened).
+fn ends(h: &mut std::hash::DefaultHasher, p: &Path, mut f: std::fs::File) -> std::io::Result<()> {
     use std::hash::Hasher;
     const END: u64 = 64 << 10;
-    let mut f = std::fs::File::open(p)?;
     let len = f.metadata()?.len();
     if let Some(name) = p.file_name() {
         h.write(name.as_encoded_bytes());

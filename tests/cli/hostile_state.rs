@@ -117,20 +117,24 @@ fn a_checkpoint_link_is_never_followed() {
     let out = t.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink(&outside, out.join(CHECKPOINT)).unwrap();
-    let err = refused(&run_args(demo, &out, &["--resume"]));
+    let o = triage(&run_args(demo, &out, &["--resume"]));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains(CHECKPOINT) && err.contains("symbolic link"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
     // A dangling link: its target is not created.
     let made = t.join("made.txt");
     let out2 = t.join("out2");
     std::fs::create_dir_all(&out2).unwrap();
     std::os::unix::fs::symlink(&made, out2.join(CHECKPOINT)).unwrap();
-    let err = refused(&run_args(demo, &out2, &["--resume"]));
-    assert!(err.contains("symbolic link"), "{err}");
+    let o = triage(&run_args(demo, &out2, &["--resume"]));
     assert!(!made.exists(), "the dangling link's target was created");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
 }
 
 /// A checkpoint of a killed classification run (at least `k` lines).
@@ -325,7 +329,8 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     let full = t.join("full");
     ok(&run_args(&d, &full, &[]));
     let queue = read_queue(&full);
-    // The item ranked last: a zeroed p(label) would put it near the top.
+    // The item ranked last: a zeroed normalised margin (its priority is
+    // 1 − that) would put it first, with priority 1.
     let last = queue.last().unwrap()["id"].as_str().unwrap().to_string();
     let k: usize = last
         .trim_start_matches(|c: char| !c.is_ascii_digit())
@@ -338,27 +343,29 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     let clean = std::fs::read(&file).unwrap();
     let (at, size) = cache_entry(&clean, k);
 
-    // One float (its self-confidence, bytes 36..40) zeroed.
+    // One float (its normalised margin, bytes 40..44) zeroed.
     let mut b = clean.clone();
-    b[at + 36..at + 40].fill(0);
+    b[at + 40..at + 44].fill(0);
     std::fs::write(&file, &b).unwrap();
     let warm = t.join("warm");
     let err = ok(&run_args(&d, &warm, &["--cache", cs]));
-    assert!(err.contains("1 damaged entries"), "{err}");
     let got = read_queue(&warm);
     let (want_rank, want_row) = row_of(&queue, &last);
     let (rank, row) = row_of(&got, &last);
+    assert_eq!(want_rank, 1999);
     assert_eq!(
-        (rank, row),
-        (want_rank, want_row),
-        "item {last}: rank and row"
+        (rank, &row["priority"]),
+        (want_rank, &want_row["priority"]),
+        "item {last}: rank and priority"
     );
+    assert_eq!(row, want_row);
     same_files(
         &full,
         &warm,
         &["queue.jsonl", "queue.csv"],
         "a zeroed float",
     );
+    assert!(err.contains("1 damaged entries"), "{err}");
     assert_eq!(
         std::fs::read(&file).unwrap(),
         clean,
@@ -392,6 +399,48 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     let err = ok(&run_args(&d, &out, &["--cache", cs]));
     assert!(err.contains("not used"), "{err}");
     same_files(&full, &out, &["queue.jsonl", "queue.csv"], "a huge entries");
+}
+
+#[test]
+fn forged_segmentation_cache_entries_are_rescored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let demo = Path::new("datasets/demo");
+    let full = t.join("full");
+    ok(&run_args(demo, &full, &[]));
+    let cache = t.join("cache");
+    let cs = cache.to_str().unwrap();
+    ok(&run_args(demo, &t.join("cold"), &["--cache", cs]));
+    let file = cache.join("scores-all.cache");
+    let clean = std::fs::read(&file).unwrap();
+    // Every entry with annotated classes claims class 10⁶ of 5 first
+    // (valid checksums).
+    let text = String::from_utf8(clean.clone()).unwrap();
+    let key = "\"label_set\":[";
+    let forged: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.find(key)
+                .is_some_and(|at| l.as_bytes()[at + key.len()].is_ascii_digit())
+        })
+        .map(|(n, _)| n)
+        .collect();
+    assert!(forged.len() > 10, "{}", forged.len());
+    for &n in &forged {
+        forge_line(&file, n, |j| set_number(j, key, "1000000"));
+    }
+    let out = t.join("forged");
+    let err = ok(&run_args(demo, &out, &["--cache", cs]));
+    same_files(
+        &full,
+        &out,
+        &["queue.jsonl", "queue.csv", "clusters.jsonl"],
+        "forged segmentation entries",
+    );
+    let said = format!("{} damaged entries", forged.len());
+    assert!(err.contains(&said), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), clean);
 }
 
 // ---------------------------------------------------------------- annotators
@@ -465,9 +514,9 @@ fn the_listed_cohen_pairs_are_bounded_by_the_documented_rule() {
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--backend", "cpu"]);
     let ag = &read_report(&out)["agreement"];
-    assert_eq!(ag["cohen_pairs"], 1770);
     let pairs = ag["cohen_kappa"].as_array().unwrap();
     assert_eq!(pairs.len(), 1000);
+    assert_eq!(ag["cohen_pairs"], 1770);
     // All tie on their 40 items: the first 1000 pairs in annotator order.
     let mut want = Vec::new();
     for a in 0..60 {
