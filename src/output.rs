@@ -1,7 +1,11 @@
 //! The run's outputs: `queue.jsonl`, `queue.csv`, `report.json` and
 //! `report.html` (with `overlays/`, see [`crate::report`]), written
-//! through [`crate::io::atomic::AtomicOutputs`] so they appear together or not
-//! at all.
+//! through [`crate::io::atomic::AtomicOutputs::replacing_set`] so they
+//! appear together or not at all, and the files of the previous run's set
+//! that this run does not write (`clusters.jsonl`, overlays) go in the
+//! same commit. Text cells of the CSVs are neutralised against
+//! spreadsheet formulas ([`csv_text`]); `--out` never holds an input
+//! ([`check_out`]).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -37,6 +41,96 @@ const RESERVED: [&str; 13] = [
     "also_in_cluster",
     "status",
 ];
+
+/// A text cell of a CSV a person may open in a spreadsheet: a value that
+/// begins with `=`, `+`, `-`, `@`, a tab or a carriage return is written
+/// with a leading `'`, so Excel, LibreOffice and Google Sheets show it as
+/// text instead of running it as a formula (OWASP's rule against CSV
+/// injection). Applied to every cell that can hold data or names from
+/// the input (ids, labels, class names, reasons, neighbours, carried
+/// columns, header cells); not to the numbers triage formats itself
+/// (rank, priority, scores, cluster), so a negative score stays a number.
+/// JSON outputs keep the raw value.
+pub fn csv_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if starts_formula(s) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// `s` begins with a character a spreadsheet reads as a formula's start.
+fn starts_formula(s: &str) -> bool {
+    matches!(
+        s.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
+}
+
+/// Refuse an output directory `out` that is, or contains, an input of the
+/// run: the dataset directory, its `triage.toml` and every `[inputs]` file
+/// (paths compared canonicalised; a part of `out` that does not exist
+/// yet is resolved by its name). `--previous` and `--cache` may be `out`.
+pub fn check_out(out: &Path, cfg: &DatasetConfig) -> Result<()> {
+    let out_real = canonical_or_planned(out);
+    let inputs = [
+        Some(cfg.dir.clone()),
+        Some(cfg.dir.join(crate::config::MANIFEST)),
+        cfg.items.clone(),
+        Some(cfg.probs.clone()),
+        cfg.labels.clone(),
+        cfg.embeddings.clone(),
+        cfg.annotations.clone(),
+    ];
+    for input in inputs.into_iter().flatten() {
+        let Ok(real) = std::fs::canonicalize(&input) else {
+            continue;
+        };
+        if real.starts_with(&out_real) {
+            let how = if real == out_real { "is" } else { "contains" };
+            return Err(crate::Error::Usage(format!(
+                "--out {} {how} an input of the run ({}); the outputs would overwrite it: choose another output directory",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `path` canonicalised: its longest existing ancestor resolved, the
+/// rest appended by name (`..` taken off lexically, as creating it would).
+fn canonical_or_planned(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
+    };
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(base) {
+            let mut p = real;
+            for c in rest.iter().rev() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        p.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    c => p.push(c),
+                }
+            }
+            return p;
+        }
+        match (base.parent(), base.components().next_back()) {
+            (Some(up), Some(last)) => {
+                rest.push(last);
+                base = up;
+            }
+            _ => return abs,
+        }
+    }
+}
 
 /// `report.json` before the write timings are known.
 pub struct Report(schema::Report);
@@ -264,11 +358,11 @@ fn write_to_label(
             let row = as_row(cfg, manifest, pool, rank, r);
             csv.write_record([
                 row.rank.to_string(),
-                row.id.to_string(),
+                csv_text(row.id).into_owned(),
                 row.score.map_or(String::new(), |v| v.to_string()),
-                row.predicted.unwrap_or("").to_string(),
+                csv_text(row.predicted.unwrap_or("")).into_owned(),
                 row.cluster.map_or(String::new(), |c| c.to_string()),
-                row.reasons.join("; "),
+                csv_text(&row.reasons.join("; ")).into_owned(),
             ])
             .map_err(err)?;
         }
@@ -467,18 +561,23 @@ impl QueueColumns<'_> {
         let (cfg, manifest) = (self.cfg, self.manifest);
         let it = row.item;
         let mut floats = zmij::Buffer::new();
-        let mut field = |f: &mut dyn FnMut(&mut String)| -> std::io::Result<()> {
+        // `text`: a cell that may hold data ([`csv_text`]); the numbers and
+        // flags triage formats itself are not.
+        let mut field = |text: bool, f: &mut dyn FnMut(&mut String)| -> std::io::Result<()> {
             scratch.clear();
             f(scratch);
+            if text && starts_formula(scratch) {
+                scratch.insert(0, '\'');
+            }
             csv.write_field(scratch.as_bytes())
                 .map_err(std::io::Error::other)
         };
-        field(&mut |b| {
+        field(false, &mut |b| {
             let _ = write!(b, "{}", row.rank);
         })?;
-        field(&mut |b| b.push_str(&manifest.ids[it.index]))?;
-        field(&mut |b| b.push_str(floats.format(it.priority)))?;
-        field(&mut |b| {
+        field(true, &mut |b| b.push_str(&manifest.ids[it.index]))?;
+        field(false, &mut |b| b.push_str(floats.format(it.priority)))?;
+        field(true, &mut |b| {
             for (k, r) in row.plan.policy_reasons.iter().chain(reasons).enumerate() {
                 if k > 0 {
                     b.push_str("; ");
@@ -487,10 +586,12 @@ impl QueueColumns<'_> {
             }
         })?;
         if let Some(f) = &it.row {
-            field(&mut |b| b.push_str(&cfg.class_names[f.label as usize]))?;
-            field(&mut |b| b.push_str(&cfg.class_names[f.pred as usize]))?;
+            field(true, &mut |b| {
+                b.push_str(&cfg.class_names[f.label as usize])
+            })?;
+            field(true, &mut |b| b.push_str(&cfg.class_names[f.pred as usize]))?;
             if self.with_consensus {
-                field(&mut |b| {
+                field(true, &mut |b| {
                     if let Some(k) = it.consensus {
                         b.push_str(&cfg.class_names[k as usize]);
                     }
@@ -498,19 +599,19 @@ impl QueueColumns<'_> {
             }
         }
         for (_, v) in it.scores.finite_fields() {
-            field(&mut |b| {
+            field(false, &mut |b| {
                 if let Some(x) = v {
                     b.push_str(floats.format(x));
                 }
             })?;
         }
         if self.with_neighbors {
-            field(&mut |b| {
+            field(false, &mut |b| {
                 if let Some(c) = it.cluster {
                     let _ = write!(b, "{c}");
                 }
             })?;
-            field(&mut |b| {
+            field(true, &mut |b| {
                 for (k, n) in it.neighbors.iter().enumerate() {
                     if k > 0 {
                         b.push_str("; ");
@@ -521,9 +622,11 @@ impl QueueColumns<'_> {
         }
         let p = row.plan;
         for flag in [p.in_budget, p.spot_check, p.review_all] {
-            field(&mut |b| b.push_str(if flag { "true" } else { "false" }))?;
+            field(false, &mut |b| {
+                b.push_str(if flag { "true" } else { "false" })
+            })?;
         }
-        field(&mut |b| {
+        field(true, &mut |b| {
             for (k, id) in p.also_in_cluster.iter().enumerate() {
                 if k > 0 {
                     b.push_str("; ");
@@ -532,10 +635,12 @@ impl QueueColumns<'_> {
             }
         })?;
         if self.with_status {
-            field(&mut |b| b.push_str(p.status.map_or("", |s| s.as_str())))?;
+            field(true, &mut |b| {
+                b.push_str(p.status.map_or("", |s| s.as_str()))
+            })?;
         }
         for (j, _) in self.carry {
-            field(&mut |b| b.push_str(&manifest.rows[it.index][*j]))?;
+            field(true, &mut |b| b.push_str(&manifest.rows[it.index][*j]))?;
         }
         csv.write_record(None::<&[u8]>)
             .map_err(std::io::Error::other)
@@ -586,7 +691,7 @@ fn write_queue_files<'a>(
     };
     files.write_many(["queue.jsonl", "queue.csv"], |[wj, wc]| {
         let mut csv = csv::Writer::from_writer(&mut *wc);
-        csv.write_record(cols.header())
+        csv.write_record(cols.header().iter().map(|h| csv_text(h).into_owned()))
             .map_err(std::io::Error::other)?;
         csv.flush()?;
         drop(csv);
@@ -640,7 +745,9 @@ pub fn write_all(
         plan: &plan.rows[i],
     };
     let carry = carried(cfg, manifest);
-    let mut files = AtomicOutputs::new(out);
+    // The run's outputs replace the last run's set: files of it that this
+    // run does not write (clusters.jsonl, overlays) go in the same commit.
+    let mut files = AtomicOutputs::replacing_set(out);
 
     let cols = QueueColumns {
         cfg,

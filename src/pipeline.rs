@@ -157,6 +157,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let t0 = Instant::now();
     opts.validate()?;
     let cfg = DatasetConfig::load(&opts.dataset)?;
+    prepare_out(opts, &cfg)?;
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
     // Everything after scoring that can fail on user input is checked and
@@ -293,6 +294,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let h0 = first.header.clone();
     let first_path = first.path.clone();
     let cfg = DatasetConfig::load(&h0.options.dataset)?;
+    prepare_out(opts, &cfg)?;
     let now = crate::partial::fingerprint(&cfg, &h0.options)?;
     check_partials(&opened)?;
     if now != h0.fingerprint {
@@ -358,6 +360,19 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     // The score options recorded in report.json are the shards' (see
     // `assemble`); everything else is this merge's.
     assemble(scored, opts, backend.as_ref(), &mut timings, t0)
+}
+
+/// Before anything is scored: refuse an `--out` that is or holds an input
+/// ([`output::check_out`]), and finish or undo the commits of killed runs
+/// and remove their temp files there and in `--cache`
+/// ([`crate::io::atomic::clean`]).
+fn prepare_out(opts: &RunOptions, cfg: &DatasetConfig) -> Result<()> {
+    output::check_out(&opts.out, cfg)?;
+    crate::io::atomic::clean(&opts.out)?;
+    if let Some(dir) = &opts.cache {
+        crate::io::atomic::clean(dir)?;
+    }
+    Ok(())
 }
 
 /// The partials are one run's (same version, fingerprint and shard count)

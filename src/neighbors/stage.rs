@@ -164,16 +164,64 @@ fn build_graph(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(Error::io(&manifest_path, e)),
     };
-    let graph = knn::hnsw(emb, o.k, Some((dir, known)), o.deterministic)?;
+    let (graph, mut out) = saved_hnsw(dir, |work| {
+        knn::hnsw(emb, o.k, Some((work, known)), o.deterministic)
+    })?;
     let m = IndexManifest {
         ids: ids.to_vec(),
         row_hashes: hashes,
     };
     let text = serde_json::to_string(&m).map_err(|e| Error::io(&manifest_path, e.into()))?;
-    let mut out = crate::io::atomic::AtomicOutputs::new(dir);
     out.write("index.json", |w| w.write_all(text.as_bytes()))?;
     out.commit()?;
     Ok((graph, None))
+}
+
+/// The files of hnsw_rs's dump in an index directory (`knn`'s base name
+/// `triage`).
+const DUMP_FILES: [&str; 2] = ["triage.hnsw.graph", "triage.hnsw.data"];
+
+/// Build the `--index DIR` graph through `build(work)` in a private temp
+/// directory inside `dir` (`.triage-index.triage-tmp-XXXXXX`, created
+/// exclusively, locked while it lives): hnsw_rs opens its dump files with a
+/// plain create (which would follow a link planted at the name in `dir`),
+/// so it loads from and dumps to `work` only. The saved dump of `dir`
+/// (regular files only, never a link) is linked (or copied) into `work`
+/// first. The new dump files are returned in an [`AtomicOutputs`] of `dir`,
+/// to commit as one set with `index.json`; a killed run's temp directory
+/// is removed by the next commit there.
+///
+/// [`AtomicOutputs`]: crate::io::atomic::AtomicOutputs
+fn saved_hnsw(
+    dir: &Path,
+    build: impl FnOnce(&Path) -> Result<knn::KnnGraph>,
+) -> Result<(knn::KnnGraph, crate::io::atomic::AtomicOutputs)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".triage-index{}", crate::io::atomic::TEMP_TAG))
+        .rand_bytes(6)
+        .tempdir_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let lock = std::fs::File::open(work.path()).map_err(|e| Error::io(work.path(), e))?;
+    let _ = lock.try_lock();
+    for name in DUMP_FILES {
+        let saved = dir.join(name);
+        if std::fs::symlink_metadata(&saved).is_ok_and(|m| m.is_file()) {
+            let copy = work.path().join(name);
+            if std::fs::hard_link(&saved, &copy).is_err() {
+                // Unreadable or unlinkable: the index is rebuilt.
+                let _ = std::fs::copy(&saved, &copy);
+            }
+        }
+    }
+    let graph = build(work.path())?;
+    let mut out = crate::io::atomic::AtomicOutputs::new(dir);
+    for name in DUMP_FILES {
+        out.adopt(name, &work.path().join(name))?;
+    }
+    drop(lock);
+    work.close().map_err(|e| Error::io(dir, e))?;
+    Ok((graph, out))
 }
 
 /// The `image` files of the items, when the items CSV has that column

@@ -690,7 +690,7 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
         let _ = write!(
             *s,
             r#"<figure class="item">{}<figcaption>{cap}<br>{}</figcaption></figure>"#,
-            picture(vis.get(id), id),
+            picture(vis.get(&super::visual_key(id)), id),
             esc(reason)
         );
     }
@@ -752,7 +752,7 @@ fn clusters_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visu
             let _ = write!(
                 *s,
                 r#"<figure class="member">{}<figcaption><b>{}</b>{mark}<br>label {}{odd}</figcaption></figure>"#,
-                picture(vis.get(id), id),
+                picture(vis.get(&super::visual_key(id)), id),
                 esc(id),
                 esc(label)
             );

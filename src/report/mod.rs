@@ -78,9 +78,15 @@ pub struct AnnotatedItem {
 /// Items drawn with their annotators' outlines, at most.
 pub const MAX_ANNOTATED: usize = 8;
 
-/// The key of an annotator overlay in the visuals.
+/// The key of item `id`'s own picture in the visuals.
+pub fn visual_key(id: &str) -> String {
+    format!("item:{id}")
+}
+
+/// The key of item `id`'s annotator overlay in the visuals: never another
+/// item's [`visual_key`], whatever the ids (the prefixes differ).
 pub fn annotators_key(id: &str) -> String {
-    format!("{id}#annotators")
+    format!("annotators:{id}")
 }
 
 /// How long the page and the overlays took.
@@ -169,10 +175,10 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
         for id in ids {
             match index.get(id.as_str()) {
                 None => {
-                    out.insert(id, Visual::None("not in the manifest".into()));
+                    out.insert(visual_key(&id), Visual::None("not in the manifest".into()));
                 }
                 Some(_) if todo.len() >= MAX_OVERLAYS => {
-                    out.insert(id, Visual::None("overlay budget spent".into()));
+                    out.insert(visual_key(&id), Visual::None("overlay budget spent".into()));
                 }
                 Some(&i) => todo.push((id, i)),
             }
@@ -196,13 +202,13 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
                 }
                 Err(e) => Visual::None(e.to_string()),
             };
-            out.insert(id, visual);
+            out.insert(visual_key(&id), visual);
         }
         return (out, files);
     }
     for id in ids {
         let Some(&i) = index.get(id.as_str()) else {
-            out.insert(id, Visual::None("not in the manifest".into()));
+            out.insert(visual_key(&id), Visual::None("not in the manifest".into()));
             continue;
         };
         let rel = format!("{OVERLAY_DIR}/{}.png", escape::file_stem(&id));
@@ -218,7 +224,7 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
             }
             None => top3_svg(inp, &mut stacked, i, logits),
         };
-        out.insert(id, visual);
+        out.insert(visual_key(&id), visual);
     }
     (out, files)
 }

@@ -376,6 +376,7 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
     assert_eq!(
         names,
         [
+            ".triage-outputs.json",
             "overlays",
             "queue.csv",
             "queue.jsonl",

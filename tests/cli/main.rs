@@ -10,6 +10,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod hostile_state;
+mod hostile_output;
 mod incremental;
 mod queue_policy;
 mod resume;
