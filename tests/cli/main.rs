@@ -9,6 +9,7 @@ mod agreement;
 mod bad_input;
 mod checks;
 mod cli;
+mod hostile_input;
 mod incremental;
 mod queue_policy;
 mod resume;
