@@ -109,8 +109,8 @@ pub struct RunArgs {
     /// The probabilities are logits: apply a softmax first.
     #[arg(long)]
     pub logits: bool,
-    /// With embeddings: neighbours per item in the kNN graph.
-    #[arg(long, default_value_t = crate::neighbors::DEFAULT_K)]
+    /// With embeddings: neighbours per item in the kNN graph, 1 to 256.
+    #[arg(long, default_value_t = crate::neighbors::DEFAULT_K, value_parser = parse_knn_k)]
     pub knn_k: usize,
     /// With embeddings: near-duplicates are pairs at cosine distance <= this
     /// (absolute; 0.05 = cosine similarity 0.95).
@@ -283,6 +283,21 @@ impl RunArgs {
         opts.validate()?;
         Ok(opts)
     }
+}
+
+/// Parse `--knn-k`: an integer in `1..=`[`crate::neighbors::MAX_K`].
+pub fn parse_knn_k(s: &str) -> std::result::Result<usize, String> {
+    let k: usize = s.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not a number of neighbours (1 to {})",
+            crate::neighbors::MAX_K
+        )
+    })?;
+    if k == 0 {
+        return Err("--knn-k must be at least 1".into());
+    }
+    crate::neighbors::check_k(k).map_err(|e| e.to_string())?;
+    Ok(k)
 }
 
 /// Parse a byte size: a number (decimals allowed) and an optional unit. `K`, `M`, `G`, `T`

@@ -10,9 +10,56 @@
 //! labels = "labels.npy"              # classification: instead of a `label` column
 //! embeddings = "embeddings.npy"      # optional, (N, D)
 //! annotations = "annotations.csv"    # optional: id, annotator, label (or mask)
+//! roots = ["/data/images"]           # optional: absolute directories outside the
+//!                                    # dataset that its paths may point into
 //! ```
+//!
+//! # Limits (the file is untrusted)
+//!
+//! - `triage.toml` itself: a regular file of at most [`MAX_MANIFEST_BYTES`].
+//! - Classes: at most [`MAX_CLASSES`] for classification and
+//!   [`MAX_SEGMENTATION_CLASSES`] for segmentation, refused before anything
+//!   is sized by the count. What a class count `C` costs: a `C × C` table of
+//!   64-bit counts (the confusion matrix) per classification batch, in the
+//!   pooled statistics and in a shard's partial, written out in full in
+//!   `report.json` (`confusion`, `C²` numbers); segmentation adds such a
+//!   table per item and per scored stripe of an item on the CPU, a `C × C`
+//!   table of 32-bit counts per item on the GPU (its storage binding), and
+//!   per-class Boundary IoU counts. At 4096 classes one table is 128 MiB
+//!   (64 MiB on the GPU, inside WebGPU's default 128 MiB binding) and the
+//!   report's matrix 16.8 M numbers; at 1024 a segmentation table is 8 MiB.
+//!
+//! # Class names
+//!
+//! A label (in `items.csv`, `annotations.csv` or a review's correction) is
+//! read as a class index when it is a numeral below the class count, else
+//! as a class name. So a class whose *name* is a numeral naming a different
+//! index (`classes = ["1", "0", "2"]`: the label `1` would be index 1, the
+//! class named `"0"`) is ambiguous, and refused at load with the file and
+//! the field named. A numeral equal to its own index (`classes = ["0",
+//! "1"]`) reads the same either way and is fine. "Numeral" means what the
+//! label reader takes for an index: the trimmed name parses as an unsigned
+//! 32-bit integer (`"01"`, `"+1"` and `" 1"` are numerals naming 1).
+//!
+//! # Paths stay inside the dataset
+//!
+//! Every path the dataset names (the `[inputs]` paths, the `mask` and
+//! `image` cells of `items.csv`, the `mask` cells of `annotations.csv`, the
+//! per-item probability files `<probs dir>/<id>.npy`) goes through one rule,
+//! [`DatasetRoots::check`]: the path, with every symbolic link followed
+//! (canonicalised), must lie inside the canonicalised dataset directory or
+//! one of the `[inputs] roots` (absolute directories, canonicalised at
+//! load). Otherwise the run stops with exit 2 and an error naming the file
+//! that names the path, the item and the field. A path that does not exist
+//! passes the rule (there is nothing to read; the reader then reports it
+//! missing). A per-item probability file must moreover be named by its id
+//! as a plain relative name inside the probabilities directory: an id with
+//! `..`, `.` or a leading `/` is refused. The rule is checked when a path is
+//! resolved, just before the file is opened, not held across the read: it
+//! guards against a crafted dataset, not against the dataset being changed
+//! while `triage` runs.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +67,17 @@ use crate::error::{Error, Result};
 
 /// The manifest's file name inside a dataset directory.
 pub const MANIFEST: &str = "triage.toml";
+
+/// The largest `triage.toml` read, in bytes (4 MiB: 4096 class names of
+/// 1 KiB each).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// The most classes a classification dataset may have (see the module doc
+/// for what a class count costs).
+pub const MAX_CLASSES: usize = 4096;
+
+/// The most classes a segmentation dataset may have.
+pub const MAX_SEGMENTATION_CLASSES: usize = 1024;
 
 /// What the labels annotate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -37,13 +95,21 @@ impl Task {
             Task::Segmentation => "segmentation",
         }
     }
+
+    /// The most classes a dataset of this task may have.
+    pub fn max_classes(self) -> usize {
+        match self {
+            Task::Classification => MAX_CLASSES,
+            Task::Segmentation => MAX_SEGMENTATION_CLASSES,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     task: Task,
-    num_classes: Option<usize>,
+    num_classes: Option<u64>,
     classes: Option<Vec<String>>,
     ignore_index: Option<u32>,
     inputs: RawInputs,
@@ -57,6 +123,68 @@ struct RawInputs {
     labels: Option<PathBuf>,
     embeddings: Option<PathBuf>,
     annotations: Option<PathBuf>,
+    roots: Option<Vec<PathBuf>>,
+}
+
+/// The directories a dataset's paths may lead into: the dataset directory
+/// and the `[inputs] roots`, all canonicalised (absolute, no symbolic
+/// links).
+#[derive(Debug, Clone)]
+pub struct DatasetRoots {
+    /// The canonical dataset directory.
+    pub dataset: PathBuf,
+    /// The canonical `[inputs] roots`.
+    pub extra: Vec<PathBuf>,
+}
+
+impl DatasetRoots {
+    /// The rule every path a dataset names goes through: `path` (already
+    /// joined to the directory it is relative to), with every symbolic link
+    /// followed, lies inside the dataset directory or a root. Returns
+    /// `path` itself (as named, so messages keep the dataset's spelling).
+    ///
+    /// A path that does not exist passes (nothing can be read there; the
+    /// reader reports it missing). Otherwise the error names `by` (the file
+    /// that names the path), `item` and `field`, the path as named and where
+    /// it leads.
+    pub fn check(
+        &self,
+        path: &Path,
+        named: &Path,
+        by: &Path,
+        item: Option<&str>,
+        field: &str,
+    ) -> Result<PathBuf> {
+        let real = match path.canonicalize() {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        if real.starts_with(&self.dataset) || self.extra.iter().any(|r| real.starts_with(r)) {
+            return Ok(path.to_path_buf());
+        }
+        let roots = if self.extra.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = self.extra.iter().map(|r| r.display().to_string()).collect();
+            format!(" and its roots ({})", list.join(", "))
+        };
+        let e = Error::input(
+            by,
+            format!(
+                "the path {:?} leads to {}, outside the dataset directory {}{roots}; \
+                 list a directory that holds it in triage.toml's [inputs] roots to allow it",
+                named.display().to_string(),
+                real.display(),
+                self.dataset.display(),
+            ),
+        )
+        .field(field.to_string());
+        Err(match item {
+            Some(id) => e.item(id),
+            None => e,
+        })
+    }
 }
 
 /// A validated dataset description; every path is resolved against the
@@ -76,6 +204,8 @@ pub struct DatasetConfig {
     /// Several annotators' labels or masks (`annotations.csv`: `id`,
     /// `annotator`, `label` or `mask`).
     pub annotations: Option<PathBuf>,
+    /// Where the dataset's paths may lead ([`DatasetRoots::check`]).
+    pub roots: DatasetRoots,
 }
 
 impl DatasetConfig {
@@ -90,11 +220,32 @@ impl DatasetConfig {
         if !dir.is_dir() {
             return Err(Error::input(dir, "dataset directory not found"));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::io::fsx::read_input_string(&path, MAX_MANIFEST_BYTES, "triage.toml")?;
         let raw: RawConfig =
             toml::from_str(&text).map_err(|e| Error::input(&path, e.to_string().trim_end()))?;
         let bad = |field: &str, msg: String| Error::input(&path, msg).field(field.to_string());
 
+        let max = raw.task.max_classes();
+        let too_many = |field: &str, n: u64| {
+            bad(
+                field,
+                format!(
+                    "{n} classes; a {} dataset has at most {max} (its class × class tables grow \
+                     with the square of the count; docs/threat-model.md)",
+                    raw.task.name()
+                ),
+            )
+        };
+        if let Some(n) = raw.num_classes
+            && n > max as u64
+        {
+            return Err(too_many("num_classes", n));
+        }
+        if let Some(names) = &raw.classes
+            && names.len() > max
+        {
+            return Err(too_many("classes", names.len() as u64));
+        }
         let class_names = match (raw.num_classes, raw.classes) {
             (None, None) => {
                 return Err(bad(
@@ -102,10 +253,11 @@ impl DatasetConfig {
                     "give `num_classes` or a `classes` list".into(),
                 ));
             }
+            // Bounded by `max` above.
             (Some(n), None) => (0..n).map(|k| k.to_string()).collect(),
             (n, Some(names)) => {
                 if let Some(n) = n
-                    && n != names.len()
+                    && n != names.len() as u64
                 {
                     return Err(bad(
                         "classes",
@@ -116,6 +268,21 @@ impl DatasetConfig {
                 for name in &names {
                     if !seen.insert(name.as_str()) {
                         return Err(bad("classes", format!("class name {name:?} appears twice")));
+                    }
+                }
+                for (k, name) in names.iter().enumerate() {
+                    if let Ok(v) = name.trim().parse::<u32>()
+                        && v as usize != k
+                    {
+                        return Err(bad(
+                            "classes",
+                            format!(
+                                "class {k} is named {name:?}, a numeral naming index {v}: a label \
+                                 {name:?} would read as index {v}, not as this class; give it a \
+                                 name that is not a numeral, or list the classes so that a \
+                                 numeral name equals its index"
+                            ),
+                        ));
                     }
                 }
                 names
@@ -143,20 +310,48 @@ impl DatasetConfig {
                 ),
             ));
         }
-        if raw.task == Task::Segmentation && class_names.len() > u16::MAX as usize {
-            return Err(bad("num_classes", "at most 65535 classes".into()));
+        let dataset = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let mut extra = Vec::new();
+        for r in raw.inputs.roots.unwrap_or_default() {
+            if !r.is_absolute() {
+                return Err(bad(
+                    "inputs.roots",
+                    format!(
+                        "root {:?} is not an absolute path (paths inside the dataset need no root)",
+                        r.display().to_string()
+                    ),
+                ));
+            }
+            let real = r.canonicalize().map_err(|e| {
+                bad(
+                    "inputs.roots",
+                    format!("root {:?} cannot be resolved: {e}", r.display().to_string()),
+                )
+            })?;
+            if !real.is_dir() {
+                return Err(bad(
+                    "inputs.roots",
+                    format!("root {:?} is not a directory", r.display().to_string()),
+                ));
+            }
+            extra.push(real);
         }
-        let resolve = |p: PathBuf| dir.join(p);
+        let roots = DatasetRoots { dataset, extra };
+        let resolve = |p: PathBuf, field: &str| {
+            roots.check(&dir.join(&p), &p, &path, None, &format!("inputs.{field}"))
+        };
+        let opt = |p: Option<PathBuf>, field: &str| p.map(|p| resolve(p, field)).transpose();
         let cfg = DatasetConfig {
             dir: dir.to_path_buf(),
             task: raw.task,
             class_names,
             ignore_index: ignore as u16,
-            items: raw.inputs.items.map(resolve),
-            probs: resolve(raw.inputs.probs),
-            labels: raw.inputs.labels.map(resolve),
-            embeddings: raw.inputs.embeddings.map(resolve),
-            annotations: raw.inputs.annotations.map(resolve),
+            items: opt(raw.inputs.items, "items")?,
+            probs: resolve(raw.inputs.probs, "probs")?,
+            labels: opt(raw.inputs.labels, "labels")?,
+            embeddings: opt(raw.inputs.embeddings, "embeddings")?,
+            annotations: opt(raw.inputs.annotations, "annotations")?,
+            roots,
         };
         if cfg.task == Task::Segmentation && cfg.items.is_none() {
             return Err(bad(
@@ -173,6 +368,60 @@ impl DatasetConfig {
         Ok(cfg)
     }
 
+    /// The items CSV, for naming it in errors (`items.csv` when the dataset
+    /// has none).
+    pub fn items_file(&self) -> &Path {
+        self.items.as_deref().unwrap_or(Path::new("items.csv"))
+    }
+
+    /// A path named by the dataset, relative to the dataset directory (or
+    /// absolute), after [`DatasetRoots::check`]: `by` is the file that
+    /// names it, `item` and `field` where.
+    pub fn resolve(
+        &self,
+        named: &Path,
+        by: &Path,
+        item: Option<&str>,
+        field: &str,
+    ) -> Result<PathBuf> {
+        self.roots
+            .check(&self.dir.join(named), named, by, item, field)
+    }
+
+    /// The file named by item `id`'s `column` cell (`mask`, `image`) of the
+    /// items CSV, resolved by [`DatasetConfig::resolve`].
+    pub fn item_file(&self, id: &str, column: &str, cell: &str) -> Result<PathBuf> {
+        self.resolve(Path::new(cell.trim()), self.items_file(), Some(id), column)
+    }
+
+    /// Item `id`'s probabilities in a directory of per-item files,
+    /// `<probs>/<id>.npy`: the id must name a file inside the directory
+    /// (no `..`, `.` or root component), and the file must pass
+    /// [`DatasetRoots::check`].
+    pub fn item_probs(&self, id: &str) -> Result<PathBuf> {
+        let name = PathBuf::from(format!("{id}.npy"));
+        let plain = name.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
+            return Err(Error::input(
+                self.items_file(),
+                format!(
+                    "the id {id:?} does not name a file inside the probabilities directory {} \
+                     (it holds `..`, `.` or a leading `/`)",
+                    self.probs.display()
+                ),
+            )
+            .item(id)
+            .field("id"));
+        }
+        self.roots.check(
+            &self.probs.join(&name),
+            &name,
+            self.items_file(),
+            Some(id),
+            "id",
+        )
+    }
+
     /// The class index for a label written as an index or a class name.
     pub fn parse_class(&self, text: &str) -> Option<u32> {
         let t = text.trim();
@@ -185,5 +434,156 @@ impl DatasetConfig {
             .iter()
             .position(|n| n == t)
             .map(|k| k as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, toml: &str) {
+        std::fs::write(dir.join(MANIFEST), toml).unwrap();
+    }
+
+    fn load_err(dir: &Path, toml: &str) -> String {
+        write(dir, toml);
+        DatasetConfig::load(dir).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn class_counts_are_bounded_before_anything_is_sized() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let inputs = "[inputs]\nprobs = \"p.npy\"\nlabels = \"l.npy\"\n";
+        let e = load_err(
+            d,
+            &format!("task = \"classification\"\nnum_classes = 4000000000000\n{inputs}"),
+        );
+        assert!(
+            e.contains("triage.toml") && e.contains("num_classes") && e.contains("at most 4096"),
+            "{e}"
+        );
+        write(
+            d,
+            &format!("task = \"classification\"\nnum_classes = 4096\n{inputs}"),
+        );
+        assert_eq!(DatasetConfig::load(d).unwrap().num_classes(), 4096);
+        let e = load_err(
+            d,
+            "task = \"segmentation\"\nnum_classes = 1025\nignore_index = 2000\n\
+             [inputs]\nitems = \"i.csv\"\nprobs = \"p.npy\"\n",
+        );
+        assert!(e.contains("at most 1024"), "{e}");
+        let names: Vec<String> = (0..4097).map(|k| format!("\"c{k}\"")).collect();
+        let e = load_err(
+            d,
+            &format!(
+                "task = \"classification\"\nclasses = [{}]\n{inputs}",
+                names.join(",")
+            ),
+        );
+        assert!(e.contains("classes") && e.contains("4097 classes"), "{e}");
+    }
+
+    #[test]
+    fn numeral_names_must_equal_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let inputs = "[inputs]\nprobs = \"p.npy\"\nlabels = \"l.npy\"\n";
+        let e = load_err(
+            d,
+            &format!("task = \"classification\"\nclasses = [\"1\", \"0\", \"2\"]\n{inputs}"),
+        );
+        assert!(
+            e.contains("triage.toml")
+                && e.contains(": classes:")
+                && e.contains("class 0 is named \"1\""),
+            "{e}"
+        );
+        // "01" reads as index 1 too.
+        let e = load_err(
+            d,
+            &format!("task = \"classification\"\nclasses = [\"a\", \"b\", \"01\"]\n{inputs}"),
+        );
+        assert!(e.contains("class 2 is named \"01\""), "{e}");
+        write(
+            d,
+            &format!("task = \"classification\"\nclasses = [\"0\", \"cat\", \"2\"]\n{inputs}"),
+        );
+        let cfg = DatasetConfig::load(d).unwrap();
+        assert_eq!(cfg.parse_class("2"), Some(2));
+        assert_eq!(cfg.parse_class("cat"), Some(1));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_stay_inside_the_dataset_or_its_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("ds");
+        let outside = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(d.join("masks")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("m.png"), b"x").unwrap();
+        std::fs::write(d.join("masks/a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.join("m.png"), d.join("masks/link.png")).unwrap();
+        let toml = "task = \"classification\"\nnum_classes = 2\n[inputs]\nitems = \"items.csv\"\nprobs = \"p\"\n";
+        write(&d, toml);
+        let cfg = DatasetConfig::load(&d).unwrap();
+        assert_eq!(
+            cfg.item_file("a", "mask", "masks/a.png").unwrap(),
+            d.join("masks/a.png")
+        );
+        // Inside after `..` is fine; a missing file passes (its reader says so).
+        assert!(cfg.item_file("a", "mask", "masks/../masks/a.png").is_ok());
+        assert!(cfg.item_file("a", "mask", "masks/none.png").is_ok());
+        let out_abs = outside.join("m.png");
+        for cell in [
+            "../elsewhere/m.png",
+            out_abs.to_str().unwrap(),
+            "masks/link.png",
+        ] {
+            let e = cfg.item_file("x7", "mask", cell).unwrap_err().to_string();
+            assert!(
+                e.contains("items.csv")
+                    && e.contains("item \"x7\"")
+                    && e.contains(": mask:")
+                    && e.contains("outside the dataset"),
+                "{cell}: {e}"
+            );
+        }
+        std::fs::create_dir_all(d.join("p")).unwrap();
+        std::fs::write(tmp.path().join("ds/x.npy"), b"x").unwrap();
+        let e = cfg.item_probs("../x").unwrap_err().to_string();
+        assert!(e.contains("item \"../x\"") && e.contains("`..`"), "{e}");
+        assert!(cfg.item_probs("sub/a").is_ok());
+        // An [inputs] path leading out is refused at load.
+        let e = load_err(
+            &d,
+            "task = \"classification\"\nnum_classes = 2\n[inputs]\nitems = \"items.csv\"\nprobs = \"../elsewhere/m.png\"\n",
+        );
+        assert!(
+            e.contains("triage.toml") && e.contains("inputs.probs") && e.contains("outside"),
+            "{e}"
+        );
+        // ... and accepted once its directory is a root.
+        write(
+            &d,
+            &format!(
+                "task = \"classification\"\nnum_classes = 2\n[inputs]\nitems = \"items.csv\"\n\
+                 probs = \"../elsewhere/m.png\"\nroots = [{:?}]\n",
+                outside.to_str().unwrap()
+            ),
+        );
+        let cfg = DatasetConfig::load(&d).unwrap();
+        assert!(cfg.item_file("x7", "mask", "masks/link.png").is_ok());
+        assert!(
+            cfg.item_file("x7", "mask", out_abs.to_str().unwrap())
+                .is_ok()
+        );
+        let e = load_err(
+            &d,
+            "task = \"classification\"\nnum_classes = 2\n[inputs]\nprobs = \"p\"\nitems = \"i\"\nroots = [\"rel\"]\n",
+        );
+        assert!(e.contains("inputs.roots") && e.contains("absolute"), "{e}");
     }
 }

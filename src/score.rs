@@ -236,6 +236,7 @@ fn score_classification(
     let (mut probs, manifest) = open_rows(cfg)?;
     let n = manifest.len();
     let labels = class_labels(cfg, &manifest)?;
+    crate::neighbors::stage::check_images(cfg, &manifest)?;
     prepare(&manifest)?;
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);
@@ -682,7 +683,7 @@ impl SegReader<'_> {
             item.labels.clear();
             item.labels.resize(h * w, 0);
         } else {
-            let mask_path = self.cfg.dir.join(cell);
+            let mask_path = self.cfg.item_file(id, "mask", cell)?;
             item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
         }
         item.height = h;
@@ -739,6 +740,7 @@ fn score_segmentation(
         Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
     })?;
     let source = crate::io::seg_probs::open(cfg, &manifest)?;
+    crate::neighbors::stage::check_images(cfg, &manifest)?;
     prepare(&manifest)?;
     let n = manifest.len();
     let range = opts.shard.map_or(0..n, |s| s.range(n));
@@ -875,7 +877,7 @@ fn fold_seg_item(
     if let Some(px) = st.first_invalid {
         let hw = item.height * item.width;
         let file = match &cfg.probs {
-            p if p.is_dir() => p.join(format!("{}.npy", manifest.ids[index])),
+            p if p.is_dir() => cfg.item_probs(&manifest.ids[index])?,
             p => p.clone(),
         };
         // The pixel's values: from the batch, or read once more.

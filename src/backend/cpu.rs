@@ -395,12 +395,6 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
     // mark it on one thread while the pixels are scored on the others.
     let d = band_width(item.height, item.width);
     let mut bg = vec![0u8; hw];
-    let (chunks, ()) = rayon::join(
-        || score_chunks(item, batch, &mut pred),
-        || band_mask(&item.labels, item.height, item.width, d, &mut bg),
-    );
-    let chunks = chunks?;
-
     let mut stats = SegItemStats {
         pixels: 0,
         sums: ScoreSums::default(),
@@ -412,17 +406,23 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
         first_invalid: None,
         pred: None,
     };
-    for ch in &chunks {
-        stats.pixels += ch.pixels;
-        stats.sums.merge(&ch.sums);
-        stats.softmin_self_confidence.merge(&ch.softmin_sc);
-        stats.softmin_normalized_margin.merge(&ch.softmin_nm);
-        stats.bins.merge(&ch.bins);
-        stats.confusion.merge(&ch.confusion);
-        if stats.first_invalid.is_none() {
-            stats.first_invalid = ch.first_invalid;
-        }
-    }
+    let (scored, ()) = rayon::join(
+        || {
+            score_chunks(item, batch, &mut pred, &mut |ch: ChunkStats| {
+                stats.pixels += ch.pixels;
+                stats.sums.merge(&ch.sums);
+                stats.softmin_self_confidence.merge(&ch.softmin_sc);
+                stats.softmin_normalized_margin.merge(&ch.softmin_nm);
+                stats.bins.merge(&ch.bins);
+                stats.confusion.merge(&ch.confusion);
+                if stats.first_invalid.is_none() {
+                    stats.first_invalid = ch.first_invalid;
+                }
+            })
+        },
+        || band_mask(&item.labels, item.height, item.width, d, &mut bg),
+    );
+    scored?;
     if stats.first_invalid.is_none() {
         // An unlabelled item has no annotation band: its counts stay 0.
         if !item.unlabelled {
@@ -500,11 +500,24 @@ fn score_in_memory<T: Element>(
     score_stripe(sp, batch, pred)
 }
 
+/// Bytes of the stripes' confusion tables held at once by [`score_chunks`]
+/// beyond one window of `2 × threads` stripes.
+const CONFUSION_WINDOW_BYTES: usize = 64 << 20;
+
 /// Score the pixels of `item` in parallel stripes of [`stripe_pixels`],
-/// writing the prediction map; the stripes' partial results in order.
-/// Values left in their file are read by the worker that scores them,
-/// into its own buffer.
-fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Result<Vec<ChunkStats>> {
+/// writing the prediction map, and hand the stripes' partial results to
+/// `sink` in order (so sums add in the same order at any thread count).
+/// Stripes go in windows whose `C × C` confusion tables take at most
+/// [`CONFUSION_WINDOW_BYTES`] (or `2 × threads` stripes, when more): memory
+/// stays bounded at 1000 classes, where a 512² item has a thousand
+/// stripes of 8 MB tables each. Values left in their file are read by the
+/// worker that scores them, into its own buffer.
+fn score_chunks(
+    item: &SegItem,
+    batch: &SegBatch,
+    pred: &mut [u16],
+    sink: &mut dyn FnMut(ChunkStats),
+) -> Result<()> {
     let c = batch.classes;
     let hw = item.height * item.width;
     let f16 = match (&item.planes, &item.probs) {
@@ -512,10 +525,27 @@ fn score_chunks(item: &SegItem, batch: &SegBatch, pred: &mut [u16]) -> Result<Ve
         (None, p) => matches!(p, ProbBuf::F16(_)),
     };
     let stripe = stripe_pixels(c, if f16 { 2 } else { 4 });
+    let table = (c * c * std::mem::size_of::<u64>()).max(1);
+    let per_window = (CONFUSION_WINDOW_BYTES / table).max(2 * rayon::current_num_threads());
+    let window = stripe.saturating_mul(per_window).max(stripe);
+    for (wi, pred) in pred.chunks_mut(window).enumerate() {
+        let chunks = score_window(item, batch, pred, (wi * window, stripe, hw, f16))?;
+        chunks.into_iter().for_each(&mut *sink);
+    }
+    Ok(())
+}
+
+/// The stripes of one window of [`score_chunks`] (`base`: its first pixel).
+fn score_window(
+    item: &SegItem,
+    batch: &SegBatch,
+    pred: &mut [u16],
+    (base, stripe, hw, f16): (usize, usize, usize, bool),
+) -> Result<Vec<ChunkStats>> {
     pred.par_chunks_mut(stripe)
         .enumerate()
         .map(|(ci, pred)| {
-            let start = ci * stripe;
+            let start = base + ci * stripe;
             match (&item.planes, &item.probs) {
                 (Some(src), _) if f16 => STRIPE_F16.with_borrow_mut(|buf| {
                     let read = |e: usize, out: &mut [u16]| src.read_f16(e, out);

@@ -9,7 +9,10 @@
 //!
 //! Refused with the file, the item (its id or row) and the field named:
 //! an id not in the manifest, an empty annotator, the same (id, annotator)
-//! twice, a class out of range or unknown, an empty mask cell. (A mask of
+//! twice, a class out of range or unknown, an empty mask cell, a mask path
+//! that leads outside the dataset and its roots
+//! ([`crate::config::DatasetRoots::check`]). The file must be a regular
+//! file; it is streamed. (A mask of
 //! the wrong size is refused when it is read, by the agreement stage.)
 
 use std::collections::HashMap;
@@ -57,11 +60,11 @@ impl Annotations {
 
 /// Read `path` for the items of `manifest`.
 pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Annotations> {
+    let file = crate::io::fsx::open_input(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| Error::input(path, e.to_string()))?;
+        .from_reader(file);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| Error::input(path, e.to_string()))?
@@ -123,7 +126,7 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
                 if cell.is_empty() {
                     return Err(at("empty mask path".into(), "mask"));
                 }
-                Annotation::Mask(cfg.dir.join(cell))
+                Annotation::Mask(cfg.resolve(Path::new(cell), path, Some(id), "mask")?)
             }
         };
         if items[i].iter().any(|(b, _)| *b == a) {

@@ -38,13 +38,15 @@ impl Manifest {
     }
 
     /// Read and check `path`: an `id` column, unique non-empty ids, and every
-    /// row as wide as the header.
+    /// row as wide as the header. The file must be a regular file
+    /// ([`crate::io::fsx::open_input`]); it is streamed, so memory follows
+    /// its size.
     pub fn load(path: &Path) -> Result<Self> {
+        let file = crate::io::fsx::open_input(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_path(path)
-            .map_err(|e| csv_error(path, e))?;
+            .from_reader(file);
         let columns: Vec<String> = reader
             .headers()
             .map_err(|e| csv_error(path, e))?

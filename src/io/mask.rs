@@ -1,8 +1,33 @@
-//! Segmentation label maps: 8- or 16-bit grayscale PNG, pixel value = class.
+//! Segmentation label maps: PNG, pixel value = class id.
+//!
+//! **Contract.** A mask is a regular file of at most [`MAX_MASK_BYTES`],
+//! decoded raw with the `png` crate (no expansion, no rescaling):
+//!
+//! - grayscale of 1, 2, 4, 8 or 16 bits: the sample is the class id
+//!   (sub-byte samples unpacked, 16-bit read big-endian, as PNG stores it);
+//! - a palette PNG (1, 2, 4 or 8 bits): the palette *index* is the class id,
+//!   whatever colour the palette gives it (how Pascal VOC and CVAT store
+//!   masks);
+//! - RGB, RGBA and grayscale + alpha are refused with an error that says
+//!   what the file is.
+//!
+//! The header is read first and its size checked against the
+//! probabilities' `H × W` before the pixels are allocated or decoded, so a
+//! small PNG declaring 20000 × 20000 pixels costs nothing. Every error names
+//! the file, the item and the field (`mask`, or the first offending pixel).
 
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+
+/// The largest mask file read, in bytes (256 MiB: a 16-bit 8192 × 8192 map
+/// stored uncompressed is 128 MiB).
+pub const MAX_MASK_BYTES: u64 = 256 << 20;
+
+/// Working memory the PNG decoder may use beside the pixels (its row
+/// buffers, ancillary chunks), in bytes.
+const DECODER_LIMIT: usize = 64 << 20;
 
 /// Read a label map, check its size and that every value is a class id
 /// (`< classes`) or `ignore_index`. The error names the file, the item and
@@ -14,39 +39,91 @@ pub fn read_mask(
     classes: usize,
     ignore_index: u16,
 ) -> Result<Vec<u16>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img =
-        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| {
-            Error::input(path, format!("cannot decode PNG: {e}"))
-                .item(item)
-                .field("mask")
-        })?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let values: Vec<u16> = match img {
-        image::DynamicImage::ImageLuma8(g) => g.into_raw().into_iter().map(u16::from).collect(),
-        image::DynamicImage::ImageLuma16(g) => g.into_raw(),
-        other => {
-            return Err(Error::input(
-                path,
-                format!(
-                    "mask must be an 8- or 16-bit grayscale PNG, found {:?}",
-                    other.color()
-                ),
-            )
-            .item(item)
-            .field("mask"));
-        }
-    };
-    if (h, w) != expect {
-        return Err(Error::input(
-            path,
-            format!(
-                "mask is {h}x{w} (HxW) but the probabilities are {}x{}",
-                expect.0, expect.1
-            ),
+    let named = |msg: String| Error::input(path, msg).item(item).field("mask");
+    let file = crate::io::fsx::open_input(path).map_err(|e| e.item(item).field("mask"))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_MASK_BYTES {
+        return Err(named(format!(
+            "the mask file is {len} bytes, over the limit of {MAX_MASK_BYTES} bytes \
+             (docs/threat-model.md)"
+        )));
+    }
+    let reader = BufReader::new(file.take(MAX_MASK_BYTES));
+    let mut decoder = png::Decoder::new_with_limits(
+        reader,
+        png::Limits {
+            bytes: DECODER_LIMIT,
+        },
+    );
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let cannot = |e: png::DecodingError| named(format!("cannot decode PNG: {e}"));
+    let (w, h, color, depth) = {
+        let info = decoder.read_header_info().map_err(cannot)?;
+        (
+            info.width as usize,
+            info.height as usize,
+            info.color_type,
+            info.bit_depth,
         )
-        .item(item)
-        .field("mask"));
+    };
+    let what = match color {
+        png::ColorType::Grayscale | png::ColorType::Indexed => None,
+        png::ColorType::Rgb => Some("an RGB PNG"),
+        png::ColorType::Rgba => Some("an RGBA PNG"),
+        png::ColorType::GrayscaleAlpha => Some("a grayscale + alpha PNG"),
+    };
+    if let Some(what) = what {
+        return Err(named(format!(
+            "{what} ({} bits per sample); a mask holds one class id per pixel: \
+             1/2/4/8/16-bit grayscale or a palette PNG",
+            depth as u8
+        )));
+    }
+    if (h, w) != expect {
+        return Err(named(format!(
+            "mask is {h}x{w} (HxW) but the probabilities are {}x{}",
+            expect.0, expect.1
+        )));
+    }
+    let mut reader = decoder.read_info().map_err(cannot)?;
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        named(format!(
+            "a {w}x{h} PNG of {} bits is too large",
+            depth as u8
+        ))
+    })?;
+    // `size` is the raw rows of an image of the probabilities' size, which
+    // their file holds (checked when it was opened).
+    let mut raw = vec![0u8; size];
+    let frame = reader.next_frame(&mut raw).map_err(cannot)?;
+    let stride = frame.line_size.max(1);
+    let bits = depth as u8 as usize;
+    let mut values: Vec<u16> = Vec::with_capacity(h * w);
+    for row in raw.chunks(stride).take(h) {
+        match bits {
+            16 => values.extend(
+                row.chunks_exact(2)
+                    .take(w)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]])),
+            ),
+            8 => values.extend(row.iter().take(w).map(|&b| u16::from(b))),
+            1 | 2 | 4 => {
+                let per_byte = 8 / bits;
+                let mask = (1u8 << bits) - 1;
+                values.extend((0..w).map(|x| {
+                    let byte = row[x / per_byte];
+                    let shift = 8 - bits * (x % per_byte + 1);
+                    u16::from((byte >> shift) & mask)
+                }));
+            }
+            _ => return Err(named(format!("unsupported bit depth {bits}"))),
+        }
+    }
+    if values.len() != h * w {
+        return Err(named(format!(
+            "the PNG decoded to {} pixels, not {h}x{w}",
+            values.len()
+        )));
     }
     if let Some(i) = values
         .iter()
@@ -63,4 +140,138 @@ pub fn read_mask(
         .field(format!("pixel (x={}, y={})", i % w, i / w)));
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Write a `w × h` PNG of `color` and `depth` whose rows are `rows`
+    /// (already packed as PNG stores them).
+    fn write_png(
+        path: &Path,
+        w: u32,
+        h: u32,
+        color: png::ColorType,
+        depth: png::BitDepth,
+        palette: Option<Vec<u8>>,
+        data: &[u8],
+    ) {
+        let f = std::fs::File::create(path).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        if let Some(p) = palette {
+            enc.set_palette(p);
+        }
+        let mut wr = enc.write_header().unwrap();
+        wr.write_image_data(data).unwrap();
+    }
+
+    #[test]
+    fn every_grayscale_depth_and_palettes_read_as_class_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.png");
+        // 1 bit, 3 × 2: rows 1 0 1 / 0 1 1, packed MSB first.
+        write_png(
+            &p,
+            3,
+            2,
+            png::ColorType::Grayscale,
+            png::BitDepth::One,
+            None,
+            &[0b1010_0000, 0b0110_0000],
+        );
+        assert_eq!(
+            read_mask(&p, "a", (2, 3), 2, 255).unwrap(),
+            [1, 0, 1, 0, 1, 1]
+        );
+        // 2 bits, 5 × 1: 3 2 1 0 3.
+        write_png(
+            &p,
+            5,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::Two,
+            None,
+            &[0b1110_0100, 0b1100_0000],
+        );
+        assert_eq!(read_mask(&p, "a", (1, 5), 4, 255).unwrap(), [3, 2, 1, 0, 3]);
+        // 4 bits, 3 × 1: 9 0 15 (15 = ignore).
+        write_png(
+            &p,
+            3,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::Four,
+            None,
+            &[0x90, 0xf0],
+        );
+        assert_eq!(read_mask(&p, "a", (1, 3), 10, 15).unwrap(), [9, 0, 15]);
+        // 16 bits, big-endian: 300 and 2.
+        write_png(
+            &p,
+            2,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::Sixteen,
+            None,
+            &[0x01, 0x2c, 0x00, 0x02],
+        );
+        assert_eq!(read_mask(&p, "a", (1, 2), 301, 1000).unwrap(), [300, 2]);
+        // Palette, 8 bits: the indices, not the colours.
+        write_png(
+            &p,
+            3,
+            1,
+            png::ColorType::Indexed,
+            png::BitDepth::Eight,
+            Some(vec![0, 0, 0, 128, 0, 0, 0, 128, 0]),
+            &[2, 0, 1],
+        );
+        assert_eq!(read_mask(&p, "a", (1, 3), 3, 255).unwrap(), [2, 0, 1]);
+    }
+
+    #[test]
+    fn colour_pngs_wrong_sizes_and_special_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rgb.png");
+        write_png(
+            &p,
+            1,
+            1,
+            png::ColorType::Rgb,
+            png::BitDepth::Eight,
+            None,
+            &[1, 2, 3],
+        );
+        let e = read_mask(&p, "x", (1, 1), 4, 255).unwrap_err().to_string();
+        assert!(
+            e.contains("an RGB PNG") && e.contains("rgb.png") && e.contains("\"x\""),
+            "{e}"
+        );
+        let e = read_mask(&p.with_file_name("none.png"), "x", (1, 1), 4, 255)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.png"), "{e}");
+        #[cfg(unix)]
+        {
+            let e = read_mask(Path::new("/dev/zero"), "x", (1, 1), 4, 255)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/dev/zero") && e.contains("device"), "{e}");
+        }
+        let g = dir.path().join("g.png");
+        write_png(
+            &g,
+            2,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::Eight,
+            None,
+            &[0, 1],
+        );
+        let e = read_mask(&g, "x", (2, 1), 4, 255).unwrap_err().to_string();
+        assert!(e.contains("1x2 (HxW)") && e.contains("2x1"), "{e}");
+    }
 }

@@ -1,8 +1,12 @@
 //! `.npy` arrays: header validation up front, then bounded reads of any slice.
 //!
-//! The header is parsed with `npyz`; the data is read with plain positioned
-//! reads into a caller-sized buffer, so a 100 GB file never needs 100 GB of
-//! RAM and no memory-mapped pages pile up.
+//! The preamble (magic, version, header length) is read and checked, then
+//! the header text (at most [`MAX_HEADER_BYTES`], never beyond the file) is
+//! parsed here, in one pass without recursion; the data is read with plain
+//! positioned reads into a caller-sized buffer, so a 100 GB file never
+//! needs 100 GB of RAM and no memory-mapped pages pile up. Every read is checked against the element
+//! count, which is checked against the file's size on open, so no
+//! allocation follows an unchecked number from the file.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -11,10 +15,218 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use npyz::{DType, Endianness, NpyHeader, Order, TypeChar};
-
 use crate::error::{Error, Result};
 use crate::io::probs::{PlaneSource, ProbBuf};
+
+/// The longest `.npy` header text read, in bytes: numpy's own default
+/// `max_header_size` (10 000) rounded up to 16 KiB. A header length field
+/// above it (or beyond the file's end) is refused before anything is
+/// allocated for it.
+pub const MAX_HEADER_BYTES: u64 = 16 << 10;
+
+/// The element count and the byte size of an array of `shape` with
+/// `elem`-byte elements, `None` when any partial product of the dimensions
+/// (zeros skipped, so a zero dimension cannot hide an overflowing product
+/// of the others) or the byte size overflows 64 bits (or `usize`).
+pub fn checked_size(shape: &[usize], elem: usize) -> Option<(usize, u64)> {
+    let mut len: usize = 1;
+    let mut nonzero: usize = 1;
+    for &d in shape {
+        len = len.checked_mul(d)?;
+        nonzero = nonzero.checked_mul(d.max(1))?;
+    }
+    let bytes = u64::try_from(nonzero.checked_mul(elem)?).ok()?;
+    let bytes = if len == 0 { 0 } else { bytes };
+    Some((len, bytes))
+}
+
+/// The three keys of a `.npy` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<u64>,
+}
+
+/// Parse the header text, a Python dict literal with exactly the keys
+/// `descr` (a string: structured dtypes are not supported), `fortran_order`
+/// (`True`/`False`) and `shape` (a tuple of non-negative integers), as numpy
+/// writes it. One pass over the bytes, no recursion, no allocation beyond
+/// the (bounded) text's own size; any other form is an error message.
+fn parse_header(text: &[u8]) -> std::result::Result<Header, String> {
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+    impl P<'_> {
+        fn ws(&mut self) {
+            while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            }
+        }
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.s.get(self.i).copied()
+        }
+        fn eat(&mut self, c: u8) -> bool {
+            if self.peek() == Some(c) {
+                self.i += 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn expect(&mut self, c: u8) -> std::result::Result<(), String> {
+            if self.eat(c) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected '{}' at byte {} of the header",
+                    c as char, self.i
+                ))
+            }
+        }
+        fn string(&mut self) -> std::result::Result<String, String> {
+            let q = match self.peek() {
+                Some(q @ (b'\'' | b'"')) => q,
+                _ => {
+                    return Err(format!(
+                        "expected a string at byte {} of the header",
+                        self.i
+                    ));
+                }
+            };
+            self.i += 1;
+            let start = self.i;
+            while self.i < self.s.len() && self.s[self.i] != q {
+                if self.s[self.i] == b'\\' {
+                    return Err("a string with an escape in the header".into());
+                }
+                self.i += 1;
+            }
+            if self.i >= self.s.len() {
+                return Err("an unterminated string in the header".into());
+            }
+            let v = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
+            self.i += 1;
+            Ok(v)
+        }
+        fn word(&mut self) -> &[u8] {
+            self.ws();
+            let start = self.i;
+            while self.i < self.s.len() && self.s[self.i].is_ascii_alphanumeric() {
+                self.i += 1;
+            }
+            &self.s[start..self.i]
+        }
+        fn shape(&mut self) -> std::result::Result<Vec<u64>, String> {
+            self.expect(b'(')?;
+            let mut dims = Vec::new();
+            loop {
+                if self.eat(b')') {
+                    return Ok(dims);
+                }
+                let w = self.word();
+                // Python 2 wrote long integers with an `L`.
+                let digits = w.strip_suffix(b"L").unwrap_or(w);
+                let d = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "shape dimension {:?} is not an integer below 2^64",
+                            String::from_utf8_lossy(w)
+                        )
+                    })?;
+                dims.push(d);
+                if !self.eat(b',') {
+                    self.expect(b')')?;
+                    return Ok(dims);
+                }
+            }
+        }
+    }
+    let mut p = P { s: text, i: 0 };
+    let (mut descr, mut order, mut shape) = (None, None, None);
+    p.expect(b'{')?;
+    loop {
+        if p.eat(b'}') {
+            break;
+        }
+        let key = p.string()?;
+        p.expect(b':')?;
+        match key.as_str() {
+            "descr" if descr.is_none() => {
+                if p.peek() == Some(b'[') {
+                    return Err("a structured dtype (a list of fields) is not supported".into());
+                }
+                descr = Some(p.string()?);
+            }
+            "fortran_order" if order.is_none() => {
+                order = Some(match p.word() {
+                    b"True" => true,
+                    b"False" => false,
+                    _ => return Err("'fortran_order' is not True or False".into()),
+                });
+            }
+            "shape" if shape.is_none() => shape = Some(p.shape()?),
+            k => {
+                return Err(format!(
+                    "the header has an unexpected or repeated key {k:?}"
+                ));
+            }
+        }
+        if !p.eat(b',') {
+            p.expect(b'}')?;
+            break;
+        }
+    }
+    if p.peek().is_some() {
+        return Err(format!("text after the header dict at byte {}", p.i));
+    }
+    match (descr, order, shape) {
+        (Some(descr), Some(fortran_order), Some(shape)) => Ok(Header {
+            descr,
+            fortran_order,
+            shape,
+        }),
+        _ => Err("the header lacks 'descr', 'fortran_order' or 'shape'".into()),
+    }
+}
+
+/// The element type of a `descr` such as `<f4`, `|u1` or `<i8`: a byte
+/// order (`<`, `|`, `=`, or `>` for one-byte types), a kind (`f`, `i`,
+/// `u`) and a size; `Err` holds what is wrong, for the message.
+fn parse_descr(descr: &str) -> std::result::Result<Dtype, String> {
+    let (order, rest) = match descr.as_bytes().first() {
+        Some(&c @ (b'<' | b'>' | b'|' | b'=')) => (c, &descr[1..]),
+        _ => (b'|', descr),
+    };
+    let kind = rest.chars().next().unwrap_or('?');
+    let size: usize = rest
+        .get(kind.len_utf8()..)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let little = match order {
+        b'<' => true,
+        b'>' => false,
+        b'=' => cfg!(target_endian = "little"),
+        _ => size == 1,
+    };
+    let dt = match (kind, size) {
+        ('f', 2) => Dtype::F16,
+        ('f', 4) => Dtype::F32,
+        ('f', 8) => Dtype::F64,
+        ('i', 1 | 2 | 4 | 8) => Dtype::Int(size),
+        ('u', 1 | 2 | 4 | 8) => Dtype::Uint(size),
+        _ => return Err(String::new()),
+    };
+    if !little && size > 1 {
+        return Err(" (big-endian)".into());
+    }
+    Ok(dt)
+}
 
 /// Element types `triage` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +261,8 @@ pub struct NpyArray {
     pub path: PathBuf,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
+    /// The element count, the product of `shape` (checked on open).
+    len: usize,
     data_offset: u64,
     file: File,
     /// A second handle on the file for [`NpyPlanes`], opened on first use.
@@ -58,59 +272,104 @@ pub struct NpyArray {
 impl NpyArray {
     /// Open `path`, parse and validate the header, and check that the file
     /// holds every byte the header promises (a truncated file fails here).
+    ///
+    /// The file is untrusted: it must be a regular file; the magic, the
+    /// version (1.0, 2.0 or 3.0) and the header length are read and checked
+    /// here (at most [`MAX_HEADER_BYTES`], and never beyond the file) before
+    /// the header text is read and parsed; the shape's element count and byte size are
+    /// computed with checked arithmetic (every partial product of the
+    /// dimensions fits 64 bits), and the data must fit the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let header = NpyHeader::from_reader(&mut file)
-            .map_err(|e| Error::input(path, format!("not a valid .npy file ({e})")))?;
-        let data_offset = file.stream_position().map_err(|e| Error::io(path, e))?;
-        let dtype = match header.dtype() {
-            DType::Plain(ts) => {
-                let little = !matches!(ts.endianness(), Endianness::Big) || ts.size_field() == 1;
-                let size = ts.size_field() as usize;
-                let dt = match (ts.type_char(), size) {
-                    (TypeChar::Float, 2) => Some(Dtype::F16),
-                    (TypeChar::Float, 4) => Some(Dtype::F32),
-                    (TypeChar::Float, 8) => Some(Dtype::F64),
-                    (TypeChar::Int, 1 | 2 | 4 | 8) => Some(Dtype::Int(size)),
-                    (TypeChar::Uint, 1 | 2 | 4 | 8) => Some(Dtype::Uint(size)),
-                    _ => None,
-                };
-                match dt {
-                    Some(dt) if little => dt,
-                    _ => {
-                        return Err(Error::input(
-                            path,
-                            format!(
-                                "unsupported dtype {ts}; expected little-endian float16, float32 or float64 (or an integer type for labels)"
-                            ),
-                        )
-                        .field("dtype"));
-                    }
-                }
-            }
-            other => {
-                return Err(
-                    Error::input(path, format!("unsupported dtype {}", other.descr()))
-                        .field("dtype"),
-                );
+        let mut file = crate::io::fsx::open_input(path)?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let bad = |msg: String| Error::input(path, format!("not a valid .npy file ({msg})"));
+        let mut pre = [0u8; 12];
+        let head = pre.len().min(file_len as usize);
+        file.read_exact(&mut pre[..head])
+            .map_err(|e| Error::io(path, e))?;
+        if head < 10 || &pre[..6] != b"\x93NUMPY" {
+            return Err(bad("magic not found".into()));
+        }
+        let pre_len: usize = match (pre[6], pre[7]) {
+            (1, 0) => 10,
+            (2 | 3, 0) if head >= 12 => 12,
+            (2 | 3, 0) => return Err(bad("the header is cut short".into())),
+            (major, minor) => {
+                return Err(bad(format!(
+                    "format version {major}.{minor}; triage reads 1.0, 2.0 and 3.0"
+                )));
             }
         };
-        if header.order() == Order::Fortran && header.shape().len() > 1 {
+        let header_len: u64 = if pre_len == 10 {
+            u16::from_le_bytes([pre[8], pre[9]]) as u64
+        } else {
+            u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as u64
+        };
+        if header_len > MAX_HEADER_BYTES {
+            return Err(bad(format!(
+                "the header length field says {header_len} bytes, over the limit of \
+                 {MAX_HEADER_BYTES} bytes (docs/threat-model.md)"
+            )));
+        }
+        let data_offset = pre_len as u64 + header_len;
+        if data_offset > file_len {
+            return Err(bad(format!(
+                "the header length field says {header_len} bytes but the file has {file_len} bytes"
+            )));
+        }
+        // Bounded by MAX_HEADER_BYTES and by the file's size, checked above.
+        let mut text = vec![0u8; data_offset as usize];
+        text[..pre_len].copy_from_slice(&pre[..pre_len]);
+        file.seek(SeekFrom::Start(pre_len as u64))
+            .and_then(|_| file.read_exact(&mut text[pre_len..]))
+            .map_err(|e| Error::io(path, e))?;
+        let header = parse_header(&text[pre_len..]).map_err(bad)?;
+        let dtype = parse_descr(&header.descr).map_err(|msg| {
+            Error::input(
+                path,
+                format!(
+                    "unsupported dtype {:?}{msg}; expected little-endian float16, float32 or \
+                     float64 (or an integer type for labels)",
+                    header.descr
+                ),
+            )
+            .field("dtype")
+        })?;
+        if header.fortran_order && header.shape.len() > 1 {
             return Err(Error::input(
                 path,
                 "Fortran-order arrays are not supported; save with C order (np.ascontiguousarray)",
             )
             .field("order"));
         }
-        let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
-        let n: u128 = shape.iter().map(|&d| d as u128).product();
-        let need = data_offset as u128 + n * dtype.size() as u128;
-        let have = file.metadata().map_err(|e| Error::io(path, e))?.len() as u128;
-        if have < need {
+        let shape: Vec<usize> = header
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| {
+                Error::input(
+                    path,
+                    format!("shape {:?} does not fit this machine's sizes", header.shape),
+                )
+                .field("shape")
+            })?;
+        let (len, bytes) = checked_size(&shape, dtype.size()).ok_or_else(|| {
+            Error::input(
+                path,
+                format!(
+                    "shape {shape:?} of {dtype:?} holds more elements or bytes than fit 64 bits"
+                ),
+            )
+            .field("shape")
+        })?;
+        let need = data_offset.checked_add(bytes);
+        if need.is_none_or(|need| file_len < need) {
+            let need = need.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
             return Err(Error::input(
                 path,
                 format!(
-                    "truncated: the header promises shape {shape:?} ({need} bytes in all) but the file has {have} bytes"
+                    "truncated: the header promises shape {shape:?} ({need} bytes in all) but the file has {file_len} bytes"
                 ),
             ));
         }
@@ -118,6 +377,7 @@ impl NpyArray {
             path: path.to_path_buf(),
             dtype,
             shape,
+            len,
             data_offset,
             file,
             shared: None,
@@ -144,10 +404,11 @@ impl NpyArray {
                 f
             }
         };
+        let (offset, _) = self.span(start, 0)?;
         Ok(Some(NpyPlanes {
             file,
             path: self.path.clone(),
-            offset: self.data_offset + (start * self.dtype.size()) as u64,
+            offset,
             f16: self.dtype == Dtype::F16,
             clock: Arc::clone(clock),
         }))
@@ -155,7 +416,7 @@ impl NpyArray {
 
     /// Total number of elements.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.len
     }
 
     /// True when the array holds no elements.
@@ -163,12 +424,32 @@ impl NpyArray {
         self.len() == 0
     }
 
+    /// The byte offset of element `start` and the byte length of `count`
+    /// elements from there; an error unless they lie inside the array (so
+    /// inside the file, checked on open).
+    fn span(&self, start: usize, count: usize) -> Result<(u64, usize)> {
+        let end = start.checked_add(count);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(Error::input(
+                &self.path,
+                format!(
+                    "elements {start}..{start}+{count} asked for, but the array holds {} (shape {:?})",
+                    self.len, self.shape
+                ),
+            )
+            .field("shape"));
+        }
+        // Both fit: len × size is at most the file's size (checked on open).
+        let size = self.dtype.size();
+        Ok((self.data_offset + (start * size) as u64, count * size))
+    }
+
     /// The raw little-endian bytes of `count` elements from element `start`.
     pub fn read_bytes(&mut self, start: usize, count: usize) -> Result<Vec<u8>> {
-        let size = self.dtype.size();
-        let mut buf = vec![0u8; count * size];
+        let (at, bytes) = self.span(start, count)?;
+        let mut buf = vec![0u8; bytes];
         self.file
-            .seek(SeekFrom::Start(self.data_offset + (start * size) as u64))
+            .seek(SeekFrom::Start(at))
             .and_then(|_| self.file.read_exact(&mut buf))
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(buf)
@@ -180,9 +461,9 @@ impl NpyArray {
     /// pages once the buffer has grown), a conversion for float64 (rounded to
     /// float32). float16 stays float16 (raw bits), so a GPU reads it packed.
     pub fn read_probs_into(&mut self, start: usize, count: usize, buf: &mut ProbBuf) -> Result<()> {
-        let size = self.dtype.size();
+        let (at, _) = self.span(start, count)?;
         self.file
-            .seek(SeekFrom::Start(self.data_offset + (start * size) as u64))
+            .seek(SeekFrom::Start(at))
             .map_err(|e| Error::io(&self.path, e))?;
         match self.dtype {
             Dtype::F16 => {
@@ -301,7 +582,15 @@ impl NpyPlanes {
     /// Fill `out` from element `start` on (`size` bytes per element).
     fn read_at(&self, start: usize, size: usize, out: &mut [u8]) -> Result<()> {
         let t = Instant::now();
-        let at = self.offset + (start * size) as u64;
+        let at = (start as u64)
+            .checked_mul(size as u64)
+            .and_then(|b| self.offset.checked_add(b))
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "{}: element {start} is out of range",
+                    self.path.display()
+                ))
+            })?;
         let r = read_exact_at(&self.file, out, at);
         self.clock
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -463,6 +752,93 @@ mod tests {
         write_npy(&p, ">f4", "(1,)", &[0u8; 4]);
         let e = NpyArray::open(&p).unwrap_err().to_string();
         assert!(e.contains("unsupported dtype"), "{e}");
+    }
+
+    #[test]
+    fn header_numbers_are_checked_before_anything_is_sized_by_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.npy");
+        // Version 2.0 with a header length of 0xFFFFFFF0 in a 16-byte file.
+        let mut bytes = b"\x93NUMPY\x02\x00".to_vec();
+        bytes.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        bytes.extend_from_slice(b"{'descr'");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("4294967280 bytes") && e.contains("limit of 16384"),
+            "{e}"
+        );
+        // Within the limit but beyond the file.
+        bytes[8..12].copy_from_slice(&4000u32.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("file has 20 bytes"), "{e}");
+        // An unknown version.
+        std::fs::write(&p, b"\x93NUMPY\x09\x00\x10\x00").unwrap();
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("version 9.0"), "{e}");
+        // A shape whose product wraps 64 bits: 2^32 · 2^32 · 2 = 2^65 ≡ 0
+        // would pass a wrapped size check.
+        write_npy(&p, "<f4", "(4294967296, 4294967296, 2)", &[0u8; 8]);
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("shape") && e.contains("64 bits"), "{e}");
+        // A zero dimension does not hide an overflowing product of the others.
+        write_npy(&p, "<f4", "(0, 4294967296, 4294967296)", &[]);
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("64 bits"), "{e}");
+        // Deep nesting is refused by the one-pass parser (no recursion).
+        let deep = format!("{}{}", "(".repeat(5000), ")".repeat(5000));
+        write_npy(&p, "<f4", &deep, &[]);
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("not a valid .npy") && e.contains("shape"), "{e}");
+        // Keys numpy does not write are refused, as numpy does.
+        write_npy(&p, "<f4", "(1,), 'extra': 1", &[0u8; 4]);
+        let e = NpyArray::open(&p).unwrap_err().to_string();
+        assert!(e.contains("unexpected or repeated key \"extra\""), "{e}");
+    }
+
+    #[test]
+    fn headers_as_numpy_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.npy");
+        // Version 3.0 (u32 length), double quotes, no trailing comma, a
+        // Python 2 long, a 0-d shape.
+        let header = "{\"descr\": \"<i2\", \"fortran_order\": False, \"shape\": (2L, 1)}\n";
+        let mut bytes = b"\x93NUMPY\x03\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[7, 0, 0xfe, 0xff]);
+        std::fs::write(&p, &bytes).unwrap();
+        let mut a = NpyArray::open(&p).unwrap();
+        assert_eq!((a.shape.clone(), a.len()), (vec![2, 1], 2));
+        assert_eq!(a.read_ints().unwrap(), vec![7, -2]);
+        write_npy(&p, "<f8", "()", &0.5f64.to_le_bytes());
+        let a = NpyArray::open(&p).unwrap();
+        assert_eq!((a.shape.len(), a.len()), (0, 1));
+        assert_eq!(parse_descr("|u1"), Ok(Dtype::Uint(1)));
+        assert_eq!(parse_descr(">u1"), Ok(Dtype::Uint(1)));
+        assert!(parse_descr(">f4").is_err() && parse_descr("<U5").is_err());
+    }
+
+    #[test]
+    fn sizes_are_checked_products() {
+        assert_eq!(checked_size(&[3, 4], 4), Some((12, 48)));
+        assert_eq!(checked_size(&[], 8), Some((1, 8)));
+        assert_eq!(checked_size(&[0, 7], 4), Some((0, 0)));
+        assert_eq!(checked_size(&[1 << 32, 1 << 32], 1), None);
+        assert_eq!(checked_size(&[1 << 62], 4), None);
+    }
+
+    #[test]
+    fn reads_outside_the_array_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_npy(&p, "<f4", "(2,)", &[0u8; 8]);
+        let mut a = NpyArray::open(&p).unwrap();
+        assert!(a.read_bytes(1, 1).is_ok());
+        assert!(a.read_bytes(1, 2).is_err());
+        assert!(a.read_bytes(usize::MAX, 2).is_err());
+        assert!(a.read_probs(3, 0).is_err());
     }
 
     #[test]

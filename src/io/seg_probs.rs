@@ -3,7 +3,7 @@
 //! `(C, H, W)`, opened and checked (dtype, shape, class count) here. The
 //! score stage, the overlays and the review hashes read items through it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
@@ -15,9 +15,11 @@ enum Source {
     /// One `(N, C, H, W)` array.
     Stacked(NpyArray),
     /// A directory of `<id>.npy`, each `(C, H, W)`; the last one opened is
-    /// kept, so peeking at an item's size and reading it open it once.
+    /// kept, so peeking at an item's size and reading it open it once. The
+    /// dataset's description resolves `<id>.npy` inside it
+    /// ([`DatasetConfig::item_probs`]).
     PerItem {
-        dir: PathBuf,
+        cfg: Box<DatasetConfig>,
         open: Option<(usize, NpyArray)>,
     },
 }
@@ -38,9 +40,9 @@ impl SegProbs {
                 let (h, w) = (arr.shape[2], arr.shape[3]);
                 Ok((arr, i * c * h * w, h, w))
             }
-            Source::PerItem { dir, open } => {
+            Source::PerItem { cfg, open } => {
                 if open.as_ref().map(|(j, _)| *j) != Some(i) {
-                    let path = dir.join(format!("{id}.npy"));
+                    let path = cfg.item_probs(id)?;
                     let arr = NpyArray::open(&path).map_err(|e| e.item(id))?;
                     let [pc, _, _] = arr.shape[..] else {
                         return Err(Error::input(
@@ -100,7 +102,7 @@ pub fn open(cfg: &DatasetConfig, manifest: &Manifest) -> Result<SegProbs> {
     let items_path = cfg.items.as_deref().unwrap_or(Path::new("the items CSV"));
     let source = if cfg.probs.is_dir() {
         Source::PerItem {
-            dir: cfg.probs.clone(),
+            cfg: Box::new(cfg.clone()),
             open: None,
         }
     } else {

@@ -51,6 +51,39 @@ pub const DEFAULT_THRESHOLD: f32 = 0.05;
 /// Default number of neighbours.
 pub const DEFAULT_K: usize = 10;
 
+/// The most neighbours per item (`--knn-k`). The graph holds `N × k`
+/// neighbour ids and distances (8 bytes each: 2 KiB per item at this
+/// bound, 2 GiB at a million items), the exact search keeps `k + 8`
+/// candidates per item and HNSW searches `4k` wide; the GPU's exact kernel
+/// keeps at most [`crate::backend::gpu::KNN_MAX_K`] (56) and refuses more
+/// (`--knn hnsw` or `--backend cpu` then). A larger `k` is refused as a
+/// usage error before anything is allocated.
+pub const MAX_K: usize = 256;
+
+/// Check `k` (`--knn-k`): `1 ..= MAX_K`. Run before anything is sized by
+/// it.
+pub fn check_k(k: usize) -> crate::error::Result<()> {
+    if !(1..=MAX_K).contains(&k) {
+        return Err(crate::error::Error::Usage(format!(
+            "--knn-k must be in 1..={MAX_K}, got {k} (the graph holds N x k neighbours)"
+        )));
+    }
+    Ok(())
+}
+
+/// The number of entries of a graph of `n` items and `k` neighbours each,
+/// and its bytes (`n · k · 8`), checked: an error, not a wrapped product,
+/// when they do not fit.
+pub fn graph_len(n: usize, k: usize) -> crate::error::Result<usize> {
+    n.checked_mul(k)
+        .filter(|len| len.checked_mul(8).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| {
+            crate::error::Error::Usage(format!(
+                "a kNN graph of {n} items x {k} neighbours does not fit in memory; lower --knn-k"
+            ))
+        })
+}
+
 /// A flagged near-duplicate pair, `a < b`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DupPair {

@@ -64,7 +64,10 @@ impl Oracle<'_> {
         let Some(dims) = self.items[i].dims else {
             return Ok(None);
         };
-        let path = self.cfg.dir.join(self.manifest.rows[i][col].trim());
+        let id = &self.manifest.ids[i];
+        let path = self
+            .cfg
+            .item_file(id, "mask", self.manifest.rows[i][col].trim())?;
         read_mask(
             &path,
             &self.manifest.ids[i],
@@ -224,40 +227,73 @@ fn saved_hnsw(
     Ok((graph, out))
 }
 
+/// The largest `image` file read, in bytes, by the identical-image check
+/// (streamed) and by the report's overlays (decoded).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
 /// The `image` files of the items, when the items CSV has that column
-/// (`None` for an empty cell).
-fn image_paths(cfg: &DatasetConfig, manifest: &Manifest) -> Option<Vec<Option<PathBuf>>> {
-    let col = manifest.column("image")?;
-    Some(
-        (0..manifest.len())
-            .map(|i| {
-                let cell = manifest.rows[i][col].trim();
-                (!cell.is_empty()).then(|| cfg.dir.join(cell))
-            })
-            .collect(),
-    )
+/// (`None` for an empty cell), each resolved inside the dataset and its
+/// roots ([`DatasetConfig::item_file`]).
+fn image_paths(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Vec<Option<PathBuf>>>> {
+    use rayon::prelude::*;
+    let Some(col) = manifest.column("image") else {
+        return Ok(None);
+    };
+    (0..manifest.len())
+        .into_par_iter()
+        .map(|i| {
+            let cell = manifest.rows[i][col].trim();
+            if cell.is_empty() {
+                return Ok(None);
+            }
+            cfg.item_file(&manifest.ids[i], "image", cell).map(Some)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
-/// Every named `image` file can be opened; the error names the file, the
-/// item and the field.
-fn check_images(cfg: &DatasetConfig, manifest: &Manifest) -> Result<()> {
+/// Open an `image` file for reading: a regular file
+/// ([`crate::io::fsx::open_input`]) of at most [`MAX_IMAGE_BYTES`]; returns
+/// it with its length.
+pub fn open_image(path: &Path) -> Result<(std::fs::File, u64)> {
+    let f = crate::io::fsx::open_input(path).map_err(|e| match e {
+        Error::Io { source, .. } => Error::input(path, format!("cannot open the image: {source}")),
+        e => e,
+    })?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_IMAGE_BYTES {
+        return Err(Error::input(
+            path,
+            format!(
+                "the image is {len} bytes, over the limit of {MAX_IMAGE_BYTES} bytes \
+                 (docs/threat-model.md)"
+            ),
+        ));
+    }
+    Ok((f, len))
+}
+
+/// Every named `image` file lies inside the dataset or its roots and can
+/// be opened as a regular file of at most [`MAX_IMAGE_BYTES`]; the error
+/// names the file, the item and the field. Run on every run's items before
+/// the first batch (the overlays draw the images, the neighbour stage
+/// hashes them).
+pub fn check_images(cfg: &DatasetConfig, manifest: &Manifest) -> Result<()> {
     use rayon::prelude::*;
-    let Some(paths) = image_paths(cfg, manifest) else {
+    let Some(paths) = image_paths(cfg, manifest)? else {
         return Ok(());
     };
     paths.par_iter().enumerate().try_for_each(|(i, p)| match p {
-        Some(p) => std::fs::File::open(p).map(drop).map_err(|e| {
-            Error::input(p, format!("cannot open the image: {e}"))
-                .item(manifest.ids[i].as_str())
-                .field("image")
-        }),
+        Some(p) => open_image(p)
+            .map(drop)
+            .map_err(|e| e.item(manifest.ids[i].as_str()).field("image")),
         None => Ok(()),
     })
 }
 
 /// Identical items by file content of the `image` column, when present.
 fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, usize)>> {
-    match image_paths(cfg, manifest) {
+    match image_paths(cfg, manifest)? {
         Some(paths) => identical_files(&paths),
         None => Ok(Vec::new()),
     }
@@ -267,22 +303,19 @@ fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, u
 /// with nothing). One streamed hash per file (its bytes and length), in
 /// parallel; only files whose hashes collide are compared, again streamed.
 /// Memory is a few bytes per item, not the files. A file that cannot be
-/// read is an error naming it.
+/// read, is not a regular file or is over [`MAX_IMAGE_BYTES`] is an error
+/// naming it.
 fn identical_files(paths: &[Option<PathBuf>]) -> Result<Vec<(usize, usize)>> {
     use rayon::prelude::*;
     let hashes: Vec<Option<u64>> = paths
         .par_iter()
-        .map(|p| {
-            p.as_deref()
-                .map(|p| hash_file(p).map_err(|e| Error::io(p, e)))
-                .transpose()
-        })
+        .map(|p| p.as_deref().map(hash_file).transpose())
         .collect::<Result<_>>()?;
     let failed = std::sync::Mutex::new(None);
     let pairs = identical_pairs_by(&hashes, |a, b| match (&paths[a], &paths[b]) {
         (Some(x), Some(y)) => same_file_bytes(x, y).unwrap_or_else(|e| {
             if let Ok(mut f) = failed.lock() {
-                f.get_or_insert_with(|| Error::io(x, e));
+                f.get_or_insert(e);
             }
             false
         }),
@@ -294,40 +327,43 @@ fn identical_files(paths: &[Option<PathBuf>]) -> Result<Vec<(usize, usize)>> {
     }
 }
 
-/// A hash of the file's bytes and length, read in 64 KiB pieces.
-fn hash_file(path: &Path) -> std::io::Result<u64> {
+/// A hash of the file's bytes and length, read in 64 KiB pieces, never
+/// more than the length the file had when opened.
+fn hash_file(path: &Path) -> Result<u64> {
     use std::hash::Hasher;
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let (f, len) = open_image(path)?;
+    let mut f = f.take(len);
     let mut h = std::hash::DefaultHasher::new();
     let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0u64;
+    let mut read = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
         h.write(&buf[..n]);
-        len += n as u64;
+        read += n as u64;
     }
-    h.write_u64(len);
+    h.write_u64(read);
     Ok(h.finish())
 }
 
 /// Whether two files hold the same bytes, read side by side in pieces.
-fn same_file_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+fn same_file_bytes(a: &Path, b: &Path) -> Result<bool> {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
+    let ((fa, la), (fb, lb)) = (open_image(a)?, open_image(b)?);
+    if la != lb {
         return Ok(false);
     }
+    let (mut fa, mut fb) = (fa.take(la), fb.take(lb));
     let (mut x, mut y) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
-        let n = fa.read(&mut x)?;
+        let n = fa.read(&mut x).map_err(|e| Error::io(a, e))?;
         if n == 0 {
-            return Ok(fb.read(&mut y[..1])? == 0);
+            return Ok(fb.read(&mut y[..1]).map_err(|e| Error::io(b, e))? == 0);
         }
-        fb.read_exact(&mut y[..n])?;
+        fb.read_exact(&mut y[..n]).map_err(|e| Error::io(b, e))?;
         if x[..n] != y[..n] {
             return Ok(false);
         }
@@ -359,12 +395,14 @@ pub fn check(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<()
 }
 
 impl NeighborOptions {
-    /// `--knn-k` is at least 1, a relative threshold is positive, an
-    /// absolute one a cosine distance in [0, 2], `--conflict-iou` in [0, 1].
+    /// `--knn-k` is in `1..=`[`super::MAX_K`], a relative threshold is
+    /// positive, an absolute one a cosine distance in [0, 2],
+    /// `--conflict-iou` in [0, 1].
     pub fn validate(&self) -> Result<()> {
         if self.k == 0 {
             return Err(Error::Usage("--knn-k must be at least 1".into()));
         }
+        super::check_k(self.k)?;
         match self.threshold {
             Threshold::Relative(f) if !(f.is_finite() && f > 0.0) => {
                 return Err(Error::Usage(format!("--dup-relative must be > 0, got {f}")));
@@ -397,6 +435,7 @@ pub fn apply(
 ) -> Result<NeighborSummary> {
     o.validate()?;
     let emb = Embeddings::load(path, &manifest.ids)?;
+    super::graph_len(emb.n, o.k)?;
     let (graph, ivf) = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).
     let row_bytes = |i: usize| bytemuck::cast_slice::<f32, u8>(emb.row(i));

@@ -56,29 +56,87 @@ impl Status {
     }
 }
 
-/// Read `dir/queue.jsonl`.
+/// The largest earlier `queue.jsonl` read, in bytes (1 GiB: about two
+/// million rows with their scores).
+pub const MAX_PREVIOUS_BYTES: u64 = 1 << 30;
+
+/// Read `dir/queue.jsonl`: a regular file of at most
+/// [`MAX_PREVIOUS_BYTES`], streamed line by line.
 pub fn load(dir: &Path) -> Result<Vec<PrevRow>> {
     let path = dir.join("queue.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |what: &str| Error::input(&path, format!("line {}: {what}", i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let id = v["id"].as_str().ok_or_else(|| bad("no string `id`"))?;
-        rows.push(PrevRow {
-            id: id.to_string(),
-            rank: v["rank"].as_u64().unwrap_or(i as u64 + 1),
-            priority: v["priority"]
-                .as_f64()
-                .ok_or_else(|| bad("no numeric `priority`").item(id))?,
-            in_budget: v["in_budget"].as_bool().unwrap_or(true),
-            scores: v["scores"].as_object().cloned().unwrap_or_default(),
-        });
-    }
+    for_each_line(
+        &path,
+        MAX_PREVIOUS_BYTES,
+        "the previous queue",
+        |i, line| {
+            if line.trim().is_empty() {
+                return Ok(());
+            }
+            let bad = |what: &str| Error::input(&path, format!("line {}: {what}", i + 1));
+            let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+            let id = v["id"].as_str().ok_or_else(|| bad("no string `id`"))?;
+            rows.push(PrevRow {
+                id: id.to_string(),
+                rank: v["rank"].as_u64().unwrap_or(i as u64 + 1),
+                priority: v["priority"]
+                    .as_f64()
+                    .ok_or_else(|| bad("no numeric `priority`").item(id))?,
+                in_budget: v["in_budget"].as_bool().unwrap_or(true),
+                scores: v["scores"].as_object().cloned().unwrap_or_default(),
+            });
+            Ok(())
+        },
+    )?;
     Ok(rows)
+}
+
+/// Call `f(index, line)` on every line of the text file `path` (without
+/// its `\n`), streamed: the file must be a regular file
+/// ([`crate::io::fsx::open_input`]) of at most `limit` bytes (checked
+/// before reading, and never more read); `what` names it in errors.
+pub(crate) fn for_each_line(
+    path: &Path,
+    limit: u64,
+    what: &str,
+    mut f: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<()> {
+    use std::io::{BufRead, Read};
+    let file = crate::io::fsx::open_input(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > limit {
+        return Err(Error::input(
+            path,
+            format!(
+                "{what} is {len} bytes, over the limit of {limit} bytes (docs/threat-model.md)"
+            ),
+        ));
+    }
+    let mut reader = std::io::BufReader::new(file.take(limit));
+    let mut buf = Vec::new();
+    let mut i = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let line = std::str::from_utf8(&buf).map_err(|e| {
+            Error::input(
+                path,
+                format!(
+                    "line {}: not UTF-8 text (byte {} is not)",
+                    i + 1,
+                    e.valid_up_to()
+                ),
+            )
+        })?;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        f(i, line.strip_suffix('\r').unwrap_or(line))?;
+        i += 1;
+    }
 }
 
 fn moved(a: &Value, b: &Value) -> bool {

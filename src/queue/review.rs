@@ -142,39 +142,64 @@ impl<'a> ContentHasher<'a> {
                     .read_bytes(index * per_item, per_item)
                     .map_err(|e| e.item(id))?)
             }
-            None => {
-                let path = self.cfg.probs.join(format!("{id}.npy"));
-                fnv(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-            }
+            None => fnv_file(&self.cfg.item_probs(id)?)?,
         };
         let annotation = match (self.cfg.task, self.mask_col) {
-            (Task::Segmentation, Some(col)) => {
-                let path = self.cfg.dir.join(self.manifest.rows[index][col].trim());
-                fnv(&std::fs::read(&path).map_err(|e| Error::io(&path, e))?)
-            }
+            (Task::Segmentation, Some(col)) => fnv_file(&self.cfg.item_file(
+                id,
+                "mask",
+                &self.manifest.rows[index][col],
+            )?)?,
             _ => fnv(&label.unwrap_or(u32::MAX).to_le_bytes()),
         };
         Ok(ItemHashes { probs, annotation })
     }
 }
 
-/// The decisions stored in `dataset`, or `None` when it has no decisions file.
+/// FNV-1a 64 of the regular file `path`'s bytes, streamed (never more than
+/// the length it had when opened).
+fn fnv_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = crate::io::fsx::open_input(path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut file = file.take(len);
+    let mut h = Fnv::default();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(h.hex());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The largest `reviews.jsonl` read, in bytes (1 GiB: several million
+/// decisions).
+pub const MAX_REVIEWS_BYTES: u64 = 1 << 30;
+
+/// The largest decisions CSV imported, in bytes.
+pub const MAX_DECISIONS_BYTES: u64 = 1 << 30;
+
+/// The decisions stored in `dataset`, or `None` when it has no decisions
+/// file. The file must be a regular file of at most [`MAX_REVIEWS_BYTES`];
+/// it is streamed.
 pub fn load(dataset: &Path) -> Result<Option<Vec<ReviewRecord>>> {
     let path = dataset.join(REVIEWS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
+        _ => {}
+    }
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    crate::queue::previous::for_each_line(&path, MAX_REVIEWS_BYTES, "reviews.jsonl", |i, line| {
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
         let rec: ReviewRecord = serde_json::from_str(line)
             .map_err(|e| Error::input(&path, format!("line {}: {e}", i + 1)))?;
         out.push(rec);
-    }
+        Ok(())
+    })?;
     Ok(Some(out))
 }
 
@@ -200,11 +225,18 @@ struct Row {
 
 fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> Result<Vec<Row>> {
     let bad = |msg: String| Error::input(csv_path, msg);
+    let file = crate::io::fsx::open_input(csv_path)?;
+    let len = file.metadata().map_err(|e| Error::io(csv_path, e))?.len();
+    if len > MAX_DECISIONS_BYTES {
+        return Err(bad(format!(
+            "the decisions CSV is {len} bytes, over the limit of {MAX_DECISIONS_BYTES} bytes \
+             (docs/threat-model.md)"
+        )));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_path(csv_path)
-        .map_err(|e| csv_err(csv_path, e))?;
+        .from_reader(std::io::Read::take(file, MAX_DECISIONS_BYTES));
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| csv_err(csv_path, e))?

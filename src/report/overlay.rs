@@ -223,8 +223,8 @@ pub fn annotators_overlay(
     let id = &manifest.ids[index];
     let official = manifest
         .column("mask")
-        .map(|col| cfg.dir.join(manifest.rows[index][col].trim()))
-        .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))?;
+        .map(|col| cfg.item_file(id, "mask", &manifest.rows[index][col]))
+        .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))??;
     let gt = read_mask(&official, id, dims, c, cfg.ignore_index)?;
     let mut img = base_image(cfg, manifest, index, &gt, h, w, c);
     for (k, (_, path)) in masks.iter().enumerate() {
@@ -294,21 +294,39 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Load an RGB PNG (any PNG colour type), `None` when it cannot be read.
+/// The widest and tallest background image decoded, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// The most memory the decoder of a background image may hold (its pixels
+/// included), in bytes.
+pub const MAX_IMAGE_DECODE_BYTES: u64 = 256 << 20;
+
+/// Load an RGB PNG (any PNG colour type), `None` when it cannot be read:
+/// not a regular file, over [`crate::neighbors::stage::MAX_IMAGE_BYTES`],
+/// wider or taller than [`MAX_IMAGE_SIDE`], or needing more than
+/// [`MAX_IMAGE_DECODE_BYTES`] to decode.
 pub fn load_rgb(path: &Path) -> Option<RgbImage> {
-    let bytes = std::fs::read(path).ok()?;
-    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).ok()?;
-    Some(img.to_rgb8())
+    let (file, _) = crate::neighbors::stage::open_image(path).ok()?;
+    let mut reader =
+        image::ImageReader::with_format(std::io::BufReader::new(file), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
+    reader.limits(limits);
+    Some(reader.decode().ok()?.into_rgb8())
 }
 
-/// The item's image, from the manifest's `image` column, if it loads.
+/// The item's image, from the manifest's `image` column, if it lies inside
+/// the dataset or its roots ([`DatasetConfig::item_file`]; a run refuses
+/// one that does not before scoring) and loads ([`load_rgb`]).
 pub fn item_image(cfg: &DatasetConfig, manifest: &Manifest, index: usize) -> Option<RgbImage> {
     let col = manifest.column("image")?;
     let rel = manifest.rows.get(index)?.get(col)?.trim();
     if rel.is_empty() {
         return None;
     }
-    load_rgb(&cfg.dir.join(rel))
+    load_rgb(&cfg.item_file(manifest.ids.get(index)?, "image", rel).ok()?)
 }
 
 /// The overlay of segmentation item `index` (its mask, the argmax of its
@@ -325,7 +343,7 @@ pub fn segmentation_overlay(
     let mask_col = manifest
         .column("mask")
         .ok_or_else(|| Error::Internal("an overlay of an item without a `mask` column".into()))?;
-    let mask_path = cfg.dir.join(manifest.rows[index][mask_col].trim());
+    let mask_path = cfg.item_file(id, "mask", &manifest.rows[index][mask_col])?;
     // The kept map, or the item read once more and its argmax.
     let computed;
     let (pred, h, w): (&[u16], usize, usize) = match kept {

@@ -266,7 +266,20 @@ pub fn triage_measured(
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // The child's own high-water mark, read while it runs: `ru_maxrss`
+    // also counts the memory of the process it was spawned from (Linux
+    // keeps the pre-exec peak across exec, and a vfork'd spawn runs on this
+    // test process's memory), so it is only the fallback.
+    let status_path = format!("/proc/{pid}/status");
+    let mut hwm: Option<u64> = None;
     loop {
+        if let Some(kb) = std::fs::read_to_string(&status_path).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            hwm = Some(hwm.unwrap_or(0).max(kb * 1024));
+        }
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
             break;
@@ -276,7 +289,7 @@ pub fn triage_measured(
             timed_out = true;
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let output = Output {
         status: std::process::ExitStatus::from_raw(status),
@@ -285,7 +298,7 @@ pub fn triage_measured(
     };
     Measured {
         output,
-        peak_rss: usage.ru_maxrss as u64 * 1024,
+        peak_rss: hwm.unwrap_or(usage.ru_maxrss as u64 * 1024),
         timed_out,
     }
 }

@@ -84,9 +84,10 @@ fn shared_dataset(name: &str, classes: usize) -> Option<(tempfile::TempDir, std:
     let src = data.join("label-errors");
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "task = \"classification\"\nnum_classes = {classes}\n[inputs]\nprobs = {:?}\nlabels = {:?}\n",
+        "task = \"classification\"\nnum_classes = {classes}\n[inputs]\nprobs = {:?}\nlabels = {:?}\nroots = [{:?}]\n",
         src.join(format!("pred_probs/{name}.npy")),
         src.join(format!("labels/{name}.npy")),
+        src,
     );
     std::fs::write(dir.path().join("triage.toml"), toml).unwrap();
     Some((dir, src))
