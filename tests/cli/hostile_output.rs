@@ -420,7 +420,7 @@ fn out_over_an_input_is_refused() {
 const PAYLOADS: [&str; 7] = [
     "=HYPERLINK(\"http://x\",\"y\")",
     "=cmd|' /C calc'!A0",
-    "+1",
+    "+1+cmd",
     "-2+3",
     "@SUM(A1)",
     "\tx",
