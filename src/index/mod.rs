@@ -373,17 +373,36 @@ pub fn hnsw(
     let mut loaded_items = 0;
     let candidates = match index_dir {
         Some((dir, known)) if known > 0 && known <= n => {
-            let mut io = hnsw_rs::hnswio::HnswIo::new(dir, INDEX_BASE);
-            let loaded: std::result::Result<Hnsw<f32, DistL2>, _> = io.load_hnsw();
-            match loaded {
-                Ok(h) if h.get_nb_point() == known => {
-                    loaded_items = known;
-                    insert(&h, emb, known, deterministic);
-                    save(&h, dir)?;
-                    search(&h)
+            // The caller loads only a dump whose files still hash to what
+            // its manifest recorded, so damage never reaches hnsw_rs's
+            // reader; a forged dump may still make that reader (or the
+            // graph it built) panic, which is caught here: the index is
+            // rebuilt, as for a dump that does not load.
+            let reused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut io = hnsw_rs::hnswio::HnswIo::new(dir, INDEX_BASE);
+                let loaded: std::result::Result<Hnsw<f32, DistL2>, _> = io.load_hnsw();
+                match loaded {
+                    Ok(h) if h.get_nb_point() == known => {
+                        insert(&h, emb, known, deterministic);
+                        Some(save(&h, dir).map(|()| search(&h)))
+                    }
+                    _ => None,
                 }
-                // Unreadable or inconsistent with its manifest: rebuild.
-                _ => {
+            }));
+            match reused {
+                Ok(Some(candidates)) => {
+                    loaded_items = known;
+                    candidates?
+                }
+                // Unreadable, inconsistent with its manifest, or its reader
+                // panicked: rebuild.
+                other => {
+                    if other.is_err() {
+                        eprintln!(
+                            "triage: {}: the saved index could not be read; rebuilding it",
+                            dir.display()
+                        );
+                    }
                     let h = build_fresh();
                     save(&h, dir)?;
                     search(&h)

@@ -106,10 +106,76 @@ impl LabelOracle for Oracle<'_> {
     }
 }
 
+/// `--index DIR/index.json`: the items the saved dump holds, in insertion
+/// order, and the xxh3-64 of each dump file ([`DUMP_FILES`]) as committed.
+/// The dump is loaded only when both files still hash to these (a damaged
+/// dump is rebuilt, said on stderr); the manifest itself is read as an
+/// untrusted regular file of at most [`MAX_INDEX_MANIFEST_BYTES`].
 #[derive(Serialize, Deserialize)]
 struct IndexManifest {
     ids: Vec<String>,
     row_hashes: Vec<u64>,
+    /// Absent in a manifest of an older version: its dump is not trusted.
+    #[serde(default)]
+    dump: Option<[u64; 2]>,
+}
+
+/// The largest `index.json` read (about 40 bytes an item, so room for
+/// tens of millions of items).
+pub const MAX_INDEX_MANIFEST_BYTES: u64 = 4 << 30;
+
+/// The xxh3-64 of the regular file `path`, streamed.
+fn file_xxh3(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = crate::io::fsx::open_input(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.digest())
+}
+
+/// The items of the saved index in `dir` that the run may reuse: the
+/// manifest's prefix that matches `ids` and `hashes`, when the dump files
+/// still hash to what the manifest recorded; 0 (rebuild) otherwise.
+fn reusable_prefix(dir: &Path, ids: &[String], hashes: &[u64]) -> Result<usize> {
+    let manifest_path = dir.join("index.json");
+    match std::fs::symlink_metadata(&manifest_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(&manifest_path, e)),
+        Ok(_) => {}
+    }
+    let text = crate::io::fsx::read_input(&manifest_path, MAX_INDEX_MANIFEST_BYTES, "index.json")?;
+    let m: IndexManifest = serde_json::from_slice(&text)
+        .map_err(|e| Error::input(&manifest_path, format!("not an index manifest: {e}")))?;
+    let m_len = m.ids.len();
+    let same_prefix = m_len <= ids.len()
+        && m.row_hashes.len() == m_len
+        && m.ids[..] == ids[..m_len]
+        && m.row_hashes[..] == hashes[..m_len];
+    if !same_prefix || m_len == 0 {
+        return Ok(0);
+    }
+    let intact = match m.dump {
+        Some(want) => DUMP_FILES
+            .iter()
+            .zip(want)
+            .all(|(name, w)| file_xxh3(&dir.join(name)).is_ok_and(|h| h == w)),
+        None => false,
+    };
+    if !intact {
+        eprintln!(
+            "triage: {}: the saved index does not match its checksums (damaged or of an older version); rebuilding it",
+            dir.display()
+        );
+        return Ok(0);
+    }
+    Ok(m_len)
 }
 
 fn row_hash(row: &[f32]) -> u64 {
@@ -155,24 +221,14 @@ fn build_graph(
     };
     let hashes: Vec<u64> = (0..emb.n).map(|i| row_hash(emb.row(i))).collect();
     let manifest_path = dir.join("index.json");
-    let known = match std::fs::read_to_string(&manifest_path) {
-        Ok(text) => {
-            let m: IndexManifest = serde_json::from_str(&text)
-                .map_err(|e| Error::input(&manifest_path, format!("not an index manifest: {e}")))?;
-            let m_len = m.ids.len();
-            let same_prefix =
-                m_len <= emb.n && m.ids[..] == ids[..m_len] && m.row_hashes[..] == hashes[..m_len];
-            if same_prefix { m_len } else { 0 }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::io(&manifest_path, e)),
-    };
-    let (graph, mut out) = saved_hnsw(dir, |work| {
+    let known = reusable_prefix(dir, ids, &hashes)?;
+    let (graph, mut out, dump) = saved_hnsw(dir, |work| {
         knn::hnsw(emb, o.k, Some((work, known)), o.deterministic)
     })?;
     let m = IndexManifest {
         ids: ids.to_vec(),
         row_hashes: hashes,
+        dump: Some(dump),
     };
     let text = serde_json::to_string(&m).map_err(|e| Error::io(&manifest_path, e.into()))?;
     out.write("index.json", |w| w.write_all(text.as_bytes()))?;
@@ -191,14 +247,15 @@ const DUMP_FILES: [&str; 2] = ["triage.hnsw.graph", "triage.hnsw.data"];
 /// so it loads from and dumps to `work` only. The saved dump of `dir`
 /// (regular files only, never a link) is linked (or copied) into `work`
 /// first. The new dump files are returned in an [`AtomicOutputs`] of `dir`,
-/// to commit as one set with `index.json`; a killed run's temp directory
-/// is removed by the next commit there.
+/// to commit as one set with `index.json`, with their xxh3-64 (for
+/// [`IndexManifest::dump`]); a killed run's temp directory is removed by
+/// the next commit there.
 ///
 /// [`AtomicOutputs`]: crate::io::atomic::AtomicOutputs
 fn saved_hnsw(
     dir: &Path,
     build: impl FnOnce(&Path) -> Result<knn::KnnGraph>,
-) -> Result<(knn::KnnGraph, crate::io::atomic::AtomicOutputs)> {
+) -> Result<(knn::KnnGraph, crate::io::atomic::AtomicOutputs, [u64; 2])> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".triage-index{}", crate::io::atomic::TEMP_TAG))
@@ -219,12 +276,14 @@ fn saved_hnsw(
     }
     let graph = build(work.path())?;
     let mut out = crate::io::atomic::AtomicOutputs::new(dir);
-    for name in DUMP_FILES {
+    let mut dump = [0u64; 2];
+    for (name, h) in DUMP_FILES.iter().zip(&mut dump) {
+        *h = file_xxh3(&work.path().join(name))?;
         out.adopt(name, &work.path().join(name))?;
     }
     drop(lock);
     work.close().map_err(|e| Error::io(dir, e))?;
-    Ok((graph, out))
+    Ok((graph, out, dump))
 }
 
 /// The largest `image` file read, in bytes, by the identical-image check

@@ -386,6 +386,70 @@ fn saved_index_gives_the_same_pairs_as_a_fresh_build() {
     );
 }
 
+/// A saved index is untrusted state: a dump damaged after it was saved
+/// (one byte changed in its vectors) no longer matches the checksums its
+/// manifest recorded, so it is rebuilt (said on stderr) and the pairs
+/// equal the exact graph's; an `index.json` that is a device is refused
+/// with exit 2 naming it.
+#[test]
+fn a_damaged_saved_index_is_rebuilt_not_trusted() {
+    let p = planted_dataset(800, 20, 6);
+    let ds = p.dir.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let idx = index.to_str().unwrap();
+    run_ok(ds, &tmp.path().join("o1"), &["--index", idx]);
+    let data = index.join("triage.hnsw.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&data, &bytes).unwrap();
+    let o = run_ok(ds, &tmp.path().join("o2"), &["--index", idx]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rebuilding"), "{err}");
+    let r = read_report(&tmp.path().join("o2"));
+    assert_eq!(
+        r["duplicates"]["index"]["loaded"], 0,
+        "the damaged dump is not loaded"
+    );
+    run_ok(ds, &tmp.path().join("exact"), &["--knn", "exact"]);
+    assert_eq!(
+        conflict_pairs(&read_queue(&tmp.path().join("o2"))),
+        conflict_pairs(&read_queue(&tmp.path().join("exact")))
+    );
+    // The rebuilt dump is reused by the next run.
+    run_ok(ds, &tmp.path().join("o3"), &["--index", idx]);
+    let r = read_report(&tmp.path().join("o3"));
+    assert_eq!(r["duplicates"]["index"]["loaded"], 820);
+
+    #[cfg(unix)]
+    {
+        std::fs::remove_file(index.join("index.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", index.join("index.json")).unwrap();
+        let out = tmp.path().join("o4");
+        let args = [
+            "run",
+            ds.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--index",
+            idx,
+        ];
+        let m = triage_measured(&args, None, std::time::Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&m.output.stderr);
+        assert_eq!(m.output.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("index.json") && err.contains("device"),
+            "{err}"
+        );
+        assert!(
+            !m.timed_out && m.peak_rss < 300 << 20,
+            "{} MB",
+            m.peak_rss >> 20
+        );
+    }
+}
+
 #[test]
 fn deterministic_runs_are_byte_identical() {
     let p = planted_dataset(600, 10, 5);
