@@ -16,6 +16,7 @@ import sys
 
 LAYERS = [
     ["error"],
+    ["fsx"],
     ["config"],
     ["metrics"],
     ["priority"],

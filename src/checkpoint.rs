@@ -10,7 +10,7 @@
 //! JSON ([`crate::io::sealed`]: 16 hex digits, a space, the JSON).
 //!
 //! **Reading it back** (`--resume`). The file is opened without following
-//! a symbolic link ([`crate::io::fsx::open_state`]: a link planted at its
+//! a symbolic link ([`crate::fsx::open_state`]: a link planted at its
 //! name is refused, exit 2, and nothing is written through it). A torn last
 //! line (no newline: the kill came mid-write) is cut off and the whole
 //! batches before it are kept. Any other damage (a checksum that does not
@@ -122,7 +122,7 @@ impl Checkpoint {
             fingerprint: fingerprint.into(),
             shard,
         };
-        let mut file = crate::io::fsx::open_state(&path)?;
+        let mut file = crate::fsx::open_state(&path)?;
         let io = |e| Error::io(&path, e);
         let existed = file.metadata().map_err(io)?.len() > 0;
         let dims = RunDims {

@@ -220,7 +220,7 @@ impl DatasetConfig {
         if !dir.is_dir() {
             return Err(Error::input(dir, "dataset directory not found"));
         }
-        let text = crate::io::fsx::read_input_string(&path, MAX_MANIFEST_BYTES, "triage.toml")?;
+        let text = crate::fsx::read_input_string(&path, MAX_MANIFEST_BYTES, "triage.toml")?;
         let raw: RawConfig =
             toml::from_str(&text).map_err(|e| Error::input(&path, e.to_string().trim_end()))?;
         let bad = |field: &str, msg: String| Error::input(&path, msg).field(field.to_string());

@@ -20,8 +20,8 @@
 //! and refuses partials that disagree with it or with each other.
 //!
 //! **Nothing in a partial is trusted.** It is read as a regular file
-//! ([`crate::io::fsx::open_input`]), line by line (an item row at most
-//! [`record_limit`] bytes), streaming. A line whose checksum does not
+//! ([`crate::fsx::open_input`]), line by line (an item row at most
+//! [`crate::io::sealed::record_limit`] bytes), streaming. A line whose checksum does not
 //! match, that is torn or is not a record, and any field that does not fit
 //! the run, is refused (exit 2) naming the file, the line and the field:
 //! the header's shard (`index < count`), its `items` (the shard's share of
@@ -90,7 +90,7 @@ pub fn fingerprint(cfg: &DatasetConfig, options: &Options) -> Result<String> {
     // Streamed, from regular files only (a FIFO or a device named as the
     // items CSV is refused, not read forever).
     let whole = |h: &mut std::hash::DefaultHasher, p: &Path| -> Result<()> {
-        let mut f = crate::io::fsx::open_input(p)?;
+        let mut f = crate::fsx::open_input(p)?;
         let mut buf = vec![0u8; 1 << 16];
         let mut len = 0u64;
         loop {
@@ -125,7 +125,7 @@ pub fn fingerprint(cfg: &DatasetConfig, options: &Options) -> Result<String> {
     large.extend(cfg.labels.iter().cloned());
     large.extend(cfg.embeddings.iter().cloned());
     for p in &large {
-        let f = crate::io::fsx::open_input(p)?;
+        let f = crate::fsx::open_input(p)?;
         ends(&mut h, p, f).map_err(|e| Error::io(p, e))?;
     }
     Ok(format!("{:016x}", h.finish()))
@@ -168,13 +168,6 @@ pub fn write(out: &Path, header: &Header, items: &[ItemResult]) -> Result<Vec<Pa
     files.commit()
 }
 
-/// The longest line of a partial's item rows (or of a segmentation cache
-/// entry) for a run of `classes` classes: 1 MiB, and 64 bytes a cell of
-/// the `classes²` confusion cells a record may list.
-pub fn record_limit(classes: usize) -> usize {
-    (1usize << 20).saturating_add(classes.saturating_mul(classes).saturating_mul(64))
-}
-
 /// A partial opened for merging: its header, read and checked; its items,
 /// by [`Opened::items`].
 pub struct Opened {
@@ -193,7 +186,7 @@ pub fn open(part: &Path) -> Result<Opened> {
     } else {
         part.to_path_buf()
     };
-    let f = crate::io::fsx::open_input(&path)?;
+    let f = crate::fsx::open_input(&path)?;
     let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
     let mut line = Vec::new();
@@ -282,7 +275,7 @@ impl Opened {
         let mut out = Vec::with_capacity(h.items.min(1 << 16));
         let mut tally = Tally::default();
         let mut line = Vec::new();
-        let limit = record_limit(dims.classes);
+        let limit = crate::io::sealed::record_limit(dims.classes);
         for n in 2.. {
             let bad = |why: String| {
                 Error::input(&path, format!("bad item row: {why}")).field(format!("line {n}"))

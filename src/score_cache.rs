@@ -30,7 +30,7 @@
 //! Deleting `DIR` is always safe.
 //!
 //! **Nothing in a cache is trusted.** Files are read as regular files
-//! ([`crate::io::fsx::open_input`]), streaming (an entry at a time). The
+//! ([`crate::fsx::open_input`]), streaming (an entry at a time). The
 //! header's `entries` must match the file's size (classification: exactly
 //! `entries × 52` bytes after the header) or its lines (segmentation),
 //! else the file is not used; nothing is sized by it before that check.
@@ -367,7 +367,7 @@ impl Cache {
         task: Task,
         classes: usize,
     ) -> std::result::Result<usize, String> {
-        let file = crate::io::fsx::open_input(path).map_err(|e| e.to_string())?;
+        let file = crate::fsx::open_input(path).map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut r = std::io::BufReader::with_capacity(1 << 20, file);
         let mut line = Vec::new();
@@ -414,7 +414,7 @@ impl Cache {
                 }
             }
             Task::Segmentation => {
-                let limit = crate::partial::record_limit(classes);
+                let limit = crate::io::sealed::record_limit(classes);
                 let mut n = 0usize;
                 let mut segs = Vec::new();
                 loop {

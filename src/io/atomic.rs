@@ -85,7 +85,7 @@ use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
-use crate::io::fsx;
+use crate::fsx;
 
 /// Marks a temp file: `.<name>.triage-tmp-XXXXXX`.
 pub const TEMP_TAG: &str = ".triage-tmp-";

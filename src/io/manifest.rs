@@ -39,10 +39,10 @@ impl Manifest {
 
     /// Read and check `path`: an `id` column, unique non-empty ids, and every
     /// row as wide as the header. The file must be a regular file
-    /// ([`crate::io::fsx::open_input`]); it is streamed, so memory follows
+    /// ([`crate::fsx::open_input`]); it is streamed, so memory follows
     /// its size.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = crate::io::fsx::open_input(path)?;
+        let file = crate::fsx::open_input(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)

@@ -40,7 +40,7 @@ pub fn read_mask(
     ignore_index: u16,
 ) -> Result<Vec<u16>> {
     let named = |msg: String| Error::input(path, msg).item(item).field("mask");
-    let file = crate::io::fsx::open_input(path).map_err(|e| e.item(item).field("mask"))?;
+    let file = crate::fsx::open_input(path).map_err(|e| e.item(item).field("mask"))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > MAX_MASK_BYTES {
         return Err(named(format!(

@@ -3,7 +3,6 @@
 pub mod annotations;
 pub mod atomic;
 pub mod embeddings;
-pub mod fsx;
 pub mod jsonw;
 pub mod labels;
 pub mod manifest;

@@ -280,7 +280,7 @@ impl NpyArray {
     /// computed with checked arithmetic (every partial product of the
     /// dimensions fits 64 bits), and the data must fit the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = crate::io::fsx::open_input(path)?;
+        let mut file = crate::fsx::open_input(path)?;
         let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let bad = |msg: String| Error::input(path, format!("not a valid .npy file ({msg})"));
         let mut pre = [0u8; 12];

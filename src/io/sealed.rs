@@ -31,6 +31,13 @@ use std::io::{BufRead, Write};
 
 use xxhash_rust::xxh3::xxh3_64;
 
+/// The longest sealed line of a partial's item rows (or of a segmentation
+/// score cache entry) for a run of `classes` classes: 1 MiB, and 64 bytes
+/// a cell of the `classes²` confusion cells a record may list.
+pub fn record_limit(classes: usize) -> usize {
+    (1usize << 20).saturating_add(classes.saturating_mul(classes).saturating_mul(64))
+}
+
 /// Hex digits of the checksum, before the space.
 pub const DIGITS: usize = 16;
 

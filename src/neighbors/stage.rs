@@ -127,7 +127,7 @@ pub const MAX_INDEX_MANIFEST_BYTES: u64 = 4 << 30;
 /// The xxh3-64 of the regular file `path`, streamed.
 fn file_xxh3(path: &Path) -> Result<u64> {
     use std::io::Read;
-    let mut f = crate::io::fsx::open_input(path)?;
+    let mut f = crate::fsx::open_input(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3Default::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -150,7 +150,7 @@ fn reusable_prefix(dir: &Path, ids: &[String], hashes: &[u64]) -> Result<usize> 
         Err(e) => return Err(Error::io(&manifest_path, e)),
         Ok(_) => {}
     }
-    let text = crate::io::fsx::read_input(&manifest_path, MAX_INDEX_MANIFEST_BYTES, "index.json")?;
+    let text = crate::fsx::read_input(&manifest_path, MAX_INDEX_MANIFEST_BYTES, "index.json")?;
     let m: IndexManifest = serde_json::from_slice(&text)
         .map_err(|e| Error::input(&manifest_path, format!("not an index manifest: {e}")))?;
     let m_len = m.ids.len();
@@ -312,10 +312,10 @@ fn image_paths(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Vec<Op
 }
 
 /// Open an `image` file for reading: a regular file
-/// ([`crate::io::fsx::open_input`]) of at most [`MAX_IMAGE_BYTES`]; returns
+/// ([`crate::fsx::open_input`]) of at most [`MAX_IMAGE_BYTES`]; returns
 /// it with its length.
 pub fn open_image(path: &Path) -> Result<(std::fs::File, u64)> {
-    let f = crate::io::fsx::open_input(path).map_err(|e| match e {
+    let f = crate::fsx::open_input(path).map_err(|e| match e {
         Error::Io { source, .. } => Error::input(path, format!("cannot open the image: {source}")),
         e => e,
     })?;

@@ -93,7 +93,7 @@ pub fn load(dir: &Path) -> Result<Vec<PrevRow>> {
 
 /// Call `f(index, line)` on every line of the text file `path` (without
 /// its `\n`), streamed: the file must be a regular file
-/// ([`crate::io::fsx::open_input`]) of at most `limit` bytes (checked
+/// ([`crate::fsx::open_input`]) of at most `limit` bytes (checked
 /// before reading, and never more read); `what` names it in errors.
 pub(crate) fn for_each_line(
     path: &Path,
@@ -102,7 +102,7 @@ pub(crate) fn for_each_line(
     mut f: impl FnMut(usize, &str) -> Result<()>,
 ) -> Result<()> {
     use std::io::{BufRead, Read};
-    let file = crate::io::fsx::open_input(path)?;
+    let file = crate::fsx::open_input(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > limit {
         return Err(Error::input(

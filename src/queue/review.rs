@@ -160,7 +160,7 @@ impl<'a> ContentHasher<'a> {
 /// the length it had when opened).
 fn fnv_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    let file = crate::io::fsx::open_input(path)?;
+    let file = crate::fsx::open_input(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut file = file.take(len);
     let mut h = Fnv::default();
@@ -225,7 +225,7 @@ struct Row {
 
 fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> Result<Vec<Row>> {
     let bad = |msg: String| Error::input(csv_path, msg);
-    let file = crate::io::fsx::open_input(csv_path)?;
+    let file = crate::fsx::open_input(csv_path)?;
     let len = file.metadata().map_err(|e| Error::io(csv_path, e))?.len();
     if len > MAX_DECISIONS_BYTES {
         return Err(bad(format!(
