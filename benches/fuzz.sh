@@ -36,13 +36,13 @@ status=${PIPESTATUS[0]}
 set -e
 end=$(date +%s)
 echo
-grep -E '^fuzz [a-z_]+: seed' "$log" | awk -v secs=$((end - start)) '
+grep -E '^fuzz [a-z_]+: seed .* cases in ' "$log" | awk -v secs=$((end - start)) '
     { for (i = 1; i <= NF; i++) {
         if ($(i + 1) == "cases") n += $i;
         if ($(i + 1) == "exit" && $(i + 2) == "0,") ok += $i;
         if ($(i + 1) == "exit" && $(i + 2) == "2,") refused += $i;
         if ($(i + 1) == "broke") broke += $i;
-        if ($(i + 1) == "classes)") classes += substr($i, 2);
+        if ($(i + 1) ~ /^classes\)/) classes += substr($i, 2);
       } kinds++ }
     END { printf "fuzz total: %d kinds, %d cases in %d s: %d exit 0, %d exit 2, %d broke a property (%d classes)\n",
           kinds, n, secs, ok, refused, broke, classes }'

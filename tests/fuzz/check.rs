@@ -40,7 +40,7 @@ pub enum Entry {
 pub type Snapshot = BTreeMap<PathBuf, Entry>;
 
 /// Files larger than this are hashed by their first and last MiB (and
-/// size and mtime): sparse 64 GiB inputs are planted on purpose.
+/// size and mtime): sparse 8 GiB inputs are planted on purpose.
 const HASH_WHOLE: u64 = 64 << 20;
 
 fn hash_file(p: &Path, meta: &std::fs::Metadata) -> u64 {

@@ -355,6 +355,13 @@ pub fn build(fx: Fx) -> Template {
     std::fs::create_dir_all(root.join("outside/dir")).unwrap();
     std::fs::write(root.join("outside/canary.txt"), "canary: never written\n").unwrap();
     std::fs::write(root.join("outside/dir/kept.txt"), "kept\n").unwrap();
+    // A valid image and mask outside the dataset, for paths that lead out.
+    let outside_png: Vec<u16> = (0..H * W).map(|p| (p % C) as u16).collect();
+    std::fs::write(
+        root.join("outside/image.png"),
+        PngImage::from_values(W, H, 8, png::GRAY, &outside_png).encode(),
+    )
+    .unwrap();
     std::fs::create_dir_all(base.join("state")).unwrap();
     std::fs::create_dir_all(base.join(OUT).parent().unwrap()).unwrap();
     let mut models = BTreeMap::new();

@@ -17,7 +17,9 @@
 //! - `TRIAGE_FUZZ_TIMEOUT_S` (20), `TRIAGE_FUZZ_RSS_MIB` (512),
 //!   `TRIAGE_FUZZ_DATA_MIB` (1024, the RLIMIT_DATA of the binary, so that a
 //!   hostile allocation fails fast instead of taking the machine),
-//!   `TRIAGE_FUZZ_SHRINK` (64 shrink steps per new failure class).
+//!   `TRIAGE_FUZZ_SHRINK` (64 shrink steps per new failure class);
+//! - `TRIAGE_FUZZ_DEBUG=1`: one line per case and shrink step (with
+//!   `--nocapture`).
 //!
 //! Every failing class is shrunk (proptest's value trees) and saved under
 //! `target/fuzz-failures/<kind>/` (the whole case directory, the mutated
@@ -278,7 +280,7 @@ fn replace_file(p: &Path, f: FileMut, root: &Path, bytes: &[u8]) {
         FileMut::Sparse => {
             std::fs::write(p, bytes).unwrap();
             let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
-            f.set_len(64 << 30).unwrap();
+            f.set_len(8 << 30).unwrap();
         }
     }
 }
@@ -563,6 +565,15 @@ fn save(
     case: u32,
     shrunk: usize,
 ) -> PathBuf {
+    let reproduce = if kind.name == "png_lossless" {
+        "cargo test --test fuzz masks_reencoded_without_loss_read_the_same -- --nocapture"
+            .to_string()
+    } else {
+        format!(
+            "TRIAGE_FUZZ_SEED={seed:#x} TRIAGE_FUZZ_CASE={case} cargo test --test fuzz -- --exact {} --nocapture",
+            kind.name
+        )
+    };
     let dir = failures_dir(kind.name).join(format!("{n:02}-{}", slug(class)));
     let _ = std::fs::remove_dir_all(&dir);
     let mut special = String::new();
@@ -591,11 +602,10 @@ fn save(
         .collect();
     let readme = format!(
         "fuzz kind: {}\nclass: {class}\nseed: {seed:#018x}, case {case} (shrunk {shrunk} steps)\n\
-         reproduce: TRIAGE_FUZZ_SEED={seed:#x} TRIAGE_FUZZ_CASE={case} cargo test --test fuzz {} -- --nocapture\n\
+         reproduce: {reproduce}\n\
          fixture: {:?}\ntarget: {}\nmutations: {:#?}\n\n\
          command (cd case/{BASE}): triage {}\nexit: {:?}, peak RSS {} MiB, timed out: {}\n\n\
          broken properties:\n{}\n\nwrites outside --out:\n{}\n\nspecial files:\n{special}\n\nstderr (tail):\n{err_tail}\n",
-        kind.name,
         kind.name,
         run.fixture,
         run.target.as_deref().unwrap_or("-"),
@@ -732,9 +742,12 @@ fn shrink(
         let r = run_case(ctx, &cand);
         if std::env::var_os("TRIAGE_FUZZ_DEBUG").is_some() {
             eprintln!(
-                "shrink: {:?} -> {:?}",
+                "shrink: {:?} -> {:?} ({:?}, stderr {} bytes, this process {} MiB)",
                 cand.muts,
-                r.failures.iter().map(|f| &f.class).collect::<Vec<_>>()
+                r.failures.iter().map(|f| &f.class).collect::<Vec<_>>(),
+                r.measured.output.status,
+                r.measured.output.stderr.len(),
+                check::own_peak_rss() >> 20
             );
         }
         if r.failures.iter().any(|f| f.class == class) {
@@ -788,6 +801,18 @@ fn fuzz(kind: &Kind) {
         let t = Instant::now();
         let run = run_case(&ctx, &spec);
         let took = t.elapsed();
+        if std::env::var_os("TRIAGE_FUZZ_DEBUG").is_some() {
+            eprintln!(
+                "case {case}: {:?} {:?}: {:?} in {:.2} s, {} MiB (this process: {} MiB)",
+                run.fixture,
+                run.target,
+                run.measured.output.status,
+                took.as_secs_f64(),
+                run.measured.peak_rss >> 20,
+                check::own_peak_rss() >> 20
+            );
+            eprintln!("  {:?}", spec.muts);
+        }
         in_cases += took;
         if took > slowest.0 {
             slowest = (took, case);

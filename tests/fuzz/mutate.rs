@@ -503,7 +503,7 @@ pub enum FileMut {
     Dangling,
     Dir,
     Fifo,
-    /// A sparse file of 64 GiB (its first bytes the original).
+    /// A sparse file of 8 GiB (its first bytes the original).
     Sparse,
 }
 
@@ -636,8 +636,9 @@ pub enum Mut {
     DropColumn(usize),
     DupColumn(usize),
     /// Append `n` rows: the data rows again and again, column `col` made
-    /// unique (`x0`, `x1`, ... per round): thousands of annotators, ids or
-    /// decisions from a small file.
+    /// new each round (`x0_0`, `x0_1`, `x1_0`, ...: the fixtures' annotation
+    /// rows alternate between two annotators per item): thousands of
+    /// annotators, ids or decisions from a small file.
     Rows {
         col: usize,
         n: usize,
@@ -658,6 +659,12 @@ pub enum Mut {
     },
     TomlInsert {
         line: usize,
+        key: &'static str,
+        val: TomlVal,
+    },
+    /// Set a known key: its line rewritten, or one added where it belongs
+    /// (top level, or under `[inputs]`).
+    TomlKey {
         key: &'static str,
         val: TomlVal,
     },
@@ -728,12 +735,41 @@ fn text_muts() -> BoxedStrategy<Mut> {
     .boxed()
 }
 
+/// Paths a hostile dataset may name (`@ROOT@` is the case's root).
+pub const PATHS: &[&str] = &[
+    "/dev/zero",
+    "/dev/stdin",
+    "/proc/self/mem",
+    "/",
+    ".",
+    "",
+    "masks",
+    "../ds/masks/s1.png",
+    "masks/../../ds/masks/s2.png",
+    "../../../../../../../../../../etc/hostname",
+    "@ROOT@/outside/canary.txt",
+    "@ROOT@/outside/image.png",
+    "@ROOT@/outside/dir",
+    "probs.npy",
+    "items.csv",
+    "reviews.jsonl",
+];
+
 fn csv_muts() -> BoxedStrategy<Mut> {
+    let path = (pos(), pos(), select(PATHS)).prop_map(|(row, col, p)| Mut::Field {
+        row,
+        col,
+        val: Val::T(p),
+        quoted: false,
+    });
     prop_oneof![
         5 => (pos(), pos(), val(), any::<bool>()).prop_map(|(row, col, val, quoted)| Mut::Field { row, col, val, quoted }),
+        2 => path,
         1 => pos().prop_map(Mut::DropColumn),
         1 => pos().prop_map(Mut::DupColumn),
-        1 => (pos(), select(&[100usize, 4000, 30_000][..])).prop_map(|(col, n)| Mut::Rows { col, n }),
+        2 => (
+            0usize..4,
+            select(&[100usize, 4000, 30_000, 100_000][..])).prop_map(|(col, n)| Mut::Rows { col, n }),
     ]
     .boxed()
 }
@@ -755,10 +791,73 @@ fn json_muts() -> BoxedStrategy<Mut> {
     .boxed()
 }
 
+const TOML_NUMS: &[&str] = &[
+    "4000000000000",
+    "100000000",
+    "1e8",
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3",
+    "255",
+    "256",
+    "65535",
+    "65536",
+    "4294967296",
+    "18446744073709551616",
+    "1e18",
+    "3.5",
+    "nan",
+    "inf",
+];
+
+/// A known manifest key set to a value of its kind (or a wrong one).
+fn toml_key() -> BoxedStrategy<Mut> {
+    let nums = (
+        select(&["num_classes", "ignore_index"][..]),
+        select(TOML_NUMS),
+    )
+        .prop_map(|(key, v)| Mut::TomlKey {
+            key,
+            val: TomlVal::Raw(v),
+        });
+    let classes = prop_oneof![
+        3 => select(TOML_RAW).prop_map(TomlVal::Raw),
+        1 => select(&[1usize, 2, 4, 256, 70_000][..]).prop_map(TomlVal::Classes),
+    ]
+    .prop_map(|val| Mut::TomlKey {
+        key: "classes",
+        val,
+    });
+    let paths = (
+        select(&["items", "probs", "labels", "embeddings", "annotations"][..]),
+        select(PATHS),
+    )
+        .prop_map(|(key, p)| Mut::TomlKey {
+            key,
+            val: TomlVal::V(Val::T(p)),
+        });
+    let task = select(
+        &[
+            "\"segmentation\"",
+            "\"classification\"",
+            "\"detection\"",
+            "1",
+        ][..],
+    )
+    .prop_map(|v| Mut::TomlKey {
+        key: "task",
+        val: TomlVal::Raw(v),
+    });
+    prop_oneof![3 => nums, 3 => classes, 3 => paths, 1 => task].boxed()
+}
+
 fn toml_muts() -> BoxedStrategy<Mut> {
     prop_oneof![
         3 => (pos(), toml_val()).prop_map(|(nth, val)| Mut::TomlSet { nth, val }),
         1 => (pos(), select(TOML_KEYS), toml_val()).prop_map(|(line, key, val)| Mut::TomlInsert { line, key, val }),
+        4 => toml_key(),
     ]
     .boxed()
 }
@@ -1084,6 +1183,9 @@ fn numbers(b: &[u8]) -> Vec<std::ops::Range<usize>> {
     v
 }
 
+/// The most bytes [`Mut::Rows`] adds to a file.
+const ROWS_BYTES: usize = 4 << 20;
+
 fn lines(b: &[u8]) -> Vec<Vec<u8>> {
     b.split_inclusive(|&c| c == b'\n')
         .map(<[u8]>::to_vec)
@@ -1389,13 +1491,20 @@ fn apply_one(bytes: &mut Vec<u8>, m: &Mut, model: &Model) {
             let data: Vec<Vec<u8>> = ls.iter().skip(1).cloned().collect();
             if !data.is_empty() {
                 let width = cells(&ls[0]).0.len();
+                // At most ROWS_BYTES added (a row may hold a long value).
+                let mut added = 0;
                 for i in 0..*n {
                     let (mut cs, end) = cells(&data[i % data.len()]);
                     let c = col % width;
                     if c < cs.len() {
-                        cs[c] = format!("x{}", i / data.len()).into_bytes();
+                        cs[c] = format!("x{}_{}", i / data.len(), i % 2).into_bytes();
                     }
-                    ls.push(join_cells(&cs, &end));
+                    let row = join_cells(&cs, &end);
+                    added += row.len();
+                    if added > ROWS_BYTES {
+                        break;
+                    }
+                    ls.push(row);
                 }
                 *bytes = ls.concat();
             }
@@ -1472,6 +1581,30 @@ fn apply_one(bytes: &mut Vec<u8>, m: &Mut, model: &Model) {
             };
             let i = line % (ls.len() + 1);
             ls.insert(i, l.into_bytes());
+            *bytes = ls.concat();
+        }
+        Mut::TomlKey { key, val } => {
+            let mut ls = lines(bytes);
+            if let Some(last) = ls.last_mut()
+                && !last.ends_with(b"\n")
+            {
+                last.push(b'\n');
+            }
+            let line = format!("{key} = {}\n", val.render()).into_bytes();
+            let is_key = |l: &[u8]| {
+                l.strip_prefix(key.as_bytes())
+                    .is_some_and(|r| r.trim_ascii_start().starts_with(b"="))
+            };
+            if let Some(i) = ls.iter().position(|l| is_key(l)) {
+                ls[i] = line;
+            } else if ["task", "num_classes", "classes", "ignore_index"].contains(key) {
+                ls.insert(0, line);
+            } else if let Some(i) = ls.iter().position(|l| l.starts_with(b"[inputs]")) {
+                ls.insert(i + 1, line);
+            } else {
+                ls.push(b"[inputs]\n".to_vec());
+                ls.push(line);
+            }
             *bytes = ls.concat();
         }
         Mut::NpyVersion { version, len: hl } if len >= 12 => {
