@@ -231,16 +231,10 @@ fn panic_location(stderr: &str) -> Option<String> {
     if let Some(k) = loc.find("/library/").filter(|_| loc.starts_with("/rustc/")) {
         loc = loc[k + 1..].to_string();
     }
-    if foreign(head) || head.starts_with("library/") {
-        let ours = stderr
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("at "))
-            .find(|p| !foreign(p) && p.contains("src/"));
-        if let Some(p) = ours {
-            let p = &p[p.find("src/").unwrap_or(0)..];
-            let p: Vec<&str> = p.rsplitn(2, ':').collect();
-            loc = format!("{loc} (from {})", p.last().unwrap_or(&""));
-        }
+    if (foreign(head) || head.starts_with("library/"))
+        && let Some(p) = own_frame(stderr)
+    {
+        loc = format!("{loc} (from {p})");
     }
     let msg: String = rest
         .lines()
@@ -255,6 +249,19 @@ fn panic_location(stderr: &str) -> Option<String> {
     } else {
         format!("{loc}: {msg}")
     })
+}
+
+/// The first frame of our own code (`src/file.rs:line`) in a backtrace on
+/// stderr, if there is one (`RUST_BACKTRACE=1`).
+fn own_frame(stderr: &str) -> Option<String> {
+    let foreign = |p: &str| p.contains("/rustc/") || p.contains("/.cargo/");
+    let p = stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("at "))
+        .find(|p| !foreign(p) && p.contains("src/"))?;
+    let p = &p[p.find("src/").unwrap_or(0)..];
+    let p: Vec<&str> = p.rsplitn(2, ':').collect();
+    p.last().map(|s| s.to_string())
 }
 
 fn signal_name(s: i32) -> &'static str {
@@ -322,7 +329,10 @@ pub fn judge(m: &Measured, writes: &[String], limits: &Limits) -> Vec<Failure> {
             (Some(c), _) => fail(format!("exit {c}"), tail.clone()),
             (None, Some(s)) => {
                 let why = if stderr.contains("memory allocation of") {
-                    ": an allocation over the memory limit (OOM)".to_string()
+                    match own_frame(&stderr) {
+                        Some(f) => format!(": an allocation over the memory limit (OOM) from {f}"),
+                        None => ": an allocation over the memory limit (OOM)".to_string(),
+                    }
                 } else if let Some(loc) = panic_location(&stderr) {
                     format!(": panic at {loc}")
                 } else {
