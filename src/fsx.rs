@@ -126,6 +126,56 @@ pub fn read_input_string(path: &Path, limit: u64, what: &str) -> Result<String> 
     })
 }
 
+/// The longest line of a streamed text input (`items.csv`,
+/// `annotations.csv`, review decisions): a file without newlines (a sparse
+/// or zero-filled one) is refused here instead of growing one record
+/// without end.
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// A reader that fails (`InvalidData`, naming the limit) once more than
+/// `limit` bytes follow the last newline; see [`open_text`].
+pub struct LineLimit<R> {
+    inner: R,
+    since_newline: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        self.since_newline = match got.iter().rposition(|&b| b == b'\n') {
+            Some(at) => (n - at - 1) as u64,
+            None => self.since_newline + n as u64,
+        };
+        if self.since_newline > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a line of more than {} bytes (docs/threat-model.md): not a text table",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// [`open_input`] for a text table read as a stream: lines of at most
+/// [`MAX_LINE_BYTES`].
+pub fn open_text(path: &Path) -> Result<LineLimit<File>> {
+    Ok(line_limited(open_input(path)?, MAX_LINE_BYTES))
+}
+
+/// `inner` with lines of at most `limit` bytes.
+pub fn line_limited<R: Read>(inner: R, limit: u64) -> LineLimit<R> {
+    LineLimit {
+        inner,
+        since_newline: 0,
+        limit,
+    }
+}
+
 /// Open (creating it when missing) the state file `path` for reading and
 /// writing in place, without following a symbolic link at its name; it
 /// must be a regular file.
@@ -246,6 +296,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn text_lines_are_bounded() {
+        let text = b"id,label\na,1\n";
+        let mut ok = String::new();
+        line_limited(&text[..], 8).read_to_string(&mut ok).unwrap();
+        assert_eq!(ok.as_bytes(), text);
+        // Nine bytes after the last newline, limit eight.
+        let long = b"id\n123456789";
+        let mut sink = Vec::new();
+        let e = line_limited(&long[..], 8).read_to_end(&mut sink).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("more than 8 bytes"), "{e}");
+        // Zeros without a newline (a sparse file) stop at the limit.
+        let zeros = std::io::repeat(0).take(1 << 20);
+        let e = line_limited(zeros, 4096).read_to_end(&mut sink).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(sink.len() < 1 << 20);
     }
 
     #[cfg(unix)]

@@ -60,7 +60,7 @@ impl Annotations {
 
 /// Read `path` for the items of `manifest`.
 pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Annotations> {
-    let file = crate::fsx::open_input(path)?;
+    let file = crate::fsx::open_text(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)

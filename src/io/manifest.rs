@@ -42,7 +42,7 @@ impl Manifest {
     /// ([`crate::fsx::open_input`]); it is streamed, so memory follows
     /// its size.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = crate::fsx::open_input(path)?;
+        let file = crate::fsx::open_text(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)

@@ -236,7 +236,10 @@ fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> 
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(std::io::Read::take(file, MAX_DECISIONS_BYTES));
+        .from_reader(crate::fsx::line_limited(
+            std::io::Read::take(file, MAX_DECISIONS_BYTES),
+            crate::fsx::MAX_LINE_BYTES,
+        ));
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| csv_err(csv_path, e))?

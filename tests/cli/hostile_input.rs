@@ -578,6 +578,9 @@ enum Special {
     Fifo,
     DevZero,
     Dir,
+    /// A regular file of 8 GiB of zeros (sparse: no disk used), without a
+    /// newline.
+    Sparse,
 }
 
 #[cfg(unix)]
@@ -594,6 +597,10 @@ fn plant(path: &Path, kind: Special) {
         }
         Special::DevZero => std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
         Special::Dir => std::fs::create_dir(path).unwrap(),
+        Special::Sparse => std::fs::File::create(path)
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap(),
     }
 }
 
@@ -601,7 +608,10 @@ fn plant(path: &Path, kind: Special) {
 /// directory) as a mask, items.csv, annotations.csv, the probabilities,
 /// labels, embeddings, an image, reviews.jsonl, `--previous`'s queue.jsonl
 /// or a review-import decisions CSV cost GBs or hung (an image looped
-/// forever). Each is refused, naming it, at once, in bounded memory.
+/// forever). Each is refused, naming it, at once, in bounded memory; so is
+/// an 8 GiB sparse file of zeros in their place (a text table without a
+/// newline is refused at its line limit, a file over its size limit before
+/// it is read).
 #[cfg(unix)]
 #[test]
 fn special_files_are_refused_quickly_in_bounded_memory() {
@@ -609,7 +619,7 @@ fn special_files_are_refused_quickly_in_bounded_memory() {
     // `/dev` is a root, so the paths pass the dataset rule and meet the
     // regular-file rule.
     let dev = roots_line(&[Path::new("/dev")]);
-    let kinds = [Special::Fifo, Special::DevZero, Special::Dir];
+    let kinds = [Special::Fifo, Special::DevZero, Special::Dir, Special::Sparse];
     // Classification: (file planted, [inputs] lines, items header, rows).
     let cls_inputs = format!(
         "labels = \"labels.npy\"\nembeddings = \"emb.npy\"\nannotations = \"annotations.csv\"\n{dev}"
