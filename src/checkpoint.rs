@@ -42,6 +42,9 @@ use crate::model::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
 
 /// The checkpoint's file name inside `--out`.
 pub const FILE: &str = ".triage-checkpoint.jsonl";
+/// The longest header line read (it holds the format, a fingerprint and
+/// the shard).
+const HEADER_LIMIT: usize = 1 << 16;
 const FORMAT: &str = "triage-checkpoint/2";
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -183,7 +186,7 @@ impl Checkpoint {
         let limit = usize::try_from(len).unwrap_or(usize::MAX);
         let mut r = std::io::BufReader::with_capacity(1 << 20, file);
         let mut line = Vec::new();
-        let mut kept = match sealed::read_line(&mut r, &mut line, limit) {
+        let mut kept = match sealed::read_line(&mut r, &mut line, limit.min(HEADER_LIMIT)) {
             Ok(sealed::Line::Whole(n)) => n as u64,
             Ok(_) => return Err("no whole header line".into()),
             Err(e) => return Err(e.to_string()),
@@ -204,6 +207,9 @@ impl Checkpoint {
                 // The end, or a torn last line (cut off).
                 Ok(sealed::Line::End | sealed::Line::Torn(_)) => break,
                 Ok(sealed::Line::TooLong) => return Err(at("longer than the file".into())),
+                Ok(sealed::Line::NotSealed) => {
+                    return Err(at(sealed::Damage::NoChecksum.to_string()));
+                }
                 Err(e) => return Err(at(e.to_string())),
             };
             let json = sealed::open(&line).map_err(|d| at(d.to_string()))?;

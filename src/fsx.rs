@@ -307,12 +307,16 @@ mod tests {
         // Nine bytes after the last newline, limit eight.
         let long = b"id\n123456789";
         let mut sink = Vec::new();
-        let e = line_limited(&long[..], 8).read_to_end(&mut sink).unwrap_err();
+        let e = line_limited(&long[..], 8)
+            .read_to_end(&mut sink)
+            .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("more than 8 bytes"), "{e}");
         // Zeros without a newline (a sparse file) stop at the limit.
         let zeros = std::io::repeat(0).take(1 << 20);
-        let e = line_limited(zeros, 4096).read_to_end(&mut sink).unwrap_err();
+        let e = line_limited(zeros, 4096)
+            .read_to_end(&mut sink)
+            .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(sink.len() < 1 << 20);
     }

@@ -289,6 +289,9 @@ impl Opened {
                 Ok(sealed::Line::TooLong) => {
                     return Err(bad(format!("longer than {limit} bytes")));
                 }
+                Ok(sealed::Line::NotSealed) => {
+                    return Err(bad(sealed::Damage::NoChecksum.to_string()));
+                }
                 Err(e) => return Err(Error::io(&path, e)),
             }
             if out.len() == h.items {

@@ -425,6 +425,9 @@ impl Cache {
                         Ok(sealed::Line::TooLong) => {
                             return Err(format!("entry {n}: longer than {limit} bytes"));
                         }
+                        Ok(sealed::Line::NotSealed) => {
+                            return Err(format!("entry {n}: {}", sealed::Damage::NoChecksum));
+                        }
                         Err(e) => return Err(e.to_string()),
                     }
                     n += 1;

@@ -123,6 +123,18 @@ pub enum Line {
     Torn(usize),
     /// More than the limit before a `\n`: not read further.
     TooLong,
+    /// Its first bytes are not the 16 hex digits and the space of a sealed
+    /// line: not read further (so a file of zeros, or of anything else, is
+    /// refused after its first bytes, not read to its end).
+    NotSealed,
+}
+
+/// `start` (at least `DIGITS + 1` bytes) begins as a sealed line does.
+fn sealed_prefix(start: &[u8]) -> bool {
+    start[..DIGITS]
+        .iter()
+        .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && start[DIGITS] == b' '
 }
 
 /// Read one line (up to and including `\n`) into `buf` (cleared first),
@@ -153,8 +165,12 @@ pub fn read_line<R: BufRead + ?Sized>(
         if buf.len().saturating_add(take) > limit {
             return Ok(Line::TooLong);
         }
+        let checked = buf.len() > DIGITS;
         buf.extend_from_slice(&avail[..take]);
         r.consume(take);
+        if !checked && buf.len() > DIGITS && !sealed_prefix(buf) {
+            return Ok(Line::NotSealed);
+        }
         if done {
             return Ok(Line::Whole(buf.len()));
         }
@@ -164,6 +180,40 @@ pub fn read_line<R: BufRead + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_that_does_not_start_sealed_is_not_read_to_its_end() {
+        // 1 GiB of zeros without a newline, as a sparse file reads: refused
+        // after its first bytes, the buffer never grows past one fill.
+        let mut r = std::io::BufReader::with_capacity(
+            4096,
+            std::io::Read::take(std::io::repeat(0), 1 << 30),
+        );
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut buf, usize::MAX).unwrap(),
+            Line::NotSealed
+        );
+        assert!(buf.len() <= 4096, "{}", buf.len());
+        // Upper-case digits are not this format's either.
+        let mut r = &b"ABCDEF0123456789 {}\n"[..];
+        assert_eq!(
+            read_line(&mut r, &mut buf, usize::MAX).unwrap(),
+            Line::NotSealed
+        );
+        // A sealed line, and a torn one shorter than the prefix, read as before.
+        let l = line(&serde_json::json!([1])).unwrap();
+        let mut r = &l[..];
+        assert_eq!(
+            read_line(&mut r, &mut buf, usize::MAX).unwrap(),
+            Line::Whole(l.len())
+        );
+        let mut r = &l[..5];
+        assert_eq!(
+            read_line(&mut r, &mut buf, usize::MAX).unwrap(),
+            Line::Torn(5)
+        );
+    }
 
     #[test]
     fn a_sealed_line_opens_only_unchanged() {

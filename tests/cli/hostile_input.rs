@@ -619,7 +619,12 @@ fn special_files_are_refused_quickly_in_bounded_memory() {
     // `/dev` is a root, so the paths pass the dataset rule and meet the
     // regular-file rule.
     let dev = roots_line(&[Path::new("/dev")]);
-    let kinds = [Special::Fifo, Special::DevZero, Special::Dir, Special::Sparse];
+    let kinds = [
+        Special::Fifo,
+        Special::DevZero,
+        Special::Dir,
+        Special::Sparse,
+    ];
     // Classification: (file planted, [inputs] lines, items header, rows).
     let cls_inputs = format!(
         "labels = \"labels.npy\"\nembeddings = \"emb.npy\"\nannotations = \"annotations.csv\"\n{dev}"

@@ -424,7 +424,10 @@ fn run_case(ctx: &Ctx, spec: &Spec) -> CaseRun {
     if kind.cmd == Cmd::Merge {
         policy.protected.push(base.join("parts"));
     }
-    if has("--previous") {
+    // `--previous DIR` may be `--out` itself (last night's outputs, replaced
+    // by tonight's, as any run in that directory replaces them: documented
+    // in docs/threat-model.md); otherwise it is an input.
+    if has("--previous") && out_abs != check::normalize(&base.join("prev")) {
         policy.protected.push(base.join("prev"));
     }
     if has("--cache") {
