@@ -147,12 +147,13 @@ fn torn_foreign_and_missing_checkpoints() {
     resume_ok(demo, &fresh, &extra);
     assert_same(&full, &fresh, "no checkpoint");
 
-    // A torn last line (the kill came mid-write) is cut off.
+    // A torn last line (the kill came mid-write: the start of a sealed
+    // line, its checksum and part of its record) is cut off.
     let torn = tmp.path().join("torn");
     if kill_after(demo, &torn, &extra, 6) {
         let cp = torn.join(CHECKPOINT);
         let mut bytes = std::fs::read(&cp).unwrap();
-        bytes.extend_from_slice(b"{\"start\": 5, \"end\": 6, \"sums\": {\"bi");
+        bytes.extend_from_slice(b"0123456789abcdef {\"start\": 5, \"end\": 6, \"sums\": {\"bi");
         std::fs::write(&cp, bytes).unwrap();
         let err = resume_ok(demo, &torn, &extra);
         assert!(err.contains("resuming from"), "{err}");
