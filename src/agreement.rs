@@ -393,7 +393,7 @@ pub fn apply(
         .map(|v| share(v.iter().filter(|(x, y)| x == y).count(), v.len()))
         .collect();
     drop(vs_consensus);
-    let pairs = cohen_pairs(ann, &units);
+    let pairs = cohen_pairs(ann, &units, c);
     let cohen: Vec<CohenPair> = pairs
         .listed
         .into_iter()
@@ -471,25 +471,119 @@ struct CohenPairs {
     items_left_out: usize,
 }
 
+/// The most `annotators × classes` margin counters [`cohen_pairs`] keeps
+/// (two `u32` each, 32 MiB at the bound); above it, it sorts label pairs.
+const DENSE_MARGINS: usize = 4 << 20;
+
+/// Per annotator `b`, the items it shares with the annotator at hand, the
+/// agreements among them and both sides' counts per class.
+struct Margins {
+    classes: usize,
+    shared: Vec<u32>,
+    agree: Vec<u32>,
+    /// `[b × classes + c]`: the annotator at hand's labels `c` on the items
+    /// it shares with `b`, and `b`'s.
+    mine: Vec<u32>,
+    theirs: Vec<u32>,
+}
+
+impl Margins {
+    fn new(annotators: usize, classes: usize) -> Self {
+        Margins {
+            classes,
+            shared: vec![0; annotators],
+            agree: vec![0; annotators],
+            mine: vec![0; annotators * classes],
+            theirs: vec![0; annotators * classes],
+        }
+    }
+
+    /// Count one shared item (labels `la`, `lb`); `true` when it is `b`'s
+    /// first.
+    fn add(&mut self, b: usize, la: u32, lb: u32) -> bool {
+        let first = self.shared[b] == 0;
+        self.shared[b] += 1;
+        self.agree[b] += (la == lb) as u32;
+        self.mine[b * self.classes + la as usize] += 1;
+        self.theirs[b * self.classes + lb as usize] += 1;
+        first
+    }
+
+    fn shared(&self, b: usize) -> usize {
+        self.shared[b] as usize
+    }
+
+    /// Cohen's kappa of the shared items, as [`cohen_kappa_of`] (the same
+    /// bits: `p_e` adds the classes' terms in class order; the terms of a
+    /// class on one side only are +0.0 and change nothing).
+    fn kappa(&self, b: usize) -> Option<f64> {
+        let n = self.shared[b] as f64;
+        if n == 0.0 {
+            return None;
+        }
+        let row = b * self.classes..(b + 1) * self.classes;
+        let mut p_e = 0f64;
+        for (&x, &y) in self.mine[row.clone()].iter().zip(&self.theirs[row]) {
+            if x > 0 && y > 0 {
+                p_e += (x as f64 / n) * (y as f64 / n);
+            }
+        }
+        let p_o = self.agree[b] as f64 / n;
+        (1.0 - p_e > 0.0).then(|| (p_o - p_e) / (1.0 - p_e))
+    }
+
+    fn clear(&mut self, b: usize) {
+        self.shared[b] = 0;
+        self.agree[b] = 0;
+        let row = b * self.classes..(b + 1) * self.classes;
+        self.mine[row.clone()].fill(0);
+        self.theirs[row].fill(0);
+    }
+}
+
 /// Cohen's kappa of every annotator pair sharing at least
 /// [`MIN_PAIR_ITEMS`] of the items with at most [`MAX_COHEN_ANNOTATORS`]
 /// annotators, one annotator `a` at a time: its items' other annotators
 /// `b > a` collect the label pairs they share with it, and those with
 /// enough are scored and offered to the listed pairs (the
 /// [`MAX_COHEN_PAIRS`] that share the most items; ties to the earlier
-/// pair). Memory: the rows, and the label pairs of one annotator's items.
-fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>]) -> CohenPairs {
+/// pair). Memory: the rows, and the label pairs of one annotator's items;
+/// when `annotators × classes` is at most [`DENSE_MARGINS`], each `b`'s
+/// counts (shared items, agreements, both sides' class margins) instead,
+/// which gives the same bits without storing or sorting the pairs.
+fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>], classes: usize) -> CohenPairs {
+    let dense = ann.annotators.len().saturating_mul(classes) <= DENSE_MARGINS;
+    cohen_pairs_by(ann, units, classes, dense)
+}
+
+/// [`cohen_pairs`] with the margins (`dense`) or the sorted label pairs.
+fn cohen_pairs_by(
+    ann: &Annotations,
+    units: &[Vec<u32>],
+    classes: usize,
+    dense: bool,
+) -> CohenPairs {
     use std::cmp::Reverse;
     let na = ann.annotators.len();
     let pairable = |i: usize| units[i].len() <= MAX_COHEN_ANNOTATORS;
     let items_left_out = (0..units.len()).filter(|&i| !pairable(i)).count();
-    // Each annotator's items (ascending), with its label.
+    // Each annotator's items (ascending), with its label; every item's
+    // `(annotator, label)` in one flat table (annotators ascending, as
+    // `Annotations` keeps them), `at[i]..at[i + 1]`.
     let mut own: Vec<Vec<(usize, u32)>> = vec![Vec::new(); na];
-    for i in (0..units.len()).filter(|&i| pairable(i)) {
-        for (a, l) in ann.labels(i) {
-            own[a as usize].push((i, l));
+    let mut flat: Vec<(u32, u32)> = Vec::with_capacity(units.iter().map(Vec::len).sum());
+    let mut at = Vec::with_capacity(units.len() + 1);
+    at.push(0);
+    for i in 0..units.len() {
+        if pairable(i) {
+            for (a, l) in ann.labels(i) {
+                own[a as usize].push((i, l));
+                flat.push((a, l));
+            }
         }
+        at.push(flat.len());
     }
+    let mut margins = Margins::new(if dense { na } else { 0 }, classes);
     let mut shared: Vec<Vec<(u32, u32)>> = vec![Vec::new(); na];
     let mut touched: Vec<u32> = Vec::new();
     // The listed pairs: a min-heap on (items, earlier pair first).
@@ -499,8 +593,13 @@ fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>]) -> CohenPairs {
     let mut total = 0;
     for (a, mine) in own.iter().enumerate() {
         for &(i, la) in mine {
-            for (b, lb) in ann.labels(i) {
-                if (b as usize) <= a {
+            let row = &flat[at[i]..at[i + 1]];
+            let after = row.partition_point(|&(b, _)| b as usize <= a);
+            for &(b, lb) in &row[after..] {
+                if dense {
+                    if margins.add(b as usize, la, lb) {
+                        touched.push(b);
+                    }
                     continue;
                 }
                 let list = &mut shared[b as usize];
@@ -512,20 +611,31 @@ fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>]) -> CohenPairs {
         }
         touched.sort_unstable();
         for &b in &touched {
-            let list = &mut shared[b as usize];
-            let n = list.len();
+            let n = if dense {
+                margins.shared(b as usize)
+            } else {
+                shared[b as usize].len()
+            };
             if n >= MIN_PAIR_ITEMS {
                 total += 1;
                 let key: Key = (n, Reverse((a as u32, b)));
                 if best.len() < MAX_COHEN_PAIRS || best.peek().is_some_and(|w| key > w.0.0) {
-                    let kappa = cohen_kappa_of(list, &mut xs, &mut ys);
+                    let kappa = if dense {
+                        margins.kappa(b as usize)
+                    } else {
+                        cohen_kappa_of(&shared[b as usize], &mut xs, &mut ys)
+                    };
                     best.push(Reverse((key, kappa.map(f64::to_bits))));
                     if best.len() > MAX_COHEN_PAIRS {
                         best.pop();
                     }
                 }
             }
-            list.clear();
+            if dense {
+                margins.clear(b as usize);
+            } else {
+                shared[b as usize].clear();
+            }
         }
         touched.clear();
     }
@@ -628,5 +738,49 @@ mod tests {
             }
         }
         assert_eq!(got[3], None, "a class never used has no alpha");
+    }
+
+    /// Both ways of building the pair tables give the hand-worked kappas.
+    /// Annotators x, y and z on 24 items of 3 classes: x and y agree on 18
+    /// (x: 8 × class 0, 8 × 1, 8 × 2; y: the same but items 0–5 shifted to
+    /// the next class), so p_o = 18/24, y's margins are (2, 14, 8) against
+    /// x's (8, 8, 8): p_e = (8·2 + 8·14 + 8·8) / 24² = 192/576 = 1/3,
+    /// κ = (3/4 − 1/3) / (2/3) = 0.625. z labels only items 0–9 (fewer than
+    /// MIN_PAIR_ITEMS shared), so its pairs count nowhere.
+    #[test]
+    fn cohen_pairs_by_margins_or_sorted_pairs_give_the_hand_worked_kappa() {
+        use crate::io::annotations::Annotation;
+        let x: Vec<u32> = (0..24).map(|i| i / 8).collect();
+        let y: Vec<u32> = (0..24)
+            .map(|i| if i < 6 { (i / 8 + 1) % 3 } else { i / 8 })
+            .collect();
+        let items: Vec<Vec<(u32, Annotation)>> = (0..24)
+            .map(|i| {
+                let mut v = vec![
+                    (0, Annotation::Label(x[i as usize])),
+                    (1, Annotation::Label(y[i as usize])),
+                ];
+                if i < 10 {
+                    v.push((2, Annotation::Label(0)));
+                }
+                v
+            })
+            .collect();
+        let ann = Annotations {
+            path: "annotations.csv".into(),
+            annotators: vec!["x".into(), "y".into(), "z".into()],
+            items,
+        };
+        let units: Vec<Vec<u32>> = (0..24)
+            .map(|i| ann.labels(i).map(|(_, l)| l).collect())
+            .collect();
+        for dense in [true, false] {
+            let p = cohen_pairs_by(&ann, &units, 3, dense);
+            assert_eq!(p.total, 1, "dense {dense}");
+            assert_eq!(p.listed.len(), 1);
+            let (a, b, n, k) = p.listed[0];
+            assert_eq!((a, b, n), (0, 1, 24));
+            assert!((k.unwrap() - 0.625).abs() < 1e-12, "dense {dense}: {k:?}");
+        }
     }
 }
