@@ -48,9 +48,11 @@ def changed_copy(src, dst, width, rows, every=100):
     if os.path.isdir(dst):
         return
     os.makedirs(dst)
+    # Copies, not links: a link out of the dataset directory is refused
+    # (docs/threat-model.md) unless triage.toml lists its root.
     for name in os.listdir(src):
         if name != "probs.npy":
-            os.symlink(os.path.join(src, name), os.path.join(dst, name))
+            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
     shutil.copyfile(os.path.join(src, "probs.npy"), os.path.join(dst, "probs.npy"))
     off = npy_offset(os.path.join(dst, "probs.npy"))
     with open(os.path.join(dst, "probs.npy"), "r+b") as f:
