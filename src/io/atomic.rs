@@ -679,16 +679,7 @@ impl AtomicOutputs {
         // Step 5, then step 6 (the mark): any failure up to the mark is
         // undone.
         let applied = self.apply(root, &journal.entries, steps).and_then(|()| {
-            let mut dirs: Vec<PathBuf> = Vec::new();
-            for e in &journal.entries {
-                let d = parent_of(root, &e.target);
-                if !dirs.contains(&d) {
-                    dirs.push(d);
-                }
-            }
-            for d in &dirs {
-                sync_dir(d);
-            }
+            sync_entry_dirs(root, &journal.entries);
             steps.next(&committed_path)?;
             std::fs::rename(&pending_path, &committed_path)
                 .map_err(|e| Error::io(&committed_path, e))
@@ -981,16 +972,7 @@ fn roll_back(root: &Path, journal: &Journal) -> Result<()> {
             std::fs::remove_file(&target).map_err(|err| Error::io(&target, err))?;
         }
     }
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for e in &journal.entries {
-        let d = parent_of(root, &e.target);
-        if !dirs.contains(&d) {
-            dirs.push(d);
-        }
-    }
-    for d in &dirs {
-        sync_dir(d);
-    }
+    sync_entry_dirs(root, &journal.entries);
     for d in journal.dirs.iter().rev() {
         if let Ok(p) = resolve(root, d) {
             let _ = std::fs::remove_dir(p);
@@ -1187,6 +1169,20 @@ fn lock_dir(dir: &Path) -> Option<File> {
     let f = File::open(dir).ok()?;
     f.lock().ok()?;
     Some(f)
+}
+
+/// `fsync` each directory that holds a target of `entries`, once.
+fn sync_entry_dirs(root: &Path, entries: &[Entry]) {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for e in entries {
+        let d = parent_of(root, &e.target);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for d in &dirs {
+        sync_dir(d);
+    }
 }
 
 /// `fsync` a directory, best effort.

@@ -442,15 +442,7 @@ fn gpu_backend_without_an_adapter_fails_clearly() {
 /// would have reported) and no output files.
 fn expect_failure_with(dataset: &Path, extra: &[&str], needles: &[&str], not: Option<&str>) {
     let out = dataset.join("out");
-    let mut args = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ];
-    args.extend_from_slice(extra);
+    let args = cpu_args(dataset, &out, extra);
     let o = triage(&args);
     let msg = describe(&args, &o);
     assert_eq!(o.status.code(), Some(2), "{msg}");

@@ -17,15 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// `triage run DATASET --out DATASET/out --backend cpu [extra]`, measured.
 fn run_measured(dataset: &Path, extra: &[&str]) -> (Measured, String) {
     let out = dataset.join("out");
-    let mut args = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ];
-    args.extend_from_slice(extra);
+    let args = cpu_args(dataset, &out, extra);
     let m = triage_measured(&args, None, TIMEOUT);
     let msg = format!(
         "{}\npeak RSS {} MB, timed out: {}",

@@ -93,16 +93,7 @@ fn litter(dir: &Path) -> Vec<String> {
 }
 
 fn run(dataset: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ];
-    args.extend_from_slice(extra);
-    triage(&args)
+    triage(&cpu_args(dataset, out, extra))
 }
 
 fn stderr(o: &std::process::Output) -> String {

@@ -67,16 +67,9 @@ fn set_number(json: &str, key: &str, value: &str) -> String {
     format!("{}{value}{}", &json[..at], &json[end..])
 }
 
-fn run_args<'a>(d: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "run",
-        d.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--deterministic",
-        "--backend",
-        "cpu",
-    ];
+/// [`cpu_args`] with `--deterministic`.
+fn det_args<'a>(d: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = cpu_args(d, out, &["--deterministic"]);
     a.extend_from_slice(extra);
     a
 }
@@ -117,7 +110,7 @@ fn a_checkpoint_link_is_never_followed() {
     let out = t.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink(&outside, out.join(CHECKPOINT)).unwrap();
-    let o = triage(&run_args(demo, &out, &["--resume"]));
+    let o = triage(&det_args(demo, &out, &["--resume"]));
     assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -130,7 +123,7 @@ fn a_checkpoint_link_is_never_followed() {
     let out2 = t.join("out2");
     std::fs::create_dir_all(&out2).unwrap();
     std::os::unix::fs::symlink(&made, out2.join(CHECKPOINT)).unwrap();
-    let o = triage(&run_args(demo, &out2, &["--resume"]));
+    let o = triage(&det_args(demo, &out2, &["--resume"]));
     assert!(!made.exists(), "the dangling link's target was created");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -156,13 +149,13 @@ fn a_forged_class_index_in_a_checkpoint_is_discarded() {
     synth_classification(&d, 3000, 10);
     let extra = ["--batch-size", "1000", "--budget", "50"];
     let full = t.join("full");
-    ok(&run_args(&d, &full, &extra));
+    ok(&det_args(&d, &full, &extra));
     let out = killed_checkpoint(&d, t, &extra, 6);
     let cp = out.join(CHECKPOINT);
     // The second batch (line 2, after the header): its first row predicts
     // class 10⁶ of 10, with a valid checksum.
     forge_line(&cp, 2, |j| set_number(j, "\"pred\":", "1000000"));
-    let mut a = run_args(&d, &out, &extra);
+    let mut a = det_args(&d, &out, &extra);
     a.push("--resume");
     let err = ok(&a);
     assert!(
@@ -215,7 +208,7 @@ fn partials(d: &Path, t: &Path) -> Vec<PathBuf> {
         .map(|i| {
             let p = t.join(format!("p{i}"));
             let s = format!("{i}/2");
-            ok(&run_args(d, &p, &["--shard", &s]));
+            ok(&det_args(d, &p, &["--shard", &s]));
             p
         })
         .collect()
@@ -327,7 +320,7 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     let d = t.join("ds");
     synth_classification(&d, 2000, 10);
     let full = t.join("full");
-    ok(&run_args(&d, &full, &[]));
+    ok(&det_args(&d, &full, &[]));
     let queue = read_queue(&full);
     // The item ranked last: a zeroed normalised margin (its priority is
     // 1 − that) would put it first, with priority 1.
@@ -338,7 +331,7 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
         .unwrap();
     let cache = t.join("cache");
     let cs = cache.to_str().unwrap();
-    ok(&run_args(&d, &t.join("cold"), &["--cache", cs]));
+    ok(&det_args(&d, &t.join("cold"), &["--cache", cs]));
     let file = cache.join("scores-all.cache");
     let clean = std::fs::read(&file).unwrap();
     let (at, size) = cache_entry(&clean, k);
@@ -348,7 +341,7 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     b[at + 40..at + 44].fill(0);
     std::fs::write(&file, &b).unwrap();
     let warm = t.join("warm");
-    let err = ok(&run_args(&d, &warm, &["--cache", cs]));
+    let err = ok(&det_args(&d, &warm, &["--cache", cs]));
     let got = read_queue(&warm);
     let (want_rank, want_row) = row_of(&queue, &last);
     let (rank, row) = row_of(&got, &last);
@@ -381,7 +374,7 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     }
     std::fs::write(&file, &b).unwrap();
     let out = t.join("forged");
-    let err = ok(&run_args(&d, &out, &["--cache", cs]));
+    let err = ok(&det_args(&d, &out, &["--cache", cs]));
     assert!(err.contains("1 damaged entries"), "{err}");
     same_files(&full, &out, &["queue.jsonl", "queue.csv"], "a forged class");
     assert_eq!(std::fs::read(&file).unwrap(), clean);
@@ -396,7 +389,7 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     b.extend_from_slice(&clean[nl..]);
     std::fs::write(&file, &b).unwrap();
     let out = t.join("huge");
-    let err = ok(&run_args(&d, &out, &["--cache", cs]));
+    let err = ok(&det_args(&d, &out, &["--cache", cs]));
     assert!(err.contains("not used"), "{err}");
     same_files(&full, &out, &["queue.jsonl", "queue.csv"], "a huge entries");
 }
@@ -407,10 +400,10 @@ fn forged_segmentation_cache_entries_are_rescored() {
     let t = tmp.path();
     let demo = Path::new("datasets/demo");
     let full = t.join("full");
-    ok(&run_args(demo, &full, &[]));
+    ok(&det_args(demo, &full, &[]));
     let cache = t.join("cache");
     let cs = cache.to_str().unwrap();
-    ok(&run_args(demo, &t.join("cold"), &["--cache", cs]));
+    ok(&det_args(demo, &t.join("cold"), &["--cache", cs]));
     let file = cache.join("scores-all.cache");
     let clean = std::fs::read(&file).unwrap();
     // Every entry with annotated classes claims class 10⁶ of 5 first
@@ -431,7 +424,7 @@ fn forged_segmentation_cache_entries_are_rescored() {
         forge_line(&file, n, |j| set_number(j, key, "1000000"));
     }
     let out = t.join("forged");
-    let err = ok(&run_args(demo, &out, &["--cache", cs]));
+    let err = ok(&det_args(demo, &out, &["--cache", cs]));
     same_files(
         &full,
         &out,
@@ -484,7 +477,7 @@ fn thousands_of_annotators_per_item_stay_bounded() {
     crowd(&d, 20, 4000, 3);
     assert!(std::fs::metadata(d.join("annotations.csv")).unwrap().len() < 2 << 20);
     let out = tmp.path().join("out");
-    let a = run_args(&d, &out, &[]);
+    let a = det_args(&d, &out, &[]);
     let m = triage_measured(&a, None, std::time::Duration::from_secs(120));
     assert!(!m.timed_out, "still running after 120 s");
     assert_eq!(
@@ -549,7 +542,7 @@ fn too_many_annotator_masks_on_one_item_are_refused_naming_it() {
     toml.push_str("annotations = \"annotations.csv\"\n");
     std::fs::write(d.join("triage.toml"), toml).unwrap();
     let out = tmp.path().join("out");
-    let err = refused(&run_args(&d, &out, &[]));
+    let err = refused(&det_args(&d, &out, &[]));
     assert!(
         err.contains("annotations.csv")
             && err.contains("item00003")

@@ -14,15 +14,7 @@ const FILES: [&str; 4] = ["queue.jsonl", "queue.csv", "report.json", "clusters.j
 const CHECKPOINT: &str = ".triage-checkpoint.jsonl";
 
 fn args<'a>(dataset: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--deterministic",
-        "--backend",
-        "cpu",
-    ];
+    let mut a = cpu_args(dataset, out, &["--deterministic"]);
     a.extend_from_slice(extra);
     a
 }

@@ -92,8 +92,8 @@ pub fn synth_classification(d: &Path, items: usize, classes: usize) {
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
 }
 
-/// Run `triage run DATASET --out OUT [extra]` and insist it succeeds.
-pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
+/// The arguments `run DATASET --out OUT [extra]`.
+pub fn run_args<'a>(dataset: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         dataset.to_str().unwrap(),
@@ -101,6 +101,19 @@ pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
+    args
+}
+
+/// The arguments `run DATASET --out OUT --backend cpu [extra]`.
+pub fn cpu_args<'a>(dataset: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = run_args(dataset, out, &["--backend", "cpu"]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Run `triage run DATASET --out OUT [extra]` and insist it succeeds.
+pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
+    let args = run_args(dataset, out, extra);
     let o = triage(&args);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
     o
@@ -111,14 +124,7 @@ pub fn run_ok(dataset: &Path, out: &Path, extra: &[&str]) -> Output {
 /// a GPU is not required (no adapter here); a failure when
 /// `TRIAGE_REQUIRE_GPU=1` (CI, with lavapipe) fails the test.
 pub fn run_gpu(dataset: &Path, out: &Path, extra: &[&str]) -> bool {
-    let mut args = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "gpu",
-    ];
+    let mut args = run_args(dataset, out, &["--backend", "gpu"]);
     args.extend_from_slice(extra);
     let o = triage(&args);
     if o.status.code() != Some(0) {
