@@ -32,7 +32,9 @@ use crate::config::DatasetConfig;
 use crate::error::Result;
 use crate::io::annotations::Annotations;
 use crate::io::manifest::Manifest;
-use crate::metrics::agreement::{ClassCounts, cohen_kappa_of, fleiss_kappa, krippendorff_alpha};
+use crate::metrics::agreement::{
+    ClassCounts, CohenSums, cohen_kappa_of, fleiss_kappa, krippendorff_alpha,
+};
 use crate::model::ItemResult;
 use crate::schema::{
     Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
@@ -471,75 +473,10 @@ struct CohenPairs {
     items_left_out: usize,
 }
 
-/// The most `annotators × classes` margin counters [`cohen_pairs`] keeps
-/// (two `u32` each, 32 MiB at the bound); above it, it sorts label pairs.
-const DENSE_MARGINS: usize = 4 << 20;
-
-/// Per annotator `b`, the items it shares with the annotator at hand, the
-/// agreements among them and both sides' counts per class.
-struct Margins {
-    classes: usize,
-    shared: Vec<u32>,
-    agree: Vec<u32>,
-    /// `[b × classes + c]`: the annotator at hand's labels `c` on the items
-    /// it shares with `b`, and `b`'s.
-    mine: Vec<u32>,
-    theirs: Vec<u32>,
-}
-
-impl Margins {
-    fn new(annotators: usize, classes: usize) -> Self {
-        Margins {
-            classes,
-            shared: vec![0; annotators],
-            agree: vec![0; annotators],
-            mine: vec![0; annotators * classes],
-            theirs: vec![0; annotators * classes],
-        }
-    }
-
-    /// Count one shared item (labels `la`, `lb`); `true` when it is `b`'s
-    /// first.
-    fn add(&mut self, b: usize, la: u32, lb: u32) -> bool {
-        let first = self.shared[b] == 0;
-        self.shared[b] += 1;
-        self.agree[b] += (la == lb) as u32;
-        self.mine[b * self.classes + la as usize] += 1;
-        self.theirs[b * self.classes + lb as usize] += 1;
-        first
-    }
-
-    fn shared(&self, b: usize) -> usize {
-        self.shared[b] as usize
-    }
-
-    /// Cohen's kappa of the shared items, as [`cohen_kappa_of`] (the same
-    /// bits: `p_e` adds the classes' terms in class order; the terms of a
-    /// class on one side only are +0.0 and change nothing).
-    fn kappa(&self, b: usize) -> Option<f64> {
-        let n = self.shared[b] as f64;
-        if n == 0.0 {
-            return None;
-        }
-        let row = b * self.classes..(b + 1) * self.classes;
-        let mut p_e = 0f64;
-        for (&x, &y) in self.mine[row.clone()].iter().zip(&self.theirs[row]) {
-            if x > 0 && y > 0 {
-                p_e += (x as f64 / n) * (y as f64 / n);
-            }
-        }
-        let p_o = self.agree[b] as f64 / n;
-        (1.0 - p_e > 0.0).then(|| (p_o - p_e) / (1.0 - p_e))
-    }
-
-    fn clear(&mut self, b: usize) {
-        self.shared[b] = 0;
-        self.agree[b] = 0;
-        let row = b * self.classes..(b + 1) * self.classes;
-        self.mine[row.clone()].fill(0);
-        self.theirs[row].fill(0);
-    }
-}
+/// The most `annotators × classes` class counts [`cohen_pairs`] keeps, as
+/// one [`CohenSums`] per annotator (two `u64` a cell, 32 MiB at the
+/// bound); above it, it sorts label pairs.
+const DENSE_MARGINS: usize = 2 << 20;
 
 /// Cohen's kappa of every annotator pair sharing at least
 /// [`MIN_PAIR_ITEMS`] of the items with at most [`MAX_COHEN_ANNOTATORS`]
@@ -549,7 +486,7 @@ impl Margins {
 /// [`MAX_COHEN_PAIRS`] that share the most items; ties to the earlier
 /// pair). Memory: the rows, and the label pairs of one annotator's items;
 /// when `annotators × classes` is at most [`DENSE_MARGINS`], each `b`'s
-/// counts (shared items, agreements, both sides' class margins) instead,
+/// [`CohenSums`] (shared items, agreements, both sides' class counts) instead,
 /// which gives the same bits without storing or sorting the pairs.
 fn cohen_pairs(ann: &Annotations, units: &[Vec<u32>], classes: usize) -> CohenPairs {
     let dense = ann.annotators.len().saturating_mul(classes) <= DENSE_MARGINS;
@@ -583,7 +520,10 @@ fn cohen_pairs_by(
         }
         at.push(flat.len());
     }
-    let mut margins = Margins::new(if dense { na } else { 0 }, classes);
+    let mut margins: Vec<CohenSums> = match dense {
+        true => (0..na).map(|_| CohenSums::new(classes)).collect(),
+        false => Vec::new(),
+    };
     let mut shared: Vec<Vec<(u32, u32)>> = vec![Vec::new(); na];
     let mut touched: Vec<u32> = Vec::new();
     // The listed pairs: a min-heap on (items, earlier pair first).
@@ -597,9 +537,11 @@ fn cohen_pairs_by(
             let after = row.partition_point(|&(b, _)| b as usize <= a);
             for &(b, lb) in &row[after..] {
                 if dense {
-                    if margins.add(b as usize, la, lb) {
+                    let m = &mut margins[b as usize];
+                    if m.n == 0 {
                         touched.push(b);
                     }
+                    m.add(la, lb);
                     continue;
                 }
                 let list = &mut shared[b as usize];
@@ -612,7 +554,7 @@ fn cohen_pairs_by(
         touched.sort_unstable();
         for &b in &touched {
             let n = if dense {
-                margins.shared(b as usize)
+                margins[b as usize].n
             } else {
                 shared[b as usize].len()
             };
@@ -621,7 +563,7 @@ fn cohen_pairs_by(
                 let key: Key = (n, Reverse((a as u32, b)));
                 if best.len() < MAX_COHEN_PAIRS || best.peek().is_some_and(|w| key > w.0.0) {
                     let kappa = if dense {
-                        margins.kappa(b as usize)
+                        margins[b as usize].kappa()
                     } else {
                         cohen_kappa_of(&shared[b as usize], &mut xs, &mut ys)
                     };
@@ -632,7 +574,7 @@ fn cohen_pairs_by(
                 }
             }
             if dense {
-                margins.clear(b as usize);
+                margins[b as usize].clear();
             } else {
                 shared[b as usize].clear();
             }

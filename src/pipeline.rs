@@ -165,8 +165,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let mut queue_inputs = None;
     let mut annotations = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
+        crate::neighbors::stage::check_images(&cfg, m)?;
         if let Some(path) = &cfg.embeddings {
-            crate::neighbors::stage::check(&cfg, m, path)?;
+            crate::neighbors::stage::check(m, path)?;
         }
         annotations = crate::agreement::load(&cfg, m)?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
@@ -313,8 +314,9 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
             format!("{} items now, {} when scored", manifest.len(), h0.n_items),
         ));
     }
+    crate::neighbors::stage::check_images(&cfg, &manifest)?;
     if let Some(path) = &cfg.embeddings {
-        crate::neighbors::stage::check(&cfg, &manifest, path)?;
+        crate::neighbors::stage::check(&manifest, path)?;
     }
     let annotations = crate::agreement::load(&cfg, &manifest)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;

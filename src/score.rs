@@ -236,7 +236,6 @@ fn score_classification(
     let (mut probs, manifest) = open_rows(cfg)?;
     let n = manifest.len();
     let labels = class_labels(cfg, &manifest)?;
-    crate::neighbors::stage::check_images(cfg, &manifest)?;
     prepare(&manifest)?;
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);
@@ -740,7 +739,6 @@ fn score_segmentation(
         Error::input(&items_path, "segmentation needs a `mask` column").field("mask")
     })?;
     let source = crate::io::seg_probs::open(cfg, &manifest)?;
-    crate::neighbors::stage::check_images(cfg, &manifest)?;
     prepare(&manifest)?;
     let n = manifest.len();
     let range = opts.shard.map_or(0..n, |s| s.range(n));

@@ -133,6 +133,14 @@ impl CohenSums {
         self.b[y as usize] += 1;
     }
 
+    /// Back to no items, keeping the class count.
+    pub fn clear(&mut self) {
+        self.n = 0;
+        self.agree = 0;
+        self.a.fill(0);
+        self.b.fill(0);
+    }
+
     /// Cohen's kappa; `None` when empty or `p_e = 1`.
     pub fn kappa(&self) -> Option<f64> {
         if self.n == 0 {

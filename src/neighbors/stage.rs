@@ -444,13 +444,12 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
         .join("+")
 }
 
-/// The checks of the stage's inputs that need no score (the embeddings'
-/// header against the items, the `image` files can be opened), run before
-/// the scoring pass; its options are checked with the run's
-/// ([`NeighborOptions::validate`]).
-pub fn check(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<()> {
-    Embeddings::check(path, &manifest.ids)?;
-    check_images(cfg, manifest)
+/// The check of the stage's input that needs no score (the embeddings'
+/// header against the items), run before the scoring pass; the `image`
+/// files are checked for every run ([`check_images`]), its options with
+/// the run's ([`NeighborOptions::validate`]).
+pub fn check(manifest: &Manifest, path: &Path) -> Result<()> {
+    Embeddings::check(path, &manifest.ids)
 }
 
 impl NeighborOptions {

@@ -59,15 +59,7 @@ fn assert_refused(dataset: &Path, m: &Measured, msg: &str, needles: &[&str]) {
 fn run_capped(dataset: &Path, extra: &[&str]) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
     let out = dataset.join("out");
-    let mut args = vec![
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ];
-    args.extend_from_slice(extra);
+    let args = cpu_args(dataset, &out, extra);
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_triage"));
     cmd.args(&args)
         .env("MALLOC_ARENA_MAX", "2")

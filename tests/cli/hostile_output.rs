@@ -138,16 +138,8 @@ fn a_rename_refused_half_way_keeps_the_whole_old_set() {
 fn run_aborting(dataset: &Path, out: &Path, k: usize) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_triage"));
-    cmd.args([
-        "run",
-        dataset.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--deterministic",
-    ])
-    .env("TRIAGE_TEST_ABORT_AT", k.to_string());
+    cmd.args(cpu_args(dataset, out, &["--deterministic"]))
+        .env("TRIAGE_TEST_ABORT_AT", k.to_string());
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
     unsafe {
         cmd.pre_exec(|| {
