@@ -16,7 +16,7 @@ import sys
 
 LAYERS = [
     ["error"],
-    ["fsx"],
+    ["fsx", "memory"],
     ["config"],
     ["metrics"],
     ["priority"],

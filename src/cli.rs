@@ -273,6 +273,7 @@ impl RunArgs {
             cache: self.cache,
             min_annotator_kappa: self.min_annotator_kappa,
             min_annotator_iou: self.min_annotator_iou,
+            control: Default::default(),
             label: crate::checks::selection::SelectOptions {
                 budget: self.label_budget,
                 strategy: self.label_strategy,
@@ -282,6 +283,38 @@ impl RunArgs {
         };
         opts.validate()?;
         Ok(opts)
+    }
+}
+
+/// The options `triage run DATASET ARGS...` would run with, parsed by the
+/// same clap definitions and checked by [`RunOptions::validate`]: the way
+/// other front ends (the Python API) take the CLI's options, with its
+/// error text. `args` are the command line's tokens after the dataset
+/// (`["--out", "x", "--budget", "10"]`); a parse error is
+/// [`crate::Error::Usage`] holding clap's message (its first line, without
+/// the `error: ` prefix, and the usage hint).
+pub fn run_options(dataset: PathBuf, args: &[String]) -> Result<RunOptions> {
+    let argv = [
+        "triage".into(),
+        "run".into(),
+        dataset.clone().into_os_string(),
+    ]
+    .into_iter()
+    .chain(args.iter().map(std::ffi::OsString::from));
+    let cli = Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        crate::Error::Usage(first.trim_start_matches("error: ").to_string())
+    })?;
+    match cli.command {
+        Command::Run(RunCmd { args, .. }) => {
+            let mut opts = args.into_options(dataset)?;
+            opts.progress = false;
+            Ok(opts)
+        }
+        _ => Err(crate::Error::Internal(
+            "`triage run` parsed as another command".into(),
+        )),
     }
 }
 

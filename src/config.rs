@@ -206,9 +206,252 @@ pub struct DatasetConfig {
     pub annotations: Option<PathBuf>,
     /// Where the dataset's paths may lead ([`DatasetRoots::check`]).
     pub roots: DatasetRoots,
+    /// The arrays, when they were given in memory ([`DatasetConfig::in_memory`]);
+    /// then `probs`, `labels` and `embeddings` are their names, not paths
+    /// ([`crate::io::inputs`] opens them).
+    pub memory: Option<std::sync::Arc<crate::memory::MemoryInputs>>,
+}
+
+/// Class names are unique, and a numeral names its own index (see the
+/// module doc); `Err` says which is not.
+fn check_class_names(names: &[String]) -> std::result::Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            return Err(format!("class name {name:?} appears twice"));
+        }
+    }
+    for (k, name) in names.iter().enumerate() {
+        if let Ok(v) = name.trim().parse::<u32>()
+            && v as usize != k
+        {
+            return Err(format!(
+                "class {k} is named {name:?}, a numeral naming index {v}: a label \
+                 {name:?} would read as index {v}, not as this class; give it a \
+                 name that is not a numeral, or list the classes so that a \
+                 numeral name equals its index"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ignore index fits a 16-bit label map and (segmentation) is no class id.
+fn check_ignore_index(task: Task, ignore: u32, classes: usize) -> std::result::Result<(), String> {
+    if ignore > u16::MAX as u32 {
+        return Err(format!("{ignore} does not fit a 16-bit label map"));
+    }
+    if task == Task::Segmentation && (ignore as usize) < classes {
+        return Err(format!(
+            "{ignore} is a class id (there are {classes} classes); choose a value >= num_classes"
+        ));
+    }
+    Ok(())
 }
 
 impl DatasetConfig {
+    /// A dataset whose arrays are given in memory (or as ranges of files,
+    /// [`crate::memory::ArraySource`]): the Python API's way in. The arrays
+    /// are checked here as a dataset's files are on load, and errors name
+    /// the argument (`probs`, `labels`, `masks`, `embeddings`, `ids`,
+    /// `class_names`, `ignore_index`):
+    ///
+    /// - `probs`: float16/32/64, `(N, C)` (classification) or
+    ///   `(N, C, H, W)` (segmentation), `N ≥ 1`, `2 ≤ C ≤` the task's
+    ///   maximum ([`Task::max_classes`]);
+    /// - `labels` (classification): integers, `(N,)` or `(N, 1)`; its
+    ///   values (-1 unlabelled) are checked when read;
+    /// - `masks` (segmentation, required): integers, `(N, H, W)`;
+    /// - `embeddings`: floats, `(N, D)`, `D ≥ 1`;
+    /// - `ids`: `N` unique non-empty strings (default `"0"`, `"1"`, ...);
+    /// - `class_names`: `C` names as `classes` in `triage.toml` (default
+    ///   `"0"`, `"1"`, ...); `ignore_index` as in `triage.toml` (default 255).
+    ///
+    /// `annotations` is an annotations CSV file, as `[inputs] annotations`.
+    /// Nothing is read beyond the shapes here.
+    pub fn in_memory(
+        task: Task,
+        class_names: Option<Vec<String>>,
+        ignore_index: Option<u32>,
+        annotations: Option<PathBuf>,
+        inputs: crate::memory::MemoryInputs,
+    ) -> Result<Self> {
+        use crate::memory::ArraySource;
+        let arg = |name: &str, msg: String| Error::input(name, msg).field("shape");
+        let probs_shape = inputs.probs.shape().to_vec();
+        let dims = match task {
+            Task::Classification => 2,
+            Task::Segmentation => 4,
+        };
+        if probs_shape.len() != dims {
+            let want = if dims == 2 { "(N, C)" } else { "(N, C, H, W)" };
+            return Err(arg(
+                "probs",
+                format!(
+                    "expected shape {want} for {}, found {probs_shape:?}",
+                    task.name()
+                ),
+            ));
+        }
+        if !inputs.probs.dtype().is_float() {
+            return Err(
+                Error::input("probs", "probabilities must be float16, float32 or float64")
+                    .field("dtype"),
+            );
+        }
+        let (n, c) = (probs_shape[0], probs_shape[1]);
+        if n == 0 {
+            return Err(Error::input(
+                "probs",
+                "empty dataset: there are no items to score",
+            ));
+        }
+        let max = task.max_classes();
+        if !(2..=max).contains(&c) {
+            return Err(arg(
+                "probs",
+                format!(
+                    "{c} classes; a {} dataset has from 2 to {max} (docs/threat-model.md)",
+                    task.name()
+                ),
+            ));
+        }
+        let class_names = match class_names {
+            Some(names) => {
+                if names.len() != c {
+                    return Err(Error::input(
+                        "class_names",
+                        format!(
+                            "{} names but the probabilities have {c} classes",
+                            names.len()
+                        ),
+                    ));
+                }
+                check_class_names(&names).map_err(|m| Error::input("class_names", m))?;
+                names
+            }
+            None => (0..c).map(|k| k.to_string()).collect(),
+        };
+        let ignore = ignore_index.unwrap_or(255);
+        check_ignore_index(task, ignore, c).map_err(|m| Error::input("ignore_index", m))?;
+        let rows = |name: &str, s: &ArraySource, ok: &[usize]| -> Result<()> {
+            let shape = s.shape();
+            if !ok.contains(&shape.len()) || shape[0] != n {
+                return Err(arg(
+                    name,
+                    format!("shape {shape:?} does not have one row per item ({n} items)"),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(l) = &inputs.labels {
+            rows("labels", l, &[1, 2])?;
+            if l.shape().len() == 2 && l.shape()[1] != 1 {
+                return Err(arg(
+                    "labels",
+                    format!("labels must have shape (N,), found {:?}", l.shape()),
+                ));
+            }
+            if l.dtype().is_float() {
+                return Err(
+                    Error::input("labels", "labels must have an integer dtype").field("dtype")
+                );
+            }
+        }
+        match (&inputs.masks, task) {
+            (Some(m), Task::Segmentation) => {
+                rows("masks", m, &[3])?;
+                if m.shape()[1..] != probs_shape[2..] {
+                    return Err(arg(
+                        "masks",
+                        format!(
+                            "masks of shape {:?} do not match the probabilities' (N, H, W) {:?}",
+                            m.shape(),
+                            [n, probs_shape[2], probs_shape[3]]
+                        ),
+                    ));
+                }
+                if m.dtype().is_float() {
+                    return Err(
+                        Error::input("masks", "masks must have an integer dtype").field("dtype")
+                    );
+                }
+            }
+            (None, Task::Segmentation) => {
+                return Err(Error::Usage(
+                    "segmentation needs `masks`, (N, H, W) class ids".into(),
+                ));
+            }
+            (Some(_), Task::Classification) => {
+                return Err(Error::Usage(
+                    "`masks` is for segmentation; classification takes `labels`".into(),
+                ));
+            }
+            (None, Task::Classification) => {}
+        }
+        if task == Task::Segmentation && inputs.labels.is_some() {
+            return Err(Error::Usage(
+                "`labels` is for classification; segmentation takes `masks`".into(),
+            ));
+        }
+        if let Some(e) = &inputs.embeddings {
+            rows("embeddings", e, &[2])?;
+            if e.shape()[1] == 0 {
+                return Err(arg("embeddings", "embedding dimension D is 0".into()));
+            }
+            if !e.dtype().is_float() {
+                return Err(Error::input(
+                    "embeddings",
+                    "embeddings must be float16, float32 or float64",
+                )
+                .field("dtype"));
+            }
+        }
+        if let Some(ids) = &inputs.ids {
+            if ids.len() != n {
+                return Err(Error::input(
+                    "ids",
+                    format!("{} ids but {n} items", ids.len()),
+                ));
+            }
+            let mut seen = std::collections::HashMap::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                if id.trim().is_empty() || id.trim() != id {
+                    return Err(Error::input(
+                        "ids",
+                        format!("id {i} is empty or has leading or trailing spaces"),
+                    )
+                    .item(id.clone()));
+                }
+                if let Some(first) = seen.insert(id.as_str(), i) {
+                    return Err(Error::input(
+                        "ids",
+                        format!("duplicate id: items {first} and {i} both use it"),
+                    )
+                    .item(id.clone()));
+                }
+            }
+        }
+        let dir = PathBuf::from("(arrays)");
+        let named = |name: &str, given: bool| given.then(|| PathBuf::from(name));
+        Ok(DatasetConfig {
+            dir: dir.clone(),
+            task,
+            class_names,
+            ignore_index: ignore as u16,
+            items: None,
+            probs: PathBuf::from("probs"),
+            labels: named("labels", inputs.labels.is_some()),
+            embeddings: named("embeddings", inputs.embeddings.is_some()),
+            annotations,
+            roots: DatasetRoots {
+                dataset: dir,
+                extra: Vec::new(),
+            },
+            memory: Some(std::sync::Arc::new(inputs)),
+        })
+    }
+
     /// Number of classes `C`.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
@@ -264,27 +507,7 @@ impl DatasetConfig {
                         format!("num_classes = {n} but `classes` lists {}", names.len()),
                     ));
                 }
-                let mut seen = std::collections::HashSet::new();
-                for name in &names {
-                    if !seen.insert(name.as_str()) {
-                        return Err(bad("classes", format!("class name {name:?} appears twice")));
-                    }
-                }
-                for (k, name) in names.iter().enumerate() {
-                    if let Ok(v) = name.trim().parse::<u32>()
-                        && v as usize != k
-                    {
-                        return Err(bad(
-                            "classes",
-                            format!(
-                                "class {k} is named {name:?}, a numeral naming index {v}: a label \
-                                 {name:?} would read as index {v}, not as this class; give it a \
-                                 name that is not a numeral, or list the classes so that a \
-                                 numeral name equals its index"
-                            ),
-                        ));
-                    }
-                }
+                check_class_names(&names).map_err(|m| bad("classes", m))?;
                 names
             }
         };
@@ -295,21 +518,8 @@ impl DatasetConfig {
             ));
         }
         let ignore = raw.ignore_index.unwrap_or(255);
-        if ignore > u16::MAX as u32 {
-            return Err(bad(
-                "ignore_index",
-                format!("{ignore} does not fit a 16-bit label map"),
-            ));
-        }
-        if raw.task == Task::Segmentation && (ignore as usize) < class_names.len() {
-            return Err(bad(
-                "ignore_index",
-                format!(
-                    "{ignore} is a class id (there are {} classes); choose a value >= num_classes",
-                    class_names.len()
-                ),
-            ));
-        }
+        check_ignore_index(raw.task, ignore, class_names.len())
+            .map_err(|m| bad("ignore_index", m))?;
         let dataset = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         let mut extra = Vec::new();
         for r in raw.inputs.roots.unwrap_or_default() {
@@ -352,6 +562,7 @@ impl DatasetConfig {
             embeddings: opt(raw.inputs.embeddings, "embeddings")?,
             annotations: opt(raw.inputs.annotations, "annotations")?,
             roots,
+            memory: None,
         };
         if cfg.task == Task::Segmentation && cfg.items.is_none() {
             return Err(bad(

@@ -54,6 +54,10 @@ pub enum Error {
     /// options (a worker thread panicked, an encoder refused its input).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller stopped the run ([`crate::model::Control::cancel`]);
+    /// nothing was written.
+    #[error("the run was cancelled; nothing was written")]
+    Cancelled,
     /// A compute backend failed (no adapter, device lost, shader error).
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },

@@ -456,6 +456,44 @@ impl Shard {
 /// `read` is spent on the reader thread, overlapped with `score`, so the two
 /// can add up to more than the time they took together. `write`, `report`
 /// and `overlays` are filled in by `output::write_all`.
+/// How a caller watches and stops a run (the Python API): a flag that
+/// stops it, and a hook told `(items scored, items to score)` as batches
+/// finish (called on the run's threads).
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Set to stop the run: it returns [`crate::Error::Cancelled`] before
+    /// its next batch (or stage), and writes nothing.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Told the progress of the score stage.
+    pub on_progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("cancel", &self.cancel)
+            .field("on_progress", &self.on_progress.is_some())
+            .finish()
+    }
+}
+
+impl Control {
+    /// `Err(Cancelled)` once the cancel flag is set.
+    pub fn check(&self) -> crate::Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => Err(crate::Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tell the hook `done` of `total`.
+    pub fn progress(&self, done: u64, total: u64) {
+        if let Some(f) = &self.on_progress {
+            f(done, total);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
     pub read: Duration,

@@ -73,16 +73,26 @@ fn starts_formula(s: &str) -> bool {
 /// yet is resolved by its name). `--previous` and `--cache` may be `out`.
 pub fn check_out(out: &Path, cfg: &DatasetConfig) -> Result<()> {
     let out_real = canonical_or_planned(out);
-    let inputs = [
-        Some(cfg.dir.clone()),
-        Some(cfg.dir.join(crate::config::MANIFEST)),
-        cfg.items.clone(),
-        Some(cfg.probs.clone()),
-        cfg.labels.clone(),
-        cfg.embeddings.clone(),
-        cfg.annotations.clone(),
-    ];
-    for input in inputs.into_iter().flatten() {
+    let inputs: Vec<PathBuf> = match &cfg.memory {
+        // Arrays in memory name no file but those given as file ranges.
+        Some(_) => crate::io::inputs::memory_files(cfg)
+            .into_iter()
+            .chain(cfg.annotations.clone())
+            .collect(),
+        None => [
+            Some(cfg.dir.clone()),
+            Some(cfg.dir.join(crate::config::MANIFEST)),
+            cfg.items.clone(),
+            Some(cfg.probs.clone()),
+            cfg.labels.clone(),
+            cfg.embeddings.clone(),
+            cfg.annotations.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    for input in inputs {
         let Ok(real) = std::fs::canonicalize(&input) else {
             continue;
         };

@@ -51,6 +51,10 @@ pub struct RunOptions {
     /// What to label next among the unlabelled items (`--label-budget`,
     /// `--label-strategy`; `--min-per-class` and `--seed` are the queue's).
     pub label: crate::checks::selection::SelectOptions,
+    /// Stop and progress hooks for a caller that is not the CLI (the
+    /// Python API): a set cancel flag stops the run before its next batch
+    /// or stage with [`Error::Cancelled`], and nothing is written.
+    pub control: crate::model::Control,
 }
 
 impl RunOptions {
@@ -73,6 +77,7 @@ impl RunOptions {
             min_annotator_kappa: crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA,
             min_annotator_iou: crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU,
             label: Default::default(),
+            control: Default::default(),
         }
     }
 
@@ -154,9 +159,32 @@ pub struct RunSummary {
 /// with [`RunOptions::shard`], score the shard's items and write its
 /// partial ([`crate::partial`]) instead.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
-    let t0 = Instant::now();
     opts.validate()?;
     let cfg = DatasetConfig::load(&opts.dataset)?;
+    run_config(&cfg, opts)
+}
+
+/// [`run`] on a dataset already described: read from its directory, or
+/// given in memory ([`DatasetConfig::in_memory`]; such a run takes no
+/// `--shard`, `--resume` or `--cache`, which key on the dataset's files).
+/// `opts.dataset` is only recorded.
+pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let t0 = Instant::now();
+    opts.validate()?;
+    if cfg.memory.is_some() {
+        let refused = [
+            (opts.shard.is_some(), "--shard"),
+            (opts.resume, "--resume"),
+            (opts.cache.is_some(), "--cache"),
+        ];
+        if let Some((_, flag)) = refused.iter().find(|(on, _)| *on) {
+            return Err(Error::Usage(format!(
+                "{flag} works on a dataset directory (its files are the key), not on arrays in \
+                 memory: save the arrays with a triage.toml and run that directory"
+            )));
+        }
+    }
+    let cfg = cfg.clone();
     prepare_out(opts, &cfg)?;
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
@@ -167,7 +195,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let mut prepare = |m: &Manifest| -> Result<()> {
         crate::neighbors::stage::check_images(&cfg, m)?;
         if let Some(path) = &cfg.embeddings {
-            crate::neighbors::stage::check(m, path)?;
+            crate::neighbors::stage::check(&cfg, m, path)?;
         }
         annotations = crate::agreement::load(&cfg, m)?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
@@ -178,6 +206,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         logits: opts.logits,
         progress: opts.progress,
         kept_maps: crate::report::MAX_OVERLAYS,
+        control: opts.control.clone(),
         shard: opts.shard,
     };
     let mut checkpoint = match opts.resume {
@@ -316,7 +345,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     }
     crate::neighbors::stage::check_images(&cfg, &manifest)?;
     if let Some(path) = &cfg.embeddings {
-        crate::neighbors::stage::check(&manifest, path)?;
+        crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
     let annotations = crate::agreement::load(&cfg, &manifest)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
@@ -492,6 +521,7 @@ fn assemble(
         }
         (None, _) => (None, None),
     };
+    opts.control.check()?;
     let neighbor_summary = match &cfg.embeddings {
         Some(path) => {
             let t = Instant::now();
@@ -577,6 +607,7 @@ fn assemble(
     if let Some(sel) = selection {
         extras.to_label = Some((pool, sel.rows));
     }
+    opts.control.check()?;
     let files = output::write_all(
         &opts.out,
         cfg,

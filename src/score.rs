@@ -43,8 +43,10 @@ use crate::score_cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
 
 /// The options the score stage reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ScoreOptions {
+    /// Stop and progress hooks (the Python API).
+    pub control: crate::model::Control,
     /// Bytes of probabilities per batch (as stored); a batch holds at least
     /// one item (segmentation) or one row (classification).
     pub batch_size: usize,
@@ -179,7 +181,7 @@ pub type Prepare<'a> = dyn FnMut(&Manifest) -> Result<()> + 'a;
 /// Open a classification dataset's `(N, C)` probabilities and its items,
 /// checking the dtype, the shape, the class count and the item count.
 fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
-    let probs = NpyArray::open(&cfg.probs)?;
+    let probs = crate::io::inputs::open(cfg, &cfg.probs)?;
     if !probs.dtype.is_float() {
         return Err(Error::input(
             &cfg.probs,
@@ -197,9 +199,10 @@ fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
             .field("shape"));
         }
     };
-    let manifest = match &cfg.items {
-        Some(p) => Manifest::load(p)?,
-        None => Manifest::numbered(n),
+    let manifest = match (&cfg.items, crate::io::inputs::memory_manifest(cfg, n)) {
+        (_, Some(m)) => m,
+        (Some(p), None) => Manifest::load(p)?,
+        (None, None) => Manifest::numbered(n),
     };
     if manifest.is_empty() || n == 0 {
         return Err(empty_dataset(cfg.items.as_deref().unwrap_or(&cfg.probs)));
@@ -272,6 +275,7 @@ fn score_classification(
             if next >= stop {
                 return Ok(false);
             }
+            opts.control.check()?;
             let end = (next + rows_per_batch).min(stop);
             probs.read_probs_into(next * c, (end - next) * c, &mut s.batch.probs)?;
             s.batch.labels.clear();
@@ -358,6 +362,8 @@ fn score_classification(
                 stats.merge(d);
             }
             bar.inc((s.end - start) as u64);
+            opts.control
+                .progress(bar.position(), bar.length().unwrap_or(0));
             Ok(())
         },
     )?;
@@ -682,8 +688,13 @@ impl SegReader<'_> {
             item.labels.clear();
             item.labels.resize(h * w, 0);
         } else {
-            let mask_path = self.cfg.item_file(id, "mask", cell)?;
-            item.labels = read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?;
+            item.labels = match crate::io::inputs::memory_mask(self.cfg, id, i, (h, w)) {
+                Some(m) => m?,
+                None => {
+                    let mask_path = self.cfg.item_file(id, "mask", cell)?;
+                    read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?
+                }
+            };
         }
         item.height = h;
         item.width = w;
@@ -730,8 +741,13 @@ fn score_segmentation(
     let items_path = cfg
         .items
         .clone()
+        .or_else(|| cfg.memory.as_ref().map(|_| cfg.probs.clone()))
         .ok_or_else(|| Error::Usage("segmentation needs an items CSV".into()))?;
-    let manifest = Manifest::load(&items_path)?;
+    let manifest = match cfg.memory.as_ref().map(|m| m.probs.shape()[0]) {
+        Some(n) => crate::io::inputs::memory_manifest(cfg, n)
+            .ok_or_else(|| Error::Internal("no in-memory items".into()))?,
+        None => Manifest::load(&items_path)?,
+    };
     if manifest.is_empty() {
         return Err(empty_dataset(&items_path));
     }
@@ -782,7 +798,10 @@ fn score_segmentation(
     )?;
     let read = crate::io::stream::double_buffered(
         [slot(), slot()],
-        |s: &mut SegSlot| reader.fill(s, &mut next, batch_bytes, cache),
+        |s: &mut SegSlot| {
+            opts.control.check()?;
+            reader.fill(s, &mut next, batch_bytes, cache)
+        },
         |s: &mut SegSlot| {
             let batch = &s.batch;
             let t = Instant::now();
@@ -843,6 +862,8 @@ fn score_segmentation(
                 stats.merge(d);
             }
             bar.inc((s.end - s.start) as u64);
+            opts.control
+                .progress(bar.position(), bar.length().unwrap_or(0));
             Ok(())
         },
     )?;
@@ -875,7 +896,7 @@ fn fold_seg_item(
     if let Some(px) = st.first_invalid {
         let hw = item.height * item.width;
         let file = match &cfg.probs {
-            p if p.is_dir() => cfg.item_probs(&manifest.ids[index])?,
+            _ if crate::io::inputs::probs_dir(cfg) => cfg.item_probs(&manifest.ids[index])?,
             p => p.clone(),
         };
         // The pixel's values: from the batch, or read once more.

@@ -58,7 +58,14 @@ impl Embeddings {
 
     /// Read and validate `path` against the item ids.
     pub fn load(path: &Path, ids: &[String]) -> Result<Self> {
-        let (mut arr, n, d) = Self::open_checked(path, ids)?;
+        Self::load_array(NpyArray::open(path)?, ids)
+    }
+
+    /// Read and validate an opened array against the item ids.
+    pub fn load_array(arr: NpyArray, ids: &[String]) -> Result<Self> {
+        let (mut arr, n, d) = Self::check_array(arr, ids)?;
+        let path = arr.path.clone();
+        let path = path.as_path();
         let raw = match arr.read_probs(0, n * d)? {
             ProbBuf::F32(v) => v,
             ProbBuf::F16(v) => v
@@ -73,11 +80,14 @@ impl Embeddings {
     /// one row per item, every byte present) without reading the rows: the
     /// checks [`Embeddings::load`] makes first, run before scoring.
     pub fn check(path: &Path, ids: &[String]) -> Result<()> {
-        Self::open_checked(path, ids).map(|_| ())
+        Self::check_array(NpyArray::open(path)?, ids).map(|_| ())
     }
 
-    fn open_checked(path: &Path, ids: &[String]) -> Result<(NpyArray, usize, usize)> {
-        let arr = NpyArray::open(path)?;
+    /// The checks of [`Embeddings::check`] on an opened array; the array
+    /// and its `(N, D)`.
+    pub fn check_array(arr: NpyArray, ids: &[String]) -> Result<(NpyArray, usize, usize)> {
+        let path = arr.path.clone();
+        let path = path.as_path();
         let shape = arr.shape.clone();
         if shape.len() != 2 {
             return Err(Error::input(

@@ -7,7 +7,6 @@ use std::path::Path;
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::io::npy::NpyArray;
 use crate::model::UNLABELLED;
 
 /// The class of every item, in manifest order, [`UNLABELLED`] for an item
@@ -18,7 +17,7 @@ use crate::model::UNLABELLED;
 pub fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>> {
     let c = cfg.num_classes() as i64;
     if let Some(path) = &cfg.labels {
-        let mut arr = NpyArray::open(path)?;
+        let mut arr = crate::io::inputs::open(cfg, path)?;
         let n = match arr.shape.as_slice() {
             [n] | [n, 1] => *n,
             s => {

@@ -23,6 +23,10 @@ impl Manifest {
     /// For the commands that score nothing (`triage merge`,
     /// `triage review-import`).
     pub fn of_dataset(cfg: &crate::config::DatasetConfig) -> Result<Manifest> {
+        if let Some(m) = &cfg.memory {
+            return crate::io::inputs::memory_manifest(cfg, m.probs.shape()[0])
+                .ok_or_else(|| Error::Internal("no in-memory items".into()));
+        }
         match (&cfg.items, cfg.task) {
             (Some(p), _) => Manifest::load(p),
             (None, crate::config::Task::Classification) => {

@@ -3,6 +3,7 @@
 pub mod annotations;
 pub mod atomic;
 pub mod embeddings;
+pub mod inputs;
 pub mod jsonw;
 pub mod labels;
 pub mod manifest;

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::io::probs::{PlaneSource, ProbBuf};
+pub use crate::memory::Dtype;
+use crate::memory::{ArraySource, MemArray};
 
 /// The longest `.npy` header text read, in bytes: numpy's own default
 /// `max_header_size` (10 000) rounded up to 16 KiB. A header length field
@@ -195,67 +197,46 @@ fn parse_header(text: &[u8]) -> std::result::Result<Header, String> {
     }
 }
 
-/// The element type of a `descr` such as `<f4`, `|u1` or `<i8`: a byte
-/// order (`<`, `|`, `=`, or `>` for one-byte types), a kind (`f`, `i`,
-/// `u`) and a size; `Err` holds what is wrong, for the message.
+/// The dtype of a header's `descr` (see [`Dtype::from_numpy`]).
 fn parse_descr(descr: &str) -> std::result::Result<Dtype, String> {
-    let (order, rest) = match descr.as_bytes().first() {
-        Some(&c @ (b'<' | b'>' | b'|' | b'=')) => (c, &descr[1..]),
-        _ => (b'|', descr),
-    };
-    let kind = rest.chars().next().unwrap_or('?');
-    let size: usize = rest
-        .get(kind.len_utf8()..)
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let little = match order {
-        b'<' => true,
-        b'>' => false,
-        b'=' => cfg!(target_endian = "little"),
-        _ => size == 1,
-    };
-    let dt = match (kind, size) {
-        ('f', 2) => Dtype::F16,
-        ('f', 4) => Dtype::F32,
-        ('f', 8) => Dtype::F64,
-        ('i', 1 | 2 | 4 | 8) => Dtype::Int(size),
-        ('u', 1 | 2 | 4 | 8) => Dtype::Uint(size),
-        _ => return Err(String::new()),
-    };
-    if !little && size > 1 {
-        return Err(" (big-endian)".into());
-    }
-    Ok(dt)
+    Dtype::from_numpy(descr)
 }
 
-/// Element types `triage` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    F16,
-    F32,
-    F64,
-    Int(usize),
-    Uint(usize),
+/// Where an array's bytes lie: a file, or memory.
+#[derive(Debug)]
+enum Store {
+    File(File),
+    Memory(MemArray),
 }
 
-impl Dtype {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
+impl Store {
+    /// Fill `out` with the bytes from byte `at` on (positioned: any thread).
+    fn read_exact_at(&self, out: &mut [u8], at: u64) -> std::io::Result<()> {
         match self {
-            Dtype::F16 => 2,
-            Dtype::F32 => 4,
-            Dtype::F64 => 8,
-            Dtype::Int(n) | Dtype::Uint(n) => n,
+            Store::File(f) => read_exact_at(f, out, at),
+            Store::Memory(m) => {
+                let bytes = m.bytes();
+                let range = usize::try_from(at)
+                    .ok()
+                    .and_then(|a| Some(a..a.checked_add(out.len())?))
+                    .filter(|r| r.end <= bytes.len())
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "read past the end of the array",
+                        )
+                    })?;
+                out.copy_from_slice(&bytes[range]);
+                Ok(())
+            }
         }
     }
-
-    /// True for float16/32/64.
-    pub fn is_float(self) -> bool {
-        matches!(self, Dtype::F16 | Dtype::F32 | Dtype::F64)
-    }
 }
 
-/// An opened, validated `.npy` file: its dtype, shape and where the data starts.
+/// An opened, validated array: its dtype, shape and where the data starts,
+/// in a `.npy` file ([`NpyArray::open`]) or given in memory or at an offset
+/// in a file ([`NpyArray::from_source`]). Every reader of the score stage
+/// reads through it, whichever it is.
 #[derive(Debug)]
 pub struct NpyArray {
     pub path: PathBuf,
@@ -264,9 +245,8 @@ pub struct NpyArray {
     /// The element count, the product of `shape` (checked on open).
     len: usize,
     data_offset: u64,
-    file: File,
-    /// A second handle on the file for [`NpyPlanes`], opened on first use.
-    shared: Option<Arc<File>>,
+    /// The bytes, shared with the [`NpyPlanes`] handed out.
+    store: Arc<Store>,
 }
 
 impl NpyArray {
@@ -379,9 +359,55 @@ impl NpyArray {
             shape,
             len,
             data_offset,
-            file,
-            shared: None,
+            store: Arc::new(Store::File(file)),
         })
+    }
+
+    /// An array given as an [`ArraySource`], named `name` in errors (the
+    /// argument's name, as `probs`): a memory array as it is, a file range
+    /// checked to lie inside the file (opened as an input,
+    /// [`crate::fsx::open_input`]).
+    pub fn from_source(name: &Path, source: &ArraySource) -> Result<Self> {
+        let (len, bytes) =
+            checked_size(source.shape(), source.dtype().size()).ok_or_else(|| {
+                Error::input(name, "the shape holds more bytes than fit 64 bits").field("shape")
+            })?;
+        match source {
+            ArraySource::Memory(m) => Ok(NpyArray {
+                path: name.to_path_buf(),
+                dtype: m.dtype(),
+                shape: m.shape().to_vec(),
+                len,
+                data_offset: 0,
+                store: Arc::new(Store::Memory(m.clone())),
+            }),
+            ArraySource::File {
+                path,
+                offset,
+                dtype,
+                shape,
+            } => {
+                let file = crate::fsx::open_input(path)?;
+                let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+                if offset.checked_add(bytes).is_none_or(|end| end > file_len) {
+                    return Err(Error::input(
+                        path,
+                        format!(
+                            "the array of shape {shape:?} at byte {offset} needs {bytes} bytes                              but the file has {file_len}"
+                        ),
+                    )
+                    .field("shape"));
+                }
+                Ok(NpyArray {
+                    path: path.clone(),
+                    dtype: *dtype,
+                    shape: shape.clone(),
+                    len,
+                    data_offset: *offset,
+                    store: Arc::new(Store::File(file)),
+                })
+            }
+        }
     }
 
     /// The float16 or float32 values from element `start` on, left in the
@@ -392,21 +418,9 @@ impl NpyArray {
         if !matches!(self.dtype, Dtype::F16 | Dtype::F32) {
             return Ok(None);
         }
-        let file = match &self.shared {
-            Some(f) => Arc::clone(f),
-            None => {
-                let f = Arc::new(
-                    self.file
-                        .try_clone()
-                        .map_err(|e| Error::io(&self.path, e))?,
-                );
-                self.shared = Some(Arc::clone(&f));
-                f
-            }
-        };
         let (offset, _) = self.span(start, 0)?;
         Ok(Some(NpyPlanes {
-            file,
+            store: Arc::clone(&self.store),
             path: self.path.clone(),
             offset,
             f16: self.dtype == Dtype::F16,
@@ -448,9 +462,8 @@ impl NpyArray {
     pub fn read_bytes(&mut self, start: usize, count: usize) -> Result<Vec<u8>> {
         let (at, bytes) = self.span(start, count)?;
         let mut buf = vec![0u8; bytes];
-        self.file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.file.read_exact(&mut buf))
+        self.store
+            .read_exact_at(&mut buf, at)
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(buf)
     }
@@ -461,24 +474,21 @@ impl NpyArray {
     /// pages once the buffer has grown), a conversion for float64 (rounded to
     /// float32). float16 stays float16 (raw bits), so a GPU reads it packed.
     pub fn read_probs_into(&mut self, start: usize, count: usize, buf: &mut ProbBuf) -> Result<()> {
-        let (at, _) = self.span(start, count)?;
-        self.file
-            .seek(SeekFrom::Start(at))
-            .map_err(|e| Error::io(&self.path, e))?;
+        let (mut at, _) = self.span(start, count)?;
         match self.dtype {
             Dtype::F16 => {
                 let v = f16_vec(buf);
                 v.resize(count, 0);
-                self.file
-                    .read_exact(bytemuck::cast_slice_mut(v.as_mut_slice()))
+                self.store
+                    .read_exact_at(bytemuck::cast_slice_mut(v.as_mut_slice()), at)
                     .map_err(|e| Error::io(&self.path, e))?;
                 from_le_in_place_u16(v);
             }
             Dtype::F32 => {
                 let v = f32_vec(buf);
                 v.resize(count, 0.0);
-                self.file
-                    .read_exact(bytemuck::cast_slice_mut(v.as_mut_slice()))
+                self.store
+                    .read_exact_at(bytemuck::cast_slice_mut(v.as_mut_slice()), at)
                     .map_err(|e| Error::io(&self.path, e))?;
                 from_le_in_place_f32(v);
             }
@@ -492,9 +502,10 @@ impl NpyArray {
                 while left > 0 {
                     let n = left.min(scratch.len() / 8);
                     let bytes = &mut scratch[..n * 8];
-                    self.file
-                        .read_exact(bytes)
+                    self.store
+                        .read_exact_at(bytes, at)
                         .map_err(|e| Error::io(&self.path, e))?;
+                    at += bytes.len() as u64;
                     v.extend(bytes.chunks_exact(8).map(|b| {
                         let mut a = [0u8; 8];
                         a.copy_from_slice(b);
@@ -524,8 +535,13 @@ impl NpyArray {
 
     /// Read the whole array as integers (labels). Floats are rejected.
     pub fn read_ints(&mut self) -> Result<Vec<i64>> {
-        let n = self.len();
-        let bytes = self.read_bytes(0, n)?;
+        self.read_ints_range(0, self.len())
+    }
+
+    /// Read `count` elements from element `start` as integers. Floats are
+    /// rejected.
+    pub fn read_ints_range(&mut self, start: usize, count: usize) -> Result<Vec<i64>> {
+        let bytes = self.read_bytes(start, count)?;
         let v = match self.dtype {
             Dtype::Int(1) => bytes.iter().map(|&b| b as i8 as i64).collect(),
             Dtype::Uint(1) => bytes.iter().map(|&b| b as i64).collect(),
@@ -570,7 +586,7 @@ impl NpyArray {
 /// (`pread`, so several threads share the handle); see [`NpyArray::planes`].
 #[derive(Debug)]
 pub struct NpyPlanes {
-    file: Arc<File>,
+    store: Arc<Store>,
     path: PathBuf,
     /// Byte offset of the item's element 0.
     offset: u64,
@@ -591,7 +607,7 @@ impl NpyPlanes {
                     self.path.display()
                 ))
             })?;
-        let r = read_exact_at(&self.file, out, at);
+        let r = self.store.read_exact_at(out, at);
         self.clock
             .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r.map_err(|e| Error::io(&self.path, e))

@@ -100,13 +100,13 @@ pub fn same_classes(cfg: &DatasetConfig, pc: usize) -> Result<()> {
 /// here against the items and the class count.
 pub fn open(cfg: &DatasetConfig, manifest: &Manifest) -> Result<SegProbs> {
     let items_path = cfg.items.as_deref().unwrap_or(Path::new("the items CSV"));
-    let source = if cfg.probs.is_dir() {
+    let source = if crate::io::inputs::probs_dir(cfg) {
         Source::PerItem {
             cfg: Box::new(cfg.clone()),
             open: None,
         }
     } else {
-        let arr = NpyArray::open(&cfg.probs)?;
+        let arr = crate::io::inputs::open(cfg, &cfg.probs)?;
         if !arr.dtype.is_float() {
             return Err(Error::input(
                 &cfg.probs,

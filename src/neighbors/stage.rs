@@ -65,6 +65,9 @@ impl Oracle<'_> {
             return Ok(None);
         };
         let id = &self.manifest.ids[i];
+        if let Some(m) = crate::io::inputs::memory_mask(self.cfg, id, i, dims) {
+            return m.map(Some);
+        }
         let path = self
             .cfg
             .item_file(id, "mask", self.manifest.rows[i][col].trim())?;
@@ -448,8 +451,8 @@ fn label_text(cfg: &DatasetConfig, it: &ItemResult) -> String {
 /// header against the items), run before the scoring pass; the `image`
 /// files are checked for every run ([`check_images`]), its options with
 /// the run's ([`NeighborOptions::validate`]).
-pub fn check(manifest: &Manifest, path: &Path) -> Result<()> {
-    Embeddings::check(path, &manifest.ids)
+pub fn check(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<()> {
+    Embeddings::check_array(crate::io::inputs::open(cfg, path)?, &manifest.ids).map(|_| ())
 }
 
 impl NeighborOptions {
@@ -492,7 +495,7 @@ pub fn apply(
     backend: &dyn Backend,
 ) -> Result<NeighborSummary> {
     o.validate()?;
-    let emb = Embeddings::load(path, &manifest.ids)?;
+    let emb = Embeddings::load_array(crate::io::inputs::open(cfg, path)?, &manifest.ids)?;
     super::graph_len(emb.n, o.k)?;
     let (graph, ivf) = build_graph(&emb, &manifest.ids, o, backend)?;
     // Rows hashed and compared as bytes in place (no copy of the matrix).

@@ -119,10 +119,10 @@ pub struct ContentHasher<'a> {
 impl<'a> ContentHasher<'a> {
     /// Open the dataset's probabilities (once) for hashing.
     pub fn new(cfg: &'a DatasetConfig, manifest: &'a Manifest) -> Result<Self> {
-        let stacked = if cfg.probs.is_dir() {
+        let stacked = if crate::io::inputs::probs_dir(cfg) {
             None
         } else {
-            Some(NpyArray::open(&cfg.probs)?)
+            Some(crate::io::inputs::open(cfg, &cfg.probs)?)
         };
         Ok(ContentHasher {
             cfg,

@@ -158,10 +158,10 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
         .filter(|(_, id)| wanted.contains(id.as_str()))
         .map(|(i, id)| (id.as_str(), i))
         .collect();
-    let mut stacked = if cfg.probs.is_dir() {
+    let mut stacked = if crate::io::inputs::probs_dir(cfg) {
         None
     } else {
-        NpyArray::open(&cfg.probs).ok()
+        crate::io::inputs::open(cfg, &cfg.probs).ok()
     };
     let logits = inp.report.options.logits;
     let mut out = HashMap::new();

@@ -225,7 +225,10 @@ pub fn annotators_overlay(
         .column("mask")
         .map(|col| cfg.item_file(id, "mask", &manifest.rows[index][col]))
         .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))??;
-    let gt = read_mask(&official, id, dims, c, cfg.ignore_index)?;
+    let gt = match crate::io::inputs::memory_mask(cfg, id, index, dims) {
+        Some(m) => m?,
+        None => read_mask(&official, id, dims, c, cfg.ignore_index)?,
+    };
     let mut img = base_image(cfg, manifest, index, &gt, h, w, c);
     for (k, (_, path)) in masks.iter().enumerate() {
         let m = read_mask(path, id, dims, c, cfg.ignore_index)?;
@@ -366,7 +369,10 @@ pub fn segmentation_overlay(
             (&computed, h, w)
         }
     };
-    let gt = read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?;
+    let gt = match crate::io::inputs::memory_mask(cfg, id, index, (h, w)) {
+        Some(m) => m?,
+        None => read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?,
+    };
     let base = base_image(cfg, manifest, index, &gt, h, w, c);
     Ok(draw(base, &gt, pred, h, w, cfg.ignore_index))
 }

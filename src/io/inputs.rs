@@ -1,0 +1,146 @@
+//! A dataset's arrays, wherever they lie: the `.npy` files its
+//! `triage.toml` names, or the arrays given in memory
+//! ([`DatasetConfig::in_memory`], the Python API). Every reader of the run
+//! opens them here, so both kinds go through the same [`NpyArray`] and
+//! the same score stage.
+
+use std::path::Path;
+
+use crate::config::DatasetConfig;
+use crate::error::{Error, Result};
+use crate::io::manifest::Manifest;
+use crate::io::npy::NpyArray;
+use crate::memory::ArraySource;
+
+/// The names the in-memory arrays go by in errors (the Python API's
+/// argument names), and as the configuration's paths.
+pub const PROBS: &str = "probs";
+/// See [`PROBS`].
+pub const LABELS: &str = "labels";
+/// See [`PROBS`].
+pub const MASKS: &str = "masks";
+/// See [`PROBS`].
+pub const EMBEDDINGS: &str = "embeddings";
+
+/// Open the array `path` of `cfg` (one of its `probs`, `labels`,
+/// `embeddings` paths): the `.npy` file, or for an in-memory dataset the
+/// array given under that name.
+pub fn open(cfg: &DatasetConfig, path: &Path) -> Result<NpyArray> {
+    let Some(mem) = &cfg.memory else {
+        return NpyArray::open(path);
+    };
+    let source = match path.to_str() {
+        Some(PROBS) => Some(&mem.probs),
+        Some(LABELS) => mem.labels.as_ref(),
+        Some(MASKS) => mem.masks.as_ref(),
+        Some(EMBEDDINGS) => mem.embeddings.as_ref(),
+        _ => None,
+    };
+    match source {
+        Some(s) => NpyArray::from_source(path, s),
+        None => Err(Error::Internal(format!(
+            "no array named {} was given",
+            path.display()
+        ))),
+    }
+}
+
+/// True when the probabilities are a directory of per-item files (never
+/// for arrays given in memory).
+pub fn probs_dir(cfg: &DatasetConfig) -> bool {
+    cfg.memory.is_none() && cfg.probs.is_dir()
+}
+
+/// The items of an in-memory dataset of `n` items: the ids given (or
+/// `"0"`, `"1"`, ...); segmentation items get a `mask` column (every item
+/// labelled, its map in the `masks` array).
+pub fn memory_manifest(cfg: &DatasetConfig, n: usize) -> Option<Manifest> {
+    let mem = cfg.memory.as_ref()?;
+    let mut m = match &mem.ids {
+        Some(ids) => Manifest {
+            columns: vec![],
+            ids: ids.clone(),
+            rows: vec![vec![]; ids.len()],
+        },
+        None => Manifest::numbered(n),
+    };
+    if cfg.task == crate::config::Task::Segmentation {
+        m.columns = vec!["id".into(), "mask".into()];
+        for (row, id) in m.rows.iter_mut().zip(&m.ids) {
+            *row = vec![id.clone(), MASKS.into()];
+        }
+    }
+    Some(m)
+}
+
+/// The files an in-memory dataset reads (its arrays given as file ranges),
+/// for [`crate::output::check_out`].
+pub fn memory_files(cfg: &DatasetConfig) -> Vec<std::path::PathBuf> {
+    let Some(mem) = &cfg.memory else {
+        return Vec::new();
+    };
+    [
+        Some(&mem.probs),
+        mem.labels.as_ref(),
+        mem.masks.as_ref(),
+        mem.embeddings.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| match s {
+        ArraySource::File { path, .. } => Some(path.clone()),
+        ArraySource::Memory(_) => None,
+    })
+    .collect()
+}
+
+/// Item `index`'s label map of an in-memory dataset (`masks`, `(N, H, W)`
+/// integers), checked as a mask file is: every value a class id or the
+/// ignore index. `None` for a dataset of files.
+pub fn memory_mask(
+    cfg: &DatasetConfig,
+    id: &str,
+    index: usize,
+    expect: (usize, usize),
+) -> Option<Result<Vec<u16>>> {
+    cfg.memory.as_ref()?;
+    Some((|| {
+        let name = Path::new(MASKS);
+        let mut arr = open(cfg, name)?;
+        let (h, w) = expect;
+        let [_, mh, mw] = arr.shape[..] else {
+            return Err(Error::input(name, "masks must have shape (N, H, W)").field("shape"));
+        };
+        if (mh, mw) != (h, w) {
+            return Err(Error::input(
+                name,
+                format!("the mask is {mh}×{mw} but the probabilities are {h}×{w}"),
+            )
+            .item(id)
+            .field("mask"));
+        }
+        let raw = arr.read_ints_range(index * h * w, h * w)?;
+        let c = cfg.num_classes() as i64;
+        let ignore = i64::from(cfg.ignore_index);
+        raw.iter()
+            .enumerate()
+            .map(|(px, &v)| {
+                if (0..c).contains(&v) || v == ignore {
+                    Ok(v as u16)
+                } else {
+                    Err(Error::input(
+                        name,
+                        format!(
+                            "pixel (x={}, y={}) has value {v}: neither a class id in 0..{c} nor \
+                             the ignore index {ignore}",
+                            px % w,
+                            px / w
+                        ),
+                    )
+                    .item(id)
+                    .field("mask"))
+                }
+            })
+            .collect()
+    })())
+}
