@@ -96,9 +96,9 @@ where
 {
     let cancel = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    opts.cancel = Some(cancel.clone());
+    opts.control.cancel = Some(cancel.clone());
     let hook = counts.clone();
-    opts.on_progress = Some(Arc::new(move |done: u64, total: u64| {
+    opts.control.on_progress = Some(Arc::new(move |done: u64, total: u64| {
         hook[1].store(total, Ordering::Relaxed);
         hook[0].store(done, Ordering::Relaxed);
     }));
@@ -215,6 +215,9 @@ fn borrow_as<T: MemElement + Element>(
     Ok(Some(m))
 }
 
+/// One of the [`borrow_as`] instances.
+type Borrower = fn(&Bound<'_, PyAny>, &str) -> PyResult<Option<MemArray>>;
+
 /// The source of argument `name`: a memmap tuple `(path, offset, dtype,
 /// shape)` from the Python layer, or a numpy array of any dtype the engine
 /// reads (the engine checks which dtypes and shapes each argument takes).
@@ -234,7 +237,7 @@ fn source(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<ArraySource> {
             shape,
         });
     }
-    let tries: [fn(&Bound<'_, PyAny>, &str) -> PyResult<Option<MemArray>>; 11] = [
+    let tries: [Borrower; 11] = [
         borrow_as::<f32>,
         borrow_as::<f64>,
         borrow_as::<half::f16>,
