@@ -192,10 +192,10 @@ def main():
     row("segmentation", "CLI triage run (warm file)", t_scli)
 
     print()
-    print(f"| {'task':<14} | {'what':<62} | {'seconds':>8} |")
-    print(f"|{'-' * 16}|{'-' * 64}|{'-' * 10}|")
+    print(f"| {'task':<14} | {'what':<68} | {'seconds':>8} |")
+    print(f"|{'-' * 16}|{'-' * 70}|{'-' * 10}|")
     for task, what, secs, _ in rows:
-        print(f"| {task:<14} | {what:<62} | {secs:>8.3f} |")
+        print(f"| {task:<14} | {what:<68} | {secs:>8.3f} |")
     print()
     print(f"classification: triage / cleanlab = {cls_ratio[0]:.2f}x (goal <= 0.5), "
           f"API / CLI = {cls_ratio[1]:.2f}x (goal <= 1.2)")

@@ -8,6 +8,7 @@ adapter) skip without it, unless ``TRIAGE_REQUIRE_PYTHON=1`` (set by
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ CIFAR = REPO / "datasets" / "cifar10-label-errors"
 def need(module: str) -> Any:
     """Import ``module``, skipping the test without it (failing when required)."""
     if REQUIRE:
-        return __import__(module)
+        return importlib.import_module(module)
     return pytest.importorskip(module)
 
 

@@ -69,7 +69,7 @@ def test_label_budget_and_strategy(small):
     b = run_small(small, label_budget=3, label_strategy="random", seed=2).to_label_records()
     assert len(a) == len(b) == 3
     assert {r["id"] for r in a} <= {"5", "6", "7", "8", "9"}
-    sel = json.dumps(run_small(small, label_budget=3, label_strategy="entropy").report["checks"])
+    sel = json.dumps(run_small(small, label_budget=3, label_strategy="entropy").report["selection"])
     assert "entropy" in sel
 
 
@@ -115,12 +115,21 @@ def test_annotator_thresholds(small):
     triage.segmentation(probs_s, masks, backend="cpu", min_annotator_iou=0.3)
 
 
-def test_review_all_from_and_previous(small, tmp_path):
+def test_previous(small, tmp_path):
     prev = tmp_path / "prev"
     run_small(small, out=prev)
-    res = run_small(small, previous=prev, review_all_from=["x", "y"])
+    res = run_small(small, previous=prev)
     assert res.report["options"]["previous"] == str(prev)
-    assert res.report["options"]["review_all_from"] == ["x", "y"]
+
+
+def test_review_all_from_reaches_the_engine(cli, cifar, small, tmp_path):
+    """Arrays carry no per-item `annotator` column, so the engine refuses
+    --review-all-from for them, as the CLI does for a dataset without one."""
+    p = run_cli(cli, "run", cifar, "--out", tmp_path / "o", "--review-all-from=x,y", check=False)
+    assert p.returncode == 2
+    with pytest.raises(triage.TriageError) as e:
+        run_small(small, review_all_from=["x", "y"])
+    assert str(e.value) == cli_error(p.stderr)
 
 
 def test_dataset_only_options(cifar, tmp_path):

@@ -174,9 +174,6 @@ class Result:
             written.append(path)
         return written
 
-    def __len__(self) -> int:
-        return len(self.queue_records())
-
     def __repr__(self) -> str:
         r = self.report
         backend = r.get("backend", {}).get("name") if isinstance(r.get("backend"), dict) else None

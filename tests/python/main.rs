@@ -30,7 +30,9 @@ fn skip(why: &str) {
 /// The venv's interpreter, when it has every package the suite needs.
 fn python() -> Result<PathBuf, String> {
     let Some(py) = std::env::var_os("TRIAGE_PYTHON") else {
-        return Err("TRIAGE_PYTHON is not set (a venv's python with maturin, pytest, numpy, pandas)".into());
+        return Err(
+            "TRIAGE_PYTHON is not set (a venv's python with maturin, pytest, numpy, pandas)".into(),
+        );
     };
     let py = PathBuf::from(py);
     let probe = Command::new(&py)
@@ -60,10 +62,9 @@ fn python_package_tests() {
         .unwrap_or_else(|| PathBuf::from("."));
     // maturin installs into the venv that VIRTUAL_ENV names.
     let venv = venv_bin.parent().unwrap_or(&venv_bin).to_path_buf();
-    let path = std::env::join_paths(
-        std::iter::once(venv_bin.clone())
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(venv_bin.clone()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
     .expect("PATH entries join");
     let status = Command::new(&py)
         .args(["-m", "maturin", "develop", "-q", "-m"])
