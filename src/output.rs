@@ -265,6 +265,11 @@ struct QueueRow<'a> {
 }
 
 fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
+    if cfg.memory.is_some() {
+        // Arrays in memory carry no columns (their `mask` column only
+        // points the readers at the `masks` array).
+        return Vec::new();
+    }
     manifest
         .columns
         .iter()

@@ -13,6 +13,7 @@ mod hostile_input;
 mod hostile_output;
 mod hostile_state;
 mod incremental;
+mod memory;
 mod queue_policy;
 mod resume;
 mod review;
