@@ -118,6 +118,7 @@ def test_segmentation_equals_cli(cli, tmp_path):
     got = res.queue_records()
     assert [r["id"] for r in got] == [r["id"] for r in want]
     files = ("mask", "image", "split")  # a dataset directory's file columns
+    assert not set(files) & set(got[0]), "arrays in memory carry no file columns"
     for g, w in zip(got, want):
         assert {k: v for k, v in g.items() if k not in files} == {k: v for k, v in w.items() if k not in files}
     assert res.cluster_records() == read_jsonl(out / "clusters.jsonl")
