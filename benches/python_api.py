@@ -162,6 +162,12 @@ def main():
     probs, labels = classification_data(n, c)
     t_api = median_time(lambda: triage.classification(probs, labels, backend=a.backend, progress=False), a.repeats)
     row("classification", "triage.classification (every score, checks, queue)", t_api)
+    res = triage.classification(probs, labels, backend=a.backend, progress=False)
+    t = time.perf_counter()
+    frame = res.queue
+    row("classification", f"  then Result.queue, a DataFrame of {len(frame)} rows (first access)",
+        time.perf_counter() - t)
+    del res, frame
     sums = 0.0
     for method in ("self_confidence", "normalized_margin", "confidence_weighted_entropy"):
         t = median_time(lambda: cl_rank.get_label_quality_scores(labels, probs, method=method), a.repeats)

@@ -303,6 +303,8 @@ pub struct Extras {
     /// With unlabelled items: the selection for labelling and the
     /// unlabelled items its rows point into (`to_label.jsonl`, `.csv`).
     pub to_label: Option<(Vec<ItemResult>, Vec<crate::checks::selection::ToLabel>)>,
+    /// A cancelled run commits nothing: checked once more before the commit.
+    pub control: crate::model::Control,
 }
 
 /// One line of `to_label.jsonl`.
@@ -852,6 +854,8 @@ pub fn write_all(
     // Waiting for the background fsyncs and renaming: after report.json is
     // written, so only the `--timings` line can show it.
     let t_sync = Instant::now();
+    // Dropped uncommitted, the set leaves nothing in `out`.
+    extras.control.check()?;
     let done = files.commit();
     timings.sync = t_sync.elapsed();
     done

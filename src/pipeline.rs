@@ -492,6 +492,7 @@ fn assemble(
     let mut stats = s.stats;
     crate::checks::label_quality::explain_segmentation(&mut items, &cfg.class_names);
     let mut extras = output::Extras {
+        control: opts.control.clone(),
         deterministic: opts.neighbors.deterministic,
         preds: stats.preds.take(),
         ..Default::default()

@@ -123,13 +123,18 @@ def test_previous(small, tmp_path):
 
 
 def test_review_all_from_reaches_the_engine(cli, cifar, small, tmp_path):
-    """Arrays carry no per-item `annotator` column, so the engine refuses
-    --review-all-from for them, as the CLI does for a dataset without one."""
+    """Arrays carry no per-item annotator, so the engine refuses
+    --review-all-from for them (saying what to do instead), as the CLI
+    refuses it for a dataset without an `annotator` column."""
     p = run_cli(cli, "run", cifar, "--out", tmp_path / "o", "--review-all-from=x,y", check=False)
     assert p.returncode == 2
+    assert "needs an `annotator` column" in cli_error(p.stderr)
     with pytest.raises(triage.TriageError) as e:
         run_small(small, review_all_from=["x", "y"])
-    assert str(e.value) == cli_error(p.stderr)
+    assert str(e.value) == (
+        "--review-all-from needs each item's annotator, which arrays in memory do not "
+        "carry: run a dataset directory whose items CSV has an `annotator` column"
+    )
 
 
 def test_dataset_only_options(cifar, tmp_path):

@@ -404,6 +404,13 @@ pub fn prepare(
             pol.min_per_class
         )));
     }
+    if !pol.review_all_from.is_empty() && cfg.memory.is_some() {
+        return Err(Error::Usage(
+            "--review-all-from needs each item's annotator, which arrays in memory do not \
+             carry: run a dataset directory whose items CSV has an `annotator` column"
+                .into(),
+        ));
+    }
     if !pol.review_all_from.is_empty() && manifest.column("annotator").is_none() {
         return Err(Error::Usage(format!(
             "--review-all-from needs an `annotator` column in {}",

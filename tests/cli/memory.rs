@@ -312,3 +312,29 @@ fn options_parse_as_the_cli_parses_them() {
     // Checked by RunOptions::validate, as the CLI's are.
     assert_eq!(parse(&["--top", "0"]), "--top must be at least 1");
 }
+
+#[test]
+fn a_run_cancelled_after_its_last_batch_still_writes_nothing() {
+    let (dir, _) = cifar();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut opts = cpu_opts(&out, &[]);
+    opts.dataset = dir.clone();
+    let f = flag.clone();
+    opts.control = triage::model::Control {
+        cancel: Some(flag),
+        // Set once every item is scored: the stages after scoring stop.
+        on_progress: Some(Arc::new(move |done, total| {
+            if done == total {
+                f.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+    };
+    let e = triage::pipeline::run(&opts).unwrap_err();
+    assert!(matches!(e, triage::Error::Cancelled), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
