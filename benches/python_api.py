@@ -48,6 +48,18 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
+def paired_times(fa, fb, repeats):
+    """Medians of ``fa`` and ``fb`` timed alternately (a, b, a, b, ...), so
+    that the machine's drift falls on both alike: a same-run ratio."""
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def classification_data(n, c, seed=0):
     """Dirichlet-like rows (a peaked true class, noise elsewhere), float32,
     built in chunks; about 3 % of the labels replaced by a wrong class."""
@@ -125,14 +137,16 @@ def seg_dir(d, probs, masks):
     return d
 
 
-def cli_time(cli, dataset, out, backend, repeats):
+def cli_run(cli, dataset, out, backend):
+    """A function running the CLI on ``dataset``, after one warm-up run
+    (the file cache and the binary)."""
     cmd = [str(cli), "run", str(dataset), "--out", str(out), "--backend", backend]
-    subprocess.run(cmd, check=True, capture_output=True)  # warm the file cache and the binary
+    subprocess.run(cmd, check=True, capture_output=True)
 
     def go():
         subprocess.run(cmd, check=True, capture_output=True)
 
-    return median_time(go, repeats)
+    return go
 
 
 def main():
@@ -160,7 +174,11 @@ def main():
     print(f"classification {n} x {c} float32; segmentation {sn} x {sc} x {sh} x {sw} float32; "
           f"backend {a.backend}; median of {a.repeats}", flush=True)
     probs, labels = classification_data(n, c)
-    t_api = median_time(lambda: triage.classification(probs, labels, backend=a.backend, progress=False), a.repeats)
+    tmp_cls = tempfile.TemporaryDirectory(prefix="triage-bench-")
+    cli_cls = cli_run(cli, cls_dir(Path(tmp_cls.name) / "cls", probs, labels), Path(tmp_cls.name) / "out", a.backend)
+    t_api, t_cli = paired_times(
+        lambda: triage.classification(probs, labels, backend=a.backend, progress=False), cli_cls, a.repeats
+    )
     row("classification", "triage.classification (every score, checks, queue)", t_api)
     res = triage.classification(probs, labels, backend=a.backend, progress=False)
     t = time.perf_counter()
@@ -178,24 +196,24 @@ def main():
         sums += t
         row("classification", "cleanlab filter.find_label_issues", t)
     row("classification", "cleanlab, the calls above together", sums)
-    with tempfile.TemporaryDirectory(prefix="triage-bench-") as tmp:
-        d = cls_dir(Path(tmp) / "cls", probs, labels)
-        t_cli = cli_time(cli, d, Path(tmp) / "out", a.backend, a.repeats)
-    row("classification", "CLI triage run (warm file)", t_cli)
+    tmp_cls.cleanup()
+    row("classification", "CLI triage run (warm file), timed alternately with the API call", t_cli)
     cls_ratio = (t_api / sums, t_api / t_cli)
     del probs, labels
 
     sprobs, smasks = segmentation_data(sn, sc, sh, sw)
-    t_sapi = median_time(lambda: triage.segmentation(sprobs, smasks, backend=a.backend, progress=False), a.repeats)
+    tmp_seg = tempfile.TemporaryDirectory(prefix="triage-bench-")
+    cli_seg = cli_run(cli, seg_dir(Path(tmp_seg.name) / "seg", sprobs, smasks), Path(tmp_seg.name) / "out", a.backend)
+    t_sapi, t_scli = paired_times(
+        lambda: triage.segmentation(sprobs, smasks, backend=a.backend, progress=False), cli_seg, a.repeats
+    )
     row("segmentation", "triage.segmentation (every score, checks, queue)", t_sapi)
     t_cl = median_time(lambda: cl_seg.get_label_quality_scores(smasks, sprobs, verbose=False), a.repeats)
     row("segmentation", "cleanlab segmentation.rank.get_label_quality_scores(softmin)", t_cl)
     t_helper = median_time(lambda: triage.segmentation_label_quality(smasks, sprobs), a.repeats)
     row("segmentation", "triage.segmentation_label_quality (the same score)", t_helper)
-    with tempfile.TemporaryDirectory(prefix="triage-bench-") as tmp:
-        d = seg_dir(Path(tmp) / "seg", sprobs, smasks)
-        t_scli = cli_time(cli, d, Path(tmp) / "out", a.backend, a.repeats)
-    row("segmentation", "CLI triage run (warm file)", t_scli)
+    tmp_seg.cleanup()
+    row("segmentation", "CLI triage run (warm file), timed alternately with the API call", t_scli)
 
     print()
     print(f"| {'task':<14} | {'what':<68} | {'seconds':>8} |")

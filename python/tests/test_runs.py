@@ -247,3 +247,20 @@ def test_progress_callback_exception_stops_the_run(cifar, tmp_path):
 
     with pytest.raises(RuntimeError, match="stop here"):
         triage.run(cifar, out=out, progress=boom, batch_size="16KiB", backend="cpu")
+
+
+def test_private_output_dir_lives_as_long_as_the_result(cifar, tmp_path):
+    """out=None: the files stay in a private directory, read on first use,
+    and the directory goes with the Result; .write() still gives the bytes."""
+    import gc
+
+    res = triage.classification(np.load(cifar / "probs.npy"), np.load(cifar / "labels.npy"), **CPU)
+    root = Path(res._contents._root)
+    assert root.is_dir() and res.out is None
+    assert "queue.jsonl" not in res._contents._read, "nothing is read before it is asked for"
+    res.write(tmp_path / "copy")
+    assert (tmp_path / "copy" / "queue.csv").read_bytes() == (root / "queue.csv").read_bytes()
+    assert "10000 queue rows" in repr(res)
+    del res
+    gc.collect()
+    assert not root.exists(), "the private directory outlived its Result"

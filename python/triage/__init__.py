@@ -45,7 +45,7 @@ import mmap
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -107,21 +107,30 @@ class Result:
         ``report.html``, ``clusters.jsonl``, ``to_label.jsonl``,
         ``overlays/*.png``, ... as the run produced them).
     out : str or None
-        The output directory when one was given (the files stay there), else
-        ``None`` (the run wrote to a private temporary directory, now gone).
+        The output directory when one was given (the files stay there and
+        were read into the Result), else ``None``: the run wrote to a private
+        temporary directory that lives as long as the Result, and each file
+        is read on first use (so a large queue costs nothing until asked for).
     report : dict
-        ``report.json`` as a dict.
+        ``report.json`` as a dict (parsed on first use).
 
     The DataFrame accessors (``queue``, ``to_label``, ``clusters``) import
     pandas when first used; ``queue_records()`` needs no pandas.
     """
 
-    def __init__(self, contents: Dict[str, bytes], out: Optional[str]) -> None:
-        self._contents = dict(contents)
+    def __init__(self, contents: Mapping[str, bytes], out: Optional[str]) -> None:
+        self._contents = contents
         self.out = out
         self.files: List[str] = list(self._contents)
-        report = self._contents.get(_REPORT)
-        self.report: Dict[str, Any] = json.loads(report) if report else {}
+        self._report: Optional[Dict[str, Any]] = None
+
+    @property
+    def report(self) -> Dict[str, Any]:
+        """``report.json`` as a dict (parsed on first use)."""
+        if self._report is None:
+            data = self._contents.get(_REPORT)
+            self._report = json.loads(data) if data else {}
+        return self._report
 
     def bytes(self, name: str) -> bytes:
         """The exact bytes of output file ``name`` (e.g. ``"queue.csv"``)."""
@@ -177,28 +186,71 @@ class Result:
     def __repr__(self) -> str:
         r = self.report
         backend = r.get("backend", {}).get("name") if isinstance(r.get("backend"), dict) else None
+        lines = {name: _count_lines(self._contents.get(name)) for name in (_QUEUE, _TO_LABEL, _CLUSTERS)}
         return (
             f"<triage.Result {r.get('task', '?')}: {r.get('n_items', '?')} items, "
-            f"{len(self.queue_records())} queue rows, {len(self.to_label_records())} to label, "
-            f"{len(self.cluster_records())} clusters, backend {backend}; files {self.files}>"
+            f"{lines[_QUEUE]} queue rows, {lines[_TO_LABEL]} to label, "
+            f"{lines[_CLUSTERS]} clusters, backend {backend}; files {self.files}>"
         )
 
 
-def _collect(out: str, written: Sequence[str]) -> Dict[str, bytes]:
-    """The bytes of the files the run wrote under ``out`` (plus the CLI's
-    record of them), keyed by their path relative to ``out``."""
-    contents: Dict[str, bytes] = {}
+def _count_lines(data: Optional[bytes]) -> int:
+    """The JSON lines in ``data`` (one row each), without parsing them."""
+    if not data:
+        return 0
+    return sum(1 for line in data.splitlines() if line.strip())
+
+
+class _PrivateFiles(Mapping[str, bytes]):
+    """The files of a run into a private temporary directory, read on first
+    use: the directory lives as long as the Result (it is removed when the
+    Result is garbage-collected, or at exit), so a run never waits to read
+    back outputs nobody asks for (103 MB of queue.jsonl at 200 000 items)."""
+
+    def __init__(self, tmp: "tempfile.TemporaryDirectory[str]", root: str, names: List[str]) -> None:
+        self._tmp = tmp  # kept: its finaliser removes the directory
+        self._root = root
+        self._names = names
+        self._read: Dict[str, bytes] = {}
+
+    def __getitem__(self, name: str) -> bytes:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._read:
+            with open(os.path.join(self._root, *name.split("/")), "rb") as fh:
+                self._read[name] = fh.read()
+        return self._read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _names(out: str, written: Sequence[str]) -> List[str]:
+    """The files the run wrote under ``out`` (plus the CLI's record of
+    them), as paths relative to ``out`` with ``/``."""
+    names: List[str] = []
     root = os.path.realpath(out)
     for f in written:
         rel = os.path.relpath(os.path.realpath(f), root)
         if rel.startswith(os.pardir):
             continue  # --cache / --index entries live elsewhere
-        with open(os.path.join(root, rel), "rb") as fh:
-            contents[rel.replace(os.sep, "/")] = fh.read()
-    record = os.path.join(root, _OUTPUTS_RECORD)
-    if _OUTPUTS_RECORD not in contents and os.path.isfile(record):
-        with open(record, "rb") as fh:
-            contents[_OUTPUTS_RECORD] = fh.read()
+        names.append(rel.replace(os.sep, "/"))
+    if _OUTPUTS_RECORD not in names and os.path.isfile(os.path.join(root, _OUTPUTS_RECORD)):
+        names.append(_OUTPUTS_RECORD)
+    return names
+
+
+def _collect(out: str, written: Sequence[str]) -> Dict[str, bytes]:
+    """The bytes of the files the run wrote under ``out``, keyed by
+    :func:`_names`: read now, since ``out`` is the caller's and a later run
+    may replace them."""
+    contents: Dict[str, bytes] = {}
+    for name in _names(out, written):
+        with open(os.path.join(out, *name.split("/")), "rb") as fh:
+            contents[name] = fh.read()
     return contents
 
 
@@ -350,10 +402,14 @@ def _run_into(out: Optional[PathLike], progress: Progress, go: Callable[[str, An
             out = os.fspath(out)
             written = go(out, callback)
             return Result(_collect(out, written), out)
-        with tempfile.TemporaryDirectory(prefix="triage-") as tmp:
-            target = os.path.join(tmp, "out")
+        tmp = tempfile.TemporaryDirectory(prefix="triage-")
+        try:
+            target = os.path.join(tmp.name, "out")
             written = go(target, callback)
-            return Result(_collect(target, written), None)
+        except BaseException:
+            tmp.cleanup()
+            raise
+        return Result(_PrivateFiles(tmp, target, _names(target, written)), None)
     finally:
         close()
 
