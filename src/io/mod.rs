@@ -2,6 +2,7 @@
 
 pub mod annotations;
 pub mod atomic;
+pub mod coco_rle;
 pub mod embeddings;
 pub mod inputs;
 pub mod jsonw;
