@@ -116,14 +116,18 @@ pub fn decode(rle: &Rle) -> Result<Vec<u8>, String> {
 /// and have no other zero-length run; an empty mask (`h · w = 0`) gives
 /// counts `[0]`, as pycocotools does.
 ///
-/// # Panics
-/// When `mask.len() != h * w` (a caller's bug, not a property of the data).
-pub fn encode(mask: &[u8], h: usize, w: usize) -> Rle {
-    assert_eq!(
-        Some(mask.len()),
-        h.checked_mul(w),
-        "coco_rle::encode: mask length is not h * w"
-    );
+/// `Err` when `mask.len() != h * w` or the mask has more than
+/// [`MAX_PIXELS`] pixels (so every run fits the counts' `u32`).
+pub fn encode(mask: &[u8], h: usize, w: usize) -> Result<Rle, String> {
+    if Some(mask.len()) != h.checked_mul(w) {
+        return Err(format!("the mask has {} values, not {h} × {w}", mask.len()));
+    }
+    if mask.len() > MAX_PIXELS {
+        return Err(format!(
+            "the mask has {} pixels, over the limit of {MAX_PIXELS}",
+            mask.len()
+        ));
+    }
     let mut counts = Vec::new();
     let mut prev = false;
     let mut run: u32 = 0;
@@ -139,7 +143,7 @@ pub fn encode(mask: &[u8], h: usize, w: usize) -> Rle {
         }
     }
     counts.push(run);
-    Rle { h, w, counts }
+    Ok(Rle { h, w, counts })
 }
 
 /// The compressed `counts` string of `rle`, as pycocotools' `rleToString`
@@ -494,7 +498,7 @@ mod tests {
 
     #[test]
     fn hand_worked_3x4_mask() {
-        let rle = encode(&MASK_3X4, 3, 4);
+        let rle = encode(&MASK_3X4, 3, 4).unwrap();
         assert_eq!(rle.counts, vec![2, 5, 4, 1]);
         assert_eq!(to_string(&rle), "254L");
         assert_eq!(from_string("254L", 3, 4).unwrap(), rle);
@@ -507,22 +511,27 @@ mod tests {
     /// '0' + (4 | 32) = 'T', then '3'.
     #[test]
     fn hand_worked_multi_character_counts() {
-        let zeros16 = encode(&[0; 16], 4, 4);
+        let zeros16 = encode(&[0; 16], 4, 4).unwrap();
         assert_eq!(zeros16.counts, vec![16]);
         assert_eq!(to_string(&zeros16), "`0");
         assert_eq!(from_string("`0", 4, 4).unwrap(), zeros16);
-        let zeros100 = encode(&[0; 100], 10, 10);
+        let zeros100 = encode(&[0; 100], 10, 10).unwrap();
         assert_eq!(to_string(&zeros100), "T3");
         assert_eq!(from_string("T3", 10, 10).unwrap().counts, vec![100]);
         // first pixel set: an empty first run of zeros
-        let ones = encode(&[1; 6], 2, 3);
+        let ones = encode(&[1; 6], 2, 3).unwrap();
         assert_eq!(ones.counts, vec![0, 6]);
         assert_eq!(decode(&ones).unwrap(), vec![1; 6]);
         // an empty mask: counts [0], as pycocotools
-        let empty = encode(&[], 0, 3);
+        let empty = encode(&[], 0, 3).unwrap();
         assert_eq!(empty.counts, vec![0]);
         assert_eq!(to_string(&empty), "0");
         assert_eq!(decode(&empty).unwrap(), Vec::<u8>::new());
+        // A mask whose length is not h × w is refused, not encoded.
+        assert_eq!(
+            encode(&[0; 5], 2, 3).unwrap_err(),
+            "the mask has 5 values, not 2 × 3"
+        );
     }
 
     /// The square with corners (1, 1) and (4, 4) on a 6 × 6 image covers the
@@ -658,7 +667,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_through_the_string((h, w, mask) in mask_strategy()) {
-            let rle = encode(&mask, h, w);
+            let rle = encode(&mask, h, w).unwrap();
             let s = to_string(&rle);
             let back = from_string(&s, h, w).unwrap();
             prop_assert_eq!(&back, &rle);

@@ -123,7 +123,7 @@ fn coco_rle_matches_pycocotools() {
     let cases = json!({
         "masks": masks.iter().map(|(h, w, m)| json!({"h": h, "w": w, "data": m})).collect::<Vec<_>>(),
         "polys": polys.iter().map(|(h, w, p)| json!({"h": h, "w": w, "polys": p})).collect::<Vec<_>>(),
-        "uncompressed": masks.iter().map(|(h, w, m)| json!({"h": h, "w": w, "counts": encode(m, *h, *w).counts})).collect::<Vec<_>>(),
+        "uncompressed": masks.iter().map(|(h, w, m)| json!({"h": h, "w": w, "counts": encode(m, *h, *w).unwrap().counts})).collect::<Vec<_>>(),
     });
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("cases.json");
@@ -139,7 +139,7 @@ fn coco_rle_matches_pycocotools() {
     for (i, (h, w, m)) in masks.iter().enumerate() {
         let (h, w) = (*h, *w);
         let r = &want["masks"][i];
-        let rle = encode(m, h, w);
+        let rle = encode(m, h, w).unwrap();
         let s = to_string(&rle);
         assert_eq!(s, r["counts"].as_str().unwrap(), "mask {i} ({h} x {w})");
         let pix = decode(&from_string(r["counts"].as_str().unwrap(), h, w).unwrap()).unwrap();
