@@ -300,6 +300,23 @@ impl DatasetConfig {
             );
         }
         let (n, c) = (probs_shape[0], probs_shape[1]);
+        // (N, H, W, C) given for (N, C, H, W): the masks' (H, W) sit at axes
+        // 1 and 2 of the probabilities, not 2 and 3.
+        if let (Task::Segmentation, Some(m)) = (task, &inputs.masks)
+            && m.shape().len() == 3
+            && m.shape()[1..] == probs_shape[1..3]
+            && m.shape()[1..] != probs_shape[2..]
+        {
+            return Err(arg(
+                "probs",
+                format!(
+                    "shape {probs_shape:?} looks channels-last, (N, H, W, C), beside masks of \
+                     shape {:?}; triage reads (N, C, H, W): pass \
+                     np.ascontiguousarray(probs.transpose(0, 3, 1, 2))",
+                    m.shape()
+                ),
+            ));
+        }
         if n == 0 {
             return Err(Error::input(
                 "probs",

@@ -84,15 +84,38 @@ impl SegProbs {
 
 /// The probabilities' class count `pc` must be the configuration's.
 pub fn same_classes(cfg: &DatasetConfig, pc: usize) -> Result<()> {
+    same_classes_in(cfg, pc, &[])
+}
+
+/// [`same_classes`] for an array of `shape` (segmentation's `(N, C, H, W)`):
+/// when its last axis, not its second, has the class count, the message
+/// says the array looks channels-last and how to fix it.
+pub fn same_classes_in(cfg: &DatasetConfig, pc: usize, shape: &[usize]) -> Result<()> {
     let c = cfg.num_classes();
     if pc != c {
         return Err(Error::input(
             &cfg.probs,
-            format!("{pc} classes in the probabilities but {c} in triage.toml"),
+            format!(
+                "{pc} classes in the probabilities but {c} in triage.toml{}",
+                channels_last_hint(shape, c)
+            ),
         )
         .field("shape"));
     }
     Ok(())
+}
+
+/// For a 4-D `(N, C, H, W)` probabilities `shape` whose last axis, not its
+/// second, has `c` entries: the hint that it is channels-last and the fix.
+/// Empty otherwise.
+pub fn channels_last_hint(shape: &[usize], c: usize) -> String {
+    match shape {
+        [_, second, _, last] if *last == c && *second != c => format!(
+            " (the last axis has {c} entries: the array looks channels-last, (N, H, W, C); \
+             triage reads (N, C, H, W): save np.ascontiguousarray(probs.transpose(0, 3, 1, 2)))"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The segmentation probabilities: a directory of per-item files (opened
@@ -135,7 +158,7 @@ pub fn open(cfg: &DatasetConfig, manifest: &Manifest) -> Result<SegProbs> {
             )
             .field("shape"));
         }
-        same_classes(cfg, pc)?;
+        same_classes_in(cfg, pc, &arr.shape)?;
         Source::Stacked(arr)
     };
     Ok(SegProbs {

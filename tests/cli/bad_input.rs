@@ -167,6 +167,30 @@ fn mask_size_mismatch() {
 }
 
 #[test]
+fn channels_last_probabilities_get_the_fix() {
+    // The same values saved (N, H, W, C): the message says how to save them.
+    with_seg(
+        |d, p| {
+            let mut nhwc = vec![0.0f32; p.len()];
+            for n in 0..2 {
+                for k in 0..C {
+                    for i in 0..H * W {
+                        nhwc[(n * H * W + i) * C + k] = p[(n * C + k) * H * W + i];
+                    }
+                }
+            }
+            write_f32(&d.join("probs.npy"), &[2, H, W, C], &nhwc);
+        },
+        &[
+            "probs.npy",
+            "shape",
+            "the last axis has 3 entries: the array looks channels-last",
+            "probs.transpose(0, 3, 1, 2)",
+        ],
+    );
+}
+
+#[test]
 fn class_count_mismatch() {
     with_seg(
         |d, p| {

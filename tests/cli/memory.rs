@@ -219,6 +219,27 @@ fn bad_arrays_name_the_argument_the_item_and_the_field() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("(N, C, H, W)"), "{e}");
+    // Channels-last probabilities beside their masks: the fix is named.
+    let e = DatasetConfig::in_memory(
+        Task::Segmentation,
+        None,
+        None,
+        None,
+        MemoryInputs {
+            probs: array(vec![0.25f32; 2 * 4 * 6 * 3], &[2, 4, 6, 3]),
+            labels: None,
+            masks: Some(array(vec![0u8; 2 * 4 * 6], &[2, 4, 6])),
+            embeddings: None,
+            ids: None,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "probs: shape: shape [2, 4, 6, 3] looks channels-last, (N, H, W, C), beside masks of \
+         shape [2, 4, 6]; triage reads (N, C, H, W): pass \
+         np.ascontiguousarray(probs.transpose(0, 3, 1, 2))"
+    );
     // A pixel that is no class: the error names the pixel.
     let cfg = DatasetConfig::in_memory(
         Task::Segmentation,
