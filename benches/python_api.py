@@ -137,6 +137,23 @@ def seg_dir(d, probs, masks):
     return d
 
 
+def limits(arr, npy_path, repeats):
+    """The read limits of the same run: copying the array once in memory
+    (the arrays' source) and reading its .npy file once from the warm page
+    cache (the CLI's source), medians of ``repeats``."""
+    buf = np.empty_like(arr)
+    t_copy = median_time(lambda: np.copyto(buf, arr), repeats)
+    del buf
+
+    def read():
+        with open(npy_path, "rb", buffering=0) as f:
+            chunk = bytearray(16 << 20)
+            while f.readinto(chunk):
+                pass
+
+    return t_copy, median_time(read, repeats)
+
+
 def cli_run(cli, dataset, out, backend):
     """A function running the CLI on ``dataset``, after one warm-up run
     (the file cache and the binary)."""
@@ -180,6 +197,9 @@ def main():
         lambda: triage.classification(probs, labels, backend=a.backend, progress=False), cli_cls, a.repeats
     )
     row("classification", "triage.classification (every score, checks, queue)", t_api)
+    copy, read = limits(probs, Path(tmp_cls.name) / "cls" / "probs.npy", a.repeats)
+    row("classification", "  limit: one copy of the probabilities in memory (np.copyto)", copy)
+    row("classification", "  limit: one read of probs.npy from the warm page cache", read)
     res = triage.classification(probs, labels, backend=a.backend, progress=False)
     t = time.perf_counter()
     frame = res.queue
@@ -208,6 +228,9 @@ def main():
         lambda: triage.segmentation(sprobs, smasks, backend=a.backend, progress=False), cli_seg, a.repeats
     )
     row("segmentation", "triage.segmentation (every score, checks, queue)", t_sapi)
+    copy, read = limits(sprobs, Path(tmp_seg.name) / "seg" / "probs.npy", a.repeats)
+    row("segmentation", "  limit: one copy of the probabilities in memory (np.copyto)", copy)
+    row("segmentation", "  limit: one read of probs.npy from the warm page cache", read)
     t_cl = median_time(lambda: cl_seg.get_label_quality_scores(smasks, sprobs, verbose=False), a.repeats)
     row("segmentation", "cleanlab segmentation.rank.get_label_quality_scores(softmin)", t_cl)
     t_helper = median_time(lambda: triage.segmentation_label_quality(smasks, sprobs), a.repeats)

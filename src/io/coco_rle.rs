@@ -59,24 +59,57 @@ fn pixels(h: usize, w: usize) -> Result<usize, String> {
     }
 }
 
-/// The sum of `counts`, checked to equal `h · w` (which is checked first).
-fn check_counts(counts: &[u32], h: usize, w: usize) -> Result<usize, String> {
-    let n = pixels(h, w)?;
-    let mut sum: u64 = 0;
-    for &c in counts {
-        sum += u64::from(c);
-        if sum > n as u64 {
+/// The running sum of an RLE's counts against `h · w` (checked first):
+/// every reader of counts adds them here, so an overlong RLE stops at the
+/// run that overflows, before anything more is read or stored.
+struct CountSum {
+    n: usize,
+    h: usize,
+    w: usize,
+    sum: u64,
+}
+
+impl CountSum {
+    fn new(h: usize, w: usize) -> Result<Self, String> {
+        Ok(CountSum {
+            n: pixels(h, w)?,
+            h,
+            w,
+            sum: 0,
+        })
+    }
+
+    /// Add run `run`'s count `c`; `Err` once the sum passes `h · w`.
+    fn add(&mut self, c: u64, run: usize) -> Result<(), String> {
+        let (n, h, w) = (self.n, self.h, self.w);
+        self.sum = self.sum.saturating_add(c);
+        if self.sum > n as u64 {
             return Err(format!(
-                "RLE counts sum to more than h * w = {n} ({h} x {w})"
+                "RLE counts sum to more than h * w = {n} ({h} x {w}) at run {run}"
             ));
         }
+        Ok(())
     }
-    if sum != n as u64 {
-        return Err(format!(
-            "RLE counts sum to {sum}, not h * w = {n} ({h} x {w})"
-        ));
+
+    /// `h · w`, when the counts summed to exactly it.
+    fn finish(self) -> Result<usize, String> {
+        let (n, h, w, sum) = (self.n, self.h, self.w, self.sum);
+        if sum != n as u64 {
+            return Err(format!(
+                "RLE counts sum to {sum}, not h * w = {n} ({h} x {w})"
+            ));
+        }
+        Ok(n)
     }
-    Ok(n)
+}
+
+/// The sum of `counts`, checked to equal `h · w` (which is checked first).
+fn check_counts(counts: &[u32], h: usize, w: usize) -> Result<usize, String> {
+    let mut sum = CountSum::new(h, w)?;
+    for (i, &c) in counts.iter().enumerate() {
+        sum.add(u64::from(c), i)?;
+    }
+    sum.finish()
 }
 
 /// Decodes `rle` to a row-major `h × w` mask of 0s and 1s.
@@ -186,10 +219,9 @@ pub fn to_string(rle: &Rle) -> String {
 /// when the counts do not sum to `h · w`. The counts vector is bounded by the
 /// string's length (each count takes at least one character).
 pub fn from_string(s: &str, h: usize, w: usize) -> Result<Rle, String> {
-    let n = pixels(h, w)?;
+    let mut sum = CountSum::new(h, w)?;
     let bytes = s.as_bytes();
-    let mut counts: Vec<u32> = Vec::with_capacity(bytes.len().min(n + 1));
-    let mut sum: u64 = 0;
+    let mut counts: Vec<u32> = Vec::with_capacity(bytes.len().min(sum.n + 1));
     let mut p = 0usize;
     while p < bytes.len() {
         let start = p;
@@ -231,19 +263,10 @@ pub fn from_string(s: &str, h: usize, w: usize) -> Result<Rle, String> {
                 "RLE string gives count {x} (run {m}, at character {start}), outside 0..=2^32-1"
             )
         })?;
-        sum += u64::from(c);
-        if sum > n as u64 {
-            return Err(format!(
-                "RLE counts sum to more than h * w = {n} ({h} x {w}) at run {m}"
-            ));
-        }
+        sum.add(u64::from(c), m)?;
         counts.push(c);
     }
-    if sum != n as u64 {
-        return Err(format!(
-            "RLE counts sum to {sum}, not h * w = {n} ({h} x {w})"
-        ));
-    }
+    sum.finish()?;
     Ok(Rle { h, w, counts })
 }
 
@@ -255,21 +278,11 @@ pub fn from_string(s: &str, h: usize, w: usize) -> Result<Rle, String> {
 /// `u32::MAX`, `h · w` overflowing or above [`MAX_PIXELS`], or counts not
 /// summing to `h · w` are errors.
 pub fn from_uncompressed(counts: &[u64], h: usize, w: usize) -> Result<Rle, String> {
-    let n = pixels(h, w)?;
-    let mut sum: u64 = 0;
+    let mut sum = CountSum::new(h, w)?;
     for (i, &c) in counts.iter().enumerate() {
-        sum = sum.saturating_add(c);
-        if sum > n as u64 {
-            return Err(format!(
-                "RLE counts sum to more than h * w = {n} ({h} x {w}) at run {i}"
-            ));
-        }
+        sum.add(c, i)?;
     }
-    if sum != n as u64 {
-        return Err(format!(
-            "RLE counts sum to {sum}, not h * w = {n} ({h} x {w})"
-        ));
-    }
+    sum.finish()?;
     // every count is at most the sum, itself at most MAX_PIXELS < 2^32
     let counts = counts.iter().map(|&c| c as u32).collect();
     Ok(Rle { h, w, counts })

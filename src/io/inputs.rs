@@ -120,27 +120,8 @@ pub fn memory_mask(
             .field("mask"));
         }
         let raw = arr.read_ints_range(index * h * w, h * w)?;
-        let c = cfg.num_classes() as i64;
-        let ignore = i64::from(cfg.ignore_index);
-        raw.iter()
-            .enumerate()
-            .map(|(px, &v)| {
-                if (0..c).contains(&v) || v == ignore {
-                    Ok(v as u16)
-                } else {
-                    Err(Error::input(
-                        name,
-                        format!(
-                            "pixel (x={}, y={}) has value {v}: neither a class id in 0..{c} nor \
-                             the ignore index {ignore}",
-                            px % w,
-                            px / w
-                        ),
-                    )
-                    .item(id)
-                    .field("mask"))
-                }
-            })
-            .collect()
+        crate::io::mask::check_classes(&raw, w, cfg.num_classes(), cfg.ignore_index, name, id)?;
+        // Every value is below 2^16: a class id or the 16-bit ignore index.
+        Ok(raw.iter().map(|&v| v as u16).collect())
     })())
 }

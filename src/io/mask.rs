@@ -125,21 +125,36 @@ pub fn read_mask(
             values.len()
         )));
     }
-    if let Some(i) = values
-        .iter()
-        .position(|&v| v as usize >= classes && v != ignore_index)
-    {
-        return Err(Error::input(
+    check_classes(&values, w, classes, ignore_index, path, item)?;
+    Ok(values)
+}
+
+/// Every value of a row-major label map `w` pixels wide is a class id
+/// (`0..classes`) or `ignore_index`; else the error names `path`, the item
+/// and the first offending pixel. For maps read from a PNG
+/// ([`read_mask`]) and given in memory ([`crate::io::inputs::memory_mask`]).
+pub fn check_classes<T: Copy + Into<i64>>(
+    values: &[T],
+    w: usize,
+    classes: usize,
+    ignore_index: u16,
+    path: &Path,
+    item: &str,
+) -> Result<()> {
+    let ignore = i64::from(ignore_index);
+    let bad = |v: i64| !(0..classes as i64).contains(&v) && v != ignore;
+    match values.iter().position(|&v| bad(v.into())) {
+        Some(i) => Err(Error::input(
             path,
             format!(
                 "class id {} out of range (0..{classes}, ignore_index {ignore_index})",
-                values[i]
+                values[i].into()
             ),
         )
         .item(item)
-        .field(format!("pixel (x={}, y={})", i % w, i / w)));
+        .field(format!("pixel (x={}, y={})", i % w.max(1), i / w.max(1)))),
+        None => Ok(()),
     }
-    Ok(values)
 }
 
 #[cfg(test)]

@@ -197,11 +197,6 @@ fn parse_header(text: &[u8]) -> std::result::Result<Header, String> {
     }
 }
 
-/// The dtype of a header's `descr` (see [`Dtype::from_numpy`]).
-fn parse_descr(descr: &str) -> std::result::Result<Dtype, String> {
-    Dtype::from_numpy(descr)
-}
-
 /// Where an array's bytes lie: a file, or memory.
 #[derive(Debug)]
 enum Store {
@@ -304,7 +299,7 @@ impl NpyArray {
             .and_then(|_| file.read_exact(&mut text[pre_len..]))
             .map_err(|e| Error::io(path, e))?;
         let header = parse_header(&text[pre_len..]).map_err(bad)?;
-        let dtype = parse_descr(&header.descr).map_err(|msg| {
+        let dtype = Dtype::from_numpy(&header.descr).map_err(|msg| {
             Error::input(
                 path,
                 format!(
@@ -831,9 +826,9 @@ mod tests {
         write_npy(&p, "<f8", "()", &0.5f64.to_le_bytes());
         let a = NpyArray::open(&p).unwrap();
         assert_eq!((a.shape.len(), a.len()), (0, 1));
-        assert_eq!(parse_descr("|u1"), Ok(Dtype::Uint(1)));
-        assert_eq!(parse_descr(">u1"), Ok(Dtype::Uint(1)));
-        assert!(parse_descr(">f4").is_err() && parse_descr("<U5").is_err());
+        assert_eq!(Dtype::from_numpy("|u1"), Ok(Dtype::Uint(1)));
+        assert_eq!(Dtype::from_numpy(">u1"), Ok(Dtype::Uint(1)));
+        assert!(Dtype::from_numpy(">f4").is_err() && Dtype::from_numpy("<U5").is_err());
     }
 
     #[test]
