@@ -16,7 +16,7 @@ import sys
 
 LAYERS = [
     ["error"],
-    ["fsx", "memory"],
+    ["fsx", "memory", "labelset"],
     ["config"],
     ["metrics"],
     ["priority"],

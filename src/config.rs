@@ -113,6 +113,9 @@ struct RawConfig {
     classes: Option<Vec<String>>,
     ignore_index: Option<u32>,
     inputs: RawInputs,
+    /// Raw mask values (as text keys) to class ids, e.g. Cityscapes
+    /// `labelIds` to train ids.
+    label_map: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +127,96 @@ struct RawInputs {
     embeddings: Option<PathBuf>,
     annotations: Option<PathBuf>,
     roots: Option<Vec<PathBuf>>,
+    coco: Option<PathBuf>,
+    cvat: Option<PathBuf>,
+    labelstudio: Option<PathBuf>,
+    id_from: Option<IdFrom>,
+    unlabeled: Option<Unlabeled>,
+    overlap: Option<Overlap>,
+    probs_layout: Option<ProbsLayout>,
+    probs_key: Option<String>,
+}
+
+/// The format of a labels file named in `[inputs]` (`coco`, `cvat`,
+/// `labelstudio`; [`crate::io::labelfile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelFormat {
+    Coco,
+    Cvat,
+    LabelStudio,
+}
+
+impl LabelFormat {
+    /// The `[inputs]` key that names the file.
+    pub fn field(self) -> &'static str {
+        match self {
+            LabelFormat::Coco => "coco",
+            LabelFormat::Cvat => "cvat",
+            LabelFormat::LabelStudio => "labelstudio",
+        }
+    }
+}
+
+/// How an item's id comes from a labels file's image (`[inputs] id_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdFrom {
+    /// The image's file name without directories and extension (default).
+    #[default]
+    Stem,
+    /// The image's file name as the file gives it, without its extension.
+    Path,
+    /// The file's own id of the image (COCO image `id`, CVAT `id`, Label
+    /// Studio task `id`).
+    Id,
+}
+
+/// What the pixels no region covers are (`[inputs] unlabeled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlabeled {
+    /// Class 0 (default).
+    #[default]
+    Background,
+    /// The ignore index.
+    Ignore,
+}
+
+/// Which region wins a pixel two regions cover (`[inputs] overlap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The region later in the file (default: regions painted in file order).
+    #[default]
+    Later,
+    /// The region of smaller area (ties: the later one).
+    Smaller,
+}
+
+/// The axis order of segmentation probabilities (`[inputs] probs_layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbsLayout {
+    /// `(N, C, H, W)`, per item `(C, H, W)` (default).
+    #[default]
+    Nchw,
+    /// Channels last: `(N, H, W, C)`, per item `(H, W, C)`.
+    Nhwc,
+}
+
+/// A labels file named in `[inputs]`, with the rules that turn it into
+/// items and label maps ([`crate::io::labelfile`]).
+#[derive(Debug, Clone)]
+pub struct LabelsInput {
+    pub format: LabelFormat,
+    /// The file, resolved against the dataset directory.
+    pub path: PathBuf,
+    pub id_from: IdFrom,
+    pub unlabeled: Unlabeled,
+    pub overlap: Overlap,
+    /// True when `triage.toml` lists neither `classes` nor `num_classes`:
+    /// the classes come from the file's categories.
+    pub classes_from_file: bool,
 }
 
 /// The directories a dataset's paths may lead into: the dataset directory
@@ -210,6 +303,21 @@ pub struct DatasetConfig {
     /// then `probs`, `labels` and `embeddings` are their names, not paths
     /// ([`crate::io::inputs`] opens them).
     pub memory: Option<std::sync::Arc<crate::memory::MemoryInputs>>,
+    /// `[inputs] coco | cvat | labelstudio`: the labels file that stands
+    /// for the `label` / `mask` column.
+    pub labels_file: Option<LabelsInput>,
+    /// The labels file, read and matched to the items
+    /// ([`crate::io::labelfile::attach`]); `None` until then.
+    pub label_set: Option<std::sync::Arc<crate::labelset::LabelSet>>,
+    /// `label_map`: a mask PNG's raw value `v` reads as class
+    /// `label_map[v]`; values the table does not list read as the ignore
+    /// index (Cityscapes `labelIds` to train ids).
+    pub label_map: Option<std::sync::Arc<Vec<u16>>>,
+    /// `[inputs] probs_layout` (segmentation).
+    pub probs_layout: ProbsLayout,
+    /// `[inputs] probs_key`: the array read from a `.npz` archive
+    /// (default `probs`).
+    pub probs_key: Option<String>,
 }
 
 /// Class names are unique, and a numeral names its own index (see the
@@ -466,6 +574,11 @@ impl DatasetConfig {
                 extra: Vec::new(),
             },
             memory: Some(std::sync::Arc::new(inputs)),
+            labels_file: None,
+            label_set: None,
+            label_map: None,
+            probs_layout: ProbsLayout::Nchw,
+            probs_key: None,
         })
     }
 
@@ -481,7 +594,7 @@ impl DatasetConfig {
             return Err(Error::input(dir, "dataset directory not found"));
         }
         let text = crate::fsx::read_input_string(&path, MAX_MANIFEST_BYTES, "triage.toml")?;
-        let raw: RawConfig =
+        let mut raw: RawConfig =
             toml::from_str(&text).map_err(|e| Error::input(&path, e.to_string().trim_end()))?;
         let bad = |field: &str, msg: String| Error::input(&path, msg).field(field.to_string());
 
@@ -506,7 +619,55 @@ impl DatasetConfig {
         {
             return Err(too_many("classes", names.len() as u64));
         }
+        let labels_named: Vec<(LabelFormat, PathBuf)> = [
+            (LabelFormat::Coco, raw.inputs.coco.take()),
+            (LabelFormat::Cvat, raw.inputs.cvat.take()),
+            (LabelFormat::LabelStudio, raw.inputs.labelstudio.take()),
+        ]
+        .into_iter()
+        .filter_map(|(f, p)| p.map(|p| (f, p)))
+        .collect();
+        if labels_named.len() > 1 {
+            return Err(bad(
+                &format!("inputs.{}", labels_named[1].0.field()),
+                "name one labels file (`coco`, `cvat` or `labelstudio`), not several".into(),
+            ));
+        }
+        let labels_named = labels_named.into_iter().next();
+        if let Some((f, _)) = &labels_named
+            && raw.inputs.labels.is_some()
+        {
+            return Err(bad(
+                "inputs.labels",
+                format!(
+                    "`labels` and `{}` both give the labels; name one",
+                    f.field()
+                ),
+            ));
+        }
+        if labels_named.is_none() {
+            for (given, key) in [
+                (raw.inputs.id_from.is_some(), "id_from"),
+                (raw.inputs.unlabeled.is_some(), "unlabeled"),
+                (raw.inputs.overlap.is_some(), "overlap"),
+            ] {
+                if given {
+                    return Err(bad(
+                        &format!("inputs.{key}"),
+                        format!(
+                            "`{key}` applies to a labels file: name one with `coco`, `cvat` or \
+                             `labelstudio`"
+                        ),
+                    ));
+                }
+            }
+        }
+        let classes_from_file =
+            labels_named.is_some() && raw.num_classes.is_none() && raw.classes.is_none();
         let class_names = match (raw.num_classes, raw.classes) {
+            // Filled from the labels file's categories by
+            // `io::labelfile::attach`.
+            (None, None) if classes_from_file => Vec::new(),
             (None, None) => {
                 return Err(bad(
                     "num_classes",
@@ -528,7 +689,7 @@ impl DatasetConfig {
                 names
             }
         };
-        if class_names.len() < 2 {
+        if class_names.len() < 2 && !classes_from_file {
             return Err(bad(
                 "num_classes",
                 format!("need at least 2 classes, got {}", class_names.len()),
@@ -537,6 +698,54 @@ impl DatasetConfig {
         let ignore = raw.ignore_index.unwrap_or(255);
         check_ignore_index(raw.task, ignore, class_names.len())
             .map_err(|m| bad("ignore_index", m))?;
+        let label_map = match raw.label_map {
+            None => None,
+            Some(_) if raw.task != Task::Segmentation => {
+                return Err(bad(
+                    "label_map",
+                    "`label_map` maps mask values; it is for segmentation".into(),
+                ));
+            }
+            Some(table) => {
+                let mut map = vec![ignore as u16; 1 << 16];
+                for (key, &class) in &table {
+                    let field = format!("label_map.{key}");
+                    let raw_value: u16 = key.trim().parse().map_err(|_| {
+                        bad(
+                            &field,
+                            format!("the key {key:?} is not a mask value (an integer 0..=65535)"),
+                        )
+                    })?;
+                    if (class as usize) >= class_names.len() && class != ignore {
+                        return Err(bad(
+                            &field,
+                            format!(
+                                "maps to {class}, which is neither a class id (0..{}) nor the \
+                                 ignore index {ignore}",
+                                class_names.len()
+                            ),
+                        ));
+                    }
+                    map[raw_value as usize] = class as u16;
+                }
+                Some(std::sync::Arc::new(map))
+            }
+        };
+        if raw.task == Task::Classification && raw.inputs.probs_layout.is_some() {
+            return Err(bad(
+                "inputs.probs_layout",
+                "`probs_layout` orders segmentation probabilities' axes; classification's are (N, C)"
+                    .into(),
+            ));
+        }
+        if let Some(key) = &raw.inputs.probs_key
+            && (key.is_empty() || key.len() > 255 || key.contains(['/', '\\', '\0']))
+        {
+            return Err(bad(
+                "inputs.probs_key",
+                format!("{key:?} is not an array name of a .npz archive"),
+            ));
+        }
         let dataset = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         let mut extra = Vec::new();
         for r in raw.inputs.roots.unwrap_or_default() {
@@ -580,7 +789,31 @@ impl DatasetConfig {
             annotations: opt(raw.inputs.annotations, "annotations")?,
             roots,
             memory: None,
+            labels_file: None,
+            label_set: None,
+            label_map,
+            probs_layout: raw.inputs.probs_layout.unwrap_or_default(),
+            probs_key: raw.inputs.probs_key,
         };
+        let mut cfg = cfg;
+        if let Some((format, p)) = labels_named {
+            let named = p.clone();
+            cfg.labels_file = Some(LabelsInput {
+                format,
+                path: cfg.roots.check(
+                    &dir.join(&p),
+                    &named,
+                    &path,
+                    None,
+                    &format!("inputs.{}", format.field()),
+                )?,
+                id_from: raw.inputs.id_from.unwrap_or_default(),
+                unlabeled: raw.inputs.unlabeled.unwrap_or_default(),
+                overlap: raw.inputs.overlap.unwrap_or_default(),
+                classes_from_file,
+            });
+            return Ok(cfg);
+        }
         if cfg.task == Task::Segmentation && cfg.items.is_none() {
             return Err(bad(
                 "inputs.items",

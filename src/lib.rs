@@ -22,6 +22,7 @@ pub mod error;
 pub mod fsx;
 pub mod index;
 pub mod io;
+pub mod labelset;
 pub mod memory;
 pub mod metrics;
 pub mod model;

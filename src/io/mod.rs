@@ -6,6 +6,7 @@ pub mod coco_rle;
 pub mod embeddings;
 pub mod inputs;
 pub mod jsonw;
+pub mod labelfile;
 pub mod labels;
 pub mod manifest;
 pub mod mask;
