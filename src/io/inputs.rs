@@ -94,6 +94,20 @@ pub fn memory_files(cfg: &DatasetConfig) -> Vec<std::path::PathBuf> {
     .collect()
 }
 
+/// Item `index`'s label map when it is not a mask file: painted from the
+/// dataset's labels file ([`crate::io::labelfile::mask`]), or an
+/// in-memory dataset's `masks` row ([`memory_mask`]). `None` when the
+/// item's `mask` cell names a PNG.
+pub fn given_mask(
+    cfg: &DatasetConfig,
+    id: &str,
+    index: usize,
+    expect: (usize, usize),
+) -> Option<Result<Vec<u16>>> {
+    crate::io::labelfile::mask(cfg, id, index, expect)
+        .or_else(|| memory_mask(cfg, id, index, expect))
+}
+
 /// Item `index`'s label map of an in-memory dataset (`masks`, `(N, H, W)`
 /// integers), checked as a mask file is: every value a class id or the
 /// ignore index. `None` for a dataset of files.
