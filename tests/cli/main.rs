@@ -9,6 +9,7 @@ mod agreement;
 mod bad_input;
 mod checks;
 mod cli;
+mod formats;
 mod hostile_input;
 mod hostile_output;
 mod hostile_state;
