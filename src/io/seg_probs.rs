@@ -122,7 +122,11 @@ pub fn channels_last_hint(shape: &[usize], c: usize) -> String {
 /// and checked item by item), or one stacked `(N, C, H, W)` array, checked
 /// here against the items and the class count.
 pub fn open(cfg: &DatasetConfig, manifest: &Manifest) -> Result<SegProbs> {
-    let items_path = cfg.items.as_deref().unwrap_or(Path::new("the items CSV"));
+    let items_path = cfg
+        .items
+        .as_deref()
+        .or_else(|| cfg.label_set.as_ref().map(|s| s.path.as_path()))
+        .unwrap_or(Path::new("the items CSV"));
     let source = if crate::io::inputs::probs_dir(cfg) {
         Source::PerItem {
             cfg: Box::new(cfg.clone()),

@@ -379,7 +379,7 @@ fn bad_labels_files_are_named_errors_and_nothing_is_written() {
     let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
     v["images"].as_array_mut().unwrap().push(json!({"id": 999, "file_name": "extra.png", "height": H, "width": W}));
     std::fs::write(&f, v.to_string()).unwrap();
-    refused(&d, &["probs.npy", "4 items", "instances.json"]);
+    refused(&d, &["probs.npy", "3 items of probabilities but 4 rows", "instances.json"]);
 
     // With an items CSV: an image of the file with no probabilities, and
     // probabilities with no labels.
