@@ -36,9 +36,10 @@
 //!   tags (classification), not shapes.
 //! - *Regions*, each a COCO RLE over the whole image, as CVAT's own
 //!   conversion to masks makes them:
-//!   - `<polygon points="x0,y0;x1,y1;...">`: pixel coordinates, rasterised
-//!     as pycocotools does ([`coco_rle::from_polygons`]), as CVAT's
-//!     `polygons_to_masks` does.
+//!   - `<polygon points="x0,y0;x1,y1;...">`: pixel coordinates, rounded to
+//!     2 decimals as Datumaro keeps shape coordinates (no change on CVAT's
+//!     own files, which write 2), rasterised as pycocotools does
+//!     ([`coco_rle::from_polygons`]): CVAT's `polygons_to_masks`.
 //!   - `<mask rle left top width height>`: `rle` is the run lengths of the
 //!     `width × height` box at (`left`, `top`), taken row by row
 //!     (row-major), starting with a run of 0s (of length 0 when the box's
@@ -62,9 +63,14 @@
 //!     skipped and counted ([`parse_counted`]'s [`Skipped`]); their labels
 //!     are still checked.
 //! - *Overlap*: an image's regions are sorted by `z_order` (0 when absent),
-//!   a stable sort, so file order breaks ties. CVAT draws and exports a
-//!   higher `z_order` on top, so the engine's "later on top" rule gives
-//!   CVAT's picture.
+//!   a stable sort, so file order breaks ties. CVAT draws a higher
+//!   `z_order` on top, and its mask exports stack the same way (Datumaro's
+//!   `CompiledMask` sorts by `z_order`, stably, and paints later masks over
+//!   earlier ones), so the engine's "later on top" rule gives CVAT's
+//!   picture.
+//!
+//! `tests/reference/cvat.rs` checks every box, polygon and mask, and the
+//! stacking order, against CVAT's conversion done with pycocotools.
 //! - *Tags*: `<tag label>` → the annotation's `tags` (classification).
 //! - *Annotators*: a CVAT for images file names no annotator. Each image
 //!   with at least one shape or tag (a skipped one included: the image was
