@@ -98,7 +98,7 @@ fn per_class(m: &[u16]) -> Vec<(usize, Vec<u8>)> {
 
 /// COCO instances: one compressed-RLE annotation per (image, class other
 /// than background), categories ids 1.. named as the classes; background
-/// is what no region covers.
+/// is what no region covers; the ignore pixels are one crowd region.
 fn write_coco(path: &Path, masks: &[(String, Vec<u16>)]) {
     let mut images = vec![];
     let mut anns = vec![];
@@ -112,6 +112,14 @@ fn write_coco(path: &Path, masks: &[(String, Vec<u16>)]) {
             anns.push(json!({
                 "id": anns.len() + 1, "image_id": i + 100, "category_id": k, "iscrowd": 0,
                 "segmentation": {"size": [H, W], "counts": coco_rle::to_string(&rle)},
+            }));
+        }
+        let ignored: Vec<u8> = m.iter().map(|&v| u8::from(v == 255)).collect();
+        if ignored.contains(&1) {
+            let rle = coco_rle::encode(&ignored, H, W).unwrap();
+            anns.push(json!({
+                "id": anns.len() + 1, "image_id": i + 100, "category_id": 1, "iscrowd": 1,
+                "segmentation": {"size": [H, W], "counts": rle.counts},
             }));
         }
     }
@@ -175,7 +183,7 @@ fn the_same_masks_in_every_format_give_the_same_queue_and_report() {
     base(&png, 10);
     let list = items(&png);
     let masks: Vec<(String, Vec<u16>)> = list.iter().map(|(id, p)| (id.clone(), read_png(p))).collect();
-    assert!(masks.iter().all(|(_, m)| !m.contains(&255)), "the synthetic masks have no ignore pixels");
+    assert!(masks.iter().any(|(_, m)| m.contains(&255)), "the synthetic masks have ignore pixels");
     let out_png = tmp.path().join("out-png");
     run_ok(&png, &out_png, &["--backend", "cpu"]);
     let want_queue = queue_sans_inputs(&out_png);
@@ -201,12 +209,15 @@ fn the_same_masks_in_every_format_give_the_same_queue_and_report() {
     write_coco(&coco.join("instances.json"), &masks);
 
     let cvat = tmp.path().join("cvat");
-    sibling(&png, &cvat, &toml_with("cvat", "annotations.xml"));
+    // CVAT and Label Studio get a region per class, background included;
+    // the ignore pixels are those no region covers.
+    let unlabeled_ignore = "unlabeled = \"ignore\"\n";
+    sibling(&png, &cvat, &(toml_with("cvat", "annotations.xml") + unlabeled_ignore));
     let xml = triage::io::labelfile::cvat::write(&meta(), &export_items(&masks)).unwrap();
     std::fs::write(cvat.join("annotations.xml"), xml).unwrap();
 
     let ls = tmp.path().join("ls");
-    sibling(&png, &ls, &toml_with("labelstudio", "export.json"));
+    sibling(&png, &ls, &(toml_with("labelstudio", "export.json") + unlabeled_ignore));
     let tasks = triage::io::labelfile::labelstudio::write(&meta(), &export_items(&masks)).unwrap();
     std::fs::write(ls.join("export.json"), accept_predictions(&tasks)).unwrap();
 
