@@ -12,6 +12,7 @@ mod coco_rle;
 mod gpu_parity;
 mod hand_worked;
 mod label_errors;
+mod ls_brush;
 mod neighbors;
 mod parity;
 mod planes;
