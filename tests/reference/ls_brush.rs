@@ -91,7 +91,7 @@ impl Writer {
     }
 
     fn bytes(mut self) -> Vec<u8> {
-        while self.bits.len() % 8 != 0 {
+        while !self.bits.len().is_multiple_of(8) {
             self.bits.push(false);
         }
         self.bits
