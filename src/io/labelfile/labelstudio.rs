@@ -1325,6 +1325,59 @@ mod tests {
         }
     }
 
+    /// Real exports of Label Studio 1.23.2 (`benches/labelstudio_roundtrip.py`):
+    /// tasks triage wrote, reviewed through the API. The official annotation
+    /// of each task is what the reviewer left, as the SDK decodes it
+    /// (`*_expected.json`), the skipped and untouched tasks unlabelled.
+    #[test]
+    fn real_label_studio_1_23_exports() {
+        for kind in ["seg", "cls"] {
+            let doc = parse(file(), &data_file(&format!("ls-1.23.2_{kind}_export.json"))).unwrap();
+            let want: Value =
+                serde_json::from_slice(&data_file(&format!("ls-1.23.2_{kind}_expected.json")))
+                    .unwrap();
+            assert_eq!(doc.images.len(), want["kept"].as_object().unwrap().len());
+            for im in &doc.images {
+                // the writer's image is /img/{triage_id}.png
+                let tid = im
+                    .file_name
+                    .trim_start_matches("/img/")
+                    .trim_end_matches(".png");
+                assert_eq!(
+                    Some(im.annotations.len() as u64),
+                    want["kept"][tid].as_u64(),
+                    "{tid}"
+                );
+                let expected = &want["expected"][tid];
+                let Some(o) = im.official else {
+                    assert!(expected.is_null(), "{tid}: unlabelled, expected {expected}");
+                    continue;
+                };
+                let a = &im.annotations[o];
+                assert_eq!(a.annotator.as_deref(), Some("1"), "{tid}");
+                let name = |c: usize| doc.categories[c].name.as_str();
+                if kind == "cls" {
+                    assert_eq!(
+                        a.tags.iter().map(|&t| name(t)).collect::<Vec<_>>(),
+                        vec![expected.as_str().unwrap()]
+                    );
+                    continue;
+                }
+                assert_eq!((im.height, im.width), (24, 32));
+                let mut got: Vec<Value> = vec![Value::Null; 24 * 32];
+                for r in &a.regions {
+                    for (p, &v) in rle_decode(&r.rle).unwrap().iter().enumerate() {
+                        if v == 1 {
+                            assert!(got[p].is_null(), "{tid}: pixel {p} in two regions");
+                            got[p] = json!(name(r.category));
+                        }
+                    }
+                }
+                assert_eq!(&Value::Array(got), expected, "{tid}");
+            }
+        }
+    }
+
     /// Every error names the file, the task and the field.
     #[test]
     fn errors_name_file_task_and_field() {
@@ -1730,6 +1783,129 @@ mod tests {
         );
     }
 
+    /// The Rust side of `benches/labelstudio_roundtrip.py` (a real Label
+    /// Studio server), run by it with `--ignored`:
+    /// `TRIAGE_LS_BENCH=write DIR`: [`write`] and [`label_config`] of fixed
+    /// segmentation and classification items into `DIR/{seg,cls}_tasks.json`
+    /// and `DIR/{seg,cls}_config.xml`; `TRIAGE_LS_BENCH=parse DIR`:
+    /// [`parse`] of `DIR/{seg,cls}_export.json` (the server's export) dumped
+    /// as `DIR/{seg,cls}_doc.json` (each image's key, file name, size,
+    /// official index and annotations, regions as their category name and
+    /// row-major pixels), which the script checks against what its reviewer
+    /// did.
+    #[test]
+    #[ignore = "run by benches/labelstudio_roundtrip.py"]
+    fn real_label_studio_hook() {
+        let (Ok(phase), Ok(dir)) = (
+            std::env::var("TRIAGE_LS_BENCH"),
+            std::env::var("TRIAGE_LS_BENCH_DIR"),
+        ) else {
+            return;
+        };
+        let dir = Path::new(&dir);
+        let seg = meta(
+            Task::Segmentation,
+            &["background", "road", "car & truck"],
+            255,
+        );
+        let cls = meta(Task::Classification, &["cat", "dog", "<bird>"], 255);
+        if phase == "write" {
+            let (h, w) = (24, 32);
+            let mask = |k: usize| -> Vec<u16> {
+                (0..h * w)
+                    .map(|p| {
+                        let (y, x) = (p / w, p % w);
+                        if (y + k).is_multiple_of(11) {
+                            255
+                        } else if x >= 4 + k && x < 14 + 2 * k && y >= 3 && y < 12 + k {
+                            2
+                        } else if y > 15 - k {
+                            1
+                        } else {
+                            0
+                        }
+                    })
+                    .collect()
+            };
+            let seg_items: Vec<ExportItem> = (0..6)
+                .map(|k| {
+                    let current = (k < 4).then(|| ItemLabel::Mask(mask(k)));
+                    let mut it = item(
+                        &format!("seg{k}"),
+                        h,
+                        w,
+                        current,
+                        ItemLabel::Mask(mask(k + 1)),
+                    );
+                    it.rank = k + 1;
+                    it.priority = 1.0 / (k + 1) as f64;
+                    it
+                })
+                .collect();
+            let cls_items: Vec<ExportItem> = (0..5)
+                .map(|k| {
+                    let current = (k < 3).then_some(ItemLabel::Class((k % 3) as u32));
+                    let mut it = item(
+                        &format!("cls{k}"),
+                        0,
+                        0,
+                        current,
+                        ItemLabel::Class(((k + 1) % 3) as u32),
+                    );
+                    it.rank = k + 1;
+                    it
+                })
+                .collect();
+            for (name, m, items) in [("seg", &seg, &seg_items), ("cls", &cls, &cls_items)] {
+                std::fs::write(
+                    dir.join(format!("{name}_tasks.json")),
+                    write(m, items).unwrap(),
+                )
+                .unwrap();
+                std::fs::write(dir.join(format!("{name}_config.xml")), label_config(m)).unwrap();
+            }
+        } else {
+            for name in ["seg", "cls"] {
+                let path = dir.join(format!("{name}_export.json"));
+                let doc = parse(&path, &std::fs::read(&path).unwrap()).unwrap();
+                let cat = |c: usize| doc.categories[c].name.clone();
+                let images: Vec<Value> = doc
+                    .images
+                    .iter()
+                    .map(|im| {
+                        let anns: Vec<Value> = im
+                            .annotations
+                            .iter()
+                            .map(|a| {
+                                let regions: Vec<Value> = a
+                                    .regions
+                                    .iter()
+                                    .map(|r| {
+                                        let px: String = rle_decode(&r.rle)
+                                            .unwrap()
+                                            .iter()
+                                            .map(|&v| char::from(b'0' + v))
+                                            .collect();
+                                        json!({"name": cat(r.category), "pixels": px})
+                                    })
+                                    .collect();
+                                let tags: Vec<String> = a.tags.iter().map(|&t| cat(t)).collect();
+                                json!({"annotator": a.annotator, "regions": regions, "tags": tags})
+                            })
+                            .collect();
+                        json!({"key": im.key, "file_name": im.file_name, "height": im.height,
+                               "width": im.width, "official": im.official, "annotations": anns})
+                    })
+                    .collect();
+                std::fs::write(
+                    dir.join(format!("{name}_doc.json")),
+                    serde_json::to_vec(&images).unwrap(),
+                )
+                .unwrap();
+            }
+        }
+    }
+
     const NAMES: [&str; 5] = ["bg", "a&b", "<x>", "é \"q\"", "sky"];
 
     /// An item drawn for the round trip: height, width, the current label's
@@ -1849,14 +2025,20 @@ mod tests {
         /// changed, is read or refused, never a panic.
         #[test]
         fn damaged_exports_never_panic(
-            which in 0usize..3,
+            which in 0usize..5,
             at in any::<prop::sample::Index>(),
             with in 0usize..22,
             cut in any::<prop::sample::Index>(),
             byte in any::<u8>(),
             how in 0usize..3,
         ) {
-            let name = ["sdk_test_export_coco.json", "editor_brush.json", "docs_task_format.json"][which];
+            let name = [
+                "sdk_test_export_coco.json",
+                "editor_brush.json",
+                "docs_task_format.json",
+                "ls-1.23.2_seg_export.json",
+                "ls-1.23.2_cls_export.json",
+            ][which];
             let bytes = data_file(name);
             let mut v: Value = serde_json::from_slice(&bytes).unwrap();
             let mut paths = Vec::new();
