@@ -14,6 +14,7 @@ mod cvat;
 mod gpu_parity;
 mod hand_worked;
 mod label_errors;
+mod ls_brush;
 mod neighbors;
 mod parity;
 mod planes;

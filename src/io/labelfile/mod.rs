@@ -20,6 +20,7 @@
 pub mod coco;
 pub mod cvat;
 pub mod labelstudio;
+pub mod ls_brush;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
