@@ -558,7 +558,7 @@ impl SegReader<'_> {
         let lazy = self.planes.is_some();
         let (arr, _, h, w) = self.source.item(i, &self.manifest.ids[i])?;
         Ok(match arr.dtype {
-            Dtype::F16 | Dtype::F32 if lazy => 6 * h * w,
+            Dtype::F16 | Dtype::F32 if lazy && arr.has_planes() => 6 * h * w,
             dtype => c * h * w * dtype.size(),
         })
     }

@@ -23,11 +23,12 @@ pub const MASKS: &str = "masks";
 pub const EMBEDDINGS: &str = "embeddings";
 
 /// Open the array `path` of `cfg` (one of its `probs`, `labels`,
-/// `embeddings` paths): the `.npy` file, or for an in-memory dataset the
-/// array given under that name.
+/// `embeddings` paths): the `.npy` file or `.npz` member
+/// ([`crate::io::npz::open_input`]), or for an in-memory dataset the array
+/// given under that name.
 pub fn open(cfg: &DatasetConfig, path: &Path) -> Result<NpyArray> {
     let Some(mem) = &cfg.memory else {
-        return NpyArray::open(path);
+        return crate::io::npz::open_input(cfg, path);
     };
     let source = match path.to_str() {
         Some(PROBS) => Some(&mem.probs),

@@ -33,7 +33,7 @@ impl Manifest {
         match (&cfg.items, cfg.task) {
             (Some(p), _) => Manifest::load(p),
             (None, crate::config::Task::Classification) => {
-                let probs = crate::io::npy::NpyArray::open(&cfg.probs)?;
+                let probs = crate::io::inputs::open(cfg, &cfg.probs)?;
                 Ok(Manifest::numbered(
                     probs.shape.first().copied().unwrap_or(0),
                 ))

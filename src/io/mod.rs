@@ -20,6 +20,7 @@ pub mod labels;
 pub mod manifest;
 pub mod mask;
 pub mod npy;
+pub mod npz;
 pub mod probs;
 pub mod sealed;
 pub mod seg_probs;

@@ -15,6 +15,7 @@ mod hostile_output;
 mod hostile_state;
 mod incremental;
 mod memory;
+mod npz;
 mod queue_policy;
 mod resume;
 mod review;
