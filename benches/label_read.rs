@@ -52,7 +52,10 @@ fn write_png(path: &Path, m: &[u16], h: usize, w: usize) {
 
 fn main() {
     let spec = std::env::var("TRIAGE_LABEL_READ").unwrap_or_else(|_| "1000,512,512".into());
-    let v: Vec<usize> = spec.split(',').map(|x| x.trim().parse().expect("N,H,W")).collect();
+    let v: Vec<usize> = spec
+        .split(',')
+        .map(|x| x.trim().parse().expect("N,H,W"))
+        .collect();
     let (n, h, w) = (v[0], v[1], v[2]);
     let classes = 8u16;
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -68,15 +71,19 @@ fn main() {
         let id = format!("img{i:06}");
         write_png(&d.join(format!("masks/{id}.png")), &m, h, w);
         items.push_str(&format!("{id},masks/{id}.png\n"));
-        images.push(serde_json::json!({"id": i, "file_name": format!("{id}.jpg"), "height": h, "width": w}));
+        images.push(
+            serde_json::json!({"id": i, "file_name": format!("{id}.jpg"), "height": h, "width": w}),
+        );
         for k in 1..classes {
             let bits: Vec<u8> = m.iter().map(|&x| u8::from(x == k)).collect();
             if !bits.contains(&1) {
                 continue;
             }
             let r = coco_rle::encode(&bits, h, w).expect("encode");
-            anns.push(serde_json::json!({"id": anns.len() + 1, "image_id": i, "category_id": k,
-                "iscrowd": 0, "segmentation": {"size": [h, w], "counts": coco_rle::to_string(&r)}}));
+            anns.push(
+                serde_json::json!({"id": anns.len() + 1, "image_id": i, "category_id": k,
+                "iscrowd": 0, "segmentation": {"size": [h, w], "counts": coco_rle::to_string(&r)}}),
+            );
         }
         maps.push(m);
     }
@@ -84,7 +91,11 @@ fn main() {
         .map(|k| serde_json::json!({"id": k, "name": format!("c{k}")}))
         .collect();
     let doc = serde_json::json!({"images": images, "annotations": anns, "categories": cats});
-    std::fs::write(d.join("instances.json"), serde_json::to_vec(&doc).expect("json")).expect("write");
+    std::fs::write(
+        d.join("instances.json"),
+        serde_json::to_vec(&doc).expect("json"),
+    )
+    .expect("write");
     std::fs::write(d.join("items.csv"), items).expect("write");
     // Probabilities are only opened for their shape by neither path; a
     // tiny file keeps the dataset valid.
@@ -116,7 +127,9 @@ fn main() {
         let t = Instant::now();
         let mut total = 0usize;
         for i in 0..n {
-            total += std::fs::read(d.join(format!("masks/img{i:06}.png"))).expect("read").len();
+            total += std::fs::read(d.join(format!("masks/img{i:06}.png")))
+                .expect("read")
+                .len();
         }
         total += std::fs::read(d.join("instances.json")).expect("read").len();
         t_bytes.push(t.elapsed().as_secs_f64());
@@ -125,7 +138,8 @@ fn main() {
         let t = Instant::now();
         for (i, want) in maps.iter().enumerate() {
             let p = d.join(format!("masks/img{i:06}.png"));
-            let m = triage::io::mask::read_mask(&p, "x", (h, w), classes as usize, 255).expect("png");
+            let m =
+                triage::io::mask::read_mask(&p, "x", (h, w), classes as usize, 255).expect("png");
             assert!(m == *want);
         }
         t_png.push(t.elapsed().as_secs_f64());

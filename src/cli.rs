@@ -506,7 +506,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             })
             .map(|s| {
                 let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
-                eprintln!("triage: exported {} items to {}", s.items, files.join(" and "));
+                eprintln!(
+                    "triage: exported {} items to {}",
+                    s.items,
+                    files.join(" and ")
+                );
             })
         }
         Command::Apply(a) => crate::export::apply(&a.dataset, &a.out).map(|s| {

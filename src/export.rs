@@ -129,7 +129,11 @@ fn join_root(root: Option<&str>, rel: &str) -> String {
     match root {
         None => rel.to_string(),
         Some(r) if r.contains("://") => {
-            format!("{}/{}", r.trim_end_matches('/'), rel.trim_start_matches('/'))
+            format!(
+                "{}/{}",
+                r.trim_end_matches('/'),
+                rel.trim_start_matches('/')
+            )
         }
         Some(r) => Path::new(r).join(rel).to_string_lossy().into_owned(),
     }
@@ -201,7 +205,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
             }
             (None, None) => return Err(Error::Internal("no probabilities".into())),
         };
-        let current = crate::io::labelfile::current_label(&cfg, &manifest, labels.as_deref(), i, dims)?;
+        let current =
+            crate::io::labelfile::current_label(&cfg, &manifest, labels.as_deref(), i, dims)?;
         let rel = image_col
             .map(|c| manifest.rows[i][c].trim().to_string())
             .filter(|s| !s.is_empty())
@@ -401,19 +406,17 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
         let id = &manifest.ids[i];
         let fix = fixes.get(id.as_str());
         let cell = match cfg.task {
-            Task::Classification => {
-                match fix.and_then(|r| r.corrected_label.clone()) {
-                    Some(name) => {
-                        corrected += 1;
-                        name
-                    }
-                    None => labels
-                        .as_ref()
-                        .and_then(|l| l.get(i).copied())
-                        .filter(|&c| c != UNLABELLED_CLASS)
-                        .map_or_else(String::new, |c| cfg.class_names[c as usize].clone()),
+            Task::Classification => match fix.and_then(|r| r.corrected_label.clone()) {
+                Some(name) => {
+                    corrected += 1;
+                    name
                 }
-            }
+                None => labels
+                    .as_ref()
+                    .and_then(|l| l.get(i).copied())
+                    .filter(|&c| c != UNLABELLED_CLASS)
+                    .map_or_else(String::new, |c| cfg.class_names[c as usize].clone()),
+            },
             Task::Segmentation => {
                 let probs = seg_probs
                     .as_mut()
@@ -435,16 +438,13 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
                         corrected += 1;
                         Some(m.to_map(&cfg, &reviews_path, id)?)
                     }
-                    None => match crate::io::labelfile::current_label(
-                        &cfg,
-                        &manifest,
-                        None,
-                        i,
-                        (h, w),
-                    )? {
-                        Some(ItemLabel::Mask(m)) => Some(m),
-                        _ => None,
-                    },
+                    None => {
+                        match crate::io::labelfile::current_label(&cfg, &manifest, None, i, (h, w))?
+                        {
+                            Some(ItemLabel::Mask(m)) => Some(m),
+                            _ => None,
+                        }
+                    }
                 };
                 match map {
                     Some(map) => {
@@ -478,7 +478,8 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
         w.write_record(&header)
             .and_then(|()| table.iter().try_for_each(|r| w.write_record(r)))
             .map_err(|e| Error::Internal(format!("CSV: {e}")))?;
-        w.flush().map_err(|e| Error::io(out_dir.join("items.csv"), e))?;
+        w.flush()
+            .map_err(|e| Error::io(out_dir.join("items.csv"), e))?;
     }
     out.write("items.csv", |w| w.write_all(&csv_bytes))?;
     let abs = |p: &Path| -> Result<String> {
@@ -508,7 +509,12 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
         toml.push_str(&format!("probs_key = {}\n", toml_str(k)));
     }
     let mut roots = vec![toml_str(&original.to_string_lossy())];
-    roots.extend(cfg.roots.extra.iter().map(|r| toml_str(&r.to_string_lossy())));
+    roots.extend(
+        cfg.roots
+            .extra
+            .iter()
+            .map(|r| toml_str(&r.to_string_lossy())),
+    );
     toml.push_str(&format!("roots = [{}]\n", roots.join(", ")));
     out.write(crate::config::MANIFEST, |w| w.write_all(toml.as_bytes()))?;
     out.commit()?;

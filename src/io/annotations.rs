@@ -54,10 +54,9 @@ impl Annotation {
                     .label_set
                     .as_ref()
                     .ok_or_else(|| Error::Internal("no labels file".into()))?;
-                let it = set
-                    .items
-                    .get(index)
-                    .ok_or_else(|| Error::Internal(format!("no item {index} in the labels file")))?;
+                let it = set.items.get(index).ok_or_else(|| {
+                    Error::Internal(format!("no item {index} in the labels file"))
+                })?;
                 crate::io::labelfile::paint(cfg, it, *k, id, dims).map(Some)
             }
         }

@@ -27,12 +27,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::LabelFormat;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::atomic::AtomicOutputs;
-use crate::io::manifest::Manifest;
-use crate::config::LabelFormat;
 use crate::io::labelfile::ItemLabel;
+use crate::io::manifest::Manifest;
 use crate::io::npy::NpyArray;
 
 /// Name of the decisions file inside the dataset directory.
@@ -95,7 +95,11 @@ impl CorrectedMask {
         let mut rle = std::collections::BTreeMap::new();
         let mut present = vec![false; cfg.num_classes() + 1];
         for &v in map {
-            let k = if v == cfg.ignore_index { cfg.num_classes() } else { v as usize };
+            let k = if v == cfg.ignore_index {
+                cfg.num_classes()
+            } else {
+                v as usize
+            };
             if let Some(p) = present.get_mut(k) {
                 *p = true;
             }
@@ -594,10 +598,17 @@ fn read_tool_export(
     };
     let mut class_of = Vec::with_capacity(doc.categories.len());
     for cat in &doc.categories {
-        let k = cfg.class_names.iter().position(|n| *n == cat.name).ok_or_else(|| {
-            Error::input(path, format!("the label {:?} is not a class of the dataset", cat.name))
+        let k = cfg
+            .class_names
+            .iter()
+            .position(|n| *n == cat.name)
+            .ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!("the label {:?} is not a class of the dataset", cat.name),
+                )
                 .field("label")
-        })?;
+            })?;
         class_of.push(k as u16);
     }
     let labels = match cfg.task {
@@ -649,7 +660,10 @@ fn read_tool_export(
         if let Some(first) = seen.insert(index, t) {
             return Err(Error::input(
                 path,
-                format!("tasks {} and {} both review the item", doc.images[first].key, img.key),
+                format!(
+                    "tasks {} and {} both review the item",
+                    doc.images[first].key, img.key
+                ),
             )
             .item(id)
             .field("image"));
@@ -669,13 +683,19 @@ fn read_tool_export(
                         .regions
                         .iter()
                         .map(|r| crate::labelset::Painted {
-                            value: if r.crowd { cfg.ignore_index } else { class_of[r.category] },
+                            value: if r.crowd {
+                                cfg.ignore_index
+                            } else {
+                                class_of[r.category]
+                            },
                             counts: r.rle.counts.clone(),
                         })
                         .collect(),
                 };
                 let map = painted.paint(h, w).ok_or_else(|| {
-                    Error::input(path, "a region does not fit its image").item(&id).field("rle")
+                    Error::input(path, "a region does not fit its image")
+                        .item(&id)
+                        .field("rle")
                 })?;
                 (ItemLabel::Mask(map), (h, w))
             }
@@ -688,9 +708,11 @@ fn read_tool_export(
         } else {
             relabelled += 1;
             match new {
-                ItemLabel::Class(c) => {
-                    (Decision::Error, Some(cfg.class_names[c as usize].clone()), None)
-                }
+                ItemLabel::Class(c) => (
+                    Decision::Error,
+                    Some(cfg.class_names[c as usize].clone()),
+                    None,
+                ),
                 ItemLabel::Mask(m) => (
                     Decision::Error,
                     None,

@@ -17,8 +17,18 @@ const CLASSES: [&str; 4] = ["background", "cell", "vessel", "nucleus"];
 /// A synthetic segmentation dataset (PNG masks) of `n` items of odd size.
 fn base(d: &Path, n: usize) {
     let a = [
-        "synth", "--items", &n.to_string(), "--size", "21", "19", "--classes", "4",
-        "--seed", "5", "--out", d.to_str().unwrap(),
+        "synth",
+        "--items",
+        &n.to_string(),
+        "--size",
+        "21",
+        "19",
+        "--classes",
+        "4",
+        "--seed",
+        "5",
+        "--out",
+        d.to_str().unwrap(),
     ];
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
@@ -103,7 +113,9 @@ fn write_coco(path: &Path, masks: &[(String, Vec<u16>)]) {
     let mut images = vec![];
     let mut anns = vec![];
     for (i, (id, m)) in masks.iter().enumerate() {
-        images.push(json!({"id": i + 100, "file_name": format!("imgs/{id}.jpg"), "height": H, "width": W}));
+        images.push(
+            json!({"id": i + 100, "file_name": format!("imgs/{id}.jpg"), "height": H, "width": W}),
+        );
         for (k, bits) in per_class(m) {
             if k == 0 {
                 continue;
@@ -182,8 +194,14 @@ fn the_same_masks_in_every_format_give_the_same_queue_and_report() {
     let png = tmp.path().join("png");
     base(&png, 10);
     let list = items(&png);
-    let masks: Vec<(String, Vec<u16>)> = list.iter().map(|(id, p)| (id.clone(), read_png(p))).collect();
-    assert!(masks.iter().any(|(_, m)| m.contains(&255)), "the synthetic masks have ignore pixels");
+    let masks: Vec<(String, Vec<u16>)> = list
+        .iter()
+        .map(|(id, p)| (id.clone(), read_png(p)))
+        .collect();
+    assert!(
+        masks.iter().any(|(_, m)| m.contains(&255)),
+        "the synthetic masks have ignore pixels"
+    );
     let out_png = tmp.path().join("out-png");
     run_ok(&png, &out_png, &["--backend", "cpu"]);
     let want_queue = queue_sans_inputs(&out_png);
@@ -201,7 +219,8 @@ fn the_same_masks_in_every_format_give_the_same_queue_and_report() {
         enc.set_depth(png::BitDepth::Eight);
         enc.set_palette(vec![0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]);
         let mut w = enc.write_header().unwrap();
-        w.write_image_data(&m.iter().map(|&v| v as u8).collect::<Vec<_>>()).unwrap();
+        w.write_image_data(&m.iter().map(|&v| v as u8).collect::<Vec<_>>())
+            .unwrap();
     }
 
     let coco = tmp.path().join("coco");
@@ -212,20 +231,41 @@ fn the_same_masks_in_every_format_give_the_same_queue_and_report() {
     // CVAT and Label Studio get a region per class, background included;
     // the ignore pixels are those no region covers.
     let unlabeled_ignore = "unlabeled = \"ignore\"\n";
-    sibling(&png, &cvat, &(toml_with("cvat", "annotations.xml") + unlabeled_ignore));
+    sibling(
+        &png,
+        &cvat,
+        &(toml_with("cvat", "annotations.xml") + unlabeled_ignore),
+    );
     let xml = triage::io::labelfile::cvat::write(&meta(), &export_items(&masks)).unwrap();
     std::fs::write(cvat.join("annotations.xml"), xml).unwrap();
 
     let ls = tmp.path().join("ls");
-    sibling(&png, &ls, &(toml_with("labelstudio", "export.json") + unlabeled_ignore));
+    sibling(
+        &png,
+        &ls,
+        &(toml_with("labelstudio", "export.json") + unlabeled_ignore),
+    );
     let tasks = triage::io::labelfile::labelstudio::write(&meta(), &export_items(&masks)).unwrap();
     std::fs::write(ls.join("export.json"), accept_predictions(&tasks)).unwrap();
 
-    for (name, d) in [("palette", &pal), ("coco", &coco), ("cvat", &cvat), ("labelstudio", &ls)] {
+    for (name, d) in [
+        ("palette", &pal),
+        ("coco", &coco),
+        ("cvat", &cvat),
+        ("labelstudio", &ls),
+    ] {
         let out = tmp.path().join(format!("out-{name}"));
         run_ok(d, &out, &["--backend", "cpu"]);
-        assert_eq!(queue_sans_inputs(&out), want_queue, "{name}: queue.jsonl differs from the PNG masks'");
-        assert_eq!(report_sans_inputs(&out), want_report, "{name}: report.json differs from the PNG masks'");
+        assert_eq!(
+            queue_sans_inputs(&out),
+            want_queue,
+            "{name}: queue.jsonl differs from the PNG masks'"
+        );
+        assert_eq!(
+            report_sans_inputs(&out),
+            want_report,
+            "{name}: report.json differs from the PNG masks'"
+        );
     }
 }
 
@@ -258,7 +298,11 @@ fn coco_crowd_regions_are_ignored_and_overlaps_follow_the_rule() {
         ],
     });
     std::fs::write(d.join("instances.json"), doc.to_string()).unwrap();
-    write_f32(&d.join("probs.npy"), &[1, 3, h, w], &vec![1.0 / 3.0; 3 * h * w]);
+    write_f32(
+        &d.join("probs.npy"),
+        &[1, 3, h, w],
+        &vec![1.0 / 3.0; 3 * h * w],
+    );
     let map = |overlap: &str| {
         std::fs::write(
             d.join("triage.toml"),
@@ -266,8 +310,14 @@ fn coco_crowd_regions_are_ignored_and_overlaps_follow_the_rule() {
         )
         .unwrap();
         let cfg = triage::io::load_dataset(d).unwrap();
-        assert_eq!(cfg.class_names, ["background", "cell", "vessel"], "classes: background + categories in id order");
-        triage::io::labelfile::mask(&cfg, "a", 0, (h, w)).unwrap().unwrap()
+        assert_eq!(
+            cfg.class_names,
+            ["background", "cell", "vessel"],
+            "classes: background + categories in id order"
+        );
+        triage::io::labelfile::mask(&cfg, "a", 0, (h, w))
+            .unwrap()
+            .unwrap()
     };
     #[rustfmt::skip]
     let later = vec![
@@ -298,7 +348,11 @@ fn coco_crowd_regions_are_ignored_and_overlaps_follow_the_rule() {
         255, 255, 255, 255, 255,
     ];
     assert_eq!(map(""), later_swapped, "later on top: a now wins column 2");
-    assert_eq!(map("overlap = \"smaller\"\n"), smaller, "smaller on top: b wins column 2 whatever the order");
+    assert_eq!(
+        map("overlap = \"smaller\"\n"),
+        smaller,
+        "smaller on top: b wins column 2 whatever the order"
+    );
     #[rustfmt::skip]
     let ignore_fill = vec![
         1, 1, 1, 2, 255,
@@ -313,9 +367,17 @@ fn coco_crowd_regions_are_ignored_and_overlaps_follow_the_rule() {
     .unwrap();
     write_f32(&d.join("probs.npy"), &[1, 2, h, w], &vec![0.5; 2 * h * w]);
     let cfg = triage::io::load_dataset(d).unwrap();
-    let m = triage::io::labelfile::mask(&cfg, "a", 0, (h, w)).unwrap().unwrap();
-    let want: Vec<u16> = ignore_fill.iter().map(|&v| if v == 255 { 255 } else { v - 1 }).collect();
-    assert_eq!(m, want, "unlabeled = ignore; classes listed map categories by name");
+    let m = triage::io::labelfile::mask(&cfg, "a", 0, (h, w))
+        .unwrap()
+        .unwrap();
+    let want: Vec<u16> = ignore_fill
+        .iter()
+        .map(|&v| if v == 255 { 255 } else { v - 1 })
+        .collect();
+    assert_eq!(
+        m, want,
+        "unlabeled = ignore; classes listed map categories by name"
+    );
 }
 
 #[test]
@@ -340,7 +402,13 @@ fn cityscapes_label_ids_map_to_train_ids() {
     run_ok(d, &out, &["--backend", "cpu"]);
     let r = read_report(&out);
     // 4 pixels counted (2 ignored): the confusion matrix sums to 4.
-    let total: u64 = r["confusion"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = r["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 4);
     std::fs::write(
         d.join("triage.toml"),
@@ -370,7 +438,10 @@ fn bad_labels_files_are_named_errors_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("png");
     base(&png, 3);
-    let masks: Vec<(String, Vec<u16>)> = items(&png).iter().map(|(id, p)| (id.clone(), read_png(p))).collect();
+    let masks: Vec<(String, Vec<u16>)> = items(&png)
+        .iter()
+        .map(|(id, p)| (id.clone(), read_png(p)))
+        .collect();
     let d = tmp.path().join("coco");
     sibling(&png, &d, &toml_with("coco", "instances.json"));
     let f = d.join("instances.json");
@@ -388,16 +459,31 @@ fn bad_labels_files_are_named_errors_and_nothing_is_written() {
     // An image more than the probabilities have rows for.
     write_coco(&f, &masks);
     let mut v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-    v["images"].as_array_mut().unwrap().push(json!({"id": 999, "file_name": "extra.png", "height": H, "width": W}));
+    v["images"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": 999, "file_name": "extra.png", "height": H, "width": W}));
     std::fs::write(&f, v.to_string()).unwrap();
-    refused(&d, &["probs.npy", "3 items of probabilities but 4 rows", "instances.json"]);
+    refused(
+        &d,
+        &[
+            "probs.npy",
+            "3 items of probabilities but 4 rows",
+            "instances.json",
+        ],
+    );
 
     // With an items CSV: an image of the file with no probabilities, and
     // probabilities with no labels.
     write_coco(&f, &masks);
     let ids: Vec<&str> = masks.iter().map(|(id, _)| id.as_str()).collect();
-    std::fs::write(d.join("items.csv"), format!("id\n{}\n{}\nghost\n", ids[0], ids[1])).unwrap();
-    let t = toml_with("coco", "instances.json").replace("[inputs]\n", "[inputs]\nitems = \"items.csv\"\n");
+    std::fs::write(
+        d.join("items.csv"),
+        format!("id\n{}\n{}\nghost\n", ids[0], ids[1]),
+    )
+    .unwrap();
+    let t = toml_with("coco", "instances.json")
+        .replace("[inputs]\n", "[inputs]\nitems = \"items.csv\"\n");
     std::fs::write(d.join("triage.toml"), &t).unwrap();
     refused(&d, &["items.csv", "ghost", "no image in the labels file"]);
     std::fs::write(d.join("items.csv"), format!("id\n{}\n{}\n", ids[0], ids[1])).unwrap();
@@ -430,8 +516,17 @@ fn label_studio_round_trip_export_review_import_apply() {
     let tasks = tmp.path().join("ls/tasks.json");
     std::fs::create_dir_all(tasks.parent().unwrap()).unwrap();
     let a = [
-        "export", "labelstudio", out.to_str().unwrap(), "--dataset", d.to_str().unwrap(),
-        "--out", tasks.to_str().unwrap(), "--top", "4", "--images-root", "http://files.local/imgs",
+        "export",
+        "labelstudio",
+        out.to_str().unwrap(),
+        "--dataset",
+        d.to_str().unwrap(),
+        "--out",
+        tasks.to_str().unwrap(),
+        "--top",
+        "4",
+        "--images-root",
+        "http://files.local/imgs",
     ];
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
@@ -442,24 +537,48 @@ fn label_studio_round_trip_export_review_import_apply() {
     assert_eq!(sent.len(), 4);
     for (t, row) in sent.iter().zip(&queue) {
         assert_eq!(t["data"]["triage_id"], row["id"], "tasks in queue order");
-        assert!(t["data"]["image"].as_str().unwrap().starts_with("http://files.local/imgs/"));
-        assert_eq!(t["predictions"][0]["score"].as_f64(), row["priority"].as_f64(), "the current annotation's prediction holds the priority");
+        assert!(
+            t["data"]["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://files.local/imgs/")
+        );
+        assert_eq!(
+            t["predictions"][0]["score"].as_f64(),
+            row["priority"].as_f64(),
+            "the current annotation's prediction holds the priority"
+        );
     }
     // The reviewer accepts tasks 0 and 2 as they are and repaints task 1
     // (every pixel class 1) and task 3 (class 2).
-    let mut reviewed: Value = serde_json::from_slice(&accept_predictions(&std::fs::read(&tasks).unwrap())).unwrap();
+    let mut reviewed: Value =
+        serde_json::from_slice(&accept_predictions(&std::fs::read(&tasks).unwrap())).unwrap();
     let paint = |k: usize, h: usize, w: usize| -> Value {
         let items = vec![triage::io::labelfile::ExportItem {
-            id: "x".into(), image: "x.png".into(), height: h, width: w, rank: 1, priority: 0.0,
-            reasons: vec![], current: Some(triage::io::labelfile::ItemLabel::Mask(vec![k as u16; h * w])),
+            id: "x".into(),
+            image: "x.png".into(),
+            height: h,
+            width: w,
+            rank: 1,
+            priority: 0.0,
+            reasons: vec![],
+            current: Some(triage::io::labelfile::ItemLabel::Mask(vec![
+                k as u16;
+                h * w
+            ])),
             predicted: triage::io::labelfile::ItemLabel::Mask(vec![k as u16; h * w]),
         }];
         let meta = triage::io::labelfile::ExportMeta {
             task: triage::config::Task::Segmentation,
-            class_names: (0..4).map(|c| ["background", "cell", "vessel", "nucleus"][c].to_string()).collect(),
+            class_names: (0..4)
+                .map(|c| ["background", "cell", "vessel", "nucleus"][c].to_string())
+                .collect(),
             ignore_index: 255,
         };
-        let t: Value = serde_json::from_slice(&triage::io::labelfile::labelstudio::write(&meta, &items).unwrap()).unwrap();
+        let t: Value = serde_json::from_slice(
+            &triage::io::labelfile::labelstudio::write(&meta, &items).unwrap(),
+        )
+        .unwrap();
         t[0]["predictions"][0]["result"].clone()
     };
     let (h, w) = (21, 19);
@@ -467,7 +586,11 @@ fn label_studio_round_trip_export_review_import_apply() {
     reviewed[3]["annotations"][0]["result"] = paint(2, h, w);
     let export = tmp.path().join("ls/export.json");
     std::fs::write(&export, reviewed.to_string()).unwrap();
-    let a = ["review-import", d.to_str().unwrap(), export.to_str().unwrap()];
+    let a = [
+        "review-import",
+        d.to_str().unwrap(),
+        export.to_str().unwrap(),
+    ];
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -479,12 +602,27 @@ fn label_studio_round_trip_export_review_import_apply() {
         .collect();
     let decided: Vec<(&str, &str, bool)> = reviews
         .iter()
-        .map(|r| (r["id"].as_str().unwrap(), r["decision"].as_str().unwrap(), r.get("corrected_mask").is_some()))
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["decision"].as_str().unwrap(),
+                r.get("corrected_mask").is_some(),
+            )
+        })
         .collect();
-    let ids: Vec<&str> = queue.iter().take(4).map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = queue
+        .iter()
+        .take(4)
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(
         decided,
-        [(ids[0], "ok", false), (ids[1], "error", true), (ids[2], "ok", false), (ids[3], "error", true)]
+        [
+            (ids[0], "ok", false),
+            (ids[1], "error", true),
+            (ids[2], "ok", false),
+            (ids[3], "error", true)
+        ]
     );
     // apply: a new dataset with exactly those two masks replaced.
     let new = tmp.path().join("v2");

@@ -118,11 +118,17 @@ fn queue_of(d: &Path) -> (Vec<u8>, Vec<u8>) {
     q
 }
 
-/// Runs each variant (a name, what it writes into the dataset directory and
-/// its `[inputs]` probs lines) and insists every queue is the first's.
-fn same_queues(variants: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)>) {
+/// A variant: a name, the files it writes into the dataset directory (name,
+/// bytes) and its `[inputs]` probs lines.
+type Variant<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a str);
+
+/// The first variant's name and its (queue, report) bytes.
+type Outputs = (String, (Vec<u8>, Vec<u8>));
+
+/// Runs each variant and insists every queue is the first's.
+fn same_queues(variants: Vec<Variant<'_>>) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut first: Option<(String, (Vec<u8>, Vec<u8>))> = None;
+    let mut first: Option<Outputs> = None;
     for (name, files, probs) in variants {
         let d = tmp.path().join(name);
         seg_dataset(&d, probs);

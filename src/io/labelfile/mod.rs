@@ -395,8 +395,11 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
                     .field(col));
                 }
             }
-            let at: HashMap<&str, usize> =
-                ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+            let at: HashMap<&str, usize> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
             let mut used = vec![false; ids.len()];
             let mut order = Vec::with_capacity(m.len());
             for id in &m.ids {
@@ -450,9 +453,10 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
                 })
             });
             let class = |cat: usize| -> Result<u32> {
-                class_of.get(cat).copied().ok_or_else(|| {
-                    Error::Internal(format!("category index {cat} out of range"))
-                })
+                class_of
+                    .get(cat)
+                    .copied()
+                    .ok_or_else(|| Error::Internal(format!("category index {cat} out of range")))
             };
             let label = a.tags.first().map(|&t| class(t)).transpose()?;
             let mut regions: Vec<(u64, bool, Painted)> = Vec::with_capacity(a.regions.len());
@@ -468,7 +472,14 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
                         ),
                     ));
                 }
-                let area: u64 = r.rle.counts.iter().skip(1).step_by(2).map(|&c| u64::from(c)).sum();
+                let area: u64 = r
+                    .rle
+                    .counts
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .map(|&c| u64::from(c))
+                    .sum();
                 let value = if r.crowd {
                     cfg.ignore_index
                 } else {
@@ -517,7 +528,9 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
 /// empty when unlabelled) or `mask` (segmentation: the labels file's name,
 /// empty when unlabelled; the readers paint the map from the set) column
 /// and, without an items CSV, an `image` column holding each image's
-/// file name when it is a relative path. `None` for other datasets.
+/// file name when every one is a relative path to a file inside the
+/// dataset directory (else the images are not found and the item has no
+/// image). `None` for other datasets.
 pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
     let set = cfg.label_set.as_ref()?;
     Some((|| {
@@ -528,7 +541,9 @@ pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
                     let p = Path::new(&it.file_name);
                     !it.file_name.contains("://")
                         && p.is_relative()
-                        && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+                        && p.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                        && cfg.dir.join(p).is_file()
                 });
                 let mut m = Manifest {
                     columns: vec!["id".into()],
@@ -550,7 +565,12 @@ pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
                 "the items changed since the labels file was matched to them",
             ));
         }
-        let name = set.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = set
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let cell = |it: &ItemLabels| match cfg.task {
             Task::Classification => it
                 .official
