@@ -645,3 +645,231 @@ fn label_studio_round_trip_export_review_import_apply() {
     }
     run_ok(&new, &tmp.path().join("out2"), &["--backend", "cpu"]);
 }
+
+/// Classification: 6 items, classes a b c, labels given as items.csv's
+/// `label` column and as each tool's image-level tags.
+#[test]
+fn classification_tags_in_every_format_give_the_same_queue() {
+    use triage::io::labelfile::{ExportItem, ExportMeta, ItemLabel};
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = [0u32, 1, 0, 2, 0, 1];
+    let names = ["a", "b", "c"];
+    #[rustfmt::skip]
+    let probs: [f32; 18] = [
+        0.10, 0.80, 0.10,  0.70, 0.20, 0.10,  0.40, 0.50, 0.10,
+        0.30, 0.30, 0.40,  0.90, 0.05, 0.05,  0.02, 0.96, 0.02,
+    ];
+    let ids: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    write_f32(&plain.join("probs.npy"), &[6, 3], &probs);
+    let mut csv = String::from("id,label\n");
+    for (id, &l) in ids.iter().zip(&labels) {
+        csv.push_str(&format!("{id},{}\n", names[l as usize]));
+    }
+    std::fs::write(plain.join("items.csv"), csv).unwrap();
+    let head = "task = \"classification\"\nclasses = [\"a\", \"b\", \"c\"]\n[inputs]\nprobs = \"probs.npy\"\n";
+    std::fs::write(plain.join("triage.toml"), format!("{head}items = \"items.csv\"\n")).unwrap();
+    let out = tmp.path().join("out-plain");
+    run_ok(&plain, &out, &["--backend", "cpu"]);
+    let want: Vec<Value> = read_queue(&out);
+
+    let with = |name: &str, key: &str, file: &str, bytes: Vec<u8>| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        write_f32(&d.join("probs.npy"), &[6, 3], &probs);
+        std::fs::write(d.join(file), bytes).unwrap();
+        std::fs::write(d.join("triage.toml"), format!("{head}{key} = \"{file}\"\n")).unwrap();
+        d
+    };
+    // COCO: annotations without `segmentation` are image-level tags.
+    let cat_ids = [3u32, 5, 9];
+    let coco = json!({
+        "images": ids.iter().enumerate().map(|(i, id)| json!({"id": i, "file_name": format!("{id}.jpg"), "height": 4, "width": 4})).collect::<Vec<_>>(),
+        "categories": [{"id": 3, "name": "a"}, {"id": 5, "name": "b"}, {"id": 9, "name": "c"}],
+        "annotations": labels.iter().enumerate().map(|(i, &l)| json!({"id": i + 1, "image_id": i, "category_id": cat_ids[l as usize]})).collect::<Vec<_>>(),
+    });
+    let coco = with("coco", "coco", "instances.json", coco.to_string().into_bytes());
+    let meta = ExportMeta {
+        task: triage::config::Task::Classification,
+        class_names: names.iter().map(|s| s.to_string()).collect(),
+        ignore_index: 255,
+    };
+    let items: Vec<ExportItem> = ids
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .map(|(i, (id, &l))| ExportItem {
+            id: id.clone(),
+            image: format!("{id}.jpg"),
+            height: 0,
+            width: 0,
+            rank: i + 1,
+            priority: 0.5,
+            reasons: vec![],
+            current: Some(ItemLabel::Class(l)),
+            predicted: ItemLabel::Class(l),
+        })
+        .collect();
+    let cvat = with("cvat", "cvat", "annotations.xml", triage::io::labelfile::cvat::write(&meta, &items).unwrap());
+    let ls = with(
+        "ls",
+        "labelstudio",
+        "export.json",
+        accept_predictions(&triage::io::labelfile::labelstudio::write(&meta, &items).unwrap()),
+    );
+    for (name, d) in [("coco", coco), ("cvat", cvat), ("labelstudio", ls)] {
+        let out = tmp.path().join(format!("out-{name}"));
+        run_ok(&d, &out, &["--backend", "cpu"]);
+        assert_eq!(read_queue(&out), want, "{name}: the queue differs from items.csv's labels'");
+    }
+}
+
+/// Two annotators named in a COCO file feed the agreement stage exactly as
+/// the same labels in `annotations.csv` do.
+#[test]
+fn annotators_in_a_coco_file_feed_the_agreement_stage_as_annotations_csv_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 40;
+    // Annotator "ann" labels item i as i % 3; "bob" agrees except on every
+    // fifth item, where he says (i + 1) % 3.
+    let ann = |i: usize| i % 3;
+    let bob = |i: usize| if i % 5 == 0 { (i + 1) % 3 } else { i % 3 };
+    let probs: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let mut p = [0.2f32, 0.2, 0.2];
+            p[(i * 7) % 3] = 0.6;
+            p
+        })
+        .collect();
+    let head = "task = \"classification\"\nclasses = [\"a\", \"b\", \"c\"]\n[inputs]\nprobs = \"probs.npy\"\n";
+    let csv_d = tmp.path().join("csv");
+    std::fs::create_dir(&csv_d).unwrap();
+    write_f32(&csv_d.join("probs.npy"), &[n, 3], &probs);
+    let mut items = String::from("id,label\n");
+    let mut anns = String::from("id,annotator,label\n");
+    for i in 0..n {
+        items.push_str(&format!("img{i},{}\n", ann(i)));
+        anns.push_str(&format!("img{i},ann,{}\nimg{i},bob,{}\n", ann(i), bob(i)));
+    }
+    std::fs::write(csv_d.join("items.csv"), items).unwrap();
+    std::fs::write(csv_d.join("annotations.csv"), anns).unwrap();
+    std::fs::write(
+        csv_d.join("triage.toml"),
+        format!("{head}items = \"items.csv\"\nannotations = \"annotations.csv\"\n"),
+    )
+    .unwrap();
+    let coco_d = tmp.path().join("coco");
+    std::fs::create_dir(&coco_d).unwrap();
+    write_f32(&coco_d.join("probs.npy"), &[n, 3], &probs);
+    let mut annotations = vec![];
+    for i in 0..n {
+        annotations.push(json!({"id": 2 * i + 1, "image_id": i, "category_id": ann(i), "annotator": "ann"}));
+        annotations.push(json!({"id": 2 * i + 2, "image_id": i, "category_id": bob(i), "annotator": "bob"}));
+    }
+    let doc = json!({
+        "images": (0..n).map(|i| json!({"id": i, "file_name": format!("img{i}.png"), "height": 1, "width": 1})).collect::<Vec<_>>(),
+        "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}, {"id": 2, "name": "c"}],
+        "annotations": annotations,
+    });
+    std::fs::write(coco_d.join("instances.json"), doc.to_string()).unwrap();
+    std::fs::write(coco_d.join("triage.toml"), format!("{head}coco = \"instances.json\"\n")).unwrap();
+    let (a, b) = (tmp.path().join("out-csv"), tmp.path().join("out-coco"));
+    run_ok(&csv_d, &a, &["--backend", "cpu"]);
+    run_ok(&coco_d, &b, &["--backend", "cpu"]);
+    let (ra, rb) = (read_report(&a), read_report(&b));
+    assert!(ra["agreement"].is_object(), "annotations.csv gives an agreement section");
+    assert_eq!(rb["agreement"], ra["agreement"]);
+    assert_eq!(read_queue(&b), read_queue(&a));
+}
+
+/// A labels file with a directory of per-item probabilities: items are the
+/// file's images, each read from `<probs>/<id>.npy`.
+#[test]
+fn a_labels_file_with_per_item_probabilities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("png");
+    base(&png, 4);
+    let masks: Vec<(String, Vec<u16>)> = items(&png).iter().map(|(id, p)| (id.clone(), read_png(p))).collect();
+    let out_png = tmp.path().join("out-png");
+    run_ok(&png, &out_png, &["--backend", "cpu"]);
+    // Split probs.npy (float16 (N, C, H, W)) into one file per item.
+    let d = tmp.path().join("dir");
+    std::fs::create_dir_all(d.join("probs")).unwrap();
+    let bytes = std::fs::read(png.join("probs.npy")).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10;
+    let header = String::from_utf8_lossy(&bytes[10..header_len]).to_string();
+    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap().to_string();
+    let per = bytes[header_len..].len() / masks.len();
+    for (i, (id, _)) in masks.iter().enumerate() {
+        write_npy_raw(&d.join(format!("probs/{id}.npy")), &descr, &[4, H, W], &bytes[header_len + i * per..header_len + (i + 1) * per]);
+    }
+    write_coco(&d.join("instances.json"), &masks);
+    std::fs::copy(png.join("embeddings.npy"), d.join("embeddings.npy")).unwrap();
+    std::fs::write(
+        d.join("triage.toml"),
+        format!("task = \"segmentation\"\n{CLASSES_TOML}[inputs]\ncoco = \"instances.json\"\nprobs = \"probs\"\nembeddings = \"embeddings.npy\"\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out-dir");
+    run_ok(&d, &out, &["--backend", "cpu"]);
+    assert_eq!(queue_sans_inputs(&out), queue_sans_inputs(&out_png));
+}
+
+/// The CVAT side: `triage export cvat`, a reviewer who repaints one image,
+/// `review-import` of the XML: exactly that item relabelled.
+#[test]
+fn cvat_round_trip_export_review_import() {
+    use triage::io::labelfile::{ExportItem, ItemLabel};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    base(&d, 6);
+    let out = tmp.path().join("out");
+    run_ok(&d, &out, &["--backend", "cpu"]);
+    let xml = tmp.path().join("cvat/annotations.xml");
+    std::fs::create_dir_all(xml.parent().unwrap()).unwrap();
+    let a = ["export", "cvat", out.to_str().unwrap(), "--out", xml.to_str().unwrap(), "--top", "3"];
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
+    let doc = triage::io::labelfile::cvat::parse(&xml, &std::fs::read(&xml).unwrap()).unwrap();
+    assert_eq!(doc.images.len(), 3);
+    let queue = read_queue(&out);
+    let by_id: std::collections::HashMap<String, PathBuf> = items(&d).into_iter().collect();
+    // The reviewer's file: images as exported, the second repainted class 3.
+    let reviewed: Vec<ExportItem> = doc
+        .images
+        .iter()
+        .enumerate()
+        .map(|(t, img)| {
+            let id = queue[t]["id"].as_str().unwrap();
+            assert!(img.file_name.ends_with(&format!("{id}.png")), "images in queue order");
+            let m = if t == 1 { vec![3u16; H * W] } else { read_png(&by_id[id]) };
+            ExportItem {
+                id: id.into(),
+                image: img.file_name.clone(),
+                height: H,
+                width: W,
+                rank: t + 1,
+                priority: 0.0,
+                reasons: vec![],
+                current: Some(ItemLabel::Mask(m.clone())),
+                predicted: ItemLabel::Mask(m),
+            }
+        })
+        .collect();
+    let back = tmp.path().join("cvat/reviewed.xml");
+    std::fs::write(&back, triage::io::labelfile::cvat::write(&meta(), &reviewed).unwrap()).unwrap();
+    let a = ["review-import", d.to_str().unwrap(), back.to_str().unwrap()];
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 confirmed, 1 relabelled"), "{}", describe(&a, &o));
+    let text = std::fs::read_to_string(d.join("reviews.jsonl")).unwrap();
+    let errors: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["decision"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["id"], queue[1]["id"]);
+    assert_eq!(errors[0]["corrected_mask"]["rle"].as_object().unwrap().keys().collect::<Vec<_>>(), ["nucleus"]);
+}
