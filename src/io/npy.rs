@@ -592,7 +592,8 @@ impl NpyArray {
         buf: &mut ProbBuf,
     ) -> Result<()> {
         let block = c.saturating_mul(hw);
-        if count > 0 && (block == 0 || start % block != 0 || count % block != 0) {
+        if count > 0 && (block == 0 || !start.is_multiple_of(block) || !count.is_multiple_of(block))
+        {
             return Err(Error::Internal(format!(
                 "{}: elements {start}..{start}+{count} are not whole channels-last items of {c} x {hw}",
                 self.path.display()
