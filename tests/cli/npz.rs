@@ -406,6 +406,12 @@ fn bad_archives_exit_2_with_named_errors() {
         &format!("{npz}\nprobs_key = \"scores\""),
         &["probs.npz", "no array \"scores\"", "\"probs\""],
     );
+    // A key for a file that is no archive.
+    fails(
+        vec![("probs.npy", arr.clone())],
+        "probs = \"probs.npy\"\nprobs_key = \"probs\"",
+        &["triage.toml", "inputs.probs_key", "not one"],
+    );
     // Not a zip; a .npy named .npz.
     fails(
         vec![("probs.npz", arr.clone())],
