@@ -7,6 +7,12 @@
 //! needs 100 GB of RAM and no memory-mapped pages pile up. Every read is checked against the element
 //! count, which is checked against the file's size on open, so no
 //! allocation follows an unchecked number from the file.
+//!
+//! The same checks read a `.npy` lying inside a `.npz` archive
+//! ([`crate::io::npz`]): a stored member in place, at its offset in the
+//! archive, against the member's size; a deflated one from its inflated
+//! bytes. Segmentation items saved channels-last are handed out
+//! transposed ([`NpyArray::set_channels_last`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -52,8 +52,24 @@ pub fn is_npz(path: &Path) -> bool {
 /// `embeddings` files: a `.npy` file ([`NpyArray::open`]), or in a `.npz`
 /// archive the member `probs_key` (default [`DEFAULT_PROBS_KEY`]) for the
 /// probabilities, the archive's only array for the others.
+///
+/// A `probs_key` beside probabilities that are not a `.npz` is an error
+/// (it would be silently ignored).
 pub fn open_input(cfg: &DatasetConfig, path: &Path) -> Result<NpyArray> {
     if !is_npz(path) {
+        if let Some(key) = &cfg.probs_key
+            && path == cfg.probs
+        {
+            return Err(Error::input(
+                cfg.dir.join(crate::config::MANIFEST),
+                format!(
+                    "probs_key = {key:?} names an array of a .npz archive, but probs ({}) is not \
+                     one; remove probs_key, or name the .npz file",
+                    path.display()
+                ),
+            )
+            .field("inputs.probs_key"));
+        }
         return NpyArray::open(path);
     }
     let key = (path == cfg.probs).then(|| cfg.probs_key.as_deref().unwrap_or(DEFAULT_PROBS_KEY));

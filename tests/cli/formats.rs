@@ -669,7 +669,11 @@ fn classification_tags_in_every_format_give_the_same_queue() {
     }
     std::fs::write(plain.join("items.csv"), csv).unwrap();
     let head = "task = \"classification\"\nclasses = [\"a\", \"b\", \"c\"]\n[inputs]\nprobs = \"probs.npy\"\n";
-    std::fs::write(plain.join("triage.toml"), format!("{head}items = \"items.csv\"\n")).unwrap();
+    std::fs::write(
+        plain.join("triage.toml"),
+        format!("{head}items = \"items.csv\"\n"),
+    )
+    .unwrap();
     let out = tmp.path().join("out-plain");
     run_ok(&plain, &out, &["--backend", "cpu"]);
     let want: Vec<Value> = read_queue(&out);
@@ -689,7 +693,12 @@ fn classification_tags_in_every_format_give_the_same_queue() {
         "categories": [{"id": 3, "name": "a"}, {"id": 5, "name": "b"}, {"id": 9, "name": "c"}],
         "annotations": labels.iter().enumerate().map(|(i, &l)| json!({"id": i + 1, "image_id": i, "category_id": cat_ids[l as usize]})).collect::<Vec<_>>(),
     });
-    let coco = with("coco", "coco", "instances.json", coco.to_string().into_bytes());
+    let coco = with(
+        "coco",
+        "coco",
+        "instances.json",
+        coco.to_string().into_bytes(),
+    );
     let meta = ExportMeta {
         task: triage::config::Task::Classification,
         class_names: names.iter().map(|s| s.to_string()).collect(),
@@ -711,7 +720,12 @@ fn classification_tags_in_every_format_give_the_same_queue() {
             predicted: ItemLabel::Class(l),
         })
         .collect();
-    let cvat = with("cvat", "cvat", "annotations.xml", triage::io::labelfile::cvat::write(&meta, &items).unwrap());
+    let cvat = with(
+        "cvat",
+        "cvat",
+        "annotations.xml",
+        triage::io::labelfile::cvat::write(&meta, &items).unwrap(),
+    );
     let ls = with(
         "ls",
         "labelstudio",
@@ -721,7 +735,11 @@ fn classification_tags_in_every_format_give_the_same_queue() {
     for (name, d) in [("coco", coco), ("cvat", cvat), ("labelstudio", ls)] {
         let out = tmp.path().join(format!("out-{name}"));
         run_ok(&d, &out, &["--backend", "cpu"]);
-        assert_eq!(read_queue(&out), want, "{name}: the queue differs from items.csv's labels'");
+        assert_eq!(
+            read_queue(&out),
+            want,
+            "{name}: the queue differs from items.csv's labels'"
+        );
     }
 }
 
@@ -734,7 +752,13 @@ fn annotators_in_a_coco_file_feed_the_agreement_stage_as_annotations_csv_does() 
     // Annotator "ann" labels item i as i % 3; "bob" agrees except on every
     // fifth item, where he says (i + 1) % 3.
     let ann = |i: usize| i % 3;
-    let bob = |i: usize| if i % 5 == 0 { (i + 1) % 3 } else { i % 3 };
+    let bob = |i: usize| {
+        if i.is_multiple_of(5) {
+            (i + 1) % 3
+        } else {
+            i % 3
+        }
+    };
     let probs: Vec<f32> = (0..n)
         .flat_map(|i| {
             let mut p = [0.2f32, 0.2, 0.2];
@@ -764,8 +788,12 @@ fn annotators_in_a_coco_file_feed_the_agreement_stage_as_annotations_csv_does() 
     write_f32(&coco_d.join("probs.npy"), &[n, 3], &probs);
     let mut annotations = vec![];
     for i in 0..n {
-        annotations.push(json!({"id": 2 * i + 1, "image_id": i, "category_id": ann(i), "annotator": "ann"}));
-        annotations.push(json!({"id": 2 * i + 2, "image_id": i, "category_id": bob(i), "annotator": "bob"}));
+        annotations.push(
+            json!({"id": 2 * i + 1, "image_id": i, "category_id": ann(i), "annotator": "ann"}),
+        );
+        annotations.push(
+            json!({"id": 2 * i + 2, "image_id": i, "category_id": bob(i), "annotator": "bob"}),
+        );
     }
     let doc = json!({
         "images": (0..n).map(|i| json!({"id": i, "file_name": format!("img{i}.png"), "height": 1, "width": 1})).collect::<Vec<_>>(),
@@ -773,12 +801,19 @@ fn annotators_in_a_coco_file_feed_the_agreement_stage_as_annotations_csv_does() 
         "annotations": annotations,
     });
     std::fs::write(coco_d.join("instances.json"), doc.to_string()).unwrap();
-    std::fs::write(coco_d.join("triage.toml"), format!("{head}coco = \"instances.json\"\n")).unwrap();
+    std::fs::write(
+        coco_d.join("triage.toml"),
+        format!("{head}coco = \"instances.json\"\n"),
+    )
+    .unwrap();
     let (a, b) = (tmp.path().join("out-csv"), tmp.path().join("out-coco"));
     run_ok(&csv_d, &a, &["--backend", "cpu"]);
     run_ok(&coco_d, &b, &["--backend", "cpu"]);
     let (ra, rb) = (read_report(&a), read_report(&b));
-    assert!(ra["agreement"].is_object(), "annotations.csv gives an agreement section");
+    assert!(
+        ra["agreement"].is_object(),
+        "annotations.csv gives an agreement section"
+    );
     assert_eq!(rb["agreement"], ra["agreement"]);
     assert_eq!(read_queue(&b), read_queue(&a));
 }
@@ -790,7 +825,10 @@ fn a_labels_file_with_per_item_probabilities() {
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("png");
     base(&png, 4);
-    let masks: Vec<(String, Vec<u16>)> = items(&png).iter().map(|(id, p)| (id.clone(), read_png(p))).collect();
+    let masks: Vec<(String, Vec<u16>)> = items(&png)
+        .iter()
+        .map(|(id, p)| (id.clone(), read_png(p)))
+        .collect();
     let out_png = tmp.path().join("out-png");
     run_ok(&png, &out_png, &["--backend", "cpu"]);
     // Split probs.npy (float16 (N, C, H, W)) into one file per item.
@@ -799,10 +837,22 @@ fn a_labels_file_with_per_item_probabilities() {
     let bytes = std::fs::read(png.join("probs.npy")).unwrap();
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10;
     let header = String::from_utf8_lossy(&bytes[10..header_len]).to_string();
-    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap().to_string();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
     let per = bytes[header_len..].len() / masks.len();
     for (i, (id, _)) in masks.iter().enumerate() {
-        write_npy_raw(&d.join(format!("probs/{id}.npy")), &descr, &[4, H, W], &bytes[header_len + i * per..header_len + (i + 1) * per]);
+        write_npy_raw(
+            &d.join(format!("probs/{id}.npy")),
+            &descr,
+            &[4, H, W],
+            &bytes[header_len + i * per..header_len + (i + 1) * per],
+        );
     }
     write_coco(&d.join("instances.json"), &masks);
     std::fs::copy(png.join("embeddings.npy"), d.join("embeddings.npy")).unwrap();
@@ -828,7 +878,15 @@ fn cvat_round_trip_export_review_import() {
     run_ok(&d, &out, &["--backend", "cpu"]);
     let xml = tmp.path().join("cvat/annotations.xml");
     std::fs::create_dir_all(xml.parent().unwrap()).unwrap();
-    let a = ["export", "cvat", out.to_str().unwrap(), "--out", xml.to_str().unwrap(), "--top", "3"];
+    let a = [
+        "export",
+        "cvat",
+        out.to_str().unwrap(),
+        "--out",
+        xml.to_str().unwrap(),
+        "--top",
+        "3",
+    ];
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
     let doc = triage::io::labelfile::cvat::parse(&xml, &std::fs::read(&xml).unwrap()).unwrap();
@@ -842,8 +900,15 @@ fn cvat_round_trip_export_review_import() {
         .enumerate()
         .map(|(t, img)| {
             let id = queue[t]["id"].as_str().unwrap();
-            assert!(img.file_name.ends_with(&format!("{id}.png")), "images in queue order");
-            let m = if t == 1 { vec![3u16; H * W] } else { read_png(&by_id[id]) };
+            assert!(
+                img.file_name.ends_with(&format!("{id}.png")),
+                "images in queue order"
+            );
+            let m = if t == 1 {
+                vec![3u16; H * W]
+            } else {
+                read_png(&by_id[id])
+            };
             ExportItem {
                 id: id.into(),
                 image: img.file_name.clone(),
@@ -858,11 +923,19 @@ fn cvat_round_trip_export_review_import() {
         })
         .collect();
     let back = tmp.path().join("cvat/reviewed.xml");
-    std::fs::write(&back, triage::io::labelfile::cvat::write(&meta(), &reviewed).unwrap()).unwrap();
+    std::fs::write(
+        &back,
+        triage::io::labelfile::cvat::write(&meta(), &reviewed).unwrap(),
+    )
+    .unwrap();
     let a = ["review-import", d.to_str().unwrap(), back.to_str().unwrap()];
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("2 confirmed, 1 relabelled"), "{}", describe(&a, &o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("2 confirmed, 1 relabelled"),
+        "{}",
+        describe(&a, &o)
+    );
     let text = std::fs::read_to_string(d.join("reviews.jsonl")).unwrap();
     let errors: Vec<Value> = text
         .lines()
@@ -871,5 +944,12 @@ fn cvat_round_trip_export_review_import() {
         .collect();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["id"], queue[1]["id"]);
-    assert_eq!(errors[0]["corrected_mask"]["rle"].as_object().unwrap().keys().collect::<Vec<_>>(), ["nucleus"]);
+    assert_eq!(
+        errors[0]["corrected_mask"]["rle"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["nucleus"]
+    );
 }

@@ -4,7 +4,8 @@
 //! `(N, C, H, W)` (the reference), channels-last `(N, H, W, C)`, in `.npz`
 //! archives stored (`np.savez`) and deflated (`np.savez_compressed`), and
 //! as per-item files, in float32, float16 and float64; every run's
-//! `queue.jsonl` and `queue.csv` must be byte-identical to the reference's.
+//! `queue.jsonl` and `queue.csv` (and a segmentation run's overlays) must be
+//! byte-identical to the reference's.
 //! With `TRIAGE_REF_PYTHON`, numpy itself writes the archives too. Bad
 //! archives and layouts exit 2 with a named error and no output.
 
@@ -107,28 +108,43 @@ fn seg_dataset(d: &Path, probs: &str) {
 }
 
 /// `queue.jsonl` and `queue.csv` of a run on `d`.
-fn queue_of(d: &Path) -> (Vec<u8>, Vec<u8>) {
+fn queue_of(d: &Path) -> Queue {
     let out = d.join("out");
     run_ok(d, &out, &["--backend", "cpu", "--budget", "3"]);
+    let mut overlays: Vec<(String, Vec<u8>)> = std::fs::read_dir(out.join("overlays"))
+        .map(|d| {
+            d.map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    overlays.sort();
     let q = (
         std::fs::read(out.join("queue.jsonl")).unwrap(),
         std::fs::read(out.join("queue.csv")).unwrap(),
+        overlays,
     );
     assert!(!q.0.is_empty());
     q
 }
 
-/// A variant: a name, the files it writes into the dataset directory (name,
-/// bytes) and its `[inputs]` probs lines.
-type Variant<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, &'a str);
+/// Files to write into a dataset directory: (relative path, bytes).
+type Files<'a> = Vec<(&'a str, Vec<u8>)>;
 
-/// The first variant's name and its (queue, report) bytes.
-type Outputs = (String, (Vec<u8>, Vec<u8>));
+/// A run's `queue.jsonl`, `queue.csv` and overlays (segmentation: the
+/// prediction drawn over the mask, `overlays/<id>.png`).
+type Queue = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
 
-/// Runs each variant and insists every queue is the first's.
-fn same_queues(variants: Vec<Variant<'_>>) {
+/// Runs each variant (a name, what it writes into the dataset directory and
+/// its `[inputs]` probs lines) and insists every queue is the first's.
+fn same_queues(variants: Vec<(&str, Files<'_>, &str)>) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut first: Option<Outputs> = None;
+    let mut first: Option<(String, Queue)> = None;
     for (name, files, probs) in variants {
         let d = tmp.path().join(name);
         seg_dataset(&d, probs);
@@ -148,6 +164,8 @@ fn same_queues(variants: Vec<Variant<'_>>) {
                     String::from_utf8_lossy(&want.0)
                 );
                 assert!(q.1 == want.1, "{name}: queue.csv differs from {f}'s");
+                assert!(!q.2.is_empty(), "{name}: no overlays");
+                assert!(q.2 == want.2, "{name}: the overlays differ from {f}'s");
             }
         }
     }
@@ -162,7 +180,7 @@ fn seg_variants(descr: &str) {
     let nchw_npy = npy(descr, &[N, C, H, W], &p);
     let nhwc_npy = npy(descr, &[N, H, W, C], &nhwc);
     let other = npy("<f4", &[2], &[1.0, 2.0]);
-    let per_item = |v: &[f64], shape: [usize; 3]| -> Vec<(&'static str, Vec<u8>)> {
+    let per_item = |v: &[f64], shape: [usize; 3]| -> Files<'static> {
         let k = C * H * W;
         let names = [
             "dir/a.npy",
@@ -343,7 +361,7 @@ fn numpy_written_archives_give_the_same_queue() {
 
 /// A run on a dataset whose probabilities are `files` fails: exit 2, every
 /// `needles` on stderr, no panic, no output.
-fn fails(files: Vec<(&str, Vec<u8>)>, probs: &str, needles: &[&str]) {
+fn fails(files: Files<'_>, probs: &str, needles: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     seg_dataset(d, probs);
@@ -387,6 +405,12 @@ fn bad_archives_exit_2_with_named_errors() {
         vec![("probs.npz", zip_of(&[("probs.npy", &arr)], Stored))],
         &format!("{npz}\nprobs_key = \"scores\""),
         &["probs.npz", "no array \"scores\"", "\"probs\""],
+    );
+    // A key for a file that is no archive.
+    fails(
+        vec![("probs.npy", arr.clone())],
+        "probs = \"probs.npy\"\nprobs_key = \"probs\"",
+        &["triage.toml", "inputs.probs_key", "not one"],
     );
     // Not a zip; a .npy named .npz.
     fails(
@@ -456,7 +480,7 @@ fn the_wrong_layout_names_the_fix() {
     );
     // The same per item.
     let k = C * H * W;
-    let files = |shape: [usize; 3], v: &[f64]| -> Vec<(&'static str, Vec<u8>)> {
+    let files = |shape: [usize; 3], v: &[f64]| -> Files<'static> {
         let names = [
             "dir/a.npy",
             "dir/b.npy",
