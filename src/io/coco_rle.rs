@@ -300,9 +300,11 @@ pub fn from_uncompressed(counts: &[u64], h: usize, w: usize) -> Result<Rle, Stri
 /// annotation). Parts outside the image are clipped; self-intersecting
 /// polygons follow pycocotools' even-odd crossing rule.
 ///
-/// Errors (where pycocotools would misbehave or read a polygon as a box): an
-/// empty list, a polygon with an odd number of coordinates or fewer than 3
-/// points, a non-finite coordinate or one beyond ±[`MAX_COORDINATE`], an
+/// Errors (where pycocotools would misbehave or read the list as boxes,
+/// [`boxes_to_polygons`]): an empty list, a polygon with an odd number of
+/// coordinates, a first polygon of fewer than 3 points or a later one of
+/// none (later ones of 1 or 2 points are walked as pycocotools does), a
+/// non-finite coordinate or one beyond ±[`MAX_COORDINATE`], an
 /// empty image (`h` or `w` is 0), `h · w` above [`MAX_PIXELS`], or edges
 /// longer in all than [`MAX_POLYGON_STEPS`] points.
 pub fn from_polygons(polys: &[Vec<f64>], h: usize, w: usize) -> Result<Rle, String> {
@@ -322,10 +324,14 @@ pub fn from_polygons(polys: &[Vec<f64>], h: usize, w: usize) -> Result<Rle, Stri
                 p.len()
             ));
         }
-        if p.len() < 6 {
+        // pycocotools reads a first polygon of at least 3 points (a first
+        // entry of 4 numbers makes the list boxes: [`boxes_to_polygons`]);
+        // later polygons may have 1 or 2 points.
+        if (i == 0 && p.len() < 6) || p.is_empty() {
             return Err(format!(
-                "polygon {i} has {} points, fewer than 3",
-                p.len() / 2
+                "polygon {i} has {} points, fewer than {}",
+                p.len() / 2,
+                if i == 0 { 3 } else { 1 }
             ));
         }
         if let Some(c) = p
@@ -363,6 +369,31 @@ pub fn from_polygons(polys: &[Vec<f64>], h: usize, w: usize) -> Result<Rle, Stri
         w,
         counts: merged,
     })
+}
+
+/// frPyObjects' reading of a list whose first entry has 4 numbers: boxes
+/// `[x, y, width, height]`, each made the polygon of its corners as
+/// `rleFrBbox` does (`[xs, ys, xs, ye, xe, ye, xe, ys]`), for
+/// [`from_polygons`]. `None` when the first entry has not 4 numbers (a
+/// list of polygons); `Err` when a later entry has not 4 either.
+pub fn boxes_to_polygons(entries: &[Vec<f64>]) -> Option<Result<Vec<Vec<f64>>, String>> {
+    if entries.first()?.len() != 4 {
+        return None;
+    }
+    if let Some(i) = entries.iter().position(|b| b.len() != 4) {
+        return Some(Err(format!(
+            "entry 0 has 4 numbers, so pycocotools reads the list as boxes \
+             [x, y, width, height], but entry {i} has {}",
+            entries[i].len()
+        )));
+    }
+    Some(Ok(entries
+        .iter()
+        .map(|b| {
+            let (xs, ys, xe, ye) = (b[0], b[1], b[0] + b[2], b[1] + b[3]);
+            vec![xs, ys, xs, ye, xe, ye, xe, ys]
+        })
+        .collect()))
 }
 
 /// `rleFrPoly` on points already scaled by 5 and rounded: the counts, which
@@ -654,6 +685,9 @@ mod tests {
         assert!(e(&[vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]).contains("odd"));
         assert!(e(&[vec![1.0, 2.0, 3.0, 4.0]]).contains("fewer than 3"));
         assert!(e(&[vec![]]).contains("fewer than 3"));
+        let square = vec![0.0, 0.0, 4.0, 0.0, 4.0, 4.0];
+        assert!(e(&[square.clone(), vec![]]).contains("polygon 1 has 0 points, fewer than 1"));
+        assert!(from_polygons(&[square, vec![1.0, 1.0, 3.0, 3.0]], 5, 5).is_ok());
         assert!(e(&[vec![1.0, 2.0, 3.0, f64::NAN, 5.0, 6.0]]).contains("finite"));
         assert!(e(&[vec![1.0, 2.0, 3.0, f64::INFINITY, 5.0, 6.0]]).contains("finite"));
         assert!(e(&[vec![1.0, 2.0, 3.0, 1e9, 5.0, 6.0]]).contains("finite"));
