@@ -31,6 +31,7 @@ LAYERS = [
     ["score"],
     ["queue", "report", "synth"],
     ["output"],
+    ["export"],
     ["pipeline"],
     ["cli"],
 ]

@@ -148,12 +148,10 @@ fn compare_item(
     dims: (usize, usize),
     backend: &dyn crate::backend::Backend,
 ) -> Result<SegItemPairs> {
-    use crate::io::annotations::Annotation;
     let (c, ign) = (cfg.num_classes(), cfg.ignore_index);
     let mut masks = Vec::new();
     for (a, x) in &ann.items[i] {
-        if let Annotation::Mask(path) = x {
-            let m = crate::io::mask::read_mask(path, &manifest.ids[i], dims, c, ign)?;
+        if let Some(m) = x.mask(cfg, i, &manifest.ids[i], dims)? {
             masks.push((*a, m));
         }
     }
@@ -307,10 +305,14 @@ pub fn apply_segmentation(
 /// an item with more than [`MAX_SEG_ANNOTATORS`] masks is an error naming
 /// it (checked here, before anything is scored).
 pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotations>> {
-    let Some(path) = &cfg.annotations else {
-        return Ok(None);
+    let ann = match &cfg.annotations {
+        Some(path) => crate::io::annotations::load(cfg, manifest, path)?,
+        None => match crate::io::annotations::from_label_set(cfg) {
+            Some(ann) => ann,
+            None => return Ok(None),
+        },
     };
-    let ann = crate::io::annotations::load(cfg, manifest, path)?;
+    let path = &ann.path;
     if cfg.task == crate::config::Task::Segmentation
         && let Some(i) = ann.items.iter().position(|v| v.len() > MAX_SEG_ANNOTATORS)
     {

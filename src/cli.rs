@@ -29,9 +29,15 @@ pub enum Command {
     Merge(MergeCmd),
     /// Write a synthetic dataset (segmentation or classification) with planted annotation errors.
     Synth(SynthArgs),
-    /// Import reviewers' decisions (CSV: id, decision, optional corrected_label)
-    /// into DATASET/reviews.jsonl.
+    /// Import reviewers' decisions into DATASET/reviews.jsonl: a CSV (id, decision,
+    /// optional corrected_label), a Label Studio JSON export or a CVAT XML export.
     ReviewImport(ReviewImportArgs),
+    /// Send a run's review queue to a reviewers' tool (Label Studio, CVAT), each item's
+    /// current annotation ready to correct.
+    Export(ExportCmd),
+    /// Write a new version of DATASET to --out with the reviewers' corrections
+    /// (DATASET/reviews.jsonl) in place; DATASET is only read.
+    Apply(ApplyArgs),
 }
 
 /// `triage review-import`.
@@ -39,8 +45,59 @@ pub enum Command {
 pub struct ReviewImportArgs {
     /// Dataset directory holding triage.toml; decisions go to DATASET/reviews.jsonl.
     pub dataset: PathBuf,
-    /// CSV with columns id, decision (error|ok|unsure) and optionally corrected_label.
+    /// A CSV with columns id, decision (error|ok|unsure) and optionally corrected_label;
+    /// or a Label Studio export (.json) or CVAT for images export (.xml) of the tasks
+    /// `triage export` wrote: an unchanged annotation is confirmed (ok), a changed one
+    /// relabelled (error, with the new label or mask).
     pub decisions: PathBuf,
+}
+
+/// `triage export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportCmd {
+    #[command(subcommand)]
+    pub tool: ExportTool,
+}
+
+/// The tools `triage export` writes for.
+#[derive(Debug, Subcommand)]
+pub enum ExportTool {
+    /// Label Studio tasks (JSON), with label_config.xml beside them.
+    Labelstudio(ExportArgs),
+    /// CVAT for images 1.1 annotations (XML).
+    Cvat(ExportArgs),
+}
+
+/// `triage export labelstudio|cvat`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The run's --out directory (queue.jsonl, report.json).
+    pub run_out: PathBuf,
+    /// The file to write (tasks.json, annotations.xml).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The dataset, when not the one the run's report.json names.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Prefix of the images' paths in the tasks: a URL or a directory.
+    #[arg(long, value_name = "URL_OR_DIR")]
+    pub images_root: Option<String>,
+    /// Only the first K items of the queue.
+    #[arg(long, value_name = "K")]
+    pub top: Option<usize>,
+    /// Also the items to label next (to_label.jsonl).
+    #[arg(long)]
+    pub to_label: bool,
+}
+
+/// `triage apply`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Dataset directory holding triage.toml and reviews.jsonl (only read).
+    pub dataset: PathBuf,
+    /// The new dataset's directory (new or empty).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `triage run`.
@@ -420,14 +477,46 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         }),
         Command::ReviewImport(args) => crate::queue::review::import(&args.dataset, &args.decisions)
             .map(|s| {
+                let tool = if s.confirmed + s.relabelled > 0 {
+                    format!(": {} confirmed, {} relabelled", s.confirmed, s.relabelled)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "triage: imported {} decisions ({} new); {} in {}",
+                    "triage: imported {} decisions ({} new{tool}); {} in {}",
                     s.imported,
                     s.new,
                     s.total,
                     s.file.display()
                 );
             }),
+        Command::Export(ExportCmd { tool }) => {
+            let (tool, a) = match tool {
+                ExportTool::Labelstudio(a) => (crate::export::Tool::LabelStudio, a),
+                ExportTool::Cvat(a) => (crate::export::Tool::Cvat, a),
+            };
+            crate::export::export(&crate::export::ExportOptions {
+                tool,
+                run_out: a.run_out,
+                out: a.out,
+                dataset: a.dataset,
+                images_root: a.images_root,
+                top: a.top,
+                to_label: a.to_label,
+            })
+            .map(|s| {
+                let files: Vec<String> = s.files.iter().map(|f| f.display().to_string()).collect();
+                eprintln!("triage: exported {} items to {}", s.items, files.join(" and "));
+            })
+        }
+        Command::Apply(a) => crate::export::apply(&a.dataset, &a.out).map(|s| {
+            eprintln!(
+                "triage: wrote {} items ({} corrected) to {}",
+                s.items,
+                s.corrected,
+                s.out.display()
+            );
+        }),
     };
     match result {
         Ok(()) => 0,

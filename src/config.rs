@@ -217,6 +217,10 @@ pub struct LabelsInput {
     /// True when `triage.toml` lists neither `classes` nor `num_classes`:
     /// the classes come from the file's categories.
     pub classes_from_file: bool,
+    /// True when `triage.toml` lists `classes` (categories match them by
+    /// name); false with `num_classes` alone (a category's id is its class
+    /// id) or no classes.
+    pub classes_named: bool,
 }
 
 /// The directories a dataset's paths may lead into: the dataset directory
@@ -664,6 +668,7 @@ impl DatasetConfig {
         }
         let classes_from_file =
             labels_named.is_some() && raw.num_classes.is_none() && raw.classes.is_none();
+        let classes_named = raw.classes.is_some();
         let class_names = match (raw.num_classes, raw.classes) {
             // Filled from the labels file's categories by
             // `io::labelfile::attach`.
@@ -811,6 +816,7 @@ impl DatasetConfig {
                 unlabeled: raw.inputs.unlabeled.unwrap_or_default(),
                 overlap: raw.inputs.overlap.unwrap_or_default(),
                 classes_from_file,
+                classes_named,
             });
             return Ok(cfg);
         }

@@ -19,6 +19,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fsx;
 pub mod index;
 pub mod io;

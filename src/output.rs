@@ -87,6 +87,7 @@ pub fn check_out(out: &Path, cfg: &DatasetConfig) -> Result<()> {
             cfg.labels.clone(),
             cfg.embeddings.clone(),
             cfg.annotations.clone(),
+            cfg.labels_file.as_ref().map(|l| l.path.clone()),
         ]
         .into_iter()
         .flatten()
@@ -275,7 +276,10 @@ fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
         .iter()
         .enumerate()
         .filter(|(_, name)| {
-            name.as_str() != "id" && !(cfg.task == Task::Classification && name.as_str() == "label")
+            name.as_str() != "id"
+                && !(cfg.task == Task::Classification && name.as_str() == "label")
+                // A labels file's `mask` column only points the readers at it.
+                && !(cfg.label_set.is_some() && name.as_str() == "mask")
         })
         .map(|(j, name)| {
             let key = if RESERVED.contains(&name.as_str()) {

@@ -160,7 +160,7 @@ pub struct RunSummary {
 /// partial ([`crate::partial`]) instead.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     opts.validate()?;
-    let cfg = DatasetConfig::load(&opts.dataset)?;
+    let cfg = crate::io::load_dataset(&opts.dataset)?;
     run_config(&cfg, opts)
 }
 
@@ -323,7 +323,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     };
     let h0 = first.header.clone();
     let first_path = first.path.clone();
-    let cfg = DatasetConfig::load(&h0.options.dataset)?;
+    let cfg = crate::io::load_dataset(&h0.options.dataset)?;
     prepare_out(opts, &cfg)?;
     let now = crate::partial::fingerprint(&cfg, &h0.options)?;
     check_partials(&opened)?;
@@ -657,7 +657,9 @@ fn lowest_agreement(
             masks: ann.items[index]
                 .iter()
                 .filter_map(|(a, x)| match x {
-                    Annotation::Mask(p) => Some((ann.annotators[*a as usize].clone(), p.clone())),
+                    Annotation::Mask(_) | Annotation::Given(_) => {
+                        Some((ann.annotators[*a as usize].clone(), x.clone()))
+                    }
                     Annotation::Label(_) => None,
                 })
                 .collect(),

@@ -31,7 +31,6 @@ use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::labels::class_labels;
 use crate::io::manifest::Manifest;
-use crate::io::mask::read_mask;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
@@ -200,6 +199,7 @@ fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
         }
     };
     let manifest = match (&cfg.items, crate::io::inputs::memory_manifest(cfg, n)) {
+        _ if cfg.label_set.is_some() => Manifest::of_dataset(cfg)?,
         (_, Some(m)) => m,
         (Some(p), None) => Manifest::load(p)?,
         (None, None) => Manifest::numbered(n),
@@ -208,12 +208,17 @@ fn open_rows(cfg: &DatasetConfig) -> Result<(NpyArray, Manifest)> {
         return Err(empty_dataset(cfg.items.as_deref().unwrap_or(&cfg.probs)));
     }
     if n != manifest.len() {
+        let items = match (&cfg.items, &cfg.label_set) {
+            (Some(p), _) => p.as_path(),
+            (None, Some(set)) => set.path.as_path(),
+            (None, None) => Path::new("?"),
+        };
         return Err(Error::input(
             &cfg.probs,
             format!(
                 "{n} rows of probabilities but {} items in {}",
                 manifest.len(),
-                cfg.items.as_deref().unwrap_or(Path::new("?")).display()
+                items.display()
             ),
         )
         .field("shape"));
@@ -553,7 +558,7 @@ impl SegReader<'_> {
         let lazy = self.planes.is_some();
         let (arr, _, h, w) = self.source.item(i, &self.manifest.ids[i])?;
         Ok(match arr.dtype {
-            Dtype::F16 | Dtype::F32 if lazy => 6 * h * w,
+            Dtype::F16 | Dtype::F32 if lazy && arr.has_planes() => 6 * h * w,
             dtype => c * h * w * dtype.size(),
         })
     }
@@ -688,11 +693,11 @@ impl SegReader<'_> {
             item.labels.clear();
             item.labels.resize(h * w, 0);
         } else {
-            item.labels = match crate::io::inputs::memory_mask(self.cfg, id, i, (h, w)) {
+            item.labels = match crate::io::inputs::given_mask(self.cfg, id, i, (h, w)) {
                 Some(m) => m?,
                 None => {
                     let mask_path = self.cfg.item_file(id, "mask", cell)?;
-                    read_mask(&mask_path, id, (h, w), c, self.cfg.ignore_index)?
+                    crate::io::mask::read_dataset_mask(self.cfg, &mask_path, id, (h, w))?
                 }
             };
         }
@@ -741,13 +746,10 @@ fn score_segmentation(
     let items_path = cfg
         .items
         .clone()
+        .or_else(|| cfg.label_set.as_ref().map(|s| s.path.clone()))
         .or_else(|| cfg.memory.as_ref().map(|_| cfg.probs.clone()))
         .ok_or_else(|| Error::Usage("segmentation needs an items CSV".into()))?;
-    let manifest = match cfg.memory.as_ref().map(|m| m.probs.shape()[0]) {
-        Some(n) => crate::io::inputs::memory_manifest(cfg, n)
-            .ok_or_else(|| Error::Internal("no in-memory items".into()))?,
-        None => Manifest::load(&items_path)?,
-    };
+    let manifest = Manifest::of_dataset(cfg)?;
     if manifest.is_empty() {
         return Err(empty_dataset(&items_path));
     }

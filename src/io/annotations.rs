@@ -29,6 +29,78 @@ pub enum Annotation {
     Label(u32),
     /// Segmentation: the mask file (resolved against the dataset).
     Mask(PathBuf),
+    /// Segmentation: annotation `k` of the item in the dataset's labels
+    /// file ([`crate::labelset::ItemLabels::annotations`]).
+    Given(usize),
+}
+
+impl Annotation {
+    /// Segmentation: item `index`'s (id `id`) map of this annotation,
+    /// `dims` = the probabilities' `(H, W)`; `None` for a class label.
+    pub fn mask(
+        &self,
+        cfg: &DatasetConfig,
+        index: usize,
+        id: &str,
+        dims: (usize, usize),
+    ) -> Result<Option<Vec<u16>>> {
+        match self {
+            Annotation::Label(_) => Ok(None),
+            Annotation::Mask(path) => {
+                crate::io::mask::read_dataset_mask(cfg, path, id, dims).map(Some)
+            }
+            Annotation::Given(k) => {
+                let set = cfg
+                    .label_set
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("no labels file".into()))?;
+                let it = set
+                    .items
+                    .get(index)
+                    .ok_or_else(|| Error::Internal(format!("no item {index} in the labels file")))?;
+                crate::io::labelfile::paint(cfg, it, *k, id, dims).map(Some)
+            }
+        }
+    }
+}
+
+/// The annotations of a labels file that names at least two annotators
+/// ([`crate::io::labelfile::attach`]): each item's annotation by each
+/// annotator (classification: those with a tag), as `annotations.csv`
+/// would give them. `None` when the dataset has no labels file or it
+/// names fewer than two annotators.
+pub fn from_label_set(cfg: &DatasetConfig) -> Option<Annotations> {
+    let set = cfg.label_set.as_ref()?;
+    if set.annotators.len() < 2 {
+        return None;
+    }
+    let items = set
+        .items
+        .iter()
+        .map(|it| {
+            let mut v: Vec<(u32, Annotation)> = it
+                .annotations
+                .iter()
+                .enumerate()
+                .filter_map(|(k, a)| {
+                    let who = a.annotator?;
+                    match cfg.task {
+                        Task::Classification => a.label.map(|c| (who, Annotation::Label(c))),
+                        Task::Segmentation => Some((who, Annotation::Given(k))),
+                    }
+                })
+                .collect();
+            v.sort_by_key(|(a, _)| *a);
+            // One annotation per annotator: the first of each.
+            v.dedup_by_key(|(a, _)| *a);
+            v
+        })
+        .collect();
+    Some(Annotations {
+        path: set.path.clone(),
+        annotators: set.annotators.clone(),
+        items,
+    })
 }
 
 /// The annotations of a dataset, by item.
@@ -48,7 +120,7 @@ impl Annotations {
     pub fn labels(&self, i: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.items[i].iter().filter_map(|(a, x)| match x {
             Annotation::Label(c) => Some((*a, *c)),
-            Annotation::Mask(_) => None,
+            Annotation::Mask(_) | Annotation::Given(_) => None,
         })
     }
 

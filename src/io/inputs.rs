@@ -23,11 +23,12 @@ pub const MASKS: &str = "masks";
 pub const EMBEDDINGS: &str = "embeddings";
 
 /// Open the array `path` of `cfg` (one of its `probs`, `labels`,
-/// `embeddings` paths): the `.npy` file, or for an in-memory dataset the
-/// array given under that name.
+/// `embeddings` paths): the `.npy` file or `.npz` member
+/// ([`crate::io::npz::open_input`]), or for an in-memory dataset the array
+/// given under that name.
 pub fn open(cfg: &DatasetConfig, path: &Path) -> Result<NpyArray> {
     let Some(mem) = &cfg.memory else {
-        return NpyArray::open(path);
+        return crate::io::npz::open_input(cfg, path);
     };
     let source = match path.to_str() {
         Some(PROBS) => Some(&mem.probs),
@@ -92,6 +93,20 @@ pub fn memory_files(cfg: &DatasetConfig) -> Vec<std::path::PathBuf> {
         ArraySource::Memory(_) => None,
     })
     .collect()
+}
+
+/// Item `index`'s label map when it is not a mask file: painted from the
+/// dataset's labels file ([`crate::io::labelfile::mask`]), or an
+/// in-memory dataset's `masks` row ([`memory_mask`]). `None` when the
+/// item's `mask` cell names a PNG.
+pub fn given_mask(
+    cfg: &DatasetConfig,
+    id: &str,
+    index: usize,
+    expect: (usize, usize),
+) -> Option<Result<Vec<u16>>> {
+    crate::io::labelfile::mask(cfg, id, index, expect)
+        .or_else(|| memory_mask(cfg, id, index, expect))
 }
 
 /// Item `index`'s label map of an in-memory dataset (`masks`, `(N, H, W)`

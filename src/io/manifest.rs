@@ -23,6 +23,9 @@ impl Manifest {
     /// For the commands that score nothing (`triage merge`,
     /// `triage review-import`).
     pub fn of_dataset(cfg: &crate::config::DatasetConfig) -> Result<Manifest> {
+        if let Some(m) = crate::io::labelfile::manifest(cfg) {
+            return m;
+        }
         if let Some(m) = &cfg.memory {
             return crate::io::inputs::memory_manifest(cfg, m.probs.shape()[0])
                 .ok_or_else(|| Error::Internal("no in-memory items".into()));
@@ -30,7 +33,7 @@ impl Manifest {
         match (&cfg.items, cfg.task) {
             (Some(p), _) => Manifest::load(p),
             (None, crate::config::Task::Classification) => {
-                let probs = crate::io::npy::NpyArray::open(&cfg.probs)?;
+                let probs = crate::io::inputs::open(cfg, &cfg.probs)?;
                 Ok(Manifest::numbered(
                     probs.shape.first().copied().unwrap_or(0),
                 ))

@@ -39,6 +39,35 @@ pub fn read_mask(
     classes: usize,
     ignore_index: u16,
 ) -> Result<Vec<u16>> {
+    let values = decode(path, item, expect)?;
+    check_classes(&values, expect.1, classes, ignore_index, path, item)?;
+    Ok(values)
+}
+
+/// A dataset's mask file for item `item`, read as [`read_mask`] does, its
+/// raw values first mapped through the dataset's `label_map` when it has
+/// one (Cityscapes `labelIds` to train ids; values the table does not
+/// list become the ignore index).
+pub fn read_dataset_mask(
+    cfg: &crate::config::DatasetConfig,
+    path: &Path,
+    item: &str,
+    expect: (usize, usize),
+) -> Result<Vec<u16>> {
+    let Some(map) = &cfg.label_map else {
+        return read_mask(path, item, expect, cfg.num_classes(), cfg.ignore_index);
+    };
+    let mut values = decode(path, item, expect)?;
+    for v in &mut values {
+        // The table has an entry for every 16-bit value.
+        *v = map.get(*v as usize).copied().unwrap_or(cfg.ignore_index);
+    }
+    Ok(values)
+}
+
+/// The raw values of a mask PNG, checked to be `expect` = `(H, W)` in
+/// size, not yet checked as classes.
+fn decode(path: &Path, item: &str, expect: (usize, usize)) -> Result<Vec<u16>> {
     let named = |msg: String| Error::input(path, msg).item(item).field("mask");
     let file = crate::fsx::open_input(path).map_err(|e| e.item(item).field("mask"))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -125,7 +154,6 @@ pub fn read_mask(
             values.len()
         )));
     }
-    check_classes(&values, w, classes, ignore_index, path, item)?;
     Ok(values)
 }
 

@@ -9,7 +9,6 @@
 //! allocation follows an unchecked number from the file.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,34 +196,35 @@ fn parse_header(text: &[u8]) -> std::result::Result<Header, String> {
     }
 }
 
-/// Where an array's bytes lie: a file, or memory.
+/// Where an array's bytes lie: a file, memory given by the caller, or
+/// bytes this reader holds (a deflated `.npz` member, inflated).
 #[derive(Debug)]
-enum Store {
+pub(crate) enum Store {
     File(File),
     Memory(MemArray),
+    Bytes(Vec<u8>),
 }
 
 impl Store {
     /// Fill `out` with the bytes from byte `at` on (positioned: any thread).
     fn read_exact_at(&self, out: &mut [u8], at: u64) -> std::io::Result<()> {
-        match self {
-            Store::File(f) => read_exact_at(f, out, at),
-            Store::Memory(m) => {
-                let bytes = m.bytes();
-                let range = usize::try_from(at)
-                    .ok()
-                    .and_then(|a| Some(a..a.checked_add(out.len())?))
-                    .filter(|r| r.end <= bytes.len())
-                    .ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "read past the end of the array",
-                        )
-                    })?;
-                out.copy_from_slice(&bytes[range]);
-                Ok(())
-            }
-        }
+        let bytes = match self {
+            Store::File(f) => return read_exact_at(f, out, at),
+            Store::Memory(m) => m.bytes(),
+            Store::Bytes(b) => b.as_slice(),
+        };
+        let range = usize::try_from(at)
+            .ok()
+            .and_then(|a| Some(a..a.checked_add(out.len())?))
+            .filter(|r| r.end <= bytes.len())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the end of the array",
+                )
+            })?;
+        out.copy_from_slice(&bytes[range]);
+        Ok(())
     }
 }
 
@@ -242,6 +242,11 @@ pub struct NpyArray {
     data_offset: u64,
     /// The bytes, shared with the [`NpyPlanes`] handed out.
     store: Arc<Store>,
+    /// `Some((c, hw))`: the array holds items of `c` classes and `hw`
+    /// pixels stored channels-last, `(H, W, C)` each, which
+    /// [`NpyArray::read_probs_into`] hands out as `(C, H, W)`
+    /// ([`NpyArray::set_channels_last`]).
+    channels_last: Option<(usize, usize)>,
 }
 
 impl NpyArray {
@@ -255,15 +260,45 @@ impl NpyArray {
     /// computed with checked arithmetic (every partial product of the
     /// dimensions fits 64 bits), and the data must fit the file.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = crate::fsx::open_input(path)?;
+        let file = crate::fsx::open_input(path)?;
         let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let bad = |msg: String| Error::input(path, format!("not a valid .npy file ({msg})"));
+        Self::parse_in(path, Store::File(file), 0, file_len, None)
+    }
+
+    /// The `.npy` bytes lying at `base..base + avail` of `store` (a whole
+    /// file, or a member of a `.npz` archive named `member`, which errors
+    /// then name beside `path`): the checks of [`NpyArray::open`], against
+    /// `avail` bytes instead of the file's size.
+    pub(crate) fn parse_in(
+        path: &Path,
+        store: Store,
+        base: u64,
+        avail: u64,
+        member: Option<&str>,
+    ) -> Result<Self> {
+        let (what, holder) = match member {
+            Some(m) => (
+                format!("the member {m} is not a valid .npy file"),
+                format!("the member {m}"),
+            ),
+            None => ("not a valid .npy file".to_string(), "the file".to_string()),
+        };
+        let bad = |msg: String| Error::input(path, format!("{what} ({msg})"));
+        let read = |out: &mut [u8], at: u64| {
+            store
+                .read_exact_at(out, base + at)
+                .map_err(|e| Error::io(path, e))
+        };
         let mut pre = [0u8; 12];
-        let head = pre.len().min(file_len as usize);
-        file.read_exact(&mut pre[..head])
-            .map_err(|e| Error::io(path, e))?;
+        let head = avail.min(pre.len() as u64) as usize;
+        read(&mut pre[..head], 0)?;
         if head < 10 || &pre[..6] != b"\x93NUMPY" {
-            return Err(bad("magic not found".into()));
+            let zip = if member.is_none() && pre.starts_with(b"PK\x03\x04") {
+                ": it is a zip archive; name a .npz file so (probs = \"x.npz\")"
+            } else {
+                ""
+            };
+            return Err(bad(format!("magic not found{zip}")));
         }
         let pre_len: usize = match (pre[6], pre[7]) {
             (1, 0) => 10,
@@ -287,18 +322,15 @@ impl NpyArray {
             )));
         }
         let data_offset = pre_len as u64 + header_len;
-        if data_offset > file_len {
+        if data_offset > avail {
             return Err(bad(format!(
-                "the header length field says {header_len} bytes but the file has {file_len} bytes"
+                "the header length field says {header_len} bytes but {holder} has {avail} bytes"
             )));
         }
         // Bounded by MAX_HEADER_BYTES and by the file's size, checked above.
-        let mut text = vec![0u8; data_offset as usize];
-        text[..pre_len].copy_from_slice(&pre[..pre_len]);
-        file.seek(SeekFrom::Start(pre_len as u64))
-            .and_then(|_| file.read_exact(&mut text[pre_len..]))
-            .map_err(|e| Error::io(path, e))?;
-        let header = parse_header(&text[pre_len..]).map_err(bad)?;
+        let mut text = vec![0u8; header_len as usize];
+        read(&mut text, pre_len as u64)?;
+        let header = parse_header(&text).map_err(bad)?;
         let dtype = Dtype::from_numpy(&header.descr).map_err(|msg| {
             Error::input(
                 path,
@@ -339,12 +371,12 @@ impl NpyArray {
             .field("shape")
         })?;
         let need = data_offset.checked_add(bytes);
-        if need.is_none_or(|need| file_len < need) {
+        if need.is_none_or(|need| avail < need) {
             let need = need.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
             return Err(Error::input(
                 path,
                 format!(
-                    "truncated: the header promises shape {shape:?} ({need} bytes in all) but the file has {file_len} bytes"
+                    "truncated: the header promises shape {shape:?} ({need} bytes in all) but {holder} has {avail} bytes"
                 ),
             ));
         }
@@ -353,8 +385,9 @@ impl NpyArray {
             dtype,
             shape,
             len,
-            data_offset,
-            store: Arc::new(Store::File(file)),
+            data_offset: base + data_offset,
+            store: Arc::new(store),
+            channels_last: None,
         })
     }
 
@@ -375,6 +408,7 @@ impl NpyArray {
                 len,
                 data_offset: 0,
                 store: Arc::new(Store::Memory(m.clone())),
+                channels_last: None,
             }),
             ArraySource::File {
                 path,
@@ -400,6 +434,7 @@ impl NpyArray {
                     len,
                     data_offset: *offset,
                     store: Arc::new(Store::File(file)),
+                    channels_last: None,
                 })
             }
         }
@@ -407,10 +442,11 @@ impl NpyArray {
 
     /// The float16 or float32 values from element `start` on, left in the
     /// file for positioned reads from any thread ([`PlaneSource`]); each
-    /// read adds its time (nanoseconds) to `clock`. `None` for other dtypes
-    /// (float64 is converted on a normal read).
+    /// read adds its time (nanoseconds) to `clock`. `None` when
+    /// [`NpyArray::has_planes`] is false (float64 is converted, and
+    /// channels-last items transposed, on a normal read).
     pub fn planes(&mut self, start: usize, clock: &Arc<AtomicU64>) -> Result<Option<NpyPlanes>> {
-        if !matches!(self.dtype, Dtype::F16 | Dtype::F32) {
+        if !self.has_planes() {
             return Ok(None);
         }
         let (offset, _) = self.span(start, 0)?;
@@ -421,6 +457,23 @@ impl NpyArray {
             f16: self.dtype == Dtype::F16,
             clock: Arc::clone(clock),
         }))
+    }
+
+    /// True when [`NpyArray::planes`] leaves the values where they lie:
+    /// float16 or float32, stored in the order they are read (not
+    /// channels-last).
+    pub fn has_planes(&self) -> bool {
+        matches!(self.dtype, Dtype::F16 | Dtype::F32) && self.channels_last.is_none()
+    }
+
+    /// Read the array as items of `c` classes over `hw` pixels, each stored
+    /// channels-last, `(H, W, C)` (`probs_layout = "nhwc"`): from now on
+    /// [`NpyArray::read_probs_into`] (and `read_probs`) hand each item out
+    /// as `(C, H, W)`, and must be asked for whole items; [`NpyArray::planes`]
+    /// gives `None`. [`NpyArray::read_bytes`] still reads the bytes as
+    /// stored.
+    pub fn set_channels_last(&mut self, c: usize, hw: usize) {
+        self.channels_last = Some((c, hw));
     }
 
     /// Total number of elements.
@@ -468,8 +521,15 @@ impl NpyArray {
     /// typed buffer for float16 and float32 (no intermediate copy, no fresh
     /// pages once the buffer has grown), a conversion for float64 (rounded to
     /// float32). float16 stays float16 (raw bits), so a GPU reads it packed.
+    ///
+    /// Channels-last items ([`NpyArray::set_channels_last`]) are read in
+    /// pieces of whole pixels (about 1 MiB) and written out transposed,
+    /// `(C, H, W)`; `start` and `count` must then be whole items.
     pub fn read_probs_into(&mut self, start: usize, count: usize, buf: &mut ProbBuf) -> Result<()> {
         let (mut at, _) = self.span(start, count)?;
+        if let Some((c, hw)) = self.channels_last {
+            return self.read_channels_last(at, start, count, (c, hw), buf);
+        }
         match self.dtype {
             Dtype::F16 => {
                 let v = f16_vec(buf);
@@ -518,6 +578,60 @@ impl NpyArray {
             }
         }
         Ok(())
+    }
+
+    /// [`NpyArray::read_probs_into`] of whole channels-last items from byte
+    /// `at` (element `start`, `count` elements): each item's `(H, W, C)`
+    /// values, read a piece of whole pixels at a time, land at `k · hw + p`.
+    fn read_channels_last(
+        &self,
+        at: u64,
+        start: usize,
+        count: usize,
+        (c, hw): (usize, usize),
+        buf: &mut ProbBuf,
+    ) -> Result<()> {
+        let block = c.saturating_mul(hw);
+        if count > 0 && (block == 0 || start % block != 0 || count % block != 0) {
+            return Err(Error::Internal(format!(
+                "{}: elements {start}..{start}+{count} are not whole channels-last items of {c} x {hw}",
+                self.path.display()
+            )));
+        }
+        let (store, path, esize) = (&*self.store, &self.path, self.dtype.size());
+        match self.dtype {
+            Dtype::F16 => {
+                let v = f16_vec(buf);
+                v.clear();
+                v.resize(count, 0);
+                transpose_in(store, path, at, v, (c, hw, esize), |b| {
+                    u16::from_le_bytes([b[0], b[1]])
+                })
+            }
+            Dtype::F32 => {
+                let v = f32_vec(buf);
+                v.clear();
+                v.resize(count, 0.0);
+                transpose_in(store, path, at, v, (c, hw, esize), |b| {
+                    f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                })
+            }
+            Dtype::F64 => {
+                let v = f32_vec(buf);
+                v.clear();
+                v.resize(count, 0.0);
+                transpose_in(store, path, at, v, (c, hw, esize), |b| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    f64::from_le_bytes(a) as f32
+                })
+            }
+            Dtype::Int(_) | Dtype::Uint(_) => Err(Error::input(
+                &self.path,
+                "expected float16, float32 or float64 probabilities, found an integer dtype",
+            )
+            .field("dtype")),
+        }
     }
 
     /// Read `count` float elements from element `start`: float16 stays
@@ -627,6 +741,45 @@ impl NpyPlanes {
     }
 }
 
+/// Fill `out` (whole items of `c · hw` values) from the channels-last
+/// elements of `esize` bytes at byte `at` of `store`: item `b`'s value of
+/// pixel `p`, class `k`, stored at element `(b · hw + p) · c + k`, lands at
+/// `b · c · hw + k · hw + p`. Read in pieces of whole pixels (about 1 MiB)
+/// through one scratch buffer.
+fn transpose_in<T: Copy>(
+    store: &Store,
+    path: &Path,
+    mut at: u64,
+    out: &mut [T],
+    (c, hw, esize): (usize, usize, usize),
+    decode: impl Fn(&[u8]) -> T,
+) -> Result<()> {
+    let pixel = c * esize;
+    if out.is_empty() || pixel == 0 {
+        return Ok(());
+    }
+    let per_piece = ((1 << 20) / pixel).clamp(1, hw.max(1));
+    let mut scratch = vec![0u8; per_piece * pixel];
+    for item in out.chunks_exact_mut(c * hw) {
+        let mut p0 = 0;
+        while p0 < hw {
+            let n = per_piece.min(hw - p0);
+            let bytes = &mut scratch[..n * pixel];
+            store
+                .read_exact_at(bytes, at)
+                .map_err(|e| Error::io(path, e))?;
+            at += bytes.len() as u64;
+            for (j, px) in bytes.chunks_exact(pixel).enumerate() {
+                for (k, e) in px.chunks_exact(esize).enumerate() {
+                    item[k * hw + p0 + j] = decode(e);
+                }
+            }
+            p0 += n;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(unix)]
 fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, out, at)
@@ -634,6 +787,7 @@ fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn read_exact_at(file: &File, out: &mut [u8], at: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
     // No positioned reads here: seek and read a fresh handle (correct, slower).
     let mut f = file.try_clone()?;
     f.seek(SeekFrom::Start(at))?;
@@ -850,6 +1004,89 @@ mod tests {
         assert!(a.read_bytes(1, 2).is_err());
         assert!(a.read_bytes(usize::MAX, 2).is_err());
         assert!(a.read_probs(3, 0).is_err());
+    }
+
+    /// An `(n, h, w, c)` array's values, `v(b, p, k)` at pixel `p`, class `k`
+    /// of item `b`, in stored (channels-last) order.
+    fn nhwc(n: usize, hw: usize, c: usize, v: impl Fn(usize, usize, usize) -> f64) -> Vec<f64> {
+        let mut out = Vec::with_capacity(n * hw * c);
+        for b in 0..n {
+            for p in 0..hw {
+                for k in 0..c {
+                    out.push(v(b, p, k));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn channels_last_items_read_transposed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nhwc.npy");
+        // 2 items of 2 x 3 pixels, 2 classes: value 100 b + 10 k + p.
+        let v = nhwc(2, 6, 2, |b, p, k| (100 * b + 10 * k + p) as f64);
+        let want: Vec<f32> = (0..2)
+            .flat_map(|b| {
+                (0..2).flat_map(move |k| (0..6).map(move |p| (100 * b + 10 * k + p) as f32))
+            })
+            .collect();
+        type Enc = fn(f64) -> Vec<u8>;
+        let encodings: [(&str, Enc); 3] = [
+            ("<f4", |x| (x as f32).to_le_bytes().to_vec()),
+            ("<f8", |x| x.to_le_bytes().to_vec()),
+            ("<f2", |x| {
+                half::f16::from_f64(x).to_bits().to_le_bytes().to_vec()
+            }),
+        ];
+        for (descr, enc) in encodings {
+            let bytes: Vec<u8> = v.iter().flat_map(|&x| enc(x)).collect();
+            write_npy(&p, descr, "(2, 2, 3, 2)", &bytes);
+            let mut a = NpyArray::open(&p).unwrap();
+            assert!(a.has_planes() == (descr != "<f8"));
+            a.set_channels_last(2, 6);
+            assert!(!a.has_planes());
+            let clock = Arc::new(AtomicU64::new(0));
+            assert!(a.planes(0, &clock).unwrap().is_none());
+            let all = a.read_probs(0, 24).unwrap();
+            assert_eq!(
+                (0..24).map(|i| all.get(i)).collect::<Vec<_>>(),
+                want,
+                "{descr}"
+            );
+            assert_eq!(matches!(all, ProbBuf::F16(_)), descr == "<f2");
+            let second = a.read_probs(12, 12).unwrap();
+            assert_eq!(
+                (0..12).map(|i| second.get(i)).collect::<Vec<_>>(),
+                want[12..],
+                "{descr}"
+            );
+            // The bytes as stored, untouched.
+            assert_eq!(a.read_bytes(0, 24).unwrap(), bytes);
+            // Only whole items.
+            let e = a.read_probs(6, 12).unwrap_err().to_string();
+            assert!(e.contains("not whole channels-last items"), "{e}");
+            assert!(a.read_probs(0, 5).is_err());
+        }
+    }
+
+    #[test]
+    fn channels_last_items_larger_than_a_piece() {
+        // 3 classes over 200 000 pixels: three pieces of whole pixels.
+        let (hw, c) = (200_000usize, 3usize);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.npy");
+        let v = nhwc(1, hw, c, |_, p, k| ((p * 7 + k * 13) % 1000) as f64);
+        let bytes: Vec<u8> = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
+        write_npy(&p, "<f4", &format!("(1, 400, 500, {c})"), &bytes);
+        let mut a = NpyArray::open(&p).unwrap();
+        a.set_channels_last(c, hw);
+        let got = a.read_probs(0, c * hw).unwrap();
+        for k in 0..c {
+            for px in 0..hw {
+                assert_eq!(got.get(k * hw + px), ((px * 7 + k * 13) % 1000) as f32);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::backend::Backend;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::io::mask::read_mask;
+use crate::io::mask::read_dataset_mask;
 use crate::model::{ItemResult, NeighborRef};
 use crate::schema;
 
@@ -65,20 +65,13 @@ impl Oracle<'_> {
             return Ok(None);
         };
         let id = &self.manifest.ids[i];
-        if let Some(m) = crate::io::inputs::memory_mask(self.cfg, id, i, dims) {
+        if let Some(m) = crate::io::inputs::given_mask(self.cfg, id, i, dims) {
             return m.map(Some);
         }
         let path = self
             .cfg
             .item_file(id, "mask", self.manifest.rows[i][col].trim())?;
-        read_mask(
-            &path,
-            &self.manifest.ids[i],
-            dims,
-            self.cfg.num_classes(),
-            self.cfg.ignore_index,
-        )
-        .map(Some)
+        read_dataset_mask(self.cfg, &path, &self.manifest.ids[i], dims).map(Some)
     }
 }
 

@@ -31,6 +31,8 @@ use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::atomic::AtomicOutputs;
 use crate::io::manifest::Manifest;
+use crate::config::LabelFormat;
+use crate::io::labelfile::ItemLabel;
 use crate::io::npy::NpyArray;
 
 /// Name of the decisions file inside the dataset directory.
@@ -65,9 +67,88 @@ pub struct ReviewRecord {
     pub id: String,
     pub decision: Decision,
     pub corrected_label: Option<String>,
+    /// Segmentation: the reviewer's corrected mask (imported from Label
+    /// Studio or CVAT); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected_mask: Option<CorrectedMask>,
     pub probs_hash: String,
     pub annotation_hash: String,
     pub source: String,
+}
+
+/// A corrected label map in `reviews.jsonl`: `size` = `[H, W]`, and per
+/// value (a class name, or `"ignore"` for the ignore index) the COCO
+/// compressed RLE `counts` of its pixels ([`crate::io::coco_rle`], as
+/// pycocotools writes them). Every pixel has exactly one value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorrectedMask {
+    pub size: [usize; 2],
+    pub rle: std::collections::BTreeMap<String, String>,
+}
+
+/// The name of the ignore index in a [`CorrectedMask`].
+pub const IGNORE_NAME: &str = "ignore";
+
+impl CorrectedMask {
+    /// The map `map` (`h × w`, row-major; class ids or the ignore index).
+    pub fn from_map(cfg: &DatasetConfig, map: &[u16], h: usize, w: usize) -> Result<Self> {
+        let mut rle = std::collections::BTreeMap::new();
+        let mut present = vec![false; cfg.num_classes() + 1];
+        for &v in map {
+            let k = if v == cfg.ignore_index { cfg.num_classes() } else { v as usize };
+            if let Some(p) = present.get_mut(k) {
+                *p = true;
+            }
+        }
+        for (k, _) in present.iter().enumerate().filter(|(_, p)| **p) {
+            let (name, value) = match cfg.class_names.get(k) {
+                Some(n) => (n.clone(), k as u16),
+                None => (IGNORE_NAME.to_string(), cfg.ignore_index),
+            };
+            let bits: Vec<u8> = map.iter().map(|&v| u8::from(v == value)).collect();
+            let r = crate::io::coco_rle::encode(&bits, h, w).map_err(Error::Internal)?;
+            rle.insert(name, crate::io::coco_rle::to_string(&r));
+        }
+        Ok(CorrectedMask { size: [h, w], rle })
+    }
+
+    /// The map back, checked: known names, counts that decode to `H × W`,
+    /// every pixel covered once. Errors name `path` (the decisions file),
+    /// the item and the field.
+    pub fn to_map(&self, cfg: &DatasetConfig, path: &Path, id: &str) -> Result<Vec<u16>> {
+        let [h, w] = self.size;
+        let bad = |msg: String| Error::input(path, msg).item(id).field("corrected_mask");
+        let n = h
+            .checked_mul(w)
+            .filter(|&n| n <= crate::io::coco_rle::MAX_PIXELS)
+            .ok_or_else(|| bad(format!("size {h}x{w} is too large")))?;
+        let unset = u32::MAX;
+        let mut out = vec![unset; n];
+        for (name, counts) in &self.rle {
+            let value = if name == IGNORE_NAME {
+                cfg.ignore_index
+            } else {
+                cfg.class_names
+                    .iter()
+                    .position(|c| c == name)
+                    .ok_or_else(|| bad(format!("{name:?} is not a class")))? as u16
+            };
+            let r = crate::io::coco_rle::from_string(counts, h, w).map_err(&bad)?;
+            let bits = crate::io::coco_rle::decode(&r).map_err(&bad)?;
+            for (o, b) in out.iter_mut().zip(bits) {
+                if b != 0 {
+                    if *o != unset {
+                        return Err(bad(format!("{name:?} covers pixels another value covers")));
+                    }
+                    *o = u32::from(value);
+                }
+            }
+        }
+        if out.contains(&unset) {
+            return Err(bad("some pixels have no value".into()));
+        }
+        Ok(out.into_iter().map(|v| v as u16).collect())
+    }
 }
 
 /// Content hashes of one item.
@@ -145,6 +226,22 @@ impl<'a> ContentHasher<'a> {
             None => fnv_file(&self.cfg.item_probs(id)?)?,
         };
         let annotation = match (self.cfg.task, self.mask_col) {
+            (Task::Segmentation, Some(col)) if self.cfg.label_set.is_some() => {
+                // The map painted from the labels file, its values as
+                // 16-bit little-endian; unlabelled: no bytes.
+                let set = self.cfg.label_set.as_ref();
+                let dims = set
+                    .and_then(|s| s.items.get(index))
+                    .map_or((0, 0), |it| (it.height, it.width));
+                let _ = col;
+                match crate::io::labelfile::mask(self.cfg, id, index, dims) {
+                    Some(m) => {
+                        let bytes: Vec<u8> = m?.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        fnv(&bytes)
+                    }
+                    None => fnv(b""),
+                }
+            }
             (Task::Segmentation, Some(col)) => fnv_file(&self.cfg.item_file(
                 id,
                 "mask",
@@ -212,6 +309,10 @@ pub struct ImportSummary {
     pub new: usize,
     /// Decisions in the file afterwards.
     pub total: usize,
+    /// From a tool's export: items whose annotation came back as sent.
+    pub confirmed: usize,
+    /// From a tool's export: items whose annotation came back changed.
+    pub relabelled: usize,
     pub file: PathBuf,
 }
 
@@ -221,6 +322,7 @@ struct Row {
     index: usize,
     decision: Decision,
     corrected_label: Option<String>,
+    corrected_mask: Option<CorrectedMask>,
 }
 
 fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> Result<Vec<Row>> {
@@ -318,6 +420,7 @@ fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> 
             index: ix,
             decision,
             corrected_label,
+            corrected_mask: None,
         });
     }
     if rows.is_empty() {
@@ -345,12 +448,21 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
     }
 }
 
-/// Import `csv_path` into `dataset`'s decisions file. Nothing is written
-/// unless every row is valid.
-pub fn import(dataset: &Path, csv_path: &Path) -> Result<ImportSummary> {
-    let cfg = DatasetConfig::load(dataset)?;
+/// Import `file` into `dataset`'s decisions file: a decisions CSV, or a
+/// reviewers' tool export (`.json`: Label Studio, `.xml`: CVAT;
+/// [`read_tool_export`]). Nothing is written unless every row is valid.
+pub fn import(dataset: &Path, file: &Path) -> Result<ImportSummary> {
+    let csv_path = file;
+    let cfg = crate::io::load_dataset(dataset)?;
     let manifest = Manifest::of_dataset(&cfg)?;
-    let rows = read_decisions(&cfg, &manifest, csv_path)?;
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let (rows, confirmed, relabelled) = match ext.as_deref() {
+        Some("json") => read_tool_export(&cfg, &manifest, file, LabelFormat::LabelStudio)?,
+        Some("xml") => read_tool_export(&cfg, &manifest, file, LabelFormat::Cvat)?,
+        _ => (read_decisions(&cfg, &manifest, csv_path)?, 0, 0),
+    };
     let labels = match cfg.task {
         Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),
         Task::Segmentation => None,
@@ -377,6 +489,7 @@ pub fn import(dataset: &Path, csv_path: &Path) -> Result<ImportSummary> {
             id: row.id.clone(),
             decision: row.decision,
             corrected_label: row.corrected_label.clone(),
+            corrected_mask: row.corrected_mask.clone(),
             probs_hash: h.probs,
             annotation_hash: h.annotation,
             source: source.clone(),
@@ -400,11 +513,207 @@ pub fn import(dataset: &Path, csv_path: &Path) -> Result<ImportSummary> {
     })?;
     out.commit()?;
     Ok(ImportSummary {
+        confirmed,
+        relabelled,
         imported: rows.len(),
         new,
         total: records.len(),
         file: dataset.join(REVIEWS_FILE),
     })
+}
+
+#[derive(Deserialize)]
+struct LsTask {
+    #[serde(default)]
+    data: Option<LsData>,
+}
+
+#[derive(Deserialize)]
+struct LsData {
+    #[serde(default)]
+    triage_id: Option<serde_json::Value>,
+}
+
+/// The item ids `triage export labelstudio` wrote into the tasks
+/// (`data.triage_id`), in task order; `None` for a task without one.
+fn ls_triage_ids(path: &Path) -> Result<Vec<Option<String>>> {
+    let bytes = crate::fsx::read_input(
+        path,
+        crate::io::labelfile::MAX_LABELS_FILE_BYTES,
+        "the Label Studio export",
+    )?;
+    let tasks: Vec<LsTask> =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(path, e.to_string()))?;
+    Ok(tasks
+        .into_iter()
+        .map(|t| {
+            t.data.and_then(|d| d.triage_id).map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The decisions in a reviewers' tool export: for each task (Label Studio)
+/// or image (CVAT) of `path` that has an annotation, its latest
+/// annotation against the item's current one: the same is `ok`
+/// ("confirmed"), a changed one `error` with the new label
+/// (`corrected_label`) or mask (`corrected_mask`; pixels no region covers
+/// are the ignore index, as `triage export` sends every class, class 0
+/// included, as a region). Tasks map to items by the `data.triage_id`
+/// `triage export` wrote, else by the image's file name (its stem is an
+/// id, or it ends an item's `image` cell). Categories are classes by
+/// name. Returns the rows and the counts confirmed and relabelled.
+fn read_tool_export(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    path: &Path,
+    format: LabelFormat,
+) -> Result<(Vec<Row>, usize, usize)> {
+    let doc = crate::io::labelfile::parse(format, path)?;
+    let triage_ids = match format {
+        LabelFormat::LabelStudio => ls_triage_ids(path)?,
+        _ => vec![None; doc.images.len()],
+    };
+    let at: HashMap<&str, usize> = manifest
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let by_image: HashMap<&str, usize> = match manifest.column("image") {
+        Some(col) => manifest
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r[col].trim(), i))
+            .filter(|(c, _)| !c.is_empty())
+            .collect(),
+        None => HashMap::new(),
+    };
+    let mut class_of = Vec::with_capacity(doc.categories.len());
+    for cat in &doc.categories {
+        let k = cfg.class_names.iter().position(|n| *n == cat.name).ok_or_else(|| {
+            Error::input(path, format!("the label {:?} is not a class of the dataset", cat.name))
+                .field("label")
+        })?;
+        class_of.push(k as u16);
+    }
+    let labels = match cfg.task {
+        Task::Classification => Some(crate::io::labels::class_labels(cfg, manifest)?),
+        Task::Segmentation => None,
+    };
+    let mut rows = Vec::new();
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let (mut confirmed, mut relabelled) = (0, 0);
+    for (t, img) in doc.images.iter().enumerate() {
+        let Some(k) = img.official else {
+            continue;
+        };
+        let Some(ann) = img.annotations.get(k) else {
+            continue;
+        };
+        let name = img.file_name.split(['?', '#']).next().unwrap_or("");
+        let stem = Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let index = triage_ids
+            .get(t)
+            .and_then(|x| x.as_deref())
+            .and_then(|id| at.get(id))
+            .or_else(|| at.get(stem.as_str()))
+            .or_else(|| by_image.get(name))
+            .or_else(|| {
+                by_image
+                    .iter()
+                    .find(|(cell, _)| Path::new(cell).file_name() == Path::new(name).file_name())
+                    .map(|(_, i)| i)
+            })
+            .copied();
+        let Some(index) = index else {
+            return Err(Error::input(
+                path,
+                format!(
+                    "task {} (image {:?}) is no item of the dataset {}",
+                    img.key,
+                    img.file_name,
+                    cfg.dir.display()
+                ),
+            )
+            .item(img.key.clone())
+            .field("image"));
+        };
+        let id = manifest.ids[index].clone();
+        if let Some(first) = seen.insert(index, t) {
+            return Err(Error::input(
+                path,
+                format!("tasks {} and {} both review the item", doc.images[first].key, img.key),
+            )
+            .item(id)
+            .field("image"));
+        }
+        let (new, dims) = match cfg.task {
+            Task::Classification => match ann.tags.first() {
+                Some(&c) => (ItemLabel::Class(u32::from(class_of[c])), (0, 0)),
+                None => continue,
+            },
+            Task::Segmentation => {
+                let (h, w) = (img.height, img.width);
+                let painted = crate::labelset::ItemAnnotation {
+                    annotator: None,
+                    label: None,
+                    fill: cfg.ignore_index,
+                    regions: ann
+                        .regions
+                        .iter()
+                        .map(|r| crate::labelset::Painted {
+                            value: if r.crowd { cfg.ignore_index } else { class_of[r.category] },
+                            counts: r.rle.counts.clone(),
+                        })
+                        .collect(),
+                };
+                let map = painted.paint(h, w).ok_or_else(|| {
+                    Error::input(path, "a region does not fit its image").item(&id).field("rle")
+                })?;
+                (ItemLabel::Mask(map), (h, w))
+            }
+        };
+        let current =
+            crate::io::labelfile::current_label(cfg, manifest, labels.as_deref(), index, dims)?;
+        let (decision, corrected_label, corrected_mask) = if current.as_ref() == Some(&new) {
+            confirmed += 1;
+            (Decision::Ok, None, None)
+        } else {
+            relabelled += 1;
+            match new {
+                ItemLabel::Class(c) => {
+                    (Decision::Error, Some(cfg.class_names[c as usize].clone()), None)
+                }
+                ItemLabel::Mask(m) => (
+                    Decision::Error,
+                    None,
+                    Some(CorrectedMask::from_map(cfg, &m, dims.0, dims.1)?),
+                ),
+            }
+        };
+        rows.push(Row {
+            line: t as u64 + 1,
+            id,
+            index,
+            decision,
+            corrected_label,
+            corrected_mask,
+        });
+    }
+    if rows.is_empty() {
+        return Err(Error::input(
+            path,
+            "no reviewed task: no task or image in the export has an annotation",
+        ));
+    }
+    Ok((rows, confirmed, relabelled))
 }
 
 #[cfg(test)]

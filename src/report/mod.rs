@@ -72,7 +72,7 @@ pub struct ToLabelRow {
 pub struct AnnotatedItem {
     pub index: usize,
     pub dims: (usize, usize),
-    pub masks: Vec<(String, std::path::PathBuf)>,
+    pub masks: Vec<(String, crate::io::annotations::Annotation)>,
 }
 
 /// Items drawn with their annotators' outlines, at most.

@@ -23,7 +23,6 @@ use image::{Rgb, RgbImage};
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::io::mask::read_mask;
 use crate::io::npy::NpyArray;
 use crate::io::probs::{PlaneSource, ProbBuf};
 use crate::metrics::boundary_iou::{band_mask, band_width};
@@ -216,7 +215,7 @@ pub fn annotators_overlay(
     manifest: &Manifest,
     index: usize,
     dims: (usize, usize),
-    masks: &[(String, std::path::PathBuf)],
+    masks: &[(String, crate::io::annotations::Annotation)],
 ) -> Result<RgbImage> {
     let (h, w) = dims;
     let c = cfg.num_classes();
@@ -225,13 +224,15 @@ pub fn annotators_overlay(
         .column("mask")
         .map(|col| cfg.item_file(id, "mask", &manifest.rows[index][col]))
         .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))??;
-    let gt = match crate::io::inputs::memory_mask(cfg, id, index, dims) {
+    let gt = match crate::io::inputs::given_mask(cfg, id, index, dims) {
         Some(m) => m?,
-        None => read_mask(&official, id, dims, c, cfg.ignore_index)?,
+        None => crate::io::mask::read_dataset_mask(cfg, &official, id, dims)?,
     };
     let mut img = base_image(cfg, manifest, index, &gt, h, w, c);
-    for (k, (_, path)) in masks.iter().enumerate() {
-        let m = read_mask(path, id, dims, c, cfg.ignore_index)?;
+    for (k, (_, ann)) in masks.iter().enumerate() {
+        let Some(m) = ann.mask(cfg, index, id, dims)? else {
+            continue;
+        };
         let colour = annotator_colour(k);
         for (px, on) in img.pixels_mut().zip(boundary(&m, h, w)) {
             if on {
@@ -332,6 +333,24 @@ pub fn item_image(cfg: &DatasetConfig, manifest: &Manifest, index: usize) -> Opt
     load_rgb(&cfg.item_file(manifest.ids.get(index)?, "image", rel).ok()?)
 }
 
+/// Segmentation item `index`'s predicted label map (the argmax of its
+/// probabilities, ties to the lower class) with its `(H, W)`.
+pub fn predicted_map(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+    index: usize,
+    probs: &mut crate::io::seg_probs::SegProbs,
+) -> Result<(Vec<u16>, usize, usize)> {
+    let c = cfg.num_classes();
+    let (arr, start, h, w) = probs.item(index, &manifest.ids[index])?;
+    let clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let map = match arr.planes(start, &clock)? {
+        Some(src) => argmax_planes(&src, c, h, w)?,
+        None => argmax_map(&arr.read_probs(start, c * h * w)?, c, h, w),
+    };
+    Ok((map, h, w))
+}
+
 /// The overlay of segmentation item `index` (its mask, the argmax of its
 /// probabilities, its image when there is one).
 pub fn segmentation_overlay(
@@ -369,9 +388,9 @@ pub fn segmentation_overlay(
             (&computed, h, w)
         }
     };
-    let gt = match crate::io::inputs::memory_mask(cfg, id, index, (h, w)) {
+    let gt = match crate::io::inputs::given_mask(cfg, id, index, (h, w)) {
         Some(m) => m?,
-        None => read_mask(&mask_path, id, (h, w), c, cfg.ignore_index)?,
+        None => crate::io::mask::read_dataset_mask(cfg, &mask_path, id, (h, w))?,
     };
     let base = base_image(cfg, manifest, index, &gt, h, w, c);
     Ok(draw(base, &gt, pred, h, w, cfg.ignore_index))

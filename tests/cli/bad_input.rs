@@ -168,7 +168,7 @@ fn mask_size_mismatch() {
 
 #[test]
 fn channels_last_probabilities_get_the_fix() {
-    // The same values saved (N, H, W, C): the message says how to save them.
+    // The same values saved (N, H, W, C): the message says how to read them.
     with_seg(
         |d, p| {
             let mut nhwc = vec![0.0f32; p.len()];
@@ -184,8 +184,7 @@ fn channels_last_probabilities_get_the_fix() {
         &[
             "probs.npy",
             "shape",
-            "the last axis has 3 entries: the array looks channels-last",
-            "probs.transpose(0, 3, 1, 2)",
+            "the last axis has 3 entries and triage.toml says 3 classes: set probs_layout = \"nhwc\"",
         ],
     );
 }

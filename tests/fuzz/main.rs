@@ -7,7 +7,8 @@
 //! runs the binary (`--backend cpu`) and must keep the properties of
 //! `check.rs`: exit 0 or 2, no panic, no signal, peak RSS under 512 MiB,
 //! done within 20 s, nothing written outside `--out` but what the command
-//! documents.
+//! documents. The labels-file readers (COCO JSON, `labelfile.rs`) and
+//! `.npz` archives (`npz.rs`) are fuzzed in process, on the same mutations.
 //!
 //! Knobs (environment):
 //! - `TRIAGE_FUZZ_CASES`: cases per file kind (default [`DEFAULT_CASES`]);
@@ -32,7 +33,9 @@ mod common;
 
 mod check;
 mod fixtures;
+mod labelfile;
 mod mutate;
+mod npz;
 mod png;
 
 use std::path::{Path, PathBuf};

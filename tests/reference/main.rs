@@ -8,7 +8,9 @@
 mod common;
 
 mod boundary_iou_isbi;
+mod coco_file;
 mod coco_rle;
+mod cvat;
 mod gpu_parity;
 mod hand_worked;
 mod label_errors;
