@@ -6,7 +6,10 @@
 //! limit ([`crate::limit_memory`]); an error must name the file; a `Doc`
 //! it accepts must keep the reader's contract (every region an RLE of its
 //! image's size whose counts sum to h · w, every category index in range,
-//! one annotation at least per image). Failing cases are saved under
+//! one annotation at least per image and the first official, or for Label
+//! Studio none and no official one, or an official one in range). Readers:
+//! COCO JSON, Label Studio JSON (whose brush RLE bytes the mutations reach,
+//! so `ls_brush::decode` is fuzzed through it). Failing cases are saved under
 //! `target/fuzz-failures/<kind>/`.
 
 use std::path::Path;
@@ -20,8 +23,12 @@ use triage::io::labelfile::Doc;
 
 use crate::mutate::{self, Format, Model};
 
-/// Where `doc` breaks the readers' contract, if it does.
-fn contract(doc: &Doc) -> Option<String> {
+/// Where `doc` breaks the readers' contract, if it does. `unlabelled`: the
+/// format may leave an image without annotation (Label Studio: none left
+/// once the cancelled ones are dropped; `official` then `None`, else the
+/// index of any of them); otherwise every image has one annotation at
+/// least and the first is official.
+fn contract(doc: &Doc, unlabelled: bool) -> Option<String> {
     let nc = doc.categories.len();
     for w in doc.categories.windows(2) {
         if w[0].id >= w[1].id {
@@ -29,7 +36,13 @@ fn contract(doc: &Doc) -> Option<String> {
         }
     }
     for (i, im) in doc.images.iter().enumerate() {
-        if im.annotations.is_empty() || im.official != Some(0) {
+        let bad_official = if unlabelled {
+            im.official.is_none() != im.annotations.is_empty()
+                || im.official.is_some_and(|o| o >= im.annotations.len())
+        } else {
+            im.annotations.is_empty() || im.official != Some(0)
+        };
+        if bad_official {
             return Some(format!(
                 "image {i}: {} annotations, official {:?}",
                 im.annotations.len(),
@@ -70,6 +83,7 @@ fn fuzz_reader(
     file_name: &str,
     fixture: &[u8],
     parse: fn(&Path, &[u8]) -> Result<Doc>,
+    unlabelled: bool,
 ) {
     crate::limit_memory();
     let cases = crate::env_num("TRIAGE_FUZZ_CASES", u64::from(crate::DEFAULT_CASES)) * 5;
@@ -79,7 +93,10 @@ fn fuzz_reader(
         .and_then(|v| v.parse::<u64>().ok());
     let limit = crate::limits().timeout;
     let doc = parse(Path::new(file_name), fixture).expect("the fixture parses");
-    assert!(contract(&doc).is_none(), "the fixture keeps the contract");
+    assert!(
+        contract(&doc, unlabelled).is_none(),
+        "the fixture keeps the contract"
+    );
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join(file_name);
     let mut runner = TestRunner::new_with_rng(Config::default(), crate::rng(seed, kind));
@@ -112,7 +129,7 @@ fn fuzz_reader(
             }
             Ok(Ok(doc)) => {
                 ok += 1;
-                contract(&doc).map(|c| format!("accepted, but {c}"))
+                contract(&doc, unlabelled).map(|c| format!("accepted, but {c}"))
             }
         };
         if let Some(f) = failure {
@@ -175,5 +192,57 @@ fn labelfile_coco() {
         "instances.json",
         &coco_fixture(),
         triage::io::labelfile::coco::parse,
+        false,
+    );
+}
+
+/// A small Label Studio export with every form the reader takes: brush
+/// regions (label-studio-sdk's `mask2rle` bytes of `[255, 0]` and `[[0,
+/// 255, 255], [0, 0, 255]]`), a polygon in percent, choices, annotators as
+/// ids and user objects, times, a cancelled annotation, `data` without
+/// `image`, an unlabelled task, a skipped rectangle.
+fn labelstudio_fixture() -> Vec<u8> {
+    let rle_1x2 = [0, 0, 0, 8, 57, 27, 252, 127, 241, 128, 0];
+    let rle_2x3 = [0, 0, 0, 24, 57, 27, 252, 96, 19, 255, 206, 1, 31, 248];
+    let brush = |label: &str, rle: &[u8], h: usize, w: usize| {
+        json!({"id": "b", "type": "brushlabels", "from_name": "tag", "to_name": "image",
+               "original_width": w, "original_height": h, "image_rotation": 0,
+               "value": {"format": "rle", "rle": rle, "brushlabels": [label]}})
+    };
+    let v = json!([
+        {"id": 7, "data": {"image": "/data/upload/1/a.png"}, "annotations": [
+            {"id": 1, "completed_by": 4, "was_cancelled": false,
+             "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-02T00:00:00.5Z",
+             "result": [brush("road", &rle_2x3, 2, 3),
+                        {"type": "rectanglelabels", "original_width": 3, "original_height": 2,
+                         "value": {"x": 1, "y": 2, "width": 3, "height": 4, "rectanglelabels": ["box"]}}]},
+            {"id": 2, "completed_by": {"id": 9, "email": "b@x.org"},
+             "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T23:00:00-02:00",
+             "result": [
+                {"type": "polygonlabels", "original_width": 3, "original_height": 2,
+                 "value": {"points": [[10, 10], [90.5, 10], [90, 90], [10, 90]], "closed": true,
+                           "polygonlabels": ["car"]}},
+                brush("road", &rle_2x3, 2, 3)]},
+            {"id": 3, "completed_by": 5, "was_cancelled": true, "result": []}
+        ], "predictions": [1, 2]},
+        {"id": 8, "data": {"n": 3, "photo": "b.png"}, "annotations": [
+            {"id": 4, "completed_by": 4, "result": [{"type": "choices", "from_name": "label",
+             "to_name": "image", "value": {"choices": ["car", "bus"]}}]}
+        ]},
+        {"id": 9, "data": {"image": "c.png"}, "annotations": [
+            {"id": 5, "result": [brush("sky", &rle_1x2, 1, 2)]}]},
+        {"id": 10, "data": {"image": "d.png"}, "annotations": []}
+    ]);
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+#[test]
+fn labelfile_labelstudio() {
+    fuzz_reader(
+        "labelfile_labelstudio",
+        "export.json",
+        &labelstudio_fixture(),
+        triage::io::labelfile::labelstudio::parse,
+        true,
     );
 }

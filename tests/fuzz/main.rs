@@ -7,8 +7,9 @@
 //! runs the binary (`--backend cpu`) and must keep the properties of
 //! `check.rs`: exit 0 or 2, no panic, no signal, peak RSS under 512 MiB,
 //! done within 20 s, nothing written outside `--out` but what the command
-//! documents. The labels-file readers (COCO JSON, `labelfile.rs`) and
-//! `.npz` archives (`npz.rs`) are fuzzed in process, on the same mutations.
+//! documents. The labels-file readers (COCO JSON, Label Studio JSON,
+//! `labelfile.rs`) and `.npz` archives (`npz.rs`) are fuzzed in process, on
+//! the same mutations.
 //!
 //! Knobs (environment):
 //! - `TRIAGE_FUZZ_CASES`: cases per file kind (default [`DEFAULT_CASES`]);

@@ -1,5 +1,5 @@
 //! Label Studio: its JSON export read into a [`Doc`] ([`parse`]), and the
-//! tasks `triage export labelstudio` writes for the reviewers ([`write`],
+//! tasks `triage export labelstudio` writes for the reviewers ([`write()`],
 //! with the labelling config that fits them, [`label_config`]).
 //!
 //! **What is read** ([`parse`]): Label Studio's full JSON export (Export →
@@ -50,7 +50,7 @@
 //! element, and nothing is allocated by a number the file gives except
 //! through [`coco_rle::MAX_PIXELS`]'s checks.
 //!
-//! **What is written** ([`write`]): Label Studio's import format, one task
+//! **What is written** ([`write()`]): Label Studio's import format, one task
 //! per [`ExportItem`] in queue order, with the item in `data` (`image`,
 //! `triage_id`, `triage_rank`, `triage_priority`, `triage_reasons`) and two
 //! `predictions` that a reviewer starts from: the current annotation
@@ -813,7 +813,7 @@ enum OutValue<'a> {
 }
 
 /// The control and object tag names of [`label_config`], which every result
-/// [`write`] writes names.
+/// [`write()`] writes names.
 const FROM_NAME: &str = "label";
 const TO_NAME: &str = "image";
 
@@ -961,14 +961,15 @@ fn xml_attr(s: &str) -> String {
     o
 }
 
-/// The Label Studio labelling config (XML) that fits the tasks [`write`]
+/// The Label Studio labelling config (XML) that fits the tasks [`write()`]
 /// writes: an `<Image name="image" value="$image"/>` and, for
 /// segmentation, `<BrushLabels name="label" toName="image">` with one
 /// `<Label value="..."/>` per class, for classification `<Choices
 /// name="label" toName="image" choice="single">` with one `<Choice
-/// value="..."/>` per class, in class id order (names XML-escaped,
-/// [`xml_attr`]; a name with a character XML cannot hold no longer matches
-/// its results).
+/// value="..."/>` per class, in class id order. Names are XML-escaped
+/// (`& < > " '` as entities, tab and line breaks as character references);
+/// a control character XML 1.0 cannot hold becomes U+FFFD, so such a class
+/// no longer matches its results.
 pub fn label_config(meta: &ExportMeta) -> String {
     let (open, child, close) = match meta.task {
         Task::Segmentation => (
@@ -1785,7 +1786,7 @@ mod tests {
 
     /// The Rust side of `benches/labelstudio_roundtrip.py` (a real Label
     /// Studio server), run by it with `--ignored`:
-    /// `TRIAGE_LS_BENCH=write DIR`: [`write`] and [`label_config`] of fixed
+    /// `TRIAGE_LS_BENCH=write DIR`: [`write()`] and [`label_config`] of fixed
     /// segmentation and classification items into `DIR/{seg,cls}_tasks.json`
     /// and `DIR/{seg,cls}_config.xml`; `TRIAGE_LS_BENCH=parse DIR`:
     /// [`parse`] of `DIR/{seg,cls}_export.json` (the server's export) dumped

@@ -28,7 +28,7 @@
 //! by `tests/reference/ls_brush.rs`.
 //!
 //! Unlike the SDK, every input is checked: `h · w` against
-//! [`MAX_PIXELS`](crate::io::coco_rle::MAX_PIXELS) before anything is
+//! [`MAX_PIXELS`] before anything is
 //! allocated (nothing beyond `4 · h · w` bytes is), `num` must be
 //! `4 · h · w`, a value must fit a byte (numpy's `uint8` refuses others
 //! too), a literal chunk must not run past `num` (numpy's `IndexError`),
@@ -176,7 +176,7 @@ impl<'a> Stream<'a> {
 /// Mirrors label-studio-sdk's `decode_rle(rle)` reshaped to `[h, w, 4]`
 /// and sliced `[:, :, 3]` (`decode_from_annotation`). Errors, with no
 /// allocation beyond `h · w` bytes (checked against
-/// [`MAX_PIXELS`](crate::io::coco_rle::MAX_PIXELS) first), when the stream
+/// [`MAX_PIXELS`] first), when the stream
 /// is truncated, holds other than `4 · h · w` values, has a value above
 /// 255 or a literal chunk past the end (see the module's contract).
 pub fn decode(rle: &[u8], h: usize, w: usize) -> Result<Vec<u8>, String> {
@@ -255,7 +255,7 @@ impl BitWriter {
 ///
 /// `Err` when `mask.len() != h * w`, when the mask is empty (`encode_rle`
 /// fails on it) or has more than
-/// [`MAX_PIXELS`](crate::io::coco_rle::MAX_PIXELS) pixels.
+/// [`MAX_PIXELS`] pixels.
 pub fn encode(mask: &[u8], h: usize, w: usize) -> Result<Vec<u8>, String> {
     let n = pixels(h, w)?;
     if mask.len() != n {
