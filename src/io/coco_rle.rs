@@ -300,8 +300,8 @@ pub fn from_uncompressed(counts: &[u64], h: usize, w: usize) -> Result<Rle, Stri
 /// annotation). Parts outside the image are clipped; self-intersecting
 /// polygons follow pycocotools' even-odd crossing rule.
 ///
-/// Errors (where pycocotools would misbehave or read the list as boxes,
-/// [`boxes_to_polygons`]): an empty list, a polygon with an odd number of
+/// Errors (where pycocotools would misbehave, or fails: a first entry of 4
+/// numbers it reads as a box): an empty list, a polygon with an odd number of
 /// coordinates, a first polygon of fewer than 3 points or a later one of
 /// none (later ones of 1 or 2 points are walked as pycocotools does), a
 /// non-finite coordinate or one beyond ±[`MAX_COORDINATE`], an
@@ -325,8 +325,9 @@ pub fn from_polygons(polys: &[Vec<f64>], h: usize, w: usize) -> Result<Rle, Stri
             ));
         }
         // pycocotools reads a first polygon of at least 3 points (a first
-        // entry of 4 numbers makes the list boxes: [`boxes_to_polygons`]);
-        // later polygons may have 1 or 2 points.
+        // entry of 4 numbers it takes for a box and fails on, a TypeError
+        // in frBbox, as of pycocotools 2.0.11); later polygons may have 1
+        // or 2 points.
         if (i == 0 && p.len() < 6) || p.is_empty() {
             return Err(format!(
                 "polygon {i} has {} points, fewer than {}",
@@ -369,31 +370,6 @@ pub fn from_polygons(polys: &[Vec<f64>], h: usize, w: usize) -> Result<Rle, Stri
         w,
         counts: merged,
     })
-}
-
-/// frPyObjects' reading of a list whose first entry has 4 numbers: boxes
-/// `[x, y, width, height]`, each made the polygon of its corners as
-/// `rleFrBbox` does (`[xs, ys, xs, ye, xe, ye, xe, ys]`), for
-/// [`from_polygons`]. `None` when the first entry has not 4 numbers (a
-/// list of polygons); `Err` when a later entry has not 4 either.
-pub fn boxes_to_polygons(entries: &[Vec<f64>]) -> Option<Result<Vec<Vec<f64>>, String>> {
-    if entries.first()?.len() != 4 {
-        return None;
-    }
-    if let Some(i) = entries.iter().position(|b| b.len() != 4) {
-        return Some(Err(format!(
-            "entry 0 has 4 numbers, so pycocotools reads the list as boxes \
-             [x, y, width, height], but entry {i} has {}",
-            entries[i].len()
-        )));
-    }
-    Some(Ok(entries
-        .iter()
-        .map(|b| {
-            let (xs, ys, xe, ye) = (b[0], b[1], b[0] + b[2], b[1] + b[3]);
-            vec![xs, ys, xs, ye, xe, ye, xe, ys]
-        })
-        .collect()))
 }
 
 /// `rleFrPoly` on points already scaled by 5 and rounded: the counts, which

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use triage::io::coco_rle::{
-    boxes_to_polygons, decode, encode, from_polygons, from_string, from_uncompressed, to_string,
+    decode, encode, from_polygons, from_string, from_uncompressed, to_string,
 };
 
 /// A random row-major `h × w` mask of one of several textures: empty, full,
@@ -121,17 +121,6 @@ fn coco_rle_matches_pycocotools() {
         let (h, w) = size(&mut rng, i);
         polys.push((h, w, random_polygons(&mut rng, h, w)));
     }
-    // Lists of boxes [x, y, width, height] (a first entry of 4 numbers).
-    for i in 0..300 {
-        let (h, w) = size(&mut rng, i);
-        let boxes = (0..rng.random_range(1..4))
-            .map(|_| {
-                let (x, y) = (coord(&mut rng, w), coord(&mut rng, h));
-                vec![x, y, coord(&mut rng, w).abs(), coord(&mut rng, h).abs()]
-            })
-            .collect();
-        polys.push((h, w, boxes));
-    }
     let cases = json!({
         "masks": masks.iter().map(|(h, w, m)| json!({"h": h, "w": w, "data": m})).collect::<Vec<_>>(),
         "polys": polys.iter().map(|(h, w, p)| json!({"h": h, "w": w, "polys": p})).collect::<Vec<_>>(),
@@ -171,10 +160,6 @@ fn coco_rle_matches_pycocotools() {
     for (i, (h, w, p)) in polys.iter().enumerate() {
         let (h, w) = (*h, *w);
         let r = &want["polys"][i];
-        let p = &match boxes_to_polygons(p) {
-            Some(b) => b.unwrap(),
-            None => p.clone(),
-        };
         for (j, one) in p.iter().enumerate() {
             if one.len() < 6 {
                 // A later polygon of 1 or 2 points: only the merged mask

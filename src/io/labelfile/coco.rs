@@ -394,13 +394,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Doc> {
             None => None,
             Some(Segmentation::Polygons(p)) if p.is_empty() => None,
             Some(Segmentation::Polygons(p)) => {
-                // As frPyObjects: a first entry of 4 numbers makes the
-                // list boxes.
-                let p = match coco_rle::boxes_to_polygons(&p) {
-                    None => Ok(p),
-                    Some(boxes) => boxes,
-                };
-                Some(p.and_then(|p| coco_rle::from_polygons(&p, h, w)).map_err(|m| {
+                Some(coco_rle::from_polygons(&p, h, w).map_err(|m| {
                     bad(
                         path,
                         item,
@@ -889,7 +883,10 @@ mod tests {
         );
         one(json!([[1, 1, 3]]), &["odd number of coordinates"]);
         one(json!([[1, 1]]), &["fewer than 3"]);
-        one(json!([[1, 1, 3, 1], [1, 1, 3, 1, 2, 2]]), &["boxes", "entry 1 has 6"]);
+        one(
+            json!([[1, 1, 3, 1], [1, 1, 3, 1, 2, 2]]),
+            &["boxes", "entry 1 has 6"],
+        );
         one(json!([[]]), &["fewer than 3"]);
         one(json!([[1, 1, 3, 1, 1e300, 2]]), &["not a finite number"]);
     }
