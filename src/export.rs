@@ -151,16 +151,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
             rows.extend(read_rows(&path, "to_label.jsonl", None)?);
         }
     }
-    let at: HashMap<&str, usize> = manifest
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let labels = match cfg.task {
-        Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),
-        Task::Segmentation => None,
-    };
+    let at: HashMap<&str, usize> = manifest.positions();
+    let labels = crate::io::labels::class_labels_of_task(&cfg, &manifest)?;
     let mut seg_probs = match cfg.task {
         Task::Segmentation => Some(crate::io::seg_probs::open(&cfg, &manifest)?),
         Task::Classification => None,
@@ -374,10 +366,7 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
             fixes.remove(r.id.as_str());
         }
     }
-    let labels = match cfg.task {
-        Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),
-        Task::Segmentation => None,
-    };
+    let labels = crate::io::labels::class_labels_of_task(&cfg, &manifest)?;
     let mut seg_probs = match cfg.task {
         Task::Segmentation => Some(crate::io::seg_probs::open(&cfg, &manifest)?),
         Task::Classification => None,

@@ -155,12 +155,7 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
     let value_col = value_col.ok_or_else(|| {
         Error::input(path, format!("no `{field}` column in the header")).field(field)
     })?;
-    let index: HashMap<&str, usize> = manifest
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = manifest.positions();
     let mut annotators: Vec<String> = Vec::new();
     let mut by_name: HashMap<String, u32> = HashMap::new();
     let mut items: Vec<Vec<(u32, Annotation)>> = vec![Vec::new(); manifest.len()];

@@ -9,6 +9,14 @@ use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::model::UNLABELLED;
 
+/// Classification: [`class_labels`]; segmentation: `None`.
+pub fn class_labels_of_task(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Vec<u32>>> {
+    match cfg.task {
+        crate::config::Task::Classification => class_labels(cfg, manifest).map(Some),
+        crate::config::Task::Segmentation => Ok(None),
+    }
+}
+
 /// The class of every item, in manifest order, [`UNLABELLED`] for an item
 /// without one: -1 in `labels.npy`, an empty `label` cell, or every item
 /// when there is neither a `labels` input nor a `label` column. Any other

@@ -108,6 +108,15 @@ impl Manifest {
         self.ids.is_empty()
     }
 
+    /// Each id's row, for looking items up by id.
+    pub fn positions(&self) -> HashMap<&str, usize> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect()
+    }
+
     /// Index of a column.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)

@@ -366,12 +366,7 @@ fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> 
     let id_col = col("id")?;
     let dec_col = col("decision")?;
     let fix_col = header.iter().position(|h| h == "corrected_label");
-    let index: HashMap<&str, usize> = manifest
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = manifest.positions();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut rows = Vec::new();
     for (i, rec) in reader.records().enumerate() {
@@ -467,10 +462,7 @@ pub fn import(dataset: &Path, file: &Path) -> Result<ImportSummary> {
         Some("xml") => read_tool_export(&cfg, &manifest, file, LabelFormat::Cvat)?,
         _ => (read_decisions(&cfg, &manifest, csv_path)?, 0, 0),
     };
-    let labels = match cfg.task {
-        Task::Classification => Some(crate::io::labels::class_labels(&cfg, &manifest)?),
-        Task::Segmentation => None,
-    };
+    let labels = crate::io::labels::class_labels_of_task(&cfg, &manifest)?;
     let source = csv_path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -580,12 +572,7 @@ fn read_tool_export(
         LabelFormat::LabelStudio => ls_triage_ids(path)?,
         _ => vec![None; doc.images.len()],
     };
-    let at: HashMap<&str, usize> = manifest
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
+    let at: HashMap<&str, usize> = manifest.positions();
     let by_image: HashMap<&str, usize> = match manifest.column("image") {
         Some(col) => manifest
             .rows
@@ -611,10 +598,7 @@ fn read_tool_export(
             })?;
         class_of.push(k as u16);
     }
-    let labels = match cfg.task {
-        Task::Classification => Some(crate::io::labels::class_labels(cfg, manifest)?),
-        Task::Segmentation => None,
-    };
+    let labels = crate::io::labels::class_labels_of_task(cfg, manifest)?;
     let mut rows = Vec::new();
     let mut seen: HashMap<usize, usize> = HashMap::new();
     let (mut confirmed, mut relabelled) = (0, 0);
