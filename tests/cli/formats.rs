@@ -953,3 +953,78 @@ fn cvat_round_trip_export_review_import() {
         ["nucleus"]
     );
 }
+
+/// `--to-label` adds the unlabelled items after the queue, each with only
+/// the model's prediction; a damaged `corrected_mask` stops `apply` with a
+/// named error and nothing written.
+#[test]
+fn export_to_label_and_apply_refuses_a_damaged_correction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    base(&d, 10);
+    // Two items unlabelled: empty mask cells.
+    let text = std::fs::read_to_string(d.join("items.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let unlabelled: Vec<String> = [3usize, 7]
+        .iter()
+        .map(|&i| {
+            let mut cells: Vec<String> = lines[i + 1].split(',').map(str::to_string).collect();
+            cells[1] = String::new();
+            lines[i + 1] = cells.join(",");
+            cells[0].clone()
+        })
+        .collect();
+    std::fs::write(d.join("items.csv"), lines.join("\n") + "\n").unwrap();
+    let out = tmp.path().join("out");
+    run_ok(&d, &out, &["--backend", "cpu"]);
+    let tasks = tmp.path().join("tasks.json");
+    let a = [
+        "export",
+        "labelstudio",
+        out.to_str().unwrap(),
+        "--out",
+        tasks.to_str().unwrap(),
+        "--top",
+        "2",
+        "--to-label",
+    ];
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
+    let sent: Value = serde_json::from_slice(&std::fs::read(&tasks).unwrap()).unwrap();
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 4, "2 queue rows and the 2 unlabelled items");
+    let mut tail: Vec<&str> = sent[2..]
+        .iter()
+        .map(|t| t["data"]["triage_id"].as_str().unwrap())
+        .collect();
+    tail.sort();
+    assert_eq!(
+        tail,
+        unlabelled.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    for t in &sent[2..] {
+        assert_eq!(
+            t["predictions"].as_array().unwrap().len(),
+            1,
+            "only the model's prediction"
+        );
+    }
+    // A decision whose corrected mask does not decode.
+    let id = &unlabelled[0];
+    let line = json!({"id": id, "decision": "error", "corrected_label": null,
+        "corrected_mask": {"size": [H, W], "rle": {"cell": "not RLE"}},
+        "probs_hash": "fnv1a64:0", "annotation_hash": "fnv1a64:0", "source": "x"});
+    std::fs::write(d.join("reviews.jsonl"), format!("{line}\n")).unwrap();
+    let new = tmp.path().join("v2");
+    let a = ["apply", d.to_str().unwrap(), "--out", new.to_str().unwrap()];
+    let o = triage(&a);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&a, &o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("reviews.jsonl")
+            && err.contains(id.as_str())
+            && err.contains("corrected_mask"),
+        "{err}"
+    );
+    assert!(!new.join("items.csv").exists(), "nothing written");
+}
