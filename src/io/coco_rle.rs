@@ -15,6 +15,11 @@
 //! `frPyObjects` + `merge` do for a polygon annotation (`COCO.annToRLE`), and
 //! [`from_uncompressed`] is `frUncompressedRLE`.
 //!
+//! Why not a crate: `hotcoco` (a Rust port of pycocotools) was considered;
+//! it brings COCO evaluation and its own dataset types, which `triage` does
+//! not need, and the few functions used here are small, checked against
+//! hostile input, and tested bit for bit against pycocotools in CI.
+//!
 //! Unlike pycocotools, every input is checked before use: `h · w` is at most
 //! [`MAX_PIXELS`] (checked before anything is allocated), counts must sum to
 //! `h · w`, strings must be well formed, and polygons must have an even
