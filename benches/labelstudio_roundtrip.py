@@ -1,40 +1,51 @@
 #!/usr/bin/env python3
-"""A real Label Studio server between triage's writer and reader.
+"""A real Label Studio server between `triage export labelstudio` and
+`triage review-import`, driving triage's own commands end to end.
 
-1. installs `label-studio` into target/ls-venv (once; about 1 GB, 4 minutes);
-2. writes segmentation and classification tasks with triage's writer
-   (`io::labelfile::labelstudio::write` and `label_config`, through the
-   ignored unit test `real_label_studio_hook`; to be replaced by `triage
-   export labelstudio` once that command exists);
+1. installs `label-studio` into target/ls-venv (once; about 1 GB, 1 to 4 minutes;
+   it brings label-studio-sdk, numpy and Pillow, which this script imports
+   from there);
+2. per task kind, with the `triage` binary (`--triage PATH`): `triage synth`
+   (segmentation: 12 items of 48 x 40, 4 classes, seed 1; classification: 40
+   items, 4 classes), `triage run DATA --backend cpu` and `triage export
+   labelstudio RUN_OUT --top 6` (tasks.json and label_config.xml beside it);
 3. starts Label Studio on 127.0.0.1 (a free port) with a temporary data
    directory and a fixed user and legacy API token, analytics, Sentry and the
    version check off;
-4. per task kind: creates a project with the config, imports the tasks
-   (their two predictions: the current annotation and the model's), then
-   reviews through the API as a person would: accepts the current
-   annotation, changes it (a rectangle painted another class, or another
-   choice), skips one (`was_cancelled`), annotates one task twice (the
-   second, later, changes it), accepts the model's prediction on an
-   unlabelled task and leaves another untouched;
-5. exports the project (`exportType=JSON`, all tasks) and reads the export
-   with triage's reader (`io::labelfile::labelstudio::parse`, the same hook),
-   checking for each task that the official annotation is what the reviewer
-   left: the label maps pixel for pixel (decoded on this side with
-   label-studio-sdk's `decode_rle`), the choices, the annotators, the
-   unlabelled tasks.
+4. per task kind: creates a project with label_config.xml, imports
+   tasks.json (each task's two predictions: the current annotation and the
+   model's), then reviews through the API as a person would, by the task's
+   place in the queue: 1st and 6th accepted as they are (an annotation equal
+   to the current annotation's result), 2nd changed (a rectangle painted
+   another class in the brush RLE, or another choice: the model's), 3rd
+   skipped (`was_cancelled`), 4th left untouched, 5th annotated twice (first
+   accepted, then, later, changed);
+5. exports the project (`exportType=JSON`, all tasks) and runs `triage
+   review-import DATA export.json`: its message must say "2 confirmed, 2
+   relabelled", and DATA/reviews.jsonl must hold `ok` for the accepted tasks'
+   `triage_id`s, `error` for the changed ones (with `corrected_mask` of the
+   image's size, or `corrected_label` = the new class name), nothing for the
+   skipped and untouched ones;
+6. `triage apply DATA --out DATA-v2`: exactly the changed items differ from
+   the original, and as the reviewer left them (masks/*.png compared pixel
+   for pixel with Pillow against the label map painted, decoded with
+   label-studio-sdk's `decode_rle`; the labels of items.csv against
+   labels.npy); then `triage run DATA-v2` must succeed.
 
-Prints the time of each step. The work files (`--keep DIR`): the tasks and
-configs written, the exports, `{kind}_expected.json` (the reviewer's label
-per triage id: a row-major list of class names, null where no region, or the
-choice; null for an unlabelled task; and the number of annotations kept),
-the reader's dump and the server's log; tests/data/labelstudio/ keeps a pair
-of them as fixtures. Network: 127.0.0.1 only (and the package
-registry for the install). Usage: python3 benches/labelstudio_roundtrip.py
-[--keep DIR]
+Prints the time of each step. The work files (`--keep DIR`, new or empty):
+the datasets (`data`, `cls`), the runs (`out`, `cls-out`), the tasks, configs
+and exports (`ls/`, `cls-ls/`), what the reviewer did (`{kind}_review.json`:
+per triage id the action and, when changed, the label map or choice left),
+the new datasets (`data-v2`, `cls-v2`) and their runs (`out2`, `cls-out2`),
+and the server's log. Network: 127.0.0.1 only (and the package registry for
+the install). Usage: python3 benches/labelstudio_roundtrip.py [--keep DIR]
+[--triage PATH]
 """
 import argparse
+import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -51,12 +63,23 @@ VENV = ROOT / "target" / "ls-venv"
 USER = "reviewer@example.com"
 PASSWORD = "triage-bench-password"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
-HOOK = "io::labelfile::labelstudio::tests::real_label_studio_hook"
 IGNORE = None  # a pixel in no region
+# What the reviewer does to the task at each place of the queue (6 tasks).
+PLAN = ["accept", "change", "skip", "untouched", "twice", "accept"]
+KINDS = {
+    "seg": {
+        "synth": ["--items", "12", "--size", "48", "40", "--classes", "4", "--seed", "1"],
+        "data": "data", "out": "out", "ls": "ls", "v2": "data-v2", "out2": "out2",
+    },
+    "cls": {
+        "synth": ["--task", "classification", "--items", "40", "--classes", "4"],
+        "data": "cls", "out": "cls-out", "ls": "cls-ls", "v2": "cls-v2", "out2": "cls-out2",
+    },
+}
 
 
 def step(name, t0):
-    print(f"  {name}: {time.time() - t0:.1f} s", flush=True)
+    print(f"  {name}: {time.time() - t0:.2f} s", flush=True)
 
 
 def ensure_venv():
@@ -69,15 +92,19 @@ def ensure_venv():
     step("pip install label-studio", t0)
 
 
-def hook(phase, d):
-    env = dict(os.environ, TRIAGE_LS_BENCH=phase, TRIAGE_LS_BENCH_DIR=str(d))
-    subprocess.run(
-        ["cargo", "test", "-q", "--lib", HOOK, "--", "--ignored", "--exact"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+class Triage:
+    def __init__(self, exe):
+        self.exe = str(exe)
+
+    def __call__(self, *args):
+        """Runs `triage ARGS`; exits with its output unless it succeeds.
+        Returns its stderr."""
+        p = subprocess.run([self.exe, *map(str, args)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(
+                f"triage {' '.join(map(str, args))}: exit {p.returncode}\n{p.stdout}{p.stderr}"
+            )
+        return p.stderr
 
 
 class Api:
@@ -185,19 +212,21 @@ def brush_results(lmap, h, w, tag):
     return out
 
 
-def review(api, kind, pid):
-    """Annotates the project's tasks; returns {triage_id: expected} with
-    expected None (unlabelled), a label map (segmentation) or a choice, and
-    the number of kept annotations per task."""
-    tasks = api.call("GET", f"/api/tasks?project={pid}&page_size=1000")["tasks"]
-    details = [api.call("GET", f"/api/tasks/{t['id']}") for t in tasks]
-    labelled = sum(1 for t in details if any(p["model_version"] == "current annotation" for p in t["predictions"]))
-    expected, kept = {}, {}
-    for t in details:
+def review(api, kind, pid, sent, classes):
+    """Annotates the project's tasks after PLAN, by each task's place in
+    `sent` (tasks.json, queue order). Returns {triage_id: {"action": ...,
+    "label": the label map or choice left when changed}}."""
+    place = {t["data"]["triage_id"]: k for k, t in enumerate(sent)}
+    listing = api.call("GET", f"/api/tasks?project={pid}&page_size=1000")
+    listing = listing["tasks"] if isinstance(listing, dict) else listing
+    assert len(listing) == len(sent), (len(listing), len(sent))
+    done = {}
+    for t in listing:
+        t = api.call("GET", f"/api/tasks/{t['id']}")
         tid = t["data"]["triage_id"]
-        k = int(tid[3:])
+        action = PLAN[place[tid]]
         preds = {p["model_version"]: p for p in t["predictions"]}
-        cur, model = preds.get("current annotation"), preds["model"]
+        cur, model = preds["current annotation"], preds["model"]
 
         def post(result, cancelled=False, parent=None):
             body = {"result": result, "was_cancelled": cancelled, "ground_truth": False, "lead_time": 1.5}
@@ -206,128 +235,203 @@ def review(api, kind, pid):
             api.call("POST", f"/api/tasks/{t['id']}/annotations?project={pid}", body)
 
         if kind == "seg":
-            h = w = None
-            for r in model["result"]:
-                h, w = r["original_height"], r["original_width"]
+            h, w = cur["result"][0]["original_height"], cur["result"][0]["original_width"]
 
-            def lm(pred):
-                return label_map(pred["result"], h, w)
-
-            def changed(lmap):
+            def changed(lmap, y0, x0):
+                # a 5 x 9 rectangle at (y0, x0) painted a class the top left
+                # pixel is not
+                new = next(c for c in classes if c != lmap[y0 * w + x0])
                 lmap = list(lmap)
-                for y in range(0, 5):
-                    for x in range(0, 9):
-                        lmap[y * w + x] = "road"
+                for y in range(y0, y0 + 5):
+                    for x in range(x0, x0 + 9):
+                        lmap[y * w + x] = new
                 return lmap
+
+            def new_label(at):
+                return changed(label_map(cur["result"], h, w), *at)
+
+            def results(lmap):
+                return brush_results(lmap, h, w, "r")
         else:
-            def lm(pred):
-                return pred["result"][0]["value"]["choices"][0]
+            def new_label(_):
+                c = cur["result"][0]["value"]["choices"][0]
+                m = model["result"][0]["value"]["choices"][0]
+                return m if m != c else next(x for x in classes if x != c)
 
-            def changed(choice):
-                return "<bird>" if choice != "<bird>" else "cat"
+            def results(choice):
+                return [{"id": "c", "type": "choices", "from_name": "label", "to_name": "image",
+                         "value": {"choices": [choice]}}]
 
-        def results(label):
-            if kind == "seg":
-                return brush_results(label, h, w, "r")
-            return [{"id": "c", "type": "choices", "from_name": "label", "to_name": "image",
-                     "value": {"choices": [label]}}]
-
-        if cur is None and k == labelled:  # unlabelled: accept the model
-            post(model["result"], parent=model)
-            expected[tid], kept[tid] = lm(model), 1
-        elif cur is None:  # unlabelled, untouched
-            expected[tid], kept[tid] = None, 0
-        elif k == 0:  # accept the current annotation
+        entry = {"action": action}
+        if action == "accept":
             post(cur["result"], parent=cur)
-            expected[tid], kept[tid] = lm(cur), 1
-        elif k == 1:  # correct it
-            lab = changed(lm(cur))
-            post(results(lab))
-            expected[tid], kept[tid] = lab, 1
-        elif k == 2:  # skip
+        elif action == "change":
+            entry["label"] = new_label((0, 0))
+            post(results(entry["label"]))
+        elif action == "skip":
             post([], cancelled=True)
-            expected[tid], kept[tid] = None, 0
-        else:  # two passes, the second (later) corrects
+        elif action == "twice":  # two passes, the second (later) corrects
             post(cur["result"], parent=cur)
             time.sleep(0.05)
-            lab = changed(lm(cur))
-            post(results(lab))
-            expected[tid], kept[tid] = lab, 2
-    return expected, kept
+            entry["label"] = new_label((h - 5, w - 9) if kind == "seg" else None)
+            post(results(entry["label"]))
+        done[tid] = entry
+    return done
 
 
-def check(kind, doc, tasks_file, expected, kept):
-    images = {t["data"]["image"]: t["data"]["triage_id"] for t in json.load(open(tasks_file))}
-    assert len(doc) == len(expected), (len(doc), len(expected))
-    for im in doc:
-        tid = images[im["file_name"]]
-        want = expected[tid]
-        assert len(im["annotations"]) == kept[tid], (tid, len(im["annotations"]), kept[tid])
-        if want is None:
-            assert im["official"] is None, (tid, im["official"])
-            continue
-        a = im["annotations"][im["official"]]
-        assert a["annotator"] is not None, tid
+# --- triage's side: review-import and apply, checked
+
+
+def check_reviews(kind, dataset, stderr, done):
+    changed = {t for t, e in done.items() if "label" in e}
+    accepted = {t for t, e in done.items() if e["action"] == "accept"}
+    m = re.search(r"(\d+) confirmed, (\d+) relabelled", stderr)
+    assert m, stderr
+    assert (int(m[1]), int(m[2])) == (len(accepted), len(changed)), (stderr, len(accepted), len(changed))
+    records = [json.loads(line) for line in (dataset / "reviews.jsonl").read_text().splitlines()]
+    by_id = {r["id"]: r for r in records}
+    assert len(by_id) == len(records), "one record per item"
+    assert set(by_id) == accepted | changed, (sorted(by_id), sorted(accepted | changed))
+    for tid in accepted:
+        r = by_id[tid]
+        assert r["decision"] == "ok", r
+        assert r.get("corrected_label") is None and r.get("corrected_mask") is None, r
+    for tid in changed:
+        r = by_id[tid]
+        assert r["decision"] == "error", r
         if kind == "seg":
-            h, w = im["height"], im["width"]
-            got = [IGNORE] * (h * w)
-            for r in a["regions"]:
-                for p, c in enumerate(r["pixels"]):
-                    if c == "1":
-                        assert got[p] is IGNORE, (tid, p)
-                        got[p] = r["name"]
-            assert got == want, f"{tid}: the label map differs"
+            lmap = done[tid]["label"]
+            assert r.get("corrected_mask") is not None, r
+            assert r["corrected_mask"]["size"] == [48, 40] and len(lmap) == 48 * 40, r["corrected_mask"]["size"]
         else:
-            assert a["tags"] == [want], (tid, a["tags"], want)
-    print(f"  {kind}: {len(doc)} tasks read back as reviewed", flush=True)
+            assert r["corrected_label"] == done[tid]["label"], (r, done[tid])
+    print(f"  {kind}: reviews.jsonl: {len(accepted)} ok, {len(changed)} error "
+          f"({', '.join(sorted(changed))}), {len(done) - len(by_id)} absent", flush=True)
+
+
+def check_apply(kind, dataset, v2, sent, done):
+    import numpy as np
+    from PIL import Image
+
+    changed = {t for t, e in done.items() if "label" in e}
+    cfg = tomllib.loads((v2 / "triage.toml").read_text())
+    classes = cfg["classes"]
+    new_rows = list(csv.DictReader(open(v2 / "items.csv", newline="")))
+    differ = set()
+    if kind == "seg":
+        old_rows = {r["id"]: r for r in csv.DictReader(open(dataset / "items.csv", newline=""))}
+        assert sorted(old_rows) == sorted(r["id"] for r in new_rows)
+        ignore = cfg.get("ignore_index", 255)
+        for r in new_rows:
+            old = np.array(Image.open(dataset / old_rows[r["id"]]["mask"]))
+            new = np.array(Image.open(v2 / r["mask"]))
+            assert old.shape == new.shape == (48, 40), (r["id"], old.shape, new.shape)
+            if r["id"] in changed:
+                want = np.array(
+                    [ignore if n is IGNORE else classes.index(n) for n in done[r["id"]]["label"]]
+                ).reshape(48, 40)
+                assert (new == want).all(), f"{r['id']}: the new mask is not the reviewer's"
+            if not (old == new).all():
+                differ.add(r["id"])
+    else:
+        labels = np.load(dataset / "labels.npy")
+        assert len(new_rows) == len(labels)
+        # the ids of a dataset without items.csv are the row numbers
+        for t in sent:
+            cur = t["predictions"][0]["result"][0]["value"]["choices"][0]
+            assert cur == classes[int(labels[int(t["data"]["triage_id"])])], t["data"]
+        for r in new_rows:
+            old = classes[int(labels[int(r["id"])])]
+            if r["id"] in changed:
+                assert r["label"] == done[r["id"]]["label"], (r, done[r["id"]])
+            if r["label"] != old:
+                differ.add(r["id"])
+    assert differ == changed, (sorted(differ), sorted(changed))
+    print(f"  {kind}: {v2.name}: exactly the {len(changed)} changed items differ", flush=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--keep", help="keep the work files (tasks, exports, server log) here")
+    ap.add_argument("--keep", help="keep the work files (datasets, runs, tasks, exports, server log) here")
+    ap.add_argument("--triage", help="the triage binary (default: target/release/triage if it exists, "
+                    "else target/debug/triage)")
     args = ap.parse_args()
+    exe = Path(args.triage) if args.triage else next(
+        (p for p in [ROOT / "target" / "release" / "triage"] if p.exists()),
+        ROOT / "target" / "debug" / "triage")
+    exe = exe.resolve()
+    if not exe.exists():
+        raise SystemExit(f"no triage binary at {exe} (build it, or pass --triage PATH)")
+    triage = Triage(exe)
     t_all = time.time()
     ensure_venv()
     sys.path.insert(0, str(next((VENV / "lib").glob("python3*/site-packages"))))
-    work = Path(args.keep or tempfile.mkdtemp(prefix="triage-ls-"))
+    work = Path(args.keep or tempfile.mkdtemp(prefix="triage-ls-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    hook("write", work)
-    step("triage writes the tasks", t0)
+    if any(work.iterdir()):
+        raise SystemExit(f"--keep {work}: not empty")
+    sent = {}
+    for kind, k in KINDS.items():
+        data, out, tasks = work / k["data"], work / k["out"], work / k["ls"] / "tasks.json"
+        t0 = time.time()
+        triage("synth", *k["synth"], "--out", data)
+        step(f"{kind}: triage synth", t0)
+        t0 = time.time()
+        triage("run", data, "--out", out, "--backend", "cpu")
+        step(f"{kind}: triage run", t0)
+        t0 = time.time()
+        tasks.parent.mkdir()
+        triage("export", "labelstudio", out, "--out", tasks, "--top", len(PLAN))
+        sent[kind] = json.loads(tasks.read_text())
+        assert len(sent[kind]) == len(PLAN), len(sent[kind])
+        queue = [json.loads(line) for line in (out / "queue.jsonl").read_text().splitlines()]
+        for t, row in zip(sent[kind], queue):
+            assert t["data"]["triage_id"] == row["id"], "tasks in queue order"
+            assert t["predictions"][0]["model_version"] == "current annotation"
+            assert t["predictions"][0]["score"] == row["priority"]
+            assert t["predictions"][1]["model_version"] == "model"
+        step(f"{kind}: triage export labelstudio", t0)
     data_dir = Path(tempfile.mkdtemp(prefix="triage-ls-data-"))
     log = open(work / "label-studio.log", "w")
     t0 = time.time()
     proc, api = start_server(data_dir, log)
     step("label-studio start (fresh database)", t0)
+    done = {}
     try:
-        results = {}
-        for kind in ["seg", "cls"]:
+        for kind, k in KINDS.items():
+            ls = work / k["ls"]
             t0 = time.time()
-            config = (work / f"{kind}_config.xml").read_text()
+            config = (ls / "label_config.xml").read_text()
+            classes = re.findall(r'<(?:Label|Choice) value="([^"]*)"', config)
             pid = api.call("POST", "/api/projects", {"title": f"triage {kind}", "label_config": config})["id"]
-            tasks = json.load(open(work / f"{kind}_tasks.json"))
-            imp = api.call("POST", f"/api/projects/{pid}/import", tasks)
-            assert imp.get("task_count") == len(tasks), imp
-            step(f"{kind}: project + import of {len(tasks)} tasks", t0)
+            imp = api.call("POST", f"/api/projects/{pid}/import", sent[kind])
+            assert imp.get("task_count") == len(sent[kind]), imp
+            step(f"{kind}: project + import of {len(sent[kind])} tasks", t0)
             t0 = time.time()
-            results[kind] = review(api, kind, pid)
-            expected, kept = results[kind]
-            (work / f"{kind}_expected.json").write_text(json.dumps({"expected": expected, "kept": kept}))
+            done[kind] = review(api, kind, pid, sent[kind], classes)
+            (work / f"{kind}_review.json").write_text(json.dumps(done[kind]))
             step(f"{kind}: review through the API", t0)
             t0 = time.time()
             export = api.call("GET", f"/api/projects/{pid}/export?exportType=JSON&download_all_tasks=true", raw=True)
-            (work / f"{kind}_export.json").write_bytes(export)
+            (ls / "export.json").write_bytes(export)
             step(f"{kind}: export", t0)
     finally:
         stop(proc)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
-    t0 = time.time()
-    hook("parse", work)
-    step("triage reads the exports", t0)
-    for kind in ["seg", "cls"]:
-        doc = json.load(open(work / f"{kind}_doc.json"))
-        check(kind, doc, work / f"{kind}_tasks.json", *results[kind])
+    for kind, k in KINDS.items():
+        data, v2 = work / k["data"], work / k["v2"]
+        t0 = time.time()
+        err = triage("review-import", data, work / k["ls"] / "export.json")
+        step(f"{kind}: triage review-import", t0)
+        check_reviews(kind, data, err, done[kind])
+        t0 = time.time()
+        triage("apply", data, "--out", v2)
+        step(f"{kind}: triage apply", t0)
+        check_apply(kind, data, v2, sent[kind], done[kind])
+        t0 = time.time()
+        triage("run", v2, "--out", work / k["out2"], "--backend", "cpu")
+        step(f"{kind}: triage run on {v2.name}", t0)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(f"ok: Label Studio round trip in {time.time() - t_all:.1f} s")
