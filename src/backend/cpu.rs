@@ -32,13 +32,39 @@ const PIXEL_CHUNK: usize = 16 * 1024;
 const ROW_CHUNK: usize = 4096;
 
 /// The rayon backend.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CpuBackend;
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBackend {
+    /// The kernels it runs: [`simd::level`] (the best this CPU has), or
+    /// the scalar reference ([`CpuBackend::scalar`]).
+    level: Level,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl CpuBackend {
-    /// A backend using rayon's global pool.
+    /// A backend using rayon's global pool and the best SIMD level this
+    /// CPU has ([`simd::level`]).
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend {
+            level: simd::level(),
+        }
+    }
+
+    /// The scalar reference path on every CPU: the numbers every other
+    /// configuration (SIMD, GPU) is compared with in the parity suite.
+    pub fn scalar() -> Self {
+        CpuBackend {
+            level: Level::Scalar,
+        }
+    }
+
+    /// The SIMD level its kernels use.
+    pub fn level(&self) -> Level {
+        self.level
     }
 }
 
@@ -51,7 +77,7 @@ impl Backend for CpuBackend {
             api: None,
             device_type: None,
             fallback: None,
-            simd: Some(simd::level().name().into()),
+            simd: Some(self.level.name().into()),
         }
     }
 
@@ -76,7 +102,7 @@ impl Backend for CpuBackend {
                         samples.push(SampleScores::default());
                     }
                 };
-                if simd::level() == Level::Avx2 && !batch.logits {
+                if self.level == Level::Avx2 && !batch.logits {
                     match &batch.probs {
                         ProbBuf::F32(v) => rows_simd(v, batch, start..end, &mut record),
                         ProbBuf::F16(v) => rows_simd(v, batch, start..end, &mut record),
@@ -105,7 +131,7 @@ impl Backend for CpuBackend {
         batch
             .items
             .par_iter()
-            .map(|item| score_item(item, batch))
+            .map(|item| score_item(item, batch, self.level))
             .collect()
     }
 
@@ -367,7 +393,12 @@ fn pixels_simd<T: Element>(
 
 /// Score one stripe with the SIMD kernel where it applies, else the scalar
 /// reference.
-fn score_stripe<T: Element>(sp: Stripe<'_, T>, batch: &SegBatch, pred: &mut [u16]) -> ChunkStats {
+fn score_stripe<T: Element>(
+    sp: Stripe<'_, T>,
+    batch: &SegBatch,
+    pred: &mut [u16],
+    level: Level,
+) -> ChunkStats {
     let mut st = ChunkStats {
         pixels: 0,
         sums: ScoreSums::default(),
@@ -379,7 +410,7 @@ fn score_stripe<T: Element>(sp: Stripe<'_, T>, batch: &SegBatch, pred: &mut [u16
     };
     // Unlabelled items take the scalar reference (the SIMD kernel reads
     // each pixel's annotation).
-    if simd::level() == Level::Avx2 && !batch.logits && !sp.unlabelled {
+    if level == Level::Avx2 && !batch.logits && !sp.unlabelled {
         pixels_simd(sp, batch, pred, &mut st);
     } else {
         pixels_scalar(sp, batch, pred, &mut st);
@@ -387,7 +418,7 @@ fn score_stripe<T: Element>(sp: Stripe<'_, T>, batch: &SegBatch, pred: &mut [u16
     st
 }
 
-fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
+fn score_item(item: &SegItem, batch: &SegBatch, level: Level) -> Result<SegItemStats> {
     let c = batch.classes;
     let hw = item.height * item.width;
     let mut pred = vec![0u16; hw];
@@ -408,7 +439,7 @@ fn score_item(item: &SegItem, batch: &SegBatch) -> Result<SegItemStats> {
     };
     let (scored, ()) = rayon::join(
         || {
-            score_chunks(item, batch, &mut pred, &mut |ch: ChunkStats| {
+            score_chunks(item, batch, level, &mut pred, &mut |ch: ChunkStats| {
                 stats.pixels += ch.pixels;
                 stats.sums.merge(&ch.sums);
                 stats.softmin_self_confidence.merge(&ch.softmin_sc);
@@ -463,6 +494,7 @@ fn read_and_score<T: Element + Default>(
     item: &SegItem,
     batch: &SegBatch,
     pred: &mut [u16],
+    level: Level,
 ) -> Result<ChunkStats> {
     let n = pred.len();
     buf.resize(batch.classes * n, T::default());
@@ -477,7 +509,7 @@ fn read_and_score<T: Element + Default>(
         offset: start,
         unlabelled: item.unlabelled,
     };
-    Ok(score_stripe(sp, batch, pred))
+    Ok(score_stripe(sp, batch, pred, level))
 }
 
 /// Score the stripe of pixels from `start` on of an item whose values are
@@ -488,6 +520,7 @@ fn score_in_memory<T: Element>(
     batch: &SegBatch,
     start: usize,
     pred: &mut [u16],
+    level: Level,
 ) -> ChunkStats {
     let sp = Stripe {
         data,
@@ -497,7 +530,7 @@ fn score_in_memory<T: Element>(
         offset: 0,
         unlabelled: item.unlabelled,
     };
-    score_stripe(sp, batch, pred)
+    score_stripe(sp, batch, pred, level)
 }
 
 /// Bytes of the stripes' confusion tables held at once by [`score_chunks`]
@@ -515,6 +548,7 @@ const CONFUSION_WINDOW_BYTES: usize = 64 << 20;
 fn score_chunks(
     item: &SegItem,
     batch: &SegBatch,
+    level: Level,
     pred: &mut [u16],
     sink: &mut dyn FnMut(ChunkStats),
 ) -> Result<()> {
@@ -529,7 +563,7 @@ fn score_chunks(
     let per_window = (CONFUSION_WINDOW_BYTES / table).max(2 * rayon::current_num_threads());
     let window = stripe.saturating_mul(per_window).max(stripe);
     for (wi, pred) in pred.chunks_mut(window).enumerate() {
-        let chunks = score_window(item, batch, pred, (wi * window, stripe, hw, f16))?;
+        let chunks = score_window(item, batch, level, pred, (wi * window, stripe, hw, f16))?;
         chunks.into_iter().for_each(&mut *sink);
     }
     Ok(())
@@ -539,6 +573,7 @@ fn score_chunks(
 fn score_window(
     item: &SegItem,
     batch: &SegBatch,
+    level: Level,
     pred: &mut [u16],
     (base, stripe, hw, f16): (usize, usize, usize, bool),
 ) -> Result<Vec<ChunkStats>> {
@@ -549,14 +584,14 @@ fn score_window(
             match (&item.planes, &item.probs) {
                 (Some(src), _) if f16 => STRIPE_F16.with_borrow_mut(|buf| {
                     let read = |e: usize, out: &mut [u16]| src.read_f16(e, out);
-                    read_and_score(buf, &read, (hw, start), item, batch, pred)
+                    read_and_score(buf, &read, (hw, start), item, batch, pred, level)
                 }),
                 (Some(src), _) => STRIPE_F32.with_borrow_mut(|buf| {
                     let read = |e: usize, out: &mut [f32]| src.read_f32(e, out);
-                    read_and_score(buf, &read, (hw, start), item, batch, pred)
+                    read_and_score(buf, &read, (hw, start), item, batch, pred, level)
                 }),
-                (None, ProbBuf::F32(v)) => Ok(score_in_memory(v, item, batch, start, pred)),
-                (None, ProbBuf::F16(v)) => Ok(score_in_memory(v, item, batch, start, pred)),
+                (None, ProbBuf::F32(v)) => Ok(score_in_memory(v, item, batch, start, pred, level)),
+                (None, ProbBuf::F16(v)) => Ok(score_in_memory(v, item, batch, start, pred, level)),
             }
         })
         .collect()

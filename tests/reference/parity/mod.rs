@@ -1,10 +1,13 @@
 //! One parity suite over every backend configuration, after ripgrep's
 //! `SearcherTester` (`crates/searcher/src/testutil.rs`): a case is computed
-//! once by the CPU reference ([`CpuBackend`], which defines the numbers),
-//! then run through every configuration, each failure naming the
-//! configuration and the case.
+//! once by the reference, the scalar CPU path ([`CpuBackend::scalar`],
+//! whose kernels state the formulas), then run through every configuration,
+//! each failure naming the configuration and the case.
 //!
-//! Configurations: the CPU backend itself; the GPU backend; [`Fallback`]
+//! Configurations: the CPU backend at the best SIMD level this CPU has
+//! (`cpu-avx2` on x86-64 with AVX2 and FMA; none when that level is the
+//! scalar one, e.g. under `TRIAGE_SIMD=off`, as it would only repeat the
+//! reference); the GPU backend; [`Fallback`]
 //! wrapping the GPU (which must not have fallen back); and the GPU with small
 //! tiles, upload chunks, bindings and kNN chunks ([`SizeLimits`]), so that
 //! small inputs span several tiles, chunks, slot groups and kNN chunks.
@@ -134,12 +137,16 @@ pub struct Tester {
 impl Tester {
     /// Every configuration this machine offers (see the module docs).
     pub fn new() -> Tester {
-        let mut configs = vec![Config {
-            name: "cpu".into(),
-            kind: Kind::Cpu,
-            sizes: None,
-            backend: Box::new(CpuBackend::new()),
-        }];
+        let mut configs = Vec::new();
+        let cpu = CpuBackend::new();
+        if cpu.level() != triage::backend::simd::Level::Scalar {
+            configs.push(Config {
+                name: format!("cpu-{}", cpu.level().name()),
+                kind: Kind::Cpu,
+                sizes: None,
+                backend: Box::new(cpu),
+            });
+        }
         if let Some(g) = gpu() {
             configs.push(Config {
                 name: "gpu".into(),
@@ -173,7 +180,7 @@ impl Tester {
         Tester {
             configs,
             counts,
-            reference: CpuBackend::new(),
+            reference: CpuBackend::scalar(),
         }
     }
 
