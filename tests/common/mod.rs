@@ -166,10 +166,20 @@ pub fn read_report(out: &Path) -> serde_json::Value {
     value
 }
 
-/// The project's `../shared/data` directory, if present.
+/// The project's `../shared/data` directory, if present. A test over it
+/// skips without it, except with `TRIAGE_REQUIRE_DATA=1` (set by `.ci/run`
+/// when the directory is there): then a missing directory fails the test.
 pub fn shared_data() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    p.is_dir().then_some(p)
+    if p.is_dir() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("TRIAGE_REQUIRE_DATA").as_deref() != Ok("1"),
+        "TRIAGE_REQUIRE_DATA=1 but {} is not a directory",
+        p.display()
+    );
+    None
 }
 
 /// Area under the ROC curve of `score` (higher = positive) for the labels
