@@ -213,8 +213,8 @@ pub struct RunArgs {
     pub label_budget: Option<usize>,
     /// How to choose them: diverse (lowest margin, spread over the kNN graph,
     /// one per near-duplicate cluster; margin without embeddings), margin, entropy or random.
-    #[arg(long, value_enum, default_value_t = crate::checks::selection::Strategy::Diverse)]
-    pub label_strategy: crate::checks::selection::Strategy,
+    #[arg(long, value_enum, default_value_t = crate::queue::selection::Strategy::Diverse)]
+    pub label_strategy: crate::queue::selection::Strategy,
     /// Every item whose `annotator` column is one of these goes into the budget.
     #[arg(long, value_name = "A,B", value_delimiter = ',')]
     pub review_all_from: Vec<String>,
@@ -331,7 +331,7 @@ impl RunArgs {
             min_annotator_kappa: self.min_annotator_kappa,
             min_annotator_iou: self.min_annotator_iou,
             control: Default::default(),
-            label: crate::checks::selection::SelectOptions {
+            label: crate::queue::selection::SelectOptions {
                 budget: self.label_budget,
                 strategy: self.label_strategy,
                 min_per_class: self.min_per_class,

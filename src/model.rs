@@ -57,7 +57,7 @@ pub struct ItemResult {
     /// The item has no annotation (an empty `label` or `mask` cell, or -1
     /// in `labels.npy`): it has only the label-free scores, never enters
     /// the review queue, and is offered to the selection for labelling
-    /// ([`crate::checks::selection`]); `class` is then its predicted class.
+    /// ([`crate::queue::selection`]); `class` is then its predicted class.
     #[serde(default)]
     pub unlabelled: bool,
 }

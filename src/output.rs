@@ -306,7 +306,7 @@ pub struct Extras {
     pub annotator_items: Vec<crate::report::AnnotatedItem>,
     /// With unlabelled items: the selection for labelling and the
     /// unlabelled items its rows point into (`to_label.jsonl`, `.csv`).
-    pub to_label: Option<(Vec<ItemResult>, Vec<crate::checks::selection::ToLabel>)>,
+    pub to_label: Option<(Vec<ItemResult>, Vec<crate::queue::selection::ToLabel>)>,
     /// A cancelled run commits nothing: checked once more before the commit.
     pub control: crate::model::Control,
 }
@@ -332,7 +332,7 @@ fn as_row<'a>(
     manifest: &'a Manifest,
     pool: &'a [ItemResult],
     rank: usize,
-    r: &'a crate::checks::selection::ToLabel,
+    r: &'a crate::queue::selection::ToLabel,
 ) -> ToLabelRow<'a> {
     let it = &pool[r.pos];
     ToLabelRow {
@@ -361,7 +361,7 @@ fn write_to_label(
     cfg: &DatasetConfig,
     manifest: &Manifest,
     pool: &[ItemResult],
-    rows: &[crate::checks::selection::ToLabel],
+    rows: &[crate::queue::selection::ToLabel],
 ) -> Result<()> {
     files.write("to_label.jsonl", |w| {
         for (rank, r) in rows.iter().enumerate() {

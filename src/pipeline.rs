@@ -50,7 +50,7 @@ pub struct RunOptions {
     pub min_annotator_iou: f64,
     /// What to label next among the unlabelled items (`--label-budget`,
     /// `--label-strategy`; `--min-per-class` and `--seed` are the queue's).
-    pub label: crate::checks::selection::SelectOptions,
+    pub label: crate::queue::selection::SelectOptions,
     /// Stop and progress hooks for a caller that is not the CLI (the
     /// Python API): a set cancel flag stops the run before its next batch
     /// or stage with [`Error::Cancelled`], and nothing is written.
@@ -545,7 +545,7 @@ fn assemble(
     let (labelled, pool): (Vec<ItemResult>, Vec<ItemResult>) =
         items.into_iter().partition(|it| !it.unlabelled);
     let n_unlabelled = pool.len();
-    let selection = crate::checks::selection::run(
+    let selection = crate::queue::selection::run(
         cfg,
         manifest,
         &pool,
@@ -590,8 +590,8 @@ fn assemble(
             checks: {
                 let mut c = crate::checks::section(&checks);
                 c.insert(
-                    crate::checks::selection::NAME.into(),
-                    crate::checks::selection::check_summary(selection.as_ref()),
+                    crate::queue::selection::NAME.into(),
+                    crate::queue::selection::check_summary(selection.as_ref()),
                 );
                 c
             },

@@ -409,7 +409,7 @@ pub struct CheckSummary {
 }
 
 /// `report.json` `selection`: the batch of unlabelled items to label next
-/// (`to_label.jsonl`, [`crate::checks::selection`]).
+/// (`to_label.jsonl`, [`crate::queue::selection`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Selection {
     /// The strategy used (`diverse`, `margin`, `entropy`, `random`).

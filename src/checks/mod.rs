@@ -24,7 +24,6 @@ pub mod class_imbalance;
 pub mod label_quality;
 pub mod low_agreement;
 pub mod near_duplicate;
-pub mod selection;
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};

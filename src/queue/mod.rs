@@ -10,6 +10,7 @@
 pub mod policy;
 pub mod previous;
 pub mod review;
+pub mod selection;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

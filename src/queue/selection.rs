@@ -3,11 +3,13 @@
 //!
 //! # Contract
 //!
-//! Like every check it declares its input, the **unlabelled items** (an
+//! A queue, not a check: it lives beside the review queue, not in
+//! [`crate::checks`]. It follows the checks' contract all the same, so
+//! `report.json` lists it with them: it declares its input, the **unlabelled items** (an
 //! empty `label` or `mask` cell, -1 in `labels.npy`), and is skipped with
 //! that reason when there are none ([`run`] returns `None`; `report.json`
 //! `checks.select_for_labelling` says why). It scores only those items
-//! (the review checks of [`super::registry`] score only the labelled
+//! (the review checks of [`crate::checks::registry`] score only the labelled
 //! ones), flags the batch, gives every row its reasons, and summarises the
 //! batch ([`crate::schema::Selection`]). It reads the one kNN graph of the
 //! neighbour stage.
