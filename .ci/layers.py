@@ -20,7 +20,7 @@ LAYERS = [
     ["config"],
     ["metrics"],
     ["priority"],
-    ["model"],
+    ["records"],
     ["io"],
     ["index"],
     ["backend"],

@@ -35,7 +35,7 @@ use crate::io::manifest::Manifest;
 use crate::metrics::agreement::{
     ClassCounts, CohenSums, cohen_kappa_of, fleiss_kappa, krippendorff_alpha,
 };
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 use crate::schema::{
     Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
     SegClassAgreement,

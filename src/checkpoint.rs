@@ -16,7 +16,7 @@
 //! batches before it are kept. Any other damage (a checksum that does not
 //! match, a line that is not a batch, a batch that does not follow on from
 //! the one before) or a field that does not fit the run (checked by
-//! [`ItemResult::validate`] and [`crate::model::check_sums`]: class indices
+//! [`ItemResult::validate`] and [`crate::records::check_sums`]: class indices
 //! below the class count, items numbered in order, pooled sums consistent
 //! with the items) discards the whole checkpoint, said on stderr, and the
 //! run starts afresh: the checksum detects damage, not forgery, and a
@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::io::sealed;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
-use crate::model::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
+use crate::records::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
 
 /// The checkpoint's file name inside `--out`.
 pub const FILE: &str = ".triage-checkpoint.jsonl";
@@ -284,8 +284,8 @@ struct BatchRef<'a> {
 /// Check batch `b` (read back) against the run: it follows on from the
 /// batch before (`after`: its end), holds its items `start..end` in order,
 /// each valid for the run, and pooled sums that are theirs
-/// ([`crate::model::check_sums`]; `total`, the sums' tally so far, stays
-/// under [`crate::model::MAX_POOLED`]). Returns its sums, to add.
+/// ([`crate::records::check_sums`]; `total`, the sums' tally so far, stays
+/// under [`crate::records::MAX_POOLED`]). Returns its sums, to add.
 fn check_batch<'b>(
     b: &'b Batch,
     after: Option<usize>,
@@ -324,7 +324,7 @@ fn check_batch<'b>(
         cells: &b.sums.confusion,
         bands: b.sums.bands.as_ref(),
     };
-    crate::model::check_sums(sums, dims, tally).map_err(|e| format!("sums.{e}"))?;
+    crate::records::check_sums(sums, dims, tally).map_err(|e| format!("sums.{e}"))?;
     total.add_tally(tally).map_err(|e| e.to_string())?;
     Ok(sums)
 }

@@ -125,8 +125,8 @@ pub struct MergeCmd {
 pub struct RunArgs {
     /// Score only shard I of N (contiguous items in manifest order) and write its partial
     /// result (partial.jsonl) to --out, for `triage merge`.
-    #[arg(long, value_name = "I/N", value_parser = crate::model::Shard::parse)]
-    pub shard: Option<crate::model::Shard>,
+    #[arg(long, value_name = "I/N", value_parser = crate::records::Shard::parse)]
+    pub shard: Option<crate::records::Shard>,
     /// Keep a checkpoint of the scored batches in --out, and continue from the one there
     /// (after a crash or kill): outputs are the same as an uninterrupted run's. Without a
     /// checkpoint (or with one of other inputs or options) it starts afresh.

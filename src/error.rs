@@ -54,7 +54,7 @@ pub enum Error {
     /// options (a worker thread panicked, an encoder refused its input).
     #[error("internal error: {0}")]
     Internal(String),
-    /// The caller stopped the run ([`crate::model::Control::cancel`]);
+    /// The caller stopped the run ([`crate::records::Control::cancel`]);
     /// nothing was written.
     #[error("the run was cancelled; nothing was written")]
     Cancelled,

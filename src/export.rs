@@ -514,4 +514,4 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
     })
 }
 
-const UNLABELLED_CLASS: u32 = crate::model::UNLABELLED;
+const UNLABELLED_CLASS: u32 = crate::records::UNLABELLED;

@@ -19,9 +19,9 @@ use crate::error::Result;
 use crate::io::atomic::AtomicOutputs;
 use crate::io::jsonw;
 use crate::io::manifest::Manifest;
-use crate::model::{DatasetStats, ItemResult, Timings};
 use crate::priority;
 use crate::queue::{QueuePlan, RowPlan};
+use crate::records::{DatasetStats, ItemResult, Timings};
 use crate::schema::{self, finite};
 use indexmap::IndexMap;
 
@@ -308,7 +308,7 @@ pub struct Extras {
     /// unlabelled items its rows point into (`to_label.jsonl`, `.csv`).
     pub to_label: Option<(Vec<ItemResult>, Vec<crate::queue::selection::ToLabel>)>,
     /// A cancelled run commits nothing: checked once more before the commit.
-    pub control: crate::model::Control,
+    pub control: crate::records::Control,
 }
 
 /// One line of `to_label.jsonl`.

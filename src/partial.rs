@@ -27,7 +27,7 @@
 //! the header's shard (`index < count`), its `items` (the shard's share of
 //! `n_items`, checked before anything is sized by it), its pooled sums
 //! (arrays of the run's class count, consistent with the items, see
-//! [`crate::model::check_sums`]); every row ([`ItemResult::validate`]:
+//! [`crate::records::check_sums`]); every row ([`ItemResult::validate`]:
 //! class indices below the class count, and so on) and its index (the
 //! shard's items in order). The checksum detects damage, not forgery; the
 //! field checks stop a forged record from crashing or skewing the merge.
@@ -41,7 +41,7 @@ use crate::backend::BackendInfo;
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::sealed;
-use crate::model::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
+use crate::records::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
 use crate::schema::Options;
 
 /// The partial's file name inside a shard's `--out`.
@@ -247,7 +247,7 @@ impl Opened {
     /// checked against the run (`dims`) and numbered in order from the
     /// shard's first item; check the header's pooled sums against the run
     /// and the items, and add them to `stats` (`total`: the tally of the
-    /// partials read so far, kept under [`crate::model::MAX_POOLED`]).
+    /// partials read so far, kept under [`crate::records::MAX_POOLED`]).
     pub fn items(
         mut self,
         dims: RunDims,
@@ -256,13 +256,13 @@ impl Opened {
     ) -> Result<Vec<ItemResult>> {
         let path = self.path.clone();
         let h = &self.header;
-        let at_line = |n: usize, e: crate::model::Invalid| {
+        let at_line = |n: usize, e: crate::records::Invalid| {
             Error::input(&path, e.message).field(format!("line {n}: {}", e.field))
         };
         let hs = &h.stats;
         hs.confusion
             .check(dims.classes)
-            .map_err(|m| at_line(1, crate::model::Invalid::new("stats.confusion.counts", m)))?;
+            .map_err(|m| at_line(1, crate::records::Invalid::new("stats.confusion.counts", m)))?;
         let cells = hs.confusion.nonzero();
         let sums = SumsRef {
             bins: &hs.bins,
@@ -303,7 +303,7 @@ impl Opened {
             if it.index != want {
                 return Err(at_line(
                     n,
-                    crate::model::Invalid::new(
+                    crate::records::Invalid::new(
                         "index",
                         format!(
                             "item {}, expected {want} (the shard's items in order)",
@@ -327,7 +327,7 @@ impl Opened {
                 ),
             ));
         }
-        crate::model::check_sums(sums, dims, tally)
+        crate::records::check_sums(sums, dims, tally)
             .and_then(|()| total.add_tally(tally))
             .map_err(|e| at_line(1, e.under("stats")))?;
         stats.add_sums(sums);

@@ -9,8 +9,8 @@ use crate::backend::{self, BackendKind};
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::model::{ItemResult, Timings};
 use crate::output::{self, Report};
+use crate::records::{ItemResult, Timings};
 
 pub use crate::score::DEFAULT_BATCH_BYTES;
 
@@ -36,7 +36,7 @@ pub struct RunOptions {
     /// Budget, de-duplication, stratification, spot checks, `--previous`.
     pub queue: crate::queue::QueueOptions,
     /// Score only this shard and write its partial (`--shard I/N`).
-    pub shard: Option<crate::model::Shard>,
+    pub shard: Option<crate::records::Shard>,
     /// Keep a checkpoint in `out` and continue from it (`--resume`).
     pub resume: bool,
     /// Reuse the rows of unchanged items from this score cache and leave
@@ -54,7 +54,7 @@ pub struct RunOptions {
     /// Stop and progress hooks for a caller that is not the CLI (the
     /// Python API): a set cancel flag stops the run before its next batch
     /// or stage with [`Error::Cancelled`], and nothing is written.
-    pub control: crate::model::Control,
+    pub control: crate::records::Control,
 }
 
 impl RunOptions {
@@ -352,18 +352,18 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let mut opened = opened;
     opened.sort_by_key(|o| o.header.shard.index);
     let mut items = Vec::with_capacity(h0.n_items);
-    let mut stats = crate::model::DatasetStats::zeros(
+    let mut stats = crate::records::DatasetStats::zeros(
         cfg.num_classes(),
         cfg.task == crate::config::Task::Segmentation,
     );
     let mut timings = Timings::default();
     let t_read = Instant::now();
     let mut score_cache: Option<crate::schema::ScoreCache> = None;
-    let dims = crate::model::RunDims {
+    let dims = crate::records::RunDims {
         classes: cfg.num_classes(),
         segmentation: cfg.task == crate::config::Task::Segmentation,
     };
-    let mut tally = crate::model::Tally::default();
+    let mut tally = crate::records::Tally::default();
     for o in opened {
         if let Some(c) = &o.header.score_cache {
             score_cache.get_or_insert_default().add(c);
@@ -468,7 +468,7 @@ struct Scored<'a> {
     manifest: &'a Manifest,
     /// In items order.
     items: Vec<ItemResult>,
-    stats: crate::model::DatasetStats,
+    stats: crate::records::DatasetStats,
     queue_inputs: crate::queue::QueueInputs,
     /// A merge: the options and backend the shards recorded.
     backend_info: Option<(crate::schema::Options, crate::backend::BackendInfo)>,

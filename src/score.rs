@@ -34,8 +34,8 @@ use crate::io::manifest::Manifest;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
-use crate::model::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
 use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
+use crate::records::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
 use crate::score_cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
@@ -45,7 +45,7 @@ pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone)]
 pub struct ScoreOptions {
     /// Stop and progress hooks (the Python API).
-    pub control: crate::model::Control,
+    pub control: crate::records::Control,
     /// Bytes of probabilities per batch (as stored); a batch holds at least
     /// one item (segmentation) or one row (classification).
     pub batch_size: usize,

@@ -37,7 +37,7 @@
 //! An entry whose checksum does not match, or with a field that does not
 //! fit the run (a class index at or above the class count, a non-finite
 //! score, pooled sums that are not its item's: see
-//! [`crate::model::ItemResult::validate`], [`crate::model::check_sums`]), is
+//! [`crate::records::ItemResult::validate`], [`crate::records::check_sums`]), is
 //! damaged: it is not used, its item is scored again, the count of damaged
 //! entries is said on stderr, and the run writes the item's fresh entry in
 //! its place. The checksum detects damage, not forgery: a forged entry
@@ -61,7 +61,7 @@ use crate::io::sealed;
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::pixel_stats::SampleScores;
-use crate::model::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
+use crate::records::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
 
 /// The header's `format`.
 pub const FORMAT: &str = "triage-score-cache/2";
@@ -269,9 +269,9 @@ impl SegEntry {
 
     /// Check an entry read back against a run of `classes` classes: its
     /// item ([`ItemResult::validate`]) and its sums, which must be those of
-    /// the item's pixels ([`crate::model::check_sums`]; an unlabelled item
+    /// the item's pixels ([`crate::records::check_sums`]; an unlabelled item
     /// is scored against class 0, so its sums are kept too).
-    pub fn validate(&self, classes: usize) -> std::result::Result<(), crate::model::Invalid> {
+    pub fn validate(&self, classes: usize) -> std::result::Result<(), crate::records::Invalid> {
         let dims = RunDims {
             classes,
             segmentation: true,
@@ -285,7 +285,7 @@ impl SegEntry {
         };
         let samples = self.item.scores.seg.as_ref().map_or(0, |s| s.pixels);
         tally.add((samples, area))?;
-        crate::model::check_sums(self.sums(), dims, tally)
+        crate::records::check_sums(self.sums(), dims, tally)
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Check, Explained, Inputs, Need, Place};
 use crate::config::Task;
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 
 /// A class is rare when its share of the labelled items is below this
 /// fraction of a uniform share `1/C` (cleanlab's default threshold, 0.1).

@@ -7,8 +7,8 @@
 
 use super::{Check, Need};
 use crate::config::Task;
-use crate::model::ItemResult;
 use crate::priority::{Context, ItemScores, RowFacts, SegFacts};
+use crate::records::ItemResult;
 
 /// [`WrongLabel`] flags `1 − normalized_margin` above this: the model
 /// prefers another class than the label.

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{Check, Explained, Inputs, Need, Place};
 use crate::config::Task;
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 
 /// Classification: an item is flagged when fewer than this share of its
 /// annotator pairs agree (so a 2–1 split among three annotators is

@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 
 use crate::config::{DatasetConfig, Task};
 use crate::io::manifest::Manifest;
-use crate::model::ItemResult;
 use crate::neighbors::NeighborResult;
+use crate::records::ItemResult;
 use crate::schema::CheckSummary;
 
 /// An input a check may need.

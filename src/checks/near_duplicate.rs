@@ -4,7 +4,7 @@
 
 use super::{Check, Explained, Inputs, Need, Place};
 use crate::config::Task;
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 
 /// A classification item whose k nearest neighbours carry another label at
 /// least this often gets a reason saying so.

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::model::UNLABELLED;
+use crate::records::UNLABELLED;
 
 /// Classification: [`class_labels`]; segmentation: `None`.
 pub fn class_labels_of_task(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Vec<u32>>> {

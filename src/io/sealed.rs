@@ -17,7 +17,7 @@
 //! anyone can compute it. That is why every reader also checks every field
 //! of a record against the run (class indices below the class count,
 //! arrays of their declared length, counts that fit), see
-//! [`crate::model::ItemResult::validate`] and [`crate::model::check_sums`].
+//! [`crate::records::ItemResult::validate`] and [`crate::records::check_sums`].
 //!
 //! Binary records (the classification score cache's) carry the same hash
 //! of their other bytes in a field of their own

@@ -18,7 +18,7 @@ use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_dataset_mask;
-use crate::model::{ItemResult, NeighborRef};
+use crate::records::{ItemResult, NeighborRef};
 use crate::schema;
 
 /// Options of the neighbour stage (flags of `triage run`).

@@ -22,7 +22,7 @@ use crate::checks::CheckRun;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 use crate::schema;
 use policy::{Candidate, Pick, Policy, Why};
 use previous::Status;

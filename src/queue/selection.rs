@@ -62,7 +62,7 @@ use serde::Serialize;
 use crate::config::{DatasetConfig, Task};
 use crate::index::KnnGraph;
 use crate::io::manifest::Manifest;
-use crate::model::ItemResult;
+use crate::records::ItemResult;
 use crate::schema;
 
 /// The selection strategies (`--label-strategy`).

@@ -54,7 +54,7 @@ pub fn class_grey(k: u16, classes: usize) -> u8 {
     (60.0 + 160.0 * k as f32 / span).round() as u8
 }
 
-pub use crate::model::PredMaps;
+pub use crate::records::PredMaps;
 
 /// Per-pixel argmax over `classes` planes of `probs` (`classes × h × w`,
 /// C order); ties go to the lower class. Plane by plane, so each pass is a

@@ -294,7 +294,7 @@ fn a_cancelled_run_stops_before_its_next_batch_and_writes_nothing() {
     // 100 rows per batch: the hook sets the flag after the first batch.
     opts.batch_size = 100 * 10 * 8;
     let (f, s) = (flag.clone(), seen.clone());
-    opts.control = triage::model::Control {
+    opts.control = triage::records::Control {
         cancel: Some(flag),
         on_progress: Some(Arc::new(move |done, total| {
             assert_eq!(total, 10_000);
@@ -348,7 +348,7 @@ fn a_run_cancelled_after_its_last_batch_still_writes_nothing() {
     let mut opts = cpu_opts(&out, &[]);
     opts.dataset = dir.clone();
     let f = flag.clone();
-    opts.control = triage::model::Control {
+    opts.control = triage::records::Control {
         cancel: Some(flag),
         // Set once every item is scored: the stages after scoring stop.
         on_progress: Some(Arc::new(move |done, total| {

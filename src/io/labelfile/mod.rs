@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::io::coco_rle::Rle;
 use crate::io::manifest::Manifest;
 use crate::labelset::{ItemAnnotation, ItemLabels, LabelSet, Painted};
-use crate::model::UNLABELLED;
+use crate::records::UNLABELLED;
 
 /// The largest labels file read, in bytes (2 GiB: COCO's train2017
 /// instances are 448 MiB).
