@@ -280,7 +280,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
             score_cache,
         });
     }
-    let scored = Scored {
+    let scored = AssembleInput {
         cfg: &cfg,
         manifest: &manifest,
         items,
@@ -378,7 +378,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         ));
     }
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
-    let scored = Scored {
+    let scored = AssembleInput {
         cfg: &cfg,
         manifest: &manifest,
         items,
@@ -463,7 +463,7 @@ fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
 }
 
 /// What the score stage (or a merge) hands to [`assemble`].
-struct Scored<'a> {
+struct AssembleInput<'a> {
     cfg: &'a DatasetConfig,
     manifest: &'a Manifest,
     /// In items order.
@@ -481,7 +481,7 @@ struct Scored<'a> {
 /// Everything after scoring: reasons, neighbours, checks, priority order,
 /// the queue, and the outputs.
 fn assemble(
-    s: Scored<'_>,
+    s: AssembleInput<'_>,
     opts: &RunOptions,
     backend: &dyn crate::backend::Backend,
     timings: &mut Timings,
