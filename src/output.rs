@@ -733,6 +733,24 @@ fn write_queue_files<'a>(
         .map_err(|e| crate::Error::io(files.dir_path(), e.into()))
 }
 
+/// The review queue as [`write_all`] writes it: where, for which dataset,
+/// the items, their order and reasons.
+#[derive(Clone, Copy)]
+pub struct Queue<'a> {
+    /// `--out`.
+    pub out: &'a Path,
+    pub cfg: &'a DatasetConfig,
+    pub manifest: &'a Manifest,
+    /// Priority-sorted.
+    pub items: &'a [ItemResult],
+    /// The queue order and budget (`items` indices).
+    pub plan: &'a QueuePlan,
+    /// Every item's reasons, from the checks.
+    pub reasons: &'a Reasons<'a>,
+    /// `--top K`: only the first K rows in the queue files.
+    pub top: Option<usize>,
+}
+
 /// Queue rows kept as JSON values for the page (its table and gallery).
 pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
 
@@ -742,20 +760,22 @@ pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
 /// The queue rows follow `plan` (queue order); `items` is priority-sorted.
 /// Rows are serialized straight to the files, one at a time: memory is the
 /// items themselves plus [`HEAD_ROWS`] rows kept for the page.
-#[allow(clippy::too_many_arguments)]
 pub fn write_all(
-    out: &Path,
-    cfg: &DatasetConfig,
-    manifest: &Manifest,
-    items: &[ItemResult],
-    plan: &QueuePlan,
-    reasons: &Reasons<'_>,
-    top: Option<usize>,
+    queue: Queue<'_>,
     report: Report,
     extras: Extras,
     timings: &mut Timings,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
+    let Queue {
+        out,
+        cfg,
+        manifest,
+        items,
+        plan,
+        reasons,
+        top,
+    } = queue;
     let t_write = Instant::now();
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;

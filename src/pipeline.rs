@@ -609,14 +609,17 @@ fn assemble(
         extras.to_label = Some((pool, sel.rows));
     }
     opts.control.check()?;
+    let reasons = crate::checks::reasons(&checks);
     let files = output::write_all(
-        &opts.out,
-        cfg,
-        manifest,
-        &items,
-        &plan,
-        &crate::checks::reasons(&checks),
-        opts.top,
+        output::Queue {
+            out: &opts.out,
+            cfg,
+            manifest,
+            items: &items,
+            plan: &plan,
+            reasons: &reasons,
+            top: opts.top,
+        },
         report,
         extras,
         timings,
