@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Check, Explained, Inputs, Need, Place};
+use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::records::ItemResult;
 
@@ -63,14 +63,14 @@ impl Check for ClassImbalance {
     fn score_text(&self, _: Task) -> &'static str {
         "1 - min(1, classes * share of the item's label)"
     }
-    fn flagged_when(&self) -> &'static str {
-        "> 0.9 (the label's class holds under 10% of a uniform share)"
+    fn threshold(&self) -> Threshold {
+        Threshold::above(1.0 - RARE_FRACTION).because(format!(
+            "the label's class holds under {}% of a uniform share",
+            100.0 * RARE_FRACTION
+        ))
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         self.class_score(it.row?.label as usize)
-    }
-    fn flags(&self, v: f64) -> bool {
-        v > 1.0 - RARE_FRACTION
     }
 
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {

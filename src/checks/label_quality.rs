@@ -5,7 +5,7 @@
 //! reasons written for every item ([`row_reasons`], [`seg_reasons`]), which
 //! take their thresholds from the same checks.
 
-use super::{Check, Need};
+use super::{Check, Need, Threshold};
 use crate::config::Task;
 use crate::priority::{Context, ItemScores, RowFacts, SegFacts};
 use crate::records::ItemResult;
@@ -44,17 +44,15 @@ impl Check for WrongLabel {
             Task::Classification => "1 - normalized_margin",
         }
     }
-    fn flagged_when(&self) -> &'static str {
-        "> 0.5 (the model prefers another class than the label)"
+    fn threshold(&self) -> Threshold {
+        Threshold::above(WRONG_LABEL_ABOVE)
+            .because("the model prefers another class than the label")
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         match &it.scores.seg {
             Some(s) => s.normalized_margin_softmin.map(|v| 1.0 - v),
             None => it.scores.normalized_margin.map(|v| 1.0 - v),
         }
-    }
-    fn flags(&self, v: f64) -> bool {
-        v > WRONG_LABEL_ABOVE
     }
 }
 
@@ -72,14 +70,11 @@ impl Check for Uncertain {
     fn score_text(&self, _: Task) -> &'static str {
         "entropy"
     }
-    fn flagged_when(&self) -> &'static str {
-        ">= 0.5"
+    fn threshold(&self) -> Threshold {
+        Threshold::at_least(UNCERTAIN_ENTROPY)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         it.scores.entropy
-    }
-    fn flags(&self, v: f64) -> bool {
-        v >= UNCERTAIN_ENTROPY
     }
 }
 
@@ -97,14 +92,11 @@ impl Check for Miscalibrated {
     fn score_text(&self, _: Task) -> &'static str {
         "ece (the item's own calibration error)"
     }
-    fn flagged_when(&self) -> &'static str {
-        ">= 0.25"
+    fn threshold(&self) -> Threshold {
+        Threshold::at_least(MISCALIBRATED_ECE)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         it.scores.ece
-    }
-    fn flags(&self, v: f64) -> bool {
-        v >= MISCALIBRATED_ECE
     }
 }
 
@@ -122,14 +114,11 @@ impl Check for BoundaryDisagreement {
     fn score_text(&self, _: Task) -> &'static str {
         "1 - boundary_iou (segmentation only)"
     }
-    fn flagged_when(&self) -> &'static str {
-        "> 0.5"
+    fn threshold(&self) -> Threshold {
+        Threshold::above(BOUNDARY_DISAGREEMENT_ABOVE)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         it.scores.seg.as_ref()?.boundary_iou.map(|v| 1.0 - v)
-    }
-    fn flags(&self, v: f64) -> bool {
-        v > BOUNDARY_DISAGREEMENT_ABOVE
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Check, Explained, Inputs, Need, Place};
+use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::records::ItemResult;
 
@@ -63,19 +63,20 @@ impl Check for LowAgreement {
             }
         }
     }
-    fn flagged_when(&self) -> &'static str {
+    fn threshold(&self) -> Threshold {
+        let t = Threshold::above(1.0 - self.min_agreement());
         match self.task {
-            Task::Classification => {
-                "> 0.5 (fewer than half of the item's annotator pairs agree, or their majority contradicts the official label)"
-            }
-            Task::Segmentation => "> 0.25 (the item's annotator pairs' mean mIoU is under 0.75)",
+            Task::Classification => t.because(
+                "fewer than half of the item's annotator pairs agree, or their majority contradicts the official label",
+            ),
+            Task::Segmentation => t.because(format!(
+                "the item's annotator pairs' mean mIoU is under {}",
+                self.min_agreement()
+            )),
         }
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         crate::agreement::disagreement(it)
-    }
-    fn flags(&self, v: f64) -> bool {
-        v > 1.0 - self.min_agreement()
     }
 
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {

@@ -97,6 +97,63 @@ impl Inputs<'_> {
     }
 }
 
+/// When a check flags an item: its score above a value (or at least it),
+/// with a sentence saying what that means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Threshold {
+    pub value: f64,
+    /// `>=` instead of `>`.
+    pub inclusive: bool,
+    /// What crossing it means; empty for none.
+    pub why: String,
+}
+
+impl Threshold {
+    /// Flags a score `> value`.
+    pub fn above(value: f64) -> Self {
+        Threshold {
+            value,
+            inclusive: false,
+            why: String::new(),
+        }
+    }
+
+    /// Flags a score `>= value`.
+    pub fn at_least(value: f64) -> Self {
+        Threshold {
+            inclusive: true,
+            ..Self::above(value)
+        }
+    }
+
+    /// With `why`, said after the value in the text.
+    pub fn because(self, why: impl Into<String>) -> Self {
+        Threshold {
+            why: why.into(),
+            ..self
+        }
+    }
+
+    /// Whether `score` crosses it.
+    pub fn flags(&self, score: f64) -> bool {
+        if self.inclusive {
+            score >= self.value
+        } else {
+            score > self.value
+        }
+    }
+
+    /// `"> 0.5 (why)"`, the value as Rust prints it (shortest round trip).
+    pub fn text(&self) -> String {
+        let op = if self.inclusive { ">=" } else { ">" };
+        if self.why.is_empty() {
+            format!("{op} {}", self.value)
+        } else {
+            format!("{op} {} ({})", self.value, self.why)
+        }
+    }
+}
+
 /// One kind of issue.
 pub trait Check: Sync {
     /// Stable name: the key of its view in `report.json` `views`.
@@ -108,15 +165,24 @@ pub trait Check: Sync {
     /// What its score is, as `report.json` describes it.
     fn score_text(&self, task: Task) -> &'static str;
 
+    /// When the score flags an item: one value, from which both the test
+    /// ([`Check::flags`]) and its text in `report.json`
+    /// ([`Check::flagged_when`]) follow.
+    fn threshold(&self) -> Threshold;
+
     /// When the score flags an item, as `report.json` describes it.
-    fn flagged_when(&self) -> &'static str;
+    fn flagged_when(&self) -> String {
+        self.threshold().text()
+    }
 
     /// The item's score in [0, 1], higher when the issue is more likely;
     /// `None` when undefined for the item.
     fn score(&self, item: &ItemResult) -> Option<f64>;
 
     /// Whether a (finite) score flags its item.
-    fn flags(&self, score: f64) -> bool;
+    fn flags(&self, score: f64) -> bool {
+        self.threshold().flags(score)
+    }
 
     /// Run the check: the reasons it adds to flagged items, and its summary.
     /// `flags` holds its flag per item (priority order). The default adds
@@ -304,5 +370,61 @@ impl Reasons<'_> {
         }
         out.extend(placed(Place::Last));
         out
+    }
+}
+
+#[cfg(test)]
+mod threshold_tests {
+    use super::*;
+
+    #[test]
+    fn the_text_and_the_test_come_from_one_value() {
+        let t = Threshold::above(0.5).because("why");
+        assert_eq!(t.text(), "> 0.5 (why)");
+        assert!(!t.flags(0.5) && t.flags(0.500_000_1));
+        let t = Threshold::at_least(0.25);
+        assert_eq!(t.text(), ">= 0.25");
+        assert!(t.flags(0.25) && !t.flags(0.249_999));
+        assert_eq!(Threshold::above(0.0).text(), "> 0");
+    }
+
+    /// Every check that needs no dataset to build: its text names its
+    /// threshold, which flags exactly the scores past it, in its range.
+    #[test]
+    fn every_check_flags_what_its_text_says() {
+        let checks: Vec<Box<dyn Check>> = vec![
+            Box::new(label_quality::WrongLabel),
+            Box::new(label_quality::Uncertain),
+            Box::new(label_quality::Miscalibrated),
+            Box::new(label_quality::BoundaryDisagreement),
+            Box::new(near_duplicate::DuplicateConflict),
+            Box::new(low_agreement::LowAgreement::new(Task::Classification)),
+            Box::new(low_agreement::LowAgreement::new(Task::Segmentation)),
+        ];
+        let mut names = std::collections::HashSet::new();
+        for c in &checks {
+            let t = c.threshold();
+            let text = c.flagged_when();
+            let op = if t.inclusive { ">= " } else { "> " };
+            let number: f64 = text
+                .strip_prefix(op)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{}: {text:?}", c.name()));
+            assert_eq!(number, t.value, "{}", c.name());
+            assert!(
+                (0.0..1.0).contains(&t.value),
+                "{}: a score in [0, 1]",
+                c.name()
+            );
+            assert_eq!(c.flags(t.value), t.inclusive, "{}", c.name());
+            assert!(
+                c.flags(t.value + 1e-9) && !c.flags(t.value - 1e-9),
+                "{}",
+                c.name()
+            );
+            let named = names.insert((c.name(), text.clone()));
+            assert!(named, "{}: twice", c.name());
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the neighbour stage's pairs and its one kNN graph
 //! ([`crate::neighbors::stage`]).
 
-use super::{Check, Explained, Inputs, Need, Place};
+use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::records::ItemResult;
 
@@ -30,14 +30,11 @@ impl Check for DuplicateConflict {
     fn score_text(&self, _: Task) -> &'static str {
         "dup_conflict (with embeddings)"
     }
-    fn flagged_when(&self) -> &'static str {
-        "> 0"
+    fn threshold(&self) -> Threshold {
+        Threshold::above(0.0)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
         it.scores.dup_conflict
-    }
-    fn flags(&self, v: f64) -> bool {
-        v > 0.0
     }
 
     fn explain(&self, inputs: &Inputs<'_>, _flags: &[bool]) -> Explained {

@@ -269,7 +269,7 @@ fn views_section(
             d.check.name().into(),
             schema::View {
                 score: d.check.score_text(task).into(),
-                flagged_when: d.check.flagged_when().into(),
+                flagged_when: d.check.flagged_when(),
                 flagged,
                 items,
             },
