@@ -10,6 +10,8 @@
 //! labels = "labels.npy"              # classification: instead of a `label` column
 //! embeddings = "embeddings.npy"      # optional, (N, D)
 //! annotations = "annotations.csv"    # optional: id, annotator, label (or mask)
+//! # coco = "instances.json"         # or cvat / labelstudio: labels from a labels file
+//! # images = "images"               #   (docs/formats.md); its image names' directory
 //! roots = ["/data/images"]           # optional: absolute directories outside the
 //!                                    # dataset that its paths may point into
 //! ```
@@ -135,6 +137,7 @@ struct RawInputs {
     overlap: Option<Overlap>,
     probs_layout: Option<ProbsLayout>,
     probs_key: Option<String>,
+    images: Option<PathBuf>,
 }
 
 /// The format of a labels file named in `[inputs]` (`coco`, `cvat`,
@@ -221,6 +224,11 @@ pub struct LabelsInput {
     /// name); false with `num_classes` alone (a category's id is its class
     /// id) or no classes.
     pub classes_named: bool,
+    /// `[inputs] images`: the directory the file's image names are
+    /// relative to, as named (relative to the dataset directory, or
+    /// absolute inside a root); the items' `image` column joins it with
+    /// each image's file name.
+    pub images: Option<PathBuf>,
 }
 
 /// The directories a dataset's paths may lead into: the dataset directory
@@ -654,6 +662,7 @@ impl DatasetConfig {
                 (raw.inputs.id_from.is_some(), "id_from"),
                 (raw.inputs.unlabeled.is_some(), "unlabeled"),
                 (raw.inputs.overlap.is_some(), "overlap"),
+                (raw.inputs.images.is_some(), "images"),
             ] {
                 if given {
                     return Err(bad(
@@ -817,6 +826,7 @@ impl DatasetConfig {
                 overlap: raw.inputs.overlap.unwrap_or_default(),
                 classes_from_file,
                 classes_named,
+                images: raw.inputs.images.take(),
             });
             return Ok(cfg);
         }

@@ -1028,3 +1028,59 @@ fn export_to_label_and_apply_refuses_a_damaged_correction() {
     );
     assert!(!new.join("items.csv").exists(), "nothing written");
 }
+
+/// `[inputs] images`: a COCO file's image names are relative to a
+/// directory of the dataset; the items then carry their images (the
+/// queue's `image`, the identical-image check, the overlays) as with an
+/// items CSV.
+#[test]
+fn coco_image_names_join_the_images_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("png");
+    base(&png, 6);
+    let masks: Vec<(String, Vec<u16>)> = items(&png)
+        .iter()
+        .map(|(id, p)| (id.clone(), read_png(p)))
+        .collect();
+    let out_png = tmp.path().join("out-png");
+    run_ok(&png, &out_png, &["--backend", "cpu"]);
+    let d = tmp.path().join("coco");
+    sibling(
+        &png,
+        &d,
+        &(toml_with("coco", "instances.json") + "images = \"pictures\"\n"),
+    );
+    copy_dir(&png.join("images"), &d.join("pictures"));
+    write_coco(&d.join("instances.json"), &masks);
+    // The file names, as COCO gives them, without the directory.
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(d.join("instances.json")).unwrap()).unwrap();
+    for img in v["images"].as_array_mut().unwrap() {
+        let name = img["file_name"]
+            .as_str()
+            .unwrap()
+            .replace("imgs/", "")
+            .replace(".jpg", ".png");
+        img["file_name"] = json!(name);
+    }
+    std::fs::write(d.join("instances.json"), v.to_string()).unwrap();
+    let out = tmp.path().join("out-coco");
+    run_ok(&d, &out, &["--backend", "cpu"]);
+    let rows = read_queue(&out);
+    for r in &rows {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(
+            r["image"],
+            json!(format!("pictures/{id}.png")),
+            "the image column"
+        );
+    }
+    assert_eq!(queue_sans_inputs(&out), queue_sans_inputs(&out_png));
+    let overlays = |o: &Path| {
+        std::fs::read_dir(o.join("overlays"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(overlays(&out), overlays(&out_png));
+    assert!(overlays(&out) > 0);
+}

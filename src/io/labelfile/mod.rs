@@ -527,15 +527,43 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
 /// or the file's images, with a `label` (classification: the class id,
 /// empty when unlabelled) or `mask` (segmentation: the labels file's name,
 /// empty when unlabelled; the readers paint the map from the set) column
-/// and, without an items CSV, an `image` column holding each image's
-/// file name when every one is a relative path to a file inside the
-/// dataset directory (else the images are not found and the item has no
-/// image). `None` for other datasets.
+/// and, without an items CSV, an `image` column: each image's file name
+/// joined to `[inputs] images` when it is given, else the file name itself
+/// when every one is a relative path to a file inside the dataset
+/// directory (else the items have no image). `None` for other datasets.
 pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
     let set = cfg.label_set.as_ref()?;
     Some((|| {
         let mut m = match &cfg.items {
             Some(items) => Manifest::load(items)?,
+            None if cfg
+                .labels_file
+                .as_ref()
+                .and_then(|l| l.images.as_ref())
+                .is_some() =>
+            {
+                // `[inputs] images`: each image's name joined to it (the
+                // readers check each path against the dataset's roots).
+                let dir = cfg
+                    .labels_file
+                    .as_ref()
+                    .and_then(|l| l.images.clone())
+                    .unwrap_or_default();
+                let mut m = Manifest {
+                    columns: vec!["id".into(), "image".into()],
+                    ids: set.items.iter().map(|it| it.id.clone()).collect(),
+                    rows: Vec::with_capacity(set.items.len()),
+                };
+                for it in &set.items {
+                    let name = it.file_name.split(['?', '#']).next().unwrap_or("");
+                    let cell = dir
+                        .join(name.trim_start_matches('/'))
+                        .to_string_lossy()
+                        .into_owned();
+                    m.rows.push(vec![it.id.clone(), cell]);
+                }
+                m
+            }
             None => {
                 let relative = set.items.iter().all(|it| {
                     let p = Path::new(&it.file_name);
