@@ -83,8 +83,6 @@ struct Row {
     score: Option<f64>,
     #[serde(default)]
     reasons: Vec<String>,
-    #[serde(default)]
-    predicted: Option<String>,
 }
 
 fn read_rows(path: &Path, what: &str, limit: Option<usize>) -> Result<Vec<Row>> {
@@ -192,8 +190,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
                         best = k;
                     }
                 }
-                let named = row.predicted.as_deref().and_then(|p| cfg.parse_class(p));
-                (ItemLabel::Class(named.unwrap_or(best as u32)), (0, 0))
+                (ItemLabel::Class(best as u32), (0, 0))
             }
             (None, None) => return Err(Error::Internal("no probabilities".into())),
         };

@@ -518,39 +518,6 @@ pub fn import(dataset: &Path, file: &Path) -> Result<ImportSummary> {
     })
 }
 
-#[derive(Deserialize)]
-struct LsTask {
-    #[serde(default)]
-    data: Option<LsData>,
-}
-
-#[derive(Deserialize)]
-struct LsData {
-    #[serde(default)]
-    triage_id: Option<serde_json::Value>,
-}
-
-/// The item ids `triage export labelstudio` wrote into the tasks
-/// (`data.triage_id`), in task order; `None` for a task without one.
-fn ls_triage_ids(path: &Path) -> Result<Vec<Option<String>>> {
-    let bytes = crate::fsx::read_input(
-        path,
-        crate::io::labelfile::MAX_LABELS_FILE_BYTES,
-        "the Label Studio export",
-    )?;
-    let tasks: Vec<LsTask> =
-        serde_json::from_slice(&bytes).map_err(|e| Error::input(path, e.to_string()))?;
-    Ok(tasks
-        .into_iter()
-        .map(|t| {
-            t.data.and_then(|d| d.triage_id).map(|v| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-        })
-        .collect())
-}
-
 /// The decisions in a reviewers' tool export: for each task (Label Studio)
 /// or image (CVAT) of `path` that has an annotation, its latest
 /// annotation against the item's current one: the same is `ok`
@@ -568,10 +535,6 @@ fn read_tool_export(
     format: LabelFormat,
 ) -> Result<(Vec<Row>, usize, usize)> {
     let doc = crate::io::labelfile::parse(format, path)?;
-    let triage_ids = match format {
-        LabelFormat::LabelStudio => ls_triage_ids(path)?,
-        _ => vec![None; doc.images.len()],
-    };
     let at: HashMap<&str, usize> = manifest.positions();
     let by_image: HashMap<&str, usize> = match manifest.column("image") {
         Some(col) => manifest
@@ -583,6 +546,16 @@ fn read_tool_export(
             .collect(),
         None => HashMap::new(),
     };
+    // The image cells' last components (the first row of each wins), for
+    // a tool that keeps only the file name.
+    let mut by_file_name: HashMap<&std::ffi::OsStr, usize> = HashMap::new();
+    if let Some(col) = manifest.column("image") {
+        for (i, r) in manifest.rows.iter().enumerate() {
+            if let Some(f) = Path::new(r[col].trim()).file_name() {
+                by_file_name.entry(f).or_insert(i);
+            }
+        }
+    }
     let mut class_of = Vec::with_capacity(doc.categories.len());
     for cat in &doc.categories {
         let k = cfg
@@ -614,17 +587,16 @@ fn read_tool_export(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let index = triage_ids
-            .get(t)
-            .and_then(|x| x.as_deref())
+        let index = img
+            .item
+            .as_deref()
             .and_then(|id| at.get(id))
             .or_else(|| at.get(stem.as_str()))
             .or_else(|| by_image.get(name))
             .or_else(|| {
-                by_image
-                    .iter()
-                    .find(|(cell, _)| Path::new(cell).file_name() == Path::new(name).file_name())
-                    .map(|(_, i)| i)
+                Path::new(name)
+                    .file_name()
+                    .and_then(|f| by_file_name.get(f))
             })
             .copied();
         let Some(index) = index else {

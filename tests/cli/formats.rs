@@ -582,6 +582,10 @@ fn label_studio_round_trip_export_review_import_apply() {
         t[0]["predictions"][0]["result"].clone()
     };
     let (h, w) = (21, 19);
+    // Image URLs that name no item: the tasks map back by `triage_id`.
+    for (t, task) in reviewed.as_array_mut().unwrap().iter_mut().enumerate() {
+        task["data"]["image"] = json!(format!("http://cdn.local/opaque-{t}.jpg"));
+    }
     reviewed[1]["annotations"][0]["result"] = paint(1, h, w);
     reviewed[3]["annotations"][0]["result"] = paint(2, h, w);
     let export = tmp.path().join("ls/export.json");

@@ -330,6 +330,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Doc> {
         images.push(DocImage {
             key: id.to_string(),
             file_name,
+            item: None,
             height: h,
             width: w,
             annotations: Vec::new(),

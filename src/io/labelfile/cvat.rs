@@ -1100,6 +1100,7 @@ impl Parser<'_> {
             images.push(DocImage {
                 key: img.key,
                 file_name: img.name,
+                item: None,
                 height: img.h,
                 width: img.w,
                 annotations,

@@ -652,6 +652,18 @@ fn read_task(
             .ok_or_else(|| ctx.err("data", "no image: no data.image, and no string value"))?
             .to_string(),
     };
+    let item = match data.get("triage_id") {
+        None | Some(J::Null) => None,
+        Some(J::Str(s)) => Some(s.clone()),
+        Some(J::UInt(v)) => Some(v.to_string()),
+        Some(J::Int(v)) => Some(v.to_string()),
+        Some(other) => {
+            return Err(ctx.err(
+                "data.triage_id",
+                format!("must be a string, not {}", other.kind()),
+            ));
+        }
+    };
     let akey = if task.get("annotations").is_none() && task.get("completions").is_some() {
         "completions"
     } else {
@@ -751,6 +763,7 @@ fn read_task(
     Ok(DocImage {
         key,
         file_name,
+        item,
         height,
         width,
         annotations,

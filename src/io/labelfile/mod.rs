@@ -67,6 +67,10 @@ pub struct DocImage {
     /// The image's file name or URL as the file gives it (COCO
     /// `file_name`, CVAT `name`, Label Studio `data.image`).
     pub file_name: String,
+    /// The item id `triage export` wrote into the task (Label Studio
+    /// `data.triage_id`), so an export maps back to its items; `None`
+    /// otherwise.
+    pub item: Option<String>,
     /// Size in pixels; 0 × 0 when the file gives none (classification).
     pub height: usize,
     pub width: usize,
