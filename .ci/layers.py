@@ -16,6 +16,7 @@ import sys
 
 LAYERS = [
     ["error"],
+    ["scores"],
     ["fsx", "memory", "labelset"],
     ["config"],
     ["metrics"],
@@ -25,10 +26,9 @@ LAYERS = [
     ["index"],
     ["backend"],
     ["schema"],
-    ["partial", "checkpoint", "score_cache"],
+    ["score"],
     ["neighbors", "agreement"],
     ["checks"],
-    ["score"],
     ["queue", "report", "synth"],
     ["output"],
     ["export"],

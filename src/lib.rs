@@ -14,7 +14,6 @@
 
 pub mod agreement;
 pub mod backend;
-pub mod checkpoint;
 pub mod checks;
 pub mod cli;
 pub mod config;
@@ -28,7 +27,6 @@ pub mod memory;
 pub mod metrics;
 pub mod neighbors;
 pub mod output;
-pub mod partial;
 pub mod pipeline;
 pub mod priority;
 pub mod queue;
@@ -36,7 +34,7 @@ pub mod records;
 pub mod report;
 pub mod schema;
 pub mod score;
-pub mod score_cache;
+pub mod scores;
 pub mod synth;
 
 pub use error::{Error, Result};

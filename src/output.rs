@@ -202,7 +202,7 @@ impl Report {
             })
             .collect();
         let segmentation = (cfg.task == Task::Segmentation).then(|| {
-            let mean_of = |f: fn(&priority::SegScores) -> Option<f64>| {
+            let mean_of = |f: fn(&crate::scores::SegScores) -> Option<f64>| {
                 finite(crate::metrics::confusion::mean_defined(
                     items.iter().map(|i| i.scores.seg.as_deref().and_then(f)),
                 ))

@@ -40,7 +40,7 @@ pub struct RunOptions {
     /// Keep a checkpoint in `out` and continue from it (`--resume`).
     pub resume: bool,
     /// Reuse the rows of unchanged items from this score cache and leave
-    /// this run's there (`--cache`, [`crate::score_cache`]).
+    /// this run's there (`--cache`, [`crate::score::cache`]).
     pub cache: Option<PathBuf>,
     /// Annotators whose kappa with the consensus is under this are listed
     /// in `agreement.below_threshold` (`--min-annotator-kappa`).
@@ -157,7 +157,7 @@ pub struct RunSummary {
 
 /// Run the whole job: score every item and write the queue and the report;
 /// with [`RunOptions::shard`], score the shard's items and write its
-/// partial ([`crate::partial`]) instead.
+/// partial ([`crate::score::partial`]) instead.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     opts.validate()?;
     let cfg = crate::io::load_dataset(&opts.dataset)?;
@@ -210,20 +210,20 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
         shard: opts.shard,
     };
     let mut checkpoint = match opts.resume {
-        true => Some(crate::checkpoint::Checkpoint::open(
+        true => Some(crate::score::checkpoint::Checkpoint::open(
             &opts.out,
-            &crate::partial::fingerprint(&cfg, &opts.recorded())?,
+            &crate::score::partial::fingerprint(&cfg, &opts.recorded())?,
             opts.shard,
             cfg.num_classes(),
             cfg.task == crate::config::Task::Segmentation,
         )?),
         false => None,
     };
-    let cache_fingerprint = crate::score_cache::fingerprint(&cfg, opts.logits, &backend.info());
+    let cache_fingerprint = crate::score::cache::fingerprint(&cfg, opts.logits, &backend.info());
     let cache = opts.cache.as_ref().map(|dir| {
-        crate::score_cache::Cache::load(dir, &cache_fingerprint, cfg.task, cfg.num_classes())
+        crate::score::cache::Cache::load(dir, &cache_fingerprint, cfg.task, cfg.num_classes())
     });
-    let mut recorder = crate::score_cache::Recorder::default();
+    let mut recorder = crate::score::cache::Recorder::default();
     let (manifest, items, stats) = crate::score::score(
         &cfg,
         &score_opts,
@@ -254,10 +254,10 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
     };
     if let Some(shard) = opts.shard {
         let options = opts.recorded();
-        let header = crate::partial::Header {
-            format: crate::partial::FORMAT.into(),
+        let header = crate::score::partial::Header {
+            format: crate::score::partial::FORMAT.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            fingerprint: crate::partial::fingerprint(&cfg, &options)?,
+            fingerprint: crate::score::partial::fingerprint(&cfg, &options)?,
             shard,
             n_items: manifest.len(),
             items: items.len(),
@@ -266,7 +266,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
             stats,
             score_cache,
         };
-        let mut files = crate::partial::write(&opts.out, &header, &items)?;
+        let mut files = crate::score::partial::write(&opts.out, &header, &items)?;
         if let Some(cp) = checkpoint {
             cp.remove()?;
         }
@@ -314,7 +314,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
 
     let opened = parts
         .iter()
-        .map(|p| crate::partial::open(p))
+        .map(|p| crate::score::partial::open(p))
         .collect::<Result<Vec<_>>>()?;
     let Some(first) = opened.first() else {
         return Err(Error::Usage(
@@ -325,7 +325,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let first_path = first.path.clone();
     let cfg = crate::io::load_dataset(&h0.options.dataset)?;
     prepare_out(opts, &cfg)?;
-    let now = crate::partial::fingerprint(&cfg, &h0.options)?;
+    let now = crate::score::partial::fingerprint(&cfg, &h0.options)?;
     check_partials(&opened)?;
     if now != h0.fingerprint {
         return Err(Error::input(
@@ -408,7 +408,7 @@ fn prepare_out(opts: &RunOptions, cfg: &DatasetConfig) -> Result<()> {
 
 /// The partials are one run's (same version, fingerprint and shard count)
 /// and hold every shard exactly once.
-fn check_partials(opened: &[crate::partial::Opened]) -> Result<()> {
+fn check_partials(opened: &[crate::score::partial::Opened]) -> Result<()> {
     let Some(first) = opened.first() else {
         return Err(Error::Usage(
             "`triage merge` needs at least one partial".into(),

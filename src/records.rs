@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
-use crate::priority::{ItemScores, RowFacts, SegFacts};
+use crate::priority::{RowFacts, SegFacts};
+use crate::scores::ItemScores;
 
 /// The class of an unlabelled classification item, as the score stage
 /// carries it (`labels.npy` -1, an empty `label` cell).

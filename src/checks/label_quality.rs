@@ -7,8 +7,9 @@
 
 use super::{Check, Need, Threshold};
 use crate::config::Task;
-use crate::priority::{Context, ItemScores, RowFacts, SegFacts};
+use crate::priority::{Context, RowFacts, SegFacts};
 use crate::records::ItemResult;
+use crate::scores::ItemScores;
 
 /// [`WrongLabel`] flags `1 − normalized_margin` above this: the model
 /// prefers another class than the label.
@@ -182,7 +183,7 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
 /// stored facts and the dataset's medians of mIoU and Boundary IoU). Run
 /// once every item is scored, so one run and merged shards say the same.
 pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
-    let median = |f: fn(&crate::priority::SegScores) -> Option<f64>| {
+    let median = |f: fn(&crate::scores::SegScores) -> Option<f64>| {
         crate::metrics::confusion::median(items.iter().filter_map(|i| f(i.scores.seg.as_ref()?)))
     };
     let ctx = Context {

@@ -21,7 +21,7 @@
 //!
 //! Binary records (the classification score cache's) carry the same hash
 //! of their other bytes in a field of their own
-//! ([`crate::score_cache::RowEntry`]).
+//! ([`crate::score::cache::RowEntry`]).
 //!
 //! Lines are read one at a time ([`read_line`]) with a limit on their
 //! length, so a file without newlines is refused at the limit instead of

@@ -480,7 +480,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::priority::ItemScores;
+    use crate::scores::ItemScores;
 
     fn item(index: usize, margin: f64, cluster: Option<usize>) -> ItemResult {
         ItemResult {

@@ -18,6 +18,11 @@
 //! resident (6 bytes per pixel), and the time of those reads is added to
 //! `timings.read`.
 //!
+
+pub mod cache;
+pub mod checkpoint;
+pub mod partial;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +31,6 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::backend::{Backend, PlaneSource, ProbBuf, RowBatch, SegBatch, SegItem, SegItemStats};
-use crate::checkpoint::{Checkpoint, Resumed};
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
 use crate::io::labels::class_labels;
@@ -34,9 +38,11 @@ use crate::io::manifest::Manifest;
 use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
-use crate::priority::{self, ItemScores, RowFacts, SegFacts, SegScores};
+use crate::priority::{self, RowFacts, SegFacts};
 use crate::records::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
-use crate::score_cache::{Cache, Key, Recorder, RowEntry, SegEntry};
+use crate::score::cache::{Cache, Key, Recorder, RowEntry, SegEntry};
+use crate::score::checkpoint::{Checkpoint, Resumed};
+use crate::scores::{ItemScores, SegScores};
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -67,7 +73,7 @@ pub struct ScoreOptions {
 /// With a `checkpoint` (`--resume`), the items it holds are not scored
 /// again, and every batch scored is appended to it before the next.
 ///
-/// With a score cache (`--cache`, [`crate::score_cache`]), each item read is
+/// With a score cache (`--cache`, [`crate::score::cache`]), each item read is
 /// keyed by its content; an item the cache holds is not scored (its entry
 /// gives its result and sums), and every item's entry, reused or scored,
 /// goes to the [`Recorder`] for the cache's next run.
@@ -402,7 +408,7 @@ impl RowSlot {
         let keys: Vec<Key> = (0..self.end - self.start)
             .into_par_iter()
             .with_min_len(256)
-            .map(|r| crate::score_cache::row_key(probs, r * c..(r + 1) * c, labels[r]))
+            .map(|r| crate::score::cache::row_key(probs, r * c..(r + 1) * c, labels[r]))
             .collect();
         let mut kept = 0;
         for (r, key) in keys.into_iter().enumerate() {
@@ -628,7 +634,7 @@ impl SegReader<'_> {
     }
 
     fn content_key(&self, item: &SegItem) -> Result<Key> {
-        use crate::score_cache::{chunk_hash, raw_hash, seg_key};
+        use crate::score::cache::{chunk_hash, raw_hash, seg_key};
         let len = self.cfg.num_classes() * item.height * item.width;
         let (labels, h, w) = (&item.labels, item.height, item.width);
         match &item.planes {

@@ -3,7 +3,7 @@
 //!
 //! `OUT/.triage-checkpoint.jsonl` is append-only: a header line (format
 //! `triage-checkpoint/2`, the inputs' fingerprint as in
-//! [`crate::partial::fingerprint`], the shard) and then one line per scored
+//! [`crate::score::partial::fingerprint`], the shard) and then one line per scored
 //! batch (its first and last item, its items' rows, its pooled sums with
 //! the confusion cells listed sparsely), each `fdatasync`ed before the next
 //! batch is scored. Every line is sealed with the xxh3-64 checksum of its
