@@ -42,11 +42,9 @@ struct SampleScores {
     invalid: u32,
     pred: u32,
     confidence: f32,
-    entropy: f32,
-    margin: f32,
-    least_confidence: f32,
-    self_confidence: f32,
-    normalized_margin: f32,
+    // The per-sample scores of the score table (src/scores.rs), indexed by
+    // the generated S_* constants.
+    v: array<f32, N_SAMPLE>,
 }
 
 // Score the sample whose class k lives at element `base + k * stride`.
@@ -94,10 +92,10 @@ fn score_sample(base: u32, stride: u32, label: u32) -> SampleScores {
     let other = select(top1, top2, pred == label);
     s.pred = pred;
     s.confidence = top1;
-    s.entropy = max(-plogp / P.ln_classes, 0.0);
-    s.margin = top1 - top2;
-    s.least_confidence = 1.0 - top1;
-    s.self_confidence = py;
-    s.normalized_margin = (py - other + 1.0) * 0.5;
+    s.v[S_ENTROPY] = max(-plogp / P.ln_classes, 0.0);
+    s.v[S_MARGIN] = top1 - top2;
+    s.v[S_LEAST_CONFIDENCE] = 1.0 - top1;
+    s.v[S_SELF_CONFIDENCE] = py;
+    s.v[S_NORMALIZED_MARGIN] = (py - other + 1.0) * 0.5;
     return s;
 }

@@ -1,7 +1,9 @@
 // The fused per-sample pass: reads every probability exactly once and feeds
 // pixel_stats (scores), calibration (bins), confusion (counts) and softmin
 // (weights). The host prepends the generated constants (WG, PARTIAL_WORDS,
-// the REC_* record offsets, the ROW_* row offsets, BINS, CONF_SCALE) and
+// N_SAMPLE and the S_* index of each per-sample score of the score table
+// (src/scores.rs), the REC_* record offsets, the ROW_* row offsets, BINS,
+// CONF_SCALE) and
 // appends pixel_stats.wgsl, calibration.wgsl, confusion.wgsl and
 // softmin.wgsl (see src/backend/gpu/shaders.rs); the values are defined
 // once, in src/backend/gpu/kernels/.
@@ -9,8 +11,8 @@
 // One dispatch per tile: up to `P.count` samples of one item (or one block
 // of classification rows), WG per workgroup, 2-D dispatch past 65535
 // workgroups. Each workgroup writes one record of PARTIAL_WORDS words:
-//   [REC_ENTROPY ..= REC_SOFTMIN_NM_WEIGHT] (REC_NSUM f32 sums): entropy,
-//            margin, least_confidence, self_confidence, normalized_margin,
+//   [REC_SCORES ..= REC_SOFTMIN_NM_WEIGHT] (REC_NSUM f32 sums): the
+//            N_SAMPLE per-sample scores in table order (s.v),
 //            softmin(sc) weighted & weight, softmin(nm) weighted & weight
 //            (weights exp(-s/T); the host rescales by exp(1/T)),
 //            tree-reduced in workgroup memory
@@ -78,8 +80,8 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
         var s = score_sample(P.data_base + j * P.sample_stride, P.class_stride,
                              select(raw_label, 0u, ignored || unlabelled));
         if (unlabelled) {
-            s.self_confidence = s.confidence;
-            s.normalized_margin = s.margin;
+            s.v[S_SELF_CONFIDENCE] = s.confidence;
+            s.v[S_NORMALIZED_MARGIN] = s.v[S_MARGIN];
         }
         let label = select(select(raw_label, 0u, ignored), s.pred, unlabelled);
         if (s.invalid != INVALID_NONE) {
@@ -90,26 +92,22 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
                 let r = (P.row_base + j) * ROW_WORDS;
                 rows[r + ROW_PRED] = s.pred;
                 rows[r + ROW_CONFIDENCE] = bitcast<u32>(s.confidence);
-                rows[r + ROW_ENTROPY] = bitcast<u32>(s.entropy);
-                rows[r + ROW_MARGIN] = bitcast<u32>(s.margin);
-                rows[r + ROW_LEAST_CONFIDENCE] = bitcast<u32>(s.least_confidence);
-                rows[r + ROW_SELF_CONFIDENCE] = bitcast<u32>(s.self_confidence);
-                rows[r + ROW_NORMALIZED_MARGIN] = bitcast<u32>(s.normalized_margin);
+                for (var f = 0u; f < N_SAMPLE; f++) {
+                    rows[r + ROW_SCORES + f] = bitcast<u32>(s.v[f]);
+                }
             } else {
                 pred_map[P.pred_base + j] = s.pred;
             }
             if (!ignored) {
                 atomicAdd(&wg_pixels, 1u);
-                acc[REC_ENTROPY] = s.entropy;
-                acc[REC_MARGIN] = s.margin;
-                acc[REC_LEAST_CONFIDENCE] = s.least_confidence;
-                acc[REC_SELF_CONFIDENCE] = s.self_confidence;
-                acc[REC_NORMALIZED_MARGIN] = s.normalized_margin;
-                let w_sc = softmin_weight(s.self_confidence, P.softmin_inv_t);
-                let w_nm = softmin_weight(s.normalized_margin, P.softmin_inv_t);
-                acc[REC_SOFTMIN_SC_WEIGHTED] = s.self_confidence * w_sc;
+                for (var f = 0u; f < N_SAMPLE; f++) { acc[REC_SCORES + f] = s.v[f]; }
+                let sc = s.v[S_SELF_CONFIDENCE];
+                let nm = s.v[S_NORMALIZED_MARGIN];
+                let w_sc = softmin_weight(sc, P.softmin_inv_t);
+                let w_nm = softmin_weight(nm, P.softmin_inv_t);
+                acc[REC_SOFTMIN_SC_WEIGHTED] = sc * w_sc;
                 acc[REC_SOFTMIN_SC_WEIGHT] = w_sc;
-                acc[REC_SOFTMIN_NM_WEIGHTED] = s.normalized_margin * w_nm;
+                acc[REC_SOFTMIN_NM_WEIGHTED] = nm * w_nm;
                 acc[REC_SOFTMIN_NM_WEIGHT] = w_nm;
                 bins_add(s.confidence, s.pred == label);
                 if (P.rows_mode == 0u) { confusion_add(P.slot, label, s.pred); }
@@ -127,9 +125,9 @@ fn score_pixels(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation
         workgroupBarrier();
     }
     let rec = (P.partial_base + wid) * PARTIAL_WORDS;
-    // The sums are words REC_ENTROPY + f, in the order of `acc`.
+    // The sums are words REC_SCORES + f, in the order of `acc`.
     if (lid < REC_NSUM) {
-        partials[rec + REC_ENTROPY + lid] = bitcast<u32>(wg_sum[lid * WG]);
+        partials[rec + REC_SCORES + lid] = bitcast<u32>(wg_sum[lid * WG]);
     }
     if (lid == 0u) { partials[rec + REC_PIXELS] = atomicLoad(&wg_pixels); }
     if (lid < BINS) {

@@ -40,6 +40,7 @@ use crate::schema::{
     Agreement, AnnotatorRow, ClassAlpha, CohenPair, SegAgreement, SegAnnotatorRow,
     SegClassAgreement,
 };
+use crate::scores::Score;
 
 /// Items an annotator pair must share for its Cohen's kappa.
 pub const MIN_PAIR_ITEMS: usize = 20;
@@ -275,7 +276,8 @@ pub fn apply_segmentation(
         .collect();
     for it in items.iter_mut() {
         let a = agreement[it.index];
-        it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
+        it.scores
+            .set(Score::AnnotatorAgreement, Some(a.unwrap_or(f64::NAN)));
         if let Some(d) = disagreement(it) {
             it.priority = crate::priority::agreement_raise(it.priority, d);
         }
@@ -431,7 +433,8 @@ pub fn apply(
     for it in items.iter_mut() {
         let u = &counted[it.index];
         let a = u.pair_agreement();
-        it.scores.annotator_agreement = Some(a.unwrap_or(f64::NAN));
+        it.scores
+            .set(Score::AnnotatorAgreement, Some(a.unwrap_or(f64::NAN)));
         it.consensus = u.majority();
         if let Some(d) = disagreement(it) {
             it.priority = crate::priority::agreement_raise(it.priority, d);
@@ -599,7 +602,10 @@ fn cohen_pairs_by(
 /// strict majority contradicts its official label, else
 /// `1 − annotator_agreement`; `None` below 2 annotations.
 pub fn disagreement(it: &ItemResult) -> Option<f64> {
-    let a = it.scores.annotator_agreement.filter(|a| a.is_finite())?;
+    let a = it
+        .scores
+        .get(Score::AnnotatorAgreement)
+        .filter(|a| a.is_finite())?;
     let official = it.row.map(|r| r.label);
     let contradicted = it.consensus.zip(official).is_some_and(|(m, o)| m != o);
     Some(if contradicted { 1.0 } else { 1.0 - a })

@@ -23,6 +23,7 @@ use crate::priority;
 use crate::queue::{QueuePlan, RowPlan};
 use crate::records::{DatasetStats, ItemResult, Timings};
 use crate::schema::{self, finite};
+use crate::scores::Score;
 use indexmap::IndexMap;
 
 /// Keys of a queue row that carried columns may not take.
@@ -202,17 +203,17 @@ impl Report {
             })
             .collect();
         let segmentation = (cfg.task == Task::Segmentation).then(|| {
-            let mean_of = |f: fn(&crate::scores::SegScores) -> Option<f64>| {
+            let mean_of = |score: Score| {
                 finite(crate::metrics::confusion::mean_defined(
-                    items.iter().map(|i| i.scores.seg.as_deref().and_then(f)),
+                    items.iter().map(|i| i.scores.get(score)),
                 ))
             };
             schema::Segmentation {
                 miou: finite(conf.mean_iou()),
                 mdice: finite(conf.mean_dice()),
                 mboundary_iou: finite(stats.bands.as_ref().and_then(|b| b.mean_iou())),
-                mean_item_miou: mean_of(|s| s.miou),
-                mean_item_boundary_iou: mean_of(|s| s.boundary_iou),
+                mean_item_miou: mean_of(Score::Miou),
+                mean_item_boundary_iou: mean_of(Score::BoundaryIou),
                 ignore_index: cfg.ignore_index,
                 boundary_band: "d = max(1, round(0.02 * image diagonal)) per item".into(),
             }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::manifest::Manifest;
 use crate::output::{self, Report};
 use crate::records::{ItemResult, Timings};
+use crate::scores::Score;
 
 pub use crate::score::DEFAULT_BATCH_BYTES;
 
@@ -646,7 +647,10 @@ fn lowest_agreement(
     let mut scored: Vec<(f64, usize, (usize, usize))> = items
         .iter()
         .filter_map(|it| {
-            let a = it.scores.annotator_agreement.filter(|a| a.is_finite())?;
+            let a = it
+                .scores
+                .get(Score::AnnotatorAgreement)
+                .filter(|a| a.is_finite())?;
             Some((a, it.index, it.dims?))
         })
         .collect();

@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Task;
-use crate::scores::ItemScores;
+use crate::scores::{ItemScores, Score};
 
 /// The formula, as recorded in `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,10 +106,17 @@ pub fn agreement_raise(p: f64, disagreement: f64) -> f64 {
 
 /// The priority of an item; 0 when no term is defined.
 pub fn priority(scores: &ItemScores) -> f64 {
-    match &scores.seg {
-        None => scores.normalized_margin.map_or(0.0, |nm| 1.0 - nm),
-        Some(s) => {
-            let terms = [s.miou, s.boundary_iou, s.normalized_margin_softmin];
+    match scores.is_segmentation() {
+        false => scores
+            .get(Score::NormalizedMargin)
+            .map_or(0.0, |nm| 1.0 - nm),
+        true => {
+            let terms = [
+                Score::Miou,
+                Score::BoundaryIou,
+                Score::NormalizedMarginSoftmin,
+            ]
+            .map(|t| scores.get(t));
             crate::metrics::confusion::mean_defined(terms.into_iter()).map_or(0.0, |q| 1.0 - q)
         }
     }
@@ -143,14 +150,10 @@ pub struct Context {
 mod tests {
 
     use super::*;
-    use crate::scores::SegScores;
 
     #[test]
     fn classification_priority_is_one_minus_normalized_margin() {
-        let s = ItemScores {
-            normalized_margin: Some(0.125),
-            ..ItemScores::default()
-        };
+        let s = ItemScores::default().with(Score::NormalizedMargin, Some(0.125));
         assert_eq!(priority(&s), 0.875);
     }
 
@@ -168,20 +171,11 @@ mod tests {
 
     #[test]
     fn segmentation_priority_skips_undefined_terms() {
-        let s = ItemScores {
-            seg: Some(Box::new(SegScores {
-                miou: Some(0.5),
-                boundary_iou: None,
-                normalized_margin_softmin: Some(0.9),
-                ..SegScores::default()
-            })),
-            ..ItemScores::default()
-        };
+        let s = ItemScores::segmentation(100)
+            .with(Score::Miou, Some(0.5))
+            .with(Score::NormalizedMarginSoftmin, Some(0.9));
         assert!((priority(&s) - 0.3).abs() < 1e-12);
-        let empty = ItemScores {
-            seg: Some(Box::default()),
-            ..ItemScores::default()
-        };
+        let empty = ItemScores::segmentation(0);
         assert_eq!(priority(&empty), 0.0);
     }
 }

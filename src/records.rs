@@ -13,7 +13,7 @@ use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::confusion::Confusion;
 use crate::priority::{RowFacts, SegFacts};
-use crate::scores::ItemScores;
+use crate::scores::{ItemScores, Score, Stage, TABLE};
 
 /// The class of an unlabelled classification item, as the score stage
 /// carries it (`labels.npy` -1, an empty `label` cell).
@@ -167,15 +167,13 @@ impl ItemResult {
         unset("neighbors", !self.neighbors.is_empty())?;
         unset("cluster", self.cluster.is_some())?;
         unset("consensus", self.consensus.is_some())?;
-        unset("scores.dup_conflict", self.scores.dup_conflict.is_some())?;
-        unset(
-            "scores.knn_disagreement",
-            self.scores.knn_disagreement.is_some(),
-        )?;
-        unset(
-            "scores.annotator_agreement",
-            self.scores.annotator_agreement.is_some(),
-        )?;
+        // The scores of later stages (neighbours, agreement).
+        for d in TABLE.iter().filter(|d| d.stage != Stage::Score) {
+            unset(
+                &format!("scores.{}", d.name),
+                self.scores.get(d.score).is_some(),
+            )?;
+        }
         if let Some(k) = self.class {
             class("class", k)?;
         }
@@ -210,13 +208,17 @@ impl ItemResult {
                         format!("{h} × {w}: not between 1 and {MAX_POOLED} pixels"),
                     )
                 })?;
-            let Some(seg) = &self.scores.seg else {
-                return Err(Invalid::new("scores.seg", "missing (a segmentation item)"));
-            };
-            if seg.pixels > area {
+            if !self.scores.is_segmentation() {
                 return Err(Invalid::new(
-                    "scores.seg.pixels",
-                    format!("{} pixels in a {h} × {w} item", seg.pixels),
+                    "scores.segmentation",
+                    "missing (a segmentation item)",
+                ));
+            }
+            let pixels = self.scores.get(Score::Pixels);
+            if !pixels.is_some_and(|p| p >= 0.0 && p.fract() == 0.0 && p <= area as f64) {
+                return Err(Invalid::new(
+                    "scores.pixels",
+                    format!("{pixels:?}: not a pixel count of a {h} × {w} item"),
                 ));
             }
             if self.unlabelled {
@@ -225,7 +227,7 @@ impl ItemResult {
             }
         } else {
             unset("dims", self.dims.is_some())?;
-            unset("scores.seg", self.scores.seg.is_some())?;
+            unset("scores.segmentation", self.scores.is_segmentation())?;
             unset("seg_facts", self.seg_facts.is_some())?;
             unset("label_set", !self.label_set.is_empty())?;
             match (&self.row, self.unlabelled) {
@@ -254,8 +256,8 @@ impl ItemResult {
         if self.unlabelled {
             return (0, 0);
         }
-        match (&self.scores.seg, self.dims) {
-            (Some(s), Some((h, w))) => (s.pixels, (h as u64).saturating_mul(w as u64)),
+        match (self.scores.is_segmentation(), self.dims) {
+            (true, Some((h, w))) => (self.scores.pixels(), (h as u64).saturating_mul(w as u64)),
             _ => (1, 0),
         }
     }

@@ -265,8 +265,8 @@ impl ChunkStats {
     #[inline]
     fn record(&mut self, s: &SampleScores, label: u16, ignore: u16, out: &mut u16) {
         let w = (
-            softmin::weight(s.self_confidence),
-            softmin::weight(s.normalized_margin),
+            softmin::weight(s.scores.self_confidence),
+            softmin::weight(s.scores.normalized_margin),
         );
         self.record_weighted(s, label, ignore, out, w);
     }
@@ -287,9 +287,10 @@ impl ChunkStats {
             return;
         }
         self.pixels += 1;
-        self.sums.add(s);
-        self.softmin_sc.add_weighted(s.self_confidence, w_sc);
-        self.softmin_nm.add_weighted(s.normalized_margin, w_nm);
+        self.sums.add(&s.scores);
+        self.softmin_sc.add_weighted(s.scores.self_confidence, w_sc);
+        self.softmin_nm
+            .add_weighted(s.scores.normalized_margin, w_nm);
         self.bins.add(s.confidence, s.pred == label as u32);
         self.confusion.add(label as usize, s.pred as usize);
     }
@@ -338,8 +339,8 @@ fn pixels_scalar<T: Element>(
             // Scored against its own prediction: self-confidence is the top
             // probability, and the normalised-margin slot holds the margin.
             let mut s = score_normalised(&q, 0);
-            s.self_confidence = s.confidence;
-            s.normalized_margin = s.margin;
+            s.scores.self_confidence = s.confidence;
+            s.scores.normalized_margin = s.scores.margin;
             // Never the ignore index, so every pixel counts.
             let ignore = if s.pred == 0 { 1 } else { 0 };
             st.record(&s, s.pred as u16, ignore, out);

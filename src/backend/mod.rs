@@ -80,36 +80,9 @@ pub struct SegBatch {
     pub logits: bool,
 }
 
-/// Sums of per-pixel scores over an item's non-ignored pixels (`f64`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ScoreSums {
-    pub entropy: f64,
-    pub margin: f64,
-    pub least_confidence: f64,
-    pub self_confidence: f64,
-    pub normalized_margin: f64,
-}
-
-impl ScoreSums {
-    /// Add one pixel's scores.
-    #[inline]
-    pub fn add(&mut self, s: &SampleScores) {
-        self.entropy += s.entropy as f64;
-        self.margin += s.margin as f64;
-        self.least_confidence += s.least_confidence as f64;
-        self.self_confidence += s.self_confidence as f64;
-        self.normalized_margin += s.normalized_margin as f64;
-    }
-
-    /// Add another set of sums.
-    pub fn merge(&mut self, o: &ScoreSums) {
-        self.entropy += o.entropy;
-        self.margin += o.margin;
-        self.least_confidence += o.least_confidence;
-        self.self_confidence += o.self_confidence;
-        self.normalized_margin += o.normalized_margin;
-    }
-}
+/// Sums of the per-sample scores over an item's scored pixels (`f64`),
+/// one per declared per-sample score ([`crate::scores::ScoreSums`]).
+pub use crate::scores::ScoreSums;
 
 /// The softmin sums and their temperature, defined in
 /// [`crate::metrics::softmin`] (re-exported here for the backends' users).

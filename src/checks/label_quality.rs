@@ -9,7 +9,7 @@ use super::{Check, Need, Threshold};
 use crate::config::Task;
 use crate::priority::{Context, RowFacts, SegFacts};
 use crate::records::ItemResult;
-use crate::scores::ItemScores;
+use crate::scores::{ItemScores, Score};
 
 /// [`WrongLabel`] flags `1 − normalized_margin` above this: the model
 /// prefers another class than the label.
@@ -50,10 +50,11 @@ impl Check for WrongLabel {
             .because("the model prefers another class than the label")
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
-        match &it.scores.seg {
-            Some(s) => s.normalized_margin_softmin.map(|v| 1.0 - v),
-            None => it.scores.normalized_margin.map(|v| 1.0 - v),
-        }
+        let term = match it.scores.is_segmentation() {
+            true => Score::NormalizedMarginSoftmin,
+            false => Score::NormalizedMargin,
+        };
+        it.scores.get(term).map(|v| 1.0 - v)
     }
 }
 
@@ -75,7 +76,7 @@ impl Check for Uncertain {
         Threshold::at_least(UNCERTAIN_ENTROPY)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.entropy
+        it.scores.get(Score::Entropy)
     }
 }
 
@@ -97,7 +98,7 @@ impl Check for Miscalibrated {
         Threshold::at_least(MISCALIBRATED_ECE)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.ece
+        it.scores.get(Score::Ece)
     }
 }
 
@@ -119,7 +120,7 @@ impl Check for BoundaryDisagreement {
         Threshold::above(BOUNDARY_DISAGREEMENT_ABOVE)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.seg.as_ref()?.boundary_iou.map(|v| 1.0 - v)
+        it.scores.get(Score::BoundaryIou).map(|v| 1.0 - v)
     }
 }
 
@@ -165,13 +166,13 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
             f3(facts.p_label)
         ));
     }
-    if let Some(nm) = scores.normalized_margin {
+    if let Some(nm) = scores.get(Score::NormalizedMargin) {
         r.push(format!(
             "normalized margin {} (priority = 1 - normalized margin)",
             f3(nm)
         ));
     }
-    if let Some(h) = scores.entropy
+    if let Some(h) = scores.get(Score::Entropy)
         && Uncertain.flags(h)
     {
         r.push(format!("model is uncertain: normalized entropy {}", f3(h)));
@@ -183,12 +184,12 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
 /// stored facts and the dataset's medians of mIoU and Boundary IoU). Run
 /// once every item is scored, so one run and merged shards say the same.
 pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
-    let median = |f: fn(&crate::scores::SegScores) -> Option<f64>| {
-        crate::metrics::confusion::median(items.iter().filter_map(|i| f(i.scores.seg.as_ref()?)))
+    let median = |score: Score| {
+        crate::metrics::confusion::median(items.iter().filter_map(|i| i.scores.get(score)))
     };
     let ctx = Context {
-        median_miou: median(|s| s.miou),
-        median_boundary_iou: median(|s| s.boundary_iou),
+        median_miou: median(Score::Miou),
+        median_boundary_iou: median(Score::BoundaryIou),
     };
     for item in items.iter_mut() {
         if let Some(f) = &item.seg_facts {
@@ -204,10 +205,10 @@ pub fn seg_reasons(
     ctx: &Context,
     names: &[String],
 ) -> Vec<String> {
-    let Some(s) = &scores.seg else {
+    if !scores.is_segmentation() {
         return vec![];
-    };
-    if s.pixels == 0 {
+    }
+    if scores.pixels() == 0 {
         return vec!["every pixel is ignore_index: nothing to score".into()];
     }
     let mut r = Vec::new();
@@ -228,25 +229,25 @@ pub fn seg_reasons(
         };
         r.push(format!("class {name:?} {what}: IoU {}", f3(iou)));
     }
-    if let Some(v) = s.miou {
+    if let Some(v) = scores.get(Score::Miou) {
         r.push(format!(
             "mask mIoU vs prediction {}",
             with_median(v, ctx.median_miou)
         ));
     }
-    if let Some(v) = s.boundary_iou {
+    if let Some(v) = scores.get(Score::BoundaryIou) {
         r.push(format!(
             "Boundary IoU {}",
             with_median(v, ctx.median_boundary_iou)
         ));
     }
-    if let Some(v) = s.normalized_margin_softmin {
+    if let Some(v) = scores.get(Score::NormalizedMarginSoftmin) {
         r.push(format!(
             "label quality (normalized margin, softmin) {}",
             f3(v)
         ));
     }
-    if let Some(a) = s.pixel_accuracy
+    if let Some(a) = scores.get(Score::PixelAccuracy)
         && a < PIXEL_AGREEMENT
     {
         r.push(format!(
@@ -304,11 +305,9 @@ mod tests {
     #[test]
     fn reasons_name_the_classes_and_values() {
         let names: Vec<String> = ["cat", "dog"].iter().map(|s| s.to_string()).collect();
-        let s = ItemScores {
-            normalized_margin: Some(0.05),
-            entropy: Some(0.2),
-            ..ItemScores::default()
-        };
+        let s = ItemScores::default()
+            .with(Score::NormalizedMargin, Some(0.05))
+            .with(Score::Entropy, Some(0.2));
         let r = row_reasons(
             &s,
             &RowFacts {

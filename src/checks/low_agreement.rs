@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::records::ItemResult;
+use crate::scores::Score;
 
 /// Classification: an item is flagged when fewer than this share of its
 /// annotator pairs agree (so a 2–1 split among three annotators is
@@ -104,7 +105,7 @@ impl Check for LowAgreement {
                 if pairs[it.index].len() > NAMED {
                     shown.push(format!("and {} more pairs", pairs[it.index].len() - NAMED));
                 }
-                let share = it.scores.annotator_agreement.unwrap_or(f64::NAN);
+                let share = it.scores.get(Score::AnnotatorAgreement).unwrap_or(f64::NAN);
                 out.reasons.push((
                     pos,
                     Place::First,
@@ -124,7 +125,7 @@ impl Check for LowAgreement {
             if labels.len() > NAMED {
                 who.push(format!("and {} more", labels.len() - NAMED));
             }
-            let share = it.scores.annotator_agreement.unwrap_or(f64::NAN);
+            let share = it.scores.get(Score::AnnotatorAgreement).unwrap_or(f64::NAN);
             let mut reason = format!(
                 "annotators disagree ({:.0}% of pairs agree): {}",
                 100.0 * share,

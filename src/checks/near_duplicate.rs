@@ -5,6 +5,7 @@
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::records::ItemResult;
+use crate::scores::Score;
 
 /// A classification item whose k nearest neighbours carry another label at
 /// least this often gets a reason saying so.
@@ -34,7 +35,7 @@ impl Check for DuplicateConflict {
         Threshold::above(0.0)
     }
     fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.dup_conflict
+        it.scores.get(Score::DupConflict)
     }
 
     fn explain(&self, inputs: &Inputs<'_>, _flags: &[bool]) -> Explained {
@@ -70,7 +71,7 @@ impl Check for DuplicateConflict {
                 out.reasons.push((pos, Place::First, text));
             }
             if cfg.task == Task::Classification
-                && let Some(kd) = it.scores.knn_disagreement
+                && let Some(kd) = it.scores.get(Score::KnnDisagreement)
                 && kd >= KNN_DISAGREEMENT_REASON
             {
                 let k = result.graph.neighbours(it.index).count();

@@ -25,6 +25,8 @@
 //! the CPU backend calls [`score_sample`] for every sample, so this function
 //! defines the reference numbers.
 
+use crate::scores::PerSample;
+
 /// Tolerance on `|Σ_k p_k - 1|` below which a sample is renormalised silently
 /// (divided by its sum; see [`normalise`]).
 pub const SUM_TOLERANCE: f32 = 1e-3;
@@ -57,23 +59,17 @@ impl std::fmt::Display for Invalid {
     }
 }
 
-/// The scores of one sample.
+/// The scores of one sample: its prediction and the declared per-sample
+/// scores ([`crate::scores::PerSample`], one field per line of the score
+/// table's `sample` block).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SampleScores {
     /// `argmax p`, lowest index on ties.
     pub pred: u32,
     /// `p_(1)`, the top probability after renormalisation.
     pub confidence: f32,
-    /// Normalised entropy `H(p) / ln C`.
-    pub entropy: f32,
-    /// `p_(1) - p_(2)`.
-    pub margin: f32,
-    /// `1 - p_(1)`.
-    pub least_confidence: f32,
-    /// `p_y`.
-    pub self_confidence: f32,
-    /// `(p_y - max_{k≠y} p_k + 1) / 2`.
-    pub normalized_margin: f32,
+    /// The declared per-sample scores.
+    pub scores: PerSample<f32>,
 }
 
 /// Validate, normalise and score one sample.
@@ -197,11 +193,13 @@ pub fn finish(
     SampleScores {
         pred,
         confidence: top1,
-        entropy: (-plogp / ln_c).max(0.0),
-        margin: top1 - top2,
-        least_confidence: 1.0 - top1,
-        self_confidence: py,
-        normalized_margin: (py - other + 1.0) * 0.5,
+        scores: PerSample {
+            entropy: (-plogp / ln_c).max(0.0),
+            margin: top1 - top2,
+            least_confidence: 1.0 - top1,
+            self_confidence: py,
+            normalized_margin: (py - other + 1.0) * 0.5,
+        },
     }
 }
 
@@ -221,12 +219,12 @@ mod tests {
         let s = score_sample(&p, 1, false, &mut q).unwrap();
         let h = -(0.7f64 * 0.7f64.ln() + 0.2 * 0.2f64.ln() + 0.1 * 0.1f64.ln()) / 3f64.ln();
         assert_eq!(s.pred, 0);
-        assert!(close(s.entropy, h), "{} vs {h}", s.entropy);
-        assert!(close(s.margin, 0.5));
-        assert!(close(s.least_confidence, 0.3));
-        assert!(close(s.self_confidence, 0.2));
+        assert!(close(s.scores.entropy, h), "{} vs {h}", s.scores.entropy);
+        assert!(close(s.scores.margin, 0.5));
+        assert!(close(s.scores.least_confidence, 0.3));
+        assert!(close(s.scores.self_confidence, 0.2));
         // (0.2 - 0.7 + 1) / 2
-        assert!(close(s.normalized_margin, 0.25));
+        assert!(close(s.scores.normalized_margin, 0.25));
         assert!(close(s.confidence, 0.7));
     }
 
@@ -236,7 +234,7 @@ mod tests {
         let mut q = [0.0; 3];
         let s = score_sample(&p, 1, false, &mut q).unwrap();
         // (0.6 - 0.3 + 1) / 2
-        assert!(close(s.normalized_margin, 0.65));
+        assert!(close(s.scores.normalized_margin, 0.65));
     }
 
     #[test]
@@ -244,14 +242,14 @@ mod tests {
         let mut q = [0.0; 4];
         let s = score_sample(&[0.25, 0.25, 0.25, 0.25], 3, false, &mut q).unwrap();
         assert_eq!(s.pred, 0);
-        assert!(close(s.entropy, 1.0));
-        assert_eq!(s.margin, 0.0);
-        assert!(close(s.normalized_margin, 0.5));
+        assert!(close(s.scores.entropy, 1.0));
+        assert_eq!(s.scores.margin, 0.0);
+        assert!(close(s.scores.normalized_margin, 0.5));
         let s = score_sample(&[0.0, 0.0, 1.0, 0.0], 2, false, &mut q).unwrap();
         assert_eq!(s.pred, 2);
-        assert_eq!(s.entropy, 0.0);
+        assert_eq!(s.scores.entropy, 0.0);
         assert_eq!(s.confidence, 1.0);
-        assert_eq!(s.normalized_margin, 1.0);
+        assert_eq!(s.scores.normalized_margin, 1.0);
     }
 
     #[test]
@@ -285,7 +283,7 @@ mod tests {
         let s = score_sample(&[0.0, 3f32.ln()], 0, true, &mut q).unwrap();
         assert!(close(q[0], 0.25) && close(q[1], 0.75));
         assert_eq!(s.pred, 1);
-        assert!(close(s.self_confidence, 0.25));
+        assert!(close(s.scores.self_confidence, 0.25));
         // Large logits do not overflow.
         let s = score_sample(&[1000.0, 0.0], 0, true, &mut q).unwrap();
         assert_eq!(s.confidence, 1.0);

@@ -20,6 +20,7 @@ use crate::io::manifest::Manifest;
 use crate::io::mask::read_dataset_mask;
 use crate::records::{ItemResult, NeighborRef};
 use crate::schema;
+use crate::scores::Score;
 
 /// Options of the neighbour stage (flags of `triage run`).
 #[derive(Debug, Clone)]
@@ -535,8 +536,8 @@ pub fn apply(
         }
         let dc = result.dup_conflict[i];
         let kd = result.knn_disagreement[i];
-        it.scores.dup_conflict = Some(dc);
-        it.scores.knn_disagreement = Some(kd);
+        it.scores.set(Score::DupConflict, Some(dc));
+        it.scores.set(Score::KnnDisagreement, Some(kd));
         let partner = it.neighbors.iter().filter(|n| n.conflict).min_by(|a, b| {
             a.distance
                 .total_cmp(&b.distance)

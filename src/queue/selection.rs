@@ -64,6 +64,7 @@ use crate::index::KnnGraph;
 use crate::io::manifest::Manifest;
 use crate::records::ItemResult;
 use crate::schema;
+use crate::scores::Score;
 
 /// The selection strategies (`--label-strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -141,10 +142,10 @@ pub fn check_summary(sel: Option<&Selection>) -> schema::CheckSummary {
 
 /// The uncertainty `pool[p]` is ranked by (margin: lower first).
 fn margin_of(it: &ItemResult) -> Option<f64> {
-    let m = match &it.scores.seg {
-        Some(s) => s.margin_softmin.or(it.scores.margin),
-        None => it.scores.margin,
-    };
+    let m = it
+        .scores
+        .get(Score::MarginSoftmin)
+        .or(it.scores.get(Score::Margin));
     m.filter(|v| v.is_finite())
 }
 
@@ -292,7 +293,7 @@ pub fn run(
             .into_iter()
             .map(|p| (p, None))
             .collect(),
-        (Strategy::Entropy, _, _) => order_by(pool, |it| it.scores.entropy.map(|e| -e))
+        (Strategy::Entropy, _, _) => order_by(pool, |it| it.scores.get(Score::Entropy).map(|e| -e))
             .into_iter()
             .map(|p| (p, None))
             .collect(),
@@ -358,7 +359,7 @@ pub fn run(
         .map(|&(p, pass)| {
             let it = &pool[p];
             let m = margin_of(it);
-            let e = it.scores.entropy;
+            let e = it.scores.get(Score::Entropy);
             let mut reasons = Vec::new();
             if let Some(c) = reserved_for[p] {
                 reasons.push(format!(
@@ -367,27 +368,27 @@ pub fn run(
                 ));
             }
             let f3 = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
-            let top = it.scores.least_confidence.map(|lc| 1.0 - lc);
-            let what = match (&it.scores.seg, strategy) {
+            let top = it.scores.get(Score::LeastConfidence).map(|lc| 1.0 - lc);
+            let what = match (it.scores.is_segmentation(), strategy) {
                 (_, Strategy::Random) => format!("random draw (--seed {})", opts.seed),
-                (Some(_), Strategy::Entropy) => format!(
+                (true, Strategy::Entropy) => format!(
                     "mean pixel entropy {} (softmin of the pixel margin {})",
                     f3(e),
                     f3(m)
                 ),
-                (Some(_), _) => format!(
+                (true, _) => format!(
                     "softmin of the pixel margin {} (mean margin {}, mean entropy {}): its least sure pixels",
                     f3(m),
-                    f3(it.scores.margin),
+                    f3(it.scores.get(Score::Margin)),
                     f3(e)
                 ),
-                (None, Strategy::Entropy) => format!(
+                (false, Strategy::Entropy) => format!(
                     "normalised entropy {} (predicted {:?} at {})",
                     f3(e),
                     class_name(it.class),
                     f3(top)
                 ),
-                (None, _) => format!(
+                (false, _) => format!(
                     "margin {} between its two most likely classes (predicted {:?} at {})",
                     f3(m),
                     class_name(it.class),
@@ -480,17 +481,15 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scores::ItemScores;
+    use crate::scores::{ItemScores, Score};
 
     fn item(index: usize, margin: f64, cluster: Option<usize>) -> ItemResult {
         ItemResult {
             index,
-            scores: ItemScores {
-                margin: Some(margin),
-                entropy: Some(1.0 - margin),
-                least_confidence: Some(0.5),
-                ..Default::default()
-            },
+            scores: ItemScores::default()
+                .with(Score::Margin, Some(margin))
+                .with(Score::Entropy, Some(1.0 - margin))
+                .with(Score::LeastConfidence, Some(0.5)),
             priority: 0.0,
             reasons: vec![],
             row: None,

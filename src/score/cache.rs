@@ -18,8 +18,9 @@
 //! **Files.** `DIR/scores-all.cache` (or `scores-I-of-N.cache` for shard
 //! I/N, so shards may share one directory): a header line (format
 //! `triage-score-cache/2`, version, fingerprint, task, entries), then the
-//! entries: classification, 52-byte records ([`RowEntry`], little-endian,
-//! the last 8 bytes the xxh3-64 checksum of the first 44); segmentation,
+//! entries: classification, fixed-size records ([`RowEntry`],
+//! [`ROW_ENTRY_BYTES`] = 32 + 4 per declared per-sample score,
+//! little-endian, the last 8 bytes the xxh3-64 checksum of the rest); segmentation,
 //! one line per item ([`SegEntry`]). The header and the segmentation
 //! entries are sealed lines ([`crate::io::sealed`]: the xxh3-64 of the
 //! JSON in 16 hex digits, a space, the JSON). Every cache file in `DIR`
@@ -62,6 +63,7 @@ use crate::metrics::boundary_iou::BandCounts;
 use crate::metrics::calibration::PooledBins;
 use crate::metrics::pixel_stats::SampleScores;
 use crate::records::{DatasetStats, ItemResult, RunDims, Shard, SumsRef, Tally};
+use crate::scores::{N_SAMPLE, PerSample};
 
 /// The header's `format`.
 pub const FORMAT: &str = "triage-score-cache/2";
@@ -87,6 +89,7 @@ pub fn fingerprint(cfg: &DatasetConfig, logits: bool, backend: &BackendInfo) -> 
         backend.name.clone(),
         simd,
         cfg!(target_endian = "little").to_string(),
+        crate::scores::table_id(),
     ];
     let text = parts.join("\0");
     format!("{:032x}", xxh3_128_with_seed(text.as_bytes(), 0))
@@ -154,20 +157,18 @@ pub fn raw_hash<T: Pod>(v: &[T]) -> u128 {
     xxh3_128_with_seed(bytemuck::cast_slice(v), 0)
 }
 
-/// A classification row's entry: its key, the seven scores the result
-/// and the pooled sums are built from ([`SampleScores`]), and the xxh3-64
-/// checksum of those 44 bytes (little-endian, as two `u32`s low first).
+/// A classification row's entry: its key, what the result and the pooled
+/// sums are built from ([`SampleScores`]: the prediction, the confidence
+/// and the declared per-sample scores in score-table order), and the
+/// xxh3-64 checksum of the bytes before it (little-endian, as two `u32`s
+/// low first).
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 #[repr(C)]
 pub struct RowEntry {
     key: [u32; 4],
     pred: u32,
     confidence: f32,
-    entropy: f32,
-    margin: f32,
-    least_confidence: f32,
-    self_confidence: f32,
-    normalized_margin: f32,
+    scores: [f32; N_SAMPLE],
     check: [u32; 2],
 }
 
@@ -183,11 +184,7 @@ impl RowEntry {
             key: bytemuck::cast(key.to_le_bytes()),
             pred: s.pred,
             confidence: s.confidence,
-            entropy: s.entropy,
-            margin: s.margin,
-            least_confidence: s.least_confidence,
-            self_confidence: s.self_confidence,
-            normalized_margin: s.normalized_margin,
+            scores: s.scores.to_array(),
             check: [0; 2],
         };
         e.check = bytemuck::cast(e.checksum().to_le_bytes());
@@ -207,16 +204,8 @@ impl RowEntry {
         let s = self.scores();
         stored == self.checksum()
             && (s.pred as usize) < classes
-            && [
-                s.confidence,
-                s.entropy,
-                s.margin,
-                s.least_confidence,
-                s.self_confidence,
-                s.normalized_margin,
-            ]
-            .iter()
-            .all(|x| x.is_finite())
+            && s.confidence.is_finite()
+            && self.scores.iter().all(|x| x.is_finite())
     }
 
     pub fn key(&self) -> Key {
@@ -228,11 +217,7 @@ impl RowEntry {
         SampleScores {
             pred: self.pred,
             confidence: self.confidence,
-            entropy: self.entropy,
-            margin: self.margin,
-            least_confidence: self.least_confidence,
-            self_confidence: self.self_confidence,
-            normalized_margin: self.normalized_margin,
+            scores: PerSample::from_array(self.scores),
         }
     }
 }
@@ -283,7 +268,7 @@ impl SegEntry {
             Some((h, w)) => (h as u64).saturating_mul(w as u64),
             None => pixels,
         };
-        let samples = self.item.scores.seg.as_ref().map_or(0, |s| s.pixels);
+        let samples = self.item.scores.pixels();
         tally.add((samples, area))?;
         crate::records::check_sums(self.sums(), dims, tally)
     }
@@ -561,11 +546,9 @@ mod tests {
         SampleScores {
             pred: k,
             confidence: 0.5 + k as f32 * 0.01,
-            entropy: 0.25,
-            margin: 0.125,
-            least_confidence: 0.5,
-            self_confidence: 0.3,
-            normalized_margin: f32::from_bits(0x3f00_0001),
+            scores: PerSample::from_array(std::array::from_fn(|a| {
+                f32::from_bits(0x3e00_0001 + a as u32 * 0x0100_0000)
+            })),
         }
     }
 
@@ -638,7 +621,11 @@ mod tests {
         assert_eq!(c.len(), 3);
         let e = c.row(1000 + 2 * (1 << 70)).unwrap();
         assert_eq!(e.scores(), scores(2));
-        assert_eq!(e.scores().normalized_margin.to_bits(), 0x3f00_0001);
+        // Every per-sample score comes back bit for bit.
+        let back = e.scores().scores.to_array();
+        for (a, v) in back.iter().enumerate() {
+            assert_eq!(v.to_bits(), 0x3e00_0001 + a as u32 * 0x0100_0000);
+        }
         assert!(c.row(999).is_none());
         // Other options: not used.
         assert!(Cache::load(dir.path(), "other", Task::Classification, 10).is_empty());
@@ -664,7 +651,7 @@ mod tests {
         let path = dir.path().join(Recorder::file_name(None));
         let clean = std::fs::read(&path).unwrap();
         let body = clean.len() - 4 * ROW_ENTRY_BYTES;
-        assert_eq!(ROW_ENTRY_BYTES, 52);
+        assert_eq!(ROW_ENTRY_BYTES, 32 + 4 * crate::scores::N_SAMPLE);
         // Entry 1's confidence (bytes 20..24) zeroed: its checksum fails.
         let mut b = clean.clone();
         b[body + ROW_ENTRY_BYTES + 20..body + ROW_ENTRY_BYTES + 24].fill(0);

@@ -42,7 +42,7 @@ use crate::priority::{self, RowFacts, SegFacts};
 use crate::records::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
 use crate::score::cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 use crate::score::checkpoint::{Checkpoint, Resumed};
-use crate::scores::{ItemScores, SegScores};
+use crate::scores::{ItemScores, Score};
 
 /// Default `--batch-size`: bytes of probabilities per batch (32 MiB).
 pub const DEFAULT_BATCH_BYTES: usize = 32 << 20;
@@ -431,23 +431,27 @@ impl RowSlot {
     }
 }
 
+/// The reported scores of a classification row scored `s` against
+/// `label`: each per-sample score itself (the mean over one sample) and
+/// the row's calibration error `|correct − p_(1)|`; with `labelled` false
+/// (an unlabelled row), only the scores that need no label.
+pub fn row_scores(s: &SampleScores, label: u32, labelled: bool) -> ItemScores {
+    let mut sc = ItemScores::default();
+    sc.set_sample_means(&s.scores.map(f64::from), 1, labelled);
+    if labelled {
+        let correct = (s.pred == label) as u32 as f64;
+        sc.set(Score::Ece, Some((correct - s.confidence as f64).abs()));
+    }
+    sc
+}
+
 /// The result of classification row `index`.
 fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
-    let correct = (s.pred == label) as u32 as f64;
-    let sc = ItemScores {
-        entropy: Some(s.entropy as f64),
-        margin: Some(s.margin as f64),
-        least_confidence: Some(s.least_confidence as f64),
-        self_confidence: Some(s.self_confidence as f64),
-        normalized_margin: Some(s.normalized_margin as f64),
-        ece: Some((correct - s.confidence as f64).abs()),
-        seg: None,
-        ..ItemScores::default()
-    };
+    let sc = row_scores(s, label, true);
     let facts = RowFacts {
         label,
         pred: s.pred,
-        p_label: s.self_confidence as f64,
+        p_label: s.scores.self_confidence as f64,
         p_pred: s.confidence as f64,
     };
     ItemResult {
@@ -475,12 +479,7 @@ fn unlabelled_row_item(index: usize, s: &SampleScores) -> ItemResult {
     ItemResult {
         index,
         priority: 0.0,
-        scores: ItemScores {
-            entropy: Some(s.entropy as f64),
-            margin: Some(s.margin as f64),
-            least_confidence: Some(s.least_confidence as f64),
-            ..ItemScores::default()
-        },
+        scores: row_scores(s, s.pred, false),
         reasons: Vec::new(),
         row: None,
         seg_facts: None,
@@ -959,31 +958,19 @@ fn fold_seg_item(
 }
 
 /// The result of an unlabelled segmentation item (scored with
-/// [`SegItem::unlabelled`]): the per-pixel means of the entropy, the margin
-/// and the least confidence, the softmin of the per-pixel margin
+/// [`SegItem::unlabelled`]): the per-pixel means of the per-sample
+/// scores that need no label, the softmin of the per-pixel margin
 /// (`margin_softmin`), and nothing that needs a label. Its stratification
 /// class is the rarest class its prediction contains (the prediction's
 /// pixel counts are the diagonal of its confusion); its priority is 0.
 fn unlabelled_seg_item(index: usize, item: &SegItem, st: &SegItemStats) -> ItemResult {
-    let n = st.pixels as f64;
-    let mean = |s: f64| (st.pixels > 0).then(|| s / n);
     let c = st.confusion.classes();
     let rarest = (0..c)
         .map(|k| (st.confusion.pred_count(k), k))
         .filter(|&(p, _)| p > 0)
         .min()
         .map(|(_, k)| k as u32);
-    let scores = ItemScores {
-        entropy: mean(st.sums.entropy),
-        margin: mean(st.sums.margin),
-        least_confidence: mean(st.sums.least_confidence),
-        seg: Some(Box::new(SegScores {
-            pixels: st.pixels,
-            margin_softmin: st.softmin_normalized_margin.value(),
-            ..SegScores::default()
-        })),
-        ..ItemScores::default()
-    };
+    let scores = unlabelled_seg_item_scores(st);
     ItemResult {
         index,
         priority: 0.0,
@@ -999,6 +986,18 @@ fn unlabelled_seg_item(index: usize, item: &SegItem, st: &SegItemStats) -> ItemR
         consensus: None,
         unlabelled: true,
     }
+}
+
+/// Turn a backend's sums and counts for an unlabelled item (scored with
+/// [`SegItem::unlabelled`]) into its reported scores: the per-pixel means
+/// of the per-sample scores that need no label, and the softmin of the
+/// per-pixel margin (`margin_softmin`, which the normalised-margin softmin
+/// holds for such an item).
+pub fn unlabelled_seg_item_scores(st: &SegItemStats) -> ItemScores {
+    let mut scores = ItemScores::segmentation(st.pixels);
+    scores.set_sample_means(&st.sums, st.pixels, false);
+    scores.set(Score::MarginSoftmin, st.softmin_normalized_margin.value());
+    scores
 }
 
 /// Turn a backend's sums and counts into the item's reported scores.
@@ -1017,24 +1016,24 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
                 st.confusion.pred_count(k),
             )
         });
-    let scores = ItemScores {
-        entropy: mean(st.sums.entropy),
-        margin: mean(st.sums.margin),
-        least_confidence: mean(st.sums.least_confidence),
-        self_confidence: mean(st.sums.self_confidence),
-        normalized_margin: mean(st.sums.normalized_margin),
-        ece: st.bins.ece(),
-        seg: Some(Box::new(SegScores {
-            miou: st.confusion.mean_iou(),
-            dice: st.confusion.mean_dice(),
-            boundary_iou: st.bands.mean_iou(),
-            pixel_accuracy: mean(st.confusion.correct() as f64),
-            self_confidence_softmin: st.softmin_self_confidence.value(),
-            normalized_margin_softmin: st.softmin_normalized_margin.value(),
-            pixels: st.pixels,
-            margin_softmin: None,
-        })),
-        ..ItemScores::default()
-    };
+    let mut scores = ItemScores::segmentation(st.pixels);
+    scores.set_sample_means(&st.sums, st.pixels, true);
+    for (score, v) in [
+        (Score::Ece, st.bins.ece()),
+        (Score::Miou, st.confusion.mean_iou()),
+        (Score::Dice, st.confusion.mean_dice()),
+        (Score::BoundaryIou, st.bands.mean_iou()),
+        (Score::PixelAccuracy, mean(st.confusion.correct() as f64)),
+        (
+            Score::SelfConfidenceSoftmin,
+            st.softmin_self_confidence.value(),
+        ),
+        (
+            Score::NormalizedMarginSoftmin,
+            st.softmin_normalized_margin.value(),
+        ),
+    ] {
+        scores.set(score, v);
+    }
     (scores, SegFacts { worst_class })
 }

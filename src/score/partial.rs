@@ -83,6 +83,7 @@ pub fn fingerprint(cfg: &DatasetConfig, options: &Options) -> Result<String> {
         options.logits.to_string(),
         options.backend.clone(),
         options.gpu_fallback.clone(),
+        crate::scores::table_id(),
     ] {
         h.write(part.as_bytes());
         h.write_u8(0);

@@ -657,6 +657,52 @@ fn annotator_pair_bands_match_cpu() {
     t.finish();
 }
 
+/// Every score of the score table that the score stage computes from a
+/// backend's numbers is compared, with a defined value, on every
+/// configuration: labelled and unlabelled segmentation items and
+/// classification rows. A score added to the table is compared here
+/// without a line of this file changing; one a backend leaves undefined or
+/// wrong fails.
+#[test]
+fn every_declared_score_is_compared_on_every_configuration() {
+    let mut t = Tester::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let items: Vec<SegItem> = (0..4)
+        .map(|i| {
+            let mut it = random_item(&mut rng, 5, 19 + i, 23, false, 0.1);
+            it.unlabelled = i == 1;
+            it
+        })
+        .collect();
+    t.seg("every score, segmentation", &seg_batch(items, 5, false));
+    let (n, c) = (300usize, 4usize);
+    let mut p = vec![0f32; n * c];
+    for row in p.chunks_mut(c) {
+        let mut s = 0.0;
+        for x in row.iter_mut() {
+            *x = rng.random::<f32>() + 1e-3;
+            s += *x;
+        }
+        row.iter_mut().for_each(|x| *x /= s);
+    }
+    let batch = RowBatch {
+        probs: ProbBuf::F32(p),
+        labels: (0..n as u32).map(|r| r % c as u32).collect(),
+        classes: c,
+        logits: false,
+    };
+    t.rows("every score, rows", &batch);
+    t.finish_covering_every_score();
+}
+
+/// The suite itself: a configuration that compared no score fails the
+/// coverage check.
+#[test]
+#[should_panic(expected = "never compared the declared score")]
+fn a_configuration_that_leaves_a_score_out_fails() {
+    Tester::new().finish_covering_every_score();
+}
+
 /// The suite itself: a configuration that compared nothing fails it.
 #[test]
 #[should_panic(expected = "tested nothing")]

@@ -19,11 +19,14 @@
 
 use std::fmt::Debug;
 
+use std::collections::BTreeSet;
 use triage::backend::cpu::CpuBackend;
 use triage::backend::fallback::Fallback;
 use triage::backend::gpu::{AdapterPolicy, FLOAT_TOLERANCE, GpuBackend, SizeLimits};
 use triage::backend::{Backend, RowBatch, RowScores, SegBatch, SegItemStats};
 use triage::neighbors::{Embeddings, KnnGraph};
+use triage::score;
+use triage::scores::{Stage, TABLE};
 
 /// Open a GPU backend with `sizes`: `None` (with a message) when there is no
 /// adapter, a panic when `TRIAGE_REQUIRE_GPU=1` and there is none or when
@@ -92,6 +95,7 @@ pub const SMALL_CHUNKS: SizeLimits = SizeLimits {
 pub struct Check<'a> {
     at: String,
     count: &'a mut usize,
+    covered: &'a mut BTreeSet<&'static str>,
 }
 
 impl Check<'_> {
@@ -115,6 +119,24 @@ impl Check<'_> {
         );
     }
 
+    /// Declared score `name` of one item: defined on both sides or on
+    /// neither, and within [`FLOAT_TOLERANCE`] when defined (then counted
+    /// as covered for [`Tester::finish_covering_every_score`]).
+    pub fn score(&mut self, what: &str, name: &'static str, got: Option<f64>, want: Option<f64>) {
+        self.eq(
+            &format!("{what}: {name} defined"),
+            got.is_some(),
+            want.is_some(),
+        );
+        if let (Some(g), Some(w)) = (got, want) {
+            if g.is_nan() && w.is_nan() {
+                return;
+            }
+            self.close(&format!("{what}: {name}"), g, w);
+            self.covered.insert(name);
+        }
+    }
+
     /// `cond`, a hand-worked expectation.
     pub fn holds(&mut self, what: &str, cond: bool) {
         *self.count += 1;
@@ -131,6 +153,7 @@ impl Check<'_> {
 pub struct Tester {
     configs: Vec<Config>,
     counts: Vec<usize>,
+    covered: Vec<BTreeSet<&'static str>>,
     reference: CpuBackend,
 }
 
@@ -177,9 +200,11 @@ impl Tester {
             }
         }
         let counts = vec![0; configs.len()];
+        let covered = vec![BTreeSet::new(); configs.len()];
         Tester {
             configs,
             counts,
+            covered,
             reference: CpuBackend::scalar(),
         }
     }
@@ -198,10 +223,16 @@ impl Tester {
     /// insist that a GPU configuration still runs on the GPU (a
     /// [`Fallback`] that fell back would pass every comparison on the CPU).
     pub fn each(&mut self, case: &str, mut f: impl FnMut(&mut Check<'_>, &Config)) {
-        for (config, count) in self.configs.iter().zip(&mut self.counts) {
+        for ((config, count), covered) in self
+            .configs
+            .iter()
+            .zip(&mut self.counts)
+            .zip(&mut self.covered)
+        {
             let mut check = Check {
                 at: format!("[{}] {case}", config.name),
                 count,
+                covered,
             };
             f(&mut check, config);
             let info = config.backend.info();
@@ -229,7 +260,7 @@ impl Tester {
                 .backend
                 .score_items(batch)
                 .unwrap_or_else(|e| panic!("{}: score_items failed: {e}", check.at()));
-            compare_items(check, &got, &want);
+            compare_items(check, batch, &got, &want);
         });
         want
     }
@@ -245,7 +276,7 @@ impl Tester {
                 .backend
                 .score_rows(batch)
                 .unwrap_or_else(|e| panic!("{}: score_rows failed: {e}", check.at()));
-            compare_rows(check, &got, &want);
+            compare_rows(check, batch, &got, &want);
         });
         want
     }
@@ -316,6 +347,23 @@ impl Tester {
         });
     }
 
+    /// [`Tester::finish`], and fail unless every configuration compared
+    /// every score of the score table that the score stage computes from a
+    /// backend's numbers ([`Stage::Score`]) with a defined value.
+    pub fn finish_covering_every_score(self) {
+        for (config, covered) in self.configs.iter().zip(&self.covered) {
+            for d in TABLE.iter().filter(|d| d.stage == Stage::Score) {
+                assert!(
+                    covered.contains(d.name),
+                    "[{}] never compared the declared score {}",
+                    config.name,
+                    d.name
+                );
+            }
+        }
+        self.finish();
+    }
+
     /// Fail when a configuration compared nothing; report what ran.
     pub fn finish(self) {
         for (config, &n) in self.configs.iter().zip(&self.counts) {
@@ -325,7 +373,12 @@ impl Tester {
     }
 }
 
-fn compare_items(check: &mut Check<'_>, got: &[SegItemStats], want: &[SegItemStats]) {
+fn compare_items(
+    check: &mut Check<'_>,
+    batch: &SegBatch,
+    got: &[SegItemStats],
+    want: &[SegItemStats],
+) {
     check.eq("items", got.len(), want.len());
     for (i, (g, c)) in got.iter().zip(want).enumerate() {
         let it = |what: &str| format!("item {i}: {what}");
@@ -338,44 +391,17 @@ fn compare_items(check: &mut Check<'_>, got: &[SegItemStats], want: &[SegItemSta
         if c.first_invalid.is_some() {
             continue;
         }
-        let n = c.pixels.max(1) as f64;
-        for (name, a, b) in [
-            ("entropy", g.sums.entropy, c.sums.entropy),
-            ("margin", g.sums.margin, c.sums.margin),
-            (
-                "least_confidence",
-                g.sums.least_confidence,
-                c.sums.least_confidence,
+        // Every declared score, as the score stage reports it from these
+        // sums and counts.
+        let (gs, cs) = match batch.items[i].unlabelled {
+            true => (
+                score::unlabelled_seg_item_scores(g),
+                score::unlabelled_seg_item_scores(c),
             ),
-            (
-                "self_confidence",
-                g.sums.self_confidence,
-                c.sums.self_confidence,
-            ),
-            (
-                "normalized_margin",
-                g.sums.normalized_margin,
-                c.sums.normalized_margin,
-            ),
-        ] {
-            check.close(&it(&format!("mean {name}")), a / n, b / n);
-        }
-        for (name, a, b) in [
-            (
-                "self_confidence_softmin",
-                g.softmin_self_confidence.value(),
-                c.softmin_self_confidence.value(),
-            ),
-            (
-                "normalized_margin_softmin",
-                g.softmin_normalized_margin.value(),
-                c.softmin_normalized_margin.value(),
-            ),
-        ] {
-            check.eq(&it(&format!("{name} defined")), a.is_some(), b.is_some());
-            if let (Some(a), Some(b)) = (a, b) {
-                check.close(&it(name), a, b);
-            }
+            false => (score::seg_item_scores(g).0, score::seg_item_scores(c).0),
+        };
+        for d in &TABLE {
+            check.score(&it("score"), d.name, gs.get(d.score), cs.get(d.score));
         }
         for m in 0..15 {
             let k = c.bins.count[m].max(1) as f64;
@@ -392,7 +418,7 @@ fn compare_items(check: &mut Check<'_>, got: &[SegItemStats], want: &[SegItemSta
     }
 }
 
-fn compare_rows(check: &mut Check<'_>, got: &RowScores, want: &RowScores) {
+fn compare_rows(check: &mut Check<'_>, batch: &RowBatch, got: &RowScores, want: &RowScores) {
     check.eq("first invalid", got.first_invalid, want.first_invalid);
     check.eq("bin counts", got.bins.count, want.bins.count);
     check.eq("bin correct", got.bins.correct, want.bins.correct);
@@ -414,19 +440,25 @@ fn compare_rows(check: &mut Check<'_>, got: &RowScores, want: &RowScores) {
         .enumerate()
     {
         check.eq(&format!("row {r}: pred"), g.pred, c.pred);
-        for (name, a, b) in [
-            ("confidence", g.confidence, c.confidence),
-            ("entropy", g.entropy, c.entropy),
-            ("margin", g.margin, c.margin),
-            ("least_confidence", g.least_confidence, c.least_confidence),
-            ("self_confidence", g.self_confidence, c.self_confidence),
-            (
-                "normalized_margin",
-                g.normalized_margin,
-                c.normalized_margin,
-            ),
-        ] {
-            check.close(&format!("row {r}: {name}"), a as f64, b as f64);
+        check.close(
+            &format!("row {r}: confidence"),
+            g.confidence as f64,
+            c.confidence as f64,
+        );
+        // Every declared score a row has, as the score stage reports it:
+        // labelled (against the row's label) and unlabelled.
+        for labelled in [true, false] {
+            let y = batch.labels[r];
+            let gs = score::row_scores(g, y, labelled);
+            let cs = score::row_scores(c, y, labelled);
+            for d in &TABLE {
+                check.score(
+                    &format!("row {r}"),
+                    d.name,
+                    gs.get(d.score),
+                    cs.get(d.score),
+                );
+            }
         }
     }
 }

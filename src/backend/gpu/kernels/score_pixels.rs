@@ -24,33 +24,33 @@ use crate::metrics::calibration::{BINS, CalibrationBins};
 use crate::metrics::confusion::Confusion;
 use crate::metrics::pixel_stats::{SUM_TOLERANCE, SampleScores, rounding_slack};
 use crate::metrics::softmin::INV_TEMPERATURE_F32;
+use crate::scores::{N_SAMPLE, PerSample, TABLE};
 
 /// The partial record each `score_pixels` workgroup writes: word offsets.
 ///
-/// Words `ENTROPY..NSUM` hold `f32` sums over the workgroup's scored samples
-/// (valid, not ignored), in this order; the softmin weights are the
-/// unshifted `e^{-s/T}` ([`crate::metrics::softmin`]). Then the scored
+/// Words `SCORES..NSUM` hold `f32` sums over the workgroup's scored samples
+/// (valid, not ignored): the [`N_SAMPLE`] per-sample scores in score-table
+/// order ([`crate::scores::TABLE`]), then the softmin sums of the
+/// self-confidence and of the normalised margin (the weights are the
+/// unshifted `e^{-s/T}`, [`crate::metrics::softmin`]). Then the scored
 /// sample count, and the three calibration tables of [`BINS`] words each
 /// (counts, correct counts, fixed-point confidence sums, see
 /// [`calibration`]). [`WORDS`](record::WORDS) rounds the record up to 8 words.
 pub mod record {
-    use super::BINS;
+    use super::{BINS, N_SAMPLE};
 
-    pub const ENTROPY: usize = 0;
-    pub const MARGIN: usize = 1;
-    pub const LEAST_CONFIDENCE: usize = 2;
-    pub const SELF_CONFIDENCE: usize = 3;
-    pub const NORMALIZED_MARGIN: usize = 4;
+    /// First of the [`N_SAMPLE`] per-sample score sums.
+    pub const SCORES: usize = 0;
     /// Σ s·w of the self-confidence.
-    pub const SOFTMIN_SC_WEIGHTED: usize = 5;
+    pub const SOFTMIN_SC_WEIGHTED: usize = SCORES + N_SAMPLE;
     /// Σ w of the self-confidence.
-    pub const SOFTMIN_SC_WEIGHT: usize = 6;
+    pub const SOFTMIN_SC_WEIGHT: usize = SOFTMIN_SC_WEIGHTED + 1;
     /// Σ s·w of the normalised margin.
-    pub const SOFTMIN_NM_WEIGHTED: usize = 7;
+    pub const SOFTMIN_NM_WEIGHTED: usize = SOFTMIN_SC_WEIGHT + 1;
     /// Σ w of the normalised margin.
-    pub const SOFTMIN_NM_WEIGHT: usize = 8;
-    /// The number of `f32` sums (words `ENTROPY..NSUM`).
-    pub const NSUM: usize = 9;
+    pub const SOFTMIN_NM_WEIGHT: usize = SOFTMIN_NM_WEIGHTED + 1;
+    /// The number of `f32` sums (words `SCORES..NSUM`).
+    pub const NSUM: usize = SOFTMIN_NM_WEIGHT + 1;
     /// Scored samples (`u32`).
     pub const PIXELS: usize = NSUM;
     /// First of [`BINS`] per-bin sample counts.
@@ -61,61 +61,67 @@ pub mod record {
     pub const BIN_CONF: usize = BIN_CORRECT + BINS;
     /// Words per record.
     pub const WORDS: usize = (BIN_CONF + BINS).next_multiple_of(8);
-
-    const _: () = assert!(ENTROPY == 0 && SOFTMIN_NM_WEIGHT + 1 == NSUM);
 }
 
 /// The per-row record of a classification batch (`rows` binding): word
 /// offsets. The prediction is a `u32`, the rest `f32` bits.
 pub mod row {
+    use super::N_SAMPLE;
+
     pub const PRED: usize = 0;
     pub const CONFIDENCE: usize = 1;
-    pub const ENTROPY: usize = 2;
-    pub const MARGIN: usize = 3;
-    pub const LEAST_CONFIDENCE: usize = 4;
-    pub const SELF_CONFIDENCE: usize = 5;
-    pub const NORMALIZED_MARGIN: usize = 6;
-    /// Words per row (one spare).
-    pub const WORDS: usize = 8;
+    /// First of the [`N_SAMPLE`] per-sample scores, in score-table order.
+    pub const SCORES: usize = 2;
+    /// Words per row (rounded up to 4).
+    pub const WORDS: usize = (SCORES + N_SAMPLE).next_multiple_of(4);
 }
 
 /// `first_invalid` before any invalid sample was seen.
 const NO_INVALID: u32 = u32::MAX;
 
 /// The WGSL `const` declarations the `score_pixels` module is built with:
-/// `(name, "type = value")` pairs, from [`record`], [`row`], [`WG`] and
-/// [`calibration`]. (The softmin's `1/T` travels in the uniform block,
-/// [`PixelParams::softmin_inv_t`], see `shaders/softmin.wgsl`.)
-pub fn wgsl_constants() -> Vec<(&'static str, String)> {
+/// `(name, "type = value")` pairs, from the score table (`N_SAMPLE`, and
+/// `S_NAME`, the index of each per-sample score in `SampleScores.v`),
+/// [`record`], [`row`], [`WG`] and [`calibration`]. (The softmin's `1/T`
+/// travels in the uniform block, [`PixelParams::softmin_inv_t`], see
+/// `shaders/softmin.wgsl`.)
+pub fn wgsl_constants() -> Vec<(String, String)> {
     let u = |v: usize| format!("u32 = {v}u");
-    let mut out = vec![
-        ("WG", format!("u32 = {WG}u")),
-        ("PARTIAL_WORDS", u(record::WORDS)),
-        ("REC_ENTROPY", u(record::ENTROPY)),
-        ("REC_MARGIN", u(record::MARGIN)),
-        ("REC_LEAST_CONFIDENCE", u(record::LEAST_CONFIDENCE)),
-        ("REC_SELF_CONFIDENCE", u(record::SELF_CONFIDENCE)),
-        ("REC_NORMALIZED_MARGIN", u(record::NORMALIZED_MARGIN)),
-        ("REC_SOFTMIN_SC_WEIGHTED", u(record::SOFTMIN_SC_WEIGHTED)),
-        ("REC_SOFTMIN_SC_WEIGHT", u(record::SOFTMIN_SC_WEIGHT)),
-        ("REC_SOFTMIN_NM_WEIGHTED", u(record::SOFTMIN_NM_WEIGHTED)),
-        ("REC_SOFTMIN_NM_WEIGHT", u(record::SOFTMIN_NM_WEIGHT)),
-        ("REC_NSUM", u(record::NSUM)),
-        ("REC_PIXELS", u(record::PIXELS)),
-        ("REC_BIN_COUNT", u(record::BIN_COUNT)),
-        ("REC_BIN_CORRECT", u(record::BIN_CORRECT)),
-        ("REC_BIN_CONF", u(record::BIN_CONF)),
-        ("UNLABELLED", u(UNLABELLED_WORD as usize)),
-        ("ROW_WORDS", u(row::WORDS)),
-        ("ROW_PRED", u(row::PRED)),
-        ("ROW_CONFIDENCE", u(row::CONFIDENCE)),
-        ("ROW_ENTROPY", u(row::ENTROPY)),
-        ("ROW_MARGIN", u(row::MARGIN)),
-        ("ROW_LEAST_CONFIDENCE", u(row::LEAST_CONFIDENCE)),
-        ("ROW_SELF_CONFIDENCE", u(row::SELF_CONFIDENCE)),
-        ("ROW_NORMALIZED_MARGIN", u(row::NORMALIZED_MARGIN)),
+    let mut out: Vec<(String, String)> = vec![
+        ("WG".into(), format!("u32 = {WG}u")),
+        ("N_SAMPLE".into(), u(N_SAMPLE)),
     ];
-    out.extend(calibration::wgsl_constants());
+    for d in &TABLE[..N_SAMPLE] {
+        out.push((
+            format!("S_{}", d.name.to_ascii_uppercase()),
+            u(d.score as usize),
+        ));
+    }
+    for (name, v) in [
+        ("PARTIAL_WORDS", record::WORDS),
+        ("REC_SCORES", record::SCORES),
+        ("REC_SOFTMIN_SC_WEIGHTED", record::SOFTMIN_SC_WEIGHTED),
+        ("REC_SOFTMIN_SC_WEIGHT", record::SOFTMIN_SC_WEIGHT),
+        ("REC_SOFTMIN_NM_WEIGHTED", record::SOFTMIN_NM_WEIGHTED),
+        ("REC_SOFTMIN_NM_WEIGHT", record::SOFTMIN_NM_WEIGHT),
+        ("REC_NSUM", record::NSUM),
+        ("REC_PIXELS", record::PIXELS),
+        ("REC_BIN_COUNT", record::BIN_COUNT),
+        ("REC_BIN_CORRECT", record::BIN_CORRECT),
+        ("REC_BIN_CONF", record::BIN_CONF),
+        ("UNLABELLED", UNLABELLED_WORD as usize),
+        ("ROW_WORDS", row::WORDS),
+        ("ROW_PRED", row::PRED),
+        ("ROW_CONFIDENCE", row::CONFIDENCE),
+        ("ROW_SCORES", row::SCORES),
+    ] {
+        out.push((name.into(), u(v)));
+    }
+    out.extend(
+        calibration::wgsl_constants()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v)),
+    );
     out
 }
 
@@ -259,13 +265,7 @@ impl Partial {
         }
         Partial {
             pixels: u64::from(rec[r::PIXELS]),
-            sums: ScoreSums {
-                entropy: f(r::ENTROPY),
-                margin: f(r::MARGIN),
-                least_confidence: f(r::LEAST_CONFIDENCE),
-                self_confidence: f(r::SELF_CONFIDENCE),
-                normalized_margin: f(r::NORMALIZED_MARGIN),
-            },
+            sums: ScoreSums::from_array(std::array::from_fn(|a| f(r::SCORES + a))),
             softmin_sc: Softmin::from_unshifted(f(r::SOFTMIN_SC_WEIGHTED), f(r::SOFTMIN_SC_WEIGHT)),
             softmin_nm: Softmin::from_unshifted(f(r::SOFTMIN_NM_WEIGHTED), f(r::SOFTMIN_NM_WEIGHT)),
             bins,
@@ -279,11 +279,7 @@ fn parse_row(r: &[u32]) -> SampleScores {
     SampleScores {
         pred: r[row::PRED],
         confidence: f(row::CONFIDENCE),
-        entropy: f(row::ENTROPY),
-        margin: f(row::MARGIN),
-        least_confidence: f(row::LEAST_CONFIDENCE),
-        self_confidence: f(row::SELF_CONFIDENCE),
-        normalized_margin: f(row::NORMALIZED_MARGIN),
+        scores: PerSample::from_array(std::array::from_fn(|a| f(row::SCORES + a))),
     }
 }
 
