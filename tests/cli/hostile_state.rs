@@ -10,6 +10,7 @@
 //! one is edited as it is; so each test also shows the failure of a build
 //! without checksums, where the same edit panics or is trusted.
 
+use triage::score::cache::ROW_ENTRY_BYTES;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -294,14 +295,16 @@ fn forged_and_damaged_partials_are_refused_naming_the_field() {
 // --------------------------------------------------------------------- cache
 
 /// The byte offset of entry `k` of a classification cache file, and the
-/// entry size (44 bytes without a checksum, 52 with).
+/// entry size ([`ROW_ENTRY_BYTES`]: 24 bytes of key, prediction and
+/// confidence, 4 per declared per-sample score, an 8-byte checksum).
 fn cache_entry(bytes: &[u8], k: usize) -> (usize, usize) {
     let nl = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
     let header = std::str::from_utf8(&bytes[..nl - 1]).unwrap();
     let v: serde_json::Value = serde_json::from_str(unseal(header).1).unwrap();
     let entries = v["entries"].as_u64().unwrap() as usize;
     let size = (bytes.len() - nl) / entries;
-    assert!(size == 44 || size == 52, "{size}");
+    assert_eq!(size, ROW_ENTRY_BYTES);
+    assert_eq!(size, 32 + 4 * triage::scores::N_SAMPLE);
     (nl + k * size, size)
 }
 
@@ -336,9 +339,10 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     let clean = std::fs::read(&file).unwrap();
     let (at, size) = cache_entry(&clean, k);
 
-    // One float (its normalised margin, bytes 40..44) zeroed.
+    // One float (its normalised margin) zeroed.
+    let nm = 24 + 4 * triage::scores::Score::NormalizedMargin as usize;
     let mut b = clean.clone();
-    b[at + 40..at + 44].fill(0);
+    b[at + nm..at + nm + 4].fill(0);
     std::fs::write(&file, &b).unwrap();
     let warm = t.join("warm");
     let err = ok(&det_args(&d, &warm, &["--cache", cs]));
@@ -368,10 +372,8 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     // Its predicted class set to 10⁶ of 10, with a valid checksum.
     let mut b = clean.clone();
     b[at + 16..at + 20].copy_from_slice(&1_000_000u32.to_le_bytes());
-    if size == 52 {
-        let sum = xxh3_64(&b[at..at + 44]);
-        b[at + 44..at + 52].copy_from_slice(&sum.to_le_bytes());
-    }
+    let sum = xxh3_64(&b[at..at + size - 8]);
+    b[at + size - 8..at + size].copy_from_slice(&sum.to_le_bytes());
     std::fs::write(&file, &b).unwrap();
     let out = t.join("forged");
     let err = ok(&det_args(&d, &out, &["--cache", cs]));

@@ -829,11 +829,16 @@ mod tests {
 
     #[test]
     fn record_layout_is_packed_and_fits() {
-        assert_eq!(record::WORDS, 56, "the record keeps its size");
-        assert_eq!(record::BIN_COUNT, 10);
-        assert_eq!(record::BIN_CORRECT, 25);
-        assert_eq!(record::BIN_CONF, 40);
+        // The per-sample sums, the four softmin sums, the pixel count, then
+        // three tables of BINS words, rounded up to 8 words.
+        assert_eq!(record::NSUM, N_SAMPLE + 4);
+        assert_eq!(record::BIN_COUNT, N_SAMPLE + 5);
+        assert_eq!(record::BIN_CORRECT, record::BIN_COUNT + BINS);
+        assert_eq!(record::BIN_CONF, record::BIN_CORRECT + BINS);
+        assert_eq!(record::WORDS % 8, 0);
+        assert!(record::WORDS - (record::BIN_CONF + BINS) < 8);
         const { assert!(record::BIN_CONF + BINS <= record::WORDS) };
+        assert!(row::SCORES + N_SAMPLE <= row::WORDS);
         assert_eq!(std::mem::size_of::<PixelParams>() % 16, 0);
         assert!(std::mem::size_of::<PixelParams>() as u64 <= UNIFORM_STRIDE);
     }
@@ -852,11 +857,16 @@ mod tests {
         }
         let p = Partial::parse(&rec);
         assert_eq!(p.pixels, 77);
+        // Word i holds i + 1: the per-sample sums in table order first.
+        let want: [f64; N_SAMPLE] = std::array::from_fn(|a| a as f64 + 1.0);
+        assert_eq!(p.sums.to_array(), want);
         assert_eq!(p.sums.entropy, 1.0);
-        assert_eq!(p.sums.normalized_margin, 5.0);
+        let (sc, nm) = (N_SAMPLE as f64 + 1.0, N_SAMPLE as f64 + 3.0);
         let s = crate::metrics::softmin::shift();
-        assert_eq!(p.softmin_sc.weighted, 6.0 * s);
-        assert_eq!(p.softmin_nm.weight, 9.0 * s);
+        assert_eq!(p.softmin_sc.weighted, sc * s);
+        assert_eq!(p.softmin_sc.weight, (sc + 1.0) * s);
+        assert_eq!(p.softmin_nm.weighted, nm * s);
+        assert_eq!(p.softmin_nm.weight, (nm + 1.0) * s);
         assert_eq!(p.bins.count[14], 14);
         assert_eq!(p.bins.correct[3], 103);
         assert_eq!(p.bins.confidence_sum[2], 2.0);
