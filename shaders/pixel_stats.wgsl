@@ -1,5 +1,6 @@
-// Per-sample scores: validation, normalisation, entropy, margin, least
-// confidence, self-confidence and normalised margin. Mirrors
+// Per-sample scores: validation, normalisation, then every per-sample score
+// of the score table (src/scores.rs) into `s.v`: entropy, margin, least
+// confidence, self-confidence, normalised margin and Brier score. Mirrors
 // src/metrics/pixel_stats.rs (the CPU reference) operation for operation:
 // the same f32 summation order, the same renormalisation rule and the same
 // argmax tie-break (first maximum wins).
@@ -74,12 +75,14 @@ fn score_sample(base: u32, stride: u32, label: u32) -> SampleScores {
     var top2 = -3.4028235e38;
     var pred = 0u;
     var plogp = 0.0;
+    var sumsq = 0.0;
     var py = 0.0;
     for (var k = 0u; k < c; k++) {
         let x = load(base + k * stride);
         var q: f32;
         if (P.logits == 1u) { q = exp(x - mx) / sum; } else if (keep) { q = x; } else { q = x / sum; }
         if (q > 0.0) { plogp += q * log(q); }
+        sumsq += q * q;
         if (q > top1) {
             top2 = top1;
             top1 = q;
@@ -97,5 +100,6 @@ fn score_sample(base: u32, stride: u32, label: u32) -> SampleScores {
     s.v[S_LEAST_CONFIDENCE] = 1.0 - top1;
     s.v[S_SELF_CONFIDENCE] = py;
     s.v[S_NORMALIZED_MARGIN] = (py - other + 1.0) * 0.5;
+    s.v[S_BRIER] = max(sumsq - 2.0 * py + 1.0, 0.0);
     return s;
 }

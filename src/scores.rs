@@ -214,6 +214,8 @@ declare_scores! {
             "the probability of the annotated label `p_y`";
         NormalizedMargin normalized_margin: true, LowerWorse,
             "`(p_y − max_{k≠y} p_k + 1) / 2`";
+        Brier brier: true, HigherWorse,
+            "Brier score `Σ_k (p_k − [k = y])²`, in [0, 2]";
     }
     item {
         Ece ece: Any, Always, true, HigherWorse, Score,

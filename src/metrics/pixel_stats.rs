@@ -12,6 +12,7 @@
 //! | `least_confidence` | `1 - p_(1)` | [0, 1], high = uncertain |
 //! | `self_confidence` | `p_y` | [0, 1], low = label suspect |
 //! | `normalized_margin` | `(p_y - max_{k≠y} p_k + 1) / 2` | [0, 1], low = label suspect |
+//! | `brier` | `Σ_k (p_k - [k = y])² = Σ_k p_k² - 2 p_y + 1` | [0, 2], high = label suspect |
 //!
 //! The prediction is `ŷ = argmax p` with ties broken toward the lowest class
 //! index, and the confidence is `p_(1)`.
@@ -156,10 +157,12 @@ pub fn score_normalised(q: &[f32], label: u32) -> SampleScores {
     let mut top2 = f32::NEG_INFINITY;
     let mut pred = 0u32;
     let mut plogp = 0.0f32;
+    let mut sumsq = 0.0f32;
     for (k, &x) in q.iter().enumerate() {
         if x > 0.0 {
             plogp += x * x.ln();
         }
+        sumsq += x * x;
         if x > top1 {
             top2 = top1;
             top1 = x;
@@ -168,16 +171,18 @@ pub fn score_normalised(q: &[f32], label: u32) -> SampleScores {
             top2 = x;
         }
     }
-    finish(c, label, top1, top2, pred, q[label as usize], plogp)
+    finish(c, label, top1, top2, pred, q[label as usize], plogp, sumsq)
 }
 
 /// The scores of one sample from the quantities one pass over its
 /// normalised probabilities gives: the top two values `top1 ≥ top2`, the
-/// (lowest) index `pred` of `top1`, `py = q_y` and `plogp = Σ_{q_k>0} q_k ln q_k`.
+/// (lowest) index `pred` of `top1`, `py = q_y`, `plogp = Σ_{q_k>0} q_k ln q_k`
+/// and `sumsq = Σ_k q_k²` (each summed in class order).
 /// [`score_normalised`] ends here; the SIMD kernels of the CPU backend do
 /// these same f32 operations lane by lane, so every score but the entropy
 /// is bit-identical between them.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub fn finish(
     c: usize,
     label: u32,
@@ -186,6 +191,7 @@ pub fn finish(
     pred: u32,
     py: f32,
     plogp: f32,
+    sumsq: f32,
 ) -> SampleScores {
     // The largest probability among the other classes.
     let other = if pred == label { top2 } else { top1 };
@@ -199,6 +205,7 @@ pub fn finish(
             least_confidence: 1.0 - top1,
             self_confidence: py,
             normalized_margin: (py - other + 1.0) * 0.5,
+            brier: (sumsq - 2.0 * py + 1.0).max(0.0),
         },
     }
 }
@@ -225,6 +232,8 @@ mod tests {
         assert!(close(s.scores.self_confidence, 0.2));
         // (0.2 - 0.7 + 1) / 2
         assert!(close(s.scores.normalized_margin, 0.25));
+        // Brier: 0.7² + (0.2 - 1)² + 0.1² = 0.49 + 0.64 + 0.01.
+        assert!(close(s.scores.brier, 1.14));
         assert!(close(s.confidence, 0.7));
     }
 
@@ -250,6 +259,11 @@ mod tests {
         assert_eq!(s.scores.entropy, 0.0);
         assert_eq!(s.confidence, 1.0);
         assert_eq!(s.scores.normalized_margin, 1.0);
+        // One-hot on the label: a perfect Brier score; on another class,
+        // the worst one (1² + 1²).
+        assert_eq!(s.scores.brier, 0.0);
+        let s = score_sample(&[0.0, 0.0, 1.0, 0.0], 1, false, &mut q).unwrap();
+        assert_eq!(s.scores.brier, 2.0);
     }
 
     #[test]

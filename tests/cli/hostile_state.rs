@@ -10,8 +10,8 @@
 //! one is edited as it is; so each test also shows the failure of a build
 //! without checksums, where the same edit panics or is trusted.
 
-use triage::score::cache::ROW_ENTRY_BYTES;
 use std::path::{Path, PathBuf};
+use triage::score::cache::ROW_ENTRY_BYTES;
 
 use xxhash_rust::xxh3::xxh3_64;
 

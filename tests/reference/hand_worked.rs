@@ -183,6 +183,8 @@ fn classification_scores_and_label_names() {
     );
     close(&q[0]["scores"]["self_confidence"], 0.1, "sc");
     close(&q[0]["scores"]["ece"], 0.8, "item ece = |0 - 0.8|");
+    // Brier: 0.1² + 0.8² + (0.1 − 1)² = 0.01 + 0.64 + 0.81.
+    close(&q[0]["scores"]["brier"], 1.46, "brier");
     close(
         &q[0]["priority"],
         1.0 - 0.15,
@@ -205,7 +207,7 @@ fn classification_scores_and_label_names() {
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "rank,id,priority,reasons,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
+        "rank,id,priority,reasons,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,brier,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
     );
     assert_eq!(csv.lines().count(), 3);
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod boundary_iou_isbi;
+mod brier;
 mod coco_file;
 mod coco_rle;
 mod cvat;
