@@ -640,3 +640,29 @@ fn the_readme_table_states_the_thresholds_of_the_code() {
         }
     }
 }
+
+/// The typed summaries write the JSON `report.json` has always had (keys in
+/// this order), and read back to the same values.
+#[test]
+fn summaries_are_typed_and_written_as_before() {
+    let fx = classification(true, true);
+    let s = section(&run(&fx.inputs()));
+    let text = serde_json::to_string(&s["class_imbalance"]).unwrap();
+    assert_eq!(
+        text,
+        r#"{"needs":["classification"],"status":"ran","flagged":1,"summary":{"rare_fraction":0.1,"uniform_share":0.3333333333333333,"rare_classes":[{"class":2,"name":"c","items":1,"share":0.022222222222222223}],"absent_classes":[]}}"#
+    );
+    let text = serde_json::to_string(&s["low_agreement"]).unwrap();
+    assert!(
+        text.starts_with(r#"{"needs":["annotations"],"status":"ran","flagged":"#)
+            && text.contains(
+                r#""summary":{"min_item_agreement":0.5,"majority_contradicts_official":"#
+            ),
+        "{text}"
+    );
+    for (name, summary) in &s {
+        let back: CheckSummary =
+            serde_json::from_str(&serde_json::to_string(summary).unwrap()).unwrap();
+        assert_eq!(&back, summary, "{name}");
+    }
+}
