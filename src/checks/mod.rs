@@ -20,7 +20,9 @@
 //!
 //! **Adding a check** takes a file under `src/checks/` that implements
 //! [`Check`], and one line in [`registry`] (plus its row in the README's
-//! table of checks): [`class_imbalance`] was added so.
+//! table of checks): [`class_imbalance`] was added so. The tests hold every
+//! check of the registry to this contract, and the README's table to the
+//! thresholds.
 
 pub mod class_imbalance;
 pub mod label_quality;
