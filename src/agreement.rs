@@ -1,8 +1,9 @@
 //! The agreement stage (with `[inputs] annotations`, classification):
 //! how far the annotators of `annotations.csv` agree, per dataset, class,
 //! pair and annotator (`report.json` `agreement`), and per item
-//! (`annotator_agreement`, and the priority raise of
-//! [`crate::priority::agreement_raise`]).
+//! (`annotator_agreement` and the majority, from which [`disagreement`]
+//! gives the priority raise of [`crate::priority::agreement_raise`]; the
+//! pipeline applies it in [`crate::priority::priorities`]).
 //!
 //! The formulas are in [`crate::metrics::agreement`]. Per annotator `a`:
 //! `items` it labelled; its consensus on an item is the strict majority of
@@ -197,9 +198,10 @@ fn compare_item(
 /// [`ItemResult::index`]): every unordered pair of an item's annotators is
 /// compared and the counts pooled per class (all pairs), per annotator (its
 /// pairs) and per item (the mean of its pairs' mIoU, its
-/// `annotator_agreement`, which raises its priority as
-/// [`crate::priority::agreement_raise`] with `disagreement = 1 −
-/// annotator_agreement`). A mask of the wrong size is an error naming it.
+/// `annotator_agreement`, from which [`disagreement`] `= 1 −
+/// annotator_agreement` raises its priority in
+/// [`crate::priority::priorities`]). A mask of the wrong size is an error
+/// naming it.
 pub fn apply_segmentation(
     cfg: &DatasetConfig,
     manifest: &Manifest,
@@ -278,9 +280,6 @@ pub fn apply_segmentation(
         let a = agreement[it.index];
         it.scores
             .set(Score::AnnotatorAgreement, Some(a.unwrap_or(f64::NAN)));
-        if let Some(d) = disagreement(it) {
-            it.priority = crate::priority::agreement_raise(it.priority, d);
-        }
     }
     let section = SegAgreement {
         annotators: na,
@@ -333,7 +332,8 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotatio
 
 /// Compute the `agreement` section over `items` (any order; matched by
 /// [`ItemResult::index`]) and set each item's `annotator_agreement` and its
-/// raised priority.
+/// annotators' majority (`consensus`), from which [`disagreement`] raises
+/// its priority in [`crate::priority::priorities`].
 pub fn apply(
     cfg: &DatasetConfig,
     ann: &Annotations,
@@ -429,16 +429,14 @@ pub fn apply(
         .map(|r| r.annotator.clone())
         .collect();
 
-    // Per item: the share of agreeing pairs, and the raise.
+    // Per item: the share of agreeing pairs and the majority, which the
+    // raise reads.
     for it in items.iter_mut() {
         let u = &counted[it.index];
         let a = u.pair_agreement();
         it.scores
             .set(Score::AnnotatorAgreement, Some(a.unwrap_or(f64::NAN)));
         it.consensus = u.majority();
-        if let Some(d) = disagreement(it) {
-            it.priority = crate::priority::agreement_raise(it.priority, d);
-        }
     }
 
     Agreement {
@@ -598,7 +596,8 @@ fn cohen_pairs_by(
     }
 }
 
-/// The item's disagreement (after [`apply`]): 1 when its annotators'
+/// The item's disagreement (after [`apply`] or [`apply_segmentation`]),
+/// what [`crate::priority::agreement_raise`] raises it by: 1 when its annotators'
 /// strict majority contradicts its official label, else
 /// `1 − annotator_agreement`; `None` below 2 annotations.
 pub fn disagreement(it: &ItemResult) -> Option<f64> {

@@ -479,8 +479,9 @@ struct AssembleInput<'a> {
     annotations: Option<crate::io::annotations::Annotations>,
 }
 
-/// Everything after scoring: reasons, neighbours, checks, priority order,
-/// the queue, and the outputs.
+/// Everything after scoring: reasons, agreement, neighbours, the checks
+/// (on the labelled items in row order), then each item's priority, once
+/// ([`assign_priority`]), the priority order, the queue, and the outputs.
 fn assemble(
     s: AssembleInput<'_>,
     opts: &RunOptions,
@@ -543,7 +544,7 @@ fn assemble(
     let t_queue = Instant::now();
     // The unlabelled items leave here: the review queue and its checks see
     // the labelled ones, the selection for labelling the others.
-    let (labelled, pool): (Vec<ItemResult>, Vec<ItemResult>) =
+    let (mut labelled, mut pool): (Vec<ItemResult>, Vec<ItemResult>) =
         items.into_iter().partition(|it| !it.unlabelled);
     let n_unlabelled = pool.len();
     let selection = crate::queue::selection::run(
@@ -553,15 +554,16 @@ fn assemble(
         neighbor_summary.as_ref().map(|s| &s.result.graph),
         &opts.label,
     );
-    let items = by_priority(labelled);
     let checks = crate::checks::run(&crate::checks::Inputs {
         cfg,
         manifest,
-        items: &items,
+        items: &labelled,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
         annotations: s.annotations.as_ref(),
         annotator_pairs: annotator_pairs.as_ref(),
     });
+    assign_priority(&mut labelled, &mut pool);
+    let items = by_priority(labelled);
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
@@ -588,14 +590,7 @@ fn assemble(
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             agreement,
             plan: &plan,
-            checks: {
-                let mut c = crate::checks::section(&checks);
-                c.insert(
-                    crate::queue::selection::NAME.into(),
-                    crate::queue::selection::check_summary(selection.as_ref()),
-                );
-                c
-            },
+            checks: crate::queue::selection::checks_section(&checks, selection.as_ref()),
             score_cache: s.score_cache,
             selection: selection.as_ref().map(|s| s.section.clone()),
         },
@@ -672,6 +667,35 @@ fn lowest_agreement(
                 .collect(),
         })
         .collect()
+}
+
+/// Set every item's priority, the one time it is set:
+/// [`crate::priority::priorities`] over all items by row, from their scores
+/// (none for an unlabelled item) and the raises the agreement stage
+/// ([`crate::agreement::disagreement`]) and the neighbour stage
+/// ([`crate::neighbors::stage::conflict`]) recorded on them.
+fn assign_priority(labelled: &mut [ItemResult], pool: &mut [ItemResult]) {
+    use crate::priority::{Raises, Terms};
+    let n = labelled
+        .iter()
+        .chain(pool.iter())
+        .map(|it| it.index + 1)
+        .max()
+        .unwrap_or(0);
+    let mut rows = vec![Terms::default(); n];
+    for it in labelled.iter().chain(pool.iter()) {
+        rows[it.index] = Terms {
+            scores: (!it.unlabelled).then_some(&it.scores),
+            raises: Raises {
+                disagreement: crate::agreement::disagreement(it),
+                conflict: crate::neighbors::stage::conflict(it),
+            },
+        };
+    }
+    let p = crate::priority::priorities(&rows);
+    for it in labelled.iter_mut().chain(pool.iter_mut()) {
+        it.priority = p[it.index];
+    }
 }
 
 /// The items in queue order: priority descending, ties by row. Sorts 16-byte

@@ -15,13 +15,20 @@
 //! IoU, and the softmin of the per-pixel normalised margin catches small but
 //! confident disagreements that whole-mask ratios average away.
 //!
+//! **The agreement raise** (with annotations): an item whose annotators
+//! disagree is raised by [`agreement_raise`],
+//! `p' = p + AGREEMENT_WEIGHT · disagreement · (1 − p)` (text:
+//! [`AGREEMENT_RAISE`]).
+//!
 //! **The conflict raise** (with embeddings): an item with a conflicting
 //! near-duplicate is raised by [`conflict_raise`],
-//! `p' = p + DUP_WEIGHT · dup_conflict · (1 − p) · p / (p + p_j)`, where `p`
-//! is its priority above and `p_j` that of its closest conflicting partner
-//! (text: [`CONFLICT_RAISE`]).
+//! `p'' = p' + DUP_WEIGHT · dup_conflict · (1 − p') · p' / (p' + p'_j)`,
+//! where `p'` is its priority after the agreement raise and `p'_j` that of
+//! its closest conflicting partner (text: [`CONFLICT_RAISE`]).
 //!
-//! All lie in [0, 1]; higher means review first.
+//! [`priorities`] is the one place that computes them, for every item at
+//! once, after the checks: the stages only record what a raise needs
+//! ([`Raises`]). All lie in [0, 1]; higher means review first.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +111,61 @@ pub fn agreement_raise(p: f64, disagreement: f64) -> f64 {
     p + AGREEMENT_WEIGHT * disagreement.clamp(0.0, 1.0) * (1.0 - p)
 }
 
-/// The priority of an item; 0 when no term is defined.
+/// What raises an item's priority above its own scores', as the stages
+/// that find it record it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Raises {
+    /// With annotations: the item's disagreement in [0, 1]
+    /// (`crate::agreement::disagreement`); `None` when undefined.
+    pub disagreement: Option<f64>,
+    /// With embeddings: the row of its closest conflicting near-duplicate
+    /// (ties to the lower row) and its `dup_conflict`; `None` without one.
+    pub conflict: Option<(usize, f64)>,
+}
+
+/// What an item's priority is computed from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terms<'a> {
+    /// Its scores; `None` for an unlabelled item, whose own priority is 0
+    /// (it never enters the review queue).
+    pub scores: Option<&'a ItemScores>,
+    pub raises: Raises,
+}
+
+/// The priority of every item, `rows[i]` being the item at row `i`:
+///
+/// 1. `p = `[`priority`]`(scores)` (0 for an unlabelled item);
+/// 2. `p' = `[`agreement_raise`]`(p, disagreement)` where the disagreement
+///    is defined, else `p`;
+/// 3. `p'' = `[`conflict_raise`]`(p', p'_partner, dup_conflict)` where the
+///    item has a conflicting partner, else `p'`; `p'_partner` is the
+///    partner's priority after step 2 (0 for a row out of range).
+///
+/// Called once per run, after the checks; nothing else sets an item's
+/// priority.
+pub fn priorities(rows: &[Terms<'_>]) -> Vec<f64> {
+    let raised: Vec<f64> = rows
+        .iter()
+        .map(|t| {
+            let p = t.scores.map_or(0.0, priority);
+            match t.raises.disagreement {
+                Some(d) => agreement_raise(p, d),
+                None => p,
+            }
+        })
+        .collect();
+    rows.iter()
+        .zip(&raised)
+        .map(|(t, &p)| match t.raises.conflict {
+            Some((partner, dc)) => {
+                conflict_raise(p, raised.get(partner).copied().unwrap_or(0.0), dc)
+            }
+            None => p,
+        })
+        .collect()
+}
+
+/// The priority of an item from its own scores; 0 when no term is defined.
 pub fn priority(scores: &ItemScores) -> f64 {
     match scores.is_segmentation() {
         false => scores
@@ -167,6 +228,43 @@ mod tests {
         assert_eq!(conflict_raise(0.0, 0.0, 1.0), 0.25);
         assert_eq!(conflict_raise(1.0, 0.0, 1.0), 1.0);
         assert!(CONFLICT_RAISE.starts_with(&format!("p + {DUP_WEIGHT} * dup_conflict")));
+    }
+
+    #[test]
+    fn priorities_raise_for_agreement_then_for_the_conflict() {
+        let s = |nm: f64| ItemScores::default().with(Score::NormalizedMargin, Some(nm));
+        let (a, b, c) = (s(0.4), s(0.8), s(0.5));
+        let rows = [
+            Terms {
+                scores: Some(&a),
+                raises: Raises {
+                    disagreement: Some(0.5),
+                    conflict: Some((1, 0.8)),
+                },
+            },
+            Terms {
+                scores: Some(&b),
+                raises: Raises {
+                    disagreement: None,
+                    conflict: Some((0, 0.8)),
+                },
+            },
+            Terms {
+                scores: Some(&c),
+                raises: Raises::default(),
+            },
+            Terms::default(),
+        ];
+        let p = priorities(&rows);
+        // Row 0: 0.6 raised to 0.6 + 0.5·0.5·0.4 = 0.7, then by its partner
+        // at 0.2 (no disagreement): 0.7 + 0.5·0.8·0.3·0.7/0.9.
+        let p0 = agreement_raise(0.6, 0.5);
+        assert_eq!(p[0], conflict_raise(p0, 1.0 - 0.8, 0.8));
+        assert!((p[0] - (0.7 + 0.4 * 0.3 * 0.7 / 0.9)).abs() < 1e-12);
+        // Row 1 sees its partner's raised priority.
+        assert_eq!(p[1], conflict_raise(1.0 - 0.8, p0, 0.8));
+        assert_eq!(p[2], 0.5);
+        assert_eq!(p[3], 0.0, "an unlabelled item");
     }
 
     #[test]

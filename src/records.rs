@@ -25,6 +25,10 @@ pub struct ItemResult {
     /// Row in items order.
     pub index: usize,
     pub scores: ItemScores,
+    /// The review priority: set once by the pipeline, after the checks,
+    /// from the scores and the raises the agreement and neighbour stages
+    /// recorded ([`crate::priority::priorities`]); 0 until then (so in
+    /// checkpoints, partials and cache entries).
     pub priority: f64,
     /// Stored reasons (segmentation: its score reasons). Classification
     /// rows store none: their score reasons are derived from `scores` and

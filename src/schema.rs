@@ -394,18 +394,68 @@ pub struct Dropped {
 }
 
 /// `checks[name]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckSummary {
     pub needs: Vec<String>,
-    /// `ran` or `skipped`.
-    pub status: String,
+    pub status: CheckStatus,
     /// Why it was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flagged: Option<usize>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub summary: Map<String, Value>,
+    /// The check's dataset-level facts, for the checks that have some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<CheckDetails>,
+}
+
+/// `checks[name].status`: `ran`, or `skipped` (with its `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ran,
+    Skipped,
+}
+
+/// `checks[name].summary`: one struct per check that summarises, written
+/// as its bare fields (untagged; their field names tell them apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CheckDetails {
+    ClassImbalance(ClassImbalanceSummary),
+    LowAgreement(LowAgreementSummary),
+}
+
+/// `checks.class_imbalance.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassImbalanceSummary {
+    /// A class is rare under this fraction of a uniform share.
+    pub rare_fraction: f64,
+    /// `1 / classes`.
+    pub uniform_share: f64,
+    /// The rare classes that have items.
+    pub rare_classes: Vec<ClassShare>,
+    /// The classes with no item.
+    pub absent_classes: Vec<ClassShare>,
+}
+
+/// A class and its share of the labelled items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassShare {
+    pub class: usize,
+    pub name: String,
+    pub items: u64,
+    pub share: f64,
+}
+
+/// `checks.low_agreement.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LowAgreementSummary {
+    /// The agreement (classification: share of agreeing pairs;
+    /// segmentation: mean pairwise mIoU) under which an item is flagged.
+    pub min_item_agreement: f64,
+    /// Flagged items whose annotators' majority contradicts the official
+    /// label.
+    pub majority_contradicts_official: usize,
 }
 
 /// `report.json` `selection`: the batch of unlabelled items to label next

@@ -1,11 +1,12 @@
-//! The label-quality checks, read from the scores of the score stage:
+//! The label-quality checks, each scoring an item from the scores the score
+//! stage stored on it:
 //! a label the model rejects ([`WrongLabel`]), an uncertain model
 //! ([`Uncertain`]), a miscalibrated item ([`Miscalibrated`]) and, for
 //! segmentation, outlines that disagree ([`BoundaryDisagreement`]); and the
 //! reasons written for every item ([`row_reasons`], [`seg_reasons`]), which
 //! take their thresholds from the same checks.
 
-use super::{Check, Need, Threshold};
+use super::{Check, Inputs, Need, Threshold, each};
 use crate::config::Task;
 use crate::priority::{Context, RowFacts, SegFacts};
 use crate::records::ItemResult;
@@ -45,16 +46,18 @@ impl Check for WrongLabel {
             Task::Classification => "1 - normalized_margin",
         }
     }
-    fn threshold(&self) -> Threshold {
+    fn threshold(&self, _: Task) -> Threshold {
         Threshold::above(WRONG_LABEL_ABOVE)
             .because("the model prefers another class than the label")
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        let term = match it.scores.is_segmentation() {
-            true => Score::NormalizedMarginSoftmin,
-            false => Score::NormalizedMargin,
-        };
-        it.scores.get(term).map(|v| 1.0 - v)
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        each(inputs, |it| {
+            let term = match it.scores.is_segmentation() {
+                true => Score::NormalizedMarginSoftmin,
+                false => Score::NormalizedMargin,
+            };
+            it.scores.get(term).map(|v| 1.0 - v)
+        })
     }
 }
 
@@ -72,11 +75,11 @@ impl Check for Uncertain {
     fn score_text(&self, _: Task) -> &'static str {
         "entropy"
     }
-    fn threshold(&self) -> Threshold {
+    fn threshold(&self, _: Task) -> Threshold {
         Threshold::at_least(UNCERTAIN_ENTROPY)
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.get(Score::Entropy)
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        each(inputs, |it| it.scores.get(Score::Entropy))
     }
 }
 
@@ -94,11 +97,11 @@ impl Check for Miscalibrated {
     fn score_text(&self, _: Task) -> &'static str {
         "ece (the item's own calibration error)"
     }
-    fn threshold(&self) -> Threshold {
+    fn threshold(&self, _: Task) -> Threshold {
         Threshold::at_least(MISCALIBRATED_ECE)
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.get(Score::Ece)
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        each(inputs, |it| it.scores.get(Score::Ece))
     }
 }
 
@@ -116,11 +119,13 @@ impl Check for BoundaryDisagreement {
     fn score_text(&self, _: Task) -> &'static str {
         "1 - boundary_iou (segmentation only)"
     }
-    fn threshold(&self) -> Threshold {
+    fn threshold(&self, _: Task) -> Threshold {
         Threshold::above(BOUNDARY_DISAGREEMENT_ABOVE)
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.get(Score::BoundaryIou).map(|v| 1.0 - v)
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        each(inputs, |it| {
+            it.scores.get(Score::BoundaryIou).map(|v| 1.0 - v)
+        })
     }
 }
 
@@ -173,7 +178,7 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
         ));
     }
     if let Some(h) = scores.get(Score::Entropy)
-        && Uncertain.flags(h)
+        && Uncertain.flags(Task::Classification, h)
     {
         r.push(format!("model is uncertain: normalized entropy {}", f3(h)));
     }

@@ -2,11 +2,9 @@
 //! (with `[inputs] annotations`; the scores come from
 //! [`crate::agreement`]).
 
-use serde_json::json;
-
-use super::{Check, Explained, Inputs, Need, Place, Threshold};
+use super::{Check, Explained, Inputs, Need, Place, Threshold, each};
 use crate::config::Task;
-use crate::records::ItemResult;
+use crate::schema::{CheckDetails, LowAgreementSummary};
 use crate::scores::Score;
 
 /// Classification: an item is flagged when fewer than this share of its
@@ -30,20 +28,13 @@ const NAMED: usize = 8;
 /// Flagged when above `1 −` [`MIN_ITEM_AGREEMENT`] (classification) or
 /// `1 −` [`MIN_ITEM_IOU`] (segmentation). Items with fewer than 2
 /// annotations have no score.
-pub struct LowAgreement {
-    task: Task,
-}
+pub struct LowAgreement;
 
-impl LowAgreement {
-    pub fn new(task: Task) -> Self {
-        LowAgreement { task }
-    }
-
-    fn min_agreement(&self) -> f64 {
-        match self.task {
-            Task::Classification => MIN_ITEM_AGREEMENT,
-            Task::Segmentation => MIN_ITEM_IOU,
-        }
+/// The agreement under which an item of `task` is flagged.
+fn min_agreement(task: Task) -> f64 {
+    match task {
+        Task::Classification => MIN_ITEM_AGREEMENT,
+        Task::Segmentation => MIN_ITEM_IOU,
     }
 }
 
@@ -64,20 +55,22 @@ impl Check for LowAgreement {
             }
         }
     }
-    fn threshold(&self) -> Threshold {
-        let t = Threshold::above(1.0 - self.min_agreement());
-        match self.task {
+    fn threshold(&self, task: Task) -> Threshold {
+        let t = Threshold::above(1.0 - min_agreement(task));
+        match task {
             Task::Classification => t.because(
                 "fewer than half of the item's annotator pairs agree, or their majority contradicts the official label",
             ),
             Task::Segmentation => t.because(format!(
                 "the item's annotator pairs' mean mIoU is under {}",
-                self.min_agreement()
+                min_agreement(task)
             )),
         }
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        crate::agreement::disagreement(it)
+    /// The agreement stage's per-item disagreement
+    /// ([`crate::agreement::disagreement`]).
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        each(inputs, crate::agreement::disagreement)
     }
 
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
@@ -88,8 +81,9 @@ impl Check for LowAgreement {
         let names = &inputs.cfg.class_names;
         let class = |k: u32| names.get(k as usize).map_or("?", String::as_str);
         let mut contradicted = 0usize;
-        for (pos, it) in inputs.items.iter().enumerate() {
-            if !flags[pos] {
+        for it in inputs.items {
+            let row = it.index;
+            if !flags[row] {
                 continue;
             }
             if let Some(pairs) = inputs.annotator_pairs {
@@ -107,7 +101,7 @@ impl Check for LowAgreement {
                 }
                 let share = it.scores.get(Score::AnnotatorAgreement).unwrap_or(f64::NAN);
                 out.reasons.push((
-                    pos,
+                    row,
                     Place::First,
                     format!(
                         "annotators disagree (mean pairwise mIoU {share:.2}, under {MIN_ITEM_IOU}): {}",
@@ -141,12 +135,12 @@ impl Check for LowAgreement {
                     class(f.label)
                 ));
             }
-            out.reasons.push((pos, Place::First, reason));
+            out.reasons.push((row, Place::First, reason));
         }
-        out.summary
-            .insert("min_item_agreement".into(), json!(self.min_agreement()));
-        out.summary
-            .insert("majority_contradicts_official".into(), json!(contradicted));
+        out.summary = Some(CheckDetails::LowAgreement(LowAgreementSummary {
+            min_item_agreement: min_agreement(inputs.cfg.task),
+            majority_contradicts_official: contradicted,
+        }));
         out
     }
 }

@@ -2,37 +2,42 @@
 //! the manner of cleanlab's Datalab issue managers
 //! (`cleanlab/datalab/internal/issue_manager/issue_manager.py`).
 //!
-//! A [`Check`] has a name, declares the inputs it [`Need`]s, and gives every
-//! item a score in [0, 1] (higher: more likely an issue; `None` where the
-//! score is undefined for the item) and a flag rule on that score. [`run`]
-//! runs every check of [`registry`] over the scored items: a check whose
-//! inputs are missing is [`Outcome::Skipped`] with the reason recorded;
-//! one that ran returns a [`Finding`]: per-item flags, the reasons it adds
-//! to flagged items, and a dataset summary. The queue's views
-//! (`report.json` `views`), the review precision per issue type and the
-//! `checks` section are all read from the findings, so each threshold is
-//! written once, in its check.
+//! A [`Check`] has a name, declares the inputs it [`Need`]s, computes every
+//! item's score from them ([`Check::scores`]: in its [`Check::range`],
+//! [0, 1] unless it says otherwise; higher: more likely an issue; `None`
+//! where the score is undefined for the item) and flags the items whose
+//! score crosses its one [`Threshold`]. [`run`] runs every check of
+//! [`registry`] over the scored items, in row order, before any priority
+//! exists: a check whose inputs are missing is [`Outcome::Skipped`] with
+//! the reason recorded; one that ran returns a [`Finding`]: per-item scores
+//! and flags by row ([`ItemResult::index`]), the reasons it adds to flagged
+//! items, and its typed summary. The queue's views (`report.json` `views`),
+//! the review precision per issue type and the `checks` section are all
+//! read from the findings, so each threshold is written once, in its check.
 //!
 //! Checks that use neighbours share the one kNN graph of the neighbour
 //! stage ([`Inputs::neighbors`]), built once per run.
 //!
 //! **Adding a check** takes a file under `src/checks/` that implements
 //! [`Check`], and one line in [`registry`] (plus its row in the README's
-//! table of checks): [`class_imbalance`] was added so.
+//! table of checks): [`class_imbalance`] was added so. The tests hold every
+//! check of the registry to this contract, and the README's table to the
+//! thresholds.
 
 pub mod class_imbalance;
 pub mod label_quality;
 pub mod low_agreement;
 pub mod near_duplicate;
 
+use std::ops::RangeInclusive;
+
 use indexmap::IndexMap;
-use serde_json::{Map, Value};
 
 use crate::config::{DatasetConfig, Task};
 use crate::io::manifest::Manifest;
 use crate::neighbors::NeighborResult;
 use crate::records::ItemResult;
-use crate::schema::CheckSummary;
+use crate::schema::{CheckDetails, CheckStatus, CheckSummary};
 
 /// An input a check may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +78,7 @@ impl Need {
 pub struct Inputs<'a> {
     pub cfg: &'a DatasetConfig,
     pub manifest: &'a Manifest,
-    /// The scored items, in priority order (the order of the flags).
+    /// The labelled items, in row order ([`ItemResult::index`] ascending).
     pub items: &'a [ItemResult],
     /// The neighbour stage's result (its graph and pairs are by row in
     /// items order, [`ItemResult::index`]), when embeddings were given.
@@ -134,7 +139,7 @@ impl Threshold {
         }
     }
 
-    /// Whether `score` crosses it.
+    /// Whether `score` crosses it (never for NaN).
     pub fn flags(&self, score: f64) -> bool {
         if self.inclusive {
             score >= self.value
@@ -154,7 +159,8 @@ impl Threshold {
     }
 }
 
-/// One kind of issue.
+/// One kind of issue: what it needs, how it scores an item, and when the
+/// score flags it.
 pub trait Check: Sync {
     /// Stable name: the key of its view in `report.json` `views`.
     fn name(&self) -> &'static str;
@@ -165,32 +171,51 @@ pub trait Check: Sync {
     /// What its score is, as `report.json` describes it.
     fn score_text(&self, task: Task) -> &'static str;
 
-    /// When the score flags an item: one value, from which both the test
-    /// ([`Check::flags`]) and its text in `report.json`
+    /// Where every defined score lies: [0, 1] unless the check says
+    /// otherwise.
+    fn range(&self) -> RangeInclusive<f64> {
+        0.0..=1.0
+    }
+
+    /// When the score flags an item (for `task`): one value, from which
+    /// both the test ([`Check::flags`]) and its text in `report.json`
     /// ([`Check::flagged_when`]) follow.
-    fn threshold(&self) -> Threshold;
+    fn threshold(&self, task: Task) -> Threshold;
 
     /// When the score flags an item, as `report.json` describes it.
-    fn flagged_when(&self) -> String {
-        self.threshold().text()
+    fn flagged_when(&self, task: Task) -> String {
+        self.threshold(task).text()
     }
 
-    /// The item's score in [0, 1], higher when the issue is more likely;
-    /// `None` when undefined for the item.
-    fn score(&self, item: &ItemResult) -> Option<f64>;
-
-    /// Whether a (finite) score flags its item.
-    fn flags(&self, score: f64) -> bool {
-        self.threshold().flags(score)
+    /// Whether a score flags its item: its threshold's test. (The registry
+    /// test holds every check to this.)
+    fn flags(&self, task: Task, score: f64) -> bool {
+        self.threshold(task).flags(score)
     }
 
-    /// Run the check: the reasons it adds to flagged items, and its summary.
-    /// `flags` holds its flag per item (priority order). The default adds
-    /// no reason (the item's score lines already say it) and summarises
-    /// nothing beyond the count of flagged items.
+    /// Every item's score, one per item of `inputs.items` in that order:
+    /// in [`Check::range`], higher when the issue is more likely; `None`
+    /// where undefined for the item. Called only when every input of
+    /// [`Check::needs`] is there. [`each`] scores item by item.
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>>;
+
+    /// The reasons it adds to flagged items, and its summary. `flags` holds
+    /// its flag per row ([`ItemResult::index`]). The default adds no reason
+    /// (the item's score lines already say it) and summarises nothing
+    /// beyond the count of flagged items.
     fn explain(&self, _inputs: &Inputs<'_>, _flags: &[bool]) -> Explained {
         Explained::default()
     }
+}
+
+/// [`Check::scores`] item by item: `score` of each item of `inputs.items`,
+/// in parallel, in that order.
+pub fn each(
+    inputs: &Inputs<'_>,
+    score: impl Fn(&ItemResult) -> Option<f64> + Sync + Send,
+) -> Vec<Option<f64>> {
+    use rayon::prelude::*;
+    inputs.items.par_iter().map(score).collect()
 }
 
 /// Where an added reason goes among the item's reasons.
@@ -205,21 +230,36 @@ pub enum Place {
 /// What [`Check::explain`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct Explained {
-    /// `(position in priority order, place, reason)`: reasons added to the
-    /// item's own in the queue files.
+    /// `(row, place, reason)`: reasons added to the item at that row
+    /// ([`ItemResult::index`]) in the queue files, in the order given.
     pub reasons: Vec<(usize, Place, String)>,
     /// Dataset-level facts, written in `report.json` `checks`.
-    pub summary: Map<String, Value>,
+    pub summary: Option<CheckDetails>,
 }
 
-/// What a check that ran found.
+/// What a check that ran found, by row ([`ItemResult::index`]; rows of no
+/// item given to it, the unlabelled ones, have no score and no flag).
 #[derive(Debug, Clone)]
 pub struct Finding {
-    /// Per item, in priority order: whether the check flags it.
-    pub flags: Vec<bool>,
+    /// Per row: its score, NaN where undefined (8 bytes a row).
+    scores: Vec<f64>,
+    /// Per row: whether the check flags it.
+    flags: Vec<bool>,
     /// How many items it flags.
     pub flagged: usize,
     pub explained: Explained,
+}
+
+impl Finding {
+    /// The score of the item at `row`; `None` where undefined.
+    pub fn score(&self, row: usize) -> Option<f64> {
+        self.scores.get(row).copied().filter(|v| !v.is_nan())
+    }
+
+    /// Whether the check flags the item at `row`.
+    pub fn flagged(&self, row: usize) -> bool {
+        self.flags.get(row).copied().unwrap_or(false)
+    }
 }
 
 /// The outcome of one check.
@@ -237,60 +277,88 @@ pub struct CheckRun {
 }
 
 impl CheckRun {
-    /// Whether the check ran and flags the item at priority position `pos`.
-    pub fn flagged(&self, pos: usize) -> bool {
+    /// Whether the check ran and flags the item at `row`
+    /// ([`ItemResult::index`]).
+    pub fn flagged(&self, row: usize) -> bool {
         match &self.outcome {
-            Outcome::Ran(f) => f.flags.get(pos).copied().unwrap_or(false),
+            Outcome::Ran(f) => f.flagged(row),
             Outcome::Skipped(_) => false,
+        }
+    }
+
+    /// The check's score of the item at `row`, when it ran and the score
+    /// is defined.
+    pub fn score(&self, row: usize) -> Option<f64> {
+        match &self.outcome {
+            Outcome::Ran(f) => f.score(row),
+            Outcome::Skipped(_) => None,
         }
     }
 }
 
-/// Every check, in the order of `report.json` `views`; a check that needs
-/// dataset-wide facts for its scores (class counts) takes them from
-/// `inputs` here.
-pub fn registry(inputs: &Inputs<'_>) -> Vec<Box<dyn Check>> {
+/// Every check, in the order of `report.json` `views`. The checks hold no
+/// state: what they need from the dataset (class counts, the kNN graph,
+/// the annotations) they read from their [`Inputs`] when they run.
+pub fn registry() -> Vec<Box<dyn Check>> {
     vec![
         Box::new(label_quality::WrongLabel),
         Box::new(label_quality::Uncertain),
         Box::new(label_quality::Miscalibrated),
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
-        Box::new(class_imbalance::ClassImbalance::new(inputs)),
-        Box::new(low_agreement::LowAgreement::new(inputs.cfg.task)),
+        Box::new(class_imbalance::ClassImbalance),
+        Box::new(low_agreement::LowAgreement),
     ]
 }
 
 /// Run every check of [`registry`] over `inputs`.
 pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
-    use rayon::prelude::*;
-    registry(inputs)
+    registry()
         .into_iter()
         .map(|check| {
-            let outcome = match check.needs().iter().find(|&&n| !inputs.has(n)) {
-                Some(n) => Outcome::Skipped(n.missing()),
-                None => {
-                    let flags: Vec<bool> = inputs
-                        .items
-                        .par_iter()
-                        .map(|it| {
-                            check
-                                .score(it)
-                                .is_some_and(|v| v.is_finite() && check.flags(v))
-                        })
-                        .collect();
-                    let flagged = flags.iter().filter(|&&f| f).count();
-                    let explained = check.explain(inputs, &flags);
-                    Outcome::Ran(Finding {
-                        flags,
-                        flagged,
-                        explained,
-                    })
-                }
-            };
+            let outcome = run_one(check.as_ref(), inputs);
             CheckRun { check, outcome }
         })
         .collect()
+}
+
+/// The rows [`Finding`] holds for `inputs`: past the last item and the
+/// manifest's rows.
+fn rows(inputs: &Inputs<'_>) -> usize {
+    inputs
+        .items
+        .iter()
+        .map(|it| it.index + 1)
+        .max()
+        .unwrap_or(0)
+        .max(inputs.manifest.ids.len())
+}
+
+/// Run `check` over `inputs`: skipped when an input it needs is missing;
+/// else its scores, an item flagged when its score is finite and
+/// [`Check::flags`] it, and its explanation of those flags.
+pub fn run_one(check: &dyn Check, inputs: &Inputs<'_>) -> Outcome {
+    if let Some(n) = check.needs().iter().find(|&&n| !inputs.has(n)) {
+        return Outcome::Skipped(n.missing());
+    }
+    let task = inputs.cfg.task;
+    let n = rows(inputs);
+    let mut scores = vec![f64::NAN; n];
+    let mut flags = vec![false; n];
+    for (it, s) in inputs.items.iter().zip(check.scores(inputs)) {
+        if let Some(v) = s {
+            scores[it.index] = v;
+            flags[it.index] = v.is_finite() && check.flags(task, v);
+        }
+    }
+    let flagged = flags.iter().filter(|&&f| f).count();
+    let explained = check.explain(inputs, &flags);
+    Outcome::Ran(Finding {
+        scores,
+        flags,
+        flagged,
+        explained,
+    })
 }
 
 /// `report.json` `checks`: per check, its inputs, whether it ran (or why
@@ -302,17 +370,17 @@ pub fn section(runs: &[CheckRun]) -> IndexMap<String, CheckSummary> {
             let summary = match &r.outcome {
                 Outcome::Ran(f) => CheckSummary {
                     needs,
-                    status: "ran".into(),
+                    status: CheckStatus::Ran,
                     reason: None,
                     flagged: Some(f.flagged),
                     summary: f.explained.summary.clone(),
                 },
                 Outcome::Skipped(why) => CheckSummary {
                     needs,
-                    status: "skipped".into(),
+                    status: CheckStatus::Skipped,
                     reason: Some((*why).into()),
                     flagged: None,
-                    summary: Map::new(),
+                    summary: None,
                 },
             };
             (r.check.name().to_string(), summary)
@@ -320,40 +388,43 @@ pub fn section(runs: &[CheckRun]) -> IndexMap<String, CheckSummary> {
         .collect()
 }
 
-/// The reasons every check added, by priority position, for the writers
+/// The reasons every check added, by row, for the writers
 /// ([`Reasons::of`]).
 pub fn reasons(runs: &[CheckRun]) -> Reasons<'_> {
-    let mut by_pos: Vec<(usize, Place, &str)> = runs
+    let mut by_row: Vec<(usize, Place, &str)> = runs
         .iter()
         .filter_map(|r| match &r.outcome {
             Outcome::Ran(f) => Some(&f.explained.reasons),
             Outcome::Skipped(_) => None,
         })
         .flatten()
-        .map(|(p, place, s)| (*p, *place, s.as_str()))
+        .map(|(row, place, s)| (*row, *place, s.as_str()))
         .collect();
-    // Stable: the check order is kept within a position.
-    by_pos.sort_by_key(|&(p, _, _)| p);
-    Reasons { by_pos }
+    // Stable: the check order is kept within a row.
+    by_row.sort_by_key(|&(row, _, _)| row);
+    Reasons { by_row }
 }
 
-/// The checks' added reasons, by priority position (see [`reasons`]).
+/// The checks' added reasons, by row ([`ItemResult::index`]; see
+/// [`reasons`]).
 #[derive(Debug, Clone, Default)]
 pub struct Reasons<'a> {
-    by_pos: Vec<(usize, Place, &'a str)>,
+    by_row: Vec<(usize, Place, &'a str)>,
 }
 
 impl Reasons<'_> {
-    /// Every reason of `item`, at priority position `pos`, most important
-    /// first: the checks' [`Place::First`] reasons, the item's stored
-    /// reasons with its classification score reasons
-    /// ([`label_quality::row_reasons`], derived here rather than stored),
-    /// then the checks' [`Place::Last`] reasons.
-    pub fn of(&self, pos: usize, item: &ItemResult, class_names: &[String]) -> Vec<String> {
-        let start = self.by_pos.partition_point(|&(p, _, _)| p < pos);
-        let added = self.by_pos[start..]
+    /// Every reason of `item`, most important first: the checks'
+    /// [`Place::First`] reasons, the item's stored reasons with its
+    /// classification score reasons ([`label_quality::row_reasons`],
+    /// derived here rather than stored), then the checks' [`Place::Last`]
+    /// reasons. The reasons are found by the item's row; `_pos`, its
+    /// position in the queue, is what the writers pass and is not needed.
+    pub fn of(&self, _pos: usize, item: &ItemResult, class_names: &[String]) -> Vec<String> {
+        let row = item.index;
+        let start = self.by_row.partition_point(|&(r, _, _)| r < row);
+        let added = self.by_row[start..]
             .iter()
-            .take_while(|&&(p, _, _)| p == pos);
+            .take_while(|&&(r, _, _)| r == row);
         let placed = |place: Place| {
             added
                 .clone()
@@ -374,57 +445,4 @@ impl Reasons<'_> {
 }
 
 #[cfg(test)]
-mod threshold_tests {
-    use super::*;
-
-    #[test]
-    fn the_text_and_the_test_come_from_one_value() {
-        let t = Threshold::above(0.5).because("why");
-        assert_eq!(t.text(), "> 0.5 (why)");
-        assert!(!t.flags(0.5) && t.flags(0.500_000_1));
-        let t = Threshold::at_least(0.25);
-        assert_eq!(t.text(), ">= 0.25");
-        assert!(t.flags(0.25) && !t.flags(0.249_999));
-        assert_eq!(Threshold::above(0.0).text(), "> 0");
-    }
-
-    /// Every check that needs no dataset to build: its text names its
-    /// threshold, which flags exactly the scores past it, in its range.
-    #[test]
-    fn every_check_flags_what_its_text_says() {
-        let checks: Vec<Box<dyn Check>> = vec![
-            Box::new(label_quality::WrongLabel),
-            Box::new(label_quality::Uncertain),
-            Box::new(label_quality::Miscalibrated),
-            Box::new(label_quality::BoundaryDisagreement),
-            Box::new(near_duplicate::DuplicateConflict),
-            Box::new(low_agreement::LowAgreement::new(Task::Classification)),
-            Box::new(low_agreement::LowAgreement::new(Task::Segmentation)),
-        ];
-        let mut names = std::collections::HashSet::new();
-        for c in &checks {
-            let t = c.threshold();
-            let text = c.flagged_when();
-            let op = if t.inclusive { ">= " } else { "> " };
-            let number: f64 = text
-                .strip_prefix(op)
-                .and_then(|r| r.split(' ').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("{}: {text:?}", c.name()));
-            assert_eq!(number, t.value, "{}", c.name());
-            assert!(
-                (0.0..1.0).contains(&t.value),
-                "{}: a score in [0, 1]",
-                c.name()
-            );
-            assert_eq!(c.flags(t.value), t.inclusive, "{}", c.name());
-            assert!(
-                c.flags(t.value + 1e-9) && !c.flags(t.value - 1e-9),
-                "{}",
-                c.name()
-            );
-            let named = names.insert((c.name(), text.clone()));
-            assert!(named, "{}: twice", c.name());
-        }
-    }
-}
+mod tests;

@@ -2,7 +2,7 @@
 //! the neighbour stage's pairs and its one kNN graph
 //! ([`crate::neighbors::stage`]).
 
-use super::{Check, Explained, Inputs, Need, Place, Threshold};
+use super::{Check, Explained, Inputs, Need, Place, Threshold, each};
 use crate::config::Task;
 use crate::records::ItemResult;
 use crate::scores::Score;
@@ -31,11 +31,16 @@ impl Check for DuplicateConflict {
     fn score_text(&self, _: Task) -> &'static str {
         "dup_conflict (with embeddings)"
     }
-    fn threshold(&self) -> Threshold {
+    fn threshold(&self, _: Task) -> Threshold {
         Threshold::above(0.0)
     }
-    fn score(&self, it: &ItemResult) -> Option<f64> {
-        it.scores.get(Score::DupConflict)
+    /// The neighbour stage's `dup_conflict` of the item's row, read from
+    /// its result (the kNN graph's pairs), not from the item.
+    fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
+        let Some(result) = inputs.neighbors else {
+            return vec![None; inputs.items.len()];
+        };
+        each(inputs, |it| result.dup_conflict.get(it.index).copied())
     }
 
     fn explain(&self, inputs: &Inputs<'_>, _flags: &[bool]) -> Explained {
@@ -52,7 +57,8 @@ impl Check for DuplicateConflict {
                 .collect::<Vec<_>>()
                 .join("+")
         };
-        for (pos, it) in inputs.items.iter().enumerate() {
+        for it in inputs.items {
+            let row = it.index;
             for nb in it.neighbors.iter().filter(|n| n.conflict) {
                 let text = match cfg.task {
                     Task::Classification => format!(
@@ -68,7 +74,7 @@ impl Check for DuplicateConflict {
                         ids[nb.index], nb.distance, t
                     ),
                 };
-                out.reasons.push((pos, Place::First, text));
+                out.reasons.push((row, Place::First, text));
             }
             if cfg.task == Task::Classification
                 && let Some(kd) = it.scores.get(Score::KnnDisagreement)
@@ -76,7 +82,7 @@ impl Check for DuplicateConflict {
             {
                 let k = result.graph.neighbours(it.index).count();
                 out.reasons.push((
-                    pos,
+                    row,
                     Place::Last,
                     format!(
                         "{} of its {k} nearest neighbours carry another label",

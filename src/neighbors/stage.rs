@@ -1,7 +1,9 @@
 //! The neighbour stage of a run: load embeddings, build the graph (optionally
 //! through a saved index), find near-duplicates, conflicts and clusters, and
-//! fold them into the items' scores, partners, clusters and priority (the
-//! raise of [`crate::priority::conflict_raise`]). The reasons they give are
+//! fold them into the items' scores, partners and clusters, from which
+//! [`conflict`] gives the priority raise of
+//! [`crate::priority::conflict_raise`] (applied by the pipeline, in
+//! [`crate::priority::priorities`]). The reasons they give are
 //! written by the check that reads them,
 //! [`crate::checks::near_duplicate::DuplicateConflict`].
 
@@ -527,7 +529,6 @@ pub fn apply(
             });
         }
     }
-    let base: Vec<f64> = items.iter().map(|it| it.priority).collect();
     for (i, it) in items.iter_mut().enumerate() {
         it.cluster = result.cluster_of[i];
         if it.unlabelled {
@@ -538,14 +539,6 @@ pub fn apply(
         let kd = result.knn_disagreement[i];
         it.scores.set(Score::DupConflict, Some(dc));
         it.scores.set(Score::KnnDisagreement, Some(kd));
-        let partner = it.neighbors.iter().filter(|n| n.conflict).min_by(|a, b| {
-            a.distance
-                .total_cmp(&b.distance)
-                .then(a.index.cmp(&b.index))
-        });
-        if let Some(nb) = partner {
-            it.priority = crate::priority::conflict_raise(base[i], base[nb.index], dc);
-        }
     }
     let conflicting_clusters = result
         .clusters
@@ -588,6 +581,21 @@ pub fn apply(
         ivf,
     };
     Ok(NeighborSummary { result, duplicates })
+}
+
+/// What the conflict raise of `it` needs (after [`apply`]): the row of its
+/// closest conflicting near-duplicate (ties to the lower row) and its
+/// `dup_conflict`; `None` for an item without one, or unlabelled.
+pub fn conflict(it: &ItemResult) -> Option<(usize, f64)> {
+    if it.unlabelled {
+        return None;
+    }
+    let partner = it.neighbors.iter().filter(|n| n.conflict).min_by(|a, b| {
+        a.distance
+            .total_cmp(&b.distance)
+            .then(a.index.cmp(&b.index))
+    })?;
+    Some((partner.index, it.scores.get(Score::DupConflict)?))
 }
 
 /// `clusters.jsonl` rows, of the labelled `items` and the `unlabelled`

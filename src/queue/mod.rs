@@ -251,8 +251,8 @@ fn views_section(
         let mut hits: Vec<(f64, usize)> = rows
             .iter()
             .enumerate()
-            .filter(|(_, r)| d.flagged(r.item))
-            .filter_map(|(rank, r)| Some((d.check.score(&items[r.item])?, rank)))
+            .filter(|(_, r)| d.flagged(items[r.item].index))
+            .filter_map(|(rank, r)| Some((d.score(items[r.item].index)?, rank)))
             .collect();
         hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let flagged = hits.len();
@@ -269,7 +269,7 @@ fn views_section(
             d.check.name().into(),
             schema::View {
                 score: d.check.score_text(task).into(),
-                flagged_when: d.check.flagged_when(),
+                flagged_when: d.check.flagged_when(task),
                 flagged,
                 items,
             },
@@ -349,7 +349,7 @@ fn review_section(
             t.add(r.decision);
         }
         for d in checks {
-            if d.flagged(pk.pos)
+            if d.flagged(items[pk.pos].index)
                 && let Some(t) = per_type.get_mut(d.check.name())
             {
                 t.add(r.decision);

@@ -4,8 +4,10 @@
 //! # Contract
 //!
 //! A queue, not a check: it lives beside the review queue, not in
-//! [`crate::checks`]. It follows the checks' contract all the same, so
-//! `report.json` lists it with them: it declares its input, the **unlabelled items** (an
+//! [`crate::checks`] (its batch is chosen for the set, not by a threshold
+//! on each item's score, see [`checks_section`]). It follows the checks'
+//! contract all the same, so `report.json` lists it with them
+//! ([`checks_section`]): it declares its input, the **unlabelled items** (an
 //! empty `label` or `mask` cell, -1 in `labels.npy`), and is skipped with
 //! that reason when there are none ([`run`] returns `None`; `report.json`
 //! `checks.select_for_labelling` says why). It scores only those items
@@ -123,7 +125,7 @@ pub struct Selection {
     pub section: schema::Selection,
 }
 
-/// The name of the check in `report.json` `checks`.
+/// The name of the selection in `report.json` `checks`.
 pub const NAME: &str = "select_for_labelling";
 
 /// Its entry in `report.json` `checks`: ran (flagging the batch) or
@@ -131,13 +133,33 @@ pub const NAME: &str = "select_for_labelling";
 pub fn check_summary(sel: Option<&Selection>) -> schema::CheckSummary {
     schema::CheckSummary {
         needs: vec!["unlabelled".into()],
-        status: if sel.is_some() { "ran" } else { "skipped" }.into(),
+        status: match sel {
+            Some(_) => schema::CheckStatus::Ran,
+            None => schema::CheckStatus::Skipped,
+        },
         reason: sel.is_none().then(|| {
             "needs unlabelled items (an empty label or mask cell, or -1 in labels.npy)".into()
         }),
         flagged: sel.map(|s| s.rows.len()),
-        summary: serde_json::Map::new(),
+        summary: None,
     }
+}
+
+/// `report.json` `checks`: the review checks' entries
+/// ([`crate::checks::section`]), then the selection's ([`check_summary`]).
+///
+/// The selection is listed there but is not a [`crate::checks::Check`]: it
+/// scores the unlabelled items, which the checks never see, and its batch
+/// is chosen for the set (one item per neighbourhood, per-class minimums,
+/// a budget), so no threshold on an item's own score says whether the item
+/// is in it, as a check's flags must.
+pub fn checks_section(
+    runs: &[crate::checks::CheckRun],
+    sel: Option<&Selection>,
+) -> IndexMap<String, schema::CheckSummary> {
+    let mut section = crate::checks::section(runs);
+    section.insert(NAME.into(), check_summary(sel));
+    section
 }
 
 /// The uncertainty `pool[p]` is ranked by (margin: lower first).

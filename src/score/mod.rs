@@ -456,7 +456,7 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
     };
     ItemResult {
         index,
-        priority: priority::priority(&sc),
+        priority: 0.0,
         scores: sc,
         reasons: Vec::new(),
         row: Some(facts),
@@ -938,7 +938,7 @@ fn fold_seg_item(
     }
     items.push(ItemResult {
         index,
-        priority: prio,
+        priority: 0.0,
         scores,
         reasons: vec![],
         row: None,
