@@ -363,7 +363,7 @@ pub struct Review {
 }
 
 /// Decisions counted over some items.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub reviewed: usize,
     pub errors: usize,
@@ -387,7 +387,7 @@ pub struct Previous {
 }
 
 /// A row of `previous.dropped`, as the previous run wrote it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropped {
     pub id: String,
     pub rank: u64,
