@@ -1,8 +1,9 @@
-//! `report.json`, `clusters.jsonl` and the queue rows the page reads, as
-//! types: the writers build them ([`crate::output`], [`crate::queue`],
-//! [`crate::neighbors::stage`], [`crate::checks`]) and the HTML page reads
-//! them back ([`crate::report`]), so a renamed or retyped key fails to
-//! compile instead of silently emptying a section of the page.
+//! `report.json`, `clusters.jsonl` and the queue rows (`queue.jsonl`,
+//! `queue.csv`, the page's queue table), as types: the writers build them
+//! ([`crate::output`], [`crate::queue`], [`crate::neighbors::stage`],
+//! [`crate::checks`]) and the HTML page reads the same values
+//! ([`crate::report`]), never the written bytes, so a renamed or retyped
+//! key fails to compile instead of silently emptying a section of the page.
 //!
 //! Fields are written in declaration order. Floats that are not finite
 //! are written as `null` (build them through [`finite`]). `f32` values are
