@@ -496,9 +496,8 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
         }
     }
     assert_eq!(ag.pairs, pairs);
-    for k in 0..c {
-        let (inter, union, areas) = total[k];
-        let pc = &ag.per_class[k];
+    assert_eq!(ag.per_class.len(), c);
+    for (k, (&(inter, union, areas), pc)) in total.iter().zip(&ag.per_class).enumerate() {
         close(
             pc.iou,
             &serde_json::json!(inter as f64 / union as f64),
