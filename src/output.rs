@@ -7,6 +7,7 @@
 //! spreadsheet formulas ([`csv_text`]); `--out` never holds an input
 //! ([`check_out`]).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use crate::schema::{self, finite};
 use crate::scores::Score;
 use indexmap::IndexMap;
 
-/// Keys of a queue row that carried columns may not take.
-const RESERVED: [&str; 13] = [
+/// Keys of a queue row that carried columns may not take (a carried
+/// column of one of these names is written as `item_<name>`).
+const RESERVED: [&str; 15] = [
     "rank",
     "id",
     "priority",
@@ -41,6 +43,8 @@ const RESERVED: [&str; 13] = [
     "review_all",
     "also_in_cluster",
     "status",
+    "cluster",
+    "neighbors",
 ];
 
 /// A text cell of a CSV a person may open in a spreadsheet: a value that
@@ -260,12 +264,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-struct QueueRow<'a> {
-    rank: usize,
-    item: &'a ItemResult,
-    plan: &'a RowPlan,
-}
-
 fn carried(cfg: &DatasetConfig, manifest: &Manifest) -> Vec<(usize, String)> {
     if cfg.memory.is_some() {
         // Arrays in memory carry no columns (their `mask` column only
@@ -463,76 +461,69 @@ fn write_parallel<const K: usize>(
     Ok(())
 }
 
-/// Write one queue row as a JSON object onto `out` ([`jsonw`]: the bytes
-/// `serde_json` would write): the keys in the documented order,
-/// non-finite scores as `null`.
-fn write_json_row(
-    out: &mut Vec<u8>,
-    row: &QueueRow<'_>,
-    reasons: &[String],
-    cols: &QueueColumns<'_>,
-) {
-    let (cfg, manifest, carry) = (cols.cfg, cols.manifest, cols.carry);
-    let it = row.item;
-    let p = row.plan;
+/// Write `row` as a JSON object onto `out` ([`jsonw`]): the bytes
+/// `serde_json::to_vec(row)` gives (tested below), without serde's
+/// token-by-token writes.
+fn write_json_row(out: &mut Vec<u8>, row: &schema::QueueRow<'_>) {
     let mut o = jsonw::Obj::new(out);
     o.uint("rank", row.rank as u64);
-    o.str("id", &manifest.ids[it.index]);
-    o.float("priority", Some(it.priority));
-    o.bool("in_budget", p.in_budget);
-    o.bool("spot_check", p.spot_check);
-    o.bool("review_all", p.review_all);
-    jsonw::array(o.key("also_in_cluster"), &p.also_in_cluster, |w, s| {
+    o.str("id", &row.id);
+    o.float("priority", row.priority);
+    o.bool("in_budget", row.in_budget);
+    o.bool("spot_check", row.spot_check);
+    o.bool("review_all", row.review_all);
+    jsonw::array(o.key("also_in_cluster"), &row.also_in_cluster, |w, s| {
         jsonw::string(w, s)
     });
-    if cols.with_status {
-        o.opt_str("status", p.status.map(|s| s.as_str()));
+    if let Some(status) = &row.status {
+        o.opt_str("status", status.as_deref());
     }
-    jsonw::array(
-        o.key("reasons"),
-        p.policy_reasons.iter().chain(reasons),
-        |w, s| jsonw::string(w, s),
-    );
-    if let Some(f) = &it.row {
-        o.str("label", &cfg.class_names[f.label as usize]);
-        o.str("predicted", &cfg.class_names[f.pred as usize]);
-        if cols.with_consensus {
-            o.opt_str(
-                "consensus_label",
-                it.consensus.map(|k| cfg.class_names[k as usize].as_str()),
-            );
-        }
+    jsonw::array(o.key("reasons"), &row.reasons, |w, s| jsonw::string(w, s));
+    if let Some(label) = &row.label {
+        o.str("label", label);
+    }
+    if let Some(predicted) = &row.predicted {
+        o.str("predicted", predicted);
+    }
+    if let Some(consensus) = &row.consensus_label {
+        o.opt_str("consensus_label", consensus.as_deref());
     }
     {
         let mut scores = jsonw::Obj::new(o.key("scores"));
-        for (k, v) in it.scores.finite_fields() {
-            scores.float(k, v);
+        for (k, v) in &row.scores.0 {
+            scores.float(k, *v);
         }
         scores.end();
     }
-    if cols.with_neighbors {
-        o.opt_uint("cluster", it.cluster.map(|c| c as u64));
-        jsonw::array(o.key("neighbors"), &it.neighbors, |w, n| {
+    if let Some(cluster) = row.cluster {
+        o.opt_uint("cluster", cluster.map(|c| c as u64));
+    }
+    if let Some(neighbors) = &row.neighbors {
+        jsonw::array(o.key("neighbors"), neighbors, |w, n| {
             let mut m = jsonw::Obj::new(w);
-            m.str("id", &manifest.ids[n.index]);
-            // `json!(f32)` widened to f64 before printing; keep those digits.
-            m.float("distance", Some(n.distance as f64));
+            m.str("id", &n.id);
+            m.float("distance", Some(n.distance));
             m.str("label", &n.label);
             m.bool("conflict", n.conflict);
             m.end();
         });
     }
-    for (j, key) in carry {
-        o.str(key, &manifest.rows[it.index][*j]);
+    for (k, v) in &row.carried.0 {
+        o.str(k, v);
     }
     o.end();
 }
 
-/// The columns of the queue files for one run, and how to write a row of
-/// them as a `queue.jsonl` line or a `queue.csv` record.
+/// The columns of the queue files for one run, the rows they come from,
+/// and how to build a row ([`QueueColumns::row`]) and write it as a
+/// `queue.jsonl` line or a `queue.csv` record.
 struct QueueColumns<'a> {
     cfg: &'a DatasetConfig,
     manifest: &'a Manifest,
+    /// Priority-sorted.
+    items: &'a [ItemResult],
+    /// The queue order (`items` indices) and each row's policy fields.
+    plan: &'a QueuePlan,
     carry: &'a [(usize, String)],
     /// The items' score names (every item has the same).
     score_names: Vec<&'static str>,
@@ -544,7 +535,66 @@ struct QueueColumns<'a> {
     reasons: &'a Reasons<'a>,
 }
 
-impl QueueColumns<'_> {
+impl<'a> QueueColumns<'a> {
+    /// The row of rank `i + 1`: built once, then written to every output
+    /// that shows it.
+    fn row(&self, i: usize) -> schema::QueueRow<'a> {
+        let (cfg, manifest) = (self.cfg, self.manifest);
+        let p: &'a RowPlan = &self.plan.rows[i];
+        let it: &'a ItemResult = &self.items[p.item];
+        let name = |k: u32| Cow::Borrowed(cfg.class_names[k as usize].as_str());
+        let check_reasons = self.reasons.of(p.item, it, &cfg.class_names);
+        let mut reasons = Vec::with_capacity(p.policy_reasons.len() + check_reasons.len());
+        reasons.extend(p.policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
+        reasons.extend(check_reasons.into_iter().map(Cow::Owned));
+        schema::QueueRow {
+            rank: i + 1,
+            id: Cow::Borrowed(manifest.ids[it.index].as_str()),
+            priority: finite(Some(it.priority)),
+            in_budget: p.in_budget,
+            spot_check: p.spot_check,
+            review_all: p.review_all,
+            also_in_cluster: p
+                .also_in_cluster
+                .iter()
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .collect(),
+            status: self
+                .with_status
+                .then(|| p.status.map(|s| Cow::Borrowed(s.as_str()))),
+            reasons,
+            label: it.row.as_ref().map(|f| name(f.label)),
+            predicted: it.row.as_ref().map(|f| name(f.pred)),
+            consensus_label: (self.with_consensus && it.row.is_some())
+                .then(|| it.consensus.map(name)),
+            scores: schema::RowScores::of(&it.scores),
+            cluster: self.with_neighbors.then_some(it.cluster),
+            neighbors: self.with_neighbors.then(|| {
+                it.neighbors
+                    .iter()
+                    .map(|n| schema::RowNeighbor {
+                        id: Cow::Borrowed(manifest.ids[n.index].as_str()),
+                        // `json!(f32)` widened to f64 before printing; keep those digits.
+                        distance: n.distance as f64,
+                        label: Cow::Borrowed(n.label.as_str()),
+                        conflict: n.conflict,
+                    })
+                    .collect()
+            }),
+            carried: schema::Carried(
+                self.carry
+                    .iter()
+                    .map(|(j, key)| {
+                        (
+                            Cow::Borrowed(key.as_str()),
+                            Cow::Borrowed(manifest.rows[it.index][*j].as_str()),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
     /// The header: rank, id, priority, reasons, (label, predicted), the
     /// scores, (cluster, neighbors), the queue flags, (status), carried columns.
     fn header(&self) -> Vec<String> {
@@ -569,104 +619,96 @@ impl QueueColumns<'_> {
         header.extend(self.carry.iter().map(|(_, k)| k.clone()));
         header
     }
+}
 
-    /// Write `row`'s record, field by field through one reused `scratch`
-    /// buffer (no per-row allocations); floats in their shortest round-trip
-    /// form, as in `queue.jsonl`.
-    fn record<W: Write>(
-        &self,
-        csv: &mut csv::Writer<W>,
-        scratch: &mut String,
-        row: &QueueRow<'_>,
-        reasons: &[String],
-    ) -> std::io::Result<()> {
-        let (cfg, manifest) = (self.cfg, self.manifest);
-        let it = row.item;
-        let mut floats = zmij::Buffer::new();
-        // `text`: a cell that may hold data ([`csv_text`]); the numbers and
-        // flags triage formats itself are not.
-        let mut field = |text: bool, f: &mut dyn FnMut(&mut String)| -> std::io::Result<()> {
-            scratch.clear();
-            f(scratch);
-            if text && starts_formula(scratch) {
-                scratch.insert(0, '\'');
-            }
-            csv.write_field(scratch.as_bytes())
-                .map_err(std::io::Error::other)
-        };
-        field(false, &mut |b| {
-            let _ = write!(b, "{}", row.rank);
-        })?;
-        field(true, &mut |b| b.push_str(&manifest.ids[it.index]))?;
-        field(false, &mut |b| b.push_str(floats.format(it.priority)))?;
-        field(true, &mut |b| {
-            for (k, r) in row.plan.policy_reasons.iter().chain(reasons).enumerate() {
-                if k > 0 {
-                    b.push_str("; ");
-                }
-                b.push_str(r);
-            }
-        })?;
-        if let Some(f) = &it.row {
-            field(true, &mut |b| {
-                b.push_str(&cfg.class_names[f.label as usize])
-            })?;
-            field(true, &mut |b| b.push_str(&cfg.class_names[f.pred as usize]))?;
-            if self.with_consensus {
-                field(true, &mut |b| {
-                    if let Some(k) = it.consensus {
-                        b.push_str(&cfg.class_names[k as usize]);
-                    }
-                })?;
-            }
+/// Write `row`'s `queue.csv` record in the columns of
+/// [`QueueColumns::header`], field by field through one reused `scratch`
+/// buffer; floats in their shortest round-trip form, as in `queue.jsonl`
+/// (a `null` is an empty cell); text cells through [`csv_text`]'s rule.
+fn write_csv_row<W: Write>(
+    csv: &mut csv::Writer<W>,
+    scratch: &mut String,
+    row: &schema::QueueRow<'_>,
+) -> std::io::Result<()> {
+    let mut floats = zmij::Buffer::new();
+    // `text`: a cell that may hold data ([`csv_text`]); the numbers and
+    // flags triage formats itself are not.
+    let mut field = |text: bool, f: &mut dyn FnMut(&mut String)| -> std::io::Result<()> {
+        scratch.clear();
+        f(scratch);
+        if text && starts_formula(scratch) {
+            scratch.insert(0, '\'');
         }
-        for (_, v) in it.scores.finite_fields() {
-            field(false, &mut |b| {
-                if let Some(x) = v {
-                    b.push_str(floats.format(x));
-                }
-            })?;
-        }
-        if self.with_neighbors {
-            field(false, &mut |b| {
-                if let Some(c) = it.cluster {
-                    let _ = write!(b, "{c}");
-                }
-            })?;
-            field(true, &mut |b| {
-                for (k, n) in it.neighbors.iter().enumerate() {
-                    if k > 0 {
-                        b.push_str("; ");
-                    }
-                    let _ = write!(b, "{}@{:.4}", manifest.ids[n.index], n.distance);
-                }
-            })?;
-        }
-        let p = row.plan;
-        for flag in [p.in_budget, p.spot_check, p.review_all] {
-            field(false, &mut |b| {
-                b.push_str(if flag { "true" } else { "false" })
-            })?;
-        }
-        field(true, &mut |b| {
-            for (k, id) in p.also_in_cluster.iter().enumerate() {
-                if k > 0 {
-                    b.push_str("; ");
-                }
-                b.push_str(id);
-            }
-        })?;
-        if self.with_status {
-            field(true, &mut |b| {
-                b.push_str(p.status.map_or("", |s| s.as_str()))
-            })?;
-        }
-        for (j, _) in self.carry {
-            field(true, &mut |b| b.push_str(&manifest.rows[it.index][*j]))?;
-        }
-        csv.write_record(None::<&[u8]>)
+        csv.write_field(scratch.as_bytes())
             .map_err(std::io::Error::other)
+    };
+    let join = |b: &mut String, parts: &[Cow<'_, str>]| {
+        for (k, part) in parts.iter().enumerate() {
+            if k > 0 {
+                b.push_str("; ");
+            }
+            b.push_str(part);
+        }
+    };
+    field(false, &mut |b| {
+        let _ = write!(b, "{}", row.rank);
+    })?;
+    field(true, &mut |b| b.push_str(&row.id))?;
+    field(false, &mut |b| {
+        if let Some(x) = row.priority {
+            b.push_str(floats.format(x));
+        }
+    })?;
+    field(true, &mut |b| join(b, &row.reasons))?;
+    if let Some(label) = &row.label {
+        field(true, &mut |b| b.push_str(label))?;
     }
+    if let Some(predicted) = &row.predicted {
+        field(true, &mut |b| b.push_str(predicted))?;
+    }
+    if let Some(consensus) = &row.consensus_label {
+        field(true, &mut |b| {
+            b.push_str(consensus.as_deref().unwrap_or(""))
+        })?;
+    }
+    for (_, v) in &row.scores.0 {
+        field(false, &mut |b| {
+            if let Some(x) = v {
+                b.push_str(floats.format(*x));
+            }
+        })?;
+    }
+    if let Some(cluster) = row.cluster {
+        field(false, &mut |b| {
+            if let Some(c) = cluster {
+                let _ = write!(b, "{c}");
+            }
+        })?;
+    }
+    if let Some(neighbors) = &row.neighbors {
+        field(true, &mut |b| {
+            for (k, n) in neighbors.iter().enumerate() {
+                if k > 0 {
+                    b.push_str("; ");
+                }
+                let _ = write!(b, "{}@{:.4}", n.id, n.distance);
+            }
+        })?;
+    }
+    for flag in [row.in_budget, row.spot_check, row.review_all] {
+        field(false, &mut |b| {
+            b.push_str(if flag { "true" } else { "false" })
+        })?;
+    }
+    field(true, &mut |b| join(b, &row.also_in_cluster))?;
+    if let Some(status) = &row.status {
+        field(true, &mut |b| b.push_str(status.as_deref().unwrap_or("")))?;
+    }
+    for (_, v) in &row.carried.0 {
+        field(true, &mut |b| b.push_str(v))?;
+    }
+    csv.write_record(None::<&[u8]>)
+        .map_err(std::io::Error::other)
 }
 
 /// `report.json` `timings`: every stage so far, and the total up to now.
@@ -683,31 +725,38 @@ fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
     }
 }
 
-/// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, `row_at(i)` the
-/// row of rank `i + 1`) in one parallel pass, and return the first
-/// [`HEAD_ROWS`] lines as JSON values for the page.
+/// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, in rank order)
+/// in one parallel pass, each row built once ([`QueueColumns::row`]) and
+/// written to both files, and return the first [`HEAD_ROWS`] rows for the
+/// page.
 fn write_queue_files<'a>(
     files: &mut AtomicOutputs,
-    cols: &QueueColumns<'_>,
+    cols: &QueueColumns<'a>,
     shown: usize,
-    row_at: &(dyn Fn(usize) -> QueueRow<'a> + Sync),
-) -> Result<Vec<schema::QueueRow>> {
-    let cfg = cols.cfg;
-    let json_row = |row: &QueueRow<'_>, reasons: &[String], buf: &mut Vec<u8>| {
-        write_json_row(buf, row, reasons, cols);
-        buf.push(b'\n');
-    };
-    // One pass over the rows feeds both queue files: each row's reasons are
-    // derived once, its JSON line and CSV record formatted side by side.
+) -> Result<Vec<schema::QueueRow<'a>>> {
+    let head_rows = HEAD_ROWS.min(shown);
+    let head = std::sync::Mutex::new(Vec::with_capacity(head_rows));
+    // One pass over the rows feeds both queue files: each row is built
+    // once, its JSON line and CSV record formatted side by side, and the
+    // page's rows kept as they go by.
     let rows = |range: std::ops::Range<usize>, bufs: &mut [Vec<u8>; 2]| -> std::io::Result<()> {
         let [jb, cb] = bufs;
         let mut csv = csv::WriterBuilder::new().from_writer(cb);
         let mut scratch = String::new();
+        let mut kept = Vec::new();
         for i in range {
-            let row = row_at(i);
-            let reasons = cols.reasons.of(row.plan.item, row.item, &cfg.class_names);
-            json_row(&row, &reasons, jb);
-            cols.record(&mut csv, &mut scratch, &row, &reasons)?;
+            let row = cols.row(i);
+            write_json_row(jb, &row);
+            jb.push(b'\n');
+            write_csv_row(&mut csv, &mut scratch, &row)?;
+            if i < head_rows {
+                kept.push(row);
+            }
+        }
+        if !kept.is_empty() {
+            head.lock()
+                .map_err(|_| std::io::Error::other("a queue formatter panicked"))?
+                .append(&mut kept);
         }
         csv.flush()
     };
@@ -719,19 +768,15 @@ fn write_queue_files<'a>(
         drop(csv);
         write_parallel([wj, wc], shown, &rows)
     })?;
-    // The page's rows: the head of the same lines, read back.
-    let mut head_bytes = Vec::new();
-    for i in 0..HEAD_ROWS.min(shown) {
-        let row = row_at(i);
-        let reasons = cols.reasons.of(row.plan.item, row.item, &cfg.class_names);
-        json_row(&row, &reasons, &mut head_bytes);
-    }
-    head_bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| crate::Error::io(files.dir_path(), e.into()))
+    let mut head = head.into_inner().map_err(|_| {
+        crate::Error::io(
+            files.dir_path(),
+            std::io::Error::other("a queue formatter panicked"),
+        )
+    })?;
+    // Chunks may hand their rows in out of order.
+    head.sort_by_key(|r| r.rank);
+    Ok(head)
 }
 
 /// The review queue as [`write_all`] writes it: where, for which dataset,
@@ -752,7 +797,7 @@ pub struct Queue<'a> {
     pub top: Option<usize>,
 }
 
-/// Queue rows kept as JSON values for the page (its table and gallery).
+/// Queue rows kept for the page (its table and gallery).
 pub const HEAD_ROWS: usize = crate::report::TABLE_ROWS;
 
 /// Write `queue.jsonl`, `queue.csv`, `clusters.jsonl`, `report.html` with its
@@ -781,11 +826,6 @@ pub fn write_all(
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;
     let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
-    let row_at = |i: usize| QueueRow {
-        rank: i + 1,
-        item: &items[plan.rows[i].item],
-        plan: &plan.rows[i],
-    };
     let carry = carried(cfg, manifest);
     // The run's outputs replace the last run's set: files of it that this
     // run does not write (clusters.jsonl, overlays) go in the same commit.
@@ -794,6 +834,8 @@ pub fn write_all(
     let cols = QueueColumns {
         cfg,
         manifest,
+        items,
+        plan,
         carry: &carry,
         score_names: items
             .first()
@@ -807,7 +849,7 @@ pub fn write_all(
         ),
         reasons,
     };
-    let head = write_queue_files(&mut files, &cols, shown, &row_at)?;
+    let head = write_queue_files(&mut files, &cols, shown)?;
 
     if let Some((pool, rows)) = &extras.to_label {
         write_to_label(&mut files, cfg, manifest, pool, rows)?;
@@ -884,4 +926,116 @@ pub fn write_all(
     let done = files.commit();
     timings.sync = t_sync.elapsed();
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row with every optional column, text needing every escape class,
+    /// and a `null` in each nullable field.
+    fn full_row(nulls: bool) -> schema::QueueRow<'static> {
+        let text = |s: &str| Cow::Owned(s.to_string());
+        schema::QueueRow {
+            rank: 7,
+            id: text("a\"b\\c\n\t\u{1}é"),
+            priority: (!nulls).then_some(0.1 + 0.2),
+            in_budget: true,
+            spot_check: false,
+            review_all: true,
+            also_in_cluster: vec![text("x"), text("=y")],
+            status: Some((!nulls).then(|| text("still"))),
+            reasons: vec![text("first \"quoted\""), text("-second")],
+            label: Some(text("cat")),
+            predicted: Some(text("dog")),
+            consensus_label: Some((!nulls).then(|| text("cat"))),
+            scores: schema::RowScores(vec![
+                (Cow::Borrowed("entropy"), Some(1e-7)),
+                (Cow::Borrowed("margin"), None),
+                (Cow::Borrowed("ece"), Some(-0.5)),
+            ]),
+            cluster: Some((!nulls).then_some(3)),
+            neighbors: Some(vec![schema::RowNeighbor {
+                id: text("n1"),
+                distance: 0.125f32 as f64 + f64::from(f32::EPSILON),
+                label: text("dog"),
+                conflict: true,
+            }]),
+            carried: schema::Carried(vec![
+                (text("annotator"), text("@bob")),
+                (text("item_label"), text("")),
+            ]),
+        }
+    }
+
+    #[test]
+    fn json_rows_are_the_bytes_serde_writes_and_read_back_the_same() {
+        for nulls in [false, true] {
+            let row = full_row(nulls);
+            let mut fast = Vec::new();
+            write_json_row(&mut fast, &row);
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                serde_json::to_string(&row).unwrap()
+            );
+            let back: schema::QueueRow<'static> = serde_json::from_slice(&fast).unwrap();
+            assert_eq!(back, row);
+        }
+        // A run without the optional columns writes none of their keys.
+        let mut row = full_row(false);
+        (row.status, row.label, row.predicted, row.consensus_label) = (None, None, None, None);
+        (row.cluster, row.neighbors) = (None, None);
+        row.carried.0.clear();
+        let mut fast = Vec::new();
+        write_json_row(&mut fast, &row);
+        let text = String::from_utf8_lossy(&fast);
+        for key in ["status", "label", "consensus_label", "cluster", "neighbors"] {
+            assert!(!text.contains(&format!("\"{key}\"")), "{key}: {text}");
+        }
+        assert_eq!(text, serde_json::to_string(&row).unwrap());
+    }
+
+    #[test]
+    fn csv_records_follow_the_header_and_neutralise_text() {
+        let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
+        let mut scratch = String::new();
+        write_csv_row(&mut csv, &mut scratch, &full_row(false)).unwrap();
+        write_csv_row(&mut csv, &mut scratch, &full_row(true)).unwrap();
+        let bytes = csv.into_inner().unwrap();
+        let records: Vec<Vec<String>> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes.as_slice())
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        let id = "a\"b\\c\n\t\u{1}é";
+        let reasons = "first \"quoted\"; -second";
+        let row = |priority, consensus, cluster, status| {
+            [
+                "7",
+                id,
+                priority,
+                reasons,
+                "cat",
+                "dog",
+                consensus,
+                "1e-7",
+                "",
+                "-0.5",
+                cluster,
+                "n1@0.1250",
+                "true",
+                "false",
+                "true",
+                "x; =y",
+                status,
+                "'@bob",
+                "",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        assert_eq!(records[0], row("0.30000000000000004", "cat", "3", "still"));
+        assert_eq!(records[1], row("", "", "", ""));
+    }
 }

@@ -1,8 +1,9 @@
-//! `report.json`, `clusters.jsonl` and the queue rows the page reads, as
-//! types: the writers build them ([`crate::output`], [`crate::queue`],
-//! [`crate::neighbors::stage`], [`crate::checks`]) and the HTML page reads
-//! them back ([`crate::report`]), so a renamed or retyped key fails to
-//! compile instead of silently emptying a section of the page.
+//! `report.json`, `clusters.jsonl` and the queue rows (`queue.jsonl`,
+//! `queue.csv`, the page's queue table), as types: the writers build them
+//! ([`crate::output`], [`crate::queue`], [`crate::neighbors::stage`],
+//! [`crate::checks`]) and the HTML page reads the same values
+//! ([`crate::report`]), never the written bytes, so a renamed or retyped
+//! key fails to compile instead of silently emptying a section of the page.
 //!
 //! Fields are written in declaration order. Floats that are not finite
 //! are written as `null` (build them through [`finite`]). `f32` values are
@@ -13,6 +14,7 @@
 //! queue, report, output), not inside `report/`, so that each of them can
 //! name its section without importing a module of the same layer.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
@@ -362,7 +364,7 @@ pub struct Review {
 }
 
 /// Decisions counted over some items.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub reviewed: usize,
     pub errors: usize,
@@ -386,7 +388,7 @@ pub struct Previous {
 }
 
 /// A row of `previous.dropped`, as the previous run wrote it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dropped {
     pub id: String,
     pub rank: u64,
@@ -518,22 +520,204 @@ pub struct ClusterMember {
     pub label: String,
 }
 
-/// A line of `queue.jsonl`, as the page reads it: the fixed keys typed,
-/// the rest (label, predicted, scores, queue flags, carried columns) kept
-/// by name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueRow {
+/// A line of `queue.jsonl`: one item's row, built once by the writer
+/// ([`crate::output`]) and written from this one value as the
+/// `queue.jsonl` line, the `queue.csv` record and the page's table row
+/// ([`crate::report`]); tests read the files back into it.
+///
+/// Keys are written in declaration order. A field that is `Option` with
+/// `skip_serializing_if` is a column the run may not have: absent (`None`)
+/// when the run has no such column, `Some(None)` (`null`) where the
+/// column exists but the row has no value. Text borrows from the run's
+/// inputs while the row is written (`'a`) and is owned when read back
+/// (`QueueRow<'static>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRow<'a> {
+    /// 1-based position in the queue.
     pub rank: usize,
-    pub id: String,
+    pub id: Cow<'a, str>,
+    /// `null` when not finite.
     #[serde(deserialize_with = "present")]
     pub priority: Option<f64>,
-    pub reasons: Vec<String>,
+    pub in_budget: bool,
+    pub spot_check: bool,
+    pub review_all: bool,
+    /// Representatives: ids of the other members of the near-duplicate cluster.
+    pub also_in_cluster: Vec<Cow<'a, str>>,
+    /// With `--previous`: `new`, `still` or `changed` for in-budget rows.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub status: Option<Option<Cow<'a, str>>>,
+    /// The policy's reasons first, then the checks'.
+    pub reasons: Vec<Cow<'a, str>>,
+    /// Classification: the annotated class's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    pub label: Option<Cow<'a, str>>,
+    /// Classification: the predicted class's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predicted: Option<String>,
+    pub predicted: Option<Cow<'a, str>>,
+    /// Classification with annotations: the annotators' majority, `null`
+    /// without one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub consensus_label: Option<Option<Cow<'a, str>>>,
+    pub scores: RowScores,
+    /// With embeddings: the near-duplicate cluster, `null` outside one.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some"
+    )]
+    pub cluster: Option<Option<usize>>,
+    /// With embeddings: the flagged neighbours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbors: Option<Vec<RowNeighbor<'a>>>,
+    /// The manifest's other columns, as text, in manifest order (a name
+    /// that clashes with a key above is prefixed `item_`).
     #[serde(flatten)]
-    pub rest: Map<String, Value>,
+    pub carried: Carried<'a>,
+}
+
+impl QueueRow<'_> {
+    /// `status` as text (`None`: no such column or `null`).
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_ref()?.as_deref()
+    }
+
+    /// `consensus_label` as text (`None`: no such column or `null`).
+    pub fn consensus(&self) -> Option<&str> {
+        self.consensus_label.as_ref()?.as_deref()
+    }
+
+    /// `cluster` (`None`: no such column or `null`).
+    pub fn cluster_id(&self) -> Option<usize> {
+        self.cluster.flatten()
+    }
+}
+
+/// A row's `scores` object: `(name, value)` in output order (as
+/// [`crate::scores::ItemScores::finite_fields`] lists them), `None`
+/// (`null`) for a score that is undefined or not finite.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowScores(pub Vec<(Cow<'static, str>, Option<f64>)>);
+
+impl RowScores {
+    /// The scores of `s`.
+    pub fn of(s: &crate::scores::ItemScores) -> RowScores {
+        RowScores(
+            s.finite_fields()
+                .into_iter()
+                .map(|(k, v)| (Cow::Borrowed(k), finite(v)))
+                .collect(),
+        )
+    }
+
+    /// The finite value of score `name` (`None`: absent or `null`).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == name).and_then(|(_, v)| *v)
+    }
+
+    /// Whether the row has score `name` (its value possibly `null`).
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    /// The score names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_ref())
+    }
+}
+
+impl Serialize for RowScores {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k.as_ref(), &finite(*v))?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RowScores {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(RowScores(d.deserialize_map(Pairs::default())?))
+    }
+}
+
+/// The manifest columns a row carries: `(key, text)` in manifest order,
+/// written as keys of the row itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Carried<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl Carried<'_> {
+    /// The text of column `key`, if the row carries it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl Serialize for Carried<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k.as_ref(), v.as_ref())?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Carried<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Carried(d.deserialize_map(Pairs::default())?))
+    }
+}
+
+/// Reads a JSON object into its `(key, value)` pairs, in order.
+struct Pairs<K, V>(std::marker::PhantomData<(K, V)>);
+
+impl<K, V> Default for Pairs<K, V> {
+    fn default() -> Self {
+        Pairs(std::marker::PhantomData)
+    }
+}
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> serde::de::Visitor<'de> for Pairs<K, V> {
+    type Value = Vec<(K, V)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(kv) = map.next_entry()? {
+            out.push(kv);
+        }
+        Ok(out)
+    }
+}
+
+/// One of a row's `neighbors`: a flagged near-duplicate partner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowNeighbor<'a> {
+    pub id: Cow<'a, str>,
+    /// Cosine distance (an `f32` widened).
+    pub distance: f64,
+    /// Its annotated label.
+    pub label: Cow<'a, str>,
+    /// Its label differs from the row's.
+    pub conflict: bool,
 }
 
 /// `agreement`: the classification or the segmentation form.

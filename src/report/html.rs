@@ -1,5 +1,6 @@
 //! The page itself: sections of escaped text, tables and inline SVG.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -123,45 +124,101 @@ fn legend(task: Task) -> String {
     }
 }
 
-/// Row field `k` (a typed one, or one other stages add), `None` when absent.
-fn row_field(r: &QueueRow, k: &str) -> Option<Value> {
-    match k {
-        "label" => r.label.clone().map(Value::String),
-        "predicted" => r.predicted.clone().map(Value::String),
-        _ => r.rest.get(k).cloned(),
+/// A field of a queue row the table shows as a column of its own when
+/// some row has a value for it, or else as a tag in the row's "item" cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowField {
+    Label,
+    Predicted,
+    ConsensusLabel,
+    InBudget,
+    SpotCheck,
+    ReviewAll,
+    Status,
+    Cluster,
+    AlsoInCluster,
+}
+
+impl RowField {
+    /// The fields that get a column when some row has a value, in column order.
+    const COLUMNS: [RowField; 8] = [
+        RowField::Label,
+        RowField::Predicted,
+        RowField::ConsensusLabel,
+        RowField::InBudget,
+        RowField::SpotCheck,
+        RowField::Status,
+        RowField::Cluster,
+        RowField::AlsoInCluster,
+    ];
+
+    /// The fields that may be tags, in the order of the `queue.jsonl` keys.
+    const TAGS: [RowField; 7] = [
+        RowField::InBudget,
+        RowField::SpotCheck,
+        RowField::ReviewAll,
+        RowField::AlsoInCluster,
+        RowField::Status,
+        RowField::ConsensusLabel,
+        RowField::Cluster,
+    ];
+
+    /// Its `queue.jsonl` key.
+    fn name(self) -> &'static str {
+        match self {
+            RowField::Label => "label",
+            RowField::Predicted => "predicted",
+            RowField::ConsensusLabel => "consensus_label",
+            RowField::InBudget => "in_budget",
+            RowField::SpotCheck => "spot_check",
+            RowField::ReviewAll => "review_all",
+            RowField::Status => "status",
+            RowField::Cluster => "cluster",
+            RowField::AlsoInCluster => "also_in_cluster",
+        }
+    }
+
+    /// Its value in row `r`, for [`block`]: `None` when the run has no such
+    /// field, `Value::Null` where the row has none.
+    fn value(self, r: &QueueRow<'_>) -> Option<Value> {
+        let text = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(Value::Null, |s| s.into());
+        match self {
+            RowField::Label => r.label.as_deref().map(Value::from),
+            RowField::Predicted => r.predicted.as_deref().map(Value::from),
+            RowField::ConsensusLabel => r.consensus_label.as_ref().map(text),
+            RowField::InBudget => Some(r.in_budget.into()),
+            RowField::SpotCheck => Some(r.spot_check.into()),
+            RowField::ReviewAll => Some(r.review_all.into()),
+            RowField::Status => r.status.as_ref().map(text),
+            RowField::Cluster => r.cluster.map(|c| c.map_or(Value::Null, Value::from)),
+            RowField::AlsoInCluster => Some(
+                r.also_in_cluster
+                    .iter()
+                    .map(|s| Value::from(s.as_ref()))
+                    .collect(),
+            ),
+        }
     }
 }
 
-fn row_columns(queue: &[QueueRow]) -> Vec<&'static str> {
-    let optional = [
-        "label",
-        "predicted",
-        "consensus_label",
-        "in_budget",
-        "spot_check",
-        "status",
-        "cluster",
-        "also_in_cluster",
-    ];
-    optional
+/// The optional fields some row of `queue` has a value for.
+fn row_columns(queue: &[QueueRow<'_>]) -> Vec<RowField> {
+    RowField::COLUMNS
         .into_iter()
-        .filter(|k| {
+        .filter(|f| {
             queue
                 .iter()
-                .any(|r| row_field(r, k).is_some_and(|v| !v.is_null()))
+                .any(|r| f.value(r).is_some_and(|v| !v.is_null()))
         })
         .collect()
 }
 
-/// Row keys (besides the typed ones) with a column or a chart of their own.
-const KNOWN: [&str; 2] = ["scores", "neighbors"];
-
-fn queue_table(queue: &[QueueRow]) -> String {
+fn queue_table(queue: &[QueueRow<'_>]) -> String {
     let cols = row_columns(queue);
     let mut s =
         String::from("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>priority</th>");
     for c in &cols {
-        let _ = write!(s, "<th>{}</th>", esc(c));
+        let _ = write!(s, "<th>{}</th>", esc(c.name()));
     }
     s.push_str("<th>reasons</th><th>item</th></tr></thead><tbody>");
     for r in queue.iter().take(TABLE_ROWS) {
@@ -173,7 +230,7 @@ fn queue_table(queue: &[QueueRow]) -> String {
             svg::fmt3(r.priority)
         );
         for c in &cols {
-            let v = row_field(r, c).unwrap_or(Value::Null);
+            let v = c.value(r).unwrap_or(Value::Null);
             let _ = write!(s, "<td>{}</td>", block(&v, 2));
         }
         s.push_str("<td><ul>");
@@ -181,16 +238,24 @@ fn queue_table(queue: &[QueueRow]) -> String {
             let _ = write!(s, "<li>{}</li>", esc(reason));
         }
         s.push_str("</ul></td><td>");
-        // Carried manifest columns (annotator, paths, split, ...).
-        for (k, v) in &r.rest {
-            if !KNOWN.contains(&k.as_str()) && !cols.contains(&k.as_str()) {
-                let _ = write!(
-                    s,
-                    r#"<span class="tag">{}: {}</span> "#,
-                    esc(k),
-                    block(v, 3)
-                );
-            }
+        // The fields without a column, then the carried manifest columns
+        // (annotator, paths, split, ...).
+        let tags = RowField::TAGS
+            .into_iter()
+            .filter(|f| !cols.contains(f))
+            .filter_map(|f| Some((f.name(), f.value(r)?)));
+        let carried = r
+            .carried
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_ref(), Value::from(v.as_ref())));
+        for (k, v) in tags.chain(carried) {
+            let _ = write!(
+                s,
+                r#"<span class="tag">{}: {}</span> "#,
+                esc(k),
+                block(&v, 3)
+            );
         }
         s.push_str("</td></tr>");
     }
@@ -676,8 +741,8 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
     s.push_str(&legend(task));
     s.push_str(r#"<div class="gallery">"#);
     for row in inp.queue.iter().take(super::GALLERY_TOP) {
-        let id = row.id.as_str();
-        let reason = row.reasons.first().map_or("", String::as_str);
+        let id = row.id.as_ref();
+        let reason = row.reasons.first().map_or("", |r| r.as_ref());
         let mut cap = format!(
             "#{} <b>{}</b> priority {}",
             row.rank,
@@ -765,6 +830,9 @@ fn clusters_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visu
 /// The whole page.
 /// Items of the queue listed in the annotator section, lowest agreement first.
 const WORST_AGREEMENT: usize = 12;
+/// The row score the annotator section ranks by: the share of an item's
+/// annotator pairs that agree ([`crate::scores::ItemScores::annotator_agreement`]).
+const ANNOTATOR_AGREEMENT: &str = "annotator_agreement";
 
 /// The annotator section (with `[inputs] annotations`): the dataset
 /// figures, the per-class agreement bars, the per-annotator table (those
@@ -900,13 +968,8 @@ fn annotators_section(
         }
     }
     s.push_str("</tbody></table>");
-    let agreement = |r: &QueueRow| {
-        r.rest
-            .get("scores")
-            .and_then(|v| v.get("annotator_agreement"))
-            .and_then(Value::as_f64)
-    };
-    let mut worst: Vec<&QueueRow> = queue.iter().filter(|r| agreement(r).is_some()).collect();
+    let agreement = |r: &QueueRow<'_>| r.scores.get(ANNOTATOR_AGREEMENT);
+    let mut worst: Vec<&QueueRow<'_>> = queue.iter().filter(|r| agreement(r).is_some()).collect();
     worst.sort_by(|a, b| {
         agreement(a)
             .partial_cmp(&agreement(b))
@@ -1079,10 +1142,13 @@ mod tests {
     #[test]
     fn optional_row_fields_get_columns_and_carried_fields_are_escaped() {
         let rows = vec![
-            json!({"rank": 1, "id": "a", "priority": 0.5, "reasons": ["r <1>"],
-                   "scores": {}, "in_budget": true, "spot_check": false,
-                   "status": "new", "annotator": "<i>x</i>"}),
-            json!({"rank": 2, "id": "b", "priority": 0.25, "reasons": [], "scores": {}}),
+            json!({"rank": 1, "id": "a", "priority": 0.5, "in_budget": true,
+                   "spot_check": false, "review_all": false, "also_in_cluster": [],
+                   "status": "new", "reasons": ["r <1>"], "scores": {},
+                   "annotator": "<i>x</i>"}),
+            json!({"rank": 2, "id": "b", "priority": 0.25, "in_budget": false,
+                   "spot_check": false, "review_all": true, "also_in_cluster": [],
+                   "status": null, "reasons": [], "scores": {}, "annotator": "y"}),
         ];
         let rows: Vec<QueueRow> = rows
             .into_iter()
@@ -1098,6 +1164,11 @@ mod tests {
         }
         assert!(!t.contains("<th>label</th>") && !t.contains("<th>cluster</th>"));
         assert!(t.contains("<td>yes</td><td>no</td><td>new</td>"));
+        assert!(
+            t.contains("<td>no</td><td>no</td><td>–</td>"),
+            "a null status"
+        );
+        assert!(t.contains("review_all: no") && t.contains("review_all: yes"));
         assert!(t.contains("annotator: &lt;i&gt;x&lt;/i&gt;") && !t.contains("<i>"));
         assert!(t.contains("<li>r &lt;1&gt;</li>"));
         assert_eq!(t.matches("<tr><td class=\"num\">").count(), 2);

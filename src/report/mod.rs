@@ -3,9 +3,9 @@
 //!
 //! It is built from the typed records of [`crate::schema`] (the final
 //! `report.json`, the head of `queue.jsonl`, the `clusters.jsonl` rows) and
-//! the dataset description, so it depends on nothing inside the pipeline. Fields another
-//! stage may add (`in_budget`, `spot_check`, `status`, `also_in_cluster` on
-//! rows; `views`, `review`, `previous` in the report) are shown when present.
+//! the dataset description, so it depends on nothing inside the pipeline. Optional
+//! row fields (`status`, `consensus_label`, `cluster`) and report sections
+//! (`views`, `review`, `previous`) are shown when present.
 
 pub mod escape;
 pub mod html;
@@ -38,7 +38,7 @@ pub struct Inputs<'a> {
     pub report: &'a Report,
     /// The head of `queue.jsonl` (at least [`TABLE_ROWS`] rows when the
     /// queue has them), in rank order.
-    pub queue: &'a [QueueRow],
+    pub queue: &'a [QueueRow<'a>],
     /// The `clusters.jsonl` rows, when the dataset has embeddings.
     pub clusters: Option<&'a [ClusterRow]>,
     /// Names of the per-item scores, in queue-file order.
@@ -114,7 +114,7 @@ pub enum Visual {
 
 /// Ids pictured in the galleries, in order: the top of the queue, then the
 /// members of conflicting clusters.
-pub fn gallery_ids(queue: &[QueueRow], clusters: Option<&[ClusterRow]>) -> Vec<String> {
+pub fn gallery_ids(queue: &[QueueRow<'_>], clusters: Option<&[ClusterRow]>) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     let mut push = |id: &str| {
         if !ids.iter().any(|x| x == id) {

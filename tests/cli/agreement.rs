@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::common::*;
+use triage::schema::{Agreement, AgreementSection, Report, SegAgreement};
 
 const N: usize = 600;
 const C: usize = 6;
@@ -23,11 +24,10 @@ fn dataset(d: &Path) -> (Vec<String>, HashMap<String, (String, String)>) {
     let out = d.join("plain-out");
     run_ok(d, &out, &["--deterministic"]);
     let mut facts = HashMap::new();
-    for row in read_queue(&out) {
-        let id = row["id"].as_str().unwrap().to_string();
-        let label = row["label"].as_str().unwrap().to_string();
-        let pred = row["predicted"].as_str().unwrap().to_string();
-        facts.insert(id, (label, pred));
+    for row in read_queue_rows(&out) {
+        let label = row.label.unwrap().into_owned();
+        let pred = row.predicted.unwrap().into_owned();
+        facts.insert(row.id.into_owned(), (label, pred));
     }
     let ids: Vec<String> = (0..N).map(|i| format!("{i}")).collect();
     assert!(ids.iter().all(|i| facts.contains_key(i)), "numbered ids");
@@ -95,27 +95,44 @@ fn reference(d: &Path, official: serde_json::Value, classes: usize) -> Option<se
 
 /// Alpha, Fleiss' kappa (and its items) and the per-class alpha of `ag`
 /// equal the reference's `want`.
-fn same_dataset_figures(ag: &serde_json::Value, want: &serde_json::Value, classes: usize) {
-    close(&ag["krippendorff_alpha"], &want["alpha"], "alpha");
-    close(&ag["fleiss_kappa"], &want["fleiss"], "fleiss");
-    assert_eq!(ag["fleiss_items"], want["fleiss_items"]);
-    assert_eq!(ag["fleiss_m"], want["fleiss_m"]);
+fn same_dataset_figures(ag: &Agreement, want: &serde_json::Value, classes: usize) {
+    close(ag.krippendorff_alpha, &want["alpha"], "alpha");
+    close(ag.fleiss_kappa, &want["fleiss"], "fleiss");
+    assert_eq!(ag.fleiss_items, want["fleiss_items"]);
+    assert_eq!(ag.fleiss_m, want["fleiss_m"]);
     for k in 0..classes {
         close(
-            &ag["per_class"][k]["alpha"],
+            ag.per_class[k].alpha,
             &want["per_class"][k],
             &format!("class {k} alpha"),
         );
     }
 }
 
-fn close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
-    match (a.as_f64(), b.as_f64()) {
+/// Triage's figure `a` (`None`: `null`) equals the reference's `b`.
+fn close(a: Option<f64>, b: &serde_json::Value, what: &str) {
+    match (a, b.as_f64()) {
         (Some(x), Some(y)) => assert!((x - y).abs() < 1e-9, "{what}: triage {x} vs reference {y}"),
         _ => assert!(
-            a.is_null() && b.is_null(),
-            "{what}: triage {a} vs reference {b}"
+            a.is_none() && b.is_null(),
+            "{what}: triage {a:?} vs reference {b}"
         ),
+    }
+}
+
+/// The report's classification `agreement` section.
+fn cls_agreement(r: &Report) -> &Agreement {
+    match &r.agreement {
+        Some(AgreementSection::Classification(a)) => a,
+        other => panic!("no classification agreement: {other:?}"),
+    }
+}
+
+/// The report's segmentation `agreement` section.
+fn seg_agreement(r: &Report) -> &SegAgreement {
+    match &r.agreement {
+        Some(AgreementSection::Segmentation(a)) => a,
+        other => panic!("no segmentation agreement: {other:?}"),
     }
 }
 
@@ -127,22 +144,16 @@ fn agreement_matches_the_reference_packages() {
     write_annotations(&d, &ids, &facts);
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic"]);
-    let r = read_report(&out);
-    let ag = &r["agreement"];
-    assert_eq!(ag["annotators"], 6);
+    let r = read_report_typed(&out);
+    let ag = cls_agreement(&r);
+    assert_eq!(ag.annotators, 6);
+    assert_eq!(ag.rows, (0..N).map(|i| 1 + i % 6).sum::<usize>());
     assert_eq!(
-        ag["rows"].as_u64().unwrap() as usize,
-        (0..N).map(|i| 1 + i % 6).sum::<usize>()
-    );
-    assert_eq!(
-        ag["below_threshold"],
-        serde_json::json!(["rand"]),
+        ag.below_threshold,
+        ["rand"],
         "the planted random annotator, and only it, is below kappa 0.8"
     );
-    assert!(
-        ag["per_class"][5]["alpha"].is_null(),
-        "class 5 is never used"
-    );
+    assert!(ag.per_class[5].alpha.is_none(), "class 5 is never used");
 
     let official = serde_json::json!({
         "ids": ids,
@@ -153,29 +164,29 @@ fn agreement_matches_the_reference_packages() {
         return;
     };
     same_dataset_figures(ag, &want, C);
-    let pairs = ag["cohen_kappa"].as_array().unwrap();
+    let pairs = &ag.cohen_kappa;
     assert_eq!(
         pairs.len(),
         want["cohen"].as_object().unwrap().len(),
         "the same pairs"
     );
     for p in pairs {
-        let key = format!("{}|{}", p["a"].as_str().unwrap(), p["b"].as_str().unwrap());
+        let key = format!("{}|{}", p.a, p.b);
         let w = &want["cohen"][&key];
-        assert_eq!(p["items"], w[0], "{key}");
-        close(&p["kappa"], &w[1], &format!("cohen {key}"));
+        assert_eq!(p.items, w[0], "{key}");
+        close(p.kappa, &w[1], &format!("cohen {key}"));
     }
-    for row in ag["per_annotator"].as_array().unwrap() {
-        let a = row["annotator"].as_str().unwrap();
+    for row in &ag.per_annotator {
+        let a = row.annotator.as_str();
         let w = &want["per_annotator"][a];
-        assert_eq!(row["items"], w["items"], "{a}");
-        for f in [
-            "agreement_with_consensus",
-            "kappa_with_consensus",
-            "agreement_with_model",
-            "agreement_with_official",
+        assert_eq!(row.items, w["items"], "{a}");
+        for (f, v) in [
+            ("agreement_with_consensus", row.agreement_with_consensus),
+            ("kappa_with_consensus", row.kappa_with_consensus),
+            ("agreement_with_model", row.agreement_with_model),
+            ("agreement_with_official", row.agreement_with_official),
         ] {
-            close(&row[f], &w[f], &format!("{a} {f}"));
+            close(v, &w[f], &format!("{a} {f}"));
         }
     }
 }
@@ -188,14 +199,9 @@ fn disagreement_raises_the_priority_as_documented() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("ds");
     let (ids, facts) = dataset(&d);
-    let before: HashMap<String, f64> = read_queue(&d.join("plain-out"))
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap().into(),
-                r["priority"].as_f64().unwrap(),
-            )
-        })
+    let before: HashMap<String, f64> = read_queue_rows(&d.join("plain-out"))
+        .into_iter()
+        .map(|r| (r.id.into_owned(), r.priority.unwrap()))
         .collect();
     write_annotations(&d, &ids, &facts);
     let text = std::fs::read_to_string(d.join("annotations.csv")).unwrap();
@@ -211,12 +217,12 @@ fn disagreement_raises_the_priority_as_documented() {
     run_ok(&d, &out, &["--deterministic"]);
     let mut raised = 0;
     let mut expected_flagged = 0usize;
-    for row in read_queue(&out) {
-        let id = row["id"].as_str().unwrap();
+    for row in read_queue_rows(&out) {
+        let id = row.id.as_ref();
         let v = &labels[id];
         let p = before[id];
-        let got = row["priority"].as_f64().unwrap();
-        let share = row["scores"]["annotator_agreement"].as_f64();
+        let got = row.priority.unwrap();
+        let share = row.scores.get("annotator_agreement");
         if v.len() < 2 {
             assert!(share.is_none(), "{id}: one annotation, no agreement");
             assert_eq!(got, p, "{id}: not raised");
@@ -246,7 +252,7 @@ fn disagreement_raises_the_priority_as_documented() {
         assert!((got - want).abs() < 1e-12, "{id}: {got} vs {want}");
         raised += (got > p) as usize;
         // The low_agreement check: flagged above 0.5, with a reason first.
-        let reason = row["reasons"][0].as_str().unwrap_or("");
+        let reason = row.reasons.first().map_or("", |r| r.as_ref());
         let flagged = dis > 0.5;
         expected_flagged += flagged as usize;
         assert_eq!(
@@ -255,11 +261,7 @@ fn disagreement_raises_the_priority_as_documented() {
             "{id}: {reason}"
         );
         let consensus = (leaders.len() == 1).then(|| leaders[0].to_string());
-        assert_eq!(
-            row["consensus_label"].as_str().map(String::from),
-            consensus,
-            "{id}"
-        );
+        assert_eq!(row.consensus().map(String::from), consensus, "{id}");
         if id == PLANTED.to_string() {
             assert!(contradicted && flagged, "the planted item");
             assert!(
@@ -272,9 +274,13 @@ fn disagreement_raises_the_priority_as_documented() {
         }
     }
     assert!(raised > 100, "disagreement raised {raised} items");
-    let r = read_report(&out);
-    assert_eq!(r["views"]["low_agreement"]["flagged"], expected_flagged);
-    assert_eq!(r["checks"]["low_agreement"]["status"], "ran");
+    let r = read_report_typed(&out);
+    assert_eq!(r.views["low_agreement"].flagged, expected_flagged);
+    // (`checks` is read as JSON: its summary is typed elsewhere.)
+    assert_eq!(
+        read_report(&out)["checks"]["low_agreement"]["status"],
+        "ran"
+    );
     assert!(expected_flagged > 50, "{expected_flagged} flagged");
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
@@ -436,9 +442,9 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
     let c = 5usize;
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic", "--backend", "cpu"]);
-    let r = read_report(&out);
-    let ag = &r["agreement"];
-    assert_eq!(ag["below_threshold"], serde_json::json!(["noisy"]));
+    let r = read_report_typed(&out);
+    let ag = seg_agreement(&r);
+    assert_eq!(ag.below_threshold, ["noisy"]);
 
     // Expected, pooled loop by loop.
     let names = ["a1", "a2", "thick", "noisy"];
@@ -489,33 +495,29 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
             );
         }
     }
-    assert_eq!(ag["pairs"], pairs);
-    for k in 0..c {
-        let (inter, union, areas) = total[k];
-        let pc = &ag["per_class"][k];
+    assert_eq!(ag.pairs, pairs);
+    assert_eq!(ag.per_class.len(), c);
+    for (k, (&(inter, union, areas), pc)) in total.iter().zip(&ag.per_class).enumerate() {
         close(
-            &pc["iou"],
+            pc.iou,
             &serde_json::json!(inter as f64 / union as f64),
             &format!("class {k} iou"),
         );
         close(
-            &pc["dice"],
+            pc.dice,
             &serde_json::json!(2.0 * inter as f64 / areas as f64),
             &format!("class {k} dice"),
         );
         assert!(
-            pc["boundary_iou"].as_f64().unwrap() < pc["iou"].as_f64().unwrap() + 1e-9,
+            pc.boundary_iou.unwrap() < pc.iou.unwrap() + 1e-9,
             "bands disagree more than areas"
         );
     }
-    let rows = ag["per_annotator"].as_array().unwrap();
-    let bias = |n: &str, k: usize| {
-        rows.iter().find(|r| r["annotator"] == n).unwrap()["area_bias"][k]
-            .as_f64()
-            .unwrap()
-    };
+    let rows = &ag.per_annotator;
+    let bias =
+        |n: &str, k: usize| rows.iter().find(|r| r.annotator == n).unwrap().area_bias[k].unwrap();
     for row in rows {
-        let n = row["annotator"].as_str().unwrap();
+        let n = row.annotator.as_str();
         let s = &by[n];
         let defined: Vec<f64> = s
             .iter()
@@ -524,7 +526,7 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
             .collect();
         let want = defined.iter().sum::<f64>() / defined.len() as f64;
         close(
-            &row["miou_with_others"],
+            row.miou_with_others,
             &serde_json::json!(want),
             &format!("{n} miou_with_others"),
         );
@@ -541,19 +543,18 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
         }
     }
     // Per item: the mean pairwise mIoU; one annotator: null.
-    for row in read_queue(&out) {
-        let id = row["id"].as_str().unwrap();
-        let got = row["scores"]["annotator_agreement"].as_f64();
+    for row in read_queue_rows(&out) {
+        let id = row.id.as_ref();
+        let got = row.scores.get("annotator_agreement");
         match item_mean.get(id) {
             Some(&m) => assert!((got.unwrap() - m).abs() < 1e-12, "{id}: {got:?} vs {m}"),
             None => assert!(got.is_none(), "{id}: one annotation"),
         }
         let flagged = item_mean.get(id).is_some_and(|&m| m < 0.75);
-        let reason = row["reasons"]
-            .as_array()
-            .unwrap()
+        let reason = row
+            .reasons
             .iter()
-            .filter_map(|r| r.as_str())
+            .map(|r| r.as_ref())
             .find(|r| r.starts_with("annotators disagree"))
             .unwrap_or("");
         assert_eq!(!reason.is_empty(), flagged, "{id}: {reason}");
@@ -561,7 +562,7 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
             assert!(reason.contains("noisy"), "{reason}");
         }
     }
-    assert!(r["views"]["low_agreement"]["flagged"].as_u64().unwrap() >= 1);
+    assert!(r.views["low_agreement"].flagged >= 1);
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         page.contains(r#"<section id="annotators">"#),
@@ -626,9 +627,10 @@ fn segmentation_agreement_on_the_gpu_equals_the_cpu() {
     if !run_gpu(&d, &gpu, &["--deterministic"]) {
         return;
     }
-    let (rc, rg) = (read_report(&cpu), read_report(&gpu));
+    let (rc, rg) = (read_report_typed(&cpu), read_report_typed(&gpu));
     assert_eq!(
-        rc["agreement"], rg["agreement"],
+        serde_json::to_value(seg_agreement(&rc)).unwrap(),
+        serde_json::to_value(seg_agreement(&rg)).unwrap(),
         "agreement differs between cpu and gpu"
     );
 }
@@ -680,17 +682,17 @@ fn real_crowd_votes_on_cifar10_candidates() {
     .unwrap();
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic"]);
-    let r = read_report(&out);
-    let ag = &r["agreement"];
-    assert_eq!(ag["rows"], kept);
+    let r = read_report_typed(&out);
+    let ag = cls_agreement(&r);
+    assert_eq!(ag.rows, kept);
     eprintln!(
-        "CIFAR-10 crowd votes: {} candidates with 2+ votes, alpha {}, Fleiss kappa {} over {} items x {}; low_agreement flags {}",
-        ag["items_with_2plus"],
-        ag["krippendorff_alpha"],
-        ag["fleiss_kappa"],
-        ag["fleiss_items"],
-        ag["fleiss_m"],
-        r["views"]["low_agreement"]["flagged"]
+        "CIFAR-10 crowd votes: {} candidates with 2+ votes, alpha {:?}, Fleiss kappa {:?} over {} items x {}; low_agreement flags {}",
+        ag.items_with_2plus,
+        ag.krippendorff_alpha,
+        ag.fleiss_kappa,
+        ag.fleiss_items,
+        ag.fleiss_m,
+        r.views["low_agreement"].flagged
     );
     let ids: Vec<String> = (0..10000).map(|i| i.to_string()).collect();
     let zeros = vec![0u32; 10000];
@@ -727,5 +729,9 @@ fn shards_with_annotations_merge_to_the_single_run() {
             "{f} differs between one run and the merge"
         );
     }
-    assert!(read_report(&merged)["agreement"]["krippendorff_alpha"].is_number());
+    assert!(
+        cls_agreement(&read_report_typed(&merged))
+            .krippendorff_alpha
+            .is_some()
+    );
 }

@@ -457,7 +457,7 @@ fn gpu_backend_without_an_adapter_fails_clearly() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&args, &o));
-    assert_eq!(read_report(&out)["backend"]["name"], "cpu");
+    assert_eq!(read_report_typed(&out).backend.name, "cpu");
 }
 
 /// Run with `extra` arguments; expect exit 2, every `needles` in stderr,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use serde_json::{Value, json};
 use triage::io::coco_rle;
+use triage::schema::QueueRow;
 
 const H: usize = 21;
 const W: usize = 19;
@@ -55,13 +56,13 @@ fn read_png(path: &Path) -> Vec<u16> {
 }
 
 /// The queue rows without the columns that name input files.
-fn queue_sans_inputs(out: &Path) -> Vec<Value> {
-    read_queue(out)
+fn queue_sans_inputs(out: &Path) -> Vec<QueueRow<'static>> {
+    read_queue_rows(out)
         .into_iter()
         .map(|mut r| {
-            for k in ["mask", "image", "split"] {
-                r.as_object_mut().unwrap().remove(k);
-            }
+            r.carried
+                .0
+                .retain(|(k, _)| !["mask", "image", "split"].contains(&k.as_ref()));
             r
         })
         .collect()
@@ -400,15 +401,9 @@ fn cityscapes_label_ids_map_to_train_ids() {
     assert_eq!(m, [0, 1, 2, 255, 255, 0]);
     let out = tmp.path().join("out");
     run_ok(d, &out, &["--backend", "cpu"]);
-    let r = read_report(&out);
+    let r = read_report_typed(&out);
     // 4 pixels counted (2 ignored): the confusion matrix sums to 4.
-    let total: u64 = r["confusion"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|row| row.as_array().unwrap())
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let total: u64 = r.confusion.iter().flatten().sum();
     assert_eq!(total, 4);
     std::fs::write(
         d.join("triage.toml"),
@@ -531,12 +526,12 @@ fn label_studio_round_trip_export_review_import_apply() {
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
     assert!(tasks.with_file_name("label_config.xml").exists());
-    let queue = read_queue(&out);
+    let queue = read_queue_rows(&out);
     let sent: Value = serde_json::from_slice(&std::fs::read(&tasks).unwrap()).unwrap();
     let sent = sent.as_array().unwrap();
     assert_eq!(sent.len(), 4);
     for (t, row) in sent.iter().zip(&queue) {
-        assert_eq!(t["data"]["triage_id"], row["id"], "tasks in queue order");
+        assert_eq!(t["data"]["triage_id"], *row.id, "tasks in queue order");
         assert!(
             t["data"]["image"]
                 .as_str()
@@ -545,7 +540,7 @@ fn label_studio_round_trip_export_review_import_apply() {
         );
         assert_eq!(
             t["predictions"][0]["score"].as_f64(),
-            row["priority"].as_f64(),
+            row.priority,
             "the current annotation's prediction holds the priority"
         );
     }
@@ -614,11 +609,7 @@ fn label_studio_round_trip_export_review_import_apply() {
             )
         })
         .collect();
-    let ids: Vec<&str> = queue
-        .iter()
-        .take(4)
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = queue.iter().take(4).map(|r| r.id.as_ref()).collect();
     assert_eq!(
         decided,
         [
@@ -680,7 +671,7 @@ fn classification_tags_in_every_format_give_the_same_queue() {
     .unwrap();
     let out = tmp.path().join("out-plain");
     run_ok(&plain, &out, &["--backend", "cpu"]);
-    let want: Vec<Value> = read_queue(&out);
+    let want = read_queue_rows(&out);
 
     let with = |name: &str, key: &str, file: &str, bytes: Vec<u8>| {
         let d = tmp.path().join(name);
@@ -740,7 +731,7 @@ fn classification_tags_in_every_format_give_the_same_queue() {
         let out = tmp.path().join(format!("out-{name}"));
         run_ok(&d, &out, &["--backend", "cpu"]);
         assert_eq!(
-            read_queue(&out),
+            read_queue_rows(&out),
             want,
             "{name}: the queue differs from items.csv's labels'"
         );
@@ -813,13 +804,14 @@ fn annotators_in_a_coco_file_feed_the_agreement_stage_as_annotations_csv_does() 
     let (a, b) = (tmp.path().join("out-csv"), tmp.path().join("out-coco"));
     run_ok(&csv_d, &a, &["--backend", "cpu"]);
     run_ok(&coco_d, &b, &["--backend", "cpu"]);
-    let (ra, rb) = (read_report(&a), read_report(&b));
+    let (ra, rb) = (read_report_typed(&a), read_report_typed(&b));
     assert!(
-        ra["agreement"].is_object(),
+        ra.agreement.is_some(),
         "annotations.csv gives an agreement section"
     );
-    assert_eq!(rb["agreement"], ra["agreement"]);
-    assert_eq!(read_queue(&b), read_queue(&a));
+    let json = |r: &triage::schema::Report| serde_json::to_value(&r.agreement).unwrap();
+    assert_eq!(json(&rb), json(&ra));
+    assert_eq!(read_queue_rows(&b), read_queue_rows(&a));
 }
 
 /// A labels file with a directory of per-item probabilities: items are the
@@ -895,7 +887,7 @@ fn cvat_round_trip_export_review_import() {
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
     let doc = triage::io::labelfile::cvat::parse(&xml, &std::fs::read(&xml).unwrap()).unwrap();
     assert_eq!(doc.images.len(), 3);
-    let queue = read_queue(&out);
+    let queue = read_queue_rows(&out);
     let by_id: std::collections::HashMap<String, PathBuf> = items(&d).into_iter().collect();
     // The reviewer's file: images as exported, the second repainted class 3.
     let reviewed: Vec<ExportItem> = doc
@@ -903,7 +895,7 @@ fn cvat_round_trip_export_review_import() {
         .iter()
         .enumerate()
         .map(|(t, img)| {
-            let id = queue[t]["id"].as_str().unwrap();
+            let id = queue[t].id.as_ref();
             assert!(
                 img.file_name.ends_with(&format!("{id}.png")),
                 "images in queue order"
@@ -947,7 +939,7 @@ fn cvat_round_trip_export_review_import() {
         .filter(|r| r["decision"] == "error")
         .collect();
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0]["id"], queue[1]["id"]);
+    assert_eq!(errors[0]["id"], *queue[1].id);
     assert_eq!(
         errors[0]["corrected_mask"]["rle"]
             .as_object()
@@ -1070,12 +1062,11 @@ fn coco_image_names_join_the_images_directory() {
     std::fs::write(d.join("instances.json"), v.to_string()).unwrap();
     let out = tmp.path().join("out-coco");
     run_ok(&d, &out, &["--backend", "cpu"]);
-    let rows = read_queue(&out);
+    let rows = read_queue_rows(&out);
     for r in &rows {
-        let id = r["id"].as_str().unwrap();
         assert_eq!(
-            r["image"],
-            json!(format!("pictures/{id}.png")),
+            r.carried.get("image"),
+            Some(format!("pictures/{}.png", r.id).as_str()),
             "the image column"
         );
     }

@@ -809,13 +809,8 @@ fn png_masks_of_every_bit_depth_read_as_class_ids() {
         }
     }
     assert_runs(d, &[]);
-    let report = read_report(&d.join("out"));
-    let got: Vec<u64> = report["per_class"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["support"].as_u64().unwrap())
-        .collect();
+    let report = read_report_typed(&d.join("out"));
+    let got: Vec<u64> = report.per_class.iter().map(|k| k.support).collect();
     assert_eq!(got, want);
     assert_eq!(want.iter().sum::<u64>(), (planted.len() * H * W) as u64);
 }

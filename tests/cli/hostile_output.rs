@@ -326,10 +326,7 @@ fn a_run_killed_mid_write_leaves_nothing_after_the_next_run() {
         .filter(|k| k.starts_with('.') && k != ".triage-outputs.json")
         .collect();
     assert!(hidden.is_empty(), "left behind: {hidden:?}");
-    assert_eq!(
-        read_queue(&out).len(),
-        read_report(&out)["n_items"].as_u64().unwrap() as usize
-    );
+    assert_eq!(read_queue_rows(&out).len(), read_report_typed(&out).n_items);
 }
 
 /// A link planted as `overlays/` is refused (exit 2, nothing written in its
@@ -716,9 +713,9 @@ fn the_index_dump_never_follows_a_link() {
         assert!(!stale.exists());
         assert!(litter(&index).is_empty(), "{:?}", litter(&index));
     }
-    let r = read_report(&tmp.path().join("o2"));
+    let r = read_report_typed(&tmp.path().join("o2"));
     assert_eq!(
-        r["duplicates"]["index"]["loaded"],
+        r.duplicates.unwrap().index.unwrap().loaded,
         IDS.len(),
         "night 2 loads the dump"
     );

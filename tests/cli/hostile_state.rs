@@ -16,6 +16,7 @@ use triage::score::cache::ROW_ENTRY_BYTES;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::common::*;
+use triage::schema::{Agreement, AgreementSection, QueueRow};
 
 const CHECKPOINT: &str = ".triage-checkpoint.jsonl";
 
@@ -308,12 +309,16 @@ fn cache_entry(bytes: &[u8], k: usize) -> (usize, usize) {
     (nl + k * size, size)
 }
 
-fn row_of<'a>(queue: &'a [serde_json::Value], id: &str) -> (usize, &'a serde_json::Value) {
-    queue
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r["id"] == id)
-        .unwrap()
+fn row_of<'a, 'r>(queue: &'a [QueueRow<'r>], id: &str) -> (usize, &'a QueueRow<'r>) {
+    queue.iter().enumerate().find(|(_, r)| r.id == id).unwrap()
+}
+
+/// The report's classification `agreement` section.
+fn agreement_of(out: &Path) -> Agreement {
+    match read_report_typed(out).agreement {
+        Some(AgreementSection::Classification(a)) => a,
+        other => panic!("no classification agreement: {other:?}"),
+    }
 }
 
 #[test]
@@ -324,10 +329,10 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     synth_classification(&d, 2000, 10);
     let full = t.join("full");
     ok(&det_args(&d, &full, &[]));
-    let queue = read_queue(&full);
+    let queue = read_queue_rows(&full);
     // The item ranked last: a zeroed normalised margin (its priority is
     // 1 − that) would put it first, with priority 1.
-    let last = queue.last().unwrap()["id"].as_str().unwrap().to_string();
+    let last = queue.last().unwrap().id.to_string();
     let k: usize = last
         .trim_start_matches(|c: char| !c.is_ascii_digit())
         .parse()
@@ -346,13 +351,13 @@ fn damaged_cache_entries_are_rescored_said_and_replaced() {
     std::fs::write(&file, &b).unwrap();
     let warm = t.join("warm");
     let err = ok(&det_args(&d, &warm, &["--cache", cs]));
-    let got = read_queue(&warm);
+    let got = read_queue_rows(&warm);
     let (want_rank, want_row) = row_of(&queue, &last);
     let (rank, row) = row_of(&got, &last);
     assert_eq!(want_rank, 1999);
     assert_eq!(
-        (rank, &row["priority"]),
-        (want_rank, &want_row["priority"]),
+        (rank, row.priority),
+        (want_rank, want_row.priority),
         "item {last}: rank and priority"
     );
     assert_eq!(row, want_row);
@@ -444,13 +449,13 @@ fn forged_segmentation_cache_entries_are_rescored() {
 /// labelling every item (labels drawn from a fixed generator).
 fn crowd(d: &Path, items: usize, annotators: usize, classes: usize) {
     synth_classification(d, items, classes);
-    let ids: Vec<String> = read_queue(&{
+    let ids: Vec<String> = read_queue_rows(&{
         let o = d.join("plain");
         run_ok(d, &o, &["--backend", "cpu"]);
         o
     })
-    .iter()
-    .map(|r| r["id"].as_str().unwrap().to_string())
+    .into_iter()
+    .map(|r| r.id.into_owned())
     .collect();
     let mut st = 3u64;
     let mut csv = String::from("id,annotator,label\n");
@@ -492,12 +497,12 @@ fn thousands_of_annotators_per_item_stay_bounded() {
     assert!(m.peak_rss < 400 << 20, "peak RSS {} MB", m.peak_rss >> 20);
     let size = std::fs::metadata(out.join("report.json")).unwrap().len();
     assert!(size < 4 << 20, "report.json is {size} bytes");
-    let ag = &read_report(&out)["agreement"];
-    assert_eq!(ag["annotators"], 4000);
-    assert_eq!(ag["per_annotator"].as_array().unwrap().len(), 4000);
+    let ag = agreement_of(&out);
+    assert_eq!(ag.annotators, 4000);
+    assert_eq!(ag.per_annotator.len(), 4000);
     // Every item has 4000 annotators: over the 100 of the pair tables.
-    assert_eq!(ag["cohen_items_left_out"], 20);
-    assert_eq!(ag["cohen_kappa"].as_array().unwrap().len(), 0);
+    assert_eq!(ag.cohen_items_left_out, 20);
+    assert_eq!(ag.cohen_kappa.len(), 0);
 }
 
 #[test]
@@ -508,10 +513,10 @@ fn the_listed_cohen_pairs_are_bounded_by_the_documented_rule() {
     crowd(&d, 40, 60, 4);
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--backend", "cpu"]);
-    let ag = &read_report(&out)["agreement"];
-    let pairs = ag["cohen_kappa"].as_array().unwrap();
+    let ag = agreement_of(&out);
+    let pairs = &ag.cohen_kappa;
     assert_eq!(pairs.len(), 1000);
-    assert_eq!(ag["cohen_pairs"], 1770);
+    assert_eq!(ag.cohen_pairs, 1770);
     // All tie on their 40 items: the first 1000 pairs in annotator order.
     let mut want = Vec::new();
     for a in 0..60 {
@@ -520,11 +525,8 @@ fn the_listed_cohen_pairs_are_bounded_by_the_documented_rule() {
         }
     }
     for (p, (a, b)) in pairs.iter().zip(&want) {
-        assert_eq!(
-            (p["a"].as_str().unwrap(), p["b"].as_str().unwrap()),
-            (a.as_str(), b.as_str())
-        );
-        assert_eq!(p["items"], 40);
+        assert_eq!((p.a.as_str(), p.b.as_str()), (a.as_str(), b.as_str()));
+        assert_eq!(p.items, 40);
     }
 }
 

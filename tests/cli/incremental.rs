@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
+use triage::schema::Report;
 
 /// Byte offset of a `.npy` file's data (format 1.0 or 2.0 headers).
 fn npy_data_offset(bytes: &[u8]) -> usize {
@@ -19,7 +20,7 @@ fn npy_data_offset(bytes: &[u8]) -> usize {
 }
 
 /// `triage run` with the cache `cache`; returns its report and stderr.
-fn cached(d: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+fn cached(d: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Report, String) {
     let mut a = vec![
         "--deterministic",
         "--backend",
@@ -29,7 +30,10 @@ fn cached(d: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (serde_json::Va
     ];
     a.extend_from_slice(extra);
     let o = run_ok(d, out, &a);
-    (read_report(out), String::from_utf8_lossy(&o.stderr).into())
+    (
+        read_report_typed(out),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn full(d: &Path, out: &Path, extra: &[&str]) {
@@ -38,9 +42,10 @@ fn full(d: &Path, out: &Path, extra: &[&str]) {
     run_ok(d, out, &a);
 }
 
-fn counts(report: &serde_json::Value) -> (u64, u64) {
-    let c = &report["score_cache"];
-    (c["reused"].as_u64().unwrap(), c["scored"].as_u64().unwrap())
+/// `score_cache`: (reused, scored).
+fn counts(report: &Report) -> (usize, usize) {
+    let c = report.score_cache.expect("a score_cache section");
+    (c.reused, c.scored)
 }
 
 /// `got` wrote what the full run `want` wrote: the queue files and clusters
@@ -91,7 +96,7 @@ fn classification_reuses_unchanged_rows_and_equals_a_full_run() {
     let t = tmp.path();
     let d = t.join("ds");
     crate::shards::classification_with_embeddings(&d);
-    let (n, c) = (500u64, 6usize);
+    let (n, c) = (500usize, 6usize);
     let cache = t.join("cache");
     let (r, err) = cached(&d, &t.join("a"), &cache, &[]);
     assert_eq!(counts(&r), (0, n), "an empty cache reuses nothing");
@@ -116,7 +121,7 @@ fn classification_reuses_unchanged_rows_and_equals_a_full_run() {
         &["--budget", "40", "--batch-size", "100"],
     );
     assert!(
-        read_report(&t.join("full")).get("score_cache").is_none(),
+        read_report_typed(&t.join("full")).score_cache.is_none(),
         "no cache, no counts"
     );
     // Another batch size: rows do not depend on where batches begin.
@@ -182,9 +187,9 @@ fn segmentation_reuses_unchanged_items_and_equals_a_full_run() {
     let (r, err) = cached(&d, &t.join("b"), &cache, &["--budget", "10"]);
     assert_eq!(counts(&r), (30, 2), "only items 5 and 9 are scored: {err}");
     same_as_full(&t.join("full"), &t.join("b"), "segmentation after changes");
-    let q = read_queue(&t.join("b"));
+    let q = read_queue_rows(&t.join("b"));
     assert!(
-        q.iter().any(|row| row["id"] == "item00005"),
+        q.iter().any(|row| row.id == "item00005"),
         "the relabelled item is in the queue"
     );
 }
@@ -275,7 +280,7 @@ fn foreign_damaged_and_shared_caches() {
     a.extend(["--out", merged.to_str().unwrap(), "--deterministic"]);
     let o = triage(&a);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&a, &o));
-    assert_eq!(counts(&read_report(&merged)), (500, 0));
+    assert_eq!(counts(&read_report_typed(&merged)), (500, 0));
     same_as_full(&t.join("full"), &merged, "merged shards with a cache");
     // The drivers pass the shards' options to the merge too: it takes
     // --cache and leaves the cache alone.
@@ -332,12 +337,12 @@ fn gpu_rows_are_reused_by_the_gpu_only() {
         eprintln!("skipped: no GPU adapter");
         return;
     }
-    let a = read_report(&t.join("a"));
-    assert_eq!(a["backend"]["name"], "gpu", "the GPU ran");
+    let a = read_report_typed(&t.join("a"));
+    assert_eq!(a.backend.name, "gpu", "the GPU ran");
     assert_eq!(counts(&a), (0, 32));
     let o = gpu(&t.join("b"));
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(counts(&read_report(&t.join("b"))), (32, 0));
+    assert_eq!(counts(&read_report_typed(&t.join("b"))), (32, 0));
     same_as_full(&t.join("a"), &t.join("b"), "GPU entries reused");
     // The CPU does not take the GPU's entries.
     let (r, err) = cached(d, &t.join("cpu"), &cache, &[]);
@@ -372,7 +377,7 @@ fn a_killed_incremental_run_resumes_to_the_full_outputs() {
     );
     assert!(err.contains("resuming from"), "{err}");
     same_as_full(&t.join("full"), &out, "killed and resumed with a cache");
-    let (reused, scored) = counts(&read_report(&out));
+    let (reused, scored) = counts(&read_report_typed(&out));
     assert_eq!(reused + scored, 3000);
     assert!(scored >= 300, "the changed rows are scored: {scored}");
 }

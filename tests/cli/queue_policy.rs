@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::common::*;
 use triage::queue::policy::{Candidate, Pick, Policy, Why, select};
+use triage::schema::QueueRow;
 
 fn cand(class: u32, cluster: Option<usize>, annotator: &str) -> Candidate {
     Candidate {
@@ -301,10 +302,8 @@ pub fn small_dataset(d: &Path) {
     write_f32(&d.join("emb.npy"), &[10, dim], &emb);
 }
 
-fn ids(q: &[serde_json::Value]) -> Vec<String> {
-    q.iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+fn ids(q: &[QueueRow<'_>]) -> Vec<String> {
+    q.iter().map(|r| r.id.to_string()).collect()
 }
 
 #[test]
@@ -332,63 +331,51 @@ fn end_to_end_budget_dedup_stratification_and_review_all() {
     // Reserved: a -> x0, b -> x2, c -> x7; the last slot goes to x3, so x4
     // drops out. x9 joins on top. Budget in priority order: x0 x2 x3 x7 x9;
     // below: x1 x4 x5 x6 x8.
-    let q = read_queue(&out);
+    let q = read_queue_rows(&out);
     assert_eq!(
         ids(&q),
         ["x0", "x2", "x3", "x7", "x9", "x1", "x4", "x5", "x6", "x8"]
     );
-    let in_budget: Vec<bool> = q.iter().map(|r| r["in_budget"] == true).collect();
+    let in_budget: Vec<bool> = q.iter().map(|r| r.in_budget).collect();
     assert_eq!(
         in_budget,
         [
             true, true, true, true, true, false, false, false, false, false
         ]
     );
-    let ranks: Vec<u64> = q.iter().map(|r| r["rank"].as_u64().unwrap()).collect();
-    assert_eq!(ranks, (1..=10).collect::<Vec<u64>>());
-    assert_eq!(q[0]["also_in_cluster"], serde_json::json!(["x1"]));
-    assert_eq!(q[6]["also_in_cluster"], serde_json::json!(["x5"]));
-    assert_eq!(q[1]["also_in_cluster"], serde_json::json!([]));
+    let ranks: Vec<usize> = q.iter().map(|r| r.rank).collect();
+    assert_eq!(ranks, (1..=10).collect::<Vec<usize>>());
+    assert_eq!(q[0].also_in_cluster, ["x1"]);
+    assert_eq!(q[6].also_in_cluster, ["x5"]);
+    assert!(q[1].also_in_cluster.is_empty());
     assert_eq!(
-        q[3]["reasons"][0],
+        q[3].reasons[0],
         "minimum share for class \"c\" (--min-per-class)"
     );
-    assert_eq!(q[4]["review_all"], true);
+    assert!(q[4].review_all);
     assert_eq!(
-        q[4]["reasons"][0],
+        q[4].reasons[0],
         "new annotator \"newbie\": every item reviewed (--review-all-from)"
     );
-    assert!(
-        q[5]["reasons"][0]
-            .as_str()
-            .unwrap()
-            .contains("represented by x0"),
-        "{}",
-        q[5]
-    );
-    assert!(q.iter().all(|r| r["spot_check"] == false));
-    let r = read_report(&out);
-    let qp = &r["queue_policy"];
-    assert_eq!(qp["budget"], 4);
-    assert_eq!(qp["in_budget"], 5);
-    assert_eq!(qp["per_class_minimum"], 1);
-    assert_eq!(qp["review_all_items"], 1);
-    assert_eq!(r["options"]["budget"], 4);
-    assert_eq!(r["options"]["min_per_class"], 0.25);
+    assert!(q[5].reasons[0].contains("represented by x0"), "{:?}", q[5]);
+    assert!(q.iter().all(|r| !r.spot_check));
+    let r = read_report_typed(&out);
+    let qp = &r.queue_policy;
+    assert_eq!(qp.budget, Some(4));
+    assert_eq!(qp.in_budget, 5);
+    assert_eq!(qp.per_class_minimum, 1);
+    assert_eq!(qp.review_all_items, 1);
+    assert_eq!(r.options.budget, Some(4));
+    assert_eq!(r.options.min_per_class, 0.25);
     // Views: wrong_label flags 1 - nm > 0.5: x0 .85, x1 .80, x2 .75, x3 .65,
     // x4 .55 (x5 at exactly .5 is not flagged), ranked by the score.
-    let wl = &r["views"]["wrong_label"];
-    assert_eq!(wl["flagged"], 5);
-    let v: Vec<&str> = wl["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap())
-        .collect();
+    let wl = &r.views["wrong_label"];
+    assert_eq!(wl.flagged, 5);
+    let v: Vec<&str> = wl.items.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(v, ["x0", "x1", "x2", "x3", "x4"]);
-    assert_eq!(wl["items"][1]["rank"], 6, "x1 sits at queue rank 6");
-    assert_eq!(r["views"]["duplicate_conflict"]["flagged"], 0);
-    assert_eq!(r["views"]["boundary_disagreement"]["flagged"], 0);
+    assert_eq!(wl.items[1].rank, 6, "x1 sits at queue rank 6");
+    assert_eq!(r.views["duplicate_conflict"].flagged, 0);
+    assert_eq!(r.views["boundary_disagreement"].flagged, 0);
     let csv = std::fs::read_to_string(out.join("queue.csv")).unwrap();
     let header = csv.lines().next().unwrap();
     assert!(
@@ -414,24 +401,24 @@ fn end_to_end_budget_dedup_stratification_and_review_all() {
                 seed,
             ],
         );
-        read_queue(out)
+        read_queue_rows(out)
     };
     let a = spot("7", &d.join("s1"));
     let b = spot("7", &d.join("s2"));
     assert_eq!(a, b);
     let picked: Vec<&str> = a
         .iter()
-        .filter(|r| r["spot_check"] == true)
-        .map(|r| r["id"].as_str().unwrap())
+        .filter(|r| r.spot_check)
+        .map(|r| r.id.as_ref())
         .collect();
     assert_eq!(picked.len(), 2);
     let pool: HashSet<&str> = ["x3", "x4", "x7", "x6", "x8", "x9"].into_iter().collect();
     assert!(picked.iter().all(|id| pool.contains(id)), "{picked:?}");
     assert_eq!(&ids(&a)[..2], ["x0", "x2"]);
-    assert!(a.iter().take(4).all(|r| r["in_budget"] == true));
-    let sr = a.iter().find(|r| r["spot_check"] == true).unwrap();
+    assert!(a.iter().take(4).all(|r| r.in_budget));
+    let sr = a.iter().find(|r| r.spot_check).unwrap();
     assert_eq!(
-        sr["reasons"][0],
+        sr.reasons[0],
         "spot check (random draw among items the ranking did not pick)"
     );
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::common::*;
 use serde_json::{Value, json};
+use triage::schema::{Dropped, QueueRow, Review, Tally};
 
 /// Six classification items, classes a b c, no embeddings.
 /// priority = 1 - nm, nm = (p_y - max_{k != y} p_k + 1) / 2:
@@ -193,10 +194,30 @@ fn bad_csvs_are_rejected_and_leave_the_file_byte_identical() {
     }
 }
 
-fn ids(q: &[Value]) -> Vec<String> {
-    q.iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+fn ids(q: &[QueueRow<'_>]) -> Vec<String> {
+    q.iter().map(|r| r.id.to_string()).collect()
+}
+
+/// A `review` tally.
+fn tally(
+    reviewed: usize,
+    errors: usize,
+    ok: usize,
+    unsure: usize,
+    precision: Option<f64>,
+) -> Tally {
+    Tally {
+        reviewed,
+        errors,
+        ok,
+        unsure,
+        precision,
+    }
+}
+
+/// The report's `review` section.
+fn review_of(out: &Path) -> Review {
+    read_report_typed(out).review.expect("a review section")
 }
 
 #[test]
@@ -207,50 +228,33 @@ fn later_runs_report_precision_drop_reviewed_items_and_bring_back_changed_ones()
     let out = d.join("out");
     run_ok(d, &out, &["--budget", "2"]);
     // r0..r4 are reviewed and unchanged: only r5 is left to review.
-    let q = read_queue(&out);
+    let q = read_queue_rows(&out);
     assert_eq!(ids(&q), ["r5"]);
-    assert_eq!(q[0]["in_budget"], true);
-    let r = read_report(&out);
-    let rv = &r["review"];
-    assert_eq!(rv["decisions"], 5);
-    assert_eq!(rv["left_queue"], 5);
-    assert_eq!(rv["changed_since_review"], json!([]));
+    assert!(q[0].in_budget);
+    let rv = review_of(&out);
+    assert_eq!(rv.decisions, 5);
+    assert_eq!(rv.left_queue, 5);
+    assert!(rv.changed_since_review.is_empty());
     // Decisions: r0 error, r1 error, r2 ok, r3 unsure, r4 ok.
     // Overall: 2 errors / (2 + 2 ok) = 0.5, 5 reviewed.
-    assert_eq!(
-        rv["overall"],
-        json!({"reviewed": 5, "errors": 2, "ok": 2, "unsure": 1, "precision": 0.5})
-    );
+    assert_eq!(rv.overall, tally(5, 2, 2, 1, Some(0.5)));
     // Signals from the budget of 2 over all six items: ranking = r0 r1 (both
     // errors: 1.0); below the budget = r2 r3 r4 (0 errors, 2 ok, 1 unsure: 0.0).
-    let ps = &rv["per_signal"];
-    assert_eq!(
-        ps["ranking"],
-        json!({"reviewed": 2, "errors": 2, "ok": 0, "unsure": 0, "precision": 1.0})
-    );
-    assert_eq!(
-        ps["below_budget"],
-        json!({"reviewed": 3, "errors": 0, "ok": 2, "unsure": 1, "precision": 0.0})
-    );
-    assert_eq!(ps["spot_check"]["reviewed"], 0);
-    assert_eq!(ps["spot_check"]["precision"], Value::Null);
+    let ps = &rv.per_signal;
+    assert_eq!(ps["ranking"], tally(2, 2, 0, 0, Some(1.0)));
+    assert_eq!(ps["below_budget"], tally(3, 0, 2, 1, Some(0.0)));
+    assert_eq!(ps["spot_check"].reviewed, 0);
+    assert_eq!(ps["spot_check"].precision, None);
     // Issue types. wrong_label (1 - nm > 0.5): r0 r1 r2 -> 2 errors, 1 ok.
     // uncertain (entropy >= 0.5): r0 r1 r2 r3 -> 2 errors, 1 ok, 1 unsure.
     // miscalibrated (ece >= 0.25): r0 r1 r2 r3 -> the same.
-    let pt = &rv["per_issue_type"];
+    let pt = &rv.per_issue_type;
     let two_thirds = 2.0 / 3.0;
-    assert_eq!(
-        pt["wrong_label"],
-        json!({"reviewed": 3, "errors": 2, "ok": 1, "unsure": 0, "precision": two_thirds})
-    );
+    assert_eq!(pt["wrong_label"], tally(3, 2, 1, 0, Some(two_thirds)));
     for t in ["uncertain", "miscalibrated"] {
-        assert_eq!(
-            pt[t],
-            json!({"reviewed": 4, "errors": 2, "ok": 1, "unsure": 1, "precision": two_thirds}),
-            "{t}"
-        );
+        assert_eq!(pt[t], tally(4, 2, 1, 1, Some(two_thirds)), "{t}");
     }
-    assert_eq!(pt["boundary_disagreement"]["reviewed"], 0);
+    assert_eq!(pt["boundary_disagreement"].reviewed, 0);
 
     // Change r1's predictions and r4's annotation: both come back, marked.
     // r1 (b): .60 .30 .10 -> nm (.3 - .6 + 1)/2 = .35, priority .65.
@@ -262,25 +266,22 @@ fn later_runs_report_precision_drop_reviewed_items_and_bring_back_changed_ones()
     labels[4] = "c";
     write_items(d, &labels);
     run_ok(d, &out, &["--budget", "2"]);
-    let q = read_queue(&out);
+    let q = read_queue_rows(&out);
     assert_eq!(ids(&q), ["r4", "r1", "r5"]);
     assert_eq!(
-        q[0]["reasons"][0],
+        q[0].reasons[0],
         "reviewed before (ok), but its annotation changed since"
     );
     assert_eq!(
-        q[1]["reasons"][0],
+        q[1].reasons[0],
         "reviewed before (error), but its predictions changed since"
     );
-    assert_eq!(q[2]["in_budget"], false, "budget 2: r4 and r1");
-    let rv = read_report(&out)["review"].clone();
-    assert_eq!(rv["changed_since_review"], json!(["r4", "r1"]));
-    assert_eq!(rv["left_queue"], 3);
+    assert!(!q[2].in_budget, "budget 2: r4 and r1");
+    let rv = review_of(&out);
+    assert_eq!(rv.changed_since_review, ["r4", "r1"]);
+    assert_eq!(rv.left_queue, 3);
     // Only r0 (error), r2 (ok), r3 (unsure) count now: 1 / 2.
-    assert_eq!(
-        rv["overall"],
-        json!({"reviewed": 3, "errors": 1, "ok": 1, "unsure": 1, "precision": 0.5})
-    );
+    assert_eq!(rv.overall, tally(3, 1, 1, 1, Some(0.5)));
 }
 
 #[test]
@@ -300,7 +301,7 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
     assert_eq!(s.status.code(), Some(0));
     let out = tmp.path().join("out");
     run_ok(&d, &out, &[]);
-    let first = ids(&read_queue(&out));
+    let first = ids(&read_queue_rows(&out));
     let victim = first[0].clone();
     let o = import(&d, "dec.csv", &format!("id,decision\n{victim},ok\n"));
     assert_eq!(
@@ -310,7 +311,7 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
         describe(&["review-import"], &o)
     );
     run_ok(&d, &out, &[]);
-    let q = ids(&read_queue(&out));
+    let q = ids(&read_queue_rows(&out));
     assert_eq!(q.len(), 5);
     assert!(!q.contains(&victim));
     // Flip one pixel of its mask to another class.
@@ -320,16 +321,13 @@ fn a_changed_mask_brings_a_segmentation_item_back() {
     img.put_pixel(0, 0, image::Luma([if p == 1 { 2 } else { 1 }]));
     img.save(&mask_path).unwrap();
     run_ok(&d, &out, &[]);
-    let q = read_queue(&out);
-    let back = q.iter().find(|r| r["id"] == victim.as_str()).unwrap();
+    let q = read_queue_rows(&out);
+    let back = q.iter().find(|r| r.id == victim.as_str()).unwrap();
     assert_eq!(
-        back["reasons"][0],
+        back.reasons[0],
         "reviewed before (ok), but its annotation changed since"
     );
-    assert_eq!(
-        read_report(&out)["review"]["changed_since_review"],
-        json!([victim])
-    );
+    assert_eq!(review_of(&out).changed_since_review, [victim]);
 }
 
 /// --previous: six items labelled a. Run 1 (budget 3): p0 .85, p1 .75, p2 .65
@@ -352,7 +350,7 @@ fn previous_marks_new_still_changed_and_lists_dropped() {
     write_probs(d, &probs);
     let out1 = d.join("out1");
     run_ok(d, &out1, &["--budget", "3"]);
-    assert_eq!(ids(&read_queue(&out1))[..3], ["r0", "r1", "r2"]);
+    assert_eq!(ids(&read_queue_rows(&out1))[..3], ["r0", "r1", "r2"]);
     probs[1] = [0.25, 0.65, 0.10];
     probs[3] = [0.05, 0.85, 0.10];
     write_probs(d, &probs);
@@ -362,27 +360,34 @@ fn previous_marks_new_still_changed_and_lists_dropped() {
         &out2,
         &["--budget", "3", "--previous", out1.to_str().unwrap()],
     );
-    let q = read_queue(&out2);
+    let q = read_queue_rows(&out2);
     assert_eq!(ids(&q), ["r3", "r0", "r1", "r2", "r4", "r5"]);
-    let status: Vec<&Value> = q.iter().map(|r| &r["status"]).collect();
+    assert!(q.iter().all(|r| r.status.is_some()), "a status column");
+    let status: Vec<Option<&str>> = q.iter().map(|r| r.status()).collect();
     assert_eq!(
         status,
         [
-            &json!("new"),
-            &json!("still"),
-            &json!("changed"),
-            &Value::Null,
-            &Value::Null,
-            &Value::Null
+            Some("new"),
+            Some("still"),
+            Some("changed"),
+            None,
+            None,
+            None
         ]
     );
-    let p = &read_report(&out2)["previous"];
-    assert_eq!(p["new"], 1);
-    assert_eq!(p["still"], 1);
-    assert_eq!(p["changed"], 1);
+    let p = read_report_typed(&out2)
+        .previous
+        .expect("a previous section");
+    assert_eq!(p.new, 1);
+    assert_eq!(p.still, 1);
+    assert_eq!(p.changed, 1);
     assert_eq!(
-        p["dropped"],
-        json!([{"id": "r2", "rank": 3, "priority": 0.6500000059604645}])
+        p.dropped,
+        [Dropped {
+            id: "r2".into(),
+            rank: 3,
+            priority: 0.6500000059604645
+        }]
     );
     let csv = std::fs::read_to_string(out2.join("queue.csv")).unwrap();
     assert!(

@@ -139,13 +139,9 @@ fn unlabelled_items_get_label_free_scores_and_stay_out_of_the_review_queue() {
     dataset(&d, false, false);
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic", "--label-strategy", "margin"]);
-    let queue = read_queue(&out);
+    let queue = read_queue_rows(&out);
     assert_eq!(queue.len(), LABELLED, "only the labelled items are queued");
-    assert!(
-        queue
-            .iter()
-            .all(|r| index_of(r["id"].as_str().unwrap()) < LABELLED)
-    );
+    assert!(queue.iter().all(|r| index_of(&r.id) < LABELLED));
     let rows = read_to_label(&out);
     assert_eq!(
         rows.len(),
@@ -175,12 +171,14 @@ fn unlabelled_items_get_label_free_scores_and_stay_out_of_the_review_queue() {
         assert!((r["score"].as_f64().unwrap() - (1.0 - m)).abs() < 1e-6);
     }
     let rep = read_report(&out);
-    assert_eq!(rep["n_items"], N);
+    let typed = read_report_typed(&out);
+    assert_eq!(typed.n_items, N);
     assert_eq!(
-        rep["samples"], LABELLED,
+        typed.samples, LABELLED as u64,
         "the pooled sums are the labelled items'"
     );
-    assert_eq!(rep["selection"]["unlabelled"], N - LABELLED);
+    assert_eq!(typed.selection.unwrap().unlabelled, N - LABELLED);
+    // (`checks` is read as JSON: its summary is typed elsewhere.)
     assert_eq!(rep["checks"]["select_for_labelling"]["status"], "ran");
 
     // The labelled part alone gives the same queue and the same sums.
@@ -269,17 +267,17 @@ fn the_batch_has_k_unlabelled_items_from_distinct_clusters_and_is_deterministic(
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(page.contains("<h2>To label next</h2>"));
     assert!(page.contains(&format!("<td>{}</td>", rows[0]["id"].as_str().unwrap())));
-    let rep = read_report(&out);
-    assert_eq!(rep["selection"]["strategy"], "diverse");
-    assert_eq!(rep["selection"]["duplicates_in_batch"], 0);
-    assert_eq!(rep["selection"]["selected"], k);
+    let sel = read_report_typed(&out).selection.unwrap();
+    assert_eq!(sel.strategy, "diverse");
+    assert_eq!(sel.duplicates_in_batch, Some(0));
+    assert_eq!(sel.selected, k);
     // An unlabelled near-duplicate never conflicts with anything.
-    let queue = read_queue(&out);
+    let queue = read_queue_rows(&out);
     let conflicts: Vec<usize> = queue
         .iter()
-        .flat_map(|r| r["neighbors"].as_array().unwrap().clone())
-        .filter(|n| n["conflict"] == true)
-        .map(|n| index_of(n["id"].as_str().unwrap()))
+        .flat_map(|r| r.neighbors.as_ref().unwrap())
+        .filter(|n| n.conflict)
+        .map(|n| index_of(&n.id))
         .collect();
     assert!(conflicts.iter().all(|&i| i < LABELLED), "{conflicts:?}");
 
@@ -331,7 +329,7 @@ fn the_batch_has_k_unlabelled_items_from_distinct_clusters_and_is_deterministic(
     let cs = cache.to_str().unwrap();
     run("cold", &["--cache", cs]);
     let warm = run("warm", &["--cache", cs]);
-    assert_eq!(read_report(&warm)["score_cache"]["scored"], 0);
+    assert_eq!(read_report_typed(&warm).score_cache.unwrap().scored, 0);
     assert_eq!(
         std::fs::read(out.join("to_label.jsonl")).unwrap(),
         std::fs::read(warm.join("to_label.jsonl")).unwrap()
@@ -509,7 +507,7 @@ fn unlabelled_segmentation_items() {
     .unwrap();
     let cpu = tmp.path().join("cpu");
     run_ok(&d, &cpu, &["--deterministic", "--backend", "cpu"]);
-    let queue = read_queue(&cpu);
+    let queue = read_queue_rows(&cpu);
     assert_eq!(queue.len(), 4);
     let rows = read_to_label(&cpu);
     let got: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
@@ -517,10 +515,10 @@ fn unlabelled_segmentation_items() {
         got.iter().collect::<HashSet<_>>(),
         HashSet::from([&"s1", &"s4"])
     );
-    let rep = read_report(&cpu);
+    let rep = read_report_typed(&cpu);
     assert_eq!(
-        rep["samples"],
-        4 * hw,
+        rep.samples,
+        4 * hw as u64,
         "only the annotated pixels are pooled"
     );
     for r in &rows {
@@ -591,11 +589,11 @@ fn an_entirely_unlabelled_dataset() {
     std::fs::write(d.join("items.csv"), format!("id\n{csv}")).unwrap();
     let out = tmp.path().join("out");
     run_ok(&d, &out, &["--deterministic", "--label-budget", "20"]);
-    assert!(read_queue(&out).is_empty());
+    assert!(read_queue_rows(&out).is_empty());
     let rows = read_to_label(&out);
     assert_eq!(rows.len(), 20);
-    let rep = read_report(&out);
-    assert_eq!(rep["n_items"], N);
-    assert_eq!(rep["selection"]["unlabelled"], N);
+    let rep = read_report_typed(&out);
+    assert_eq!(rep.n_items, N);
+    assert_eq!(rep.selection.unwrap().unlabelled, N);
     assert!(out.join("report.html").exists());
 }

@@ -62,7 +62,7 @@ fn same_as_single_run(dataset: &Path, n: usize, run_opts: &[&str], files: &[&str
         );
     }
     // The merged report reads as the schema too.
-    read_report(&merged);
+    read_report_typed(&merged);
 }
 
 #[test]
@@ -110,13 +110,13 @@ fn classification_shards_with_embeddings_merge_to_the_single_run() {
     classification_with_embeddings(&d);
     let files = ["queue.jsonl", "queue.csv", "clusters.jsonl", "report.json"];
     same_as_single_run(&d, 3, &["--budget", "40", "--spot-check", "0.1"], &files);
-    let r = read_report(&{
+    let r = read_report_typed(&{
         let out = tmp.path().join("check");
         run_ok(&d, &out, &["--deterministic"]);
         out
     });
     assert!(
-        r["duplicates"]["conflicting_pairs"].as_u64().unwrap() > 0,
+        r.duplicates.unwrap().conflicting_pairs > 0,
         "the planted pairs make the neighbour stage matter"
     );
 }

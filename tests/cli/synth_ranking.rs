@@ -162,29 +162,26 @@ fn planted_errors_rank_at_the_top_of_the_queue() {
 
     let out = tmp.path().join("out");
     run_ok(&ds, &out, &["--backend", "cpu"]);
-    let q = read_queue(&out);
+    let q = read_queue_rows(&out);
     assert_eq!(q.len(), 40);
     let top: HashSet<String> = q[..planted.len()]
         .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .map(|r| r.id.to_string())
         .collect();
     assert_eq!(
         top, planted,
         "the planted items are exactly the top of the queue"
     );
-    let scores: Vec<f64> = q.iter().map(|r| r["priority"].as_f64().unwrap()).collect();
-    let pos: Vec<bool> = q
-        .iter()
-        .map(|r| planted.contains(r["id"].as_str().unwrap()))
-        .collect();
+    let scores: Vec<f64> = q.iter().map(|r| r.priority.unwrap()).collect();
+    let pos: Vec<bool> = q.iter().map(|r| planted.contains(r.id.as_ref())).collect();
     assert_eq!(auroc(&scores, &pos), 1.0);
     // Each planted item is explained by a mask signal.
     for r in &q[..planted.len()] {
-        let reasons = r["reasons"].as_array().unwrap();
         assert!(
-            reasons.iter().any(|s| s.as_str().unwrap().contains("IoU")),
-            "{}: {reasons:?}",
-            r["id"]
+            r.reasons.iter().any(|s| s.contains("IoU")),
+            "{}: {:?}",
+            r.id,
+            r.reasons
         );
     }
 }
@@ -211,12 +208,9 @@ fn planted_errors_rank_high_across_seeds() {
         let planted = planted_ids(&truth(&ds));
         let out = tmp.path().join(format!("out{seed}"));
         run_ok(&ds, &out, &[]);
-        let q = read_queue(&out);
-        let scores: Vec<f64> = q.iter().map(|r| r["priority"].as_f64().unwrap()).collect();
-        let pos: Vec<bool> = q
-            .iter()
-            .map(|r| planted.contains(r["id"].as_str().unwrap()))
-            .collect();
+        let q = read_queue_rows(&out);
+        let scores: Vec<f64> = q.iter().map(|r| r.priority.unwrap()).collect();
+        let pos: Vec<bool> = q.iter().map(|r| planted.contains(r.id.as_ref())).collect();
         let a = auroc(&scores, &pos);
         assert!(a >= 0.95, "seed {seed}: AUROC {a}");
     }
@@ -332,10 +326,10 @@ fn shipped_demo_is_reproducible_and_ranks_planted_first() {
     let planted = planted_ids(&truth(&demo));
     // 8 mask errors and one near-duplicate whose classes disagree with its source.
     assert_eq!(planted.len(), 9);
-    let q = read_queue(&out);
+    let q = read_queue_rows(&out);
     let top: HashSet<String> = q[..planted.len()]
         .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .map(|r| r.id.to_string())
         .collect();
     assert_eq!(top, planted);
 }
@@ -399,9 +393,9 @@ fn classification_batches_in_bytes_give_the_one_batch_result() {
     let q = String::from_utf8(outs[0].0.clone()).unwrap();
     let (mut scores, mut pos) = (Vec::new(), Vec::new());
     for line in q.lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        scores.push(row["priority"].as_f64().unwrap());
-        pos.push(planted.contains(row["id"].as_str().unwrap()));
+        let row: triage::schema::QueueRow = serde_json::from_str(line).unwrap();
+        scores.push(row.priority.unwrap());
+        pos.push(planted.contains(row.id.as_ref()));
     }
     let a = auroc(&scores, &pos);
     assert!(a >= 0.95, "AUROC {a}");

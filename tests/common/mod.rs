@@ -166,6 +166,33 @@ pub fn read_report(out: &Path) -> serde_json::Value {
     value
 }
 
+/// Read `queue.jsonl` into the typed rows the writer builds
+/// (`triage::schema::QueueRow`), checking on the way that each row writes
+/// back to exactly its line (no key unknown to the schema, none renamed or
+/// reordered).
+pub fn read_queue_rows(out: &Path) -> Vec<triage::schema::QueueRow<'static>> {
+    std::fs::read_to_string(out.join("queue.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let row: triage::schema::QueueRow<'static> = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a queue row does not read as the schema: {e}\n{l}"));
+            assert_eq!(
+                serde_json::to_string(&row).unwrap(),
+                l,
+                "a queue row and its typed schema differ"
+            );
+            row
+        })
+        .collect()
+}
+
+/// Read `report.json` into the typed schema (`triage::schema::Report`),
+/// checked as [`read_report`] checks it.
+pub fn read_report_typed(out: &Path) -> triage::schema::Report {
+    serde_json::from_value(read_report(out)).unwrap()
+}
+
 /// The project's `../shared/data` directory, if present. A test over it
 /// skips without it, except with `TRIAGE_REQUIRE_DATA=1` (set by `.ci/run`
 /// when the directory is there): then a missing directory fails the test.

@@ -8,6 +8,7 @@ use std::process::Command;
 use crate::common::*;
 use serde_json::Value;
 use triage::report::overlay;
+use triage::schema::ClusterRow;
 
 fn demo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/demo")
@@ -69,17 +70,17 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let html = run_demo(&out);
-    let report = read_report(&out);
-    let queue = read_queue(&out);
+    let report = read_report_typed(&out);
+    let queue = read_queue_rows(&out);
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
     assert!(html.contains("id=\"triage-report\""));
     assert_self_contained(&html, &out);
 
     // Reliability: one bar per non-empty bin, its count written above it.
-    let bins = report["reliability"].as_array().unwrap();
-    let non_empty: Vec<u64> = bins
+    let non_empty: Vec<u64> = report
+        .reliability
         .iter()
-        .map(|b| b["count"].as_u64().unwrap())
+        .map(|b| b.count)
         .filter(|&c| c > 0)
         .collect();
     assert!(!non_empty.is_empty());
@@ -95,7 +96,7 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     }
 
     // One histogram per score of the queue rows.
-    let keys: Vec<&String> = queue[0]["scores"].as_object().unwrap().keys().collect();
+    let keys: Vec<&str> = queue[0].scores.names().collect();
     assert!(keys.len() >= 10, "{keys:?}");
     assert_eq!(count(&html, "data-chart=\"histogram\""), keys.len());
     for k in &keys {
@@ -106,10 +107,10 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     }
 
     // Per-class IoU, Dice, Boundary IoU: one bar per defined value.
-    let per_class = report["per_class"].as_array().unwrap();
+    let per_class = &report.per_class;
     let defined = per_class
         .iter()
-        .flat_map(|p| ["iou", "dice", "boundary_iou"].map(|k| p[k].is_number()))
+        .flat_map(|p| [p.iou, p.dice, p.boundary_iou].map(|v| v.flatten().is_some()))
         .filter(|&d| d)
         .count();
     assert_eq!(count(&html, "data-chart=\"per-class\""), 1);
@@ -131,18 +132,15 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     // The queue table (every row of the demo), the top gallery, the clusters.
     assert_eq!(count(&html, "<tr><td class=\"num\">"), queue.len().min(100));
     assert_eq!(count(&html, "<figure class=\"item\">"), 12);
-    let clusters: Vec<Value> = std::fs::read_to_string(out.join("clusters.jsonl"))
+    let clusters: Vec<ClusterRow> = std::fs::read_to_string(out.join("clusters.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let conflicting: Vec<&Value> = clusters.iter().filter(|c| c["conflict"] == true).collect();
+    let conflicting: Vec<&ClusterRow> = clusters.iter().filter(|c| c.conflict).collect();
     assert!(!conflicting.is_empty());
     assert_eq!(count(&html, "<div class=\"cluster\">"), conflicting.len());
-    let members: usize = conflicting
-        .iter()
-        .map(|c| c["members"].as_array().unwrap().len())
-        .sum();
+    let members: usize = conflicting.iter().map(|c| c.members.len()).sum();
     assert_eq!(count(&html, "<figure class=\"member\">"), members);
 
     // Overlays: every gallery picture is a PNG in overlays/, at most 24.
@@ -152,15 +150,15 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
         .collect();
     assert!(!pngs.is_empty() && pngs.len() <= 24, "{}", pngs.len());
     for row in queue.iter().take(12) {
-        let id = row["id"].as_str().unwrap();
+        let id = &row.id;
         assert!(
             html.contains(&format!("src=\"overlays/{id}.png\"")),
             "top item {id} pictured"
         );
     }
     for c in &conflicting {
-        for m in c["members"].as_array().unwrap() {
-            let id = m["id"].as_str().unwrap();
+        for m in &c.members {
+            let id = &m.id;
             assert!(out.join(format!("overlays/{id}.png")).is_file(), "{id}");
         }
     }
@@ -397,7 +395,7 @@ fn classification_items_show_top3_bars_without_an_image() {
     let out = tmp.path().join("out");
     run_ok(tmp.path(), &out, &["--backend", "cpu"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    let report = read_report(&out);
+    let report = read_report_typed(&out);
     assert_eq!(
         count(&html, "data-chart=\"top-probs\""),
         12,
@@ -421,12 +419,7 @@ fn classification_items_show_top3_bars_without_an_image() {
     assert!(top.contains(">0.700<") && top.contains(">0.100<"));
     let pc = chart(&html, "per-class");
     assert!(pc.contains("precision") && pc.contains("recall"));
-    let non_empty = report["reliability"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["count"].as_u64().unwrap() > 0)
-        .count();
+    let non_empty = report.reliability.iter().filter(|b| b.count > 0).count();
     assert_eq!(
         count(chart(&html, "reliability"), "class=\"rel-bar\""),
         non_empty
@@ -651,10 +644,10 @@ fn a_thousand_classes_give_a_small_page_led_by_the_most_confused_pairs() {
         assert_self_contained(&html, &out);
 
         // The full numbers stay in report.json.
-        let report = read_report(&out);
-        assert_eq!(report["per_class"].as_array().unwrap().len(), c);
-        assert_eq!(report["confusion"].as_array().unwrap().len(), c);
-        assert_eq!(report["confusion"][7][9].as_u64(), Some(n as u64 / 100));
+        let report = read_report_typed(&out);
+        assert_eq!(report.per_class.len(), c);
+        assert_eq!(report.confusion.len(), c);
+        assert_eq!(report.confusion[7][9], n as u64 / 100);
 
         // No heatmap; the most-confused pairs instead, the planted one first.
         assert_eq!(count(&html, "data-chart=\"confusion\""), 0);
