@@ -19,7 +19,6 @@ use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
 
 use crate::backend::BackendInfo;
 use crate::config::Task;

@@ -836,9 +836,9 @@ mod tests {
         assert_eq!(record::BIN_CORRECT, record::BIN_COUNT + BINS);
         assert_eq!(record::BIN_CONF, record::BIN_CORRECT + BINS);
         assert_eq!(record::WORDS % 8, 0);
-        assert!(record::WORDS - (record::BIN_CONF + BINS) < 8);
+        const { assert!(record::WORDS - (record::BIN_CONF + BINS) < 8) };
         const { assert!(record::BIN_CONF + BINS <= record::WORDS) };
-        assert!(row::SCORES + N_SAMPLE <= row::WORDS);
+        const { assert!(row::SCORES + N_SAMPLE <= row::WORDS) };
         assert_eq!(std::mem::size_of::<PixelParams>() % 16, 0);
         assert!(std::mem::size_of::<PixelParams>() as u64 <= UNIFORM_STRIDE);
     }
