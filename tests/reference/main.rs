@@ -1,8 +1,9 @@
 //! Numbers checked against independent expectations, and every backend
 //! configuration against the CPU reference (`parity`, used by `gpu_parity`):
 //! one test binary, so that the tests link wgpu once instead of once per
-//! file. CI also runs this binary with the SIMD
-//! scoring path disabled (`TRIAGE_SIMD=off cargo test --test reference`).
+//! file. The parity suite's reference is the scalar CPU path
+//! (`CpuBackend::scalar`), so one run compares it with the AVX2 kernels and
+//! every GPU configuration.
 
 #[path = "../common/mod.rs"]
 mod common;
