@@ -2,6 +2,11 @@
 //! bounded memory), find neighbours, run the checks, order by priority,
 //! plan the queue, write: data flows one way through these stages.
 //!
+//! The caller's [`RunOptions`] are resolved completely before the first
+//! stage after scoring (for `triage merge`, the score options come from the
+//! partials then), and those stages take one run context (`Run`: the
+//! resolved options, the dataset and its manifest, the backend, the start
+//! instant and the timings) instead of long parameter lists.
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -15,7 +20,10 @@ use crate::scores::Score;
 
 pub use crate::score::DEFAULT_BATCH_BYTES;
 
-/// Options of one run, after validation.
+/// Options of one run, as the caller gives them (the CLI's flags, the
+/// Python API), checked by [`RunOptions::validate`]. A run resolves them
+/// into its context before the stages after scoring read them: for
+/// [`merge`], the score options are replaced by the partials'.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub dataset: PathBuf,
@@ -165,12 +173,72 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     run_config(&cfg, opts)
 }
 
+/// One run's context: what every stage after scoring reads, built once per
+/// [`run_config`] (when the score stage has listed and scored the items) or
+/// [`merge`] (when the partials are read and checked), and handed to the
+/// stages ([`assemble`], [`write_partial`], [`keep_cache`]) in place of
+/// loose parameters.
+///
+/// Its options are resolved completely before it is built: a stage reads
+/// options from [`Run::opts`] only, never from the caller's [`RunOptions`]
+/// or from the partials, and never chooses between two sets of them.
+struct Run {
+    /// The options the run goes by: the caller's, except that a merge's
+    /// score options (dataset, batch size, logits, backend, GPU fallback)
+    /// are the ones its partials recorded ([`merged_options`]).
+    /// `opts.recorded()` is `report.json`'s `options` section.
+    opts: RunOptions,
+    /// The dataset, as read (or given in memory).
+    cfg: DatasetConfig,
+    /// Its items, in row order.
+    manifest: Manifest,
+    /// The backend this process computes on, selected from the flags given
+    /// to this command (for a merge: the merge's own `--backend`, on which
+    /// its agreement and neighbour stages run; what the shards scored on is
+    /// [`Run::scored_on`]).
+    backend: Box<dyn crate::backend::Backend>,
+    /// A merge: the backend the shards scored on, as they recorded it.
+    /// `None`: this run scored on [`Run::backend`].
+    scored_on: Option<crate::backend::BackendInfo>,
+    /// When the run started (the `total` of [`Run::timings`] counts from it).
+    start: Instant,
+    /// Every stage's wall-clock time, filled in by the stages as they run.
+    timings: Timings,
+}
+
+impl Run {
+    /// The backend `report.json` and the summary name: the one the items
+    /// were scored on. For a merge, the shards' (they recorded it); else
+    /// this run's, read when asked, so that a fallback to the CPU during the
+    /// run shows.
+    fn backend_info(&self) -> crate::backend::BackendInfo {
+        match &self.scored_on {
+            Some(info) => info.clone(),
+            None => self.backend.info(),
+        }
+    }
+}
+
+/// What the score stage (or a merge's reading of the partials) hands to the
+/// stages after it, beside the [`Run`].
+struct Scored {
+    /// In items order.
+    items: Vec<ItemResult>,
+    stats: crate::records::DatasetStats,
+    /// The queue's inputs (`--previous`, review decisions), read and checked.
+    queue_inputs: crate::queue::QueueInputs,
+    /// `score_cache`, with `--cache` (a merge: the shards' summed).
+    score_cache: Option<crate::schema::ScoreCache>,
+    /// `[inputs] annotations`, read and checked.
+    annotations: Option<crate::io::annotations::Annotations>,
+}
+
 /// [`run`] on a dataset already described: read from its directory, or
 /// given in memory ([`DatasetConfig::in_memory`]; such a run takes no
 /// `--shard`, `--resume` or `--cache`, which key on the dataset's files).
 /// `opts.dataset` is only recorded.
 pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> {
-    let t0 = Instant::now();
+    let start = Instant::now();
     opts.validate()?;
     if cfg.memory.is_some() {
         let refused = [
@@ -234,80 +302,109 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
         checkpoint.as_mut(),
         cache.as_ref().map(|c| (c, &mut recorder)),
     )?;
-    let queue_inputs = queue_inputs.expect("the score stage runs `prepare` before its first batch");
-    let score_cache = opts.cache.as_ref().map(|_| crate::schema::ScoreCache {
-        reused: recorder.reused,
-        scored: recorder.scored,
-    });
-    // This run's entries go to the cache once its outputs are in place.
-    let keep_cache = |files: &mut Vec<PathBuf>| {
-        let Some(dir) = &opts.cache else { return };
-        if let Some(why) = backend.info().fallback {
-            eprintln!(
-                "triage: the score cache is left as it was: the run fell back to the CPU ({why})"
-            );
-            return;
-        }
-        match recorder.write(dir, opts.shard, &cache_fingerprint, cfg.task) {
-            Ok(path) => files.push(path),
-            Err(e) => eprintln!("triage: warning: the score cache was not written: {e}"),
-        }
-    };
-    if let Some(shard) = opts.shard {
-        let options = opts.recorded();
-        let header = crate::score::partial::Header {
-            format: crate::score::partial::FORMAT.into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            fingerprint: crate::score::partial::fingerprint(&cfg, &options)?,
-            shard,
-            n_items: manifest.len(),
-            items: items.len(),
-            options,
-            backend: backend.info(),
-            stats,
-            score_cache,
-        };
-        let mut files = crate::score::partial::write(&opts.out, &header, &items)?;
-        if let Some(cp) = checkpoint {
-            cp.remove()?;
-        }
-        keep_cache(&mut files);
-        timings.total = t0.elapsed();
-        return Ok(RunSummary {
-            n_items: items.len(),
-            files,
-            backend: backend.info().name,
-            timings,
-            score_cache,
-        });
-    }
-    let scored = AssembleInput {
-        cfg: &cfg,
-        manifest: &manifest,
+    let queue_inputs = queue_inputs.ok_or_else(|| {
+        Error::Internal("the score stage returned without preparing the later stages".into())
+    })?;
+    let scored = Scored {
         items,
         stats,
         queue_inputs,
-        backend_info: None,
-        score_cache,
+        score_cache: opts.cache.as_ref().map(|_| crate::schema::ScoreCache {
+            reused: recorder.reused,
+            scored: recorder.scored,
+        }),
         annotations,
     };
-    let mut summary = assemble(scored, opts, backend.as_ref(), &mut timings, t0)?;
+    let mut run = Run {
+        opts: opts.clone(),
+        cfg,
+        manifest,
+        backend,
+        scored_on: None,
+        start,
+        timings,
+    };
+    let mut summary = match opts.shard {
+        Some(shard) => write_partial(&mut run, shard, scored)?,
+        None => assemble(&mut run, scored)?,
+    };
     if let Some(cp) = checkpoint {
         cp.remove()?;
     }
-    keep_cache(&mut summary.files);
+    // This run's entries go to the cache once its outputs are in place.
+    keep_cache(&run, &recorder, &cache_fingerprint, &mut summary.files);
     Ok(summary)
+}
+
+/// `--shard`: write the shard's partial ([`crate::score::partial`]) to
+/// `run.opts.out`, recording the run's options and the backend it scored on.
+fn write_partial(
+    run: &mut Run,
+    shard: crate::records::Shard,
+    scored: Scored,
+) -> Result<RunSummary> {
+    let options = run.opts.recorded();
+    let backend = run.backend_info();
+    let header = crate::score::partial::Header {
+        format: crate::score::partial::FORMAT.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        fingerprint: crate::score::partial::fingerprint(&run.cfg, &options)?,
+        shard,
+        n_items: run.manifest.len(),
+        items: scored.items.len(),
+        options,
+        backend: backend.clone(),
+        stats: scored.stats,
+        score_cache: scored.score_cache,
+    };
+    let files = crate::score::partial::write(&run.opts.out, &header, &scored.items)?;
+    run.timings.total = run.start.elapsed();
+    Ok(RunSummary {
+        n_items: scored.items.len(),
+        files,
+        backend: backend.name,
+        timings: run.timings.clone(),
+        score_cache: scored.score_cache,
+    })
+}
+
+/// With `--cache`: write this run's entries to the cache (`recorder`'s,
+/// keyed by `fingerprint`) and add the file to `files`; call it once the
+/// run's outputs are in place. The cache is left as it was when the run
+/// fell back to the CPU, and a failed write is a warning: the outputs are
+/// already written.
+fn keep_cache(
+    run: &Run,
+    recorder: &crate::score::cache::Recorder,
+    fingerprint: &str,
+    files: &mut Vec<PathBuf>,
+) {
+    let Some(dir) = &run.opts.cache else { return };
+    if let Some(why) = run.backend.info().fallback {
+        eprintln!(
+            "triage: the score cache is left as it was: the run fell back to the CPU ({why})"
+        );
+        return;
+    }
+    match recorder.write(dir, run.opts.shard, fingerprint, run.cfg.task) {
+        Ok(path) => files.push(path),
+        Err(e) => eprintln!("triage: warning: the score cache was not written: {e}"),
+    }
 }
 
 /// Combine the partials `parts` of one dataset (every shard once, in any
 /// order) and write what a single `triage run` of it writes, under `opts`'
 /// queue, neighbour and output options (its score options come from the
-/// partials; score-only options such as `--cache` and `--resume` are the
-/// shards' and are not used here). Everything is checked before anything is written: a missing
-/// or repeated shard, partials of other inputs, options or versions, or a
-/// dataset changed since, are errors.
+/// partials, resolved before assembling: `report.json`'s `options` is
+/// what a single run with the shards' options records; score-only options
+/// such as `--cache` and `--resume` are the shards' and are not used here).
+/// Its agreement and neighbour stages run on the backend `opts` selects;
+/// `report.json` names the one the shards scored on. Everything is checked
+/// before anything is written: a missing or repeated shard, partials of
+/// other inputs, options or versions, or a dataset changed since, are
+/// errors.
 pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
-    let t0 = Instant::now();
+    let start = Instant::now();
     opts.validate()?;
     if opts.shard.is_some() {
         return Err(Error::Usage("`triage merge` takes no --shard".into()));
@@ -337,6 +434,9 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
             ),
         ));
     }
+    // The options are resolved here, before any stage: the shards' score
+    // options with this merge's queue, neighbour and output options.
+    let resolved = merged_options(opts, &h0.options, &first_path)?;
     let manifest = Manifest::of_dataset(&cfg)?;
     if manifest.len() != h0.n_items {
         return Err(Error::input(
@@ -378,20 +478,66 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
             "the partials' items do not cover the dataset once, in order",
         ));
     }
+    // This process's engine, from the merge's own flags (see `Run::backend`).
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
-    let scored = AssembleInput {
-        cfg: &cfg,
-        manifest: &manifest,
+    let mut run = Run {
+        opts: resolved,
+        cfg,
+        manifest,
+        backend,
+        scored_on: Some(h0.backend),
+        start,
+        timings,
+    };
+    let scored = Scored {
         items,
         stats,
         queue_inputs,
-        backend_info: Some((h0.options.clone(), h0.backend.clone())),
         score_cache,
         annotations,
     };
-    // The score options recorded in report.json are the shards' (see
-    // `assemble`); everything else is this merge's.
-    assemble(scored, opts, backend.as_ref(), &mut timings, t0)
+    assemble(&mut run, scored)
+}
+
+/// A merge's options, resolved: `opts` (the merge's queue, neighbour and
+/// output options) with the score options — dataset, batch size, logits,
+/// backend and GPU fallback — that the shards recorded (`recorded`, read
+/// from the partial `from`). Its [`RunOptions::recorded`] is what a single
+/// run of the dataset with the shards' options records.
+fn merged_options(
+    opts: &RunOptions,
+    recorded: &crate::schema::Options,
+    from: &std::path::Path,
+) -> Result<RunOptions> {
+    let backend = match recorded.backend.as_str() {
+        "cpu" => BackendKind::Cpu,
+        "gpu" => BackendKind::Gpu,
+        "auto" => BackendKind::Auto,
+        other => {
+            return Err(Error::input(
+                from,
+                format!("unknown backend {other:?} in the partial's options"),
+            ));
+        }
+    };
+    let gpu_fallback = match recorded.gpu_fallback.as_str() {
+        "cpu" => true,
+        "fail" => false,
+        other => {
+            return Err(Error::input(
+                from,
+                format!("unknown GPU fallback {other:?} in the partial's options"),
+            ));
+        }
+    };
+    Ok(RunOptions {
+        dataset: recorded.dataset.clone(),
+        batch_size: recorded.batch_size,
+        logits: recorded.logits,
+        backend,
+        gpu_fallback,
+        ..opts.clone()
+    })
 }
 
 /// Before anything is scored: refuse an `--out` that is or holds an input
@@ -463,33 +609,16 @@ fn check_partials(opened: &[crate::score::partial::Opened]) -> Result<()> {
     Ok(())
 }
 
-/// What the score stage (or a merge) hands to [`assemble`].
-struct AssembleInput<'a> {
-    cfg: &'a DatasetConfig,
-    manifest: &'a Manifest,
-    /// In items order.
-    items: Vec<ItemResult>,
-    stats: crate::records::DatasetStats,
-    queue_inputs: crate::queue::QueueInputs,
-    /// A merge: the options and backend the shards recorded.
-    backend_info: Option<(crate::schema::Options, crate::backend::BackendInfo)>,
-    /// `score_cache`, with `--cache`.
-    score_cache: Option<crate::schema::ScoreCache>,
-    /// `[inputs] annotations`, read and checked.
-    annotations: Option<crate::io::annotations::Annotations>,
-}
-
 /// Everything after scoring: reasons, agreement, neighbours, the checks
 /// (on the labelled items in row order), then each item's priority, once
-/// ([`assign_priority`]), the priority order, the queue, and the outputs.
-fn assemble(
-    s: AssembleInput<'_>,
-    opts: &RunOptions,
-    backend: &dyn crate::backend::Backend,
-    timings: &mut Timings,
-    t0: Instant,
-) -> Result<RunSummary> {
-    let (cfg, manifest) = (s.cfg, s.manifest);
+/// ([`assign_priority`]), the priority order, the queue, and the outputs
+/// in `run.opts.out`. Reads its options from `run.opts` alone (resolved
+/// before: `report.json`'s `options` is `run.opts.recorded()`) and names
+/// the backend the items were scored on ([`Run::backend_info`]); fills in
+/// `run.timings`.
+fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
+    let (opts, cfg, manifest) = (&run.opts, &run.cfg, &run.manifest);
+    let backend = run.backend.as_ref();
     let mut items = s.items;
     let mut stats = s.stats;
     crate::checks::label_quality::explain_segmentation(&mut items, &cfg.class_names);
@@ -536,7 +665,7 @@ fn assemble(
                 &opts.neighbors,
                 backend,
             )?;
-            timings.neighbors = Some(t.elapsed());
+            run.timings.neighbors = Some(t.elapsed());
             Some(s)
         }
         None => None,
@@ -565,27 +694,15 @@ fn assemble(
     assign_priority(&mut labelled, &mut pool);
     let items = by_priority(labelled);
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
-    timings.queue = t_queue.elapsed();
+    run.timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
-    let (options, info) = match s.backend_info {
-        Some((recorded, info)) => {
-            // The shards' score options with this merge's queue options.
-            let mut o = opts.recorded();
-            o.dataset = recorded.dataset;
-            o.batch_size = recorded.batch_size;
-            o.logits = recorded.logits;
-            o.backend = recorded.backend;
-            o.gpu_fallback = recorded.gpu_fallback;
-            (o, info)
-        }
-        None => (opts.recorded(), backend.info()),
-    };
+    let info = run.backend_info();
     let report = Report::build(
         cfg,
         &items,
         &stats,
         output::Sections {
-            options,
+            options: opts.recorded(),
             backend: &info,
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             agreement,
@@ -595,7 +712,7 @@ fn assemble(
             selection: selection.as_ref().map(|s| s.section.clone()),
         },
     );
-    timings.report = t_report.elapsed();
+    run.timings.report = t_report.elapsed();
     if let Some(s) = &neighbor_summary {
         extras.clusters = Some(crate::neighbors::stage::cluster_rows(
             cfg, manifest, &items, &pool, &s.result,
@@ -618,15 +735,15 @@ fn assemble(
         },
         report,
         extras,
-        timings,
-        t0,
+        &mut run.timings,
+        run.start,
     )?;
-    timings.total = t0.elapsed();
+    run.timings.total = run.start.elapsed();
     Ok(RunSummary {
         n_items: items.len() + n_unlabelled,
         files,
         backend: info.name,
-        timings: timings.clone(),
+        timings: run.timings.clone(),
         score_cache: s.score_cache,
     })
 }
@@ -722,4 +839,50 @@ fn by_priority(mut items: Vec<ItemResult>) -> Vec<ItemResult> {
         src[i] = i;
     }
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A merge records the shards' score options and its own queue and
+    /// output options: resolved once, in `merged_options`.
+    #[test]
+    fn merged_options_take_the_score_options_from_the_partials() {
+        let mut shard = RunOptions::new("data", "part0");
+        shard.batch_size = 1234;
+        shard.logits = true;
+        shard.backend = BackendKind::Cpu;
+        shard.gpu_fallback = true;
+        let recorded = shard.recorded();
+        let mut given = RunOptions::new("", "merged");
+        given.top = Some(5);
+        given.queue.policy.budget = Some(7);
+        given.backend = BackendKind::Gpu;
+        let from = std::path::Path::new("part0");
+        let resolved = merged_options(&given, &recorded, from).expect("known options");
+        let r = serde_json::to_value(resolved.recorded()).expect("serializable");
+        let mut want = given.recorded();
+        want.dataset = recorded.dataset.clone();
+        want.batch_size = recorded.batch_size;
+        want.logits = recorded.logits;
+        want.backend = recorded.backend.clone();
+        want.gpu_fallback = recorded.gpu_fallback.clone();
+        assert_eq!(r, serde_json::to_value(want).expect("serializable"));
+        assert_eq!(
+            (r["top"].as_u64(), r["budget"].as_u64()),
+            (Some(5), Some(7))
+        );
+        assert_eq!(resolved.out, given.out);
+
+        for (field, value) in [("backend", "tpu"), ("gpu_fallback", "retry")] {
+            let mut bad = recorded.clone();
+            match field {
+                "backend" => bad.backend = value.into(),
+                _ => bad.gpu_fallback = value.into(),
+            }
+            let e = merged_options(&given, &bad, from).expect_err(field);
+            assert!(e.to_string().contains(value), "{e}");
+        }
+    }
 }
