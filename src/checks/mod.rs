@@ -19,9 +19,9 @@
 //! stage ([`Inputs::neighbors`]), built once per run.
 //!
 //! **Adding a check** takes a file under `src/checks/` that implements
-//! [`Check`], and one line in [`registry`] (plus its row in the README's
-//! table of checks): [`class_imbalance`] was added so. The tests hold every
-//! check of the registry to this contract, and the README's table to the
+//! [`Check`], and one line in [`registry`] (plus its row in the table of
+//! checks in docs/reference.md): [`class_imbalance`] was added so. The tests
+//! hold every check of the registry to this contract, and that table to the
 //! thresholds.
 
 pub mod class_imbalance;

@@ -5,8 +5,8 @@
 //! classification and segmentation datasets, with and without embeddings
 //! and annotators, each with an unlabelled row the checks must not see.
 //! [`verify`] returns what is wrong, so a check that breaks the contract
-//! (shown below) fails it. The README's table of checks is held to the
-//! thresholds here too.
+//! (shown below) fails it. The table of checks in docs/reference.md is held
+//! to the thresholds here too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -590,18 +590,18 @@ fn every_check_flags_what_its_text_says() {
     }
 }
 
-/// The README's table of checks states each threshold the code holds:
+/// The table of checks in docs/reference.md states each threshold the code holds:
 /// its "flagged when" cell names `> v` (or `≥ v`) for every task the check
 /// runs on, and every number in the cell is such a `v` or `1 − v`.
 #[test]
-fn the_readme_table_states_the_thresholds_of_the_code() {
-    let readme = include_str!("../../README.md");
+fn the_reference_table_states_the_thresholds_of_the_code() {
+    let reference = include_str!("../../docs/reference.md");
     for c in registry() {
         let head = format!("| `{}` |", c.name());
-        let row = readme
+        let row = reference
             .lines()
             .find(|l| l.starts_with(&head))
-            .unwrap_or_else(|| panic!("README: no row for {}", c.name()));
+            .unwrap_or_else(|| panic!("docs/reference.md: no row for {}", c.name()));
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let cell = cells[4];
         let tasks: Vec<Task> = [Task::Classification, Task::Segmentation]
@@ -623,7 +623,7 @@ fn the_readme_table_states_the_thresholds_of_the_code() {
             let said = format!("{op} {}", th.value);
             assert!(
                 cell.contains(&said),
-                "README {}: {cell:?} lacks {said:?}",
+                "docs/reference.md {}: {cell:?} lacks {said:?}",
                 c.name()
             );
             values.push(th.value);
@@ -638,7 +638,7 @@ fn the_readme_table_states_the_thresholds_of_the_code() {
                 values
                     .iter()
                     .any(|v| (x - v).abs() < 1e-9 || (x - (1.0 - v)).abs() < 1e-9),
-                "README {}: {x} in {cell:?} is no threshold of the code ({values:?})",
+                "docs/reference.md {}: {x} in {cell:?} is no threshold of the code ({values:?})",
                 c.name()
             );
         }
