@@ -1,5 +1,5 @@
 //! The Python package's test suite (`python/tests`, pytest) run from
-//! `cargo test`, the README's test command.
+//! `cargo test --release`, the README's test command.
 //!
 //! It needs a Python with maturin, pytest, numpy and pandas: the venv whose
 //! interpreter `TRIAGE_PYTHON` names (`.ci/run` makes one under
