@@ -20,7 +20,7 @@ What it does:
                 Timed inside the Python process from before np.load to the
                 result (interpreter start and imports excluded: generous to
                 the peer).
-  5. prints medians and the same-run ratios the README quotes, and writes
+  5. prints medians and the same-run ratios BENCHMARKS.md quotes, and writes
      them as JSON (--json).
 
 Usage: python3 benches/whole_run.py [--reps 5] [--work /tmp/triage-bench]
