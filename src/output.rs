@@ -155,6 +155,8 @@ pub struct Report(schema::Report);
 pub struct Sections<'a> {
     /// The run's options as recorded.
     pub options: schema::Options,
+    /// What the priority ranks by (`--rank-by`).
+    pub rank: priority::RankBy,
     pub backend: &'a BackendInfo,
     /// The neighbour stage's, with embeddings.
     pub duplicates: Option<schema::Duplicates>,
@@ -237,7 +239,7 @@ impl Report {
             confusion: conf.rows(),
             per_class,
             segmentation,
-            priority: priority::formula(cfg.task, sections.duplicates.is_some()),
+            priority: priority::formula(cfg.task, sections.duplicates.is_some(), sections.rank),
             backend: sections.backend.clone(),
             options: sections.options,
             score_cache: sections.score_cache,

@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub logits: bool,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// What the priority ranks by (`--rank-by`): the task's default or one
+    /// label-quality score ([`crate::priority::RankBy`]).
+    pub rank_by: crate::priority::RankBy,
     /// Near-duplicate and kNN settings (used when the dataset has embeddings).
     pub neighbors: crate::neighbors::stage::NeighborOptions,
     /// Budget, de-duplication, stratification, spot checks, `--previous`.
@@ -78,6 +81,7 @@ impl RunOptions {
             top: None,
             logits: false,
             progress: false,
+            rank_by: Default::default(),
             neighbors: Default::default(),
             queue: Default::default(),
             shard: None,
@@ -148,6 +152,7 @@ impl RunOptions {
             seed: pol.seed,
             review_all_from: pol.review_all_from.clone(),
             previous: self.queue.previous.clone(),
+            rank_by: self.rank_by.name().into(),
         }
     }
 }
@@ -255,6 +260,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
     }
     let cfg = cfg.clone();
     prepare_out(opts, &cfg)?;
+    opts.rank_by.check(cfg.task).map_err(Error::Usage)?;
     let backend = backend::select(opts.backend, opts.gpu_fallback)?;
     let mut timings = Timings::default();
     // Everything after scoring that can fail on user input is checked and
@@ -275,6 +281,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
         logits: opts.logits,
         progress: opts.progress,
         kept_maps: crate::report::MAX_OVERLAYS,
+        rank_by: opts.rank_by,
         control: opts.control.clone(),
         shard: opts.shard,
     };
@@ -449,6 +456,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
     let annotations = crate::agreement::load(&cfg, &manifest)?;
+    opts.rank_by.check(cfg.task).map_err(Error::Usage)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
     let mut opened = opened;
     opened.sort_by_key(|o| o.header.shard.index);
@@ -691,7 +699,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         annotations: s.annotations.as_ref(),
         annotator_pairs: annotator_pairs.as_ref(),
     });
-    assign_priority(&mut labelled, &mut pool);
+    assign_priority(&mut labelled, &mut pool, opts.rank_by);
     let items = by_priority(labelled);
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     run.timings.queue = t_queue.elapsed();
@@ -703,6 +711,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         &stats,
         output::Sections {
             options: opts.recorded(),
+            rank: opts.rank_by,
             backend: &info,
             duplicates: neighbor_summary.as_ref().map(|s| s.duplicates.clone()),
             agreement,
@@ -790,8 +799,13 @@ fn lowest_agreement(
 /// [`crate::priority::priorities`] over all items by row, from their scores
 /// (none for an unlabelled item) and the raises the agreement stage
 /// ([`crate::agreement::disagreement`]) and the neighbour stage
-/// ([`crate::neighbors::stage::conflict`]) recorded on them.
-fn assign_priority(labelled: &mut [ItemResult], pool: &mut [ItemResult]) {
+/// ([`crate::neighbors::stage::conflict`]) recorded on them; `rank` chooses
+/// the items' own term (`--rank-by`).
+fn assign_priority(
+    labelled: &mut [ItemResult],
+    pool: &mut [ItemResult],
+    rank: crate::priority::RankBy,
+) {
     use crate::priority::{Raises, Terms};
     let n = labelled
         .iter()
@@ -809,7 +823,7 @@ fn assign_priority(labelled: &mut [ItemResult], pool: &mut [ItemResult]) {
             },
         };
     }
-    let p = crate::priority::priorities(&rows);
+    let p = crate::priority::priorities(&rows, rank);
     for it in labelled.iter_mut().chain(pool.iter_mut()) {
         it.priority = p[it.index];
     }

@@ -1,7 +1,12 @@
 //! Per-item scores, the priority that orders the review queue, and the
 //! human-readable reasons attached to each item.
 //!
-//! **Classification:** `priority = 1 − normalized_margin`, where
+//! **`--rank-by SCORE`** ([`RankBy`]) replaces the item's own term by one
+//! label-quality score ([`RankBy::rankable`]), lowest quality first:
+//! `1 − v` for a score where lower is worse, `v / max` (brier: `v / 2`) for
+//! one where higher is worse. The raises below apply to it alike.
+//!
+//! **Classification** (default): `priority = 1 − normalized_margin`, where
 //! `normalized_margin = (p_y − max_{k≠y} p_k + 1) / 2`. It puts first the items
 //! whose annotated label the model rejects most confidently. On the
 //! human-verified label errors of Northcutt et al. (2021) it ranks the errors
@@ -33,7 +38,106 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Task;
-use crate::scores::{ItemScores, Score};
+use crate::scores::{Applies, Direction, ItemScores, Score, Stage};
+
+/// What an item's own priority term is (`--rank-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RankBy {
+    /// The task's default: classification `1 − normalized_margin`,
+    /// segmentation `1 − mean(miou, boundary_iou,
+    /// normalized_margin_softmin)` ([`formula`]).
+    #[default]
+    Default,
+    /// One label-quality score ([`RankBy::rankable`]), lowest quality first
+    /// ([`badness`]).
+    Score(Score),
+}
+
+impl RankBy {
+    /// `--rank-by` as the user writes it: `default` or a rankable score's
+    /// name as written in queue.jsonl.
+    pub fn parse(s: &str) -> Result<RankBy, String> {
+        if s == "default" {
+            return Ok(RankBy::Default);
+        }
+        match Score::from_name(s) {
+            Some(score) if Self::rankable(score) => Ok(RankBy::Score(score)),
+            Some(_) => Err(format!(
+                "{s} is not a label-quality score; choose one of: default, {}",
+                Self::names().join(", ")
+            )),
+            None => Err(format!(
+                "no score is named {s:?}; choose one of: default, {}",
+                Self::names().join(", ")
+            )),
+        }
+    }
+
+    /// Its name, as `--rank-by` takes it and `report.json` records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RankBy::Default => "default",
+            RankBy::Score(s) => s.name(),
+        }
+    }
+
+    /// A label-quality score: one the score stage computes from the item's
+    /// label (so a wrong label moves it), with a direction. The expected
+    /// calibration error is left out: it measures the model's confidence,
+    /// not the label.
+    pub fn rankable(score: Score) -> bool {
+        let d = score.decl();
+        d.needs_label
+            && d.stage == Stage::Score
+            && d.direction != Direction::Neither
+            && score != Score::Ece
+    }
+
+    /// The names of the rankable scores, in table order.
+    pub fn names() -> Vec<&'static str> {
+        crate::scores::TABLE
+            .iter()
+            .filter(|d| Self::rankable(d.score))
+            .map(|d| d.name)
+            .collect()
+    }
+
+    /// Refuse a score the task does not have (a segmentation score on a
+    /// classification dataset), naming the ones it has.
+    pub fn check(self, task: Task) -> Result<(), String> {
+        match self {
+            RankBy::Score(s)
+                if task == Task::Classification && s.decl().applies == Applies::Segmentation =>
+            {
+                let names: Vec<&str> = Self::names()
+                    .into_iter()
+                    .filter(|n| {
+                        Score::from_name(n).is_some_and(|s| s.decl().applies == Applies::Any)
+                    })
+                    .collect();
+                Err(format!(
+                    "--rank-by {}: a segmentation score, and this dataset is classification; choose one of: default, {}",
+                    s.name(),
+                    names.join(", ")
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A rankable score's value `v` as a priority term in [0, 1], higher =
+/// review first: `1 − v` where lower is worse (every such score lies in
+/// [0, 1]), `v / 2` for brier (in [0, 2]), `v` for another score where
+/// higher is worse.
+pub fn badness(score: Score, v: f64) -> f64 {
+    let p = match score.decl().direction {
+        Direction::LowerWorse => 1.0 - v,
+        Direction::HigherWorse if score == Score::Brier => v / 2.0,
+        Direction::HigherWorse | Direction::Neither => v,
+    };
+    p.clamp(0.0, 1.0)
+}
 
 /// The formula, as recorded in `report.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,10 +152,25 @@ pub struct PriorityFormula {
     pub conflict_raise: Option<String>,
 }
 
-/// The formula used for `task`; `with_neighbors`: the neighbour stage ran,
-/// so the conflict raise applies.
-pub fn formula(task: Task, with_neighbors: bool) -> PriorityFormula {
+/// The formula used for `task` under `rank`; `with_neighbors`: the
+/// neighbour stage ran, so the conflict raise applies.
+pub fn formula(task: Task, with_neighbors: bool, rank: RankBy) -> PriorityFormula {
     let conflict_raise = with_neighbors.then(|| CONFLICT_RAISE.to_string());
+    if let RankBy::Score(s) = rank {
+        let name = s.name();
+        let formula = match s.decl().direction {
+            Direction::LowerWorse => format!("1 - {name}"),
+            _ if s == Score::Brier => format!("{name} / 2"),
+            _ => name.to_string(),
+        };
+        return PriorityFormula {
+            formula,
+            terms: vec![name.into()],
+            range: [0.0, 1.0],
+            higher_means: "review first".into(),
+            conflict_raise,
+        };
+    }
     match task {
         Task::Classification => PriorityFormula {
             formula: "1 - normalized_margin".into(),
@@ -142,12 +261,12 @@ pub struct Terms<'a> {
 ///    partner's priority after step 2 (0 for a row out of range).
 ///
 /// Called once per run, after the checks; nothing else sets an item's
-/// priority.
-pub fn priorities(rows: &[Terms<'_>]) -> Vec<f64> {
+/// priority. `rank` chooses the item's own term ([`priority`]).
+pub fn priorities(rows: &[Terms<'_>], rank: RankBy) -> Vec<f64> {
     let raised: Vec<f64> = rows
         .iter()
         .map(|t| {
-            let p = t.scores.map_or(0.0, priority);
+            let p = t.scores.map_or(0.0, |s| priority(s, rank));
             match t.raises.disagreement {
                 Some(d) => agreement_raise(p, d),
                 None => p,
@@ -165,8 +284,12 @@ pub fn priorities(rows: &[Terms<'_>]) -> Vec<f64> {
         .collect()
 }
 
-/// The priority of an item from its own scores; 0 when no term is defined.
-pub fn priority(scores: &ItemScores) -> f64 {
+/// The priority of an item from its own scores under `rank`; 0 when no
+/// term is defined.
+pub fn priority(scores: &ItemScores, rank: RankBy) -> f64 {
+    if let RankBy::Score(s) = rank {
+        return scores.get(s).map_or(0.0, |v| badness(s, v));
+    }
     match scores.is_segmentation() {
         false => scores
             .get(Score::NormalizedMargin)
@@ -215,7 +338,7 @@ mod tests {
     #[test]
     fn classification_priority_is_one_minus_normalized_margin() {
         let s = ItemScores::default().with(Score::NormalizedMargin, Some(0.125));
-        assert_eq!(priority(&s), 0.875);
+        assert_eq!(priority(&s, RankBy::Default), 0.875);
     }
 
     #[test]
@@ -255,7 +378,7 @@ mod tests {
             },
             Terms::default(),
         ];
-        let p = priorities(&rows);
+        let p = priorities(&rows, RankBy::Default);
         // Row 0: 0.6 raised to 0.6 + 0.5·0.5·0.4 = 0.7, then by its partner
         // at 0.2 (no disagreement): 0.7 + 0.5·0.8·0.3·0.7/0.9.
         let p0 = agreement_raise(0.6, 0.5);
@@ -272,8 +395,91 @@ mod tests {
         let s = ItemScores::segmentation(100)
             .with(Score::Miou, Some(0.5))
             .with(Score::NormalizedMarginSoftmin, Some(0.9));
-        assert!((priority(&s) - 0.3).abs() < 1e-12);
+        assert!((priority(&s, RankBy::Default) - 0.3).abs() < 1e-12);
         let empty = ItemScores::segmentation(0);
-        assert_eq!(priority(&empty), 0.0);
+        assert_eq!(priority(&empty, RankBy::Default), 0.0);
+    }
+
+    #[test]
+    fn rank_by_takes_the_label_quality_scores_by_name() {
+        assert_eq!(
+            RankBy::names(),
+            [
+                "self_confidence",
+                "normalized_margin",
+                "brier",
+                "miou",
+                "dice",
+                "boundary_iou",
+                "pixel_accuracy",
+                "self_confidence_softmin",
+                "normalized_margin_softmin",
+            ]
+        );
+        assert_eq!(RankBy::parse("default"), Ok(RankBy::Default));
+        assert_eq!(
+            RankBy::parse("self_confidence"),
+            Ok(RankBy::Score(Score::SelfConfidence))
+        );
+        let e = RankBy::parse("entropy").unwrap_err();
+        assert!(e.contains("not a label-quality score"), "{e}");
+        assert!(
+            e.contains("default, self_confidence, normalized_margin, brier"),
+            "{e}"
+        );
+        let e = RankBy::parse("confidence").unwrap_err();
+        assert!(e.starts_with("no score is named \"confidence\""), "{e}");
+        assert!(RankBy::parse("ece").is_err());
+        assert!(RankBy::parse("pixels").is_err());
+        let e = RankBy::Score(Score::Miou)
+            .check(Task::Classification)
+            .unwrap_err();
+        assert!(
+            e.ends_with("choose one of: default, self_confidence, normalized_margin, brier"),
+            "{e}"
+        );
+        assert_eq!(RankBy::Score(Score::Miou).check(Task::Segmentation), Ok(()));
+        assert_eq!(
+            RankBy::Score(Score::Brier).check(Task::Classification),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn rank_by_a_score_orders_by_its_quality_lowest_first() {
+        let s = ItemScores::default()
+            .with(Score::NormalizedMargin, Some(0.125))
+            .with(Score::SelfConfidence, Some(0.25))
+            .with(Score::Brier, Some(1.5));
+        assert_eq!(priority(&s, RankBy::Score(Score::SelfConfidence)), 0.75);
+        assert_eq!(priority(&s, RankBy::Score(Score::NormalizedMargin)), 0.875);
+        // brier in [0, 2], higher worse: 1.5 / 2.
+        assert_eq!(priority(&s, RankBy::Score(Score::Brier)), 0.75);
+        // An undefined term: 0, as for the default.
+        assert_eq!(priority(&s, RankBy::Score(Score::Miou)), 0.0);
+        let seg = ItemScores::segmentation(100)
+            .with(Score::Miou, Some(0.5))
+            .with(Score::BoundaryIou, Some(0.1));
+        assert_eq!(priority(&seg, RankBy::Score(Score::BoundaryIou)), 0.9);
+        assert_eq!(
+            formula(Task::Classification, false, RankBy::Score(Score::Brier)).formula,
+            "brier / 2"
+        );
+        assert_eq!(
+            formula(Task::Segmentation, true, RankBy::Score(Score::Miou)).formula,
+            "1 - miou"
+        );
+        // The raises apply to the chosen term.
+        let rows = [Terms {
+            scores: Some(&s),
+            raises: Raises {
+                disagreement: Some(1.0),
+                conflict: None,
+            },
+        }];
+        assert_eq!(
+            priorities(&rows, RankBy::Score(Score::SelfConfidence)),
+            [0.75 + 0.5 * 0.25]
+        );
     }
 }

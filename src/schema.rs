@@ -205,6 +205,13 @@ pub struct Options {
     pub review_all_from: Vec<String>,
     #[serde(deserialize_with = "present")]
     pub previous: Option<PathBuf>,
+    /// `--rank-by`: `default` or the score the priority ranks by.
+    #[serde(default = "default_rank_by")]
+    pub rank_by: String,
+}
+
+fn default_rank_by() -> String {
+    "default".into()
 }
 
 /// `score_cache` (`--cache`): the items whose rows came from the score

@@ -64,6 +64,8 @@ pub struct ScoreOptions {
     pub kept_maps: usize,
     /// Score only this shard's items (`--shard I/N`).
     pub shard: Option<Shard>,
+    /// What the priority ranks by: the kept maps are the highest by it.
+    pub rank_by: priority::RankBy,
 }
 
 /// Score every item of `cfg` on `backend`: `prepare` runs on the items once
@@ -843,7 +845,7 @@ fn score_segmentation(
                     }
                 }
                 let Some(((&i, item), st)) = upto else { break };
-                fold_seg_item(cfg, &manifest, opts.logits, i, item, st, sink, &mut items)?;
+                fold_seg_item(cfg, &manifest, opts, i, item, st, sink, &mut items)?;
                 if let (Some(rec), Some(key)) = (recorder.as_deref_mut(), keys.next()) {
                     let mut bins = crate::metrics::calibration::PooledBins::default();
                     bins.add(&st.bins);
@@ -892,7 +894,7 @@ fn score_segmentation(
 fn fold_seg_item(
     cfg: &DatasetConfig,
     manifest: &Manifest,
-    logits: bool,
+    opts: &ScoreOptions,
     index: usize,
     item: &SegItem,
     st: &mut SegItemStats,
@@ -916,7 +918,7 @@ fn fold_seg_item(
             px_at,
             stride,
             c,
-            logits,
+            opts.logits,
             &file,
             &manifest.ids[index],
             Some((px % item.width, px / item.width)),
@@ -932,7 +934,7 @@ fn fold_seg_item(
         b.add(&st.bands);
     }
     let (scores, f) = seg_item_scores(st);
-    let prio = priority::priority(&scores);
+    let prio = priority::priority(&scores, opts.rank_by);
     if let (Some(kept), Some(map)) = (&mut stats.preds, st.pred.take()) {
         kept.offer(prio, index, item.height, item.width, map);
     }

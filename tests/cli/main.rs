@@ -17,6 +17,7 @@ mod incremental;
 mod memory;
 mod npz;
 mod queue_policy;
+mod rank_by;
 mod resume;
 mod review;
 mod scale;
