@@ -332,6 +332,63 @@ pub struct DatasetConfig {
     pub probs_key: Option<String>,
 }
 
+/// The dataset directory a command line's dataset argument names: the
+/// directory itself, or, for a path to a file named `triage.toml`, the
+/// directory that holds it (`data/triage.toml` is `data`; a bare
+/// `triage.toml` is `.`).
+///
+/// Errors (naming `path`): it does not exist ("dataset directory not
+/// found"), or it is another file ("a file, not a dataset directory"),
+/// with the directory to pass instead when the file's own directory holds
+/// a `triage.toml`.
+pub fn dataset_dir(path: &Path) -> Result<PathBuf> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::input(path, "dataset directory not found"));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if meta.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if path.file_name() == Some(std::ffi::OsStr::new(MANIFEST)) {
+        return Ok(parent);
+    }
+    let hint = if parent.join(MANIFEST).is_file() {
+        format!(
+            "pass the directory holding {MANIFEST}: {}",
+            parent.display()
+        )
+    } else {
+        format!("pass the directory holding {MANIFEST}")
+    };
+    Err(Error::input(
+        path,
+        format!("this is a file, not a dataset directory; {hint}"),
+    ))
+}
+
+/// Class ids `0 to c - 1` as messages write them (`0 to 9`): both ends
+/// included, read the same by a Python or a Rust user.
+pub fn class_range(c: usize) -> String {
+    format!("0 to {}", c.saturating_sub(1))
+}
+
+/// At most the first `max` of `names`, quoted and comma-separated, then
+/// `, … (N in all)` when there are more.
+fn some_names(names: &[String], max: usize) -> String {
+    let mut s: Vec<String> = names.iter().take(max).map(|n| format!("{n:?}")).collect();
+    if names.len() > max {
+        s.push(format!("… ({} in all)", names.len()));
+    }
+    s.join(", ")
+}
+
 /// Class names are unique, and a numeral names its own index (see the
 /// module doc); `Err` says which is not.
 fn check_class_names(names: &[String]) -> std::result::Result<(), String> {
@@ -599,12 +656,11 @@ impl DatasetConfig {
         self.class_names.len()
     }
 
-    /// Read and validate `<dir>/triage.toml`.
+    /// Read and validate `<dir>/triage.toml`. `dir` may also name the
+    /// `triage.toml` file itself ([`dataset_dir`]).
     pub fn load(dir: &Path) -> Result<Self> {
+        let dir = &dataset_dir(dir)?;
         let path = dir.join(MANIFEST);
-        if !dir.is_dir() {
-            return Err(Error::input(dir, "dataset directory not found"));
-        }
         let text = crate::fsx::read_input_string(&path, MAX_MANIFEST_BYTES, "triage.toml")?;
         let mut raw: RawConfig =
             toml::from_str(&text).map_err(|e| Error::input(&path, e.to_string().trim_end()))?;
@@ -727,16 +783,16 @@ impl DatasetConfig {
                     let raw_value: u16 = key.trim().parse().map_err(|_| {
                         bad(
                             &field,
-                            format!("the key {key:?} is not a mask value (an integer 0..=65535)"),
+                            format!("the key {key:?} is not a mask value (an integer 0 to 65535)"),
                         )
                     })?;
                     if (class as usize) >= class_names.len() && class != ignore {
                         return Err(bad(
                             &field,
                             format!(
-                                "maps to {class}, which is neither a class id (0..{}) nor the \
+                                "maps to {class}, which is neither a class id ({}) nor the \
                                  ignore index {ignore}",
-                                class_names.len()
+                                class_range(class_names.len())
                             ),
                         ));
                     }
@@ -899,6 +955,73 @@ impl DatasetConfig {
         )
     }
 
+    /// True when the classes have names of their own (`classes` in
+    /// `triage.toml`, a labels file's categories, `class_names` given in
+    /// memory), not only the numerals `"0"`, `"1"`, ... that `num_classes`
+    /// alone gives.
+    pub fn classes_named(&self) -> bool {
+        self.class_names
+            .iter()
+            .enumerate()
+            .any(|(k, n)| *n != k.to_string())
+    }
+
+    /// The message for a label `text` that [`DatasetConfig::parse_class`]
+    /// refused, `what` being its field (`label`, `corrected_label`): empty
+    /// text is named as such; an integer is out of the class range (`0 to C-1`, both ends
+    /// included); other text is no class name, and the message says where
+    /// names are listed: the first few names when the classes have names
+    /// (and the name differing only in case or spaces, if one does), else
+    /// how to list them (`classes = [...]` in `triage.toml`, or
+    /// `class_names` for arrays given in memory).
+    pub fn unknown_class(&self, what: &str, text: &str) -> String {
+        let c = self.num_classes();
+        let range = class_range(c);
+        if text.trim().is_empty() {
+            return format!("empty {what}: give a class index {range} or a class name");
+        }
+        if text.trim().parse::<i64>().is_ok() {
+            return format!("{what} {text:?} is not a class index {range} ({c} classes)");
+        }
+        let head = format!("{what} {text:?} is neither a class index {range} nor a class name");
+        let in_memory = self.memory.is_some();
+        if !self.classes_named() {
+            return if in_memory {
+                format!(
+                    "{head}: no class names were given; to label by name, pass \
+                     class_names=[\"cat\", \"dog\", ...] (one per class, in index order)"
+                )
+            } else {
+                format!(
+                    "{head}: triage.toml names no classes (num_classes = {c}); to label by \
+                     name, list the names in class index order in triage.toml: \
+                     classes = [\"cat\", \"dog\", ...]"
+                )
+            };
+        }
+        let folded = text.trim().to_lowercase();
+        let near = self
+            .class_names
+            .iter()
+            .find(|n| n.trim().to_lowercase() == folded);
+        let source = if in_memory {
+            "class_names"
+        } else if self
+            .labels_file
+            .as_ref()
+            .is_some_and(|l| l.classes_from_file)
+        {
+            "the labels file's categories"
+        } else {
+            "triage.toml's classes"
+        };
+        let mut msg = format!("{head}; {source} are {}", some_names(&self.class_names, 5));
+        if let Some(n) = near {
+            msg.push_str(&format!(" (did you mean {n:?}? a name must match exactly)"));
+        }
+        msg
+    }
+
     /// The class index for a label written as an index or a class name.
     pub fn parse_class(&self, text: &str) -> Option<u32> {
         let t = text.trim();
@@ -990,6 +1113,64 @@ mod tests {
         let cfg = DatasetConfig::load(d).unwrap();
         assert_eq!(cfg.parse_class("2"), Some(2));
         assert_eq!(cfg.parse_class("cat"), Some(1));
+    }
+
+    #[test]
+    fn unknown_labels_name_the_inclusive_range_and_where_names_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let inputs = "[inputs]\nprobs = \"p.npy\"\nlabels = \"l.npy\"\n";
+        write(
+            d,
+            &format!("task = \"classification\"\nnum_classes = 3\n{inputs}"),
+        );
+        let cfg = DatasetConfig::load(d).unwrap();
+        assert!(!cfg.classes_named());
+        assert_eq!(
+            cfg.unknown_class("label", " "),
+            "empty label: give a class index 0 to 2 or a class name"
+        );
+        assert_eq!(
+            cfg.unknown_class("label", "-1"),
+            "label \"-1\" is not a class index 0 to 2 (3 classes)"
+        );
+        assert!(
+            cfg.unknown_class("label", "cat")
+                .ends_with("in triage.toml: classes = [\"cat\", \"dog\", ...]")
+        );
+        write(
+            d,
+            &format!("task = \"classification\"\nclasses = [\"0\", \"Cat\", \"2\"]\n{inputs}"),
+        );
+        let cfg = DatasetConfig::load(d).unwrap();
+        assert!(cfg.classes_named());
+        assert_eq!(
+            cfg.unknown_class("corrected_label", "cat"),
+            "corrected_label \"cat\" is neither a class index 0 to 2 nor a class name; \
+             triage.toml's classes are \"0\", \"Cat\", \"2\" (did you mean \"Cat\"? a name \
+             must match exactly)"
+        );
+    }
+
+    #[test]
+    fn a_dataset_is_its_directory_or_its_triage_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "x");
+        assert_eq!(dataset_dir(d).unwrap(), d);
+        assert_eq!(dataset_dir(&d.join(MANIFEST)).unwrap(), d);
+        std::fs::write(d.join("items.csv"), "id\n").unwrap();
+        let e = dataset_dir(&d.join("items.csv")).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                "items.csv: this is a file, not a dataset directory; pass the directory \
+                 holding triage.toml: {}",
+                d.display()
+            )),
+            "{e}"
+        );
+        let e = dataset_dir(&d.join("none")).unwrap_err().to_string();
+        assert!(e.ends_with("none: dataset directory not found"), "{e}");
     }
 
     #[cfg(unix)]

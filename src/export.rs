@@ -324,9 +324,11 @@ fn toml_str(s: &str) -> String {
     out
 }
 
-/// `triage apply DATASET --out NEW` (see the module doc).
+/// `triage apply DATASET --out NEW` (see the module doc). `dataset` may
+/// name its `triage.toml` ([`crate::config::dataset_dir`]).
 pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
     let cfg = crate::io::load_dataset(dataset)?;
+    let dataset = cfg.dir.as_path();
     if cfg.memory.is_some() {
         return Err(Error::Usage("apply needs a dataset directory".into()));
     }

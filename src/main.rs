@@ -1,5 +1,11 @@
 //! The `triage` binary: parse, run, exit code (0 success, 2 error).
 
 fn main() {
-    std::process::exit(triage::cli::main_with_args(std::env::args_os()));
+    // SAFETY: the first statement of `main`: no other thread has started
+    // and nothing else reads or writes the environment yet.
+    let runtime = unsafe { triage::backend::gpu::private_runtime_dir() };
+    let code = triage::cli::main_with_args(std::env::args_os());
+    // Removed before exiting (`process::exit` runs no destructors).
+    drop(runtime);
+    std::process::exit(code);
 }

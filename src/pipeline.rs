@@ -172,9 +172,20 @@ pub struct RunSummary {
 /// Run the whole job: score every item and write the queue and the report;
 /// with [`RunOptions::shard`], score the shard's items and write its
 /// partial ([`crate::score::partial`]) instead.
+///
+/// `opts.dataset` may name the dataset's `triage.toml` rather than its
+/// directory ([`crate::config::dataset_dir`]); the run records the
+/// directory.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     opts.validate()?;
     let cfg = crate::io::load_dataset(&opts.dataset)?;
+    if cfg.dir != opts.dataset {
+        let opts = RunOptions {
+            dataset: cfg.dir.clone(),
+            ..opts.clone()
+        };
+        return run_config(&cfg, &opts);
+    }
     run_config(&cfg, opts)
 }
 

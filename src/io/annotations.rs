@@ -159,7 +159,6 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
     let mut annotators: Vec<String> = Vec::new();
     let mut by_name: HashMap<String, u32> = HashMap::new();
     let mut items: Vec<Vec<(u32, Annotation)>> = vec![Vec::new(); manifest.len()];
-    let c = cfg.num_classes();
     for (row, rec) in reader.records().enumerate() {
         let line = row + 2;
         let rec = rec.map_err(|e| Error::input(path, e.to_string()))?;
@@ -182,12 +181,10 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
         }
         let cell = rec.get(value_col).unwrap_or("").trim();
         let value = match cfg.task {
-            Task::Classification => Annotation::Label(cfg.parse_class(cell).ok_or_else(|| {
-                at(
-                    format!("label {cell:?} is neither a class index in 0..{c} nor a class name"),
-                    "label",
-                )
-            })?),
+            Task::Classification => Annotation::Label(
+                cfg.parse_class(cell)
+                    .ok_or_else(|| at(cfg.unknown_class("label", cell), "label"))?,
+            ),
             Task::Segmentation => {
                 if cell.is_empty() {
                     return Err(at("empty mask path".into(), "mask"));

@@ -240,7 +240,7 @@ pub fn from_string(s: &str, h: usize, w: usize) -> Result<Rle, String> {
             };
             if !(48..=111).contains(&b) {
                 return Err(format!(
-                    "RLE string has byte {b:#04x} at {p}, outside '0'..='o'"
+                    "RLE string has byte {b:#04x} at {p}, outside the characters '0' to 'o'"
                 ));
             }
             if k == 7 {
@@ -265,7 +265,7 @@ pub fn from_string(s: &str, h: usize, w: usize) -> Result<Rle, String> {
         }
         let c = u32::try_from(x).map_err(|_| {
             format!(
-                "RLE string gives count {x} (run {m}, at character {start}), outside 0..=2^32-1"
+                "RLE string gives count {x} (run {m}, at character {start}), outside 0 to 2^32-1"
             )
         })?;
         sum.add(u64::from(c), m)?;

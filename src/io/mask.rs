@@ -9,7 +9,11 @@
 //!   whatever colour the palette gives it (how Pascal VOC and CVAT store
 //!   masks);
 //! - RGB, RGBA and grayscale + alpha are refused with an error that says
-//!   what the file is.
+//!   what the file is (`an RGB colour PNG (8-bit, 3 channels)`), what a
+//!   mask must be, and what to do: drop an alpha channel; save class ids
+//!   stored as colour (every pixel R = G = B, seen when the file has the
+//!   probabilities' size) as one gray channel; map a colour-coded mask to
+//!   class ids first.
 //!
 //! The header is read first and its size checked against the
 //! probabilities' `H × W` before the pixels are allocated or decoded, so a
@@ -95,18 +99,11 @@ fn decode(path: &Path, item: &str, expect: (usize, usize)) -> Result<Vec<u16>> {
             info.bit_depth,
         )
     };
-    let what = match color {
-        png::ColorType::Grayscale | png::ColorType::Indexed => None,
-        png::ColorType::Rgb => Some("an RGB PNG"),
-        png::ColorType::Rgba => Some("an RGBA PNG"),
-        png::ColorType::GrayscaleAlpha => Some("a grayscale + alpha PNG"),
-    };
-    if let Some(what) = what {
-        return Err(named(format!(
-            "{what} ({} bits per sample); a mask holds one class id per pixel: \
-             1/2/4/8/16-bit grayscale or a palette PNG",
-            depth as u8
-        )));
+    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed) {
+        // Of the probabilities' size: look at the pixels, to tell class ids
+        // saved as colour from a colour-coded mask.
+        let gray = (h, w) == expect && colour_channels_equal(decoder);
+        return Err(named(colour_mask(color, depth as u8, gray)));
     }
     if (h, w) != expect {
         return Err(named(format!(
@@ -157,6 +154,74 @@ fn decode(path: &Path, item: &str, expect: (usize, usize)) -> Result<Vec<u16>> {
     Ok(values)
 }
 
+/// The refusal of a colour mask PNG (`color` is RGB, RGBA or grayscale +
+/// alpha; `bits` per sample): what the file is, what a mask must be, and
+/// what to do. `gray`: every pixel's colour channels are equal (class ids
+/// saved as colour, or a grayscale map with an alpha channel).
+fn colour_mask(color: png::ColorType, bits: u8, gray: bool) -> String {
+    let (what, channels) = match color {
+        png::ColorType::Rgb => ("an RGB colour PNG", 3),
+        png::ColorType::Rgba => ("an RGBA colour PNG", 4),
+        png::ColorType::GrayscaleAlpha => ("a grayscale PNG with an alpha channel", 2),
+        png::ColorType::Grayscale => ("a grayscale PNG", 1),
+        png::ColorType::Indexed => ("a palette PNG", 1),
+    };
+    let fix = match (color, gray) {
+        (png::ColorType::GrayscaleAlpha, _) => {
+            "drop the alpha channel: save the gray channel alone"
+        }
+        (_, true) => {
+            "every pixel has R = G = B, so these look like class ids saved as colour: \
+             save the one channel as a grayscale PNG"
+        }
+        (_, false) => {
+            "a colour-coded mask must be mapped to class ids first (each colour to its \
+             class index), then saved as one of those"
+        }
+    };
+    format!(
+        "{what} ({bits}-bit, {channels} channels); a mask holds one class id per pixel: \
+         save the class ids as a grayscale PNG (1, 2, 4, 8 or 16-bit) or a palette-indexed \
+         PNG (the palette index is the class id, whatever its colour); {fix}"
+    )
+}
+
+/// True when every pixel of the colour PNG behind `decoder` (its header
+/// read, RGB or RGBA) has equal R, G and B samples; false for another
+/// colour type or when the pixels cannot be decoded. Reads one row at a
+/// time.
+fn colour_channels_equal<R: std::io::BufRead + std::io::Seek>(decoder: png::Decoder<R>) -> bool {
+    let Ok(mut reader) = decoder.read_info() else {
+        return false;
+    };
+    let info = reader.info();
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        _ => return false,
+    };
+    let bytes = if info.bit_depth == png::BitDepth::Sixteen {
+        2
+    } else {
+        1
+    };
+    let pixel = channels * bytes;
+    loop {
+        match reader.next_row() {
+            Ok(Some(row)) => {
+                let equal = row.data().chunks_exact(pixel).all(|p| {
+                    p[..bytes] == p[bytes..2 * bytes] && p[..bytes] == p[2 * bytes..3 * bytes]
+                });
+                if !equal {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Every value of a row-major label map `w` pixels wide is a class id
 /// (`0..classes`) or `ignore_index`; else the error names `path`, the item
 /// and the first offending pixel. For maps read from a PNG
@@ -175,8 +240,9 @@ pub fn check_classes<T: Copy + Into<i64>>(
         Some(i) => Err(Error::input(
             path,
             format!(
-                "class id {} out of range (0..{classes}, ignore_index {ignore_index})",
-                values[i].into()
+                "class id {} out of range (class ids {}, ignore_index {ignore_index})",
+                values[i].into(),
+                crate::config::class_range(classes)
             ),
         )
         .item(item)
@@ -290,7 +356,9 @@ mod tests {
         );
         let e = read_mask(&p, "x", (1, 1), 4, 255).unwrap_err().to_string();
         assert!(
-            e.contains("an RGB PNG") && e.contains("rgb.png") && e.contains("\"x\""),
+            e.contains("an RGB colour PNG (8-bit, 3 channels)")
+                && e.contains("rgb.png")
+                && e.contains("\"x\""),
             "{e}"
         );
         let e = read_mask(&p.with_file_name("none.png"), "x", (1, 1), 4, 255)

@@ -165,21 +165,26 @@ pub fn layout_hint(cfg: &DatasetConfig, shape: &[usize], c: usize, nhwc: bool) -
         (Some(&f), Some(&l)) if shape.len() >= 3 => (f, l),
         _ => return String::new(),
     };
-    let axis = if lead == 1 { "second" } else { "first" };
+    let (axis, last_form) = if lead == 1 {
+        ("second", "(N, H, W, C)")
+    } else {
+        ("first", "(H, W, C)")
+    };
     match nhwc {
         false if last == c && first != c => {
             if cfg.memory.is_some() {
                 channels_last_hint(shape, c)
             } else {
                 format!(
-                    " (the last axis has {c} entries and triage.toml says {c} classes: set \
-                     probs_layout = \"nhwc\")"
+                    " (the last axis has {c} entries and triage.toml says {c} classes: the \
+                     array looks channels-last, {last_form}; set probs_layout = \"nhwc\" in \
+                     triage.toml's [inputs] to read it so)"
                 )
             }
         }
         true if first == c && last != c => format!(
             " (the {axis} axis has {c} entries and triage.toml says {c} classes: the array \
-             looks channels-first; remove probs_layout = \"nhwc\")"
+             looks channels-first; remove probs_layout = \"nhwc\" from triage.toml's [inputs])"
         ),
         _ => String::new(),
     }

@@ -50,7 +50,11 @@ impl std::fmt::Display for Invalid {
                 write!(f, "class {class}: probability is not finite ({value})")
             }
             Invalid::Negative { class, value } => {
-                write!(f, "class {class}: probability is negative ({value})")
+                write!(
+                    f,
+                    "class {class}: probability is negative ({value}); these look like logits: \
+                     pass --logits to apply a softmax"
+                )
             }
             Invalid::NotNormalised { sum } => write!(
                 f,

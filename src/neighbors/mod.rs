@@ -65,7 +65,7 @@ pub const MAX_K: usize = 256;
 pub fn check_k(k: usize) -> crate::error::Result<()> {
     if !(1..=MAX_K).contains(&k) {
         return Err(crate::error::Error::Usage(format!(
-            "--knn-k must be in 1..={MAX_K}, got {k} (the graph holds N x k neighbours)"
+            "--knn-k must be from 1 to {MAX_K}, got {k} (the graph holds N x k neighbours)"
         )));
     }
     Ok(())

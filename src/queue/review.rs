@@ -404,8 +404,8 @@ fn read_decisions(cfg: &DatasetConfig, manifest: &Manifest, csv_path: &Path) -> 
             Some(text) => {
                 let k = cfg.parse_class(text).ok_or_else(|| {
                     bad(format!(
-                        "line {line}: corrected_label {text:?} is neither a class index in 0..{} nor a class name",
-                        cfg.num_classes()
+                        "line {line}: {}",
+                        cfg.unknown_class("corrected_label", text)
                     ))
                     .item(&id)
                     .field("corrected_label")
@@ -450,9 +450,11 @@ fn csv_err(path: &Path, e: csv::Error) -> Error {
 /// Import `file` into `dataset`'s decisions file: a decisions CSV, or a
 /// reviewers' tool export (`.json`: Label Studio, `.xml`: CVAT;
 /// [`read_tool_export`]). Nothing is written unless every row is valid.
+/// `dataset` may name its `triage.toml` ([`crate::config::dataset_dir`]).
 pub fn import(dataset: &Path, file: &Path) -> Result<ImportSummary> {
     let csv_path = file;
     let cfg = crate::io::load_dataset(dataset)?;
+    let dataset = cfg.dir.as_path();
     let manifest = Manifest::of_dataset(&cfg)?;
     let ext = file
         .extension()

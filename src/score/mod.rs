@@ -252,6 +252,9 @@ fn score_classification(
     let (mut probs, manifest) = open_rows(cfg)?;
     let n = manifest.len();
     let labels = class_labels(cfg, &manifest)?;
+    if let Some(why) = crate::io::labels::none_labelled(cfg, &manifest, &labels) {
+        eprintln!("triage: warning: {why}");
+    }
     prepare(&manifest)?;
     let range = opts.shard.map_or(0..n, |s| s.range(n));
     let bar = progress_bar(range.len(), opts.progress);

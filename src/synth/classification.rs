@@ -134,7 +134,7 @@ pub fn synth(opts: &SynthOptions) -> Result<SynthSummary> {
     }
     if !(2..=1_000_000).contains(&c) {
         return Err(Error::Usage(format!(
-            "--classes: {c} is outside 2..=1000000"
+            "--classes: {c} is outside 2 to 1000000"
         )));
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;

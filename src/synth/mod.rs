@@ -190,14 +190,14 @@ fn validate(o: &SynthOptions) -> Result<()> {
     if !(8..=16384).contains(&o.height) || !(8..=16384).contains(&o.width) {
         return bad(
             "size",
-            format!("{}x{} is outside 8..=16384", o.height, o.width),
+            format!("{}x{} is outside 8 to 16384", o.height, o.width),
         );
     }
     if !(2..=255).contains(&o.classes) {
         return bad(
             "classes",
             format!(
-                "{} is outside 2..=255 (masks are 8-bit with 255 = ignore)",
+                "{} is outside 2 to 255 (masks are 8-bit with 255 = ignore)",
                 o.classes
             ),
         );

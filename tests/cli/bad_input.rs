@@ -184,7 +184,8 @@ fn channels_last_probabilities_get_the_fix() {
         &[
             "probs.npy",
             "shape",
-            "the last axis has 3 entries and triage.toml says 3 classes: set probs_layout = \"nhwc\"",
+            "the last axis has 3 entries and triage.toml says 3 classes: the array looks \
+             channels-last, (N, H, W, C); set probs_layout = \"nhwc\" in triage.toml's [inputs]",
         ],
     );
 }

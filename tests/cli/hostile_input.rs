@@ -820,9 +820,21 @@ fn png_masks_of_every_bit_depth_read_as_class_ids() {
 fn colour_png_masks_are_refused_saying_what_they_are() {
     let tmp = tempfile::tempdir().unwrap();
     for (k, (color, samples, what)) in [
-        (png::ColorType::Rgb, 3, "an RGB PNG"),
-        (png::ColorType::Rgba, 4, "an RGBA PNG"),
-        (png::ColorType::GrayscaleAlpha, 2, "a grayscale + alpha PNG"),
+        (
+            png::ColorType::Rgb,
+            3,
+            "an RGB colour PNG (8-bit, 3 channels)",
+        ),
+        (
+            png::ColorType::Rgba,
+            4,
+            "an RGBA colour PNG (8-bit, 4 channels)",
+        ),
+        (
+            png::ColorType::GrayscaleAlpha,
+            2,
+            "a grayscale PNG with an alpha channel (8-bit, 2 channels)",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -843,7 +855,7 @@ fn colour_png_masks_are_refused_saying_what_they_are() {
             &d,
             &m,
             &msg,
-            &["b.png", "item \"i1\"", "mask", what, "palette PNG"],
+            &["b.png", "item \"i1\"", "mask", what, "palette-indexed PNG"],
         );
     }
 }

@@ -10,6 +10,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod formats;
+mod hints;
 mod hostile_input;
 mod hostile_output;
 mod hostile_state;

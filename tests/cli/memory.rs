@@ -188,7 +188,10 @@ fn bad_arrays_name_the_argument_the_item_and_the_field() {
     let e = run_config(&cfg, &cpu(&tmp.path().join("o")))
         .unwrap_err()
         .to_string();
-    assert_eq!(e, "labels: item \"c\": label: class id 7 out of range 0..2");
+    assert_eq!(
+        e,
+        "labels: item \"c\": label: class id 7 out of range 0 to 1 (-1 marks an unlabelled item)"
+    );
     assert!(!tmp.path().join("o").join("queue.jsonl").exists());
 
     // Shapes and dtypes are checked before anything runs.
@@ -260,7 +263,7 @@ fn bad_arrays_name_the_argument_the_item_and_the_field() {
         .to_string();
     assert_eq!(
         e,
-        "masks: item \"1\": pixel (x=0, y=1): class id 9 out of range (0..2, ignore_index 255)"
+        "masks: item \"1\": pixel (x=0, y=1): class id 9 out of range (class ids 0 to 1, ignore_index 255)"
     );
     // Options keyed on a dataset's files are refused for arrays.
     let mut o = cpu(&tmp.path().join("r"));

@@ -465,7 +465,8 @@ fn the_wrong_layout_names_the_fix() {
         &[
             "probs.npy",
             "shape",
-            "the last axis has 3 entries and triage.toml says 3 classes: set probs_layout = \"nhwc\"",
+            "the last axis has 3 entries and triage.toml says 3 classes: the array looks \
+             channels-last, (N, H, W, C); set probs_layout = \"nhwc\" in triage.toml's [inputs]",
         ],
     );
     // Channels-first saved, channels-last read.
@@ -495,7 +496,11 @@ fn the_wrong_layout_names_the_fix() {
     fails(
         files([H, W, C], &to_nhwc(&p, N)),
         "probs = \"dir\"",
-        &["a.npy", "\"a\"", "set probs_layout = \"nhwc\""],
+        &[
+            "a.npy",
+            "\"a\"",
+            "looks channels-last, (H, W, C); set probs_layout = \"nhwc\"",
+        ],
     );
     fails(
         files([C, H, W], &p),

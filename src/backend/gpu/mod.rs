@@ -56,6 +56,51 @@ use crate::metrics::confusion::Confusion;
 /// `log`/`exp` implementations (a few ulp) and workgroup-ordered summation.
 pub const FLOAT_TOLERANCE: f64 = 2e-5;
 
+/// Give the process a private, empty `XDG_RUNTIME_DIR` when it has none
+/// (unset, empty, or not an absolute path), so that probing for a GPU
+/// prints nothing: Mesa's Vulkan device-select layer tries the Wayland
+/// display while wgpu enumerates adapters (wgpu enables the Wayland
+/// surface extension wherever the driver has it), and libwayland prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` on
+/// stderr when the variable is missing. In an empty directory of its own
+/// the display is simply not found, silently.
+///
+/// The directory is created under [`std::env::temp_dir`] with a unique
+/// name and mode 0700 (no other user can put a socket in it), and removed
+/// when the returned guard drops. `None` when the variable was already
+/// usable, on platforms without Wayland, or when the directory cannot be
+/// created (then nothing changes).
+///
+/// # Safety
+///
+/// It sets an environment variable ([`std::env::set_var`]): call it
+/// before the process starts any other thread, and while no other code
+/// reads or writes the environment (the first statement of `main`).
+pub unsafe fn private_runtime_dir() -> Option<tempfile::TempDir> {
+    #[cfg(all(unix, not(target_os = "macos"), not(target_os = "android")))]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        const VAR: &str = "XDG_RUNTIME_DIR";
+        let usable = std::env::var_os(VAR).is_some_and(|d| std::path::Path::new(&d).is_absolute());
+        if usable {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("triage-runtime-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .ok()?;
+        // SAFETY: the caller's contract: no other thread runs and nothing
+        // else touches the environment now.
+        unsafe { std::env::set_var(VAR, dir.path()) };
+        Some(dir)
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"), not(target_os = "android"))))]
+    {
+        None
+    }
+}
+
 /// The GPU backend.
 pub struct GpuBackend {
     ctx: GpuContext,

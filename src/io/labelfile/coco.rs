@@ -861,7 +861,10 @@ mod tests {
         );
         one(
             json!({"size": [4, 5], "counts": "3111103ON~"}),
-            &["annotations[1].segmentation.counts", "outside '0'..='o'"],
+            &[
+                "annotations[1].segmentation.counts",
+                "outside the characters '0' to 'o'",
+            ],
         );
         one(
             json!({"size": [5, 4], "counts": [20]}),

@@ -139,7 +139,7 @@ impl<'a> Stream<'a> {
         let num = self.num;
         let value = |v: u32, at: usize| -> Result<u8, String> {
             u8::try_from(v).map_err(|_| {
-                format!("the brush RLE has value {v} at position {at}, outside a byte (0..=255)")
+                format!("the brush RLE has value {v} at position {at}, outside a byte (0 to 255)")
             })
         };
         let mut i = 0usize;

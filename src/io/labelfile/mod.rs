@@ -267,9 +267,11 @@ fn class_rule(
                 )
             } else {
                 format!(
-                    "category {:?} has id {}, not a class id in 0..{c} (num_classes = {c}); \
+                    "category {:?} has id {}, not a class id {} (num_classes = {c}); \
                      list the classes by name in triage.toml's `classes` to map by name",
-                    cat.name, cat.id
+                    cat.name,
+                    cat.id,
+                    crate::config::class_range(c)
                 )
             };
             return Err(bad(path, None, "categories", why));
