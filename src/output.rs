@@ -247,6 +247,7 @@ impl Report {
             duplicates: sections.duplicates,
             agreement: sections.agreement,
             queue_policy: plan.queue_policy.clone(),
+            queue: plan.evidence.clone(),
             views: plan.views.clone(),
             review: plan.review.clone(),
             previous: plan.previous.clone(),

@@ -41,6 +41,11 @@ pub struct ItemResult {
     /// Segmentation: its worst class, for its reasons (written once every
     /// item is scored, as they quote the dataset's medians).
     pub seg_facts: Option<SegFacts>,
+    /// Segmentation: the worst class's largest confusion in the item
+    /// ([`crate::metrics::confusion::Confusion::largest_confusion`]), so
+    /// its reasons name both classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confused: Option<Confused>,
     /// Segmentation: the sorted set of annotated classes, compared by the
     /// neighbour checks (empty for classification, whose label is in `row`;
     /// read both through [`ItemResult::label_set`]).
@@ -65,6 +70,14 @@ pub struct ItemResult {
     /// ([`crate::queue::selection`]); `class` is then its predicted class.
     #[serde(default)]
     pub unlabelled: bool,
+}
+
+/// Pixels of an item annotated one class where the model predicts another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confused {
+    pub annotated: u32,
+    pub predicted: u32,
+    pub pixels: u64,
 }
 
 impl ItemResult {
@@ -133,8 +146,9 @@ impl ItemResult {
     /// out of range or trust a field the score stage never sets:
     ///
     /// - every class index (`row.label`, `row.pred`, `class`, `label_set`,
-    ///   `seg_facts.worst_class`) is below `classes`; `label_set` is sorted
-    ///   without repeats;
+    ///   `seg_facts.worst_class`, `confused`) is below `classes`; `label_set`
+    ///   is sorted without repeats; `confused` only with `seg_facts`, two
+    ///   different classes and some pixels;
     /// - the task's fields and only those: classification, `row` exactly
     ///   when labelled (and then `class = row.label`), no `dims`,
     ///   `scores.seg`, `seg_facts` or `label_set`; segmentation, no `row`,
@@ -197,6 +211,17 @@ impl ItemResult {
         {
             let k = u32::try_from(k).unwrap_or(u32::MAX);
             class("seg_facts.worst_class", k)?;
+        }
+        if let Some(x) = &self.confused {
+            class("confused.annotated", x.annotated)?;
+            class("confused.predicted", x.predicted)?;
+            if x.annotated == x.predicted || x.pixels == 0 {
+                return Err(Invalid::new(
+                    "confused",
+                    "not a confusion (the same class, or no pixel)",
+                ));
+            }
+            unset("confused", self.seg_facts.is_none())?;
         }
         if d.segmentation {
             unset("row", self.row.is_some())?;

@@ -80,6 +80,8 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<AgreementSection>,
     pub queue_policy: QueuePolicy,
+    /// Where the queue's evidence ends.
+    pub queue: QueueSummary,
     /// One per check, in check order.
     pub views: IndexMap<String, View>,
     /// With `reviews.jsonl`.
@@ -335,6 +337,21 @@ pub struct QueuePolicy {
     pub seed: u64,
     pub review_all_from: Vec<String>,
     pub review_all_items: usize,
+}
+
+/// `queue`: where the queue's evidence ends ([`crate::queue::evidence`]
+/// has the rule and its formula).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    /// Rows in the queue.
+    pub rows: usize,
+    /// Rows that at least one check flags.
+    pub flagged: usize,
+    /// The rank of the last row with evidence; the rows ranked below it
+    /// are "no issue found". 0: no row has evidence.
+    pub evidence_ends_at: usize,
+    /// The rule, in words.
+    pub evidence_rule: String,
 }
 
 /// `views[name]`: the queue's items a check flags, highest score first.

@@ -9,7 +9,7 @@
 use super::{Check, Inputs, Need, Threshold, each};
 use crate::config::Task;
 use crate::priority::{Context, RowFacts, SegFacts};
-use crate::records::ItemResult;
+use crate::records::{Confused, ItemResult};
 use crate::scores::{ItemScores, Score};
 
 /// [`WrongLabel`] flags `1 − normalized_margin` above this: the model
@@ -198,15 +198,29 @@ pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
     };
     for item in items.iter_mut() {
         if let Some(f) = &item.seg_facts {
-            item.reasons = seg_reasons(&item.scores, f, &ctx, class_names);
+            item.reasons = seg_reasons(&item.scores, f, item.confused, &ctx, class_names);
         }
     }
 }
 
+/// The name of class `k`: the manifest's, or else its index.
+fn class_name(names: &[String], k: usize) -> String {
+    names
+        .get(k)
+        .map_or_else(|| k.to_string(), |n| format!("{n:?}"))
+}
+
 /// Reasons for a segmentation item, most important first.
+///
+/// The worst class `c` is named when its IoU is below [`WORST_CLASS_IOU`];
+/// with its largest confusion `confused` (annotated `a` where the model
+/// predicts `b`, one of them `c`) the reason names both classes:
+/// `annotated "cell" where the model sees "membrane" (1513 px; "membrane"
+/// predicted but absent from the annotation, IoU 0.000)`.
 pub fn seg_reasons(
     scores: &ItemScores,
     facts: &SegFacts,
+    confused: Option<Confused>,
     ctx: &Context,
     names: &[String],
 ) -> Vec<String> {
@@ -224,7 +238,7 @@ pub fn seg_reasons(
     if let Some((c, iou, g, p)) = facts.worst_class
         && iou < WORST_CLASS_IOU
     {
-        let name = names.get(c).map_or("?", String::as_str);
+        let name = class_name(names, c);
         let what = if g == 0 {
             "predicted but absent from the annotation".to_string()
         } else if p == 0 {
@@ -232,7 +246,16 @@ pub fn seg_reasons(
         } else {
             format!("{g} px annotated, {p} px predicted")
         };
-        r.push(format!("class {name:?} {what}: IoU {}", f3(iou)));
+        match confused.filter(|x| x.annotated as usize == c || x.predicted as usize == c) {
+            Some(x) => r.push(format!(
+                "annotated {} where the model sees {} ({} px; {name} {what}, IoU {})",
+                class_name(names, x.annotated as usize),
+                class_name(names, x.predicted as usize),
+                x.pixels,
+                f3(iou)
+            )),
+            None => r.push(format!("class {name} {what}: IoU {}", f3(iou))),
+        }
     }
     if let Some(v) = scores.get(Score::Miou) {
         r.push(format!(
@@ -329,5 +352,61 @@ mod tests {
         );
         assert!(r[1].contains("0.050"));
         assert_eq!(r.len(), 2, "low entropy adds no uncertainty reason");
+    }
+
+    #[test]
+    fn a_swapped_or_missing_class_names_both_classes() {
+        let names: Vec<String> = ["background", "cell", "vessel", "nucleus", "membrane"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let scores = ItemScores::segmentation(16384);
+        let ctx = Context::default();
+        // A membrane object annotated as cell: "membrane" is predicted but
+        // never annotated; its largest confusion is its column's cell → membrane.
+        let swapped = SegFacts {
+            worst_class: Some((4, 0.0, 0, 1513)),
+        };
+        let x = Confused {
+            annotated: 1,
+            predicted: 4,
+            pixels: 1513,
+        };
+        let r = seg_reasons(&scores, &swapped, Some(x), &ctx, &names);
+        assert_eq!(
+            r[0],
+            "annotated \"cell\" where the model sees \"membrane\" (1513 px; \"membrane\" predicted but absent from the annotation, IoU 0.000)"
+        );
+        // A missing object: the model sees vessel where background is annotated.
+        let missing = SegFacts {
+            worst_class: Some((2, 0.0, 0, 976)),
+        };
+        let x = Confused {
+            annotated: 0,
+            predicted: 2,
+            pixels: 976,
+        };
+        let r = seg_reasons(&scores, &missing, Some(x), &ctx, &names);
+        assert!(
+            r[0].starts_with("annotated \"background\" where the model sees \"vessel\" (976 px;")
+        );
+        // Without class names: the indices.
+        let r = seg_reasons(&scores, &missing, Some(x), &ctx, &[]);
+        assert!(r[0].starts_with("annotated 0 where the model sees 2 (976 px; 2 predicted"));
+        // Without a confusion (or one of other classes): the class alone.
+        let r = seg_reasons(&scores, &missing, None, &ctx, &names);
+        assert_eq!(
+            r[0],
+            "class \"vessel\" predicted but absent from the annotation: IoU 0.000"
+        );
+        let other = Confused {
+            annotated: 1,
+            predicted: 3,
+            pixels: 5,
+        };
+        assert_eq!(
+            seg_reasons(&scores, &missing, Some(other), &ctx, &names)[0],
+            r[0]
+        );
     }
 }

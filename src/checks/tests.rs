@@ -73,6 +73,7 @@ fn item(index: usize, scores: ItemScores) -> ItemResult {
         reasons: Vec::new(),
         row: None,
         seg_facts: None,
+        confused: None,
         label_set: Vec::new(),
         dims: None,
         cluster: None,

@@ -129,6 +129,27 @@ impl Confusion {
         (0..self.classes).map(|k| self.get(k, c)).sum()
     }
 
+    /// Class `c`'s largest confusion: the largest off-diagonal cell in row
+    /// `c` (samples annotated `c`, predicted another class) or column `c`
+    /// (annotated another class, predicted `c`), as `(annotated,
+    /// predicted, count)`; ties go to the row, then to the lower other
+    /// class. `None` when every such cell is 0 (or `c` is not a class).
+    pub fn largest_confusion(&self, c: usize) -> Option<(usize, usize, u64)> {
+        if c >= self.classes {
+            return None;
+        }
+        let row = (0..self.classes).map(|k| (c, k));
+        let col = (0..self.classes).map(|k| (k, c));
+        let mut best: Option<(usize, usize, u64)> = None;
+        for (l, p) in row.chain(col).filter(|(l, p)| l != p) {
+            let n = self.get(l, p);
+            if n > 0 && best.is_none_or(|b| n > b.2) {
+                best = Some((l, p, n));
+            }
+        }
+        best
+    }
+
     /// Total number of samples.
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
@@ -218,5 +239,28 @@ mod tests {
         assert!((t.mean_iou().unwrap() - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(t.correct(), 3);
         assert_eq!(t.total(), 5);
+    }
+
+    #[test]
+    fn largest_confusion_looks_in_the_class_row_and_column() {
+        // Rows annotated, columns predicted (3 classes):
+        //   [5, 2, 0]
+        //   [7, 4, 2]
+        //   [0, 2, 9]
+        let t = Confusion::from_counts(3, vec![5, 2, 0, 7, 4, 2, 0, 2, 9]);
+        // Class 0: row (0→1: 2), column (1→0: 7): annotated 1, seen as 0.
+        assert_eq!(t.largest_confusion(0), Some((1, 0, 7)));
+        // Class 1: row 1→0 (7) beats column 0→1 (2).
+        assert_eq!(t.largest_confusion(1), Some((1, 0, 7)));
+        // Class 2: row 2→1 (2) ties column 1→2 (2): the row wins.
+        assert_eq!(t.largest_confusion(2), Some((2, 1, 2)));
+        // A class never annotated: only its column; no confusion at all.
+        let t = Confusion::from_counts(2, vec![3, 4, 0, 0]);
+        assert_eq!(t.largest_confusion(1), Some((0, 1, 4)));
+        assert_eq!(
+            Confusion::from_counts(2, vec![3, 0, 0, 1]).largest_confusion(0),
+            None
+        );
+        assert_eq!(t.largest_confusion(2), None);
     }
 }

@@ -61,6 +61,8 @@ pub struct QueuePlan {
     pub rows: Vec<RowPlan>,
     /// `report.json` `queue_policy`.
     pub queue_policy: schema::QueuePolicy,
+    /// `report.json` `queue`: where the queue's evidence ends.
+    pub evidence: schema::QueueSummary,
     /// `report.json` `views`.
     pub views: IndexMap<String, schema::View>,
     /// `report.json` `review`, with `reviews.jsonl`.
@@ -233,6 +235,96 @@ fn policy_section(
         seed: pol.seed,
         review_all_from: pol.review_all_from.clone(),
         review_all_items: rows.iter().filter(|r| r.review_all).count(),
+    }
+}
+
+/// The rule of [`evidence`], as `report.json` `queue.evidence_rule` and
+/// the page's caption state it.
+pub const EVIDENCE_RULE: &str = "A row has evidence when a check flags it and its priority stands above the clean items' level (Otsu's split of the queue's priorities, on the log-odds scale, into a high and a low group); the evidence ends at the last such row.";
+
+/// Otsu's split of `values` into a low and a high group: the threshold
+/// `t = v₍ₖ₎` (ascending order statistics `v₍₁₎ ≤ … ≤ v₍ₙ₎` of the finite
+/// values) with `k ∈ [1, n − 1]` minimising the within-group sum of
+/// squares
+///
+/// `SSE(v₍₁₎ … v₍ₖ₎) + SSE(v₍ₖ₊₁₎ … v₍ₙ₎)`, `SSE(x) = Σ x² − (Σ x)² / |x|`
+///
+/// (ties to the smaller `k`); a value is in the high group when it is
+/// `> t`. `None` with fewer than two finite values.
+pub fn otsu_threshold(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    let n = v.len();
+    if n < 2 {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let (total, total2) = v.iter().fold((0.0, 0.0), |(s, q), &x| (s + x, q + x * x));
+    let (mut s, mut q) = (0.0, 0.0);
+    let mut best: Option<(f64, usize)> = None;
+    for k in 1..n {
+        let x = v[k - 1];
+        s += x;
+        q += x * x;
+        let (lo, hi) = (k as f64, (n - k) as f64);
+        let sse = (q - s * s / lo) + ((total2 - q) - (total - s) * (total - s) / hi);
+        if best.is_none_or(|b| sse < b.0) {
+            best = Some((sse, k));
+        }
+    }
+    best.map(|(_, k)| v[k - 1])
+}
+
+/// A priority on the log-odds scale: `ln(p / (1 − p))`, `p` clamped to
+/// `[10⁻⁶, 1 − 10⁻⁶]`.
+pub fn log_odds(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+/// Where the queue's evidence ends (`report.json` `queue`). A row has
+/// evidence when a check flags it *and* its priority stands above the
+/// clean items' level. With `p(r)` the priority of the row of rank `r`
+/// (1-based, queue order), `flag_c(r) ∈ {0, 1}` whether check `c` (every
+/// check that ran) flags it, `ℓ(p) = ln(p / (1 − p))` ([`log_odds`]) and
+/// `t` the [`otsu_threshold`] of `ℓ(p)` over all the rows (`−∞` with fewer
+/// than two rows),
+///
+/// `evidence_ends_at = max { r : Σ_c flag_c(r) ≥ 1 ∧ ℓ(p(r)) > t }`, or 0
+/// when no row qualifies,
+///
+/// so every row ranked below the cut is flagged by no check or sits at the
+/// clean level: the page marks those "no issue found". The flags alone are
+/// not enough: some checks flag most items of a dataset (the softmin label
+/// quality of segmentation items, the calibration error of a classifier
+/// over many classes); the priority alone would cut an error-free queue
+/// too. The split is taken on the log-odds scale, which spreads the
+/// priorities bunched near 0 (the many clean items) and near 1 (the
+/// errors), so a small group of clear errors is not merged into the spread
+/// of the clean bulk. `flagged` counts the rows any check flags, above the
+/// cut or not.
+pub fn evidence(
+    checks: &[CheckRun],
+    items: &[ItemResult],
+    rows: &[RowPlan],
+) -> schema::QueueSummary {
+    let flagged = |r: &RowPlan| checks.iter().any(|c| c.flagged(items[r.item].index));
+    let level = |r: &RowPlan| log_odds(items[r.item].priority);
+    let t = otsu_threshold(rows.iter().map(level)).unwrap_or(f64::NEG_INFINITY);
+    let mut count = 0;
+    let mut last = 0;
+    for (i, r) in rows.iter().enumerate() {
+        if flagged(r) {
+            count += 1;
+            if level(r) > t {
+                last = i + 1;
+            }
+        }
+    }
+    schema::QueueSummary {
+        rows: rows.len(),
+        flagged: count,
+        evidence_ends_at: last,
+        evidence_rule: EVIDENCE_RULE.into(),
     }
 }
 
@@ -481,6 +573,7 @@ pub fn plan(
         .collect();
 
     let queue_policy = policy_section(cfg, pol, &rows, qpos.len());
+    let evidence = evidence(checks, items, &rows);
     // Views over the queue: the checks' flagged items.
     let views = views_section(cfg.task, checks, manifest, items, &rows);
 
@@ -504,9 +597,45 @@ pub fn plan(
     Ok(QueuePlan {
         rows,
         queue_policy,
+        evidence,
         views,
         review,
         previous,
         with_status,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otsu_splits_where_the_within_group_spread_is_least() {
+        // Hand-worked: {0, .1, .2} | {.9, 1}: SSE 0.02 + 0.005 = 0.025;
+        // {0, .1} | {.2, .9, 1}: 0.005 + 0.38; {0, .1, .2, .9} | {1}: 0.5675;
+        // {0} | {.1, .2, .9, 1}: 0.6875. So t = 0.2.
+        let t = otsu_threshold([1.0, 0.1, f64::NAN, 0.9, 0.0, 0.2].into_iter());
+        assert_eq!(t, Some(0.2));
+        // Nine high and 23 low: the split between them, whatever the order.
+        let mut v: Vec<f64> = (0..23).map(|i| 0.03 + 0.012 * i as f64).collect();
+        v.extend((0..9).map(|i| 0.45 + 0.05 * i as f64));
+        v.reverse();
+        let t = otsu_threshold(v.iter().copied()).unwrap();
+        assert_eq!(v.iter().filter(|&&x| x > t).count(), 9);
+        // Equal values: nothing above; too few values: no split.
+        assert_eq!(otsu_threshold([0.5, 0.5, 0.5].into_iter()), Some(0.5));
+        assert_eq!(otsu_threshold([0.5, f64::INFINITY].into_iter()), None);
+        assert_eq!(otsu_threshold(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn log_odds_are_symmetric_and_clamped() {
+        assert_eq!(log_odds(0.5), 0.0);
+        assert!((log_odds(0.9) - 9f64.ln()).abs() < 1e-12);
+        assert!((log_odds(0.1) + log_odds(0.9)).abs() < 1e-12);
+        assert_eq!(log_odds(0.0), log_odds(1e-9));
+        assert!(log_odds(1.0).is_finite() && log_odds(0.0).is_finite());
+        // NaN stays NaN, which Otsu leaves out.
+        assert!(log_odds(f64::NAN).is_nan());
+    }
 }

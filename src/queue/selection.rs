@@ -516,6 +516,7 @@ mod tests {
             reasons: vec![],
             row: None,
             seg_facts: None,
+            confused: None,
             label_set: vec![],
             dims: None,
             cluster,

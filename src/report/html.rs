@@ -30,11 +30,22 @@ td ul{margin:0;padding-left:16px}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px;width:268px}
 figure img{width:256px;height:auto;image-rendering:pixelated;display:block}
-figcaption{font-size:12px;word-break:break-all}
+figcaption{font-size:12px;overflow-wrap:break-word;word-break:normal;hyphens:auto}
 .cluster{margin:10px 0;padding:8px;background:#fff3f3;border:1px solid #e8c4c4;border-radius:6px}
 .sw{display:inline-block;width:12px;height:12px;border:1px solid #999;vertical-align:middle;margin:0 3px 0 10px}
 .muted{color:#777}.tag{display:inline-block;background:#e8eef6;border-radius:3px;padding:0 4px;margin:1px;font-size:12px}
 pre{white-space:pre-wrap;background:#fff;border:1px solid #ddd;padding:6px;font-size:12px}
+td{overflow-wrap:break-word;word-break:normal;hyphens:auto}
+tr.no-issue td{color:#8a8a8a;background:#fafafa}.no-issue-label{color:#666;font-weight:600}
+tr.cut td{background:#fff4e5;border-top:3px solid #e15759;color:#a33;font-weight:600;text-align:center}
+.caption{margin:4px 0 8px}
+@media (max-width:700px){main{padding:10px 8px 40px}th{position:static}.gallery{gap:6px}figure{width:calc(50% - 3px);box-sizing:border-box;padding:4px}figure img{width:100%}svg.chart{width:100%}
+table{display:block;overflow-x:auto}
+table.review,table.review tbody,table.review tr{display:block}table.review thead{display:none}
+table.review tr{border:1px solid #ddd;margin:0 0 8px;background:#fff}table.review tr.no-issue{background:#fafafa}table.review td{display:inline-block;border:none;padding:2px 6px}
+table.review td.reasons,table.review td.item{display:block}table.review tr.cut{border:none}table.review tr.cut td{display:block;border-top:3px solid #e15759}
+table.review tr:not(.cut) td:nth-child(1)::before{content:'#'}table.review td:nth-child(3)::before{content:'priority '}
+table.review td[data-k]::before{content:attr(data-k) ': ';color:#777}}
 "#;
 
 /// A JSON scalar (or small value) as escaped text.
@@ -52,7 +63,7 @@ pub fn text(v: &Value) -> String {
     }
 }
 
-/// Any JSON value as nested HTML tables (escaped).
+/// Any JSON value as nested HTML tables (escaped); an empty list as `–`.
 pub fn block(v: &Value, depth: usize) -> String {
     match v {
         Value::Object(m) if depth < 4 => {
@@ -68,7 +79,9 @@ pub fn block(v: &Value, depth: usize) -> String {
             s.push_str("</table>");
             s
         }
-        Value::Array(a) if depth < 4 && !a.is_empty() && a.len() <= 50 => {
+        // An empty list is shown as nothing there: "–", never `[]`.
+        Value::Array(a) if a.is_empty() => text(&Value::Null),
+        Value::Array(a) if depth < 4 && a.len() <= 50 => {
             if a.iter().all(|x| !x.is_object() && !x.is_array()) {
                 a.iter().map(text).collect::<Vec<_>>().join(", ")
             } else {
@@ -112,9 +125,14 @@ fn legend(task: Task) -> String {
             c[0], c[1], c[2]
         )
     };
+    let [a, b] = [overlay::IGNORE, overlay::IGNORE_HATCH];
+    let hatch = format!(
+        r#"<span class="sw ignore" style="background:repeating-linear-gradient(45deg,rgb({},{},{}) 0 3px,rgb({},{},{}) 3px 5px)"></span>"#,
+        a[0], a[1], a[2], b[0], b[1], b[2]
+    );
     match task {
         Task::Segmentation => format!(
-            "<p class=\"muted\">Overlays: {}annotated boundary{}predicted boundary (argmax){}both{}disagreeing Boundary-IoU band (50 %), on the item's image or, without one, a grey rendering of the annotation.</p>",
+            "<p class=\"muted\">Overlays: {}annotated boundary{}predicted boundary (argmax){}both{}disagreeing Boundary-IoU band (50 %){hatch}ignore (not scored: no boundary, no band), on the item's image or, without one, a grey rendering of the annotation.</p>",
             sw(overlay::ANNOTATED),
             sw(overlay::PREDICTED),
             sw(overlay::BOTH),
@@ -191,20 +209,72 @@ impl RowField {
             RowField::ReviewAll => Some(r.review_all.into()),
             RowField::Status => r.status.as_ref().map(text),
             RowField::Cluster => r.cluster.map(|c| c.map_or(Value::Null, Value::from)),
-            RowField::AlsoInCluster => Some(
+            // An empty list is no value (never a literal `[]`).
+            RowField::AlsoInCluster => Some(if r.also_in_cluster.is_empty() {
+                Value::Null
+            } else {
                 r.also_in_cluster
                     .iter()
                     .map(|s| Value::from(s.as_ref()))
-                    .collect(),
-            ),
+                    .collect()
+            }),
+        }
+    }
+
+    /// Whether the run gives the field a meaning: the policy flags only
+    /// with their options (`in_budget` with `--budget`, `spot_check` with
+    /// `--spot-check`, `review_all` with `--review-all-from`); without one
+    /// every row would say the same (`in_budget: yes`).
+    fn applies(self, t: &TableView) -> bool {
+        match self {
+            RowField::InBudget => t.budget,
+            RowField::SpotCheck => t.spot_check,
+            RowField::ReviewAll => t.review_all,
+            _ => true,
         }
     }
 }
 
-/// The optional fields some row of `queue` has a value for.
-fn row_columns(queue: &[QueueRow<'_>]) -> Vec<RowField> {
+/// What the queue table needs besides its rows: which policy flags the
+/// run used, and where the queue's evidence ends.
+#[derive(Debug, Clone, Default)]
+pub struct TableView {
+    /// `--budget` was given.
+    pub budget: bool,
+    /// `--spot-check` above 0.
+    pub spot_check: bool,
+    /// `--review-all-from` names an annotator.
+    pub review_all: bool,
+    /// `report.json` `queue`: rows ranked below `evidence_ends_at` are
+    /// shown as "no issue found".
+    pub evidence: Option<crate::schema::QueueSummary>,
+}
+
+impl TableView {
+    /// The run's view: its `queue_policy` options and its `queue` section.
+    pub fn of(r: &Report) -> Self {
+        let q = &r.queue_policy;
+        TableView {
+            budget: q.budget.is_some(),
+            spot_check: q.spot_check > 0.0,
+            review_all: !q.review_all_from.is_empty(),
+            evidence: Some(r.queue.clone()),
+        }
+    }
+
+    /// Whether the row of rank `rank` lies below the cut.
+    fn no_issue(&self, rank: usize) -> bool {
+        self.evidence
+            .as_ref()
+            .is_some_and(|e| rank > e.evidence_ends_at)
+    }
+}
+
+/// The optional fields the run uses and some row of `queue` has a value for.
+fn row_columns(queue: &[QueueRow<'_>], t: &TableView) -> Vec<RowField> {
     RowField::COLUMNS
         .into_iter()
+        .filter(|f| f.applies(t))
         .filter(|f| {
             queue
                 .iter()
@@ -213,51 +283,118 @@ fn row_columns(queue: &[QueueRow<'_>]) -> Vec<RowField> {
         .collect()
 }
 
-fn queue_table(queue: &[QueueRow<'_>]) -> String {
-    let cols = row_columns(queue);
-    let mut s =
-        String::from("<table class=\"queue\"><thead><tr><th>rank</th><th>id</th><th>priority</th>");
+/// The label of a row below the evidence cut.
+pub const NO_ISSUE: &str = "no issue found";
+
+/// The caption above the queue table: the evidence cut's rule and where
+/// it falls.
+fn evidence_caption(t: &TableView, shown: usize) -> String {
+    let Some(e) = &t.evidence else {
+        return String::new();
+    };
+    let place = if e.evidence_ends_at == 0 {
+        format!("No row has evidence: every row is marked “{NO_ISSUE}”.")
+    } else if e.evidence_ends_at >= shown {
+        format!(
+            "The evidence ends at rank {}, past the {shown} rows shown.",
+            e.evidence_ends_at
+        )
+    } else {
+        format!(
+            "The evidence ends at rank {}: the rows below the cut are marked “{NO_ISSUE}” (greyed; their score readouts kept).",
+            e.evidence_ends_at
+        )
+    };
+    format!(
+        r#"<p class="caption evidence">{} {} <span class="muted">(report.json <code>queue.evidence_ends_at</code>)</span></p>"#,
+        esc(&e.evidence_rule),
+        esc(&place)
+    )
+}
+
+/// A row's "item" cell: the fields without a column that have a value,
+/// then the carried manifest columns (annotator, paths, split, ...), as
+/// tags; empty when it has none.
+fn item_cell(r: &QueueRow<'_>, cols: &[RowField], t: &TableView) -> String {
+    let tags = RowField::TAGS
+        .into_iter()
+        .filter(|f| f.applies(t) && !cols.contains(f))
+        .filter_map(|f| Some((f.name(), f.value(r)?)))
+        .filter(|(_, v)| !v.is_null());
+    let carried = r
+        .carried
+        .0
+        .iter()
+        .map(|(k, v)| (k.as_ref(), Value::from(v.as_ref())));
+    let mut s = String::new();
+    for (k, v) in tags.chain(carried) {
+        let _ = write!(
+            s,
+            r#"<span class="tag">{}: {}</span> "#,
+            esc(k),
+            block(&v, 3)
+        );
+    }
+    s
+}
+
+fn queue_table(queue: &[QueueRow<'_>], t: &TableView) -> String {
+    let cols = row_columns(queue, t);
+    let rows = &queue[..queue.len().min(TABLE_ROWS)];
+    let shown = rows.len();
+    let items: Vec<String> = rows.iter().map(|r| item_cell(r, &cols, t)).collect();
+    // No "item" column when no row has anything to put in it.
+    let with_item = items.iter().any(|c| !c.is_empty());
+    let mut s = evidence_caption(t, shown);
+    s.push_str(
+        "<table class=\"queue review\"><thead><tr><th>rank</th><th>id</th><th>priority</th>",
+    );
     for c in &cols {
         let _ = write!(s, "<th>{}</th>", esc(c.name()));
     }
-    s.push_str("<th>reasons</th><th>item</th></tr></thead><tbody>");
-    for r in queue.iter().take(TABLE_ROWS) {
+    s.push_str("<th>reasons</th>");
+    if with_item {
+        s.push_str("<th>item</th>");
+    }
+    s.push_str("</tr></thead><tbody>");
+    let width = 4 + cols.len() + usize::from(with_item);
+    for (r, item) in rows.iter().zip(&items) {
+        let no_issue = t.no_issue(r.rank);
         let _ = write!(
             s,
-            r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td>"#,
+            r#"<tr{}><td class="num">{}</td><td>{}</td><td class="num">{}</td>"#,
+            if no_issue { r#" class="no-issue""# } else { "" },
             r.rank,
             esc(&r.id),
             svg::fmt3(r.priority)
         );
         for c in &cols {
             let v = c.value(r).unwrap_or(Value::Null);
-            let _ = write!(s, "<td>{}</td>", block(&v, 2));
+            let _ = write!(s, r#"<td data-k="{}">{}</td>"#, c.name(), block(&v, 2));
         }
-        s.push_str("<td><ul>");
+        s.push_str(r#"<td class="reasons">"#);
+        if no_issue {
+            let _ = write!(s, r#"<b class="no-issue-label">{NO_ISSUE}</b>"#);
+        }
+        s.push_str("<ul>");
         for reason in &r.reasons {
             let _ = write!(s, "<li>{}</li>", esc(reason));
         }
-        s.push_str("</ul></td><td>");
-        // The fields without a column, then the carried manifest columns
-        // (annotator, paths, split, ...).
-        let tags = RowField::TAGS
-            .into_iter()
-            .filter(|f| !cols.contains(f))
-            .filter_map(|f| Some((f.name(), f.value(r)?)));
-        let carried = r
-            .carried
-            .0
-            .iter()
-            .map(|(k, v)| (k.as_ref(), Value::from(v.as_ref())));
-        for (k, v) in tags.chain(carried) {
+        s.push_str("</ul></td>");
+        if with_item {
+            let _ = write!(s, r#"<td class="item">{item}</td>"#);
+        }
+        s.push_str("</tr>");
+        if let Some(e) = &t.evidence
+            && e.evidence_ends_at == r.rank
+            && r.rank < shown
+        {
             let _ = write!(
                 s,
-                r#"<span class="tag">{}: {}</span> "#,
-                esc(k),
-                block(&v, 3)
+                r#"<tr class="cut"><td colspan="{width}">▲ evidence ends at rank {} · below: {NO_ISSUE} ▼</td></tr>"#,
+                r.rank
             );
         }
-        s.push_str("</td></tr>");
     }
     s.push_str("</tbody></table>");
     if queue.len() > TABLE_ROWS {
@@ -740,6 +877,7 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
     s.push_str(r#"<section id="gallery"><h2>Top of the queue</h2>"#);
     s.push_str(&legend(task));
     s.push_str(r#"<div class="gallery">"#);
+    let view = TableView::of(inp.report);
     for row in inp.queue.iter().take(super::GALLERY_TOP) {
         let id = row.id.as_ref();
         let reason = row.reasons.first().map_or("", |r| r.as_ref());
@@ -752,11 +890,19 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
         if let (Some(l), Some(p)) = (&row.label, &row.predicted) {
             let _ = write!(cap, "<br>label {} · predicted {}", esc(l), esc(p));
         }
+        // Below the evidence cut: labelled so, its first reason greyed.
+        let reason = if view.no_issue(row.rank) {
+            format!(
+                r#"<b class="no-issue-label">{NO_ISSUE}</b> <span class="muted">{}</span>"#,
+                esc(reason)
+            )
+        } else {
+            esc(reason)
+        };
         let _ = write!(
             *s,
-            r#"<figure class="item">{}<figcaption>{cap}<br>{}</figcaption></figure>"#,
+            r#"<figure class="item">{}<figcaption>{cap}<br>{reason}</figcaption></figure>"#,
             picture(vis.get(&super::visual_key(id)), id),
-            esc(reason)
         );
     }
     s.push_str("</div></section>");
@@ -781,11 +927,31 @@ fn charts_section(s: &mut String, inp: &Inputs<'_>) {
         })
         .collect();
     s.push_str(&svg::reliability(&bins));
-    s.push_str("</div><div class=\"charts\">");
-    // Over every item (not only the queue rows passed in), one score at a time.
+    s.push_str("</div>");
+    // Over every item (not only the queue rows passed in), one score at a
+    // time; the items of "Top of the queue" marked where they lie.
+    let top = &inp.queue[..inp.queue.len().min(super::GALLERY_TOP)];
+    let view = TableView::of(r);
+    let _ = write!(
+        s,
+        r#"<p class="muted">Every item's scores. The ticks under each axis are the {} items at the top of the queue: red above the evidence cut, grey below it (“{NO_ISSUE}”); hover for rank and id.</p>"#,
+        top.len()
+    );
+    s.push_str(r#"<div class="charts">"#);
     for key in &inp.score_names {
         let values = (inp.score_values)(key);
-        s.push_str(&svg::histogram(key, &values, 20));
+        let marks: Vec<svg::Mark> = top
+            .iter()
+            .filter_map(|r| {
+                let v = r.scores.get(key)?;
+                Some(svg::Mark {
+                    value: v,
+                    label: format!("#{} {}: {}", r.rank, r.id, svg::tick(v, v.abs())),
+                    evidence: !view.no_issue(r.rank),
+                })
+            })
+            .collect();
+        s.push_str(&svg::histogram(key, &values, 20, &marks));
     }
     s.push_str("</div></section>");
 }
@@ -1100,7 +1266,7 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
 
     // Queue.
     s.push_str(r#"<section id="queue"><h2>Review queue</h2>"#);
-    s.push_str(&queue_table(inp.queue));
+    s.push_str(&queue_table(inp.queue, &TableView::of(r)));
     s.push_str("</section>");
 
     if let Some(sel) = &r.selection {
@@ -1154,7 +1320,13 @@ mod tests {
             .into_iter()
             .map(|r| serde_json::from_value(r).unwrap())
             .collect();
-        let t = queue_table(&rows);
+        let all = TableView {
+            budget: true,
+            spot_check: true,
+            review_all: true,
+            evidence: None,
+        };
+        let t = queue_table(&rows, &all);
         for h in [
             "<th>in_budget</th>",
             "<th>spot_check</th>",
@@ -1163,15 +1335,108 @@ mod tests {
             assert!(t.contains(h), "{h}");
         }
         assert!(!t.contains("<th>label</th>") && !t.contains("<th>cluster</th>"));
-        assert!(t.contains("<td>yes</td><td>no</td><td>new</td>"));
+        assert!(t.contains(
+            r#"<td data-k="in_budget">yes</td><td data-k="spot_check">no</td><td data-k="status">new</td>"#
+        ));
         assert!(
-            t.contains("<td>no</td><td>no</td><td>–</td>"),
+            t.contains(r#"<td data-k="in_budget">no</td><td data-k="spot_check">no</td><td data-k="status">–</td>"#),
             "a null status"
         );
         assert!(t.contains("review_all: no") && t.contains("review_all: yes"));
         assert!(t.contains("annotator: &lt;i&gt;x&lt;/i&gt;") && !t.contains("<i>"));
         assert!(t.contains("<li>r &lt;1&gt;</li>"));
         assert_eq!(t.matches("<tr><td class=\"num\">").count(), 2);
+        // Empty `also_in_cluster` lists: no column, no tag, never `[]`.
+        assert!(!t.contains("also_in_cluster") && !t.contains("[]"));
+    }
+
+    fn rows(n: usize, also: &[&str]) -> Vec<QueueRow<'static>> {
+        (1..=n)
+            .map(|rank| {
+                serde_json::from_value(json!({
+                    "rank": rank, "id": format!("i{rank}"), "priority": 1.0 / rank as f64,
+                    "in_budget": true, "spot_check": false, "review_all": false,
+                    "also_in_cluster": if rank == 2 { also.to_vec() } else { vec![] },
+                    "reasons": [format!("mIoU 0.99{rank}")], "scores": {}
+                }))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn policy_flags_show_only_when_the_run_used_their_option() {
+        let r = rows(3, &[]);
+        // No budget, no spot check, no review-all: no such column or tag,
+        // though every row says `in_budget: true`.
+        let t = queue_table(&r, &TableView::default());
+        for f in [
+            "in_budget",
+            "spot_check",
+            "review_all",
+            "also_in_cluster",
+            "[]",
+        ] {
+            assert!(!t.contains(f), "{f}:\n{t}");
+        }
+        // Nothing left for the "item" column: none.
+        assert!(!t.contains("<th>item</th>") && !t.contains("class=\"item\""));
+        let t = queue_table(
+            &r,
+            &TableView {
+                budget: true,
+                ..Default::default()
+            },
+        );
+        assert!(t.contains("<th>in_budget</th>") && !t.contains("spot_check"));
+        // A non-empty list gets its column; the empty ones show "–".
+        let r = rows(3, &["x<1>", "y"]);
+        let t = queue_table(&r, &TableView::default());
+        assert!(t.contains("<th>also_in_cluster</th>") && !t.contains("[]"));
+        assert!(t.contains(r#"<td data-k="also_in_cluster">x&lt;1&gt;, y</td>"#));
+        assert_eq!(
+            t.matches(r#"<td data-k="also_in_cluster">–</td>"#).count(),
+            2
+        );
+    }
+
+    #[test]
+    fn rows_below_the_evidence_cut_read_no_issue_found() {
+        let r = rows(5, &[]);
+        let view = |at| TableView {
+            evidence: Some(crate::schema::QueueSummary {
+                rows: 5,
+                flagged: at,
+                evidence_ends_at: at,
+                evidence_rule: "Rule <b>.".into(),
+            }),
+            ..Default::default()
+        };
+        let t = queue_table(&r, &view(2));
+        assert!(t.contains("Rule &lt;b&gt;. The evidence ends at rank 2"));
+        assert_eq!(t.matches("<tr class=\"cut\">").count(), 1);
+        // The cut sits right after rank 2; ranks 3 to 5 are greyed and
+        // labelled, their readouts kept.
+        let cut = t.find("<tr class=\"cut\">").unwrap();
+        assert!(t[..cut].contains(">i2<") && !t[..cut].contains(">i3<"));
+        assert_eq!(t.matches("<tr class=\"no-issue\">").count(), 3);
+        assert_eq!(t[cut..].matches(&format!(">{NO_ISSUE}<")).count(), 3);
+        assert!(!t[..cut].contains("no-issue") && t[cut..].contains("mIoU 0.995"));
+        // No evidence at all: every row labelled, no cut line; the evidence
+        // past the table: no cut line, no label.
+        let t = queue_table(&r, &view(0));
+        assert_eq!(t.matches("<tr class=\"no-issue\">").count(), 5);
+        assert!(!t.contains("<tr class=\"cut\">"));
+        let t = queue_table(&r, &view(5));
+        assert!(!t.contains("<tr class=\"cut\">") && !t.contains("class=\"no-issue\""));
+    }
+
+    #[test]
+    fn captions_wrap_between_words_never_inside_one() {
+        assert!(
+            CSS.contains("figcaption{font-size:12px;overflow-wrap:break-word;word-break:normal")
+        );
+        assert!(!CSS.contains("break-all") && !CSS.contains("overflow-wrap:anywhere"));
     }
 
     #[test]

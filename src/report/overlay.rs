@@ -7,11 +7,19 @@
 //!    lies in the annotation's or the prediction's Boundary IoU band
 //!    ([`crate::metrics::boundary_iou::band_mask`], same width `d`) and does
 //!    not count towards the Boundary IoU intersection, i.e. it is in one band
-//!    but not the other, or in both with annotation ≠ prediction (ignored
-//!    pixels are never highlighted);
+//!    but not the other, or in both with annotation ≠ prediction;
 //! 2. the annotated boundary is drawn in yellow, the predicted boundary in
 //!    cyan, and white where the two coincide. A boundary pixel is one with a
-//!    4-neighbour inside the image of a different value.
+//!    4-neighbour inside the image of a different value;
+//! 3. *ignored* pixels (annotated `ignore_index`, which no score counts) are
+//!    drawn as ignore and nothing else: grey hatching ([`ignore_colour`]),
+//!    never a class's colour, never band, never boundary. An ignore region
+//!    is not an annotated object, so it makes no annotated boundary (a
+//!    pixel's ignored neighbours do not count) and no band of its own: the
+//!    annotation's band is taken with every ignored pixel given the
+//!    prediction's class ([`disagreement`]). (The metric bands the raw
+//!    annotation, whose edge along an ignore region may lower Boundary IoU;
+//!    the picture shows the disagreements about annotated objects only.)
 //!
 //! The prediction is the per-pixel argmax of the item's probabilities (the
 //! same under a softmax, so `--logits` does not matter).
@@ -37,6 +45,21 @@ pub const BOTH: [u8; 3] = [255, 255, 255];
 pub const BAND: [u8; 3] = [255, 0, 255];
 /// Opacity of the disagreeing band.
 pub const BAND_ALPHA: f32 = 0.5;
+/// Ground of the hatching of ignored pixels.
+pub const IGNORE: [u8; 3] = [150, 150, 150];
+/// Lines of the hatching of ignored pixels: every 4th diagonal.
+pub const IGNORE_HATCH: [u8; 3] = [96, 96, 96];
+
+/// The colour of an ignored pixel at `(x, y)`: [`IGNORE_HATCH`] on the
+/// diagonals `x + y ≡ 0 (mod 4)`, else [`IGNORE`] (grey hatching, never a
+/// class colour).
+pub fn ignore_colour(x: usize, y: usize) -> [u8; 3] {
+    if (x + y).is_multiple_of(4) {
+        IGNORE_HATCH
+    } else {
+        IGNORE
+    }
+}
 
 /// `a` blended over by `c` at opacity `alpha`.
 pub fn blend(a: [u8; 3], c: [u8; 3], alpha: f32) -> [u8; 3] {
@@ -164,9 +187,11 @@ pub fn boundary(map: &[u16], h: usize, w: usize) -> Vec<bool> {
     out
 }
 
-/// The disagreeing band: pixels in `B(gt) ∪ B(pred)` but not in the
-/// Boundary IoU intersection (`B(gt) ∩ B(pred)` with `gt == pred`), minus
-/// ignored pixels. Bands use width `d`.
+/// The disagreeing band: pixels in `B(gt′) ∪ B(pred)` but not in the
+/// Boundary IoU intersection (`B(gt′) ∩ B(pred)` with `gt′ == pred`), minus
+/// ignored pixels, where `gt′` is `gt` with every ignored pixel given the
+/// prediction's class (so an ignore region makes no band of its own; `gt′ =
+/// gt` where nothing is ignored). Bands use width `d`.
 pub fn disagreement(
     gt: &[u16],
     pred: &[u16],
@@ -175,16 +200,45 @@ pub fn disagreement(
     d: usize,
     ignore_index: u16,
 ) -> Vec<bool> {
+    let filled: Vec<u16> = gt
+        .iter()
+        .zip(pred)
+        .map(|(&g, &p)| if g == ignore_index { p } else { g })
+        .collect();
     let mut bg = vec![0u8; h * w];
     let mut bp = vec![0u8; h * w];
-    band_mask(gt, h, w, d, &mut bg);
+    band_mask(&filled, h, w, d, &mut bg);
     band_mask(pred, h, w, d, &mut bp);
     (0..h * w)
         .map(|i| {
             let (a, b) = (bg[i] != 0, bp[i] != 0);
-            gt[i] != ignore_index && (a || b) && !(a && b && gt[i] == pred[i])
+            gt[i] != ignore_index && (a || b) && !(a && b && filled[i] == pred[i])
         })
         .collect()
+}
+
+/// The annotated boundary: [`boundary`] of `gt` where ignored pixels are
+/// neither on it nor count as a differing neighbour (an ignore region is
+/// not an annotated object).
+pub fn annotated_boundary(gt: &[u16], h: usize, w: usize, ignore_index: u16) -> Vec<bool> {
+    let mut out = boundary(gt, h, w);
+    for i in 0..h * w {
+        if !out[i] {
+            continue;
+        }
+        let v = gt[i];
+        if v == ignore_index {
+            out[i] = false;
+            continue;
+        }
+        let (y, x) = (i / w, i % w);
+        let differs = |j: usize| gt[j] != v && gt[j] != ignore_index;
+        out[i] = (x > 0 && differs(i - 1))
+            || (x + 1 < w && differs(i + 1))
+            || (y > 0 && differs(i - w))
+            || (y + 1 < h && differs(i + w));
+    }
+    out
 }
 
 /// Annotators' outline colours in the annotator overlays, by annotator
@@ -207,9 +261,10 @@ pub fn annotator_colour(k: usize) -> [u8; 3] {
 
 /// Segmentation item `index` with each annotator's mask outline (the
 /// pixels where its map changes, as [`boundary`]) in its own colour
-/// ([`annotator_colour`] of its position in `masks`; a later annotator is
-/// drawn over an earlier one), on the item's image or a grey rendering of
-/// its official mask. Every mask must have the item's size `dims`.
+/// ([`annotator_colour`] of its position in `masks`; the outline with the
+/// most pixels is drawn first and the sparsest last, on top, so a noisy
+/// annotator's outline does not hide the others; ties in annotator order),
+/// on the item's image or a grey rendering of its official mask. Every mask must have the item's size `dims`.
 pub fn annotators_overlay(
     cfg: &DatasetConfig,
     manifest: &Manifest,
@@ -229,12 +284,19 @@ pub fn annotators_overlay(
         None => crate::io::mask::read_dataset_mask(cfg, &official, id, dims)?,
     };
     let mut img = base_image(cfg, manifest, index, &gt, h, w, c);
+    let mut outlines = Vec::with_capacity(masks.len());
     for (k, (_, ann)) in masks.iter().enumerate() {
-        let Some(m) = ann.mask(cfg, index, id, dims)? else {
-            continue;
-        };
+        if let Some(m) = ann.mask(cfg, index, id, dims)? {
+            let b = boundary(&m, h, w);
+            outlines.push((b.iter().filter(|&&on| on).count(), k, b));
+        }
+    }
+    // The busiest outline first (a noisy annotator's may cover the whole
+    // item), so the sparser ones stay visible over it; ties in order.
+    outlines.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, k, b) in outlines {
         let colour = annotator_colour(k);
-        for (px, on) in img.pixels_mut().zip(boundary(&m, h, w)) {
+        for (px, on) in img.pixels_mut().zip(b) {
             if on {
                 px.0 = colour;
             }
@@ -251,7 +313,8 @@ pub fn grey_base(gt: &[u16], h: usize, w: usize, classes: usize) -> RgbImage {
     })
 }
 
-/// Draw the overlay onto `base` (`w × h`): band, then boundaries.
+/// Draw the overlay onto `base` (`w × h`): band, then boundaries; ignored
+/// pixels hatched, nothing else on them (see the module's notes).
 pub fn draw(
     mut base: RgbImage,
     gt: &[u16],
@@ -262,9 +325,13 @@ pub fn draw(
 ) -> RgbImage {
     assert_eq!((base.width() as usize, base.height() as usize), (w, h));
     let band = disagreement(gt, pred, h, w, band_width(h, w), ignore_index);
-    let bg = boundary(gt, h, w);
+    let bg = annotated_boundary(gt, h, w, ignore_index);
     let bp = boundary(pred, h, w);
     for (i, px) in base.pixels_mut().enumerate() {
+        if gt[i] == ignore_index {
+            px.0 = ignore_colour(i % w, i / w);
+            continue;
+        }
         let mut c = px.0;
         if band[i] {
             c = blend(c, BAND, BAND_ALPHA);

@@ -13,6 +13,8 @@ pub const GREEN: &str = "#59a14f";
 pub const RED: &str = "#e15759";
 pub const TEAL: &str = "#76b7b2";
 pub const GREY: &str = "#bab0ac";
+/// The rug ticks of top items below the evidence cut.
+pub const MARK_GREY: &str = "#8c8c8c";
 
 const W: f64 = 520.0;
 const H: f64 = 280.0;
@@ -38,16 +40,72 @@ pub fn fmt3(x: Option<f64>) -> String {
         .map_or_else(|| "–".to_string(), |v| format!("{v:.3}"))
 }
 
+/// An axis label for value `v` on an axis spanning `span` (the distance
+/// from its lowest to its highest label; `|v|` when not positive and
+/// finite), written with just enough digits for that range:
+///
+/// - `d = clamp(2 − ⌊log₁₀ span⌋, 0, 6)` decimals, i.e. three significant
+///   digits of the span, then trailing zeros (and a bare point) dropped:
+///   `0.25` on a unit axis, `1` rather than `1.00`, `0.1235` on a span of
+///   0.05;
+/// - the integer part grouped by thousands with `,` (`16,128`);
+/// - when the value or the span reaches a million, in millions (`M`) or
+///   billions (`G`), the decimals taken from the span in that unit
+///   (`2.5M`, and `0.5M` on a span of 2 M);
+/// - zero (also a negative value that rounds to it) is `0`; a value that
+///   is not finite is `–`.
+pub fn tick(v: f64, span: f64) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    let span = if span.is_finite() && span > 0.0 {
+        span
+    } else if v != 0.0 {
+        v.abs()
+    } else {
+        1.0
+    };
+    let magnitude = v.abs().max(span);
+    let (scale, unit) = if magnitude >= 1e9 {
+        (1e9, "G")
+    } else if magnitude >= 1e6 {
+        (1e6, "M")
+    } else {
+        (1.0, "")
+    };
+    let (v, span) = (v / scale, span / scale);
+    let d = (2.0 - span.log10().floor()).clamp(0.0, 6.0) as usize;
+    let mut text = format!("{v:.d$}");
+    if text.contains('.') {
+        let kept = text.trim_end_matches('0').trim_end_matches('.').len();
+        text.truncate(kept);
+    }
+    if text == "-0" {
+        text = "0".into();
+    }
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (int, frac) = digits.split_at(digits.find('.').unwrap_or(digits.len()));
+    let mut grouped = String::with_capacity(text.len() + int.len() / 3 + unit.len());
+    grouped.push_str(sign);
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    grouped.push_str(frac);
+    grouped.push_str(unit);
+    grouped
+}
+
 fn y_axis(s: &mut String, x0: f64, y0: f64, plot_h: f64, x1: f64, max: f64) {
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let y = y0 + plot_h * (1.0 - f);
-        let v = max * f;
-        let label = if max >= 10.0 || (max.fract() == 0.0 && max >= 4.0 && v.fract() == 0.0) {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.2}")
-        };
+        let label = tick(max * f, max);
         let _ = write!(
             s,
             r#"<line class="grid" x1="{x0:.1}" y1="{y:.1}" x2="{x1:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
@@ -147,13 +205,26 @@ pub fn reliability(bins: &[Bin]) -> String {
     s
 }
 
+/// A value marked on a histogram: where one of the queue's top items lies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    pub value: f64,
+    /// Its tooltip (escaped when drawn), e.g. `#1 item7: 0.93`.
+    pub label: String,
+    /// Above the queue's evidence cut (red), or below it (grey).
+    pub evidence: bool,
+}
+
 /// Histogram of `values` (finite ones) in `nbins` equal bins over their
-/// range; one `hist-bar` per non-empty bin.
-pub fn histogram(name: &str, values: &[f64], nbins: usize) -> String {
+/// range; one `hist-bar` per non-empty bin. Each of `marks` with a finite
+/// value is drawn as a `top-mark` tick (a rug) just under the axis, at its
+/// value (clamped to the range), red above the evidence cut and grey below
+/// it, with its label as a tooltip.
+pub fn histogram(name: &str, values: &[f64], nbins: usize, marks: &[Mark]) -> String {
     let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     let (w, h) = (300.0, 180.0);
     let mut s = open("histogram", name, w, h);
-    let (x0, y0, pw, ph) = (36.0, 24.0, w - 44.0, h - 58.0);
+    let (x0, y0, pw, ph) = (36.0, 24.0, w - 44.0, h - 66.0);
     if v.is_empty() {
         let _ = write!(
             s,
@@ -179,27 +250,73 @@ pub fn histogram(name: &str, values: &[f64], nbins: usize) -> String {
     let max = (counts.iter().max().copied().unwrap_or(1).max(1).div_ceil(4) * 4) as f64;
     y_axis(&mut s, x0, y0, ph, x0 + pw, max);
     let bw = pw / nb as f64;
+    let span = hi - lo;
     for (k, &c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
         let bh = ph * c as f64 / max;
-        let a = lo + (hi - lo) * k as f64 / nb as f64;
-        let b = lo + (hi - lo) * (k + 1) as f64 / nb as f64;
+        let a = lo + span * k as f64 / nb as f64;
+        let b = lo + span * (k + 1) as f64 / nb as f64;
         let _ = write!(
             s,
-            r#"<rect class="hist-bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{BLUE}"><title>[{a:.4}, {b:.4}]: {c}</title></rect>"#,
+            r#"<rect class="hist-bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{BLUE}"><title>[{}, {}]: {c}</title></rect>"#,
             x0 + bw * k as f64 + 0.5,
             y0 + ph - bh,
-            (bw - 1.0).max(0.5)
+            (bw - 1.0).max(0.5),
+            tick(a, span / nb as f64),
+            tick(b, span / nb as f64)
+        );
+    }
+    // The rug: a short tick per marked value, under the axis.
+    let rug = y0 + ph + 2.0;
+    let (mut red, mut grey) = (0, 0);
+    // Grey first, so the red ticks are drawn over them.
+    let mut shown: Vec<&Mark> = marks.iter().filter(|m| m.value.is_finite()).collect();
+    shown.sort_by_key(|m| m.evidence);
+    for m in shown {
+        let f = if hi > lo {
+            ((m.value - lo) / span).clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        let x = x0 + pw * f;
+        let colour = if m.evidence {
+            red += 1;
+            RED
+        } else {
+            grey += 1;
+            MARK_GREY
+        };
+        let _ = write!(
+            s,
+            r#"<line class="top-mark" x1="{x:.1}" y1="{rug:.1}" x2="{x:.1}" y2="{:.1}" stroke="{colour}" stroke-width="1.5"><title>{}</title></line>"#,
+            rug + 8.0,
+            html(&m.label)
         );
     }
     let _ = write!(
         s,
-        r#"<text class="tick" x="{x0:.1}" y="{:.1}">{lo:.3}</text><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{hi:.3}</text><text class="tick" x="{:.1}" y="{:.1}" text-anchor="middle">n = {}</text></svg>"#,
-        y0 + ph + 14.0,
+        r#"<text class="tick" x="{x0:.1}" y="{:.1}">{}</text><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+        rug + 20.0,
+        tick(lo, span),
         x0 + pw,
-        y0 + ph + 14.0,
+        rug + 20.0,
+        tick(hi, span),
+    );
+    let note = match (red, grey) {
+        (0, 0) => format!("n = {}", v.len()),
+        (r, 0) => format!("n = {} · red: top {r} of the queue", v.len()),
+        (0, g) => format!("n = {} · grey: top {g}, no issue found", v.len()),
+        (r, g) => format!(
+            "n = {} · top {}: {r} red, {g} grey (no issue)",
+            v.len(),
+            r + g
+        ),
+    };
+    let _ = write!(
+        s,
+        r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text></svg>"#,
         x0 + pw / 2.0,
-        y0 + ph + 30.0,
-        v.len()
+        rug + 36.0,
+        html(&note)
     );
     s
 }
@@ -324,15 +441,8 @@ pub fn hbars(
             );
         }
     }
-    // Whole numbers on a count axis (whose top is a multiple of 4).
+    // Whole numbers in a count's tooltip (the axis top is a multiple of 4).
     let whole = |v: f64| max >= 10.0 || (max >= 4.0 && max.fract() == 0.0 && v.fract() == 0.0);
-    let fmt = |v: f64| {
-        if whole(v) {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.2}")
-        }
-    };
     for k in 0..=4 {
         let f = k as f64 / 4.0;
         let x = left + pw * f;
@@ -341,7 +451,7 @@ pub fn hbars(
             r#"<line class="grid" x1="{x:.1}" y1="{top:.1}" x2="{x:.1}" y2="{:.1}"/><text class="tick" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             top + ph,
             top + ph + 12.0,
-            fmt(max * f)
+            tick(max * f, max)
         );
     }
     for (i, label) in labels.iter().enumerate() {
@@ -539,12 +649,108 @@ mod tests {
         assert_eq!(s.matches("class=\"rel-bar\"").count(), 1);
         assert!(s.contains(">7</text>") && s.contains("7 samples"));
         assert_eq!(compact(400_141), "400k");
-        let s = histogram("x", &[0.0, 1.0, 1.0, f64::NAN], 4);
+        let s = histogram("x", &[0.0, 1.0, 1.0, f64::NAN], 4, &[]);
         assert_eq!(s.matches("class=\"hist-bar\"").count(), 2);
-        assert!(s.contains("n = 3"));
+        assert!(s.contains("n = 3<") && !s.contains("top-mark"));
         let s = heatmap(&["a".into(), "<b>".into()], &[vec![1, 2], vec![0, 3]]);
         assert_eq!(s.matches("class=\"cm-cell\"").count(), 4);
         assert!(!s.contains("<b>") && s.contains("&lt;b&gt;"));
+    }
+
+    #[test]
+    fn ticks_have_just_enough_digits_for_their_range() {
+        // Hand-worked: (value, span) → label.
+        for (v, span, want) in [
+            (0.0, 1.0, "0"),
+            (0.0, 16128.0, "0"),
+            (-0.0001, 1.0, "0"),
+            (16128.0, 16128.0, "16,128"),
+            (4032.0, 16128.0, "4,032"),
+            (16128.0, 0.0, "16,128"),
+            (999.0, 999.0, "999"),
+            (1000.0, 4000.0, "1,000"),
+            (0.25, 1.0, "0.25"),
+            (0.5, 1.0, "0.5"),
+            (1.0, 1.0, "1"),
+            (0.75, 1.0, "0.75"),
+            (2.0, 8.0, "2"),
+            (2.5, 10.0, "2.5"),
+            (12.0, 48.0, "12"),
+            (0.123456, 0.05, "0.1235"),
+            (0.98765, 0.9, "0.988"),
+            (-0.5, 2.0, "-0.5"),
+            (-12345.0, 20000.0, "-12,345"),
+            (2_500_000.0, 4_000_000.0, "2.5M"),
+            (500_000.0, 2_000_000.0, "0.5M"),
+            (123_456_789.0, 123_456_789.0, "123M"),
+            (3.2e9, 4e9, "3.2G"),
+            (1e-9, 1e-9, "0"),
+            (0.000_002, 0.000_01, "0.000002"),
+            (f64::NAN, 1.0, "–"),
+            (f64::INFINITY, 1.0, "–"),
+        ] {
+            assert_eq!(tick(v, span), want, "tick({v}, {span})");
+        }
+        // Never the old fixed-decimals forms.
+        assert!(!tick(16128.0, 16128.0).contains(".000"));
+    }
+
+    #[test]
+    fn histogram_marks_the_top_items_in_a_rug() {
+        let values: Vec<f64> = (0..=100).map(|i| i as f64).collect();
+        let marks = [
+            Mark {
+                value: 100.0,
+                label: "#1 <a>: 100".into(),
+                evidence: true,
+            },
+            Mark {
+                value: 25.0,
+                label: "#2 b: 25".into(),
+                evidence: true,
+            },
+            Mark {
+                value: f64::NAN,
+                label: "#3 c".into(),
+                evidence: true,
+            },
+            Mark {
+                value: 500.0,
+                label: "#4 d: 500".into(),
+                evidence: true,
+            },
+        ];
+        let s = histogram("score", &values, 20, &marks);
+        // Finite values only; the plot spans x 36..292 over [0, 100].
+        assert_eq!(s.matches("class=\"top-mark\"").count(), 3);
+        assert!(
+            s.contains(r#"class="top-mark" x1="292.0""#),
+            "100 at the right end"
+        );
+        assert!(
+            s.contains(r#"class="top-mark" x1="100.0""#),
+            "25 a quarter along"
+        );
+        assert_eq!(
+            s.matches(r#"x1="292.0""#).count(),
+            2,
+            "500 clamped to the end"
+        );
+        assert!(s.contains("<title>#1 &lt;a&gt;: 100</title>") && !s.contains("<a>"));
+        assert!(s.contains("red: top 3 of the queue"));
+        // Below the evidence cut: grey, drawn first.
+        let mut below = marks.to_vec();
+        below[1].evidence = false;
+        let s = histogram("score", &values, 20, &below);
+        assert!(s.contains("top 3: 2 red, 1 grey (no issue)"));
+        let first = s.find("class=\"top-mark\"").unwrap();
+        assert!(s[first..].starts_with(&format!(
+            r#"class="top-mark" x1="100.0" y1="140.0" x2="100.0" y2="148.0" stroke="{MARK_GREY}""#
+        )));
+        // The range's ends, formatted for the range.
+        assert!(s.contains(">0</text>") && s.contains(">100</text>"));
+        let s = histogram("pixels", &[16000.0, 16128.0], 20, &[]);
+        assert!(s.contains(">16,128</text>") && !s.contains("16128.000"));
     }
 
     #[test]

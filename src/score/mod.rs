@@ -466,6 +466,7 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         reasons: Vec::new(),
         row: Some(facts),
         seg_facts: None,
+        confused: None,
         label_set: Vec::new(),
         dims: None,
         cluster: None,
@@ -488,6 +489,7 @@ fn unlabelled_row_item(index: usize, s: &SampleScores) -> ItemResult {
         reasons: Vec::new(),
         row: None,
         seg_facts: None,
+        confused: None,
         label_set: Vec::new(),
         dims: None,
         cluster: None,
@@ -955,6 +957,14 @@ fn fold_seg_item(
         cluster: None,
         neighbors: Vec::new(),
         class: f.worst_class.map(|w| w.0 as u32),
+        confused: f
+            .worst_class
+            .and_then(|w| st.confusion.largest_confusion(w.0))
+            .map(|(a, p, n)| crate::records::Confused {
+                annotated: a as u32,
+                predicted: p as u32,
+                pixels: n,
+            }),
         seg_facts: Some(f),
         consensus: None,
         unlabelled: false,
@@ -988,6 +998,7 @@ fn unlabelled_seg_item(index: usize, item: &SegItem, st: &SegItemStats) -> ItemR
         neighbors: Vec::new(),
         class: rarest,
         seg_facts: None,
+        confused: None,
         consensus: None,
         unlabelled: true,
     }

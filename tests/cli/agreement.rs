@@ -585,12 +585,17 @@ fn segmentation_agreement_pools_pairs_and_finds_the_planted_annotators() {
         img
     };
     let count = |img: &image::RgbImage, c: [u8; 3]| img.pixels().filter(|p| p.0 == c).count();
-    // The four items with the noisy annotator come first; it is drawn
-    // last (4th colour, orange) and its outline is everywhere.
+    // The four items with the noisy annotator come first; its outline
+    // (4th colour, orange) is everywhere, so it is drawn first and the
+    // others' sparse outlines stay visible over it.
     let worst = overlay(order[0].0);
     assert!(
         count(&worst, [245, 130, 48]) > 1000,
         "noisy's outline everywhere"
+    );
+    assert!(
+        count(&worst, [60, 180, 75]) > 20,
+        "thick's outline (3rd colour, green) drawn over noisy's"
     );
     // The fifth has no noisy annotator: thick's outline (3rd colour,
     // green) shows around every region, a2's (2nd, blue) where it differs.

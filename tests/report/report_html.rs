@@ -130,7 +130,11 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
     );
 
     // The queue table (every row of the demo), the top gallery, the clusters.
-    assert_eq!(count(&html, "<tr><td class=\"num\">"), queue.len().min(100));
+    assert_eq!(
+        count(&html, "<tr><td class=\"num\">")
+            + count(&html, "<tr class=\"no-issue\"><td class=\"num\">"),
+        queue.len().min(100)
+    );
     assert_eq!(count(&html, "<figure class=\"item\">"), 12);
     let clusters: Vec<ClusterRow> = std::fs::read_to_string(out.join("clusters.jsonl"))
         .unwrap()
@@ -162,6 +166,100 @@ fn demo_report_is_self_contained_with_one_chart_per_section() {
             assert!(out.join(format!("overlays/{id}.png")).is_file(), "{id}");
         }
     }
+}
+
+/// The demo's queue reads right: its 9 planted errors (`truth.json`) sit
+/// above the evidence cut and its clean items below it, labelled "no issue
+/// found"; without `--budget` no row says `in_budget`; no empty list shows
+/// as `[]`; a swapped class's reason names both classes; every histogram
+/// marks the top of the queue.
+#[test]
+fn demo_queue_is_cut_where_the_evidence_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let html = run_demo(&out);
+    let report = read_report_typed(&out);
+    let queue = read_queue_rows(&out);
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(demo().join("truth.json")).unwrap()).unwrap();
+    let planted: Vec<&str> = truth["planted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(planted.len(), 9);
+    let q = &report.queue;
+    assert_eq!(q.rows, queue.len());
+    assert_eq!(q.evidence_ends_at, planted.len(), "{q:?}");
+    assert!(q.evidence_rule.contains("Otsu") && q.evidence_rule.contains("a check flags it"));
+    for r in &queue {
+        let is_planted = planted.contains(&r.id.as_ref());
+        assert_eq!(
+            r.rank <= q.evidence_ends_at,
+            is_planted,
+            "{} at rank {} (cut at {})",
+            r.id,
+            r.rank,
+            q.evidence_ends_at
+        );
+    }
+    // The page: one cut line, right after the last planted row; the rows
+    // below it labelled and greyed.
+    assert_eq!(count(&html, "<tr class=\"cut\">"), 1);
+    let table = &html[html.find("<section id=\"queue\">").unwrap()..];
+    let cut = table.find("<tr class=\"cut\">").unwrap();
+    let last = &queue[q.evidence_ends_at - 1].id;
+    let below = &queue[q.evidence_ends_at].id;
+    assert!(table[..cut].contains(&format!("<td>{last}</td>")));
+    assert!(table[cut..].contains(&format!("<td>{below}</td>")));
+    assert_eq!(
+        count(table, "<tr class=\"no-issue\">"),
+        queue.len() - q.evidence_ends_at
+    );
+    assert!(table.contains(&format!("The evidence ends at rank {}", q.evidence_ends_at)));
+    // The gallery's items below the cut are labelled too.
+    let gallery = &html[..html.find("<section id=\"calibration\">").unwrap()];
+    assert_eq!(
+        count(gallery, "class=\"no-issue-label\">no issue found<"),
+        12 - q.evidence_ends_at
+    );
+
+    // No budget: nothing says in_budget; no `[]` anywhere.
+    assert!(report.queue_policy.budget.is_none());
+    assert!(!html.contains("in_budget") && !html.contains("[]"));
+
+    // The swapped classes (item00019: a membrane object annotated as cell).
+    let swapped = queue.iter().find(|r| r.id == "item00019").unwrap();
+    assert!(
+        swapped
+            .reasons
+            .iter()
+            .any(|r| r.contains("annotated \"cell\" where the model sees \"membrane\"")),
+        "{:?}",
+        swapped.reasons
+    );
+
+    // Every histogram marks the gallery's 12 items.
+    let mut rest = html.as_str();
+    let mut charts = 0;
+    while let Some(at) = rest.find("data-chart=\"histogram\"") {
+        let end = at + rest[at..].find("</svg>").unwrap();
+        let h = &rest[at..end];
+        let title = &h[h.find("<title>").unwrap() + 7..h.find("</title>").unwrap()];
+        let finite = queue[..12]
+            .iter()
+            .filter(|r| r.scores.get(title).is_some())
+            .count();
+        assert_eq!(count(h, "class=\"top-mark\""), finite, "{title}");
+        assert!(
+            !h.contains(".000<"),
+            "{title}: ticks formatted for the range"
+        );
+        charts += 1;
+        rest = &rest[end..];
+    }
+    assert!(charts >= 10);
 }
 
 #[test]
@@ -207,6 +305,118 @@ fn shifted_boundary_overlay_shows_both_boundaries_and_the_band() {
         checked += 1;
     }
     assert!(checked > 0, "a shifted_boundary item is in the gallery");
+}
+
+/// Ignored pixels (mask value 255 in the demo) are drawn as ignore in
+/// every overlay: the hatching of [`overlay::ignore_colour`], never a
+/// class colour, a boundary or the band; the legend names ignore.
+#[test]
+fn ignored_pixels_are_drawn_as_ignore_in_the_overlays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let html = run_demo(&out);
+    assert!(html.contains("class=\"sw ignore\"") && html.contains("ignore (not scored"));
+    let mut ignored = 0;
+    let mut next_to_ignore = 0;
+    for e in std::fs::read_dir(out.join("overlays")).unwrap() {
+        let path = e.unwrap().path();
+        let id = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let mask = image::open(demo().join(format!("masks/{id}.png")))
+            .unwrap()
+            .to_luma8();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let (w, h) = (mask.width(), mask.height());
+        for y in 0..h {
+            for x in 0..w {
+                let is_ignored = |x: u32, y: u32| mask.get_pixel(x, y).0[0] == 255;
+                let px = img.get_pixel(x, y).0;
+                if is_ignored(x, y) {
+                    assert_eq!(
+                        px,
+                        overlay::ignore_colour(x as usize, y as usize),
+                        "{id} ({x}, {y})"
+                    );
+                    ignored += 1;
+                    continue;
+                }
+                // A pixel next to an ignore region whose annotated class
+                // has no other neighbour: no annotated boundary there.
+                let v = mask.get_pixel(x, y).0[0];
+                let around = [(0i64, 1i64), (0, -1), (1, 0), (-1, 0)]
+                    .map(|(dx, dy)| (x as i64 + dx, y as i64 + dy))
+                    .into_iter()
+                    .filter(|&(a, b)| a >= 0 && b >= 0 && a < w as i64 && b < h as i64)
+                    .map(|(a, b)| mask.get_pixel(a as u32, b as u32).0[0]);
+                let (mut ign, mut other) = (false, false);
+                for n in around {
+                    ign |= n == 255;
+                    other |= n != 255 && n != v;
+                }
+                if ign && !other {
+                    assert!(
+                        px != overlay::ANNOTATED && px != overlay::BOTH,
+                        "{id} ({x}, {y}): an ignore edge drawn as an annotated boundary"
+                    );
+                    next_to_ignore += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        ignored > 100,
+        "the demo's overlays hold ignored pixels ({ignored})"
+    );
+    assert!(next_to_ignore > 20, "{next_to_ignore}");
+}
+
+/// Hand-worked: an ignored 2 × 2 block inside one class, predicted as
+/// that class everywhere: the block is hatched, nothing else is drawn (no
+/// annotated boundary around it, no band), so the overlay is the plain
+/// grey of the class outside the block.
+#[test]
+fn an_ignore_block_makes_no_boundary_and_no_band() {
+    let (h, w) = (8, 8);
+    let gt: Vec<u16> = (0..h * w)
+        .map(|i| {
+            let (y, x) = (i / w, i % w);
+            if (3..5).contains(&y) && (3..5).contains(&x) {
+                255
+            } else {
+                1
+            }
+        })
+        .collect();
+    let pred = vec![1u16; h * w];
+    assert!(
+        overlay::disagreement(&gt, &pred, h, w, 1, 255)
+            .iter()
+            .all(|&b| !b)
+    );
+    let img = overlay::draw(overlay::grey_base(&gt, h, w, 2), &gt, &pred, h, w, 255);
+    let png = overlay::png_bytes(&img).unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    let g = overlay::class_grey(1, 2);
+    for y in 0..h {
+        for x in 0..w {
+            let want = if gt[y * w + x] == 255 {
+                overlay::ignore_colour(x, y)
+            } else {
+                [g, g, g]
+            };
+            assert_eq!(img.get_pixel(x as u32, y as u32).0, want, "x={x} y={y}");
+        }
+    }
+    // The hatching: two greys, never a class's grey or an overlay colour.
+    assert_eq!(overlay::ignore_colour(4, 4), overlay::IGNORE_HATCH);
+    assert_eq!(overlay::ignore_colour(3, 5), overlay::IGNORE_HATCH);
+    assert_eq!(overlay::ignore_colour(3, 4), overlay::IGNORE);
+    let classes: Vec<u8> = (0..5).map(|k| overlay::class_grey(k, 5)).collect();
+    for c in [overlay::IGNORE, overlay::IGNORE_HATCH] {
+        assert!(
+            c[0] == c[1] && c[1] == c[2] && !classes.contains(&c[0]),
+            "{c:?}"
+        );
+    }
 }
 
 /// Hand-worked 8×8 case: a 4×4 square at rows 2–5, columns 2–5 annotated;
