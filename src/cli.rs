@@ -166,11 +166,9 @@ pub struct RunArgs {
     /// The probabilities are logits: apply a softmax first.
     #[arg(long)]
     pub logits: bool,
-    /// Order the queue by one label-quality score, lowest quality first, instead of the
-    /// default priority: self_confidence, normalized_margin, brier (any task); miou, dice,
-    /// boundary_iou, pixel_accuracy, self_confidence_softmin, normalized_margin_softmin
-    /// (segmentation). The raises for annotator disagreement and near-duplicate conflicts apply.
-    #[arg(long, value_name = "SCORE", default_value = "default", value_parser = crate::priority::RankBy::parse)]
+    /// Order the queue by one label-quality score, lowest quality first (help text:
+    /// [`crate::priority::RankBy::help`], its list from the score table).
+    #[arg(long, value_name = "SCORE", default_value = "default", value_parser = crate::priority::RankBy::parse, help = crate::priority::RankBy::help())]
     pub rank_by: crate::priority::RankBy,
     /// With embeddings: neighbours per item in the kNN graph, 1 to 256.
     #[arg(long, default_value_t = crate::neighbors::DEFAULT_K, value_parser = parse_knn_k)]

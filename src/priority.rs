@@ -93,6 +93,27 @@ impl RankBy {
             && score != Score::Ece
     }
 
+    /// `--rank-by`'s help: the choices follow from the score table.
+    pub fn help() -> String {
+        format!(
+            "Order the queue by one label-quality score, lowest quality first, instead of the \
+             default priority: {} (any task); {} (segmentation). The raises for annotator \
+             disagreement and near-duplicate conflicts apply",
+            Self::names_for(Applies::Any).join(", "),
+            Self::names_for(Applies::Segmentation).join(", ")
+        )
+    }
+
+    /// The names of the rankable scores that apply to `applies`, in table
+    /// order.
+    fn names_for(applies: Applies) -> Vec<&'static str> {
+        crate::scores::TABLE
+            .iter()
+            .filter(|d| Self::rankable(d.score) && d.applies == applies)
+            .map(|d| d.name)
+            .collect()
+    }
+
     /// The names of the rankable scores, in table order.
     pub fn names() -> Vec<&'static str> {
         crate::scores::TABLE
@@ -109,16 +130,10 @@ impl RankBy {
             RankBy::Score(s)
                 if task == Task::Classification && s.decl().applies == Applies::Segmentation =>
             {
-                let names: Vec<&str> = Self::names()
-                    .into_iter()
-                    .filter(|n| {
-                        Score::from_name(n).is_some_and(|s| s.decl().applies == Applies::Any)
-                    })
-                    .collect();
                 Err(format!(
                     "--rank-by {}: a segmentation score, and this dataset is classification; choose one of: default, {}",
                     s.name(),
-                    names.join(", ")
+                    Self::names_for(Applies::Any).join(", ")
                 ))
             }
             _ => Ok(()),
@@ -415,6 +430,11 @@ mod tests {
                 "self_confidence_softmin",
                 "normalized_margin_softmin",
             ]
+        );
+        let help = RankBy::help();
+        assert!(
+            help.contains(": self_confidence, normalized_margin, brier (any task); miou, dice, boundary_iou, pixel_accuracy, self_confidence_softmin, normalized_margin_softmin (segmentation)"),
+            "{help}"
         );
         assert_eq!(RankBy::parse("default"), Ok(RankBy::Default));
         assert_eq!(
