@@ -29,11 +29,12 @@ use indexmap::IndexMap;
 
 /// Keys of a queue row that carried columns may not take (a carried
 /// column of one of these names is written as `item_<name>`).
-const RESERVED: [&str; 15] = [
+const RESERVED: [&str; 16] = [
     "rank",
     "id",
     "priority",
     "reasons",
+    "flags",
     "scores",
     "label",
     "predicted",
@@ -482,6 +483,7 @@ fn write_json_row(out: &mut Vec<u8>, row: &schema::QueueRow<'_>) {
         o.opt_str("status", status.as_deref());
     }
     jsonw::array(o.key("reasons"), &row.reasons, |w, s| jsonw::string(w, s));
+    jsonw::array(o.key("flags"), &row.flags, |w, s| jsonw::string(w, s));
     if let Some(label) = &row.label {
         o.str("label", label);
     }
@@ -566,6 +568,12 @@ impl<'a> QueueColumns<'a> {
                 .with_status
                 .then(|| p.status.map(|s| Cow::Borrowed(s.as_str()))),
             reasons,
+            flags: self
+                .reasons
+                .flagged_by(it)
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect(),
             label: it.row.as_ref().map(|f| name(f.label)),
             predicted: it.row.as_ref().map(|f| name(f.pred)),
             consensus_label: (self.with_consensus && it.row.is_some())
@@ -598,10 +606,10 @@ impl<'a> QueueColumns<'a> {
         }
     }
 
-    /// The header: rank, id, priority, reasons, (label, predicted), the
+    /// The header: rank, id, priority, reasons, flags, (label, predicted), the
     /// scores, (cluster, neighbors), the queue flags, (status), carried columns.
     fn header(&self) -> Vec<String> {
-        let mut header: Vec<String> = ["rank", "id", "priority", "reasons"]
+        let mut header: Vec<String> = ["rank", "id", "priority", "reasons", "flags"]
             .map(String::from)
             .to_vec();
         if self.cfg.task == Task::Classification {
@@ -663,6 +671,7 @@ fn write_csv_row<W: Write>(
         }
     })?;
     field(true, &mut |b| join(b, &row.reasons))?;
+    field(false, &mut |b| join(b, &row.flags))?;
     if let Some(label) = &row.label {
         field(true, &mut |b| b.push_str(label))?;
     }
@@ -949,6 +958,7 @@ mod tests {
             also_in_cluster: vec![text("x"), text("=y")],
             status: Some((!nulls).then(|| text("still"))),
             reasons: vec![text("first \"quoted\""), text("-second")],
+            flags: vec![text("wrong_label"), text("duplicate_conflict")],
             label: Some(text("cat")),
             predicted: Some(text("dog")),
             consensus_label: Some((!nulls).then(|| text("cat"))),
@@ -1019,6 +1029,7 @@ mod tests {
                 id,
                 priority,
                 reasons,
+                "wrong_label; duplicate_conflict",
                 "cat",
                 "dog",
                 consensus,

@@ -576,6 +576,11 @@ pub struct QueueRow<'a> {
     pub status: Option<Option<Cow<'a, str>>>,
     /// The policy's reasons first, then the checks'.
     pub reasons: Vec<Cow<'a, str>>,
+    /// The checks that flag the item (their names, as in `report.json`
+    /// `checks`), in the checks' order; empty when none does. (Absent in
+    /// the queue files of earlier versions: read as empty.)
+    #[serde(default)]
+    pub flags: Vec<Cow<'a, str>>,
     /// Classification: the annotated class's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Cow<'a, str>>,

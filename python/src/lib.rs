@@ -54,12 +54,32 @@ pyo3::create_exception!(
 const POLL: Duration = Duration::from_millis(100);
 
 /// An engine error as a Python exception: `Cancelled` is a
-/// `KeyboardInterrupt`, everything else a `TriageError` with the CLI's text.
+/// `KeyboardInterrupt`, everything else a `TriageError` with the CLI's text,
+/// its hints in Python's spelling ([`python_spelling`]).
 fn to_py(e: Error) -> PyErr {
     match e {
         Error::Cancelled => PyKeyboardInterrupt::new_err("the triage run was cancelled"),
-        other => TriageError::new_err(other.to_string()),
+        other => TriageError::new_err(python_spelling(other.to_string())),
     }
+}
+
+/// The engine's hints that name a command-line option, and the keyword
+/// argument that does the same here.
+const HINTS: [(&str, &str); 3] = [
+    ("pass --logits", "pass logits=True"),
+    ("use --backend cpu", "use backend=\"cpu\""),
+    ("use --knn hnsw", "use knn=\"hnsw\""),
+];
+
+/// `msg` with each hint of [`HINTS`] in Python's spelling: a user of the
+/// Python API is told `logits=True`, not `--logits`.
+fn python_spelling(mut msg: String) -> String {
+    for (cli, py) in HINTS {
+        if msg.contains(cli) {
+            msg = msg.replace(cli, py);
+        }
+    }
+    msg
 }
 
 /// A `TriageError` with `msg`.

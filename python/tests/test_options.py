@@ -186,3 +186,15 @@ def test_option_spelling():
         "--min-per-class=0.1", "--no-dedup", "--review-all-from=a,b", "--knn=auto"]
     with pytest.raises(TypeError):
         triage._cli_tokens({"out": "x"})
+
+
+def test_hints_name_the_keyword_argument():
+    # Logits passed as probabilities: the CLI says `--logits`, Python
+    # `logits=True` (and the hint works).
+    logits = np.array([[-2.0, 1.0, 0.5], [1.5, -0.5, 0.0]], dtype=np.float32)
+    labels = np.array([1, 0])
+    with pytest.raises(triage.TriageError) as e:
+        triage.classification(logits, labels)
+    assert "pass logits=True" in str(e.value) and "--logits" not in str(e.value), str(e.value)
+    res = triage.classification(logits, labels, logits=True)
+    assert len(res.queue) == 2

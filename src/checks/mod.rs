@@ -402,17 +402,37 @@ pub fn reasons(runs: &[CheckRun]) -> Reasons<'_> {
         .collect();
     // Stable: the check order is kept within a row.
     by_row.sort_by_key(|&(row, _, _)| row);
-    Reasons { by_row }
+    Reasons { by_row, runs }
 }
 
 /// The checks' added reasons, by row ([`ItemResult::index`]; see
-/// [`reasons`]).
-#[derive(Debug, Clone, Default)]
+/// [`reasons`]), and the checks that flag each row.
+#[derive(Clone, Default)]
 pub struct Reasons<'a> {
     by_row: Vec<(usize, Place, &'a str)>,
+    runs: &'a [CheckRun],
+}
+
+impl std::fmt::Debug for Reasons<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reasons")
+            .field("by_row", &self.by_row)
+            .field("checks", &self.runs.len())
+            .finish()
+    }
 }
 
 impl Reasons<'_> {
+    /// The names of the checks that flag `item` (a queue row's `flags`),
+    /// in the checks' order.
+    pub fn flagged_by(&self, item: &ItemResult) -> Vec<&'static str> {
+        self.runs
+            .iter()
+            .filter(|r| r.flagged(item.index))
+            .map(|r| r.check.name())
+            .collect()
+    }
+
     /// Every reason of `item`, most important first: the checks'
     /// [`Place::First`] reasons, the item's stored reasons with its
     /// classification score reasons ([`label_quality::row_reasons`],

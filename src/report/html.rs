@@ -268,6 +268,28 @@ impl TableView {
             .as_ref()
             .is_some_and(|e| rank > e.evidence_ends_at)
     }
+
+    /// The label of row `r` below the cut: [`NO_ISSUE`], or [`WEAK`] when a
+    /// check flags it; `None` above the cut.
+    fn below_cut(&self, r: &QueueRow<'_>) -> Option<&'static str> {
+        let label = if r.flags.is_empty() { NO_ISSUE } else { WEAK };
+        self.no_issue(r.rank).then_some(label)
+    }
+
+    /// [`TableView::below_cut`] as the table's HTML: a [`WEAK`] label
+    /// names the checks that flag the row.
+    fn below_cut_html(&self, r: &QueueRow<'_>) -> Option<String> {
+        let label = self.below_cut(r)?;
+        Some(if r.flags.is_empty() {
+            format!(r#"<b class="no-issue-label">{label}</b>"#)
+        } else {
+            let by: Vec<&str> = r.flags.iter().map(|f| f.as_ref()).collect();
+            format!(
+                r#"<b class="no-issue-label">{label}</b> <span class="muted">(flagged by {} at the clean items' priority)</span>"#,
+                esc(&by.join(", "))
+            )
+        })
+    }
 }
 
 /// The optional fields the run uses and some row of `queue` has a value for.
@@ -283,8 +305,12 @@ fn row_columns(queue: &[QueueRow<'_>], t: &TableView) -> Vec<RowField> {
         .collect()
 }
 
-/// The label of a row below the evidence cut.
+/// The label of a row below the evidence cut that no check flags.
 pub const NO_ISSUE: &str = "no issue found";
+
+/// The label of a row below the evidence cut that a check flags: its
+/// priority sits at the clean items' level.
+pub const WEAK: &str = "weak evidence";
 
 /// The caption above the queue table: the evidence cut's rule and where
 /// it falls.
@@ -301,7 +327,7 @@ fn evidence_caption(t: &TableView, shown: usize) -> String {
         )
     } else {
         format!(
-            "The evidence ends at rank {}: the rows below the cut are marked “{NO_ISSUE}” (greyed; their score readouts kept).",
+            "The evidence ends at rank {}: the rows below the cut are greyed and marked “{NO_ISSUE}”, or “{WEAK}” where a check flags them at the clean items' priority (their reasons kept).",
             e.evidence_ends_at
         )
     };
@@ -359,11 +385,15 @@ fn queue_table(queue: &[QueueRow<'_>], t: &TableView) -> String {
     s.push_str("</tr></thead><tbody>");
     let width = 4 + cols.len() + usize::from(with_item);
     for (r, item) in rows.iter().zip(&items) {
-        let no_issue = t.no_issue(r.rank);
+        let below = t.below_cut_html(r);
         let _ = write!(
             s,
             r#"<tr{}><td class="num">{}</td><td>{}</td><td class="num">{}</td>"#,
-            if no_issue { r#" class="no-issue""# } else { "" },
+            if below.is_some() {
+                r#" class="no-issue""#
+            } else {
+                ""
+            },
             r.rank,
             esc(&r.id),
             svg::fmt3(r.priority)
@@ -373,8 +403,8 @@ fn queue_table(queue: &[QueueRow<'_>], t: &TableView) -> String {
             let _ = write!(s, r#"<td data-k="{}">{}</td>"#, c.name(), block(&v, 2));
         }
         s.push_str(r#"<td class="reasons">"#);
-        if no_issue {
-            let _ = write!(s, r#"<b class="no-issue-label">{NO_ISSUE}</b>"#);
+        if let Some(label) = &below {
+            s.push_str(label);
         }
         s.push_str("<ul>");
         for reason in &r.reasons {
@@ -391,7 +421,7 @@ fn queue_table(queue: &[QueueRow<'_>], t: &TableView) -> String {
         {
             let _ = write!(
                 s,
-                r#"<tr class="cut"><td colspan="{width}">▲ evidence ends at rank {} · below: {NO_ISSUE} ▼</td></tr>"#,
+                r#"<tr class="cut"><td colspan="{width}">▲ evidence ends at rank {} · below: {NO_ISSUE} or {WEAK} ▼</td></tr>"#,
                 r.rank
             );
         }
@@ -891,9 +921,9 @@ fn gallery_section(s: &mut String, inp: &Inputs<'_>, vis: &HashMap<String, Visua
             let _ = write!(cap, "<br>label {} · predicted {}", esc(l), esc(p));
         }
         // Below the evidence cut: labelled so, its first reason greyed.
-        let reason = if view.no_issue(row.rank) {
+        let reason = if let Some(label) = view.below_cut(row) {
             format!(
-                r#"<b class="no-issue-label">{NO_ISSUE}</b> <span class="muted">{}</span>"#,
+                r#"<b class="no-issue-label">{label}</b> <span class="muted">{}</span>"#,
                 esc(reason)
             )
         } else {
@@ -934,7 +964,7 @@ fn charts_section(s: &mut String, inp: &Inputs<'_>) {
     let view = TableView::of(r);
     let _ = write!(
         s,
-        r#"<p class="muted">Every item's scores. The ticks under each axis are the {} items at the top of the queue: red above the evidence cut, grey below it (“{NO_ISSUE}”); hover for rank and id.</p>"#,
+        r#"<p class="muted">Every item's scores. The ticks under each axis are the {} items at the top of the queue: red above the evidence cut, grey below it; hover for rank and id.</p>"#,
         top.len()
     );
     s.push_str(r#"<div class="charts">"#);
@@ -1401,8 +1431,10 @@ mod tests {
     }
 
     #[test]
-    fn rows_below_the_evidence_cut_read_no_issue_found() {
-        let r = rows(5, &[]);
+    fn rows_below_the_evidence_cut_read_no_issue_found_or_weak_evidence() {
+        let mut r = rows(5, &[]);
+        // Rank 4 is flagged by a check, though at the clean level.
+        r[3].flags = vec!["duplicate_conflict".into()];
         let view = |at| TableView {
             evidence: Some(crate::schema::QueueSummary {
                 rows: 5,
@@ -1420,7 +1452,10 @@ mod tests {
         let cut = t.find("<tr class=\"cut\">").unwrap();
         assert!(t[..cut].contains(">i2<") && !t[..cut].contains(">i3<"));
         assert_eq!(t.matches("<tr class=\"no-issue\">").count(), 3);
-        assert_eq!(t[cut..].matches(&format!(">{NO_ISSUE}<")).count(), 3);
+        assert_eq!(t[cut..].matches(&format!(">{NO_ISSUE}<")).count(), 2);
+        let weak = t.find(&format!(">{WEAK}<")).unwrap();
+        assert!(weak > t.find(">i4<").unwrap() && weak < t.find(">i5<").unwrap());
+        assert!(t[weak..].contains("(flagged by duplicate_conflict at the clean items"));
         assert!(!t[..cut].contains("no-issue") && t[cut..].contains("mIoU 0.995"));
         // No evidence at all: every row labelled, no cut line; the evidence
         // past the table: no cut line, no label.

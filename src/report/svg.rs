@@ -304,9 +304,9 @@ pub fn histogram(name: &str, values: &[f64], nbins: usize, marks: &[Mark]) -> St
     let note = match (red, grey) {
         (0, 0) => format!("n = {}", v.len()),
         (r, 0) => format!("n = {} · red: top {r} of the queue", v.len()),
-        (0, g) => format!("n = {} · grey: top {g}, no issue found", v.len()),
+        (0, g) => format!("n = {} · grey: top {g}, below the evidence cut", v.len()),
         (r, g) => format!(
-            "n = {} · top {}: {r} red, {g} grey (no issue)",
+            "n = {} · top {}: {r} red, {g} grey (below the cut)",
             v.len(),
             r + g
         ),
@@ -742,7 +742,7 @@ mod tests {
         let mut below = marks.to_vec();
         below[1].evidence = false;
         let s = histogram("score", &values, 20, &below);
-        assert!(s.contains("top 3: 2 red, 1 grey (no issue)"));
+        assert!(s.contains("top 3: 2 red, 1 grey (below the cut)"));
         let first = s.find("class=\"top-mark\"").unwrap();
         assert!(s[first..].starts_with(&format!(
             r#"class="top-mark" x1="100.0" y1="140.0" x2="100.0" y2="148.0" stroke="{MARK_GREY}""#

@@ -196,8 +196,20 @@ fn classification_scores_and_label_names() {
             .unwrap()
             .contains("labelled \"fox\" (p=0.100), predicted \"dog\" (p=0.800)")
     );
+    // The checks that flag x2: wrong_label (1 − nm = 0.85 > 0.5), uncertain
+    // (entropy −(2·0.1 ln 0.1 + 0.8 ln 0.8)/ln 3 = 0.582 ≥ 0.5), miscalibrated
+    // (|0 − 0.8| ≥ 0.25); not class_imbalance (one item in each of 3 classes).
+    assert_eq!(
+        q[0]["flags"],
+        serde_json::json!(["wrong_label", "uncertain", "miscalibrated"])
+    );
     // x3 (dog, 0.4 vs 0.3): nm = 0.55, priority 0.45; x1: nm = 0.75, priority 0.25.
     assert_eq!(q[1]["id"], "x3");
+    // x3: 1 − nm = 0.45, not wrong_label; entropy 0.991, ece |1 − 0.4| = 0.6.
+    assert_eq!(
+        q[1]["flags"],
+        serde_json::json!(["uncertain", "miscalibrated"])
+    );
     let r = read_report(&out);
     assert_eq!(r["n_items"], 3, "the report covers every item");
     close(&r["accuracy"], 2.0 / 3.0, "accuracy");
@@ -207,7 +219,7 @@ fn classification_scores_and_label_names() {
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "rank,id,priority,reasons,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,brier,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
+        "rank,id,priority,reasons,flags,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,brier,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
     );
     assert_eq!(csv.lines().count(), 3);
 }

@@ -218,11 +218,26 @@ fn demo_queue_is_cut_where_the_evidence_ends() {
         queue.len() - q.evidence_ends_at
     );
     assert!(table.contains(&format!("The evidence ends at rank {}", q.evidence_ends_at)));
-    // The gallery's items below the cut are labelled too.
+    // The gallery's items below the cut are labelled too: "weak evidence"
+    // where a check flags them (queue.jsonl `flags`), else "no issue found".
     let gallery = &html[..html.find("<section id=\"calibration\">").unwrap()];
+    let weak = queue[q.evidence_ends_at..12]
+        .iter()
+        .filter(|r| !r.flags.is_empty())
+        .count();
     assert_eq!(
         count(gallery, "class=\"no-issue-label\">no issue found<"),
-        12 - q.evidence_ends_at
+        12 - q.evidence_ends_at - weak
+    );
+    assert_eq!(
+        count(gallery, "class=\"no-issue-label\">weak evidence<"),
+        weak
+    );
+    // Every planted row is flagged by some check.
+    assert!(
+        queue[..q.evidence_ends_at]
+            .iter()
+            .all(|r| !r.flags.is_empty())
     );
 
     // No budget: nothing says in_budget; no `[]` anywhere.
