@@ -14,6 +14,7 @@ pub mod atomic;
 pub mod coco_rle;
 pub mod embeddings;
 pub mod inputs;
+pub mod items_parquet;
 pub mod jsonw;
 pub mod labelfile;
 pub mod labels;
