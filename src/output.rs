@@ -18,6 +18,7 @@ use crate::checks::Reasons;
 use crate::config::{DatasetConfig, Task};
 use crate::error::Result;
 use crate::io::atomic::AtomicOutputs;
+use crate::io::items_parquet;
 use crate::io::jsonw;
 use crate::io::manifest::Manifest;
 use crate::priority;
@@ -632,6 +633,59 @@ impl<'a> QueueColumns<'a> {
     }
 }
 
+/// `items.parquet` ([`items_parquet`]): every item, the queue's (`cols`)
+/// and the unlabelled ones (`pool`), in items order (`ItemResult::index`),
+/// with its rank in the queue (`null` for an unlabelled item), its
+/// priority, label and prediction, a flag per check that ran and the
+/// queue's score columns.
+fn write_items_parquet(
+    files: &mut AtomicOutputs,
+    cols: &QueueColumns<'_>,
+    pool: &[ItemResult],
+) -> Result<()> {
+    let (cfg, manifest, items) = (cols.cfg, cols.manifest, cols.items);
+    let layout = items_parquet::Layout {
+        classification: cfg.task == Task::Classification,
+        checks: cols.reasons.ran(),
+        scores: cols.score_names.clone(),
+    };
+    let score_of: Vec<Option<Score>> = layout.scores.iter().map(|n| Score::from_name(n)).collect();
+    // 1-based rank by position in `items` (0: not in the queue).
+    let mut rank = vec![0u64; items.len()];
+    for (i, p) in cols.plan.rows.iter().enumerate() {
+        if let Some(r) = rank.get_mut(p.item) {
+            *r = i as u64 + 1;
+        }
+    }
+    // Every item, labelled and not, by its row in the items file.
+    let mut order: Vec<(&ItemResult, u64)> = items
+        .iter()
+        .zip(rank)
+        .chain(pool.iter().map(|it| (it, 0)))
+        .collect();
+    order.sort_unstable_by_key(|(it, _)| it.index);
+    let name = |k: u32| cfg.class_names.get(k as usize).map(String::as_str);
+    files.write("items.parquet", |w| {
+        items_parquet::write(
+            w,
+            &layout,
+            order.iter().map(|&(it, rank)| items_parquet::ItemRow {
+                id: manifest.ids[it.index].as_str(),
+                rank: (rank > 0).then_some(rank),
+                priority: Some(it.priority),
+                label: it.row.as_ref().and_then(|f| name(f.label)),
+                predicted: it.row.as_ref().and_then(|f| name(f.pred)),
+                unlabelled: it.unlabelled,
+                flags: cols.reasons.flag_row(it),
+                scores: score_of
+                    .iter()
+                    .map(|s| s.and_then(|s| it.scores.get(s)))
+                    .collect(),
+            }),
+        )
+    })
+}
+
 /// Write `row`'s `queue.csv` record in the columns of
 /// [`QueueColumns::header`], field by field through one reused `scratch`
 /// buffer; floats in their shortest round-trip form, as in `queue.jsonl`
@@ -862,6 +916,11 @@ pub fn write_all(
         reasons,
     };
     let head = write_queue_files(&mut files, &cols, shown)?;
+    let pool = extras
+        .to_label
+        .as_ref()
+        .map_or(&[][..], |(pool, _)| &pool[..]);
+    write_items_parquet(&mut files, &cols, pool)?;
 
     if let Some((pool, rows)) = &extras.to_label {
         write_to_label(&mut files, cfg, manifest, pool, rows)?;

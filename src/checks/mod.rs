@@ -423,6 +423,25 @@ impl std::fmt::Debug for Reasons<'_> {
 }
 
 impl Reasons<'_> {
+    /// The names of the checks that ran, in the checks' order (the
+    /// `flag_<name>` columns of `items.parquet`).
+    pub fn ran(&self) -> Vec<&'static str> {
+        self.runs
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Ran(_)))
+            .map(|r| r.check.name())
+            .collect()
+    }
+
+    /// Per check of [`Reasons::ran`]: whether it flags `item`.
+    pub fn flag_row(&self, item: &ItemResult) -> Vec<bool> {
+        self.runs
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Ran(_)))
+            .map(|r| r.flagged(item.index))
+            .collect()
+    }
+
     /// The names of the checks that flag `item` (a queue row's `flags`),
     /// in the checks' order.
     pub fn flagged_by(&self, item: &ItemResult) -> Vec<&'static str> {

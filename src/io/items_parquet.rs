@@ -28,7 +28,7 @@ use parquet::column::writer::ColumnWriter;
 use parquet::data_type::ByteArray;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::{Type, TypePtr};
+use parquet::schema::types::{ColumnPath, Type, TypePtr};
 
 /// Items per row group: about 16 MB of buffered columns at 15 doubles an
 /// item; large enough for the readers' vectorised scans.
@@ -244,11 +244,20 @@ fn write_parquet<'a>(
     layout: &Layout,
     rows: impl IntoIterator<Item = ItemRow<'a>>,
 ) -> parquet::errors::Result<()> {
-    let props = WriterProperties::builder()
+    // Dictionary encoding only where values repeat (the class names): ids
+    // and scores are nearly all distinct, and hashing them costs more than
+    // zstd saves.
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_created_by(format!("triage {}", env!("CARGO_PKG_VERSION")))
         .set_max_row_group_size(ROW_GROUP)
-        .build();
+        .set_dictionary_enabled(false);
+    if layout.classification {
+        for c in ["label", "predicted"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(c), true);
+        }
+    }
+    let props = props.build();
     let mut file = SerializedFileWriter::new(out, layout.schema()?, Arc::new(props))?;
     let mut cols: Vec<Column> = layout
         .columns()
@@ -340,7 +349,7 @@ mod tests {
             label: (!unlabelled).then_some("cat"),
             predicted: Some("dog"),
             unlabelled,
-            flags: vec![i % 2 == 0, i == 1],
+            flags: vec![i.is_multiple_of(2), i == 1],
             scores: vec![Some(0.5 / (i + 1) as f64), None],
         }
     }

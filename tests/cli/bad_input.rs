@@ -401,6 +401,7 @@ fn a_failed_run_leaves_the_previous_outputs_untouched() {
         names,
         [
             ".triage-outputs.json",
+            "items.parquet",
             "overlays",
             "queue.csv",
             "queue.jsonl",

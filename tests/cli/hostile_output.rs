@@ -228,9 +228,10 @@ fn a_kill_at_every_commit_step_leaves_the_old_or_the_new_set() {
         k += 1;
     }
     // Publishing the journal, 2 renames per replaced file (queue.jsonl,
-    // queue.csv, report.html, report.json, 5 overlays, the list), the old
-    // clusters.jsonl moved aside, the mark: 22 steps that end old.
-    assert_eq!(olds, 1 + 2 * 10 + 1 + 1, "steps ending in the old set");
+    // queue.csv, items.parquet, report.html, report.json, 5 overlays, the
+    // list), the old clusters.jsonl moved aside, the mark: 25 steps that end
+    // old.
+    assert_eq!(olds, 1 + 2 * 11 + 1 + 1, "steps ending in the old set");
     assert!(news > 0);
 }
 

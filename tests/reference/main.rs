@@ -15,6 +15,7 @@ mod coco_rle;
 mod cvat;
 mod gpu_parity;
 mod hand_worked;
+mod items_parquet;
 mod label_errors;
 mod ls_brush;
 mod neighbors;
