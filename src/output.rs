@@ -549,8 +549,9 @@ impl<'a> QueueColumns<'a> {
         let it: &'a ItemResult = &self.items[p.item];
         let name = |k: u32| Cow::Borrowed(cfg.class_names[k as usize].as_str());
         let check_reasons = self.reasons.of(p.item, it, &cfg.class_names);
-        let mut reasons = Vec::with_capacity(p.policy_reasons.len() + check_reasons.len());
-        reasons.extend(p.policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
+        let policy_reasons = p.policy_reasons();
+        let mut reasons = Vec::with_capacity(policy_reasons.len() + check_reasons.len());
+        reasons.extend(policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
         reasons.extend(check_reasons.into_iter().map(Cow::Owned));
         schema::QueueRow {
             rank: i + 1,
@@ -560,7 +561,7 @@ impl<'a> QueueColumns<'a> {
             spot_check: p.spot_check,
             review_all: p.review_all,
             also_in_cluster: p
-                .also_in_cluster
+                .also_in_cluster()
                 .iter()
                 .map(|s| Cow::Borrowed(s.as_str()))
                 .collect(),

@@ -39,7 +39,8 @@ pub struct QueueOptions {
 /// Entries per view in `report.json`.
 pub const VIEW_SIZE: usize = 50;
 
-/// One row of the queue files, in queue order.
+/// One row of the queue files, in queue order: 24 bytes a row (one is
+/// kept for every item through the write stage), the rare parts boxed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowPlan {
     /// Position in the priority-sorted items.
@@ -47,13 +48,34 @@ pub struct RowPlan {
     pub in_budget: bool,
     pub spot_check: bool,
     pub review_all: bool,
-    /// Representatives: ids of the other members of the near-duplicate cluster.
-    pub also_in_cluster: Vec<String>,
     /// With `--previous`, for in-budget rows.
     pub status: Option<Status>,
-    /// Why the policy placed it here; written before the score reasons.
-    pub policy_reasons: Vec<String>,
+    /// The cluster's other members and the policy's reasons, for the rows
+    /// that have any (`None`: neither).
+    extra: Option<Box<RowExtra>>,
 }
+
+/// What few queue rows carry besides their flags.
+#[derive(Debug, Clone, PartialEq)]
+struct RowExtra {
+    also_in_cluster: Vec<String>,
+    policy_reasons: Vec<String>,
+}
+
+impl RowPlan {
+    /// Representatives: ids of the other members of the near-duplicate
+    /// cluster (empty for every other row).
+    pub fn also_in_cluster(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.also_in_cluster)
+    }
+
+    /// Why the policy placed it here; written before the score reasons.
+    pub fn policy_reasons(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.policy_reasons)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<RowPlan>() <= 24);
 
 /// The queue rows and the report sections built from them.
 #[derive(Debug, Clone)]
@@ -195,18 +217,23 @@ fn row_plan(
             m.rows[items[p].index][col].trim()
         ));
     }
+    let also_in_cluster: Vec<String> = pk
+        .also_in_cluster
+        .iter()
+        .map(|&j| id_of(qpos[j]).to_string())
+        .collect();
     RowPlan {
         item: p,
         in_budget: pk.in_budget,
         spot_check: pk.spot_check(),
         review_all: pk.review_all,
-        also_in_cluster: pk
-            .also_in_cluster
-            .iter()
-            .map(|&j| id_of(qpos[j]).to_string())
-            .collect(),
         status: None,
-        policy_reasons: why,
+        extra: (!also_in_cluster.is_empty() || !why.is_empty()).then(|| {
+            Box::new(RowExtra {
+                also_in_cluster,
+                policy_reasons: why,
+            })
+        }),
     }
 }
 
