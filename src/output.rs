@@ -738,13 +738,14 @@ fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
     }
 }
 
-/// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, in rank order)
-/// in one parallel pass, each row built once ([`QueueColumns::row`]) and
-/// written to both files, and return the first [`HEAD_ROWS`] rows for the
-/// page.
+/// Write `queue.jsonl` and `queue.csv` (the first `shown` queue rows of
+/// `listed`, every row when `None`, in rank order) in one parallel pass,
+/// each row built once ([`QueueColumns::row`]) and written to both files,
+/// and return the first [`HEAD_ROWS`] of them for the page.
 fn write_queue_files<'a>(
     files: &mut AtomicOutputs,
     cols: &QueueColumns<'a>,
+    listed: Option<&[usize]>,
     shown: usize,
 ) -> Result<Vec<schema::QueueRow<'a>>> {
     let head_rows = HEAD_ROWS.min(shown);
@@ -758,7 +759,7 @@ fn write_queue_files<'a>(
         let mut scratch = String::new();
         let mut kept = Vec::new();
         for i in range {
-            let row = cols.row(i);
+            let row = cols.row(listed.map_or(i, |l| l[i]));
             write_json_row(jb, &row);
             jb.push(b'\n');
             write_csv_row(&mut csv, &mut scratch, &row)?;
@@ -808,6 +809,8 @@ pub struct Queue<'a> {
     pub reasons: &'a Reasons<'a>,
     /// `--top K`: only the first K rows in the queue files.
     pub top: Option<usize>,
+    /// `--queue-rows`: which rows the queue files list (before `top`).
+    pub rows: crate::queue::QueueRows,
 }
 
 /// Queue rows kept for the page (its table and gallery).
@@ -834,11 +837,17 @@ pub fn write_all(
         plan,
         reasons,
         top,
+        rows,
     } = queue;
     let t_write = Instant::now();
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;
-    let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
+    let listed =
+        crate::queue::listed_rows(rows, &plan.rows, plan.queue_policy.budget.is_some(), |p| {
+            !reasons.flagged_by(&items[p]).is_empty()
+        });
+    let listable = listed.as_ref().map_or(plan.rows.len(), Vec::len);
+    let shown = top.unwrap_or(listable).min(listable);
     let carry = carried(cfg, manifest);
     // The run's outputs replace the last run's set: files of it that this
     // run does not write (clusters.jsonl, overlays) go in the same commit.
@@ -862,7 +871,7 @@ pub fn write_all(
         ),
         reasons,
     };
-    let head = write_queue_files(&mut files, &cols, shown)?;
+    let head = write_queue_files(&mut files, &cols, listed.as_deref(), shown)?;
 
     if let Some((pool, rows)) = &extras.to_label {
         write_to_label(&mut files, cfg, manifest, pool, rows)?;

@@ -153,6 +153,8 @@ impl RunOptions {
             review_all_from: pol.review_all_from.clone(),
             previous: self.queue.previous.clone(),
             rank_by: self.rank_by.name().into(),
+            queue_rows: (self.queue.rows != crate::queue::QueueRows::All)
+                .then(|| self.queue.rows.name().into()),
         }
     }
 }
@@ -751,6 +753,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
             plan: &plan,
             reasons: &reasons,
             top: opts.top,
+            rows: opts.queue.rows,
         },
         report,
         extras,
@@ -861,9 +864,8 @@ fn by_priority(mut items: Vec<ItemResult>) -> Vec<ItemResult> {
         .enumerate()
         .map(|(pos, it)| (it.priority, it.index, pos))
         .collect();
-    let cmp = |a: &(f64, usize, usize), b: &(f64, usize, usize)| {
-        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-    };
+    let cmp =
+        |a: &(f64, usize, usize), b: &(f64, usize, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     // Below this many keys a sort on one thread is as fast.
     const PARALLEL_FROM: usize = 1 << 16;
     if keys.len() >= PARALLEL_FROM {
@@ -921,7 +923,11 @@ mod tests {
         assert_eq!((rows(&lab), rows(&pool)), (vec![0, 2, 3, 5, 6], vec![1, 4]));
 
         let p = [0.5, 0.9, f64::NAN, 0.5, -0.0, 0.0, 0.9];
-        let v: Vec<ItemResult> = p.iter().enumerate().map(|(i, &x)| item(i, x, false)).collect();
+        let v: Vec<ItemResult> = p
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| item(i, x, false))
+            .collect();
         // total_cmp: NaN (positive) above every number, 0.0 above -0.0.
         assert_eq!(rows(&by_priority(v)), vec![2, 1, 6, 0, 3, 5, 4]);
         // Many items (the parallel sort): against an independent order, a

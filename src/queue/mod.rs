@@ -34,6 +34,54 @@ pub struct QueueOptions {
     pub policy: Policy,
     /// An earlier run's output directory to compare with.
     pub previous: Option<PathBuf>,
+    /// Which rows the queue files list (`--queue-rows`).
+    pub rows: QueueRows,
+}
+
+/// Which rows `queue.jsonl` and `queue.csv` list (`--queue-rows`); the
+/// queue, its ranks and `report.json` are the same either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueRows {
+    /// Every item of the queue.
+    #[default]
+    All,
+    /// The rows of the budget when `--budget` is given (its spot checks and
+    /// review-all items included), and every row a check flags; in queue
+    /// order, each with its queue rank.
+    Flagged,
+}
+
+impl QueueRows {
+    /// Its name on the command line and in `report.json` `options.queue_rows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueRows::All => "all",
+            QueueRows::Flagged => "flagged",
+        }
+    }
+}
+
+/// The queue rows (positions in `plan.rows`) `rows` lists, in queue
+/// order: row `r` is listed by `flagged` when `budget` (a `--budget` was
+/// given) and `r.in_budget`, or when any check flags its item
+/// (`flagged_by(item)` is not empty); `None` for `all` (every row).
+pub fn listed_rows(
+    rows: QueueRows,
+    plan: &[RowPlan],
+    budget: bool,
+    flags: impl Fn(usize) -> bool + Sync,
+) -> Option<Vec<usize>> {
+    use rayon::prelude::*;
+    match rows {
+        QueueRows::All => None,
+        QueueRows::Flagged => Some(
+            plan.par_iter()
+                .enumerate()
+                .filter(|(_, r)| (budget && r.in_budget) || flags(r.item))
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+    }
 }
 
 /// Entries per view in `report.json`.
