@@ -18,6 +18,7 @@ What it does:
                 `cleanlab.filter.find_label_issues(labels, probs)` (defaults),
                 timed inside the Python process (interpreter start and imports
                 excluded: generous to the peer), with the process's peak RSS;
+     with --base OLD, also that binary's run (default listing), as `before`;
   4. prints medians, per-item bytes (peak RSS / items) and the same-run
      ratios triage / cleanlab; writes them as JSON (--json).
 
@@ -26,7 +27,8 @@ The outputs of each run are deleted before the next (8M items write about
 
 Usage: python3 benches/many_items.py [--sizes 250000,1000000,4000000,8000000]
        [--reps 3] [--work /tmp/triage-many] [--listings all,flagged]
-       [--bin target/release/triage] [--no-peer] [--json out.json]
+       [--bin target/release/triage] [--base OLD_BINARY] [--no-peer]
+       [--json out.json]
        [--run-args "..."]
 """
 
@@ -109,12 +111,16 @@ def main():
     ap.add_argument("--listings", default="all,flagged")
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "triage")
     ap.add_argument("--venv", type=Path, default=ROOT / "target" / "bench-venv")
+    ap.add_argument("--base", type=Path,
+                    help="also time this (earlier) binary, default listing, as `before`")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--run-args", default="")
     a = ap.parse_args()
     sizes = [int(s) for s in a.sizes.split(",") if s]
     listings = [x for x in a.listings.split(",") if x]
+    if a.base:
+        listings = ["before", *listings]
     a.work.mkdir(parents=True, exist_ok=True)
     py = None if a.no_peer else venv_python(a.venv)
     res = {
@@ -134,8 +140,11 @@ def main():
         for _ in range(a.reps):
             for x in listings:
                 shutil.rmtree(out, ignore_errors=True)
-                cmd = [str(a.bin), "run", str(d), "--out", str(out), "--backend", "cpu",
-                       "--queue-rows", x, *shlex.split(a.run_args)]
+                bin_ = a.base if x == "before" else a.bin
+                cmd = [str(bin_), "run", str(d), "--out", str(out), "--backend", "cpu",
+                       *shlex.split(a.run_args)]
+                if x not in ("before", "all"):  # `all` is the default
+                    cmd += ["--queue-rows", x]
                 wall, rss, _ = run_child(cmd)
                 t = json.load(open(out / "report.json"))["timings"]
                 runs[x].append({"wall_s": wall, "rss": rss, "outputs": du(out),
@@ -157,7 +166,8 @@ def main():
         for x in listings:
             m = {k: med(runs[x], k) for k in runs[x][0]}
             entry[x] = m
-            line = (f"triage --queue-rows {x}: whole {m['wall_s']:.2f} s "
+            what = f"before ({a.base.name})" if x == "before" else f"--queue-rows {x}"
+            line = (f"triage {what}: whole {m['wall_s']:.2f} s "
                     f"(score {m['score_s']:.2f}, queue {m['queue_s']:.2f}, write {m['write_s']:.2f}, "
                     f"report {m['report_s']:.2f}), peak RSS {m['rss'] / 1e6:.0f} MB "
                     f"({m['rss'] / n:.0f} B/item), outputs {m['outputs'] / 1e6:.0f} MB, "

@@ -327,12 +327,19 @@ pub const EVIDENCE_RULE: &str = "A row has evidence when a check flags it and it
 /// (ties to the smaller `k`); a value is in the high group when it is
 /// `> t`. `None` with fewer than two finite values.
 pub fn otsu_threshold(values: impl Iterator<Item = f64>) -> Option<f64> {
+    use rayon::slice::ParallelSliceMut;
     let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     let n = v.len();
     if n < 2 {
         return None;
     }
-    v.sort_by(f64::total_cmp);
+    // Values equal under `total_cmp` have the same bits: an unstable sort
+    // (in parallel for many) orders them exactly as a stable one.
+    if n >= 1 << 16 {
+        v.par_sort_unstable_by(f64::total_cmp);
+    } else {
+        v.sort_unstable_by(f64::total_cmp);
+    }
     let (total, total2) = v.iter().fold((0.0, 0.0), |(s, q), &x| (s + x, q + x * x));
     let (mut s, mut q) = (0.0, 0.0);
     let mut best: Option<(f64, usize)> = None;
@@ -404,7 +411,10 @@ pub fn evidence(
 }
 
 /// `report.json` `views`: per issue type, the queue's flagged items, highest
-/// score first (ties: queue order), at most [`VIEW_SIZE`] listed.
+/// score first (ties: queue order), at most [`VIEW_SIZE`] listed: the
+/// first [`VIEW_SIZE`] of that order are selected in linear time
+/// (`select_nth_unstable_by`; the order is total, ranks being unique), and
+/// only they are sorted.
 fn views_section(
     task: Task,
     checks: &[CheckRun],
@@ -421,7 +431,13 @@ fn views_section(
             .filter(|(_, r)| d.flagged(items[r.item].index))
             .filter_map(|(rank, r)| Some((d.score(items[r.item].index)?, rank)))
             .collect();
-        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if hits.len() > VIEW_SIZE {
+            hits.select_nth_unstable_by(VIEW_SIZE, order);
+            hits[..VIEW_SIZE].sort_unstable_by(order);
+        } else {
+            hits.sort_unstable_by(order);
+        }
         let flagged = hits.len();
         let items = hits
             .iter()
@@ -701,6 +717,18 @@ mod tests {
         assert_eq!(otsu_threshold([0.5, 0.5, 0.5].into_iter()), Some(0.5));
         assert_eq!(otsu_threshold([0.5, f64::INFINITY].into_iter()), None);
         assert_eq!(otsu_threshold(std::iter::empty()), None);
+    }
+
+    /// Many values (the parallel sort): two well-separated groups split
+    /// at the low group's largest value, whatever the input order.
+    #[test]
+    fn otsu_splits_many_values_between_their_groups() {
+        let low = |i: usize| (i % 1000) as f64 / 10_000.0; // [0, 0.0999]
+        let high = |i: usize| 0.9 + (i % 777) as f64 / 10_000.0;
+        let mut v: Vec<f64> = (0..60_000).map(low).chain((0..10_000).map(high)).collect();
+        v.reverse();
+        v.swap(3, 65_000);
+        assert_eq!(otsu_threshold(v.iter().copied()), Some(0.0999));
     }
 
     #[test]
