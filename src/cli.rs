@@ -163,6 +163,11 @@ pub struct RunArgs {
     /// Write only the K highest-priority rows to the queue files (the report covers all items).
     #[arg(long, value_name = "K")]
     pub top: Option<usize>,
+    /// Which rows the queue files list: all (every item) or flagged (the --budget's rows, spot
+    /// checks included, and every item a check flags, in queue order, with their queue ranks;
+    /// recommended for large sets). --top K still cuts to K rows.
+    #[arg(long, value_enum, value_name = "ROWS", default_value_t = crate::queue::QueueRows::All)]
+    pub queue_rows: crate::queue::QueueRows,
     /// The probabilities are logits: apply a softmax first.
     #[arg(long)]
     pub logits: bool,
@@ -309,6 +314,7 @@ impl RunArgs {
                 review_all_from,
             },
             previous: self.previous.clone(),
+            rows: self.queue_rows,
         };
         let neighbors = crate::neighbors::stage::NeighborOptions {
             k: self.knn_k,

@@ -550,8 +550,9 @@ impl<'a> QueueColumns<'a> {
         let it: &'a ItemResult = &self.items[p.item];
         let name = |k: u32| Cow::Borrowed(cfg.class_names[k as usize].as_str());
         let check_reasons = self.reasons.of(p.item, it, &cfg.class_names);
-        let mut reasons = Vec::with_capacity(p.policy_reasons.len() + check_reasons.len());
-        reasons.extend(p.policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
+        let policy_reasons = p.policy_reasons();
+        let mut reasons = Vec::with_capacity(policy_reasons.len() + check_reasons.len());
+        reasons.extend(policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
         reasons.extend(check_reasons.into_iter().map(Cow::Owned));
         schema::QueueRow {
             rank: i + 1,
@@ -561,7 +562,7 @@ impl<'a> QueueColumns<'a> {
             spot_check: p.spot_check,
             review_all: p.review_all,
             also_in_cluster: p
-                .also_in_cluster
+                .also_in_cluster()
                 .iter()
                 .map(|s| Cow::Borrowed(s.as_str()))
                 .collect(),
@@ -791,13 +792,14 @@ fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
     }
 }
 
-/// Write `queue.jsonl` and `queue.csv` (rows `0..shown`, in rank order)
-/// in one parallel pass, each row built once ([`QueueColumns::row`]) and
-/// written to both files, and return the first [`HEAD_ROWS`] rows for the
-/// page.
+/// Write `queue.jsonl` and `queue.csv` (the first `shown` queue rows of
+/// `listed`, every row when `None`, in rank order) in one parallel pass,
+/// each row built once ([`QueueColumns::row`]) and written to both files,
+/// and return the first [`HEAD_ROWS`] of them for the page.
 fn write_queue_files<'a>(
     files: &mut AtomicOutputs,
     cols: &QueueColumns<'a>,
+    listed: Option<&[usize]>,
     shown: usize,
 ) -> Result<Vec<schema::QueueRow<'a>>> {
     let head_rows = HEAD_ROWS.min(shown);
@@ -811,7 +813,7 @@ fn write_queue_files<'a>(
         let mut scratch = String::new();
         let mut kept = Vec::new();
         for i in range {
-            let row = cols.row(i);
+            let row = cols.row(listed.map_or(i, |l| l[i]));
             write_json_row(jb, &row);
             jb.push(b'\n');
             write_csv_row(&mut csv, &mut scratch, &row)?;
@@ -861,6 +863,8 @@ pub struct Queue<'a> {
     pub reasons: &'a Reasons<'a>,
     /// `--top K`: only the first K rows in the queue files.
     pub top: Option<usize>,
+    /// `--queue-rows`: which rows the queue files list (before `top`).
+    pub rows: crate::queue::QueueRows,
 }
 
 /// Queue rows kept for the page (its table and gallery).
@@ -887,11 +891,17 @@ pub fn write_all(
         plan,
         reasons,
         top,
+        rows,
     } = queue;
     let t_write = Instant::now();
     let with_neighbors = extras.clusters.is_some();
     let with_status = plan.with_status;
-    let shown = top.unwrap_or(plan.rows.len()).min(plan.rows.len());
+    let listed =
+        crate::queue::listed_rows(rows, &plan.rows, plan.queue_policy.budget.is_some(), |p| {
+            !reasons.flagged_by(&items[p]).is_empty()
+        });
+    let listable = listed.as_ref().map_or(plan.rows.len(), Vec::len);
+    let shown = top.unwrap_or(listable).min(listable);
     let carry = carried(cfg, manifest);
     // The run's outputs replace the last run's set: files of it that this
     // run does not write (clusters.jsonl, overlays) go in the same commit.
@@ -915,7 +925,7 @@ pub fn write_all(
         ),
         reasons,
     };
-    let head = write_queue_files(&mut files, &cols, shown)?;
+    let head = write_queue_files(&mut files, &cols, listed.as_deref(), shown)?;
     let pool = extras
         .to_label
         .as_ref()

@@ -39,13 +39,15 @@ pub struct ItemResult {
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
     /// Segmentation: its worst class, for its reasons (written once every
-    /// item is scored, as they quote the dataset's medians).
-    pub seg_facts: Option<SegFacts>,
+    /// item is scored, as they quote the dataset's medians). Boxed, as is
+    /// `confused`: a classification item keeps 8 bytes for each, not 40
+    /// and 24 (the same JSON in checkpoints, partials and caches).
+    pub seg_facts: Option<Box<SegFacts>>,
     /// Segmentation: the worst class's largest confusion in the item
     /// ([`crate::metrics::confusion::Confusion::largest_confusion`]), so
     /// its reasons name both classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confused: Option<Confused>,
+    pub confused: Option<Box<Confused>>,
     /// Segmentation: the sorted set of annotated classes, compared by the
     /// neighbour checks (empty for classification, whose label is in `row`;
     /// read both through [`ItemResult::label_set`]).
@@ -71,6 +73,10 @@ pub struct ItemResult {
     #[serde(default)]
     pub unlabelled: bool,
 }
+
+// Every item holds one through the queue and write stages: keep it small
+// (BENCHMARKS.md "Many items").
+const _: () = assert!(std::mem::size_of::<ItemResult>() <= 296);
 
 /// Pixels of an item annotated one class where the model predicts another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +218,7 @@ impl ItemResult {
             let k = u32::try_from(k).unwrap_or(u32::MAX);
             class("seg_facts.worst_class", k)?;
         }
-        if let Some(x) = &self.confused {
+        if let Some(x) = self.confused.as_deref() {
             class("confused.annotated", x.annotated)?;
             class("confused.predicted", x.predicted)?;
             if x.annotated == x.predicted || x.pixels == 0 {

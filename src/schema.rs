@@ -210,6 +210,10 @@ pub struct Options {
     /// `--rank-by`: `default` or the score the priority ranks by.
     #[serde(default = "default_rank_by")]
     pub rank_by: String,
+    /// `--queue-rows` when it is not `all` (absent: the queue files list
+    /// every row, as before the option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_rows: Option<String>,
 }
 
 fn default_rank_by() -> String {

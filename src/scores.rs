@@ -348,9 +348,19 @@ impl ScoreSums {
 /// The scores of one item: a value (or none) for each declared score.
 /// `None` is written as `null` (a score undefined for the item, e.g. mIoU
 /// when every pixel is ignored); so is a set value that is not finite.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Every item holds one through the queue and write stages, so the values
+/// of the scores that apply to segmentation only ([`Applies::Segmentation`])
+/// are kept apart, allocated once one of them is set: a classification
+/// item holds 96 bytes, not 152. Two score sets are equal when the same
+/// scores are set, the flags agree and every value compares equal (an
+/// unset value reads 0).
+#[derive(Debug, Clone, Default)]
 pub struct ItemScores {
-    values: [f64; N_SCORES],
+    /// The values of the other scores, at their [`SLOTS`] index.
+    common: [f64; N_COMMON],
+    /// The values of the segmentation-only scores, at their [`SLOTS`] index.
+    seg: Option<Box<[f64; N_SEG]>>,
     /// Bit `i`: score `i` is set.
     set: u32,
     /// A segmentation item (its [`Show::Segmentation`] scores are fields).
@@ -358,6 +368,47 @@ pub struct ItemScores {
 }
 
 const _: () = assert!(N_SCORES <= 32, "ItemScores::set holds one bit per score");
+
+/// The number of scores that apply to segmentation only.
+const N_SEG: usize = {
+    let (mut n, mut i) = (0, 0);
+    while i < N_SCORES {
+        if matches!(TABLE[i].applies, Applies::Segmentation) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+/// The number of the other scores.
+const N_COMMON: usize = N_SCORES - N_SEG;
+
+/// Where the value of score `i` is kept: `(false, j)` in
+/// `ItemScores::common[j]`, `(true, j)` in `ItemScores::seg[j]`, `j`
+/// counting the scores of its kind in [`TABLE`] order.
+const SLOTS: [(bool, usize); N_SCORES] = {
+    let mut out = [(false, 0); N_SCORES];
+    let (mut c, mut g, mut i) = (0, 0, 0);
+    while i < N_SCORES {
+        if matches!(TABLE[i].applies, Applies::Segmentation) {
+            out[i] = (true, g);
+            g += 1;
+        } else {
+            out[i] = (false, c);
+            c += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
+impl PartialEq for ItemScores {
+    fn eq(&self, o: &Self) -> bool {
+        self.set == o.set
+            && self.segmentation == o.segmentation
+            && (0..N_SCORES).all(|i| self.value(i) == o.value(i))
+    }
+}
 
 impl ItemScores {
     /// A segmentation item's scores, with its scored-pixel count.
@@ -375,26 +426,42 @@ impl ItemScores {
         self.segmentation
     }
 
+    /// The stored value of score `i` (0 when unset).
+    #[inline]
+    fn value(&self, i: usize) -> f64 {
+        match SLOTS[i] {
+            (false, j) => self.common[j],
+            (true, j) => self.seg.as_ref().map_or(0.0, |v| v[j]),
+        }
+    }
+
     /// The value of `score`, when set.
     #[inline]
     pub fn get(&self, score: Score) -> Option<f64> {
         let i = score as usize;
-        (self.set >> i & 1 != 0).then(|| self.values[i])
+        (self.set >> i & 1 != 0).then(|| self.value(i))
     }
 
     /// Set (`Some`) or clear (`None`) `score`.
     #[inline]
     pub fn set(&mut self, score: Score, v: Option<f64>) {
         let i = score as usize;
+        let x = v.unwrap_or(0.0);
+        match SLOTS[i] {
+            (false, j) => self.common[j] = x,
+            (true, j) => match (&mut self.seg, v) {
+                (Some(seg), _) => seg[j] = x,
+                (None, Some(_)) => {
+                    let mut seg = Box::new([0.0; N_SEG]);
+                    seg[j] = x;
+                    self.seg = Some(seg);
+                }
+                (None, None) => {}
+            },
+        }
         match v {
-            Some(v) => {
-                self.values[i] = v;
-                self.set |= 1 << i;
-            }
-            None => {
-                self.values[i] = 0.0;
-                self.set &= !(1 << i);
-            }
+            Some(_) => self.set |= 1 << i,
+            None => self.set &= !(1 << i),
         }
     }
 
@@ -589,6 +656,43 @@ mod tests {
             "docs/definitions.md's score list differs from the score table; \
              run TRIAGE_BLESS=1 cargo test --lib scores::tests::docs"
         );
+    }
+
+    /// Every score reads back what was set, whichever storage holds it;
+    /// a classification item allocates none for the segmentation scores;
+    /// equality ignores where an unset value is (not) stored.
+    #[test]
+    fn every_score_round_trips_through_its_slot() {
+        let seg_only: Vec<Score> = TABLE
+            .iter()
+            .filter(|d| d.applies == Applies::Segmentation)
+            .map(|d| d.score)
+            .collect();
+        assert_eq!(seg_only.len(), N_SEG);
+        assert!(seg_only.contains(&Score::Miou) && !seg_only.contains(&Score::Ece));
+        let mut s = ItemScores::default();
+        for (i, d) in TABLE.iter().enumerate() {
+            s.set(d.score, Some(i as f64 + 0.5));
+        }
+        for (i, d) in TABLE.iter().enumerate() {
+            assert_eq!(s.get(d.score), Some(i as f64 + 0.5), "{}", d.name);
+        }
+        for d in &TABLE {
+            s.set(d.score, None);
+            assert_eq!(s.get(d.score), None, "{}", d.name);
+        }
+        // Every value cleared: equal to a fresh set, though its
+        // segmentation values are still allocated.
+        assert!(s.seg.is_some());
+        assert_eq!(s, ItemScores::default());
+        assert_ne!(s.clone().with(Score::Miou, Some(0.0)), s);
+        let c = ItemScores::default()
+            .with(Score::Entropy, Some(0.1))
+            .with(Score::Ece, Some(0.2))
+            .with(Score::DupConflict, Some(0.3))
+            .with(Score::Miou, None);
+        assert!(c.seg.is_none());
+        assert_eq!(std::mem::size_of::<ItemScores>(), 8 * N_COMMON + 16);
     }
 
     #[test]

@@ -198,7 +198,13 @@ pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
     };
     for item in items.iter_mut() {
         if let Some(f) = &item.seg_facts {
-            item.reasons = seg_reasons(&item.scores, f, item.confused, &ctx, class_names);
+            item.reasons = seg_reasons(
+                &item.scores,
+                f,
+                item.confused.as_deref().copied(),
+                &ctx,
+                class_names,
+            );
         }
     }
 }

@@ -34,12 +34,61 @@ pub struct QueueOptions {
     pub policy: Policy,
     /// An earlier run's output directory to compare with.
     pub previous: Option<PathBuf>,
+    /// Which rows the queue files list (`--queue-rows`).
+    pub rows: QueueRows,
+}
+
+/// Which rows `queue.jsonl` and `queue.csv` list (`--queue-rows`); the
+/// queue, its ranks and `report.json` are the same either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueRows {
+    /// Every item of the queue.
+    #[default]
+    All,
+    /// The rows of the budget when `--budget` is given (its spot checks and
+    /// review-all items included), and every row a check flags; in queue
+    /// order, each with its queue rank.
+    Flagged,
+}
+
+impl QueueRows {
+    /// Its name on the command line and in `report.json` `options.queue_rows`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueRows::All => "all",
+            QueueRows::Flagged => "flagged",
+        }
+    }
+}
+
+/// The queue rows (positions in `plan.rows`) `rows` lists, in queue
+/// order: row `r` is listed by `flagged` when `budget` (a `--budget` was
+/// given) and `r.in_budget`, or when any check flags its item
+/// (`flagged_by(item)` is not empty); `None` for `all` (every row).
+pub fn listed_rows(
+    rows: QueueRows,
+    plan: &[RowPlan],
+    budget: bool,
+    flags: impl Fn(usize) -> bool + Sync,
+) -> Option<Vec<usize>> {
+    use rayon::prelude::*;
+    match rows {
+        QueueRows::All => None,
+        QueueRows::Flagged => Some(
+            plan.par_iter()
+                .enumerate()
+                .filter(|(_, r)| (budget && r.in_budget) || flags(r.item))
+                .map(|(i, _)| i)
+                .collect(),
+        ),
+    }
 }
 
 /// Entries per view in `report.json`.
 pub const VIEW_SIZE: usize = 50;
 
-/// One row of the queue files, in queue order.
+/// One row of the queue files, in queue order: 24 bytes a row (one is
+/// kept for every item through the write stage), the rare parts boxed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowPlan {
     /// Position in the priority-sorted items.
@@ -47,13 +96,34 @@ pub struct RowPlan {
     pub in_budget: bool,
     pub spot_check: bool,
     pub review_all: bool,
-    /// Representatives: ids of the other members of the near-duplicate cluster.
-    pub also_in_cluster: Vec<String>,
     /// With `--previous`, for in-budget rows.
     pub status: Option<Status>,
-    /// Why the policy placed it here; written before the score reasons.
-    pub policy_reasons: Vec<String>,
+    /// The cluster's other members and the policy's reasons, for the rows
+    /// that have any (`None`: neither).
+    extra: Option<Box<RowExtra>>,
 }
+
+/// What few queue rows carry besides their flags.
+#[derive(Debug, Clone, PartialEq)]
+struct RowExtra {
+    also_in_cluster: Vec<String>,
+    policy_reasons: Vec<String>,
+}
+
+impl RowPlan {
+    /// Representatives: ids of the other members of the near-duplicate
+    /// cluster (empty for every other row).
+    pub fn also_in_cluster(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.also_in_cluster)
+    }
+
+    /// Why the policy placed it here; written before the score reasons.
+    pub fn policy_reasons(&self) -> &[String] {
+        self.extra.as_ref().map_or(&[], |e| &e.policy_reasons)
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<RowPlan>() <= 24);
 
 /// The queue rows and the report sections built from them.
 #[derive(Debug, Clone)]
@@ -195,18 +265,23 @@ fn row_plan(
             m.rows[items[p].index][col].trim()
         ));
     }
+    let also_in_cluster: Vec<String> = pk
+        .also_in_cluster
+        .iter()
+        .map(|&j| id_of(qpos[j]).to_string())
+        .collect();
     RowPlan {
         item: p,
         in_budget: pk.in_budget,
         spot_check: pk.spot_check(),
         review_all: pk.review_all,
-        also_in_cluster: pk
-            .also_in_cluster
-            .iter()
-            .map(|&j| id_of(qpos[j]).to_string())
-            .collect(),
         status: None,
-        policy_reasons: why,
+        extra: (!also_in_cluster.is_empty() || !why.is_empty()).then(|| {
+            Box::new(RowExtra {
+                also_in_cluster,
+                policy_reasons: why,
+            })
+        }),
     }
 }
 
@@ -252,12 +327,19 @@ pub const EVIDENCE_RULE: &str = "A row has evidence when a check flags it and it
 /// (ties to the smaller `k`); a value is in the high group when it is
 /// `> t`. `None` with fewer than two finite values.
 pub fn otsu_threshold(values: impl Iterator<Item = f64>) -> Option<f64> {
+    use rayon::slice::ParallelSliceMut;
     let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     let n = v.len();
     if n < 2 {
         return None;
     }
-    v.sort_by(f64::total_cmp);
+    // Values equal under `total_cmp` have the same bits: an unstable sort
+    // (in parallel for many) orders them exactly as a stable one.
+    if n >= 1 << 16 {
+        v.par_sort_unstable_by(f64::total_cmp);
+    } else {
+        v.sort_unstable_by(f64::total_cmp);
+    }
     let (total, total2) = v.iter().fold((0.0, 0.0), |(s, q), &x| (s + x, q + x * x));
     let (mut s, mut q) = (0.0, 0.0);
     let mut best: Option<(f64, usize)> = None;
@@ -329,7 +411,10 @@ pub fn evidence(
 }
 
 /// `report.json` `views`: per issue type, the queue's flagged items, highest
-/// score first (ties: queue order), at most [`VIEW_SIZE`] listed.
+/// score first (ties: queue order), at most [`VIEW_SIZE`] listed: the
+/// first [`VIEW_SIZE`] of that order are selected in linear time
+/// (`select_nth_unstable_by`; the order is total, ranks being unique), and
+/// only they are sorted.
 fn views_section(
     task: Task,
     checks: &[CheckRun],
@@ -346,7 +431,13 @@ fn views_section(
             .filter(|(_, r)| d.flagged(items[r.item].index))
             .filter_map(|(rank, r)| Some((d.score(items[r.item].index)?, rank)))
             .collect();
-        hits.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if hits.len() > VIEW_SIZE {
+            hits.select_nth_unstable_by(VIEW_SIZE, order);
+            hits[..VIEW_SIZE].sort_unstable_by(order);
+        } else {
+            hits.sort_unstable_by(order);
+        }
         let flagged = hits.len();
         let items = hits
             .iter()
@@ -626,6 +717,18 @@ mod tests {
         assert_eq!(otsu_threshold([0.5, 0.5, 0.5].into_iter()), Some(0.5));
         assert_eq!(otsu_threshold([0.5, f64::INFINITY].into_iter()), None);
         assert_eq!(otsu_threshold(std::iter::empty()), None);
+    }
+
+    /// Many values (the parallel sort): two well-separated groups split
+    /// at the low group's largest value, whatever the input order.
+    #[test]
+    fn otsu_splits_many_values_between_their_groups() {
+        let low = |i: usize| (i % 1000) as f64 / 10_000.0; // [0, 0.0999]
+        let high = |i: usize| 0.9 + (i % 777) as f64 / 10_000.0;
+        let mut v: Vec<f64> = (0..60_000).map(low).chain((0..10_000).map(high)).collect();
+        v.reverse();
+        v.swap(3, 65_000);
+        assert_eq!(otsu_threshold(v.iter().copied()), Some(0.0999));
     }
 
     #[test]

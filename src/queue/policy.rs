@@ -198,12 +198,16 @@ impl Picked {
 /// De-duplication (with `--dedup` and a budget): each near-duplicate
 /// cluster is represented by its best-ranked member. Returns, per
 /// candidate, the representative it is a duplicate of, and, for each
-/// representative, the other members of its cluster.
+/// representative, the other members of its cluster; both empty (no
+/// memory per candidate) when nothing is de-duplicated (read them with
+/// `get`).
 fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<Vec<usize>>) {
     let n = cands.len();
-    let mut duplicate_of: Vec<Option<usize>> = vec![None; n];
-    let mut also: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut duplicate_of: Vec<Option<usize>> = Vec::new();
+    let mut also: Vec<Vec<usize>> = Vec::new();
     if policy.dedup && policy.budget.is_some() {
+        duplicate_of = vec![None; n];
+        also = vec![Vec::new(); n];
         let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             if let Some(cl) = c.cluster {
@@ -241,8 +245,9 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
         })
         .collect();
     let (duplicate_of, mut also) = duplicates(cands, policy);
+    let duplicate = |i: usize| duplicate_of.get(i).copied().flatten();
     let eligible: Vec<usize> = (0..n)
-        .filter(|&i| duplicate_of[i].is_none() && !forced[i])
+        .filter(|&i| duplicate(i).is_none() && !forced[i])
         .collect();
     // Per-class minimum, then fill by rank.
     // Flags indexed by candidate (not hash or tree sets: O(1) per item at
@@ -305,24 +310,24 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
             why[i] = Some(Why::ReviewAll);
         }
     }
-    let picks: Vec<Pick> = (0..n)
-        .map(|i| {
-            let (in_budget, w) = match (why[i], duplicate_of[i]) {
+    // In queue order, built once: the in-budget candidates, then the others,
+    // each in priority order (no partition into two more vectors).
+    let mut picks: Vec<Pick> = Vec::with_capacity(n);
+    for inside in [true, false] {
+        for i in (0..n).filter(|&i| why[i].is_some() == inside) {
+            let (in_budget, w) = match (why[i], duplicate(i)) {
                 (Some(w), _) => (true, w),
                 (None, Some(rep)) => (false, Why::Duplicate(rep)),
                 (None, None) => (false, Why::Below),
             };
-            Pick {
+            picks.push(Pick {
                 pos: i,
                 in_budget,
                 why: w,
                 review_all: forced[i],
-                also_in_cluster: std::mem::take(&mut also[i]),
-            }
-        })
-        .collect();
-    let (mut inside, outside): (Vec<Pick>, Vec<Pick>) =
-        picks.into_iter().partition(|p| p.in_budget);
-    inside.extend(outside);
-    inside
+                also_in_cluster: also.get_mut(i).map(std::mem::take).unwrap_or_default(),
+            });
+        }
+    }
+    picks
 }

@@ -960,12 +960,14 @@ fn fold_seg_item(
         confused: f
             .worst_class
             .and_then(|w| st.confusion.largest_confusion(w.0))
-            .map(|(a, p, n)| crate::records::Confused {
-                annotated: a as u32,
-                predicted: p as u32,
-                pixels: n,
+            .map(|(a, p, n)| {
+                Box::new(crate::records::Confused {
+                    annotated: a as u32,
+                    predicted: p as u32,
+                    pixels: n,
+                })
             }),
-        seg_facts: Some(f),
+        seg_facts: Some(Box::new(f)),
         consensus: None,
         unlabelled: false,
     });

@@ -18,6 +18,7 @@ mod incremental;
 mod memory;
 mod npz;
 mod queue_policy;
+mod queue_rows;
 mod rank_by;
 mod resume;
 mod review;
