@@ -8,6 +8,7 @@ mod common;
 mod agreement;
 mod bad_input;
 mod checks;
+mod drift;
 mod cli;
 mod formats;
 mod hints;
