@@ -95,14 +95,21 @@ fn small(dir: &Path, items_csv: &str) {
     )
     .unwrap();
     std::fs::write(dir.join("items.csv"), items_csv).unwrap();
-    write_f64(&dir.join("probs.npy"), &[3, 2], &[0.7, 0.3, 0.2, 0.8, 0.5, 0.5]);
+    write_f64(
+        &dir.join("probs.npy"),
+        &[3, 2],
+        &[0.7, 0.3, 0.2, 0.8, 0.5, 0.5],
+    );
 }
 
 #[test]
 fn a_date_that_does_not_parse_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    small(d, "id,label,annotated_at\na,cat,2026-11-01\nb,dog,2026-11-31\nc,cat,2026-11-02\n");
+    small(
+        d,
+        "id,label,annotated_at\na,cat,2026-11-01\nb,dog,2026-11-31\nc,cat,2026-11-02\n",
+    );
     refused(
         d,
         &[],
@@ -111,7 +118,10 @@ fn a_date_that_does_not_parse_is_named() {
             "day 31 is not in 2026-11",
         ],
     );
-    small(d, "id,label,annotated_at\na,cat,2026-11-01\nb,dog,01/11/2026\nc,cat,2026-11-02\n");
+    small(
+        d,
+        "id,label,annotated_at\na,cat,2026-11-01\nb,dog,01/11/2026\nc,cat,2026-11-02\n",
+    );
     refused(d, &[], &["item \"b\": annotated_at: line 3", "YYYY-MM-DD"]);
 }
 
@@ -125,7 +135,10 @@ fn a_batch_column_in_only_some_rows_is_named() {
         &[],
         &["items.csv: item \"b\": batch: line 3: empty batch, while line 2 has one"],
     );
-    small(d, "id,label,annotated_at\na,cat,\nb,dog,2026-11-01\nc,cat,2026-11-02\n");
+    small(
+        d,
+        "id,label,annotated_at\na,cat,\nb,dog,2026-11-01\nc,cat,2026-11-02\n",
+    );
     refused(
         d,
         &[],
@@ -133,7 +146,11 @@ fn a_batch_column_in_only_some_rows_is_named() {
     );
     // A window without dates is a usage error.
     small(d, "id,label\na,cat\nb,dog\nc,cat\n");
-    refused(d, &["--drift-window", "week"], &["--drift-window week", "annotated_at"]);
+    refused(
+        d,
+        &["--drift-window", "week"],
+        &["--drift-window week", "annotated_at"],
+    );
     refused(d, &["--drift-window", "month"], &["month"]);
 }
 
@@ -163,7 +180,9 @@ fn a_planted_annotator_is_alarmed_and_its_rows_are_marked() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let at = 6; // 2026-11-07
-    campaign(d, 6, 12, 120, 31, |a, b| if a == 3 && b >= at { 0.15 } else { 0.03 });
+    campaign(d, 6, 12, 120, 31, |a, b| {
+        if a == 3 && b >= at { 0.15 } else { 0.03 }
+    });
     let out = d.join("out");
     run_ok(d, &out, &["--backend", "cpu", "--drift-window", "day"]);
     let r = read_report_typed(&out);
@@ -172,7 +191,11 @@ fn a_planted_annotator_is_alarmed_and_its_rows_are_marked() {
     assert_eq!(drift.batches.len(), 12);
     assert_eq!(drift.batches[at].batch, "2026-11-07");
     assert_eq!(drift.annotators.len(), 6 * 12);
-    assert!(drift.checks.iter().any(|c| c == "wrong_label"), "{:?}", drift.checks);
+    assert!(
+        drift.checks.iter().any(|c| c == "wrong_label"),
+        "{:?}",
+        drift.checks
+    );
     let mine: Vec<_> = drift
         .alarms
         .iter()
@@ -202,7 +225,17 @@ fn a_planted_annotator_is_alarmed_and_its_rows_are_marked() {
         .collect();
     assert_eq!(
         keys,
-        ["kind", "annotator", "class", "batch", "metric", "value", "baseline", "limit", "p"]
+        [
+            "kind",
+            "annotator",
+            "class",
+            "batch",
+            "metric",
+            "value",
+            "baseline",
+            "limit",
+            "p"
+        ]
     );
     // The check ran and marks a3's flagged rows of the alarmed days.
     let c = &r.checks["drift"];
