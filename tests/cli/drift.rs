@@ -257,3 +257,101 @@ fn a_planted_annotator_is_alarmed_and_its_rows_are_marked() {
         );
     }
 }
+
+/// The chi-square test of every batch's class mix and the p-value of the
+/// planted annotator's first p-chart alarm equal scipy's
+/// (`py/drift_ref.py`: `chi2_contingency` without correction, one-sided
+/// `fisher_exact`), from counts read back from the items and the report;
+/// skipped without `TRIAGE_REF_PYTHON`, required with `TRIAGE_REQUIRE_REF=1`.
+#[test]
+fn chi_square_and_fisher_p_values_match_scipy() {
+    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
+        assert!(
+            std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"),
+            "TRIAGE_REQUIRE_REF=1 but TRIAGE_REF_PYTHON is not set"
+        );
+        eprintln!("skipped the reference packages: set TRIAGE_REF_PYTHON");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let at = 6;
+    campaign(d, 6, 12, 120, 31, |a, b| {
+        if a == 3 && b >= at { 0.15 } else { 0.03 }
+    });
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().unwrap();
+    // Class counts per day, from items.csv.
+    let text = std::fs::read_to_string(d.join("items.csv")).unwrap();
+    let mut counts = vec![vec![0u64; CLASSES]; 12];
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let day: usize = f[3][8..10].parse().unwrap();
+        counts[day - 1][f[1].parse::<usize>().unwrap()] += 1;
+    }
+    let mut chi_cases = Vec::new();
+    let mut chi_batches = Vec::new();
+    for (b, row) in drift.batches.iter().enumerate() {
+        if row.chi_square.is_some() {
+            let before: Vec<u64> = (0..CLASSES)
+                .map(|k| counts[..b].iter().map(|c| c[k]).sum())
+                .collect();
+            chi_cases.push(serde_json::json!([counts[b], before]));
+            chi_batches.push(b);
+        }
+    }
+    assert!(chi_batches.len() >= 10, "{chi_batches:?}");
+    // a3's first p-chart alarm: its cell's counts against its earlier cells.
+    let alarm = drift
+        .alarms
+        .iter()
+        .find(|a| a.annotator.as_deref() == Some("a3") && a.metric == "p_chart:wrong_label")
+        .expect("a3's p-chart alarm");
+    let (mut big_x, mut big_n) = (0u64, 0u64);
+    let mut fisher = None;
+    for c in drift.annotators.iter().filter(|c| c.annotator == "a3") {
+        let x = (c.flagged["wrong_label"] * c.items as f64).round() as u64;
+        if c.batch == alarm.batch {
+            fisher = Some(serde_json::json!([x, c.items, big_x, big_n]));
+            break;
+        }
+        big_x += x;
+        big_n += c.items;
+    }
+    let case = serde_json::json!({"chi": chi_cases, "fisher": [fisher.unwrap()]});
+    let mut child = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/drift_ref.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(case.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-300);
+    for (i, &b) in chi_batches.iter().enumerate() {
+        let row = &drift.batches[b];
+        let w = &want["chi"][i];
+        assert!(
+            rel(row.chi_square.unwrap(), w[0].as_f64().unwrap()),
+            "batch {b}: {row:?} vs {w}"
+        );
+        assert_eq!(row.chi_square_df, w[1].as_u64().map(|v| v as usize));
+        assert!(
+            rel(row.chi_square_p.unwrap(), w[2].as_f64().unwrap()),
+            "batch {b}: {row:?} vs {w}"
+        );
+    }
+    let p = want["fisher"][0].as_f64().unwrap();
+    assert!(rel(alarm.p, p), "triage {} vs scipy {p}", alarm.p);
+}
