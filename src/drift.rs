@@ -347,17 +347,19 @@ pub fn normal_isf(p: f64) -> f64 {
 /// Brownian motion with drift `−k` ever climbs `s`, which bounds its
 /// walk at integer times), and at most 1.
 pub fn cusum_p(s: f64, t: u64) -> f64 {
-    union_bound(s, t).min((-2.0 * CUSUM_K * s).exp()).min(1.0)
+    union_bound(s, t, (-2.0 * CUSUM_K * s).exp().min(1.0))
 }
 
-fn union_bound(s: f64, t: u64) -> f64 {
+/// `min(cap, Σ_{L=1..t} Φ̄((s + kL)/√L))`, summed until the terms no
+/// longer change it or it reaches `cap`.
+fn union_bound(s: f64, t: u64, cap: f64) -> f64 {
     let mut sum = 0.0;
     for l in 1..=t {
         let lf = l as f64;
         let term = normal_sf((s + CUSUM_K * lf) / lf.sqrt());
         sum += term;
-        if sum >= 1.0 {
-            return 1.0;
+        if sum >= cap {
+            return cap;
         }
         // Past L = s/k the terms only fall.
         if lf > s / CUSUM_K && term < sum * 1e-12 {
@@ -607,6 +609,20 @@ pub fn analyse(
     items: &[ItemFact],
     annotations: Option<&Annotations>,
 ) -> Analysis {
+    analyse_with(campaign, classes, checks, items, annotations, true)
+}
+
+/// [`analyse`]; with `rows` false, the section's `batches`, `annotators`
+/// and `alarms` are left empty (the verdicts alone, for the check's
+/// scores).
+pub fn analyse_with(
+    campaign: &Campaign,
+    classes: &[String],
+    checks: &[&str],
+    items: &[ItemFact],
+    annotations: Option<&Annotations>,
+    rows: bool,
+) -> Analysis {
     let q_checks = checks.len().min(64);
     let n_batches = campaign.batches.len();
     let c = classes.len();
@@ -633,16 +649,41 @@ pub fn analyse(
         })
         .unwrap_or_default();
     // Cells.
+    // Cells by (series, batch): a dense table when it is no larger than a
+    // few entries per item and annotation row, else a hash map.
+    let n_series = names.len() + 1;
+    let rows_in = items.len() + annotations.map_or(0, Annotations::rows);
+    let dense_size = n_series.saturating_mul(n_batches);
+    let mut dense: Vec<u32> = if dense_size <= 8 * rows_in + 4096 {
+        vec![u32::MAX; dense_size]
+    } else {
+        Vec::new()
+    };
     let mut cells: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut keys: Vec<(u32, u32)> = Vec::new();
     let mut accs: Vec<Acc> = Vec::new();
     let mut cell = |key: (u32, u32), accs: &mut Vec<Acc>| -> usize {
-        *cells.entry(key).or_insert_with(|| {
+        let mut new = || {
             accs.push(Acc {
                 flagged: vec![0; q_checks],
                 ..Acc::default()
             });
+            keys.push(key);
             accs.len() - 1
-        })
+        };
+        if dense.is_empty() {
+            *cells.entry(key).or_insert_with(new)
+        } else {
+            let at = key.0 as usize * n_batches + key.1 as usize;
+            match dense[at] {
+                u32::MAX => {
+                    let i = new();
+                    dense[at] = i as u32;
+                    i
+                }
+                i => i as usize,
+            }
+        }
     };
     let mut class_counts = vec![vec![0u64; c]; n_batches];
     for it in items {
@@ -708,9 +749,8 @@ pub fn analyse(
         }
     }
     // Each series' batches in order.
-    let n_series = names.len() + 1;
     let mut series_cells: Vec<Vec<(u32, usize)>> = vec![Vec::new(); n_series];
-    for (&(s, b), &i) in &cells {
+    for (i, &(s, b)) in keys.iter().enumerate() {
         series_cells[s as usize].push((b, i));
     }
     for v in &mut series_cells {
@@ -902,7 +942,7 @@ pub fn analyse(
     // p-chart limits per (series, batch, check).
     let mut limits: HashMap<(u32, u32, usize), f64> = HashMap::new();
     let mut class_limits: HashMap<(u32, u32), f64> = HashMap::new();
-    for (i, t) in tests.iter().enumerate() {
+    for (i, t) in tests.iter().enumerate().filter(|_| rows) {
         match (t.stat, t.quantity) {
             (Stat::PChart, Quantity::Check(j)) => {
                 if let Some(l) = limit_of(i) {
@@ -990,6 +1030,24 @@ pub fn analyse(
         verdicts.insert(key, Verdict { q: q[i], reason });
     }
 
+    if !rows {
+        return Analysis {
+            section: Drift {
+                grouping: campaign.grouping.clone(),
+                method: String::new(),
+                fdr: FDR,
+                tests: tests.len(),
+                families: fam_index.len(),
+                families_alarmed: levels.selected,
+                checks: Vec::new(),
+                batches: Vec::new(),
+                annotators: Vec::new(),
+                alarms: Vec::new(),
+            },
+            verdicts,
+            by_annotator: campaign.annotator_of_row.is_some(),
+        };
+    }
     // Alarms: runs of consecutive alarmed positions per series and metric.
     type Key = (DriftKind, u32, Option<u32>, Quantity);
     let mut runs: IndexMap<Key, Vec<(u32, usize)>> = IndexMap::new();

@@ -724,7 +724,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         neighbor_summary.as_ref().map(|s| &s.result.graph),
         &opts.label,
     );
-    let checks = crate::checks::run(&crate::checks::Inputs {
+    let mut checks = crate::checks::run(&crate::checks::Inputs {
         cfg,
         manifest,
         items: &labelled,
@@ -740,6 +740,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
     run.timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
     let info = run.backend_info();
+    let drift = crate::checks::take_drift_section(&mut checks);
     let report = Report::build(
         cfg,
         &items,
@@ -754,7 +755,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
             checks: crate::queue::selection::checks_section(&checks, selection.as_ref()),
             score_cache: s.score_cache,
             selection: selection.as_ref().map(|s| s.section.clone()),
-            drift: crate::checks::drift_section(&checks),
+            drift,
         },
     );
     run.timings.report = t_report.elapsed();

@@ -16,7 +16,7 @@
 
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
-use crate::drift::{ALARM_SCORE, Analysis, FDR, ItemFact, analyse};
+use crate::drift::{ALARM_SCORE, Analysis, FDR, ItemFact, analyse_with};
 use crate::schema::{CheckDetails, DriftSummary};
 use crate::scores::Score;
 
@@ -26,8 +26,9 @@ const NOT_FOLLOWED: [&str; 2] = ["class_imbalance", "drift"];
 /// See the module's documentation.
 pub struct Drift;
 
-/// The drift analysis of `inputs` (`None` without a campaign).
-pub fn analysis(inputs: &Inputs<'_>) -> Option<Analysis> {
+/// The drift analysis of `inputs` (`None` without a campaign); `rows`:
+/// with the section's rows ([`crate::drift::analyse_with`]).
+pub fn analysis(inputs: &Inputs<'_>, rows: bool) -> Option<Analysis> {
     let campaign = inputs.campaign?;
     let followed: Vec<&super::CheckRun> = inputs
         .earlier
@@ -57,12 +58,13 @@ pub fn analysis(inputs: &Inputs<'_>) -> Option<Analysis> {
             }
         })
         .collect();
-    Some(analyse(
+    Some(analyse_with(
         campaign,
         &inputs.cfg.class_names,
         &names,
         &facts,
         inputs.annotations,
+        rows,
     ))
 }
 
@@ -82,7 +84,7 @@ impl Check for Drift {
             .because("the cell changed against its earlier batches, at a 1 % false discovery rate")
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        let (Some(a), Some(campaign)) = (analysis(inputs), inputs.campaign) else {
+        let (Some(a), Some(campaign)) = (analysis(inputs, false), inputs.campaign) else {
             return vec![None; inputs.items.len()];
         };
         inputs
@@ -92,7 +94,7 @@ impl Check for Drift {
             .collect()
     }
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
-        let (Some(a), Some(campaign)) = (analysis(inputs), inputs.campaign) else {
+        let (Some(a), Some(campaign)) = (analysis(inputs, true), inputs.campaign) else {
             return Explained::default();
         };
         let mut reasons = Vec::new();

@@ -344,10 +344,12 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
     runs
 }
 
-/// The `drift` section of `report.json`, when the `drift` check ran.
-pub fn drift_section(runs: &[CheckRun]) -> Option<crate::schema::Drift> {
-    runs.iter().find_map(|r| match &r.outcome {
-        Outcome::Ran(f) => f.explained.drift.as_deref().cloned(),
+/// The `drift` section of `report.json`, when the `drift` check ran:
+/// taken out of its finding (it can be large: a row per annotator and
+/// batch).
+pub fn take_drift_section(runs: &mut [CheckRun]) -> Option<crate::schema::Drift> {
+    runs.iter_mut().find_map(|r| match &mut r.outcome {
+        Outcome::Ran(f) => f.explained.drift.take().map(|b| *b),
         Outcome::Skipped(_) => None,
     })
 }
