@@ -1098,7 +1098,7 @@ pub fn analyse_with(
             start = end;
         }
     }
-    alarm_list.sort_by(|a, b| a.0.cmp(&b.0));
+    alarm_list.sort_by_key(|a| a.0);
     let alarms_out: Vec<DriftAlarm> = alarm_list.into_iter().map(|(_, a)| a).collect();
 
     // Per batch and per annotator rows.
