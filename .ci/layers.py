@@ -27,7 +27,7 @@ LAYERS = [
     ["backend"],
     ["schema"],
     ["score"],
-    ["neighbors", "agreement"],
+    ["neighbors", "agreement", "drift"],
     ["checks"],
     ["queue", "report", "synth"],
     ["output"],

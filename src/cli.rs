@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// annotators is under T are listed in report.json `agreement.below_threshold`.
     #[arg(long, value_name = "T", default_value_t = crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU)]
     pub min_annotator_iou: f64,
+    /// Without a `batch` column in items.csv: group items into batches by their `annotated_at`
+    /// date, one batch per day or per ISO week (report.json `drift`; default: day).
+    #[arg(long, value_enum, value_name = "WINDOW")]
+    pub drift_window: Option<crate::io::campaign::Window>,
     /// Output directory for queue.jsonl, queue.csv and report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -341,6 +345,7 @@ impl RunArgs {
             cache: self.cache,
             min_annotator_kappa: self.min_annotator_kappa,
             min_annotator_iou: self.min_annotator_iou,
+            drift_window: self.drift_window,
             control: Default::default(),
             label: crate::queue::selection::SelectOptions {
                 budget: self.label_budget,

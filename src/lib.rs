@@ -17,6 +17,7 @@ pub mod backend;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod export;
 pub mod fsx;

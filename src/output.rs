@@ -171,6 +171,8 @@ pub struct Sections<'a> {
     pub score_cache: Option<schema::ScoreCache>,
     /// `selection`, with unlabelled items.
     pub selection: Option<schema::Selection>,
+    /// `drift`, with a time column.
+    pub drift: Option<schema::Drift>,
 }
 
 impl Report {
@@ -256,6 +258,7 @@ impl Report {
             checks: sections.checks,
             selection: sections.selection,
             memory: None,
+            drift: sections.drift,
         })
     }
 }

@@ -63,6 +63,9 @@ pub struct RunOptions {
     /// What to label next among the unlabelled items (`--label-budget`,
     /// `--label-strategy`; `--min-per-class` and `--seed` are the queue's).
     pub label: crate::queue::selection::SelectOptions,
+    /// How `annotated_at` groups items into batches without a `batch`
+    /// column (`--drift-window`; default: a day).
+    pub drift_window: Option<crate::io::campaign::Window>,
     /// Stop and progress hooks for a caller that is not the CLI (the
     /// Python API): a set cancel flag stops the run before its next batch
     /// or stage with [`Error::Cancelled`], and nothing is written.
@@ -90,6 +93,7 @@ impl RunOptions {
             min_annotator_kappa: crate::agreement::DEFAULT_MIN_ANNOTATOR_KAPPA,
             min_annotator_iou: crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU,
             label: Default::default(),
+            drift_window: None,
             control: Default::default(),
         }
     }
@@ -249,6 +253,8 @@ struct Scored {
     score_cache: Option<crate::schema::ScoreCache>,
     /// `[inputs] annotations`, read and checked.
     annotations: Option<crate::io::annotations::Annotations>,
+    /// The campaign's batches, with a time column in items.csv.
+    campaign: Option<crate::io::campaign::Campaign>,
 }
 
 /// [`run`] on a dataset already described: read from its directory, or
@@ -280,12 +286,14 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
     // read once the items are known, before the first batch is scored.
     let mut queue_inputs = None;
     let mut annotations = None;
+    let mut campaign = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
         crate::neighbors::stage::check_images(&cfg, m)?;
         if let Some(path) = &cfg.embeddings {
             crate::neighbors::stage::check(&cfg, m, path)?;
         }
         annotations = crate::agreement::load(&cfg, m)?;
+        campaign = load_campaign(&cfg, m, opts.drift_window)?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
         Ok(())
     };
@@ -334,6 +342,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
             scored: recorder.scored,
         }),
         annotations,
+        campaign,
     };
     let mut run = Run {
         opts: opts.clone(),
@@ -469,6 +478,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
     let annotations = crate::agreement::load(&cfg, &manifest)?;
+    let campaign = load_campaign(&cfg, &manifest, opts.drift_window)?;
     opts.rank_by.check(cfg.task).map_err(Error::Usage)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
     let mut opened = opened;
@@ -516,6 +526,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         queue_inputs,
         score_cache,
         annotations,
+        campaign,
     };
     assemble(&mut run, scored)
 }
@@ -572,6 +583,17 @@ fn prepare_out(opts: &RunOptions, cfg: &DatasetConfig) -> Result<()> {
         crate::io::atomic::clean(dir)?;
     }
     Ok(())
+}
+
+/// The campaign of the items `m` (their `batch` and `annotated_at`
+/// columns, [`crate::io::campaign::load`]), named after the items CSV.
+fn load_campaign(
+    cfg: &DatasetConfig,
+    m: &Manifest,
+    window: Option<crate::io::campaign::Window>,
+) -> Result<Option<crate::io::campaign::Campaign>> {
+    let path = cfg.items.clone().unwrap_or_else(|| cfg.dir.clone());
+    crate::io::campaign::load(&path, m, window)
 }
 
 /// The partials are one run's (same version, fingerprint and shard count)
@@ -703,13 +725,15 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         neighbor_summary.as_ref().map(|s| &s.result.graph),
         &opts.label,
     );
-    let checks = crate::checks::run(&crate::checks::Inputs {
+    let mut checks = crate::checks::run(&crate::checks::Inputs {
         cfg,
         manifest,
         items: &labelled,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
         annotations: s.annotations.as_ref(),
         annotator_pairs: annotator_pairs.as_ref(),
+        campaign: s.campaign.as_ref(),
+        earlier: &[],
     });
     assign_priority(&mut labelled, &mut pool, opts.rank_by);
     let items = by_priority(labelled);
@@ -717,6 +741,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
     run.timings.queue = t_queue.elapsed();
     let t_report = Instant::now();
     let info = run.backend_info();
+    let drift = crate::checks::take_drift_section(&mut checks);
     let report = Report::build(
         cfg,
         &items,
@@ -731,6 +756,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
             checks: crate::queue::selection::checks_section(&checks, selection.as_ref()),
             score_cache: s.score_cache,
             selection: selection.as_ref().map(|s| s.section.clone()),
+            drift,
         },
     );
     run.timings.report = t_report.elapsed();

@@ -99,6 +99,9 @@ pub struct Report {
     /// Absent with `--deterministic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// With a time column (`batch`, `annotated_at`) in items.csv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
 }
 
 /// `per_class[k]`: classification has `precision` and `recall`,
@@ -452,6 +455,7 @@ pub enum CheckStatus {
 pub enum CheckDetails {
     ClassImbalance(ClassImbalanceSummary),
     LowAgreement(LowAgreementSummary),
+    Drift(DriftSummary),
 }
 
 /// `checks.class_imbalance.summary`.
@@ -878,4 +882,149 @@ pub struct AnnotatorRow {
     pub agreement_with_model: Option<f64>,
     #[serde(deserialize_with = "present")]
     pub agreement_with_official: Option<f64>,
+}
+
+/// `report.json` `drift` (with a time column in items.csv,
+/// [`crate::drift`]): per batch, per annotator and batch, and the alarms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// How items are grouped: `batch` (the column), `day` or `week`
+    /// (`annotated_at` windows, `--drift-window`).
+    pub grouping: String,
+    /// The tests and the false-alarm control, in words.
+    pub method: String,
+    /// The false discovery rate controlled over every test (Benjamini–Hochberg).
+    pub fdr: f64,
+    /// Tests run.
+    pub tests: usize,
+    /// Families of tests (a series' quantity and statistic over its
+    /// batches; a class's share; the class mix): the first level's `M`.
+    pub families: usize,
+    /// Families selected by the first level (`R`).
+    pub families_alarmed: usize,
+    /// The checks whose flagged share is followed (the keys of `flagged`).
+    pub checks: Vec<String>,
+    pub batches: Vec<DriftBatch>,
+    /// Per annotator and batch (an annotator's batches only), annotators in
+    /// order of first appearance.
+    pub annotators: Vec<DriftCell>,
+    /// Every alarm: one per series and metric and run of consecutive
+    /// alarmed batches, at the run's first batch.
+    pub alarms: Vec<DriftAlarm>,
+}
+
+/// `drift.batches[i]`: one batch of the campaign, the dataset's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftBatch {
+    /// As written in the input, or the window's first date.
+    pub batch: String,
+    /// Its earliest `annotated_at` date, with that column.
+    #[serde(deserialize_with = "present")]
+    pub first_date: Option<String>,
+    /// Labelled items.
+    pub items: u64,
+    /// Per followed check: the share of the batch's items it flags.
+    pub flagged: IndexMap<String, f64>,
+    /// Per followed check: the p-chart's upper limit (null: not tested).
+    pub limits: IndexMap<String, Option<f64>>,
+    #[serde(deserialize_with = "present")]
+    pub mean_label_quality: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub mean_confidence: Option<f64>,
+    /// Krippendorff's alpha of the batch's items (with annotations).
+    #[serde(deserialize_with = "present")]
+    pub alpha: Option<f64>,
+    /// Annotation rows with a consensus of the other annotators, and the
+    /// share agreeing with it.
+    pub annotations: u64,
+    #[serde(deserialize_with = "present")]
+    pub agreement_with_consensus: Option<f64>,
+    /// Per class: its share of the batch's labelled items.
+    pub class_share: Vec<f64>,
+    /// Per class: the p-chart's upper limit on that share (null: not tested).
+    pub class_limit: Vec<Option<f64>>,
+    /// The class mix against the campaign before the batch.
+    #[serde(deserialize_with = "present")]
+    pub chi_square: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub chi_square_df: Option<usize>,
+    #[serde(deserialize_with = "present")]
+    pub chi_square_p: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub psi: Option<f64>,
+    /// A dataset-level or class alarm falls on this batch.
+    pub alarm: bool,
+}
+
+/// `drift.annotators[i]`: one annotator's figures in one batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftCell {
+    pub annotator: String,
+    pub batch: String,
+    /// Items of items.csv this annotator labelled in the batch.
+    pub items: u64,
+    pub flagged: IndexMap<String, f64>,
+    pub limits: IndexMap<String, Option<f64>>,
+    #[serde(deserialize_with = "present")]
+    pub mean_label_quality: Option<f64>,
+    /// Its annotation rows with a consensus of the other annotators, and
+    /// the share agreeing with it.
+    pub annotations: u64,
+    #[serde(deserialize_with = "present")]
+    pub agreement_with_consensus: Option<f64>,
+    /// The smallest Benjamini–Hochberg adjusted p-value of the cell's
+    /// tests (null: none tested).
+    #[serde(deserialize_with = "present")]
+    pub q: Option<f64>,
+    pub alarm: bool,
+}
+
+/// What an alarm is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// An annotator's flagged share or agreement.
+    Annotator,
+    /// A class's share of the batch (or the batch's class mix).
+    ClassShare,
+    /// The dataset's flagged share or mean label quality.
+    Quality,
+    /// Segmentation: an annotator's annotated-area bias per class.
+    AreaBias,
+}
+
+/// `drift.alarms[i]`. `metric` is `statistic:quantity` (`p_chart:wrong_label`,
+/// `cusum:wrong_label`, `p_chart:disagreement`, `mean:label_quality`,
+/// `p_chart:share`, `chi_square:class_mix`); `value`, `baseline` and
+/// `limit` are in the statistic's units (a share, the CUSUM statistic, a
+/// mean, the chi-square statistic); fields that do not apply are null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftAlarm {
+    pub kind: DriftKind,
+    #[serde(deserialize_with = "present")]
+    pub annotator: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub class: Option<String>,
+    pub batch: String,
+    pub metric: String,
+    pub value: f64,
+    #[serde(deserialize_with = "present")]
+    pub baseline: Option<f64>,
+    #[serde(deserialize_with = "present")]
+    pub limit: Option<f64>,
+    pub p: f64,
+}
+
+/// `checks.drift.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftSummary {
+    /// The false discovery rate the alarms are controlled at.
+    pub fdr: f64,
+    /// Tests run over every series and batch.
+    pub tests: usize,
+    /// Alarms (`drift.alarms`).
+    pub alarms: usize,
+    /// Annotator × batch cells (or batches, without an annotator column)
+    /// whose items the check flags.
+    pub alarmed_cells: usize,
 }

@@ -25,6 +25,7 @@
 //! thresholds.
 
 pub mod class_imbalance;
+pub mod drift;
 pub mod label_quality;
 pub mod low_agreement;
 pub mod near_duplicate;
@@ -50,6 +51,8 @@ pub enum Need {
     Embeddings,
     /// Several annotators per item (`[inputs] annotations`).
     Annotations,
+    /// A time column in items.csv (`batch` or `annotated_at`).
+    Time,
 }
 
 impl Need {
@@ -60,6 +63,7 @@ impl Need {
             Need::Segmentation => "segmentation",
             Need::Embeddings => "embeddings",
             Need::Annotations => "annotations",
+            Need::Time => "time",
         }
     }
 
@@ -70,6 +74,7 @@ impl Need {
             Need::Segmentation => "segmentation only",
             Need::Embeddings => "needs embeddings ([inputs] embeddings)",
             Need::Annotations => "needs several annotators ([inputs] annotations)",
+            Need::Time => "needs a time column (batch or annotated_at in items.csv)",
         }
     }
 }
@@ -88,6 +93,13 @@ pub struct Inputs<'a> {
     /// Segmentation with annotations: each item's annotator pairs and their
     /// mIoU, by row.
     pub annotator_pairs: Option<&'a crate::agreement::ItemPairs>,
+    /// The campaign's batches and each item's batch and annotator, with a
+    /// time column in items.csv ([`crate::io::campaign`]).
+    pub campaign: Option<&'a crate::io::campaign::Campaign>,
+    /// The checks before this one in [`registry`] order, with their
+    /// outcomes ([`run`] fills it in; the `drift` check follows their
+    /// flags). Empty when given to [`run`].
+    pub earlier: &'a [CheckRun],
 }
 
 impl Inputs<'_> {
@@ -98,6 +110,7 @@ impl Inputs<'_> {
             Need::Segmentation => self.cfg.task == Task::Segmentation,
             Need::Embeddings => self.neighbors.is_some(),
             Need::Annotations => self.annotations.is_some(),
+            Need::Time => self.campaign.is_some(),
         }
     }
 }
@@ -235,6 +248,8 @@ pub struct Explained {
     pub reasons: Vec<(usize, Place, String)>,
     /// Dataset-level facts, written in `report.json` `checks`.
     pub summary: Option<CheckDetails>,
+    /// The `drift` check's section of `report.json` (`drift`).
+    pub drift: Option<Box<crate::schema::Drift>>,
 }
 
 /// What a check that ran found, by row ([`ItemResult::index`]; rows of no
@@ -308,18 +323,35 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
+        Box::new(drift::Drift),
     ]
 }
 
-/// Run every check of [`registry`] over `inputs`.
+/// Run every check of [`registry`] over `inputs`, in order, each seeing
+/// the outcomes of those before it ([`Inputs::earlier`]).
 pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
-    registry()
-        .into_iter()
-        .map(|check| {
-            let outcome = run_one(check.as_ref(), inputs);
-            CheckRun { check, outcome }
-        })
-        .collect()
+    let mut runs: Vec<CheckRun> = Vec::new();
+    for check in registry() {
+        let outcome = run_one(
+            check.as_ref(),
+            &Inputs {
+                earlier: &runs,
+                ..*inputs
+            },
+        );
+        runs.push(CheckRun { check, outcome });
+    }
+    runs
+}
+
+/// The `drift` section of `report.json`, when the `drift` check ran:
+/// taken out of its finding (it can be large: a row per annotator and
+/// batch).
+pub fn take_drift_section(runs: &mut [CheckRun]) -> Option<crate::schema::Drift> {
+    runs.iter_mut().find_map(|r| match &mut r.outcome {
+        Outcome::Ran(f) => f.explained.drift.take().map(|b| *b),
+        Outcome::Skipped(_) => None,
+    })
 }
 
 /// The rows [`Finding`] holds for `inputs`: past the last item and the

@@ -28,6 +28,7 @@ struct Fixture {
     neighbors: Option<NeighborResult>,
     annotations: Option<Annotations>,
     pairs: Option<ItemPairs>,
+    campaign: Option<crate::io::campaign::Campaign>,
 }
 
 impl Fixture {
@@ -39,6 +40,8 @@ impl Fixture {
             neighbors: self.neighbors.as_ref(),
             annotations: self.annotations.as_ref(),
             annotator_pairs: self.pairs.as_ref(),
+            campaign: self.campaign.as_ref(),
+            earlier: &[],
         }
     }
 }
@@ -213,6 +216,41 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
         crate::agreement::apply(&cfg, &ann, &mut items, 0.5);
         ann
     });
+    // With both: a campaign of 3 batches (rows 0-23, 24-35, 36-47) and two
+    // annotators (q: rows 4k + 3; p: the others); p's labels are all
+    // rejected by the model in the last batch, none before (but row 4,
+    // on the threshold).
+    let campaign = (embeddings && annotators).then(|| {
+        let batch = |i: usize| {
+            if i < 24 {
+                0
+            } else if i < 36 {
+                1
+            } else {
+                2
+            }
+        };
+        let p = |i: usize| i % 4 != 3;
+        for it in items.iter_mut() {
+            let i = it.index;
+            if p(i) && i != 4 {
+                let nm = if batch(i) == 2 { 0.1 } else { 0.9 };
+                it.scores.set(Score::NormalizedMargin, Some(nm));
+            }
+        }
+        crate::io::campaign::Campaign {
+            grouping: "batch".into(),
+            batches: ["2026-11-01", "2026-11-02", "2026-11-03"]
+                .map(|name| crate::io::campaign::Batch {
+                    name: name.into(),
+                    first_day: None,
+                })
+                .to_vec(),
+            of_row: (0..N).map(|i| batch(i) as u32).collect(),
+            annotators: vec!["p".into(), "q".into()],
+            annotator_of_row: Some((0..N).map(|i| Some(u32::from(!p(i)))).collect()),
+        }
+    });
     Fixture {
         _dir: dir,
         cfg,
@@ -221,6 +259,7 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
         neighbors,
         annotations,
         pairs: None,
+        campaign,
     }
 }
 
@@ -298,6 +337,7 @@ fn segmentation(embeddings: bool, annotators: bool) -> Fixture {
         neighbors,
         annotations,
         pairs,
+        campaign: None,
     }
 }
 
@@ -313,7 +353,17 @@ fn verify(checks: &[Box<dyn Check>], inputs: &Inputs<'_>) -> (Vec<String>, Seen)
     let mut seen = Seen::new();
     let mut names = HashSet::new();
     let labelled: HashSet<usize> = inputs.items.iter().map(|it| it.index).collect();
+    // Each check of the registry sees the registry's checks before it.
+    let all = run(inputs);
     for c in checks {
+        let pos = all
+            .iter()
+            .position(|r| r.check.name() == c.name())
+            .unwrap_or(0);
+        let inputs = &Inputs {
+            earlier: &all[..pos],
+            ..*inputs
+        };
         let name = c.name();
         if !names.insert(name) {
             bad.push(format!("{name}: two checks have this name"));
@@ -449,6 +499,10 @@ fn a_missing_input_skips_its_checks_with_the_reason() {
             (
                 "low_agreement",
                 "needs several annotators ([inputs] annotations)"
+            ),
+            (
+                "drift",
+                "needs a time column (batch or annotated_at in items.csv)"
             ),
         ]
     );

@@ -11,6 +11,7 @@ pub fn load_dataset(dir: &std::path::Path) -> crate::error::Result<crate::config
 
 pub mod annotations;
 pub mod atomic;
+pub mod campaign;
 pub mod coco_rle;
 pub mod embeddings;
 pub mod inputs;

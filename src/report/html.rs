@@ -1294,6 +1294,10 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
         annotators_section(&mut s, ag, &classes, inp, vis);
     }
 
+    if let Some(d) = &r.drift {
+        s.push_str(&super::drift::section(d, &classes));
+    }
+
     // Queue.
     s.push_str(r#"<section id="queue"><h2>Review queue</h2>"#);
     s.push_str(&queue_table(inp.queue, &TableView::of(r)));

@@ -7,6 +7,7 @@
 //! row fields (`status`, `consensus_label`, `cluster`) and report sections
 //! (`views`, `review`, `previous`) are shown when present.
 
+pub mod drift;
 pub mod escape;
 pub mod html;
 pub mod overlay;

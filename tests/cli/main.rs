@@ -9,6 +9,7 @@ mod agreement;
 mod bad_input;
 mod checks;
 mod cli;
+mod drift;
 mod formats;
 mod hints;
 mod hostile_input;

@@ -1,0 +1,419 @@
+//! Hand-worked values of the drift statistics, and their behaviour on
+//! simulated campaigns.
+
+use super::*;
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-300)
+}
+
+/// Fisher's tea-tasting table [[3, 1], [1, 3]]: one-sided p = 17/70.
+#[test]
+fn hypergeometric_tails_by_hand() {
+    assert!(close(hypergeom_sf(3, 8, 4, 4), 17.0 / 70.0, 1e-12));
+    assert!(close(hypergeom_sf(4, 8, 4, 4), 1.0 / 70.0, 1e-12));
+    // Lower side: P(H ≥ 1) = 1 − P(H = 0) = 1 − 1/70.
+    assert!(close(hypergeom_sf(1, 8, 4, 4), 69.0 / 70.0, 1e-12));
+    assert_eq!(hypergeom_sf(0, 8, 4, 4), 1.0);
+    assert_eq!(hypergeom_sf(5, 8, 4, 4), 0.0);
+    // 9 of 9 flagged, none of 27 before: 1 / C(36, 9).
+    assert!(close(hypergeom_sf(9, 36, 9, 9), 1.0 / 94_143_280.0, 1e-10));
+    // Large: P(H ≥ 60), N = 10000, K = 500, n = 1000 (mean 50); summed
+    // term by term from the pmf, independently of the recurrence.
+    let (n_tot, k, n) = (10_000u64, 500u64, 1000u64);
+    let mut want = 0.0;
+    for x in 60..=500u64 {
+        want += (ln_choose(k, x) + ln_choose(n_tot - k, n - x) - ln_choose(n_tot, n)).exp();
+    }
+    assert!(close(hypergeom_sf(60, n_tot, k, n), want, 1e-9), "{want}");
+}
+
+#[test]
+fn normal_and_chi_square_by_hand() {
+    assert!(close(normal_sf(0.0), 0.5, 1e-14));
+    assert!(close(normal_sf(1.959_963_984_540_054), 0.025, 1e-12));
+    assert!(close(normal_sf(-1.0), 0.841_344_746_068_542_9, 1e-12));
+    assert!(close(normal_sf(8.0), 6.220_960_574_271_785e-16, 1e-9));
+    for p in [1e-300, 1e-12, 0.001, 0.025, 0.3, 0.5, 0.9, 0.999_999] {
+        assert!(close(normal_sf(normal_isf(p)), p, 1e-9), "{p}");
+    }
+    // χ²(2) survival is e^{−x/2}; χ²(1) at 3.841458820694124 is 0.05.
+    assert!(close(chi_square_sf(2.0, 2), (-1.0f64).exp(), 1e-12));
+    assert!(close(chi_square_sf(3.841_458_820_694_124, 1), 0.05, 1e-10));
+    // Integer a: Q(a, x) = e^{−x} Σ_{j<a} x^j / j! (the Poisson sum).
+    let poisson: f64 = (0..5)
+        .map(|j| 50f64.powi(j) / (1..=j).product::<i32>() as f64)
+        .sum();
+    assert!(close(
+        chi_square_sf(100.0, 10),
+        (-50f64).exp() * poisson,
+        1e-10
+    ));
+    assert!(close(
+        ln_gamma(0.5),
+        std::f64::consts::PI.sqrt().ln(),
+        1e-14
+    ));
+    assert!(close(ln_gamma(101.0), 363.739_375_555_563_5, 1e-14));
+}
+
+/// Observed [[10, 20], [30, 40]]: expected [[12, 18], [28, 42]],
+/// χ² = 4/12 + 4/18 + 4/28 + 4/42 = 0.793650…, df 1.
+#[test]
+fn chi_square_and_psi_by_hand() {
+    let (chi, df, p) = chi_square_homogeneity(&[10, 20], &[30, 40]).unwrap();
+    let want = 4.0 / 12.0 + 4.0 / 18.0 + 4.0 / 28.0 + 4.0 / 42.0;
+    assert!(close(chi, want, 1e-12));
+    assert_eq!(df, 1);
+    assert!(close(p, chi_square_sf(want, 1), 1e-12));
+    // A class neither side has is left out; an expected count under 1 refuses.
+    assert_eq!(
+        chi_square_homogeneity(&[10, 0, 20], &[30, 0, 40])
+            .unwrap()
+            .1,
+        1
+    );
+    assert!(chi_square_homogeneity(&[1, 20], &[0, 40]).is_none());
+    // PSI: (0.25) ln 2 + (−0.25) ln(2/3).
+    let want = 0.25 * 2f64.ln() - 0.25 * (2.0f64 / 3.0).ln();
+    assert!(close(psi(&[0.5, 0.5], &[0.25, 0.75]), want, 1e-12));
+    assert_eq!(psi(&[0.3, 0.7], &[0.3, 0.7]), 0.0);
+}
+
+/// Benjamini & Hochberg's 1995 example shape: 10 p-values, α = 0.05.
+#[test]
+fn benjamini_hochberg_by_hand() {
+    let p = [
+        0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216,
+    ];
+    let (q, cutoff) = benjamini_hochberg(&p, 0.05);
+    assert!(close(cutoff, 0.01, 1e-12));
+    let want = [
+        0.01,
+        0.04,
+        0.084,
+        0.084,
+        0.084,
+        0.1,
+        0.74 / 7.0,
+        0.216,
+        0.216,
+        0.216,
+    ];
+    for (a, b) in q.iter().zip(want) {
+        assert!(close(*a, b, 1e-12), "{q:?}");
+    }
+    // None under its step: the cut-off is the first step, α/m.
+    let (_, cutoff) = benjamini_hochberg(&[0.5, 0.9], 0.05);
+    assert!(close(cutoff, 0.025, 1e-12));
+    assert_eq!(1.0 - FDR, ALARM_SCORE);
+    assert!(alarms(0.01) && !alarms(0.010_000_001));
+}
+
+/// Simes and the two levels, by hand (α = 0.05): families
+/// {0.001, 0.002}, {0.3, 0.8}, {0.004} have Simes p 0.002, 0.6, 0.004;
+/// BH over them: q = 0.006, 0.6, 0.006, R = 2 of M = 3; within, at
+/// 0.05 × 2/3.
+#[test]
+fn two_level_bh_by_hand() {
+    assert!(close(simes(&[0.5, 0.01, 0.04]), 0.03, 1e-12));
+    let p = [0.001, 0.3, 0.002, 0.8, 0.004];
+    let family = [0, 1, 0, 1, 2];
+    let l = two_level(&p, &family, 3, 0.05);
+    assert_eq!(l.selected, 2);
+    let want = [0.006, 0.9, 0.006, 1.0, 0.006];
+    for (a, b) in l.q.iter().zip(want) {
+        assert!(close(*a, b, 1e-12), "{:?}", l.q);
+    }
+    let want = [0.05 * 2.0 / 3.0, 0.05 * 3.0 / (3.0 * 2.0), 0.05 * 2.0 / 3.0];
+    for (a, b) in l.cutoff.iter().zip(want) {
+        assert!(close(*a, b, 1e-12), "{:?}", l.cutoff);
+    }
+}
+
+/// CUSUM bound: one term at t = 1; the sum of terms by hand at t = 3.
+#[test]
+fn cusum_bound_by_hand() {
+    assert!(close(cusum_p(3.0, 1), normal_sf(3.5), 1e-12));
+    let want = normal_sf(3.5) + normal_sf(4.0 / 2f64.sqrt()) + normal_sf(4.5 / 3f64.sqrt());
+    assert!(close(cusum_p(3.0, 3), want, 1e-12));
+    assert_eq!(cusum_p(0.0, 100), 1.0);
+    // Long series: the drifted random walk's bound e^{−2kS} is the smaller.
+    assert!(close(cusum_p(10.0, 400), (-10f64).exp(), 1e-12));
+    // Monotone in S.
+    assert!(cusum_p(5.0, 50) < cusum_p(4.0, 50));
+}
+
+// ---------------------------------------------------------------------------
+// Simulated campaigns (counts, no files).
+
+/// A seeded stream (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A campaign: `annotators` × `batches`, `per_cell` items each; annotator
+/// `a`'s items are flagged (by the one followed check) with probability
+/// `rate(a, b)`; the class of an item drawn from `mix(b)`.
+fn campaign(
+    annotators: usize,
+    batches: usize,
+    per_cell: usize,
+    seed: u64,
+    rate: impl Fn(usize, usize) -> f64,
+    mix: impl Fn(usize) -> Vec<f64>,
+) -> (Campaign, Vec<ItemFact>) {
+    let mut rng = Rng(seed);
+    let mut of_row = Vec::new();
+    let mut who = Vec::new();
+    let mut items = Vec::new();
+    for b in 0..batches {
+        let shares = mix(b);
+        for a in 0..annotators {
+            for _ in 0..per_cell {
+                let row = of_row.len();
+                of_row.push(b as u32);
+                who.push(Some(a as u32));
+                let flagged = rng.next() < rate(a, b);
+                let u = rng.next();
+                let mut acc = 0.0;
+                let class = shares
+                    .iter()
+                    .position(|s| {
+                        acc += s;
+                        u < acc
+                    })
+                    .unwrap_or(shares.len() - 1);
+                items.push(ItemFact {
+                    row,
+                    class: Some(class as u32),
+                    flags: u64::from(flagged),
+                    label_quality: Some(if flagged { 0.2 } else { 0.9 } + 0.1 * rng.next()),
+                    confidence: Some(0.9),
+                });
+            }
+        }
+    }
+    let c = Campaign {
+        grouping: "batch".into(),
+        batches: (0..batches)
+            .map(|b| crate::io::campaign::Batch {
+                name: format!("b{b:03}"),
+                first_day: None,
+            })
+            .collect(),
+        of_row,
+        annotators: (0..annotators).map(|a| format!("a{a}")).collect(),
+        annotator_of_row: Some(who),
+    };
+    (c, items)
+}
+
+fn classes(c: usize) -> Vec<String> {
+    (0..c).map(|k| format!("c{k}")).collect()
+}
+
+fn uniform(c: usize) -> Vec<f64> {
+    vec![1.0 / c as f64; c]
+}
+
+/// One annotator's error rate rises from 3 % to 15 % at batch 10: the
+/// alarm names that annotator at batch 10 or 11; no other annotator and
+/// no class alarms. The dataset's `quality` alarm, which that annotator
+/// causes, is allowed. Over 20 seeds: the delay and the stray alarms.
+#[test]
+fn a_planted_annotator_is_caught_at_its_batch_or_the_next() {
+    let (planted, at) = (3usize, 10usize);
+    let mut delays = Vec::new();
+    let mut stray = 0;
+    for seed in 0..20 {
+        let (c, items) = campaign(
+            8,
+            20,
+            150,
+            seed,
+            |a, b| if a == planted && b >= at { 0.15 } else { 0.03 },
+            |_| uniform(5),
+        );
+        let a = analyse(&c, &classes(5), &["wrong_label"], &items, None);
+        let alarms = &a.section.alarms;
+        let mine: Vec<&DriftAlarm> = alarms
+            .iter()
+            .filter(|x| x.annotator.as_deref() == Some("a3"))
+            .collect();
+        assert!(!mine.is_empty(), "seed {seed}: not caught: {alarms:?}");
+        assert!(mine.iter().all(|x| x.kind == DriftKind::Annotator));
+        let first: usize = mine
+            .iter()
+            .map(|x| x.batch[1..].parse::<usize>().unwrap())
+            .min()
+            .unwrap();
+        assert!(
+            first >= at,
+            "seed {seed}: alarmed before the change: {mine:?}"
+        );
+        delays.push(first - at);
+        let strays: Vec<&DriftAlarm> = alarms
+            .iter()
+            .filter(|x| {
+                x.kind == DriftKind::ClassShare
+                    || (x.kind == DriftKind::Annotator && x.annotator.as_deref() != Some("a3"))
+            })
+            .collect();
+        if !strays.is_empty() {
+            eprintln!("seed {seed}: stray {strays:?} ({} tests)", a.section.tests);
+        }
+        stray += strays.len();
+        // The reason names the annotator and the batch.
+        let row = items
+            .iter()
+            .find(|it| {
+                c.of_row[it.row] as usize == at + 1
+                    && c.annotator_of_row.as_ref().unwrap()[it.row] == Some(3)
+            })
+            .unwrap()
+            .row;
+        let v = a.verdict(&c, row).unwrap();
+        if super::alarms(v.q) {
+            assert!(
+                v.reason.starts_with("annotator a3, batch b011: "),
+                "{}",
+                v.reason
+            );
+        }
+    }
+    let late = delays.iter().filter(|&&d| d > 1).count();
+    eprintln!("planted annotator: delays {delays:?}, stray alarms {stray}");
+    assert!(
+        late <= 1,
+        "caught later than the next batch in {late} of 20 seeds: {delays:?}"
+    );
+    assert!(stray <= 1, "{stray} stray alarms over 20 seeds");
+}
+
+/// A class's share triples (10 % → 30 %) at batch 12: a `class_share`
+/// alarm names it at batch 12 or 13; no other class alarms, and no
+/// annotator.
+#[test]
+fn a_tripled_class_share_is_caught() {
+    let (k, at) = (2usize, 12usize);
+    let mix = |b: usize| {
+        let mut v = vec![0.9 / 9.0; 10];
+        if b >= at {
+            v = vec![0.7 / 9.0; 10];
+            v[k] = 0.3;
+        } else {
+            v[k] = 0.1;
+        }
+        v
+    };
+    let mut stray = 0;
+    for seed in 0..10 {
+        let (c, items) = campaign(5, 20, 40, 100 + seed, |_, _| 0.03, mix);
+        let a = analyse(&c, &classes(10), &["wrong_label"], &items, None);
+        let mine: Vec<&DriftAlarm> = a
+            .section
+            .alarms
+            .iter()
+            .filter(|x| x.kind == DriftKind::ClassShare)
+            .collect();
+        let first = mine
+            .iter()
+            .filter(|x| x.class.as_deref() == Some("c2"))
+            .map(|x| x.batch[1..].parse::<usize>().unwrap())
+            .min();
+        assert!(
+            matches!(first, Some(b) if b == at || b == at + 1),
+            "seed {seed}: {:?}",
+            a.section.alarms
+        );
+        stray += a
+            .section
+            .alarms
+            .iter()
+            .filter(|x| x.class.as_deref() != Some("c2"))
+            .count();
+        let row = &a.section.batches[at];
+        assert!(
+            row.chi_square_p.unwrap() < 1e-6 && row.psi.unwrap() > 0.1,
+            "{row:?}"
+        );
+    }
+    assert!(stray <= 1, "{stray} stray alarms over 10 seeds");
+}
+
+/// No drift: 100 seeds of 20 annotators × 30 batches; at most 5 raise any
+/// alarm (BH at 1 % keeps the chance of any alarm under the global null at
+/// or under 1 %).
+#[test]
+fn no_drift_raises_no_alarm_in_95_of_100_seeds() {
+    let mut with_alarm = 0;
+    let mut tests = 0;
+    for seed in 0..100 {
+        let (c, items) = campaign(20, 30, 15, 1000 + seed, |_, _| 0.05, |_| uniform(4));
+        let a = analyse(&c, &classes(4), &["wrong_label"], &items, None);
+        tests += a.section.tests;
+        if !a.section.alarms.is_empty() {
+            with_alarm += 1;
+        }
+    }
+    eprintln!(
+        "no drift: {with_alarm} of 100 seeds alarmed ({} tests a seed)",
+        tests / 100
+    );
+    assert!(with_alarm <= 5, "{with_alarm} of 100 seeds alarmed");
+}
+
+/// The check's cells: an item of an alarmed cell has `1 − q ≥ 0.99`, its
+/// reason quotes the shares; the section's rows are per batch and per
+/// annotator × batch.
+#[test]
+fn the_section_holds_every_batch_and_cell() {
+    let (c, items) = campaign(
+        3,
+        6,
+        30,
+        7,
+        |a, b| if a == 0 && b >= 4 { 0.6 } else { 0.02 },
+        |_| uniform(3),
+    );
+    let a = analyse(&c, &classes(3), &["wrong_label"], &items, None);
+    assert_eq!(a.section.batches.len(), 6);
+    assert_eq!(a.section.annotators.len(), 18);
+    assert_eq!(a.section.checks, ["wrong_label"]);
+    let cell = a
+        .section
+        .annotators
+        .iter()
+        .find(|x| x.annotator == "a0" && x.batch == "b004")
+        .unwrap();
+    assert!(cell.alarm && cell.q.unwrap() <= FDR, "{cell:?}");
+    assert!(cell.flagged["wrong_label"] > cell.limits["wrong_label"].unwrap());
+    let row = items
+        .iter()
+        .find(|it| c.of_row[it.row] == 4 && c.annotator_of_row.as_ref().unwrap()[it.row] == Some(0))
+        .unwrap()
+        .row;
+    let v = a.verdict(&c, row).unwrap();
+    assert!(1.0 - v.q >= ALARM_SCORE);
+    assert!(
+        v.reason.starts_with("annotator a0, batch b004: ")
+            && v.reason.contains("flagged by wrong_label against"),
+        "{}",
+        v.reason
+    );
+    // The first batches have no baseline: not tested.
+    assert!(a.verdict(&c, 0).is_none());
+    let json = serde_json::to_string(&a.section).unwrap();
+    let back: Drift = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, a.section);
+}

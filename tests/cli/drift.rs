@@ -1,0 +1,357 @@
+//! Drift over a labelling campaign, end to end: the time columns of
+//! items.csv, refused when half filled or unparseable (exit 2, naming the
+//! file, the item and the field); a planted campaign whose annotator's
+//! error rate rises is alarmed at that batch or the next and names that
+//! annotator only; the `drift` check marks that annotator's queue rows.
+
+use std::path::Path;
+
+use crate::common::*;
+
+/// A seeded stream (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const CLASSES: usize = 5;
+
+/// A classification campaign: `annotators` × `batches` × `per_cell` items,
+/// batch `b` annotated on 2026-11-01 + b (column `annotated_at`, with a time
+/// of day). The model is right and confident (0.9) about every item's true
+/// class; annotator `a` labels an item wrongly (another class, at random)
+/// with probability `error(a, b)`.
+fn campaign(
+    dir: &Path,
+    annotators: usize,
+    batches: usize,
+    per_cell: usize,
+    seed: u64,
+    error: impl Fn(usize, usize) -> f64,
+) {
+    let mut rng = Rng(seed);
+    std::fs::write(
+        dir.join("triage.toml"),
+        "task = \"classification\"\nclasses = [\"c0\", \"c1\", \"c2\", \"c3\", \"c4\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
+    )
+    .unwrap();
+    let mut csv = String::from("id,label,annotator,annotated_at\n");
+    let mut probs = Vec::new();
+    let mut n = 0;
+    for b in 0..batches {
+        for a in 0..annotators {
+            for i in 0..per_cell {
+                let truth = (rng.next() * CLASSES as f64) as usize % CLASSES;
+                let label = if rng.next() < error(a, b) {
+                    (truth + 1 + (rng.next() * (CLASSES - 1) as f64) as usize % (CLASSES - 1))
+                        % CLASSES
+                } else {
+                    truth
+                };
+                csv.push_str(&format!(
+                    "i{n},{label},a{a},2026-11-{:02}T{:02}:{:02}:00Z\n",
+                    1 + b,
+                    8 + i % 10,
+                    i % 60
+                ));
+                for k in 0..CLASSES {
+                    probs.push(if k == truth { 0.9 } else { 0.025 });
+                }
+                n += 1;
+            }
+        }
+    }
+    std::fs::write(dir.join("items.csv"), csv).unwrap();
+    write_f32(&dir.join("probs.npy"), &[n, CLASSES], &probs);
+}
+
+/// Run, expect exit 2, every needle in stderr and no output files.
+fn refused(dataset: &Path, extra: &[&str], needles: &[&str]) {
+    let out = dataset.join("out");
+    let args = cpu_args(dataset, &out, extra);
+    let o = triage(&args);
+    let msg = describe(&args, &o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
+    }
+    assert!(!stderr.contains("panicked"), "{msg}");
+    assert!(!out.join("report.json").exists(), "{msg}");
+}
+
+fn small(dir: &Path, items_csv: &str) {
+    std::fs::write(
+        dir.join("triage.toml"),
+        "task = \"classification\"\nclasses = [\"cat\", \"dog\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("items.csv"), items_csv).unwrap();
+    write_f64(
+        &dir.join("probs.npy"),
+        &[3, 2],
+        &[0.7, 0.3, 0.2, 0.8, 0.5, 0.5],
+    );
+}
+
+#[test]
+fn a_date_that_does_not_parse_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small(
+        d,
+        "id,label,annotated_at\na,cat,2026-11-01\nb,dog,2026-11-31\nc,cat,2026-11-02\n",
+    );
+    refused(
+        d,
+        &[],
+        &[
+            "items.csv: item \"b\": annotated_at: line 3: annotated_at \"2026-11-31\" is not an ISO date",
+            "day 31 is not in 2026-11",
+        ],
+    );
+    small(
+        d,
+        "id,label,annotated_at\na,cat,2026-11-01\nb,dog,01/11/2026\nc,cat,2026-11-02\n",
+    );
+    refused(d, &[], &["item \"b\": annotated_at: line 3", "YYYY-MM-DD"]);
+}
+
+#[test]
+fn a_batch_column_in_only_some_rows_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small(d, "id,label,batch\na,cat,w1\nb,dog,\nc,cat,w2\n");
+    refused(
+        d,
+        &[],
+        &["items.csv: item \"b\": batch: line 3: empty batch, while line 2 has one"],
+    );
+    small(
+        d,
+        "id,label,annotated_at\na,cat,\nb,dog,2026-11-01\nc,cat,2026-11-02\n",
+    );
+    refused(
+        d,
+        &[],
+        &["item \"a\": annotated_at: line 2: empty annotated_at, while line 3 has one"],
+    );
+    // A window without dates is a usage error.
+    small(d, "id,label\na,cat\nb,dog\nc,cat\n");
+    refused(
+        d,
+        &["--drift-window", "week"],
+        &["--drift-window week", "annotated_at"],
+    );
+    refused(d, &["--drift-window", "month"], &["month"]);
+}
+
+#[test]
+fn without_a_time_column_the_drift_check_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small(d, "id,label\na,cat\nb,dog\nc,cat\n");
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    assert!(r.drift.is_none());
+    let c = &r.checks["drift"];
+    assert_eq!(
+        c.reason.as_deref(),
+        Some("needs a time column (batch or annotated_at in items.csv)")
+    );
+}
+
+/// Annotator a3's error rate rises from 3 % to 15 % on day 7 of 12 (6
+/// annotators, 120 items each a day): its alarm falls on day 7 or 8, no
+/// other annotator and no class alarms (the dataset's `quality` alarms,
+/// which a3 causes, are allowed), and a3's flagged rows from then carry
+/// the drift reason.
+#[test]
+fn a_planted_annotator_is_alarmed_and_its_rows_are_marked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let at = 6; // 2026-11-07
+    campaign(d, 6, 12, 120, 31, |a, b| {
+        if a == 3 && b >= at { 0.15 } else { 0.03 }
+    });
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu", "--drift-window", "day"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().expect("a drift section");
+    assert_eq!(drift.grouping, "day");
+    assert_eq!(drift.batches.len(), 12);
+    assert_eq!(drift.batches[at].batch, "2026-11-07");
+    assert_eq!(drift.annotators.len(), 6 * 12);
+    assert!(
+        drift.checks.iter().any(|c| c == "wrong_label"),
+        "{:?}",
+        drift.checks
+    );
+    let mine: Vec<_> = drift
+        .alarms
+        .iter()
+        .filter(|a| a.annotator.as_deref() == Some("a3"))
+        .collect();
+    assert!(!mine.is_empty(), "{:?}", drift.alarms);
+    let first = mine.iter().map(|a| a.batch.as_str()).min().unwrap();
+    assert!(
+        first == "2026-11-07" || first == "2026-11-08",
+        "first a3 alarm on {first}: {mine:?}"
+    );
+    for a in &drift.alarms {
+        use triage::schema::DriftKind;
+        match a.kind {
+            DriftKind::Annotator => assert_eq!(a.annotator.as_deref(), Some("a3"), "{a:?}"),
+            DriftKind::Quality => assert!(a.batch.as_str() >= "2026-11-07", "{a:?}"),
+            _ => panic!("a stray alarm: {a:?}"),
+        }
+    }
+    // The JSON keys, exactly.
+    let v = read_report(&out);
+    let keys: Vec<&str> = v["drift"]["alarms"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "kind",
+            "annotator",
+            "class",
+            "batch",
+            "metric",
+            "value",
+            "baseline",
+            "limit",
+            "p"
+        ]
+    );
+    // The check ran and marks a3's flagged rows of the alarmed days.
+    let c = &r.checks["drift"];
+    assert!(c.flagged.unwrap_or(0) > 0, "{c:?}");
+    let rows = read_queue_rows(&out);
+    let marked: Vec<_> = rows
+        .iter()
+        .filter(|row| row.reasons.iter().any(|s| s.starts_with("annotator ")))
+        .collect();
+    assert!(!marked.is_empty());
+    for row in &marked {
+        let reason = &row.reasons[0];
+        assert!(
+            reason.starts_with("annotator a3, batch 2026-11-")
+                && (reason.contains("flagged by wrong_label against")
+                    || reason.contains("flagged by wrong_label sustained above"))
+                && reason.contains("p = "),
+            "{reason}"
+        );
+    }
+}
+
+/// The chi-square test of every batch's class mix and the p-value of the
+/// planted annotator's first p-chart alarm equal scipy's
+/// (`py/drift_ref.py`: `chi2_contingency` without correction, one-sided
+/// `fisher_exact`), from counts read back from the items and the report;
+/// skipped without `TRIAGE_REF_PYTHON`, required with `TRIAGE_REQUIRE_REF=1`.
+#[test]
+fn chi_square_and_fisher_p_values_match_scipy() {
+    let Some(python) = std::env::var_os("TRIAGE_REF_PYTHON") else {
+        assert!(
+            std::env::var("TRIAGE_REQUIRE_REF").as_deref() != Ok("1"),
+            "TRIAGE_REQUIRE_REF=1 but TRIAGE_REF_PYTHON is not set"
+        );
+        eprintln!("skipped the reference packages: set TRIAGE_REF_PYTHON");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let at = 6;
+    campaign(d, 6, 12, 120, 31, |a, b| {
+        if a == 3 && b >= at { 0.15 } else { 0.03 }
+    });
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().unwrap();
+    // Class counts per day, from items.csv.
+    let text = std::fs::read_to_string(d.join("items.csv")).unwrap();
+    let mut counts = vec![vec![0u64; CLASSES]; 12];
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let day: usize = f[3][8..10].parse().unwrap();
+        counts[day - 1][f[1].parse::<usize>().unwrap()] += 1;
+    }
+    let mut chi_cases = Vec::new();
+    let mut chi_batches = Vec::new();
+    for (b, row) in drift.batches.iter().enumerate() {
+        if row.chi_square.is_some() {
+            let before: Vec<u64> = (0..CLASSES)
+                .map(|k| counts[..b].iter().map(|c| c[k]).sum())
+                .collect();
+            chi_cases.push(serde_json::json!([counts[b], before]));
+            chi_batches.push(b);
+        }
+    }
+    assert!(chi_batches.len() >= 10, "{chi_batches:?}");
+    // a3's first p-chart alarm: its cell's counts against its earlier cells.
+    let alarm = drift
+        .alarms
+        .iter()
+        .find(|a| a.annotator.as_deref() == Some("a3") && a.metric == "p_chart:wrong_label")
+        .expect("a3's p-chart alarm");
+    let (mut big_x, mut big_n) = (0u64, 0u64);
+    let mut fisher = None;
+    for c in drift.annotators.iter().filter(|c| c.annotator == "a3") {
+        let x = (c.flagged["wrong_label"] * c.items as f64).round() as u64;
+        if c.batch == alarm.batch {
+            fisher = Some(serde_json::json!([x, c.items, big_x, big_n]));
+            break;
+        }
+        big_x += x;
+        big_n += c.items;
+    }
+    let case = serde_json::json!({"chi": chi_cases, "fisher": [fisher.unwrap()]});
+    let mut child = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/py/drift_ref.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(case.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-300);
+    for (i, &b) in chi_batches.iter().enumerate() {
+        let row = &drift.batches[b];
+        let w = &want["chi"][i];
+        assert!(
+            rel(row.chi_square.unwrap(), w[0].as_f64().unwrap()),
+            "batch {b}: {row:?} vs {w}"
+        );
+        assert_eq!(row.chi_square_df, w[1].as_u64().map(|v| v as usize));
+        assert!(
+            rel(row.chi_square_p.unwrap(), w[2].as_f64().unwrap()),
+            "batch {b}: {row:?} vs {w}"
+        );
+    }
+    let p = want["fisher"][0].as_f64().unwrap();
+    assert!(rel(alarm.p, p), "triage {} vs scipy {p}", alarm.p);
+}
