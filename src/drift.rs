@@ -1242,19 +1242,12 @@ fn limit(t: &Test, cutoff: f64) -> Option<f64> {
         }
         Stat::Cusum => {
             let t_count = t.aux.0;
-            let (mut lo, mut hi) = (0.0f64, 64.0f64);
-            if cusum_p(hi, t_count) > cutoff {
+            if cusum_p(64.0, t_count) > cutoff {
                 return None;
             }
-            for _ in 0..50 {
-                let mid = 0.5 * (lo + hi);
-                if cusum_p(mid, t_count) <= cutoff {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            Some(hi)
+            Some(smallest_alarming(0.0, 64.0, 50, |s| {
+                cusum_p(s, t_count) <= cutoff
+            }))
         }
         Stat::Mean => {
             let se = f64::from_bits(t.aux.0);
@@ -1262,24 +1255,33 @@ fn limit(t: &Test, cutoff: f64) -> Option<f64> {
         }
         Stat::ChiSquare => {
             let df = t.aux.0 as usize;
-            let (mut lo, mut hi) = (0.0f64, 1e3 + 100.0 * df as f64);
+            let mut hi = 1e3 + 100.0 * df as f64;
             while chi_square_sf(hi, df) > cutoff {
                 hi *= 2.0;
                 if hi > 1e12 {
                     return None;
                 }
             }
-            for _ in 0..100 {
-                let mid = 0.5 * (lo + hi);
-                if chi_square_sf(mid, df) <= cutoff {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            Some(hi)
+            Some(smallest_alarming(0.0, hi, 100, |x| {
+                chi_square_sf(x, df) <= cutoff
+            }))
         }
     }
+}
+
+/// Bisection of `[lo, hi]` (`alarms(hi)` true, `alarms` monotone) in
+/// `steps` halvings: the upper end of the last bracket, a value at which
+/// `alarms` holds within `(hi − lo) / 2^steps` of the smallest one.
+fn smallest_alarming(mut lo: f64, mut hi: f64, steps: u32, alarms: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..steps {
+        let mid = 0.5 * (lo + hi);
+        if alarms(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }
 
 #[cfg(test)]

@@ -901,7 +901,7 @@ pub fn write_all(
     let with_status = plan.with_status;
     let listed =
         crate::queue::listed_rows(rows, &plan.rows, plan.queue_policy.budget.is_some(), |p| {
-            !reasons.flagged_by(&items[p]).is_empty()
+            reasons.any_flags(&items[p])
         });
     let listable = listed.as_ref().map_or(plan.rows.len(), Vec::len);
     let shown = top.unwrap_or(listable).min(listable);

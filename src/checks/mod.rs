@@ -474,6 +474,12 @@ impl Reasons<'_> {
             .collect()
     }
 
+    /// Whether some check flags `item` ([`Reasons::flagged_by`] not empty),
+    /// without collecting the names.
+    pub fn any_flags(&self, item: &ItemResult) -> bool {
+        self.runs.iter().any(|r| r.flagged(item.index))
+    }
+
     /// The names of the checks that flag `item` (a queue row's `flags`),
     /// in the checks' order.
     pub fn flagged_by(&self, item: &ItemResult) -> Vec<&'static str> {
