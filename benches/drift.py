@@ -3,7 +3,7 @@
 --annotators annotators and --batches batches (issue 31: 1M x 200 x 365), run
 with its `batch` column and without it (the same column renamed `lot`, so that
 both runs read, carry and write the same bytes), interleaved --reps times;
-medians of the wall time and of report.json `timings.queue_s` (the stage that
+medians of the wall time, of the CPU time and of report.json `timings.queue_s` (the stage that
 holds the checks, drift among them). Goal: drift costs at most 10 % of the run
 without it.
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import struct
@@ -71,14 +72,20 @@ def make(work, n, annotators, batches, classes, seed=31):
 
 
 def run(binary, dataset, out):
+    """Wall seconds, CPU seconds (user + system, of the run alone: a
+    measure that a busy machine disturbs less than the wall time), the
+    queue stage's seconds and report.json's drift section."""
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([binary, "run", dataset, "--out", out, "--backend", "cpu"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     with open(os.path.join(out, "report.json")) as f:
         r = json.load(f)
-    return wall, r["timings"]["queue_s"], r.get("drift")
+    return wall, cpu, r["timings"]["queue_s"], r.get("drift")
 
 
 def main():
@@ -96,16 +103,19 @@ def main():
     with_batch, without = make(a.work, a.items, a.annotators, a.batches, a.classes)
     print(f"dataset ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     walls = {"with": [], "without": []}
+    cpus = {"with": [], "without": []}
     queue = {"with": [], "without": []}
     drift = None
     for _ in range(a.reps):
         for key, d in (("without", without), ("with", with_batch)):
-            w, q, dr = run(a.bin, d, os.path.join(a.work, "out-" + key))
+            w, c, q, dr = run(a.bin, d, os.path.join(a.work, "out-" + key))
             walls[key].append(w)
+            cpus[key].append(c)
             queue[key].append(q)
             if dr is not None:
                 drift = dr
     med = {k: statistics.median(v) for k, v in walls.items()}
+    medc = {k: statistics.median(v) for k, v in cpus.items()}
     medq = {k: statistics.median(v) for k, v in queue.items()}
     res = {
         "items": a.items,
@@ -114,8 +124,10 @@ def main():
         "classes": a.classes,
         "reps": a.reps,
         "wall_s": med,
+        "cpu_s": medc,
         "queue_s": medq,
         "overhead": med["with"] / med["without"] - 1.0,
+        "cpu_overhead": medc["with"] / medc["without"] - 1.0,
         "tests": drift["tests"] if drift else None,
         "families": drift["families"] if drift else None,
         "alarms": len(drift["alarms"]) if drift else None,

@@ -48,14 +48,18 @@
 //! batches × classes)` tests, each an exact tail sum that stops once its
 //! terms are negligible, and one sort of the p-values.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// A hash map with foldhash's per-process seeded hasher.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
 use crate::io::annotations::Annotations;
 use crate::io::campaign::Campaign;
 use crate::metrics::agreement::{ClassCounts, krippendorff_alpha};
-use crate::schema::{Drift, DriftAlarm, DriftBatch, DriftCell, DriftKind};
+use crate::schema::{ByCheck, Drift, DriftAlarm, DriftBatch, DriftCell, DriftKind};
 
 /// The false discovery rate the alarms are controlled at.
 pub const FDR: f64 = 0.01;
@@ -157,7 +161,25 @@ pub fn ln_gamma(x: f64) -> f64 {
 }
 
 fn ln_choose(n: u64, k: u64) -> f64 {
-    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+    ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
+}
+
+/// Factorials tabulated: the p-charts' limits evaluate thousands of
+/// hypergeometric tails on series of a few thousand items.
+const LN_FACTORIALS: usize = 1 << 16;
+
+/// `ln n!`: from a table of `ln_gamma(k + 1)` for `n <` [`LN_FACTORIALS`]
+/// (the same values, computed once per process), else [`ln_gamma`].
+fn ln_factorial(n: u64) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < LN_FACTORIALS => TABLE.get_or_init(|| {
+            (0..LN_FACTORIALS)
+                .map(|k| ln_gamma(k as f64 + 1.0))
+                .collect()
+        })[i],
+        _ => ln_gamma(n as f64 + 1.0),
+    }
 }
 
 /// `P(H ≥ x)` for `H` hypergeometric: `n` drawn without replacement from
@@ -659,7 +681,7 @@ pub fn analyse_with(
     } else {
         Vec::new()
     };
-    let mut cells: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut cells: HashMap<(u32, u32), usize> = HashMap::default();
     let mut keys: Vec<(u32, u32)> = Vec::new();
     let mut accs: Vec<Acc> = Vec::new();
     let mut cell = |key: (u32, u32), accs: &mut Vec<Acc>| -> usize {
@@ -908,7 +930,7 @@ pub fn analyse_with(
     // False alarms: two-level BH over the families (series × quantity ×
     // statistic × class) and their batches.
     let p: Vec<f64> = tests.iter().map(|t| t.p).collect();
-    let mut fam_index: HashMap<(u32, Option<u32>, Quantity, Stat), usize> = HashMap::new();
+    let mut fam_index: HashMap<(u32, Option<u32>, Quantity, Stat), usize> = HashMap::default();
     let family: Vec<usize> = tests
         .iter()
         .map(|t| {
@@ -940,8 +962,8 @@ pub fn analyse_with(
     let batch_name = |b: u32| campaign.batches[b as usize].name.clone();
 
     // p-chart limits per (series, batch, check).
-    let mut limits: HashMap<(u32, u32, usize), f64> = HashMap::new();
-    let mut class_limits: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut limits: HashMap<(u32, u32, usize), f64> = HashMap::default();
+    let mut class_limits: HashMap<(u32, u32), f64> = HashMap::default();
     for (i, t) in tests.iter().enumerate().filter(|_| rows) {
         match (t.stat, t.quantity) {
             (Stat::PChart, Quantity::Check(j)) => {
@@ -959,7 +981,7 @@ pub fn analyse_with(
     }
 
     // Verdicts per (series, batch): the most significant test.
-    let mut best: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut best: HashMap<(u32, u32), usize> = HashMap::default();
     for (i, t) in tests.iter().enumerate() {
         if t.class.is_some() || matches!(t.quantity, Quantity::ClassMix) {
             continue;
@@ -983,7 +1005,7 @@ pub fn analyse_with(
             format!("{p:.3}")
         }
     };
-    let mut verdicts: HashMap<(u32, u32), Verdict> = HashMap::new();
+    let mut verdicts: HashMap<(u32, u32), Verdict> = HashMap::default();
     for (&key, &i) in &best {
         let t = &tests[i];
         let reason = if alarms(q[i]) {
@@ -1103,7 +1125,7 @@ pub fn analyse_with(
 
     // Per batch and per annotator rows.
     let mut batch_alarm = vec![false; n_batches];
-    let mut cell_alarm: HashMap<(u32, u32), bool> = HashMap::new();
+    let mut cell_alarm: HashMap<(u32, u32), bool> = HashMap::default();
     for (i, t) in tests.iter().enumerate() {
         if alarms(q[i]) {
             if t.series == 0 {
@@ -1112,14 +1134,16 @@ pub fn analyse_with(
             cell_alarm.insert((t.series, t.batch), true);
         }
     }
+    let shared_names: Vec<Arc<str>> = checks.iter().take(q_checks).map(|&n| n.into()).collect();
     let flagged_of = |series: u32, b: u32, a: &Acc| {
-        let mut f = IndexMap::new();
-        let mut l = IndexMap::new();
-        if a.items > 0 {
-            for (j, name) in checks.iter().take(q_checks).enumerate() {
-                f.insert(name.to_string(), a.flagged[j] as f64 / a.items as f64);
-                l.insert(name.to_string(), limits.get(&(series, b, j)).copied());
-            }
+        if a.items == 0 {
+            return (ByCheck::new(), ByCheck::new());
+        }
+        let mut f = ByCheck::with_capacity(q_checks);
+        let mut l = ByCheck::with_capacity(q_checks);
+        for (j, name) in shared_names.iter().enumerate() {
+            f.insert(name.clone(), a.flagged[j] as f64 / a.items as f64);
+            l.insert(name.clone(), limits.get(&(series, b, j)).copied());
         }
         (f, l)
     };

@@ -999,7 +999,7 @@ pub fn write_all(
         });
     }
     files.write("report.json", |w| {
-        serde_json::to_writer_pretty(&mut *w, &report)?;
+        crate::io::jsonw::to_writer_layered(&mut *w, &report)?;
         w.write_all(b"\n")
     })?;
     // Waiting for the background fsyncs and renaming: after report.json is

@@ -913,6 +913,11 @@ pub struct Drift {
     pub alarms: Vec<DriftAlarm>,
 }
 
+/// A value per followed check, keyed by the check's name: a JSON object.
+/// The names are shared (`Arc<str>`) by every row of the section, so tens
+/// of thousands of rows hold no copy of them.
+pub type ByCheck<T> = IndexMap<std::sync::Arc<str>, T>;
+
 /// `drift.batches[i]`: one batch of the campaign, the dataset's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriftBatch {
@@ -924,9 +929,9 @@ pub struct DriftBatch {
     /// Labelled items.
     pub items: u64,
     /// Per followed check: the share of the batch's items it flags.
-    pub flagged: IndexMap<String, f64>,
+    pub flagged: ByCheck<f64>,
     /// Per followed check: the p-chart's upper limit (null: not tested).
-    pub limits: IndexMap<String, Option<f64>>,
+    pub limits: ByCheck<Option<f64>>,
     #[serde(deserialize_with = "present")]
     pub mean_label_quality: Option<f64>,
     #[serde(deserialize_with = "present")]
@@ -963,8 +968,8 @@ pub struct DriftCell {
     pub batch: String,
     /// Items of items.csv this annotator labelled in the batch.
     pub items: u64,
-    pub flagged: IndexMap<String, f64>,
-    pub limits: IndexMap<String, Option<f64>>,
+    pub flagged: ByCheck<f64>,
+    pub limits: ByCheck<Option<f64>>,
     #[serde(deserialize_with = "present")]
     pub mean_label_quality: Option<f64>,
     /// Its annotation rows with a consensus of the other annotators, and

@@ -23,8 +23,15 @@ use crate::scores::Score;
 /// Checks whose flagged share is not followed over time.
 const NOT_FOLLOWED: [&str; 2] = ["class_imbalance", "drift"];
 
-/// See the module's documentation.
-pub struct Drift;
+/// See the module's documentation. The analysis is computed once, by
+/// [`Check::scores`], and handed to [`Check::explain`], which takes it
+/// (or computes it, when called alone): [`super::registry`] builds a fresh
+/// check for every run, so the memo never outlives the [`Inputs`] it was
+/// computed from.
+#[derive(Default)]
+pub struct Drift {
+    memo: std::sync::Mutex<Option<Analysis>>,
+}
 
 /// The drift analysis of `inputs` (`None` without a campaign); `rows`:
 /// with the section's rows ([`crate::drift::analyse_with`]).
@@ -84,17 +91,23 @@ impl Check for Drift {
             .because("the cell changed against its earlier batches, at a 1 % false discovery rate")
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        let (Some(a), Some(campaign)) = (analysis(inputs, false), inputs.campaign) else {
+        let (Some(a), Some(campaign)) = (analysis(inputs, true), inputs.campaign) else {
             return vec![None; inputs.items.len()];
         };
-        inputs
+        let scores = inputs
             .items
             .iter()
             .map(|it| a.verdict(campaign, it.index).map(|v| 1.0 - v.q))
-            .collect()
+            .collect();
+        if let Ok(mut memo) = self.memo.lock() {
+            *memo = Some(a);
+        }
+        scores
     }
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
-        let (Some(a), Some(campaign)) = (analysis(inputs, true), inputs.campaign) else {
+        let memo = self.memo.lock().ok().and_then(|mut m| m.take());
+        let (Some(a), Some(campaign)) = (memo.or_else(|| analysis(inputs, true)), inputs.campaign)
+        else {
             return Explained::default();
         };
         let mut reasons = Vec::new();

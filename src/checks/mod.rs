@@ -312,8 +312,10 @@ impl CheckRun {
 }
 
 /// Every check, in the order of `report.json` `views`. The checks hold no
-/// state: what they need from the dataset (class counts, the kNN graph,
-/// the annotations) they read from their [`Inputs`] when they run.
+/// state across runs: what they need from the dataset (class counts, the
+/// kNN graph, the annotations) they read from their [`Inputs`] when they
+/// run; a check may memoise what its `scores` computed for its `explain`
+/// (`drift`), which is why this builds fresh checks for every call.
 pub fn registry() -> Vec<Box<dyn Check>> {
     vec![
         Box::new(label_quality::WrongLabel),
@@ -323,7 +325,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
-        Box::new(drift::Drift),
+        Box::new(drift::Drift::default()),
     ]
 }
 

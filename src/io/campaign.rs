@@ -22,7 +22,10 @@
 //! Bounds: at most [`MAX_BATCHES`] batches (the class-mix tests cost
 //! `batches × classes`); more is refused, naming the field.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+
+/// A hash map with foldhash's per-process seeded hasher.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -148,7 +151,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
         Some(col) => {
             filled(col, "batch")?;
             grouping = "batch".to_string();
-            let mut index: HashMap<&str, u32> = HashMap::new();
+            let mut index: HashMap<&str, u32> = HashMap::default();
             for r in 0..manifest.len() {
                 let name = cell(r, col);
                 let next = names.len() as u32;
@@ -170,7 +173,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
             let w = window.unwrap_or_default();
             grouping = w.name().to_string();
             let days = days.as_deref().unwrap_or(&[]);
-            let mut index: HashMap<i32, u32> = HashMap::new();
+            let mut index: HashMap<i32, u32> = HashMap::default();
             for &d in days {
                 let key = match w {
                     Window::Day => d,
@@ -217,7 +220,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
     let (annotators, annotator_of_row) = match manifest.column("annotator") {
         Some(col) => {
             let mut names: Vec<String> = Vec::new();
-            let mut index: HashMap<&str, u32> = HashMap::new();
+            let mut index: HashMap<&str, u32> = HashMap::default();
             let rows = (0..manifest.len())
                 .map(|r| {
                     let who = cell(r, col);

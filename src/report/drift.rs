@@ -150,9 +150,15 @@ pub fn section(d: &Drift, classes: &[String]) -> String {
                 .iter()
                 .filter_map(|c| {
                     let i = *pos.get(c.batch.as_str())?;
-                    let v = *c.flagged.get(check)?;
-                    (i >= from)
-                        .then(|| (i - from, v, c.limits.get(check).copied().flatten(), c.alarm))
+                    let v = *c.flagged.get(check.as_str())?;
+                    (i >= from).then(|| {
+                        (
+                            i - from,
+                            v,
+                            c.limits.get(check.as_str()).copied().flatten(),
+                            c.alarm,
+                        )
+                    })
                 })
                 .collect();
             s.push_str(&panel(&format!("{name}: {check}"), shown, &points));
@@ -280,10 +286,8 @@ mod tests {
                     annotator: name,
                     batch: format!("b{b:03}"),
                     items: 10,
-                    flagged: [("wrong_label".to_string(), 0.1)].into_iter().collect(),
-                    limits: [("wrong_label".to_string(), Some(0.3))]
-                        .into_iter()
-                        .collect(),
+                    flagged: [("wrong_label".into(), 0.1)].into_iter().collect(),
+                    limits: [("wrong_label".into(), Some(0.3))].into_iter().collect(),
                     mean_label_quality: None,
                     annotations: 0,
                     agreement_with_consensus: None,
