@@ -234,6 +234,11 @@ pub struct RunArgs {
     /// An earlier run's output directory: mark rows new/still/changed and list what dropped out.
     #[arg(long, value_name = "DIR")]
     pub previous: Option<PathBuf>,
+    /// Earlier runs, night over night: a directory of their report.json files (`*.json`) or
+    /// output directories (`*/report.json`); report.json `history` and the page's "Night over
+    /// night" panel list their figures with this run's last.
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
     /// Print one line on stderr with the time of every stage (read, score, neighbours, queue,
     /// write, report, overlays, total); report.json has them too, under `timings`.
     #[arg(long)]
@@ -346,6 +351,7 @@ impl RunArgs {
             min_annotator_kappa: self.min_annotator_kappa,
             min_annotator_iou: self.min_annotator_iou,
             drift_window: self.drift_window,
+            history: self.history,
             control: Default::default(),
             label: crate::queue::selection::SelectOptions {
                 budget: self.label_budget,

@@ -173,6 +173,12 @@ pub struct Sections<'a> {
     pub selection: Option<schema::Selection>,
     /// `drift`, with a time column.
     pub drift: Option<schema::Drift>,
+    /// `started_at`: when the run started (`None` with `--deterministic`).
+    pub started_at: Option<String>,
+    /// With `--history`: the earlier nights, in time order
+    /// ([`crate::io::history::load`]), and this run's name (its `--out`
+    /// directory's).
+    pub history: Option<(Vec<crate::io::history::Night>, String)>,
 }
 
 impl Report {
@@ -230,7 +236,7 @@ impl Report {
         });
         let plan = sections.plan;
         let bins = stats.bins.bins();
-        Report(schema::Report {
+        let mut report = schema::Report {
             n_items: items.len() + sections.selection.as_ref().map_or(0, |s| s.unlabelled),
             task: cfg.task,
             num_classes: c,
@@ -247,6 +253,7 @@ impl Report {
             backend: sections.backend.clone(),
             options: sections.options,
             score_cache: sections.score_cache,
+            started_at: sections.started_at,
             timings: None,
             duplicates: sections.duplicates,
             agreement: sections.agreement,
@@ -259,7 +266,14 @@ impl Report {
             selection: sections.selection,
             memory: None,
             drift: sections.drift,
-        })
+            history: None,
+        };
+        if let Some((earlier, run)) = sections.history {
+            let mut nights: Vec<schema::Night> = earlier.iter().map(schema::Night::of).collect();
+            nights.push(schema::Night::tonight(&report, run));
+            report.history = Some(nights);
+        }
+        Report(report)
     }
 }
 

@@ -66,6 +66,10 @@ pub struct RunOptions {
     /// How `annotated_at` groups items into batches without a `batch`
     /// column (`--drift-window`; default: a day).
     pub drift_window: Option<crate::io::campaign::Window>,
+    /// Earlier runs' reports, night over night (`--history`,
+    /// [`crate::io::history`]): read before the first batch, written to
+    /// `report.json` `history` with this run's figures last.
+    pub history: Option<PathBuf>,
     /// Stop and progress hooks for a caller that is not the CLI (the
     /// Python API): a set cancel flag stops the run before its next batch
     /// or stage with [`Error::Cancelled`], and nothing is written.
@@ -94,6 +98,7 @@ impl RunOptions {
             min_annotator_iou: crate::agreement::DEFAULT_MIN_ANNOTATOR_IOU,
             label: Default::default(),
             drift_window: None,
+            history: None,
             control: Default::default(),
         }
     }
@@ -156,6 +161,7 @@ impl RunOptions {
             seed: pol.seed,
             review_all_from: pol.review_all_from.clone(),
             previous: self.queue.previous.clone(),
+            history: self.history.clone(),
             rank_by: self.rank_by.name().into(),
             queue_rows: (self.queue.rows != crate::queue::QueueRows::All)
                 .then(|| self.queue.rows.name().into()),
@@ -255,6 +261,8 @@ struct Scored {
     annotations: Option<crate::io::annotations::Annotations>,
     /// The campaign's batches, with a time column in items.csv.
     campaign: Option<crate::io::campaign::Campaign>,
+    /// `--history`: the earlier nights, read and checked.
+    history: Option<Vec<crate::io::history::Night>>,
 }
 
 /// [`run`] on a dataset already described: read from its directory, or
@@ -287,6 +295,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
     let mut queue_inputs = None;
     let mut annotations = None;
     let mut campaign = None;
+    let mut history = None;
     let mut prepare = |m: &Manifest| -> Result<()> {
         crate::neighbors::stage::check_images(&cfg, m)?;
         if let Some(path) = &cfg.embeddings {
@@ -295,6 +304,9 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
         annotations = crate::agreement::load(&cfg, m)?;
         campaign = load_campaign(&cfg, m, opts.drift_window)?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
+        if opts.shard.is_none() {
+            history = load_history(opts)?;
+        }
         Ok(())
     };
     let score_opts = crate::score::ScoreOptions {
@@ -343,6 +355,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
         }),
         annotations,
         campaign,
+        history,
     };
     let mut run = Run {
         opts: opts.clone(),
@@ -481,6 +494,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
     let campaign = load_campaign(&cfg, &manifest, opts.drift_window)?;
     opts.rank_by.check(cfg.task).map_err(Error::Usage)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
+    let history = load_history(opts)?;
     let mut opened = opened;
     opened.sort_by_key(|o| o.header.shard.index);
     let mut items = Vec::with_capacity(h0.n_items);
@@ -527,6 +541,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         score_cache,
         annotations,
         campaign,
+        history,
     };
     assemble(&mut run, scored)
 }
@@ -594,6 +609,17 @@ fn load_campaign(
 ) -> Result<Option<crate::io::campaign::Campaign>> {
     let path = cfg.items.clone().unwrap_or_else(|| cfg.dir.clone());
     crate::io::campaign::load(&path, m, window)
+}
+
+/// `--history`'s earlier nights ([`crate::io::history::load`]), leaving
+/// out this run's own `report.json` (about to be replaced) when the
+/// directory holds it.
+fn load_history(opts: &RunOptions) -> Result<Option<Vec<crate::io::history::Night>>> {
+    let Some(dir) = &opts.history else {
+        return Ok(None);
+    };
+    let own = opts.out.join("report.json");
+    crate::io::history::load(dir, Some(&own)).map(Some)
 }
 
 /// The partials are one run's (same version, fingerprint and shard count)
@@ -742,6 +768,11 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
     let t_report = Instant::now();
     let info = run.backend_info();
     let drift = crate::checks::take_drift_section(&mut checks);
+    // When the run started, on the wall clock: now less the time it took.
+    let started_at = (!opts.neighbors.deterministic).then(|| {
+        let now = std::time::SystemTime::now();
+        crate::io::history::format_utc(now.checked_sub(run.start.elapsed()).unwrap_or(now))
+    });
     let report = Report::build(
         cfg,
         &items,
@@ -757,6 +788,8 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
             score_cache: s.score_cache,
             selection: selection.as_ref().map(|s| s.section.clone()),
             drift,
+            started_at,
+            history: s.history.map(|earlier| (earlier, run_name(&opts.out))),
         },
     );
     run.timings.report = t_report.elapsed();
@@ -794,6 +827,14 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         timings: run.timings.clone(),
         score_cache: s.score_cache,
     })
+}
+
+/// This run's name in `report.json` `history`: its `--out` directory's
+/// last component (the path as given when it has none, such as `.`).
+fn run_name(out: &std::path::Path) -> String {
+    out.file_name()
+        .map_or_else(|| out.to_string_lossy(), |n| n.to_string_lossy())
+        .into_owned()
 }
 
 /// The segmentation items with the lowest `annotator_agreement` (ties to

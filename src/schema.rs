@@ -70,6 +70,10 @@ pub struct Report {
     /// With `--cache`: how many items were reused, how many scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_cache: Option<ScoreCache>,
+    /// When the run started, RFC 3339 UTC with milliseconds
+    /// (`2026-12-03T22:08:18.123Z`). Absent with `--deterministic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// Absent with `--deterministic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
@@ -102,6 +106,10 @@ pub struct Report {
     /// With a time column (`batch`, `annotated_at`) in items.csv.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
+    /// With `--history`: the earlier runs' figures and this run's, night
+    /// over night, in time order, this run last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Night>>,
 }
 
 /// `per_class[k]`: classification has `precision` and `recall`,
@@ -217,6 +225,9 @@ pub struct Options {
     /// every row, as before the option).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_rows: Option<String>,
+    /// `--history DIR` (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<PathBuf>,
 }
 
 fn default_rank_by() -> String {
@@ -415,6 +426,82 @@ pub struct Previous {
     pub changed: usize,
     /// The previous run's in-budget rows that are not in budget now.
     pub dropped: Vec<Dropped>,
+}
+
+/// `history[i]`: one run's dataset figures (`null` where they do not
+/// apply: `ece` without a calibrated sample, `miou` for classification,
+/// `review_precision` without decided review decisions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Night {
+    /// The earlier run's name in the `--history` directory (its
+    /// `report.json` file's or its output directory's); this run's: its
+    /// `--out` directory's name.
+    pub run: String,
+    /// `started_at` of that run; `null` when it has none (`--deterministic`,
+    /// or a report written before the field existed).
+    #[serde(deserialize_with = "present")]
+    pub at: Option<String>,
+    /// `n_items`: every item, labelled or not.
+    pub items: usize,
+    /// `queue.flagged / labelled items` (labelled: `n_items −
+    /// selection.unlabelled`); `null` without a labelled item.
+    #[serde(deserialize_with = "present")]
+    pub flagged_share: Option<f64>,
+    /// `checks[name].flagged / labelled items`, for the checks that ran
+    /// (not `select_for_labelling`, which counts unlabelled items).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub flagged_share_by_check: IndexMap<String, f64>,
+    #[serde(deserialize_with = "present")]
+    pub ece: Option<f64>,
+    /// `segmentation.miou`.
+    #[serde(deserialize_with = "present")]
+    pub miou: Option<f64>,
+    /// `review.overall.precision`.
+    #[serde(deserialize_with = "present")]
+    pub review_precision: Option<f64>,
+}
+
+impl Night {
+    /// An earlier run's night, as read ([`crate::io::history::load`]).
+    pub fn of(n: &crate::io::history::Night) -> Night {
+        Night {
+            run: n.run.clone(),
+            at: n.at.clone(),
+            items: n.items,
+            flagged_share: finite(n.flagged_share()),
+            flagged_share_by_check: n
+                .flagged_share_by_check()
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .collect(),
+            ece: finite(n.ece),
+            miou: finite(n.miou),
+            review_precision: finite(n.review_precision),
+        }
+    }
+
+    /// This run's figures from its report `r` (built, `history` not yet
+    /// set), named `run`, through the same counts an earlier report gives
+    /// ([`crate::io::history::Night`]).
+    pub fn tonight(r: &Report, run: String) -> Night {
+        let unlabelled = r.selection.as_ref().map_or(0, |s| s.unlabelled);
+        Night::of(&crate::io::history::Night {
+            run,
+            at: r.started_at.clone(),
+            items: r.n_items,
+            labelled: r.n_items.saturating_sub(unlabelled),
+            flagged: r.queue.flagged,
+            flagged_by_check: r
+                .checks
+                .iter()
+                .filter(|(name, _)| name.as_str() != crate::io::history::LABELLING_CHECK)
+                .filter_map(|(name, c)| Some((name.clone(), c.flagged?)))
+                .collect(),
+            ece: r.ece,
+            miou: r.segmentation.as_ref().and_then(|s| s.miou),
+            review_precision: r.review.as_ref().and_then(|v| v.overall.precision),
+        })
+    }
 }
 
 /// A row of `previous.dropped`, as the previous run wrote it.

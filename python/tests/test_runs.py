@@ -93,11 +93,13 @@ def test_run_equals_cli_bytes(cli, cifar, tmp_path):
     for name in ("queue.jsonl", "queue.csv"):
         assert res.bytes(name) == (out / name).read_bytes() == (kept / name).read_bytes()
     assert set(res.files) >= {"queue.jsonl", "queue.csv", "report.json", "report.html"}
-    # report.json: identical but for the peak memory and the run's own timings.
+    # report.json: identical but for the peak memory and the run's own
+    # timings and start time.
     a, b = json.loads((out / "report.json").read_text()), res.report
     for r in (a, b):
         r.pop("memory", None)
         r.pop("timings", None)
+        r.pop("started_at", None)
     assert a == b
     # .write() writes what the run wrote, byte for byte.
     again = tmp_path / "again"

@@ -514,7 +514,7 @@ def classification(
         ``label_strategy=``, ``knn="auto"``, ``knn_k=``, ``dup_threshold=``,
         ``backend="auto"|"cpu"|"gpu"``, ``batch_size="32MiB"``, ``top=``,
         ``no_dedup=True``, ``deterministic=True``, ``review_all_from=[...]``,
-        ``previous=dir``... Validated by the CLI's parser before scoring.
+        ``previous=dir``, ``history=dir``... Validated by the CLI's parser before scoring.
 
     Returns
     -------

@@ -14,6 +14,7 @@ pub mod atomic;
 pub mod campaign;
 pub mod coco_rle;
 pub mod embeddings;
+pub mod history;
 pub mod inputs;
 pub mod items_parquet;
 pub mod jsonw;

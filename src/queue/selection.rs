@@ -505,6 +505,11 @@ mod tests {
     use super::*;
     use crate::scores::{ItemScores, Score};
 
+    #[test]
+    fn the_history_skips_this_check_by_its_name() {
+        assert_eq!(NAME, crate::io::history::LABELLING_CHECK);
+    }
+
     fn item(index: usize, margin: f64, cluster: Option<usize>) -> ItemResult {
         ItemResult {
             index,

@@ -1298,6 +1298,10 @@ pub fn page(inp: &Inputs<'_>, vis: &HashMap<String, Visual>) -> String {
         s.push_str(&super::drift::section(d, &classes));
     }
 
+    if let Some(h) = &r.history {
+        s.push_str(&super::history::section(h));
+    }
+
     // Queue.
     s.push_str(r#"<section id="queue"><h2>Review queue</h2>"#);
     s.push_str(&queue_table(inp.queue, &TableView::of(r)));

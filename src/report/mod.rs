@@ -9,6 +9,7 @@
 
 pub mod drift;
 pub mod escape;
+pub mod history;
 pub mod html;
 pub mod overlay;
 pub mod svg;

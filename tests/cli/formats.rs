@@ -72,7 +72,7 @@ fn queue_sans_inputs(out: &Path) -> Vec<QueueRow<'static>> {
 fn report_sans_inputs(out: &Path) -> Value {
     let mut r = read_report(out);
     let o = r.as_object_mut().unwrap();
-    for k in ["timings", "memory", "backend"] {
+    for k in ["timings", "memory", "backend", "started_at"] {
         o.remove(k);
     }
     o["options"].as_object_mut().unwrap().remove("dataset");

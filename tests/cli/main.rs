@@ -12,6 +12,7 @@ mod cli;
 mod drift;
 mod formats;
 mod hints;
+mod history;
 mod hostile_input;
 mod hostile_output;
 mod hostile_state;

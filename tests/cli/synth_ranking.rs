@@ -246,6 +246,7 @@ fn batch_size_does_not_change_the_queue() {
         r.as_object_mut().unwrap().remove("timings");
         r.as_object_mut().unwrap().remove("options");
         r.as_object_mut().unwrap().remove("memory");
+        r.as_object_mut().unwrap().remove("started_at");
         reports.push(r);
     }
     for (i, q) in queues.iter().enumerate().skip(1) {
@@ -364,7 +365,7 @@ fn classification_batches_in_bytes_give_the_one_batch_result() {
         let out = tmp.path().join(format!("out{b}"));
         run_ok(&ds, &out, &["--batch-size", b, "--backend", "cpu"]);
         let mut r = read_report(&out);
-        for k in ["timings", "options", "memory"] {
+        for k in ["timings", "options", "memory", "started_at"] {
             r.as_object_mut().unwrap().remove(k);
         }
         outs.push((std::fs::read(out.join("queue.jsonl")).unwrap(), r));
@@ -507,7 +508,7 @@ fn simd_and_scalar_runs_agree() {
         );
         assert_eq!(rb["backend"]["simd"], "scalar");
         for r in [&mut ra, &mut rb] {
-            for k in ["timings", "memory", "backend"] {
+            for k in ["timings", "memory", "backend", "started_at"] {
                 r.as_object_mut().unwrap().remove(k);
             }
         }
