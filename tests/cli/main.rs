@@ -10,6 +10,7 @@ mod bad_input;
 mod checks;
 mod cli;
 mod drift;
+mod drift_real;
 mod formats;
 mod hints;
 mod history;
