@@ -212,11 +212,23 @@ impl ItemResult {
             }
             last = Some(k);
         }
-        if let Some(f) = &self.seg_facts
-            && let Some((k, ..)) = f.worst_class
-        {
-            let k = u32::try_from(k).unwrap_or(u32::MAX);
-            class("seg_facts.worst_class", k)?;
+        if let Some(f) = &self.seg_facts {
+            if let Some((k, ..)) = f.worst_class {
+                let k = u32::try_from(k).unwrap_or(u32::MAX);
+                class("seg_facts.worst_class", k)?;
+            }
+            let mut last = None;
+            for (j, &(k, a, p)) in f.areas.iter().enumerate() {
+                let field = format!("seg_facts.areas[{j}]");
+                class(&field, k)?;
+                if last.is_some_and(|l| l >= k) || a.max(p) > MAX_POOLED || a + p == 0 {
+                    return Err(Invalid::new(
+                        field,
+                        "not sorted by class without repeats, or a count out of range",
+                    ));
+                }
+                last = Some(k);
+            }
         }
         if let Some(x) = self.confused.as_deref() {
             class("confused.annotated", x.annotated)?;

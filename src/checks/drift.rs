@@ -55,6 +55,9 @@ pub fn analysis(inputs: &Inputs<'_>, rows: bool) -> Option<Analysis> {
                 flags,
                 label_quality: it.scores.get(Score::SelfConfidence),
                 confidence: it.scores.get(Score::LeastConfidence).map(|v| 1.0 - v),
+                miou: it.scores.get(Score::Miou),
+                boundary_iou: it.scores.get(Score::BoundaryIou),
+                areas: it.seg_facts.as_deref().map_or(&[], |f| f.areas.as_slice()),
             }
         })
         .collect();

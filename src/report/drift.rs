@@ -266,6 +266,7 @@ mod tests {
                 chi_square_p: None,
                 psi: None,
                 alarm: false,
+                segmentation: None,
             })
             .collect();
         let mut annotators = Vec::new();
@@ -289,6 +290,7 @@ mod tests {
                     agreement_with_consensus: None,
                     q: Some(0.5),
                     alarm: a == 7 && b == 110,
+                    segmentation: None,
                 });
             }
         }
