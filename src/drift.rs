@@ -5,7 +5,9 @@
 //! **Series.** The dataset (every labelled item) and each annotator (its
 //! items in items.csv's `annotator` column, and its rows of
 //! `annotations.csv`). A series' batches are those where it has items, in
-//! campaign order ([`crate::io::campaign`]).
+//! campaign order ([`crate::io::campaign`]). An annotation row is in its
+//! own batch when annotations.csv has time columns
+//! ([`Campaign::annotation_batch`]), else in its item's.
 //!
 //! **Quantities and tests** (formulas and sources: docs/definitions.md,
 //! "Drift"). For a series, a batch `t` is compared with the series' items
@@ -26,9 +28,15 @@
 //!   the run's possible starts, `T` tests so far; and the drifted Brownian
 //!   motion's), valid since each `z` is at most standard normal under no
 //!   change.
-//! - *mean label quality* of the dataset (`self_confidence`): one-sided
-//!   Welch z-test of the batch's mean against the baseline's (a fall),
-//!   with at least 30 items on each side.
+//! - *means*, Welch's t-test of the batch's mean against the baseline's
+//!   (Welch–Satterthwaite degrees of freedom, Student's t tail), with at
+//!   least [`MIN_MEAN_ITEMS`] items on each side: the dataset's mean label
+//!   quality (`self_confidence`), one-sided for a fall; segmentation, every
+//!   series' mean mIoU against the prediction, one-sided for a fall, and
+//!   per class each annotator's (without an `annotator` column, the
+//!   dataset's) mean annotated-area bias ([`area_bias`]: `(a − p)/(a + p)`
+//!   of the item's annotated and predicted pixels of the class, from the
+//!   scores' confusion, [`ItemFact::areas`]), two-sided.
 //! - *class share*, dataset: per class a p-chart of its share (rises), and
 //!   the chi-square test of homogeneity of the batch's class counts
 //!   against the baseline's (run when Cochran's rule holds: no expected
@@ -45,7 +53,8 @@
 //! **Cost.** One pass over the items and the annotation rows into cells
 //! (a hash map keyed by series and batch), then each series' batches once
 //! per quantity: `O(items + annotation rows + cells × quantities +
-//! batches × classes)` tests, each an exact tail sum that stops once its
+//! batches × classes)` tests (segmentation: `+ cells × classes` for the
+//! area bias, and an item's areas are the classes it holds), each an exact tail sum that stops once its
 //! terms are negligible, and one sort of the p-values.
 
 use std::collections::HashMap;
@@ -66,7 +75,8 @@ pub const ALARM_SCORE: f64 = 0.99;
 pub const MIN_BASELINE: u64 = 20;
 /// The CUSUM's reference value `k` (in standard deviations).
 pub const CUSUM_K: f64 = 0.5;
-/// Items a side needs for the Welch test of the mean label quality.
+/// Items a side needs for a Welch test of a mean (label quality, mIoU,
+/// area bias).
 pub const MIN_MEAN_ITEMS: u64 = 30;
 /// PSI's floor on a share (an empty class would make it infinite).
 pub const PSI_FLOOR: f64 = 1e-4;
@@ -737,8 +747,9 @@ fn mean(n: u64, sum: f64) -> Option<f64> {
 }
 
 /// Analyse the campaign: `items` the labelled items (their flags by the
-/// followed `checks`, in that order, at most 64), `annotations` the
-/// annotators' labels (classification; their batch is their item's).
+/// followed `checks`, in that order, at most 64; segmentation, their mIoU,
+/// Boundary IoU and areas), `annotations` the annotators' labels
+/// (classification; each row in [`Campaign::annotation_batch`]).
 pub fn analyse(
     campaign: &Campaign,
     classes: &[String],

@@ -12,7 +12,8 @@
 //! tested: too little before it). Flagged at or above
 //! [`crate::drift::ALARM_SCORE`], i.e. `q ≤` [`crate::drift::FDR`]: the
 //! cell alarms. Its reason names the annotator, the batch, the share
-//! against the share before and the p-value.
+//! against the share before and the p-value (segmentation: or the mean
+//! mIoU, or the class and its annotated-area bias, against before).
 
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;

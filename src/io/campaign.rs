@@ -614,4 +614,122 @@ mod tests {
             "{e}"
         );
     }
+
+    fn annotations(
+        times: Vec<Vec<crate::io::annotations::RowTime>>,
+        names: &[&str],
+    ) -> Annotations {
+        use crate::io::annotations::Annotation;
+        let columns = (
+            times.iter().flatten().any(|t| t.batch.is_some()),
+            times.iter().flatten().any(|t| t.day.is_some()),
+        );
+        Annotations {
+            path: "annotations.csv".into(),
+            annotators: vec!["x".into(), "y".into()],
+            items: times
+                .iter()
+                .map(|v| {
+                    (0..v.len())
+                        .map(|a| (a as u32, Annotation::Label(0)))
+                        .collect()
+                })
+                .collect(),
+            times,
+            batch_names: names.iter().map(|s| s.to_string()).collect(),
+            time_columns: columns,
+        }
+    }
+
+    /// Rows placed by name (a new batch dated before the others comes
+    /// first; a row's date moves its batch's first date) and by window
+    /// (a new week); a batch name against date windows is refused; dates
+    /// alone against named batches leave the rows in their items'.
+    #[test]
+    fn annotation_rows_are_placed_in_their_own_batches() {
+        use crate::io::annotations::RowTime;
+        let p = Path::new("items.csv");
+        let day = |s: &str| parse_day(s).ok();
+        let m = manifest(
+            &["id", "batch", "annotated_at"],
+            &[&["a", "w1", "2026-11-02"], &["b", "w2", "2026-11-09"]],
+        );
+        let mut c = load(p, &m, None).unwrap().unwrap();
+        // a: x in w2, y in new batch w0 (2026-10-01); b: x in w1.
+        let ann = annotations(
+            vec![
+                vec![
+                    RowTime {
+                        batch: Some(1),
+                        day: None,
+                    },
+                    RowTime {
+                        batch: Some(2),
+                        day: day("2026-10-01"),
+                    },
+                ],
+                vec![RowTime {
+                    batch: Some(0),
+                    day: day("2026-11-01"),
+                }],
+            ],
+            &["w1", "w2", "w0"],
+        );
+        c.place_annotations(&ann).unwrap();
+        let names: Vec<&str> = c.batches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["w0", "w1", "w2"]);
+        assert_eq!(c.batches[1].first_day, day("2026-11-01"));
+        assert_eq!(c.of_row, [1, 2]);
+        assert_eq!(c.of_annotation, Some(vec![vec![2, 0], vec![1]]));
+        assert_eq!(
+            (c.annotation_batch(0, 1), c.annotation_batch(1, 0)),
+            (Some(0), Some(1))
+        );
+        // Dates alone against named batches: the items' batches.
+        let mut c = load(p, &m, None).unwrap().unwrap();
+        let dated = annotations(
+            vec![
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-12-25"),
+                }],
+                vec![],
+            ],
+            &[],
+        );
+        c.place_annotations(&dated).unwrap();
+        assert_eq!(c.of_annotation, None);
+        assert_eq!(c.annotation_batch(0, 0), Some(0));
+        // Weeks: a row on 2026-11-12 joins the week of 2026-11-09; one on
+        // 2026-10-28 opens the week of 2026-10-26, first.
+        let m = manifest(
+            &["id", "annotated_at"],
+            &[&["a", "2026-11-02"], &["b", "2026-11-10"]],
+        );
+        let mut c = load(p, &m, Some(Window::Week)).unwrap().unwrap();
+        let weeks = annotations(
+            vec![
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-11-12"),
+                }],
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-10-28T23:59"),
+                }],
+            ],
+            &[],
+        );
+        c.place_annotations(&weeks).unwrap();
+        let names: Vec<&str> = c.batches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["2026-10-26", "2026-11-02", "2026-11-09"]);
+        assert_eq!(c.of_row, [1, 2]);
+        assert_eq!(c.of_annotation, Some(vec![vec![2], vec![0]]));
+        // A batch name against windows.
+        let e = c.place_annotations(&ann).unwrap_err().to_string();
+        assert!(
+            e.contains("annotations.csv: batch: a batch column, but the items are grouped by annotated_at (week windows"),
+            "{e}"
+        );
+    }
 }

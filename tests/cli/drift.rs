@@ -379,7 +379,7 @@ fn seg_campaign(dir: &Path, seed: u64, thicken: Option<(usize, usize)>) {
     let mut csv = String::from("id,mask,annotator,batch,annotated_at\n");
     let mut probs: Vec<f32> = Vec::new();
     let mut n = 0;
-    let mut pick = |lo: usize, hi: usize, r: &mut Rng| {
+    let pick = |lo: usize, hi: usize, r: &mut Rng| {
         lo + (r.next() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
     };
     for b in 0..8 {
@@ -410,7 +410,7 @@ fn seg_campaign(dir: &Path, seed: u64, thicken: Option<(usize, usize)>) {
                             truth[y * w + x] = k;
                         }
                     }
-                    let mut jitter = |r: &mut Rng| match r.next() {
+                    let jitter = |r: &mut Rng| match r.next() {
                         u if u < 0.25 => -1i64,
                         u if u < 0.75 => 0,
                         _ => 1,
