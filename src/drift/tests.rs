@@ -787,7 +787,7 @@ fn drift_cost_at_scale() {
                 flags: (row % 17 == 0) as u64,
                 label_quality: Some(0.9 - 0.1 * ((row % 7) as f64) / 7.0),
                 confidence: Some(0.9),
-                miou: seg.then(|| 0.7 + 0.01 * (row % 13) as f64),
+                miou: seg.then_some(0.7 + 0.01 * (row % 13) as f64),
                 boundary_iou: seg.then_some(0.6),
                 areas: if seg { v } else { &[] },
             })
