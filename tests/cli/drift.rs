@@ -638,7 +638,9 @@ fn bad_time_columns_in_annotations_are_named() {
 }
 
 /// An annotation row's own batch places it: x's label of item b, in
-/// batch w0 (dated before the items' w1, so first), is counted in x × w0;
+/// batch w0 (dated before the items' w1, so first; its row comes after
+/// z's and y's, so the rows' times are sorted with them), is counted in
+/// x × w0;
 /// its other rows in w1 (their items'). Labels (x, y, z): a (cat, cat,
 /// cat), b (dog, cat, cat), c (cat, dog, dog): x's leave-one-out
 /// consensus is cat, cat, dog, so (x, w1) agrees 1 of 2 (a yes, c no),
@@ -651,7 +653,7 @@ fn an_annotation_row_is_placed_in_its_own_batch() {
         d,
         "id,annotator,label,batch,annotated_at\n\
          a,x,cat,w1,2026-11-02\na,y,cat,w1,2026-11-02\na,z,cat,w1,2026-11-03\n\
-         b,x,dog,w0,2026-10-30T09:00Z\nb,y,cat,w1,2026-11-02\nb,z,cat,w1,2026-11-02\n\
+         b,z,cat,w1,2026-11-02\nb,y,cat,w1,2026-11-02\nb,x,dog,w0,2026-10-30T09:00Z\n\
          c,x,cat,w1,2026-11-02\nc,y,dog,w1,2026-11-02\nc,z,dog,w1,2026-11-02\n",
     );
     let out = d.join("out");
