@@ -719,6 +719,7 @@ mod tests {
             path: "annotations.csv".into(),
             annotators: vec!["x".into(), "y".into(), "z".into()],
             items,
+            ..Annotations::default()
         };
         let units: Vec<Vec<u32>> = (0..24)
             .map(|i| ann.labels(i).map(|(_, l)| l).collect())

@@ -5,7 +5,9 @@
 //! **Series.** The dataset (every labelled item) and each annotator (its
 //! items in items.csv's `annotator` column, and its rows of
 //! `annotations.csv`). A series' batches are those where it has items, in
-//! campaign order ([`crate::io::campaign`]).
+//! campaign order ([`crate::io::campaign`]). An annotation row is in its
+//! own batch when annotations.csv has time columns
+//! ([`Campaign::annotation_batch`]), else in its item's.
 //!
 //! **Quantities and tests** (formulas and sources: docs/definitions.md,
 //! "Drift"). For a series, a batch `t` is compared with the series' items
@@ -26,9 +28,15 @@
 //!   the run's possible starts, `T` tests so far; and the drifted Brownian
 //!   motion's), valid since each `z` is at most standard normal under no
 //!   change.
-//! - *mean label quality* of the dataset (`self_confidence`): one-sided
-//!   Welch z-test of the batch's mean against the baseline's (a fall),
-//!   with at least 30 items on each side.
+//! - *means*, Welch's t-test of the batch's mean against the baseline's
+//!   (Welch–Satterthwaite degrees of freedom, Student's t tail), with at
+//!   least [`MIN_MEAN_ITEMS`] items on each side: the dataset's mean label
+//!   quality (`self_confidence`), one-sided for a fall; segmentation, every
+//!   series' mean mIoU against the prediction, one-sided for a fall, and
+//!   per class each annotator's (without an `annotator` column, the
+//!   dataset's) mean annotated-area bias ([`area_bias`]: `(a − p)/(a + p)`
+//!   of the item's annotated and predicted pixels of the class, from the
+//!   scores' confusion, [`ItemFact::areas`]), two-sided.
 //! - *class share*, dataset: per class a p-chart of its share (rises), and
 //!   the chi-square test of homogeneity of the batch's class counts
 //!   against the baseline's (run when Cochran's rule holds: no expected
@@ -45,7 +53,8 @@
 //! **Cost.** One pass over the items and the annotation rows into cells
 //! (a hash map keyed by series and batch), then each series' batches once
 //! per quantity: `O(items + annotation rows + cells × quantities +
-//! batches × classes)` tests, each an exact tail sum that stops once its
+//! batches × classes)` tests (segmentation: `+ cells × classes` for the
+//! area bias, and an item's areas are the classes it holds), each an exact tail sum that stops once its
 //! terms are negligible, and one sort of the p-values.
 
 use std::collections::HashMap as StdHashMap;
@@ -59,7 +68,7 @@ use indexmap::IndexMap;
 use crate::io::annotations::Annotations;
 use crate::io::campaign::Campaign;
 use crate::metrics::agreement::{ClassCounts, krippendorff_alpha};
-use crate::schema::{ByCheck, Drift, DriftAlarm, DriftBatch, DriftCell, DriftKind};
+use crate::schema::{ByCheck, Drift, DriftAlarm, DriftBatch, DriftCell, DriftKind, DriftSeg};
 
 /// The false discovery rate the alarms are controlled at.
 pub const FDR: f64 = 0.01;
@@ -70,14 +79,15 @@ pub const ALARM_SCORE: f64 = 0.99;
 pub const MIN_BASELINE: u64 = 20;
 /// The CUSUM's reference value `k` (in standard deviations).
 pub const CUSUM_K: f64 = 0.5;
-/// Items a side needs for the Welch test of the mean label quality.
+/// Items a side needs for a Welch test of a mean (label quality, mIoU,
+/// area bias).
 pub const MIN_MEAN_ITEMS: u64 = 30;
 /// PSI's floor on a share (an empty class would make it infinite).
 pub const PSI_FLOOR: f64 = 1e-4;
 
 /// One labelled item, as the drift stage sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct ItemFact {
+pub struct ItemFact<'a> {
     /// Its manifest row.
     pub row: usize,
     /// Its annotated class (classification).
@@ -88,6 +98,25 @@ pub struct ItemFact {
     pub label_quality: Option<f64>,
     /// The model's confidence `p_(1)` (`1 − least_confidence`).
     pub confidence: Option<f64>,
+    /// Segmentation: its mask's mIoU against the prediction (`miou`).
+    pub miou: Option<f64>,
+    /// Segmentation: its mask's Boundary IoU against the prediction
+    /// (`boundary_iou`).
+    pub boundary_iou: Option<f64>,
+    /// Segmentation: `(class, annotated pixels, predicted pixels)` of the
+    /// classes its mask or prediction holds
+    /// ([`crate::priority::SegFacts::areas`]); empty for classification.
+    pub areas: &'a [(u32, u64, u64)],
+}
+
+/// An item's annotated-area bias on a class it or its prediction holds:
+/// `(a − p) / (a + p)` for `a` annotated and `p` predicted pixels, in
+/// `[−1, 1]` (`−1`: only predicted; `+1`: only annotated; `0`: the same
+/// area), `tanh(½ ln(a / p))`, so a monotone, bounded form of the log
+/// ratio; `None` when neither holds it (`a + p = 0`).
+pub fn area_bias(annotated: u64, predicted: u64) -> Option<f64> {
+    let t = annotated + predicted;
+    (t > 0).then(|| (annotated as f64 - predicted as f64) / t as f64)
 }
 
 /// What [`analyse`] found: the `report.json` section and, per tested cell,
@@ -281,6 +310,65 @@ pub fn gamma_q(a: f64, x: f64) -> f64 {
         }
         (front * h).clamp(0.0, 1.0)
     }
+}
+
+/// The regularised incomplete beta `I_x(a, b)` (Lentz's continued
+/// fraction, on the side where it converges fast; Numerical Recipes
+/// §6.4).
+pub fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return (1.0 - beta_inc(b, a, 1.0 - x)).clamp(0.0, 1.0);
+    }
+    const TINY: f64 = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..10_000 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        for aa in [
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ] {
+            d = 1.0 + aa * d;
+            if d.abs() < TINY {
+                d = TINY;
+            }
+            c = 1.0 + aa / c;
+            if c.abs() < TINY {
+                c = TINY;
+            }
+            d = 1.0 / d;
+            h *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    (front * h / a).clamp(0.0, 1.0)
+}
+
+/// `P(T ≥ t)` for `T` Student's t with `df > 0` degrees of freedom:
+/// `½ I_{df/(df+t²)}(df/2, ½)` for `t ≥ 0`.
+pub fn student_t_sf(t: f64, df: f64) -> f64 {
+    if t.is_nan() {
+        return f64::NAN;
+    }
+    let tail = 0.5 * beta_inc(0.5 * df, 0.5, df / (df + t * t));
+    if t >= 0.0 { tail } else { 1.0 - tail }
 }
 
 /// `P(χ²_df ≥ x)`.
@@ -552,6 +640,10 @@ enum Quantity {
     /// The share of annotation rows against the consensus.
     Disagreement,
     LabelQuality,
+    /// Segmentation: the mean mIoU against the prediction.
+    Miou,
+    /// Segmentation: a class's mean annotated-area bias ([`area_bias`]).
+    AreaBias,
     /// A class's share.
     Share,
     ClassMix,
@@ -606,6 +698,61 @@ struct Acc {
     conf_sum: f64,
     ann_n: u64,
     ann_dis: u64,
+    /// Segmentation: mIoU, Boundary IoU, and per class the area bias
+    /// (empty for classification).
+    miou: Moments,
+    biou: Moments,
+    area: Vec<Moments>,
+}
+
+/// The count, sum and sum of squares of some values.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: u64,
+    sum: f64,
+    sq: f64,
+}
+
+impl Moments {
+    fn add(&mut self, v: f64) {
+        self.n += 1;
+        self.sum += v;
+        self.sq += v * v;
+    }
+
+    fn merge(&mut self, o: &Moments) {
+        self.n += o.n;
+        self.sum += o.sum;
+        self.sq += o.sq;
+    }
+
+    fn mean(&self) -> Option<f64> {
+        mean(self.n, self.sum)
+    }
+}
+
+/// Welch's t-test of the mean of `now` against that of `before`:
+/// `(m₁, m₀, se, ν)`, `se = √(s₁²/n₁ + s₀²/n₀)` (`s²` the unbiased
+/// variances) and the Welch–Satterthwaite degrees of freedom
+/// `ν = se⁴ / ((s₁²/n₁)²/(n₁ − 1) + (s₀²/n₀)²/(n₀ − 1))`; `t = (m₁ − m₀)/se`
+/// is referred to Student's t with `ν` degrees of freedom (Welch 1947).
+/// `None` unless each side has at least [`MIN_MEAN_ITEMS`] values and
+/// `se > 0`.
+fn welch(now: &Moments, before: &Moments) -> Option<(f64, f64, f64, f64)> {
+    if now.n < MIN_MEAN_ITEMS || before.n < MIN_MEAN_ITEMS {
+        return None;
+    }
+    let var = |m: &Moments, mu: f64| {
+        (m.sq / m.n as f64 - mu * mu).max(0.0) * m.n as f64 / (m.n - 1) as f64
+    };
+    let (m1, m0) = (now.sum / now.n as f64, before.sum / before.n as f64);
+    let (w1, w0) = (
+        var(now, m1) / now.n as f64,
+        var(before, m0) / before.n as f64,
+    );
+    let se2 = w1 + w0;
+    let nu = se2 * se2 / (w1 * w1 / (now.n - 1) as f64 + w0 * w0 / (before.n - 1) as f64);
+    (se2 > 0.0).then(|| (m1, m0, se2.sqrt(), nu))
 }
 
 impl Acc {
@@ -622,13 +769,14 @@ fn mean(n: u64, sum: f64) -> Option<f64> {
 }
 
 /// Analyse the campaign: `items` the labelled items (their flags by the
-/// followed `checks`, in that order, at most 64), `annotations` the
-/// annotators' labels (classification; their batch is their item's).
+/// followed `checks`, in that order, at most 64; segmentation, their mIoU,
+/// Boundary IoU and areas), `annotations` the annotators' labels
+/// (classification; each row in [`Campaign::annotation_batch`]).
 pub fn analyse(
     campaign: &Campaign,
     classes: &[String],
     checks: &[&str],
-    items: &[ItemFact],
+    items: &[ItemFact<'_>],
     annotations: Option<&Annotations>,
 ) -> Analysis {
     analyse_with(campaign, classes, checks, items, annotations, true)
@@ -641,7 +789,7 @@ pub fn analyse_with(
     campaign: &Campaign,
     classes: &[String],
     checks: &[&str],
-    items: &[ItemFact],
+    items: &[ItemFact<'_>],
     annotations: Option<&Annotations>,
     rows: bool,
 ) -> Analysis {
@@ -684,10 +832,16 @@ pub fn analyse_with(
     let mut cells: HashMap<(u32, u32), usize> = HashMap::default();
     let mut keys: Vec<(u32, u32)> = Vec::new();
     let mut accs: Vec<Acc> = Vec::new();
+    // Segmentation: any item with an mIoU or areas.
+    let seg = items
+        .iter()
+        .any(|it| it.miou.is_some() || !it.areas.is_empty());
+    let area_classes = if seg { c } else { 0 };
     let mut cell = |key: (u32, u32), accs: &mut Vec<Acc>| -> usize {
         let mut new = || {
             accs.push(Acc {
                 flagged: vec![0; q_checks],
+                area: vec![Moments::default(); area_classes],
                 ..Acc::default()
             });
             keys.push(key);
@@ -737,6 +891,17 @@ pub fn analyse_with(
                 acc.conf_n += 1;
                 acc.conf_sum += v;
             }
+            if let Some(v) = it.miou.filter(|v| v.is_finite()) {
+                acc.miou.add(v);
+            }
+            if let Some(v) = it.boundary_iou.filter(|v| v.is_finite()) {
+                acc.biou.add(v);
+            }
+            for &(k, a, p) in it.areas {
+                if let (Some(m), Some(v)) = (acc.area.get_mut(k as usize), area_bias(a, p)) {
+                    m.add(v);
+                }
+            }
         }
     }
     // Annotation rows against the leave-one-out consensus; units by batch
@@ -744,7 +909,7 @@ pub fn analyse_with(
     let mut units: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n_batches];
     if let Some(ann) = annotations {
         let mut labels: Vec<u32> = Vec::new();
-        for (row, _) in ann.items.iter().enumerate() {
+        for (row, rows_of) in ann.items.iter().enumerate() {
             let Some(&b) = campaign.of_row.get(row) else {
                 continue;
             };
@@ -754,11 +919,17 @@ pub fn analyse_with(
                 continue;
             }
             let counts = ClassCounts::new(&labels);
-            for (a, l) in ann.labels(row) {
+            for (k, (a, x)) in rows_of.iter().enumerate() {
+                let crate::io::annotations::Annotation::Label(l) = *x else {
+                    continue;
+                };
                 let Some(cons) = counts.majority_without_one(l) else {
                     continue;
                 };
-                let who = ann_index.get(a as usize).copied().unwrap_or(0);
+                // The row's own batch (annotations.csv's time columns),
+                // else its item's.
+                let b = campaign.annotation_batch(row, k).unwrap_or(b);
+                let who = ann_index.get(*a as usize).copied().unwrap_or(0);
                 for series in [0, who + 1] {
                     let i = cell((series, b), &mut accs);
                     accs[i].ann_n += 1;
@@ -839,35 +1010,60 @@ pub fn analyse_with(
     // Dataset: mean label quality, class shares and mix.
     let mut chi_rows: Vec<Option<(f64, usize, f64)>> = vec![None; n_batches];
     let mut psi_rows: Vec<Option<f64>> = vec![None; n_batches];
-    {
-        let (mut n0, mut s0, mut q0) = (0u64, 0.0f64, 0.0f64);
-        for (pos, &(b, i)) in series_cells[0].iter().enumerate() {
+    // Means: Welch against the series' earlier batches. The label quality
+    // (dataset) and the mIoU (every series) one-sided, for a fall; the
+    // area bias per class two-sided (annotators' series; without an
+    // annotator column, the dataset's).
+    let area_series = |s: usize| (s > 0) == campaign.annotator_of_row.is_some();
+    for (s, list) in series_cells.iter().enumerate() {
+        let mut lq0 = Moments::default();
+        let mut miou0 = Moments::default();
+        let mut area0 = vec![Moments::default(); area_classes];
+        for (pos, &(b, i)) in list.iter().enumerate() {
             let a = &accs[i];
-            if a.lq_n >= MIN_MEAN_ITEMS && n0 >= MIN_MEAN_ITEMS {
-                let (m1, m0) = (a.lq_sum / a.lq_n as f64, s0 / n0 as f64);
-                let v1 = (a.lq_sq / a.lq_n as f64 - m1 * m1).max(0.0) * a.lq_n as f64
-                    / (a.lq_n - 1) as f64;
-                let v0 = (q0 / n0 as f64 - m0 * m0).max(0.0) * n0 as f64 / (n0 - 1) as f64;
-                let se = (v1 / a.lq_n as f64 + v0 / n0 as f64).sqrt();
-                if se > 0.0 {
-                    tests.push(Test {
-                        series: 0,
-                        class: None,
-                        batch: b,
-                        pos: pos as u32,
-                        quantity: Quantity::LabelQuality,
-                        stat: Stat::Mean,
-                        value: m1,
-                        baseline: Some(m0),
-                        p: normal_sf((m0 - m1) / se),
-                        aux: (se.to_bits(), 0, 0),
-                    });
+            let mut mean_test = |quantity, class, value, baseline, p, se: f64, nu: f64| {
+                tests.push(Test {
+                    series: s as u32,
+                    class,
+                    batch: b,
+                    pos: pos as u32,
+                    quantity,
+                    stat: Stat::Mean,
+                    value,
+                    baseline: Some(baseline),
+                    p,
+                    aux: (se.to_bits(), nu.to_bits(), 0),
+                });
+            };
+            if s == 0 {
+                let now = Moments {
+                    n: a.lq_n,
+                    sum: a.lq_sum,
+                    sq: a.lq_sq,
+                };
+                if let Some((m1, m0, se, nu)) = welch(&now, &lq0) {
+                    let p = student_t_sf((m0 - m1) / se, nu);
+                    mean_test(Quantity::LabelQuality, None, m1, m0, p, se, nu);
+                }
+                lq0.merge(&now);
+            }
+            if let Some((m1, m0, se, nu)) = welch(&a.miou, &miou0) {
+                let p = student_t_sf((m0 - m1) / se, nu);
+                mean_test(Quantity::Miou, None, m1, m0, p, se, nu);
+            }
+            miou0.merge(&a.miou);
+            if area_series(s) {
+                for (k, before) in area0.iter_mut().enumerate() {
+                    if let Some((m1, m0, se, nu)) = welch(&a.area[k], before) {
+                        let p = (2.0 * student_t_sf(((m1 - m0) / se).abs(), nu)).min(1.0);
+                        mean_test(Quantity::AreaBias, Some(k as u32), m1, m0, p, se, nu);
+                    }
+                    before.merge(&a.area[k]);
                 }
             }
-            n0 += a.lq_n;
-            s0 += a.lq_sum;
-            q0 += a.lq_sq;
         }
+    }
+    {
         let mut before = vec![0u64; c];
         let mut nb = 0u64;
         for b in 0..n_batches {
@@ -954,6 +1150,8 @@ pub fn analyse_with(
             Quantity::Check(j) => checks[j].to_string(),
             Quantity::Disagreement => "disagreement".into(),
             Quantity::LabelQuality => "label_quality".into(),
+            Quantity::Miou => "miou".into(),
+            Quantity::AreaBias => "area_bias".into(),
             Quantity::Share => "share".into(),
             Quantity::ClassMix => "class_mix".into(),
         }
@@ -980,10 +1178,11 @@ pub fn analyse_with(
         }
     }
 
-    // Verdicts per (series, batch): the most significant test.
+    // Verdicts per (series, batch): the most significant test (the class
+    // mix is the dataset's, not a cell's).
     let mut best: HashMap<(u32, u32), usize> = HashMap::default();
     for (i, t) in tests.iter().enumerate() {
-        if t.class.is_some() || matches!(t.quantity, Quantity::ClassMix) {
+        if matches!(t.quantity, Quantity::Share | Quantity::ClassMix) {
             continue;
         }
         let e = best.entry((t.series, t.batch)).or_insert(i);
@@ -1039,6 +1238,21 @@ pub fn analyse_with(
                     limit_of(i).unwrap_or(f64::NAN),
                     pfmt(t.p)
                 ),
+                (_, Quantity::Miou) => format!(
+                    "{who}: mean mIoU against the model {:.3}, {:.3} before (p = {})",
+                    t.value,
+                    base,
+                    pfmt(t.p)
+                ),
+                (_, Quantity::AreaBias) => format!(
+                    "{who}: class {}: annotated-area bias {:+.3} against {:+.3} before (p = {})",
+                    t.class
+                        .and_then(|k| classes.get(k as usize))
+                        .map_or("?", String::as_str),
+                    t.value,
+                    base,
+                    pfmt(t.p)
+                ),
                 (_, _) => format!(
                     "{who}: mean label quality {:.3} against {:.3} before (p = {})",
                     t.value,
@@ -1079,6 +1293,7 @@ pub fn analyse_with(
         }
         let kind = match (t.series, t.quantity) {
             (_, Quantity::Share | Quantity::ClassMix) => DriftKind::ClassShare,
+            (_, Quantity::AreaBias) => DriftKind::AreaBias,
             (0, _) => DriftKind::Quality,
             _ => DriftKind::Annotator,
         };
@@ -1148,9 +1363,17 @@ pub fn analyse_with(
         (f, l)
     };
     let agreement = |a: &Acc| (a.ann_n > 0).then(|| 1.0 - a.ann_dis as f64 / a.ann_n as f64);
+    let seg_of = |a: &Acc| {
+        seg.then(|| DriftSeg {
+            mean_miou: a.miou.mean(),
+            mean_boundary_iou: a.biou.mean(),
+            area_bias: a.area.iter().map(Moments::mean).collect(),
+        })
+    };
     let dataset: HashMap<u32, usize> = series_cells[0].iter().copied().collect();
     let empty = Acc {
         flagged: vec![0; q_checks],
+        area: vec![Moments::default(); area_classes],
         ..Acc::default()
     };
     let batches: Vec<DriftBatch> = (0..n_batches)
@@ -1184,6 +1407,7 @@ pub fn analyse_with(
                 chi_square_p: chi.map(|x| x.2),
                 psi: psi_rows[b],
                 alarm: batch_alarm[b],
+                segmentation: seg_of(a),
             }
         })
         .collect();
@@ -1204,6 +1428,7 @@ pub fn analyse_with(
                 agreement_with_consensus: agreement(a),
                 q: best.get(&key).map(|&i| q[i]),
                 alarm: cell_alarm.get(&key).copied().unwrap_or(false),
+                segmentation: seg_of(a),
             });
         }
     }
@@ -1214,8 +1439,10 @@ pub fn analyse_with(
              batches (at least {MIN_BASELINE} items): exact conditional p-chart (Fisher's exact \
              test, one-sided) on each check's flagged share and on the share of labels against \
              the consensus, one-sided CUSUM (k = {CUSUM_K}) on the p-chart's z-scores, Welch's \
-             z-test on the mean label quality, per-class p-chart and chi-square test of the class \
-             mix; false alarms controlled by two-level Benjamini-Hochberg at {} % (Benjamini and \
+             z-test on the mean label quality (one-sided) and, segmentation, on the mean mIoU \
+             against the model (one-sided) and each class's mean annotated-area bias \
+             (a - p)/(a + p) (two-sided; at least {MIN_MEAN_ITEMS} items a side), per-class \
+             p-chart and chi-square test of the class mix; false alarms controlled by two-level Benjamini-Hochberg at {} % (Benjamini and \
              Bogomolov 2014): a family is a series' quantity and statistic (or a class's share, or \
              the class mix) over the batches; BH over the families' Simes p-values selects R of M, \
              and within a selected family BH at {} % x R/M over its batches",
@@ -1274,8 +1501,27 @@ fn limit(t: &Test, cutoff: f64) -> Option<f64> {
             }))
         }
         Stat::Mean => {
-            let se = f64::from_bits(t.aux.0);
-            t.baseline.map(|m0| m0 - normal_isf(cutoff) * se)
+            let (se, nu) = (f64::from_bits(t.aux.0), f64::from_bits(t.aux.1));
+            // The t with `P(T ≥ t) = tail`.
+            let t_at = |tail: f64| {
+                let mut hi = 64.0;
+                while student_t_sf(hi, nu) > tail {
+                    hi *= 2.0;
+                    if hi > 1e12 {
+                        return None;
+                    }
+                }
+                Some(smallest_alarming(0.0, hi, 60, |x| {
+                    student_t_sf(x, nu) <= tail
+                }))
+            };
+            let m0 = t.baseline?;
+            Some(match t.quantity {
+                // Two-sided, on the side of the value.
+                Quantity::AreaBias if t.value >= m0 => m0 + t_at(cutoff / 2.0)? * se,
+                Quantity::AreaBias => m0 - t_at(cutoff / 2.0)? * se,
+                _ => m0 - t_at(cutoff)? * se,
+            })
         }
         Stat::ChiSquare => {
             let df = t.aux.0 as usize;

@@ -302,7 +302,7 @@ pub fn run_config(cfg: &DatasetConfig, opts: &RunOptions) -> Result<RunSummary> 
             crate::neighbors::stage::check(&cfg, m, path)?;
         }
         annotations = crate::agreement::load(&cfg, m)?;
-        campaign = load_campaign(&cfg, m, opts.drift_window)?;
+        campaign = load_campaign(&cfg, m, opts.drift_window, annotations.as_ref())?;
         queue_inputs = Some(crate::queue::prepare(&cfg, m, &opts.queue)?);
         if opts.shard.is_none() {
             history = load_history(opts)?;
@@ -491,7 +491,7 @@ pub fn merge(parts: &[PathBuf], opts: &RunOptions) -> Result<RunSummary> {
         crate::neighbors::stage::check(&cfg, &manifest, path)?;
     }
     let annotations = crate::agreement::load(&cfg, &manifest)?;
-    let campaign = load_campaign(&cfg, &manifest, opts.drift_window)?;
+    let campaign = load_campaign(&cfg, &manifest, opts.drift_window, annotations.as_ref())?;
     opts.rank_by.check(cfg.task).map_err(Error::Usage)?;
     let queue_inputs = crate::queue::prepare(&cfg, &manifest, &opts.queue)?;
     let history = load_history(opts)?;
@@ -601,14 +601,21 @@ fn prepare_out(opts: &RunOptions, cfg: &DatasetConfig) -> Result<()> {
 }
 
 /// The campaign of the items `m` (their `batch` and `annotated_at`
-/// columns, [`crate::io::campaign::load`]), named after the items CSV.
+/// columns, [`crate::io::campaign::load`]), named after the items CSV,
+/// with the rows of `annotations` placed by their own time columns
+/// ([`crate::io::campaign::Campaign::place_annotations`]).
 fn load_campaign(
     cfg: &DatasetConfig,
     m: &Manifest,
     window: Option<crate::io::campaign::Window>,
+    annotations: Option<&crate::io::annotations::Annotations>,
 ) -> Result<Option<crate::io::campaign::Campaign>> {
     let path = cfg.items.clone().unwrap_or_else(|| cfg.dir.clone());
-    crate::io::campaign::load(&path, m, window)
+    let mut campaign = crate::io::campaign::load(&path, m, window)?;
+    if let (Some(c), Some(ann)) = (&mut campaign, annotations) {
+        c.place_annotations(ann)?;
+    }
+    Ok(campaign)
 }
 
 /// `--history`'s earlier nights ([`crate::io::history::load`]), leaving

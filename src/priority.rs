@@ -330,12 +330,20 @@ pub struct RowFacts {
     pub p_pred: f64,
 }
 
-/// Facts about a segmentation item used to explain it: its worst class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Facts about a segmentation item used to explain it: its worst class;
+/// and its area per class, which the drift stage follows
+/// ([`crate::drift`], the annotated-area bias).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegFacts {
     /// `(class, IoU, annotated pixels, predicted pixels)` of the class with
     /// the lowest IoU.
     pub worst_class: Option<(usize, f64, u64, u64)>,
+    /// `(class, annotated pixels, predicted pixels)` of every class the
+    /// mask or the prediction holds (either count above 0), by class
+    /// ascending: the row and column sums of the item's confusion (scored
+    /// pixels only). Empty in a record written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<(u32, u64, u64)>,
 }
 
 /// Dataset-wide medians that put an item's values in context.

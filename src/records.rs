@@ -152,8 +152,10 @@ impl ItemResult {
     /// out of range or trust a field the score stage never sets:
     ///
     /// - every class index (`row.label`, `row.pred`, `class`, `label_set`,
-    ///   `seg_facts.worst_class`, `confused`) is below `classes`; `label_set`
-    ///   is sorted without repeats; `confused` only with `seg_facts`, two
+    ///   `seg_facts.worst_class`, `seg_facts.areas`, `confused`) is below
+    ///   `classes`; `label_set` and `seg_facts.areas` are sorted by class
+    ///   without repeats (an area entry with some pixel, each count at most
+    ///   [`MAX_POOLED`]); `confused` only with `seg_facts`, two
     ///   different classes and some pixels;
     /// - the task's fields and only those: classification, `row` exactly
     ///   when labelled (and then `class = row.label`), no `dims`,
@@ -212,11 +214,23 @@ impl ItemResult {
             }
             last = Some(k);
         }
-        if let Some(f) = &self.seg_facts
-            && let Some((k, ..)) = f.worst_class
-        {
-            let k = u32::try_from(k).unwrap_or(u32::MAX);
-            class("seg_facts.worst_class", k)?;
+        if let Some(f) = &self.seg_facts {
+            if let Some((k, ..)) = f.worst_class {
+                let k = u32::try_from(k).unwrap_or(u32::MAX);
+                class("seg_facts.worst_class", k)?;
+            }
+            let mut last = None;
+            for (j, &(k, a, p)) in f.areas.iter().enumerate() {
+                let field = format!("seg_facts.areas[{j}]");
+                class(&field, k)?;
+                if last.is_some_and(|l| l >= k) || a.max(p) > MAX_POOLED || a + p == 0 {
+                    return Err(Invalid::new(
+                        field,
+                        "not sorted by class without repeats, or a count out of range",
+                    ));
+                }
+                last = Some(k);
+            }
         }
         if let Some(x) = self.confused.as_deref() {
             class("confused.annotated", x.annotated)?;
@@ -634,5 +648,49 @@ impl PredMaps {
             .iter()
             .find(|m| m.1 == index)
             .map(|m| (m.2, m.3, m.4.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod area_tests {
+    use super::*;
+
+    /// A segmentation item read back with forged areas is refused, naming
+    /// the entry: a class out of range, out of order, or no pixel.
+    #[test]
+    fn forged_areas_are_refused() {
+        let item = |areas: Vec<(u32, u64, u64)>| ItemResult {
+            index: 0,
+            scores: ItemScores::segmentation(16),
+            priority: 0.0,
+            reasons: Vec::new(),
+            row: None,
+            seg_facts: Some(Box::new(SegFacts {
+                worst_class: None,
+                areas,
+            })),
+            confused: None,
+            label_set: vec![0, 1],
+            dims: Some((4, 4)),
+            cluster: None,
+            neighbors: Vec::new(),
+            class: None,
+            consensus: None,
+            unlabelled: false,
+        };
+        let d = RunDims {
+            classes: 2,
+            segmentation: true,
+        };
+        assert_eq!(item(vec![(0, 10, 12), (1, 6, 4)]).validate(d), Ok(()));
+        for (areas, field) in [
+            (vec![(2, 1, 1)], "seg_facts.areas[0]"),
+            (vec![(1, 1, 1), (0, 1, 1)], "seg_facts.areas[1]"),
+            (vec![(0, 0, 0)], "seg_facts.areas[0]"),
+            (vec![(0, u64::MAX, 1)], "seg_facts.areas[0]"),
+        ] {
+            let e = item(areas.clone()).validate(d).unwrap_err();
+            assert_eq!(e.field, field, "{areas:?}: {e}");
+        }
     }
 }

@@ -1046,6 +1046,27 @@ pub struct DriftBatch {
     pub psi: Option<f64>,
     /// A dataset-level or class alarm falls on this batch.
     pub alarm: bool,
+    /// Segmentation: the batch's masks against the model's predictions
+    /// (absent for classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<DriftSeg>,
+}
+
+/// `drift.batches[i].segmentation`, `drift.annotators[i].segmentation`:
+/// a segmentation cell's items' masks against the model's predictions
+/// (each item's own scores; formulas: docs/definitions.md, "Drift").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftSeg {
+    /// The mean of the items' mIoU (`miou`).
+    #[serde(deserialize_with = "present")]
+    pub mean_miou: Option<f64>,
+    /// The mean of the items' Boundary IoU (`boundary_iou`).
+    #[serde(deserialize_with = "present")]
+    pub mean_boundary_iou: Option<f64>,
+    /// Per class: the annotated-area bias, the mean over the items whose
+    /// mask or prediction holds the class of `(a − p) / (a + p)` (`a`, `p`
+    /// its annotated and predicted pixels); null where no item holds it.
+    pub area_bias: Vec<Option<f64>>,
 }
 
 /// `drift.annotators[i]`: one annotator's figures in one batch.
@@ -1069,25 +1090,32 @@ pub struct DriftCell {
     #[serde(deserialize_with = "present")]
     pub q: Option<f64>,
     pub alarm: bool,
+    /// Segmentation: its items' masks against the model's predictions
+    /// (absent for classification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<DriftSeg>,
 }
 
 /// What an alarm is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriftKind {
-    /// An annotator's flagged share or agreement.
+    /// An annotator's flagged share, agreement or (segmentation) mean mIoU.
     Annotator,
     /// A class's share of the batch (or the batch's class mix).
     ClassShare,
-    /// The dataset's flagged share or mean label quality.
+    /// The dataset's flagged share, mean label quality or (segmentation)
+    /// mean mIoU.
     Quality,
-    /// Segmentation: an annotator's annotated-area bias per class.
+    /// Segmentation: an annotator's annotated-area bias on a class (without
+    /// an `annotator` column, the dataset's).
     AreaBias,
 }
 
 /// `drift.alarms[i]`. `metric` is `statistic:quantity` (`p_chart:wrong_label`,
 /// `cusum:wrong_label`, `p_chart:disagreement`, `mean:label_quality`,
-/// `p_chart:share`, `chi_square:class_mix`); `value`, `baseline` and
+/// `mean:miou`, `mean:area_bias`, `p_chart:share`,
+/// `chi_square:class_mix`); `value`, `baseline` and
 /// `limit` are in the statistic's units (a share, the CUSUM statistic, a
 /// mean, the chi-square statistic); fields that do not apply are null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@
 //! tested: too little before it). Flagged at or above
 //! [`crate::drift::ALARM_SCORE`], i.e. `q ≤` [`crate::drift::FDR`]: the
 //! cell alarms. Its reason names the annotator, the batch, the share
-//! against the share before and the p-value.
+//! against the share before and the p-value (segmentation: or the mean
+//! mIoU, or the class and its annotated-area bias, against before).
 
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
@@ -62,6 +63,9 @@ pub fn analysis(inputs: &Inputs<'_>, rows: bool) -> Option<Analysis> {
                 flags,
                 label_quality: it.scores.get(Score::SelfConfidence),
                 confidence: it.scores.get(Score::LeastConfidence).map(|v| 1.0 - v),
+                miou: it.scores.get(Score::Miou),
+                boundary_iou: it.scores.get(Score::BoundaryIou),
+                areas: it.seg_facts.as_deref().map_or(&[], |f| f.areas.as_slice()),
             }
         })
         .collect();

@@ -372,6 +372,7 @@ mod tests {
         // never annotated; its largest confusion is its column's cell → membrane.
         let swapped = SegFacts {
             worst_class: Some((4, 0.0, 0, 1513)),
+            ..SegFacts::default()
         };
         let x = Confused {
             annotated: 1,
@@ -386,6 +387,7 @@ mod tests {
         // A missing object: the model sees vessel where background is annotated.
         let missing = SegFacts {
             worst_class: Some((2, 0.0, 0, 976)),
+            ..SegFacts::default()
         };
         let x = Confused {
             annotated: 0,

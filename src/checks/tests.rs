@@ -212,6 +212,7 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
                         .collect()
                 })
                 .collect(),
+            ..Annotations::default()
         };
         crate::agreement::apply(&cfg, &ann, &mut items, 0.5);
         ann
@@ -249,6 +250,7 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
             of_row: (0..N).map(|i| batch(i) as u32).collect(),
             annotators: vec!["p".into(), "q".into()],
             annotator_of_row: Some((0..N).map(|i| Some(u32::from(!p(i)))).collect()),
+            of_annotation: None,
         }
     });
     Fixture {
@@ -303,6 +305,7 @@ fn segmentation(embeddings: bool, annotators: bool) -> Fixture {
             path: PathBuf::from("annotations.csv"),
             annotators: ["x", "y", "z"].map(String::from).to_vec(),
             items: vec![Vec::new(); N],
+            ..Annotations::default()
         };
         for it in items.iter_mut() {
             let i = it.index;

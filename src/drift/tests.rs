@@ -171,7 +171,7 @@ fn campaign(
     seed: u64,
     rate: impl Fn(usize, usize) -> f64,
     mix: impl Fn(usize) -> Vec<f64>,
-) -> (Campaign, Vec<ItemFact>) {
+) -> (Campaign, Vec<ItemFact<'static>>) {
     let mut rng = Rng(seed);
     let mut of_row = Vec::new();
     let mut who = Vec::new();
@@ -199,6 +199,9 @@ fn campaign(
                     flags: u64::from(flagged),
                     label_quality: Some(if flagged { 0.2 } else { 0.9 } + 0.1 * rng.next()),
                     confidence: Some(0.9),
+                    miou: None,
+                    boundary_iou: None,
+                    areas: &[],
                 });
             }
         }
@@ -214,6 +217,7 @@ fn campaign(
         of_row,
         annotators: (0..annotators).map(|a| format!("a{a}")).collect(),
         annotator_of_row: Some(who),
+        of_annotation: None,
     };
     (c, items)
 }
@@ -416,4 +420,388 @@ fn the_section_holds_every_batch_and_cell() {
     let json = serde_json::to_string(&a.section).unwrap();
     let back: Drift = serde_json::from_str(&json).unwrap();
     assert_eq!(back, a.section);
+}
+
+/// Annotation rows with their own batch: three annotators x, y, z label
+/// three items of batch b0 (no `annotator` column in items.csv). Labels
+/// (x, y, z): item 0 (0, 0, 0), item 1 (1, 0, 0), item 2 (0, 1, 1). The
+/// leave-one-out consensus: item 0, every row agrees; items 1 and 2, x's
+/// others agree (0; 1) and x differs, y's and z's others tie (left out).
+/// x's row of item 1 is placed in b1, the rest stay in b0. By hand:
+/// (x, b0) rows of items 0 and 2, 1 of 2 agree; (x, b1) item 1, 0 of 1;
+/// (y, b0) and (z, b0) 1 of 1; batch b0 3 of 4, b1 0 of 1. Without the
+/// placement, (x, b0) holds all three rows: 1 of 3.
+#[test]
+fn an_annotation_row_is_counted_in_its_own_batch() {
+    use crate::io::annotations::{Annotation, Annotations};
+    let labels = [[0u32, 0, 0], [1, 0, 0], [0, 1, 1]];
+    let ann = Annotations {
+        path: "annotations.csv".into(),
+        annotators: ["x", "y", "z"].map(String::from).to_vec(),
+        items: labels
+            .iter()
+            .map(|l| {
+                (0..3)
+                    .map(|a| (a as u32, Annotation::Label(l[a])))
+                    .collect()
+            })
+            .collect(),
+        ..Annotations::default()
+    };
+    let mut c = Campaign {
+        grouping: "batch".into(),
+        batches: ["b0", "b1"]
+            .map(|name| crate::io::campaign::Batch {
+                name: name.into(),
+                first_day: None,
+            })
+            .to_vec(),
+        of_row: vec![0, 0, 0],
+        annotators: Vec::new(),
+        annotator_of_row: None,
+        of_annotation: Some(vec![vec![0, 0, 0], vec![1, 0, 0], vec![0, 0, 0]]),
+    };
+    let items: Vec<ItemFact<'static>> = (0..3)
+        .map(|row| ItemFact {
+            row,
+            class: Some(labels[row][0]),
+            flags: 0,
+            label_quality: None,
+            confidence: None,
+            miou: None,
+            boundary_iou: None,
+            areas: &[],
+        })
+        .collect();
+    let cell = |s: &Drift, who: &str, b: &str| {
+        s.annotators
+            .iter()
+            .find(|x| x.annotator == who && x.batch == b)
+            .map(|x| (x.annotations, x.agreement_with_consensus))
+    };
+    let a = analyse(&c, &classes(2), &[], &items, Some(&ann));
+    let s = &a.section;
+    assert_eq!(cell(s, "x", "b0"), Some((2, Some(0.5))));
+    assert_eq!(cell(s, "x", "b1"), Some((1, Some(0.0))));
+    assert_eq!(cell(s, "y", "b0"), Some((1, Some(1.0))));
+    assert_eq!(cell(s, "z", "b0"), Some((1, Some(1.0))));
+    assert_eq!(cell(s, "y", "b1"), None);
+    assert_eq!(
+        (
+            s.batches[0].annotations,
+            s.batches[0].agreement_with_consensus
+        ),
+        (4, Some(0.75))
+    );
+    assert_eq!(
+        (
+            s.batches[1].annotations,
+            s.batches[1].agreement_with_consensus
+        ),
+        (1, Some(0.0))
+    );
+    // The items stay in b0.
+    assert_eq!((s.batches[0].items, s.batches[1].items), (3, 0));
+    // Without the placement: every row in its item's batch.
+    c.of_annotation = None;
+    let s = analyse(&c, &classes(2), &[], &items, Some(&ann)).section;
+    let (n, agree) = cell(&s, "x", "b0").unwrap();
+    assert!(n == 3 && close(agree.unwrap(), 1.0 / 3.0, 1e-12));
+    assert_eq!(cell(&s, "x", "b1"), None);
+}
+
+/// Student's t tail and the incomplete beta by hand: the Cauchy (`ν =
+/// 1`: `P(T ≥ 1) = 1/4`), `ν = 2` (`½ − t/(2√(t² + 2))`), scipy's
+/// `t.sf(2, 10)`, the normal limit, and `I_x(1, 1) = x`.
+#[test]
+fn student_t_by_hand() {
+    assert!(close(student_t_sf(1.0, 1.0), 0.25, 1e-12));
+    assert!(close(student_t_sf(-1.0, 1.0), 0.75, 1e-12));
+    let nu2 = 0.5 - 1.0 / (2.0 * 3f64.sqrt());
+    assert!(close(student_t_sf(1.0, 2.0), nu2, 1e-12));
+    assert!(close(
+        student_t_sf(2.0, 10.0),
+        0.036_694_017_385_370_18,
+        1e-10
+    ));
+    assert!(close(student_t_sf(3.0, 1e7), normal_sf(3.0), 1e-5));
+    assert_eq!(student_t_sf(0.0, 7.0), 0.5);
+    assert!(close(beta_inc(1.0, 1.0, 0.3), 0.3, 1e-12));
+    // I_x(2, 3) = 12 ∫₀ˣ t (1 − t)² dt = 6x² − 8x³ + 3x⁴: 0.5248 at 0.4,
+    // and on the other side of the continued fraction's switch (0.5).
+    for (x, want) in [(0.4f64, 0.5248), (0.8, 0.9728)] {
+        assert!(close(beta_inc(2.0, 3.0, x), want, 1e-12), "{x}");
+    }
+}
+
+/// The area bias by hand: `(a − p)/(a + p)`.
+#[test]
+fn area_bias_by_hand() {
+    assert_eq!(area_bias(150, 50), Some(0.5));
+    assert_eq!(area_bias(50, 150), Some(-0.5));
+    assert_eq!(area_bias(7, 0), Some(1.0));
+    assert_eq!(area_bias(0, 7), Some(-1.0));
+    assert_eq!(area_bias(40, 40), Some(0.0));
+    assert_eq!(area_bias(0, 0), None);
+    // tanh(½ ln(a/p)).
+    assert!(close(
+        area_bias(300, 100).unwrap(),
+        (0.5 * 3f64.ln()).tanh(),
+        1e-12
+    ));
+}
+
+/// A segmentation campaign of 4 annotators × 10 batches × `per_cell`
+/// items of 1024 pixels, 3 classes (c0 the background): the prediction
+/// holds c1 and c2 on 100 to 300 pixels each, the rest c0; each
+/// annotation draws each of c1, c2 within ±15 % of the prediction, and
+/// annotator `planted` from batch `from` draws c1 `grow` times larger
+/// (the background gives up those pixels); its mIoU is `0.8 ± 0.1`,
+/// lowered by the area it adds. Returns the campaign, the areas and the
+/// per-item mIoU.
+#[allow(clippy::type_complexity)]
+fn seg_campaign(
+    per_cell: usize,
+    seed: u64,
+    planted: usize,
+    from: usize,
+    grow: f64,
+) -> (Campaign, Vec<Vec<(u32, u64, u64)>>, Vec<f64>) {
+    let mut rng = Rng(seed);
+    let (annotators, batches) = (4usize, 10usize);
+    let mut of_row = Vec::new();
+    let mut who = Vec::new();
+    let mut areas = Vec::new();
+    let mut miou = Vec::new();
+    for b in 0..batches {
+        for a in 0..annotators {
+            for _ in 0..per_cell {
+                of_row.push(b as u32);
+                who.push(Some(a as u32));
+                let p1 = 100 + (200.0 * rng.next()) as u64;
+                let p2 = 100 + (200.0 * rng.next()) as u64;
+                let mut a1 = (p1 as f64 * (0.85 + 0.3 * rng.next())) as u64;
+                let a2 = (p2 as f64 * (0.85 + 0.3 * rng.next())) as u64;
+                let mut m = 0.7 + 0.2 * rng.next();
+                if a == planted && b >= from {
+                    let add = (a1 as f64 * (grow - 1.0)) as u64;
+                    a1 += add;
+                    m -= add as f64 / 1024.0;
+                }
+                areas.push(vec![
+                    (0, 1024 - a1 - a2, 1024 - p1 - p2),
+                    (1, a1, p1),
+                    (2, a2, p2),
+                ]);
+                miou.push(m);
+            }
+        }
+    }
+    let c = Campaign {
+        grouping: "batch".into(),
+        batches: (0..batches)
+            .map(|b| crate::io::campaign::Batch {
+                name: format!("b{b:03}"),
+                first_day: None,
+            })
+            .collect(),
+        of_row,
+        annotators: (0..annotators).map(|a| format!("a{a}")).collect(),
+        annotator_of_row: Some(who),
+        of_annotation: None,
+    };
+    (c, areas, miou)
+}
+
+fn seg_facts<'a>(areas: &'a [Vec<(u32, u64, u64)>], miou: &[f64]) -> Vec<ItemFact<'a>> {
+    areas
+        .iter()
+        .zip(miou)
+        .enumerate()
+        .map(|(row, (v, &m))| ItemFact {
+            row,
+            class: None,
+            flags: 0,
+            label_quality: Some(0.9),
+            confidence: Some(0.9),
+            miou: Some(m),
+            boundary_iou: Some(m - 0.1),
+            areas: v,
+        })
+        .collect()
+}
+
+/// Annotator a2 draws class c1 a quarter larger from batch 6: over 10
+/// seeds an `area_bias` alarm names a2 and c1 at batch 6 or 7. Allowed
+/// beside it: a2's background (c0, whose pixels the larger c1 takes) and
+/// a2's mIoU (`annotator`), and the dataset's mIoU (`quality`), which a2
+/// causes; nothing else. The cell figures: a2's mean bias on c1 in batch
+/// 6 is about `(1.25 − 1)/(1.25 + 1) ≈ 0.11` above its earlier value.
+#[test]
+fn a_thickening_annotator_is_caught_by_its_area_bias() {
+    let (planted, at) = (2usize, 6usize);
+    let mut stray = 0;
+    let mut delays = Vec::new();
+    for seed in 0..10 {
+        let (c, areas, miou) = seg_campaign(40, 500 + seed, planted, at, 1.25);
+        let items = seg_facts(&areas, &miou);
+        let a = analyse(&c, &classes(3), &[], &items, None);
+        let alarms = &a.section.alarms;
+        let first = alarms
+            .iter()
+            .filter(|x| {
+                x.kind == DriftKind::AreaBias
+                    && x.annotator.as_deref() == Some("a2")
+                    && x.class.as_deref() == Some("c1")
+            })
+            .map(|x| x.batch[1..].parse::<usize>().unwrap())
+            .min();
+        assert!(
+            matches!(first, Some(b) if b == at || b == at + 1),
+            "seed {seed}: {alarms:?}"
+        );
+        delays.extend(first.map(|b| b - at));
+        let x = alarms
+            .iter()
+            .find(|x| x.kind == DriftKind::AreaBias && x.class.as_deref() == Some("c1"))
+            .unwrap();
+        assert_eq!(x.metric, "mean:area_bias");
+        assert!(x.value > x.limit.unwrap() && x.limit.unwrap() > x.baseline.unwrap());
+        let strays: Vec<&DriftAlarm> = alarms
+            .iter()
+            .filter(|x| match x.kind {
+                DriftKind::AreaBias => {
+                    x.annotator.as_deref() != Some("a2")
+                        || !matches!(x.class.as_deref(), Some("c0" | "c1"))
+                }
+                DriftKind::Annotator => x.annotator.as_deref() != Some("a2"),
+                DriftKind::Quality => x.metric != "mean:miou",
+                DriftKind::ClassShare => true,
+            })
+            .collect();
+        if !strays.is_empty() {
+            eprintln!("seed {seed}: stray {strays:?}");
+        }
+        stray += strays.len();
+        let cell = |b: &str| {
+            a.section
+                .annotators
+                .iter()
+                .find(|x| x.annotator == "a2" && x.batch == b)
+                .and_then(|x| x.segmentation.as_ref())
+                .and_then(|s| s.area_bias[1])
+                .unwrap()
+        };
+        let jump = cell("b006") - cell("b005");
+        assert!((0.07..0.15).contains(&jump), "seed {seed}: {jump}");
+        // The reason of a2's cell names the class.
+        let row = (0..items.len())
+            .find(|&r| {
+                c.of_row[r] as usize == at + 1 && c.annotator_of_row.as_ref().unwrap()[r] == Some(2)
+            })
+            .unwrap();
+        let v = a.verdict(&c, row).unwrap();
+        assert!(super::alarms(v.q), "seed {seed}: {v:?}");
+    }
+    eprintln!("thickening annotator: delays {delays:?}, stray alarms {stray}");
+    assert!(stray <= 1, "{stray} stray alarms over 10 seeds");
+}
+
+/// No drift in a segmentation campaign: at most 1 of 20 seeds raises
+/// any alarm; the rows carry the segmentation figures, null where a
+/// class is absent.
+#[test]
+fn no_segmentation_drift_raises_no_alarm() {
+    let mut with_alarm = 0;
+    let mut tests = 0;
+    for seed in 0..20 {
+        let (c, areas, miou) = seg_campaign(30, 900 + seed, 0, usize::MAX, 1.0);
+        let items = seg_facts(&areas, &miou);
+        let a = analyse(&c, &classes(4), &[], &items, None);
+        tests += a.section.tests;
+        if !a.section.alarms.is_empty() {
+            eprintln!("seed {seed}: {:?}", a.section.alarms);
+            with_alarm += 1;
+        }
+        let seg = a.section.batches[3].segmentation.as_ref().unwrap();
+        assert!(seg.mean_miou.is_some_and(|m| (0.7..0.9).contains(&m)));
+        assert!(
+            seg.mean_boundary_iou.unwrap() < seg.mean_miou.unwrap(),
+            "{seg:?}"
+        );
+        // Class c3 is in no item.
+        assert_eq!(seg.area_bias.len(), 4);
+        assert!(seg.area_bias[3].is_none() && seg.area_bias[1].is_some());
+    }
+    eprintln!(
+        "no segmentation drift: {with_alarm} of 20 seeds alarmed ({} tests a seed)",
+        tests / 20
+    );
+    assert!(with_alarm <= 1, "{with_alarm} of 20 seeds alarmed");
+}
+
+/// The analysis's cost at scale (BENCHMARKS.md, "Drift"): 200 annotators
+/// × 170 batches × 30 items (1.02M), 3 classes, with and without the
+/// segmentation figures. Run by hand:
+/// `cargo test --release --lib drift_cost_at_scale -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn drift_cost_at_scale() {
+    let (ann, batches, per) = (200usize, 170usize, 30usize);
+    let n = ann * batches * per;
+    let mut rng = Rng(5);
+    let mut of_row = Vec::with_capacity(n);
+    let mut who = Vec::with_capacity(n);
+    let mut areas = Vec::with_capacity(n);
+    for b in 0..batches {
+        for a in 0..ann {
+            for _ in 0..per {
+                of_row.push(b as u32);
+                who.push(Some(a as u32));
+                let p1 = 100 + (200.0 * rng.next()) as u64;
+                let a1 = (p1 as f64 * (0.85 + 0.3 * rng.next())) as u64;
+                areas.push(vec![(0u32, 1024 - a1, 1024 - p1), (1, a1, p1), (2, 50, 60)]);
+            }
+        }
+    }
+    let c = Campaign {
+        grouping: "batch".into(),
+        batches: (0..batches)
+            .map(|b| crate::io::campaign::Batch {
+                name: format!("b{b}"),
+                first_day: None,
+            })
+            .collect(),
+        of_row,
+        annotators: (0..ann).map(|a| format!("a{a}")).collect(),
+        annotator_of_row: Some(who),
+        of_annotation: None,
+    };
+    let mk = |seg: bool| -> Vec<ItemFact<'_>> {
+        areas
+            .iter()
+            .enumerate()
+            .map(|(row, v)| ItemFact {
+                row,
+                class: if seg { None } else { Some((row % 3) as u32) },
+                flags: (row % 17 == 0) as u64,
+                label_quality: Some(0.9 - 0.1 * ((row % 7) as f64) / 7.0),
+                confidence: Some(0.9),
+                miou: seg.then_some(0.7 + 0.01 * (row % 13) as f64),
+                boundary_iou: seg.then_some(0.6),
+                areas: if seg { v } else { &[] },
+            })
+            .collect()
+    };
+    for seg in [false, true] {
+        let items = mk(seg);
+        let t = std::time::Instant::now();
+        let a = analyse(&c, &classes(3), &["wrong_label"], &items, None);
+        eprintln!(
+            "seg {seg}: {:.2} s, {} tests, {} alarms",
+            t.elapsed().as_secs_f64(),
+            a.section.tests,
+            a.section.alarms.len()
+        );
+    }
 }

@@ -7,9 +7,18 @@
 //! annotator); an item may have any number of annotators and an annotator
 //! any subset of the items.
 //!
+//! Optional `batch` and `annotated_at` columns give a row its own time,
+//! by the rules of items.csv's ([`crate::io::campaign`]: any non-empty
+//! batch name; an ISO 8601 date, or date and time, read as its calendar
+//! date): a column that is there must be filled in every row. The drift
+//! stage places the row by them
+//! ([`crate::io::campaign::Campaign::place_annotations`]); without them a
+//! row takes its item's batch.
+//!
 //! Refused with the file, the item (its id or row) and the field named:
 //! an id not in the manifest, an empty annotator, the same (id, annotator)
-//! twice, a class out of range or unknown, an empty mask cell, a mask path
+//! twice, an empty `batch` or `annotated_at` cell while another row has
+//! one, a date that does not parse, a class out of range or unknown, an empty mask cell, a mask path
 //! that leads outside the dataset and its roots
 //! ([`crate::config::DatasetRoots::check`]). The file must be a regular
 //! file; it is streamed. (A mask of
@@ -99,6 +108,7 @@ pub fn from_label_set(cfg: &DatasetConfig) -> Option<Annotations> {
         path: set.path.clone(),
         annotators: set.annotators.clone(),
         items,
+        ..Annotations::default()
     })
 }
 
@@ -111,6 +121,23 @@ pub struct Annotations {
     /// Per item (manifest order): `(annotator, annotation)`, sorted by
     /// annotator index.
     pub items: Vec<Vec<(u32, Annotation)>>,
+    /// With a `batch` or `annotated_at` column: per item, each row's time,
+    /// in the order of `items`; empty without either column.
+    pub times: Vec<Vec<RowTime>>,
+    /// The names in the `batch` column, in order of first appearance
+    /// ([`RowTime::batch`] indexes them).
+    pub batch_names: Vec<String>,
+    /// Which time columns the file has: `batch`, `annotated_at`.
+    pub time_columns: (bool, bool),
+}
+
+/// An annotation row's own time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowTime {
+    /// Its `batch` (an index into [`Annotations::batch_names`]).
+    pub batch: Option<u32>,
+    /// Its `annotated_at` day (days since 1970-01-01).
+    pub day: Option<i32>,
 }
 
 impl Annotations {
@@ -155,10 +182,24 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
     let value_col = value_col.ok_or_else(|| {
         Error::input(path, format!("no `{field}` column in the header")).field(field)
     })?;
+    let batch_col = col("batch");
+    let at_col = col("annotated_at");
+    let timed = batch_col.is_some() || at_col.is_some();
     let index: HashMap<&str, usize> = manifest.positions();
     let mut annotators: Vec<String> = Vec::new();
     let mut by_name: HashMap<String, u32> = HashMap::new();
     let mut items: Vec<Vec<(u32, Annotation)>> = vec![Vec::new(); manifest.len()];
+    let mut times: Vec<Vec<RowTime>> = if timed {
+        vec![Vec::new(); manifest.len()]
+    } else {
+        Vec::new()
+    };
+    let mut batch_names: Vec<String> = Vec::new();
+    let mut batch_index: HashMap<String, u32> = HashMap::new();
+    // Per time column: the first filled line, and the first empty row
+    // (line, id), refused once the file is read.
+    let mut filled: [Option<usize>; 2] = [None; 2];
+    let mut empty: [Option<(usize, String)>; 2] = [None, None];
     for (row, rec) in reader.records().enumerate() {
         let line = row + 2;
         let rec = rec.map_err(|e| Error::input(path, e.to_string()))?;
@@ -199,13 +240,80 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest, path: &Path) -> Result<Ann
             ));
         }
         items[i].push((a, value));
+        if timed {
+            let mut time = RowTime::default();
+            for (slot, col) in [batch_col, at_col].into_iter().enumerate() {
+                let Some(col) = col else { continue };
+                let text = rec.get(col).unwrap_or("").trim();
+                if text.is_empty() {
+                    if empty[slot].is_none() {
+                        empty[slot] = Some((line, id.to_string()));
+                    }
+                    continue;
+                }
+                filled[slot].get_or_insert(line);
+                if slot == 0 {
+                    let next = batch_names.len() as u32;
+                    let b = *batch_index.entry(text.to_string()).or_insert(next);
+                    if b == next {
+                        batch_names.push(text.to_string());
+                    }
+                    time.batch = Some(b);
+                } else {
+                    let day = crate::io::campaign::parse_day(text).map_err(|why| {
+                        at(
+                            format!(
+                                "annotated_at {text:?} is not an ISO date \
+                                 (YYYY-MM-DD, or YYYY-MM-DDThh:mm[:ss[.fff]][Z|±hh:mm]): {why}"
+                            ),
+                            "annotated_at",
+                        )
+                    })?;
+                    time.day = Some(day);
+                }
+            }
+            times[i].push(time);
+        }
     }
-    for v in &mut items {
-        v.sort_by_key(|(a, _)| *a);
+    for (slot, field) in ["batch", "annotated_at"].into_iter().enumerate() {
+        if let Some((line, id)) = &empty[slot] {
+            let also = match filled[slot] {
+                Some(first) => format!(", while line {first} has one"),
+                None => String::new(),
+            };
+            return Err(Error::input(
+                path,
+                format!(
+                    "line {line}: empty {field}{also}: \
+                     give every row its {field}, or leave the column out"
+                ),
+            )
+            .item(id.clone())
+            .field(field));
+        }
     }
+    if timed {
+        // Sort each item's rows and times together, by annotator.
+        for (v, t) in items.iter_mut().zip(&mut times) {
+            let mut both: Vec<((u32, Annotation), RowTime)> = std::mem::take(v)
+                .into_iter()
+                .zip(t.iter().copied())
+                .collect();
+            both.sort_by_key(|((a, _), _)| *a);
+            (*v, *t) = both.into_iter().unzip();
+        }
+    } else {
+        for v in &mut items {
+            v.sort_by_key(|(a, _)| *a);
+        }
+    }
+    let time_columns = (batch_col.is_some(), at_col.is_some());
     Ok(Annotations {
         path: path.to_path_buf(),
         annotators,
         items,
+        times,
+        batch_names,
+        time_columns,
     })
 }

@@ -19,6 +19,10 @@
 //! The `annotator` column (already allowed in items.csv) names each item's
 //! annotator; an empty cell puts the item in no annotator's series.
 //!
+//! annotations.csv may have the same two columns, by the same rules
+//! ([`crate::io::annotations`]); [`Campaign::place_annotations`] puts each
+//! of its rows in its own batch.
+//!
 //! Bounds: at most [`MAX_BATCHES`] batches (the class-mix tests cost
 //! `batches × classes`); more is refused, naming the field.
 
@@ -29,6 +33,7 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::io::annotations::Annotations;
 use crate::io::manifest::Manifest;
 
 /// The most batches a campaign may have.
@@ -80,6 +85,140 @@ pub struct Campaign {
     /// Per manifest row: its annotator (an index into `annotators`), with
     /// that column; `None` for an empty cell.
     pub annotator_of_row: Option<Vec<Option<u32>>>,
+    /// With a time column in annotations.csv: per item, each annotation
+    /// row's batch, in the order of [`Annotations::items`]
+    /// ([`Campaign::place_annotations`]); `None`: every row is in its
+    /// item's batch.
+    pub of_annotation: Option<Vec<Vec<u32>>>,
+}
+
+impl Campaign {
+    /// The batch of annotation row `k` of item `row` (its position in
+    /// [`Annotations::items`]`[row]`): its own, placed by
+    /// [`Campaign::place_annotations`], else its item's.
+    pub fn annotation_batch(&self, row: usize, k: usize) -> Option<u32> {
+        match &self.of_annotation {
+            Some(v) => v.get(row)?.get(k).copied(),
+            None => self.of_row.get(row).copied(),
+        }
+    }
+
+    /// Place the rows of annotations.csv by their own time columns
+    /// ([`Annotations::times`]):
+    /// - a `batch` cell puts the row in that batch (this needs items.csv's
+    ///   `batch` column: refused, naming the file and the field, when the
+    ///   items are grouped by `annotated_at` windows); a name items.csv
+    ///   does not have is a new batch;
+    /// - without `batch`, an `annotated_at` date puts the row in its
+    ///   window (`day`, `week`) when the items are grouped by windows, a
+    ///   new one if no item falls in it; when they are grouped by `batch`
+    ///   the date cannot name a batch and the row keeps its item's.
+    ///
+    /// Rows' dates count towards their batch's first date, and the batches
+    /// are ordered again as [`load`] orders them (earliest date, then
+    /// first appearance: items.csv's batches before the new ones); at
+    /// most [`MAX_BATCHES`] in all. Without time columns, nothing changes.
+    pub fn place_annotations(&mut self, ann: &Annotations) -> Result<()> {
+        let (has_batch, has_day) = ann.time_columns;
+        if ann.times.is_empty() || !(has_batch || has_day) {
+            return Ok(());
+        }
+        let by_batch = self.grouping == "batch";
+        if has_batch && !by_batch {
+            return Err(Error::input(
+                &ann.path,
+                format!(
+                    "a batch column, but the items are grouped by annotated_at ({} windows: \
+                     items.csv has no batch column): give items.csv a batch column too, or \
+                     leave it out here",
+                    self.grouping
+                ),
+            )
+            .field("batch"));
+        }
+        if !has_batch && by_batch {
+            // Dates alone cannot name a batch: every row keeps its item's.
+            return Ok(());
+        }
+        let week = self.grouping == "week";
+        // Keys of the existing batches: the name, or the window's first day.
+        let mut index: HashMap<String, u32> = HashMap::default();
+        let mut window_index: HashMap<i32, u32> = HashMap::default();
+        for (b, batch) in self.batches.iter().enumerate() {
+            if by_batch {
+                index.insert(batch.name.clone(), b as u32);
+            } else if let Some(d) = batch.first_day {
+                window_index.insert(d, b as u32);
+            }
+        }
+        let mut placed: Vec<Vec<u32>> = Vec::with_capacity(ann.times.len());
+        for (row, times) in ann.times.iter().enumerate() {
+            let mut v = Vec::with_capacity(times.len());
+            for t in times {
+                let next = self.batches.len() as u32;
+                let b = if by_batch {
+                    match t.batch.and_then(|i| ann.batch_names.get(i as usize)) {
+                        Some(name) => {
+                            let b = *index.entry(name.clone()).or_insert(next);
+                            if b == next {
+                                self.batches.push(Batch {
+                                    name: name.clone(),
+                                    first_day: None,
+                                });
+                            }
+                            if let Some(d) = t.day {
+                                let fd = &mut self.batches[b as usize].first_day;
+                                *fd = Some(fd.map_or(d, |x| x.min(d)));
+                            }
+                            b
+                        }
+                        None => self.of_row.get(row).copied().unwrap_or(0),
+                    }
+                } else {
+                    match t.day {
+                        Some(d) => {
+                            let key = if week { d - weekday(d) as i32 } else { d };
+                            let b = *window_index.entry(key).or_insert(next);
+                            if b == next {
+                                self.batches.push(Batch {
+                                    name: format_day(key),
+                                    first_day: Some(key),
+                                });
+                            }
+                            b
+                        }
+                        None => self.of_row.get(row).copied().unwrap_or(0),
+                    }
+                };
+                v.push(b);
+            }
+            placed.push(v);
+        }
+        if self.batches.len() > MAX_BATCHES {
+            return Err(Error::input(
+                &ann.path,
+                format!(
+                    "{} distinct batches with items.csv's, at most {MAX_BATCHES}: group them \
+                     coarser (--drift-window week)",
+                    self.batches.len()
+                ),
+            )
+            .field(if has_batch { "batch" } else { "annotated_at" }));
+        }
+        // Campaign order again: earliest day, then the order so far.
+        let mut order: Vec<usize> = (0..self.batches.len()).collect();
+        order.sort_by_key(|&b| (self.batches[b].first_day.unwrap_or(i32::MIN), b));
+        let mut rank = vec![0u32; order.len()];
+        for (pos, &b) in order.iter().enumerate() {
+            rank[b] = pos as u32;
+        }
+        self.batches = order.iter().map(|&b| self.batches[b].clone()).collect();
+        for b in self.of_row.iter_mut().chain(placed.iter_mut().flatten()) {
+            *b = rank[*b as usize];
+        }
+        self.of_annotation = Some(placed);
+        Ok(())
+    }
 }
 
 /// Read the campaign of `manifest` (read from `path`): `None` when it has
@@ -244,6 +383,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
         of_row,
         annotators,
         annotator_of_row,
+        of_annotation: None,
     }))
 }
 
@@ -474,6 +614,124 @@ mod tests {
         assert!(
             e.contains("item \"a\": annotated_at: line 2: annotated_at \"2026-02-30\"")
                 && e.contains("day 30 is not in 2026-02"),
+            "{e}"
+        );
+    }
+
+    fn annotations(
+        times: Vec<Vec<crate::io::annotations::RowTime>>,
+        names: &[&str],
+    ) -> Annotations {
+        use crate::io::annotations::Annotation;
+        let columns = (
+            times.iter().flatten().any(|t| t.batch.is_some()),
+            times.iter().flatten().any(|t| t.day.is_some()),
+        );
+        Annotations {
+            path: "annotations.csv".into(),
+            annotators: vec!["x".into(), "y".into()],
+            items: times
+                .iter()
+                .map(|v| {
+                    (0..v.len())
+                        .map(|a| (a as u32, Annotation::Label(0)))
+                        .collect()
+                })
+                .collect(),
+            times,
+            batch_names: names.iter().map(|s| s.to_string()).collect(),
+            time_columns: columns,
+        }
+    }
+
+    /// Rows placed by name (a new batch dated before the others comes
+    /// first; a row's date moves its batch's first date) and by window
+    /// (a new week); a batch name against date windows is refused; dates
+    /// alone against named batches leave the rows in their items'.
+    #[test]
+    fn annotation_rows_are_placed_in_their_own_batches() {
+        use crate::io::annotations::RowTime;
+        let p = Path::new("items.csv");
+        let day = |s: &str| parse_day(s).ok();
+        let m = manifest(
+            &["id", "batch", "annotated_at"],
+            &[&["a", "w1", "2026-11-02"], &["b", "w2", "2026-11-09"]],
+        );
+        let mut c = load(p, &m, None).unwrap().unwrap();
+        // a: x in w2, y in new batch w0 (2026-10-01); b: x in w1.
+        let ann = annotations(
+            vec![
+                vec![
+                    RowTime {
+                        batch: Some(1),
+                        day: None,
+                    },
+                    RowTime {
+                        batch: Some(2),
+                        day: day("2026-10-01"),
+                    },
+                ],
+                vec![RowTime {
+                    batch: Some(0),
+                    day: day("2026-11-01"),
+                }],
+            ],
+            &["w1", "w2", "w0"],
+        );
+        c.place_annotations(&ann).unwrap();
+        let names: Vec<&str> = c.batches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["w0", "w1", "w2"]);
+        assert_eq!(c.batches[1].first_day, day("2026-11-01"));
+        assert_eq!(c.of_row, [1, 2]);
+        assert_eq!(c.of_annotation, Some(vec![vec![2, 0], vec![1]]));
+        assert_eq!(
+            (c.annotation_batch(0, 1), c.annotation_batch(1, 0)),
+            (Some(0), Some(1))
+        );
+        // Dates alone against named batches: the items' batches.
+        let mut c = load(p, &m, None).unwrap().unwrap();
+        let dated = annotations(
+            vec![
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-12-25"),
+                }],
+                vec![],
+            ],
+            &[],
+        );
+        c.place_annotations(&dated).unwrap();
+        assert_eq!(c.of_annotation, None);
+        assert_eq!(c.annotation_batch(0, 0), Some(0));
+        // Weeks: a row on 2026-11-12 joins the week of 2026-11-09; one on
+        // 2026-10-28 opens the week of 2026-10-26, first.
+        let m = manifest(
+            &["id", "annotated_at"],
+            &[&["a", "2026-11-02"], &["b", "2026-11-10"]],
+        );
+        let mut c = load(p, &m, Some(Window::Week)).unwrap().unwrap();
+        let weeks = annotations(
+            vec![
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-11-12"),
+                }],
+                vec![RowTime {
+                    batch: None,
+                    day: day("2026-10-28T23:59"),
+                }],
+            ],
+            &[],
+        );
+        c.place_annotations(&weeks).unwrap();
+        let names: Vec<&str> = c.batches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["2026-10-26", "2026-11-02", "2026-11-09"]);
+        assert_eq!(c.of_row, [1, 2]);
+        assert_eq!(c.of_annotation, Some(vec![vec![2], vec![0]]));
+        // A batch name against windows.
+        let e = c.place_annotations(&ann).unwrap_err().to_string();
+        assert!(
+            e.contains("annotations.csv: batch: a batch column, but the items are grouped by annotated_at (week windows"),
             "{e}"
         );
     }

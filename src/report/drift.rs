@@ -1,6 +1,10 @@
 //! The page's drift section (`report.json` `drift`): small multiples, one
 //! panel per annotator and per class, each the share per batch with its
 //! control limit and its alarmed batches marked, then the alarms.
+//! Segmentation: a class's panel is the batch's mean annotated-area bias
+//! on it (signed, about a zero line), with the batches of any `area_bias`
+//! alarm on the class marked; an annotator whose alarm is an area bias
+//! or its mIoU gets that series instead of a check's share.
 //!
 //! Bounded for large campaigns: at most [`MAX_PANELS`] panels of each
 //! kind (alarmed series first, then by their smallest adjusted p-value;
@@ -25,23 +29,59 @@ pub const MAX_ALARM_ROWS: usize = 100;
 const PW: f64 = 180.0;
 const PH: f64 = 64.0;
 
+/// What a panel's values are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scale {
+    /// A share, from 0 (its maximum said in %).
+    Share,
+    /// A value from 0 (an mIoU; its maximum said).
+    Value,
+    /// A signed value about 0 (an area bias; drawn from `−m` to `m`).
+    Signed,
+}
+
 /// One panel: `values[i]` the share at batch position `i` (of `n`),
 /// `limits[i]` its limit, `alarm[i]` whether it alarms.
 fn panel(title: &str, n: usize, points: &[(usize, f64, Option<f64>, bool)]) -> String {
+    panel_scaled(title, n, points, Scale::Share)
+}
+
+/// [`panel`], of values on `scale`.
+fn panel_scaled(
+    title: &str,
+    n: usize,
+    points: &[(usize, f64, Option<f64>, bool)],
+    scale: Scale,
+) -> String {
     let top = points
         .iter()
-        .flat_map(|&(_, v, l, _)| [v, l.unwrap_or(0.0)])
+        .flat_map(|&(_, v, l, _)| [v.abs(), l.unwrap_or(0.0).abs()])
         .fold(0.0f64, f64::max)
         .max(0.01);
     let x = |i: usize| 4.0 + (PW - 8.0) * (i as f64 + 0.5) / n.max(1) as f64;
-    let y = |v: f64| PH - 4.0 - (PH - 20.0) * (v / top).clamp(0.0, 1.0);
+    let y = |v: f64| match scale {
+        Scale::Signed => PH - 4.0 - (PH - 20.0) * (0.5 + 0.5 * v / top).clamp(0.0, 1.0),
+        _ => PH - 4.0 - (PH - 20.0) * (v / top).clamp(0.0, 1.0),
+    };
+    let range = match scale {
+        Scale::Share => format!("max {:.0} %", 100.0 * top),
+        Scale::Value => format!("max {top:.2}"),
+        Scale::Signed => format!("±{top:.2}"),
+    };
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart drift-panel" data-chart="drift-panel" viewBox="0 0 {PW:.0} {PH:.0}" width="{PW:.0}" height="{PH:.0}" role="img" aria-label="{t}"><title>{t}</title><text x="4" y="11" font-size="10">{t} (max {m:.0} %)</text>"#,
+        r#"<svg class="chart drift-panel" data-chart="drift-panel" viewBox="0 0 {PW:.0} {PH:.0}" width="{PW:.0}" height="{PH:.0}" role="img" aria-label="{t}"><title>{t}</title><text x="4" y="11" font-size="10">{t} ({range})</text>"#,
         t = html(title),
-        m = 100.0 * top
     );
+    if scale == Scale::Signed {
+        let _ = write!(
+            s,
+            r#"<line class="drift-zero" x1="4" x2="{:.1}" y1="{y0:.1}" y2="{y0:.1}" stroke="{GREY}" stroke-width="0.5"/>"#,
+            PW - 4.0,
+            y0 = y(0.0)
+        );
+    }
     let line: Vec<String> = points
         .iter()
         .map(|&(i, v, _, _)| format!("{:.1},{:.1}", x(i), y(v)))
@@ -137,10 +177,49 @@ pub fn section(d: &Drift, classes: &[String]) -> String {
             }
         );
         for (name, cells) in by_annotator.iter().take(MAX_PANELS) {
-            let check = d
-                .alarms
-                .iter()
-                .filter(|a| a.annotator.as_deref() == Some(*name))
+            let mine = || {
+                d.alarms
+                    .iter()
+                    .filter(|a| a.annotator.as_deref() == Some(*name))
+            };
+            // Segmentation: its first alarm on an area bias or its mIoU.
+            let seg_alarm = mine().next().and_then(|a| match a.metric.as_str() {
+                "mean:area_bias" => {
+                    let k = classes
+                        .iter()
+                        .position(|c| Some(c.as_str()) == a.class.as_deref())?;
+                    Some((Some(k), format!("area bias, {}", classes[k])))
+                }
+                "mean:miou" => Some((None, "mean mIoU".to_string())),
+                _ => None,
+            });
+            if let Some((class, what)) = seg_alarm {
+                let points: Vec<(usize, f64, Option<f64>, bool)> = cells
+                    .iter()
+                    .filter_map(|c| {
+                        let i = *pos.get(c.batch.as_str())?;
+                        let seg = c.segmentation.as_ref()?;
+                        let v = match class {
+                            Some(k) => (*seg.area_bias.get(k)?)?,
+                            None => seg.mean_miou?,
+                        };
+                        (i >= from).then_some((i - from, v, None, c.alarm))
+                    })
+                    .collect();
+                let scale = if class.is_some() {
+                    Scale::Signed
+                } else {
+                    Scale::Value
+                };
+                s.push_str(&panel_scaled(
+                    &format!("{name}: {what}"),
+                    shown,
+                    &points,
+                    scale,
+                ));
+                continue;
+            }
+            let check = mine()
                 .find_map(|a| {
                     let q = a.metric.split_once(':')?.1;
                     d.checks.iter().find(|c| c.as_str() == q)
@@ -179,14 +258,42 @@ pub fn section(d: &Drift, classes: &[String]) -> String {
         order.sort_by_key(|&k| (!alarmed[k], k));
         let _ = write!(
             s,
-            r#"<h3>Per class</h3><p class="muted">{c} classes{}; alarmed first.</p><div class="drift-grid" style="display:flex;flex-wrap:wrap;gap:6px">"#,
+            r#"<h3>Per class</h3><p class="muted">{c} classes{}; alarmed first.{}</p><div class="drift-grid" style="display:flex;flex-wrap:wrap;gap:6px">"#,
             if c > MAX_PANELS {
                 format!(", the first {MAX_PANELS} shown")
             } else {
                 String::new()
+            },
+            if d.batches.iter().any(|b| b.segmentation.is_some()) {
+                " Segmentation: the batch's mean annotated-area bias (a − p)/(a + p) on the class (a, p its annotated and predicted pixels in an item), about zero; red: an area_bias alarm on the class."
+            } else {
+                ""
             }
         );
-        for &k in order.iter().take(MAX_PANELS) {
+        // Segmentation: the batch's mean area bias on the class.
+        let seg = d.batches.iter().any(|b| b.segmentation.is_some());
+        for &k in order.iter().take(MAX_PANELS).filter(|_| seg) {
+            let points: Vec<(usize, f64, Option<f64>, bool)> = d.batches[from..]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let v = (*b.segmentation.as_ref()?.area_bias.get(k)?)?;
+                    let alarm = d.alarms.iter().any(|a| {
+                        a.batch == b.batch
+                            && a.metric == "mean:area_bias"
+                            && a.class.as_deref() == Some(classes[k].as_str())
+                    });
+                    Some((i, v, None, alarm))
+                })
+                .collect();
+            s.push_str(&panel_scaled(
+                &format!("{}: area bias", classes[k]),
+                shown,
+                &points,
+                Scale::Signed,
+            ));
+        }
+        for &k in order.iter().take(MAX_PANELS).filter(|_| !seg) {
             let points: Vec<(usize, f64, Option<f64>, bool)> = d.batches[from..]
                 .iter()
                 .enumerate()
@@ -246,7 +353,7 @@ pub fn section(d: &Drift, classes: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{DriftAlarm, DriftBatch, DriftKind};
+    use crate::schema::{DriftAlarm, DriftBatch, DriftKind, DriftSeg};
     use indexmap::IndexMap;
 
     /// 60 annotators × 120 batches, a hostile name: 50 annotator panels, the
@@ -272,6 +379,7 @@ mod tests {
                 chi_square_p: None,
                 psi: None,
                 alarm: false,
+                segmentation: None,
             })
             .collect();
         let mut annotators = Vec::new();
@@ -293,6 +401,7 @@ mod tests {
                     agreement_with_consensus: None,
                     q: Some(0.5),
                     alarm: a == 7 && b == 110,
+                    segmentation: None,
                 });
             }
         }
@@ -330,5 +439,103 @@ mod tests {
         // The alarmed annotator comes first.
         let first = page.find("drift-panel").unwrap();
         assert!(page[first..].find("&lt;b&gt;x").unwrap() < 600);
+    }
+
+    /// Segmentation: 2 annotators × 4 batches, a1's bias on "cell" jumps at
+    /// b2 (an `area_bias` alarm): a1's panel draws its area bias on cell
+    /// about a zero line, each class's panel the batch's bias, the cell
+    /// panel marks b2 and the alarm is listed.
+    #[test]
+    fn segmentation_panels_draw_the_area_bias() {
+        let classes: Vec<String> = vec!["background".into(), "cell".into()];
+        let seg = |bias: f64| {
+            Some(DriftSeg {
+                mean_miou: Some(0.8),
+                mean_boundary_iou: Some(0.6),
+                area_bias: vec![Some(-bias / 4.0), Some(bias)],
+            })
+        };
+        let batches: Vec<DriftBatch> = (0..4)
+            .map(|b| DriftBatch {
+                batch: format!("b{b}"),
+                first_date: None,
+                items: 40,
+                flagged: IndexMap::new(),
+                limits: IndexMap::new(),
+                mean_label_quality: None,
+                mean_confidence: None,
+                alpha: None,
+                annotations: 0,
+                agreement_with_consensus: None,
+                class_share: vec![0.0, 0.0],
+                class_limit: vec![None, None],
+                chi_square: None,
+                chi_square_df: None,
+                chi_square_p: None,
+                psi: None,
+                alarm: false,
+                segmentation: seg(if b >= 2 { 0.2 } else { 0.0 }),
+            })
+            .collect();
+        let mut annotators = Vec::new();
+        for a in 0..2 {
+            for b in 0..4 {
+                let jump = a == 1 && b >= 2;
+                annotators.push(DriftCell {
+                    annotator: format!("a{a}"),
+                    batch: format!("b{b}"),
+                    items: 20,
+                    flagged: [("boundary_disagreement".into(), 0.1)]
+                        .into_iter()
+                        .collect(),
+                    limits: IndexMap::new(),
+                    mean_label_quality: None,
+                    annotations: 0,
+                    agreement_with_consensus: None,
+                    q: Some(if jump { 1e-6 } else { 0.5 }),
+                    alarm: jump,
+                    segmentation: seg(if jump { 0.4 } else { 0.0 }),
+                });
+            }
+        }
+        let d = Drift {
+            grouping: "batch".into(),
+            method: String::new(),
+            fdr: 0.01,
+            tests: 10,
+            families: 5,
+            families_alarmed: 1,
+            checks: vec!["boundary_disagreement".into()],
+            batches,
+            annotators,
+            alarms: vec![DriftAlarm {
+                kind: DriftKind::AreaBias,
+                annotator: Some("a1".into()),
+                class: Some("cell".into()),
+                batch: "b2".into(),
+                metric: "mean:area_bias".into(),
+                value: 0.4,
+                baseline: Some(0.0),
+                limit: Some(0.1),
+                p: 1e-7,
+            }],
+        };
+        let page = section(&d, &classes);
+        // 2 annotator panels, 2 class panels.
+        assert_eq!(page.matches("data-chart=\"drift-panel\"").count(), 4);
+        assert!(page.contains("a1: area bias, cell (±0.40)"), "{page}");
+        assert!(page.contains("a0: boundary_disagreement (max 10 %)"));
+        assert!(page.contains("cell: area bias (±0.20)"));
+        assert!(page.contains("background: area bias"));
+        assert_eq!(page.matches("class=\"drift-zero\"").count(), 3);
+        // a1's b2 and b3 cells alarm; the cell panel marks b2 (the alarm's batch).
+        assert_eq!(page.matches("class=\"drift-alarm\"").count(), 3);
+        assert!(page.contains(
+            "<td>area_bias</td><td>a1</td><td>cell</td><td>b2</td><td>mean:area_bias</td>"
+        ));
+        // The alarmed class comes first.
+        assert!(
+            page.find("cell: area bias").unwrap() < page.find("background: area bias").unwrap()
+        );
     }
 }

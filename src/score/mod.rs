@@ -1053,5 +1053,15 @@ pub fn seg_item_scores(st: &SegItemStats) -> (ItemScores, SegFacts) {
     ] {
         scores.set(score, v);
     }
-    (scores, SegFacts { worst_class })
+    let areas = (0..c)
+        .map(|k| {
+            (
+                k as u32,
+                st.confusion.label_count(k),
+                st.confusion.pred_count(k),
+            )
+        })
+        .filter(|&(_, a, p)| a + p > 0)
+        .collect();
+    (scores, SegFacts { worst_class, areas })
 }

@@ -355,3 +355,331 @@ fn chi_square_and_fisher_p_values_match_scipy() {
     let p = want["fisher"][0].as_f64().unwrap();
     assert!(rel(alarm.p, p), "triage {} vs scipy {p}", alarm.p);
 }
+
+const SEG_CLASSES: usize = 3;
+const SEG_SIDE: usize = 16;
+
+/// A segmentation campaign: 3 annotators × 8 batches (`batch` w1..w8,
+/// `annotated_at` 2026-11-01 + b) × 32 items of 16 × 16 pixels, classes
+/// background, cell, vessel. Each item holds a cell square (side 5 to 7)
+/// in its left half and a vessel square (side 4 to 6) in its right half;
+/// the model predicts those squares (0.8 on the class, 0.1 on each other).
+/// The annotation moves each edge of each square by −1, 0 or +1 pixel
+/// (1/4, 1/2, 1/4); with `thicken = Some((a, b))`, annotator `a`'s cell
+/// squares from batch `b` on are also dilated by 2 pixels into the
+/// background.
+fn seg_campaign(dir: &Path, seed: u64, thicken: Option<(usize, usize)>) {
+    let mut rng = Rng(seed);
+    let (h, w, c) = (SEG_SIDE, SEG_SIDE, SEG_CLASSES);
+    std::fs::write(
+        dir.join("triage.toml"),
+        "task = \"segmentation\"\nclasses = [\"background\", \"cell\", \"vessel\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
+    )
+    .unwrap();
+    let mut csv = String::from("id,mask,annotator,batch,annotated_at\n");
+    let mut probs: Vec<f32> = Vec::new();
+    let mut n = 0;
+    let pick = |lo: usize, hi: usize, r: &mut Rng| {
+        lo + (r.next() * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
+    };
+    for b in 0..8 {
+        for a in 0..3 {
+            for _ in 0..32 {
+                // (class, x0, y0, side): the true squares.
+                let s1 = pick(5, 7, &mut rng);
+                let s2 = pick(4, 6, &mut rng);
+                let squares = [
+                    (
+                        1u8,
+                        pick(1, 8 - s1, &mut rng),
+                        pick(1, h - 1 - s1, &mut rng),
+                        s1,
+                    ),
+                    (
+                        2u8,
+                        pick(9, w - 1 - s2, &mut rng),
+                        pick(1, h - 1 - s2, &mut rng),
+                        s2,
+                    ),
+                ];
+                let mut truth = vec![0u8; h * w];
+                let mut mask = vec![0u8; h * w];
+                for &(k, x0, y0, s) in &squares {
+                    for y in y0..y0 + s {
+                        for x in x0..x0 + s {
+                            truth[y * w + x] = k;
+                        }
+                    }
+                    let jitter = |r: &mut Rng| match r.next() {
+                        u if u < 0.25 => -1i64,
+                        u if u < 0.75 => 0,
+                        _ => 1,
+                    };
+                    let (x0, y0, s) = (x0 as i64, y0 as i64, s as i64);
+                    let (xa, xb) = (x0 + jitter(&mut rng), x0 + s + jitter(&mut rng));
+                    let (ya, yb) = (y0 + jitter(&mut rng), y0 + s + jitter(&mut rng));
+                    for y in ya.max(0)..yb.min(h as i64) {
+                        for x in xa.max(0)..xb.min(w as i64) {
+                            mask[y as usize * w + x as usize] = k;
+                        }
+                    }
+                }
+                if thicken.is_some_and(|(ta, tb)| a == ta && b >= tb) {
+                    for _ in 0..2 {
+                        let before = mask.clone();
+                        for y in 0..h {
+                            for x in 0..w {
+                                if before[y * w + x] != 0 {
+                                    continue;
+                                }
+                                let near = [(0i64, -1i64), (0, 1), (-1, 0), (1, 0)].iter().any(
+                                    |&(dy, dx)| {
+                                        let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                                        (0..h as i64).contains(&yy)
+                                            && (0..w as i64).contains(&xx)
+                                            && before[yy as usize * w + xx as usize] == 1
+                                    },
+                                );
+                                if near {
+                                    mask[y * w + x] = 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                let rel = format!("masks/s{n}.png");
+                write_mask(&dir.join(&rel), h, w, &mask);
+                csv.push_str(&format!(
+                    "s{n},{rel},a{a},w{},2026-11-{:02}\n",
+                    b + 1,
+                    b + 1
+                ));
+                for k in 0..c {
+                    for &t in &truth {
+                        probs.push(if t as usize == k { 0.8 } else { 0.1 });
+                    }
+                }
+                n += 1;
+            }
+        }
+    }
+    std::fs::write(dir.join("items.csv"), csv).unwrap();
+    write_f32(&dir.join("probs.npy"), &[n, c, h, w], &probs);
+}
+
+/// Annotator a1's cell masks are dilated by 2 pixels from batch w5: an
+/// `area_bias` alarm names a1 and class cell at w5 or w6. Allowed beside
+/// it, all a1's doing: a1's background area bias (the dilation takes
+/// background pixels), a1's `annotator` alarms (its mIoU, its flagged
+/// shares), and the dataset's `quality` alarms. No other annotator, no
+/// vessel alarm. The report's batch and cell rows carry the segmentation
+/// figures, and the page lists the alarm.
+#[test]
+fn a_thickening_segmentation_annotator_is_alarmed_on_its_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    seg_campaign(d, 77, Some((1, 4)));
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().expect("a drift section");
+    assert_eq!(drift.batches.len(), 8);
+    use triage::schema::DriftKind;
+    let first = drift
+        .alarms
+        .iter()
+        .filter(|a| {
+            a.kind == DriftKind::AreaBias
+                && a.annotator.as_deref() == Some("a1")
+                && a.class.as_deref() == Some("cell")
+        })
+        .map(|a| a.batch.as_str())
+        .min();
+    assert!(
+        matches!(first, Some("w5" | "w6")),
+        "first cell alarm {first:?}: {:?}",
+        drift.alarms
+    );
+    for a in &drift.alarms {
+        match a.kind {
+            DriftKind::AreaBias => {
+                assert_eq!(a.annotator.as_deref(), Some("a1"), "{a:?}");
+                assert!(
+                    matches!(a.class.as_deref(), Some("cell" | "background")),
+                    "{a:?}"
+                );
+                assert_eq!(a.metric, "mean:area_bias");
+                assert!(a.batch.as_str() >= "w5", "{a:?}");
+            }
+            DriftKind::Annotator => assert_eq!(a.annotator.as_deref(), Some("a1"), "{a:?}"),
+            DriftKind::Quality => assert!(a.batch.as_str() >= "w5", "{a:?}"),
+            DriftKind::ClassShare => panic!("a stray alarm: {a:?}"),
+        }
+    }
+    // The cell alarm's value: a1's mean bias on cell in that batch.
+    let alarm = drift
+        .alarms
+        .iter()
+        .find(|a| a.kind == DriftKind::AreaBias && a.class.as_deref() == Some("cell"))
+        .unwrap();
+    let cell = drift
+        .annotators
+        .iter()
+        .find(|c| c.annotator == "a1" && c.batch == alarm.batch)
+        .unwrap();
+    let seg = cell.segmentation.as_ref().expect("segmentation figures");
+    assert_eq!(seg.area_bias.len(), SEG_CLASSES);
+    assert!((seg.area_bias[1].unwrap() - alarm.value).abs() < 1e-12);
+    assert!(
+        alarm.value > 0.3 && alarm.baseline.unwrap().abs() < 0.1,
+        "{alarm:?}"
+    );
+    assert!(alarm.value > alarm.limit.unwrap());
+    // Another annotator's cell in that batch: a bias near 0, mIoU higher.
+    let other = drift
+        .annotators
+        .iter()
+        .find(|c| c.annotator == "a0" && c.batch == alarm.batch)
+        .and_then(|c| c.segmentation.as_ref())
+        .unwrap();
+    assert!(other.area_bias[1].unwrap().abs() < 0.1, "{other:?}");
+    assert!(other.mean_miou.unwrap() > seg.mean_miou.unwrap());
+    assert!(
+        drift.batches[0]
+            .segmentation
+            .as_ref()
+            .unwrap()
+            .mean_boundary_iou
+            .is_some()
+    );
+    // The page lists it.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("area_bias") && page.contains("mean:area_bias"));
+}
+
+/// The same campaign without the dilation: no alarm at all.
+#[test]
+fn a_segmentation_campaign_without_drift_raises_no_alarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    seg_campaign(d, 77, None);
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().expect("a drift section");
+    assert!(drift.tests > 100, "{}", drift.tests);
+    assert!(drift.alarms.is_empty(), "{:?}", drift.alarms);
+    let seg = drift.annotators[0].segmentation.as_ref().unwrap();
+    assert!(seg.area_bias.iter().all(Option::is_some), "{seg:?}");
+}
+
+/// `small`, with annotations.csv (`annotations` its text) and items.csv
+/// in batch w1.
+fn small_annotated(dir: &Path, annotations: &str) {
+    small(
+        dir,
+        "id,label,batch,annotated_at\na,cat,w1,2026-11-02\nb,dog,w1,2026-11-02\nc,cat,w1,2026-11-02\n",
+    );
+    let mut toml = std::fs::read_to_string(dir.join("triage.toml")).unwrap();
+    toml.push_str("annotations = \"annotations.csv\"\n");
+    std::fs::write(dir.join("triage.toml"), toml).unwrap();
+    std::fs::write(dir.join("annotations.csv"), annotations).unwrap();
+}
+
+/// annotations.csv's time columns by items.csv's rules: a batch in only
+/// some rows, or a date that does not parse, exits 2 naming the file, the
+/// line, the item and the field; a batch column while the items are
+/// grouped by date windows is refused too.
+#[test]
+fn bad_time_columns_in_annotations_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_annotated(
+        d,
+        "id,annotator,label,batch\na,x,cat,w1\nb,x,dog,\nc,x,cat,w2\n",
+    );
+    refused(
+        d,
+        &[],
+        &["annotations.csv: item \"b\": batch: line 3: empty batch, while line 2 has one"],
+    );
+    small_annotated(
+        d,
+        "id,annotator,label,annotated_at\na,x,cat,2026-11-01\nb,y,dog,2026-02-30T10:00\n",
+    );
+    refused(
+        d,
+        &[],
+        &[
+            "annotations.csv: item \"b\": annotated_at: line 3: annotated_at \"2026-02-30T10:00\" is not an ISO date",
+            "day 30 is not in 2026-02",
+        ],
+    );
+    // Items grouped by day, annotations by batch name.
+    small(
+        d,
+        "id,label,annotated_at\na,cat,2026-11-01\nb,dog,2026-11-01\nc,cat,2026-11-02\n",
+    );
+    let mut toml = std::fs::read_to_string(d.join("triage.toml")).unwrap();
+    toml.push_str("annotations = \"annotations.csv\"\n");
+    std::fs::write(d.join("triage.toml"), toml).unwrap();
+    std::fs::write(
+        d.join("annotations.csv"),
+        "id,annotator,label,batch\na,x,cat,w1\n",
+    )
+    .unwrap();
+    refused(
+        d,
+        &[],
+        &[
+            "annotations.csv: batch: a batch column, but the items are grouped by annotated_at (day windows",
+        ],
+    );
+}
+
+/// An annotation row's own batch places it: x's label of item b, in
+/// batch w0 (dated before the items' w1, so first; its row comes after
+/// z's and y's, so the rows' times are sorted with them), is counted in
+/// x × w0;
+/// its other rows in w1 (their items'). Labels (x, y, z): a (cat, cat,
+/// cat), b (dog, cat, cat), c (cat, dog, dog): x's leave-one-out
+/// consensus is cat, cat, dog, so (x, w1) agrees 1 of 2 (a yes, c no),
+/// (x, w0) 0 of 1; y's and z's consensus on b and c ties (left out).
+#[test]
+fn an_annotation_row_is_placed_in_its_own_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_annotated(
+        d,
+        "id,annotator,label,batch,annotated_at\n\
+         a,x,cat,w1,2026-11-02\na,y,cat,w1,2026-11-02\na,z,cat,w1,2026-11-03\n\
+         b,z,cat,w1,2026-11-02\nb,y,cat,w1,2026-11-02\nb,x,dog,w0,2026-10-30T09:00Z\n\
+         c,x,cat,w1,2026-11-02\nc,y,dog,w1,2026-11-02\nc,z,dog,w1,2026-11-02\n",
+    );
+    let out = d.join("out");
+    run_ok(d, &out, &["--backend", "cpu"]);
+    let r = read_report_typed(&out);
+    let drift = r.drift.as_ref().expect("a drift section");
+    let names: Vec<&str> = drift.batches.iter().map(|b| b.batch.as_str()).collect();
+    assert_eq!(names, ["w0", "w1"]);
+    assert_eq!(drift.batches[0].first_date.as_deref(), Some("2026-10-30"));
+    assert_eq!((drift.batches[0].items, drift.batches[1].items), (0, 3));
+    let cell = |who: &str, b: &str| {
+        drift
+            .annotators
+            .iter()
+            .find(|c| c.annotator == who && c.batch == b)
+            .map(|c| (c.annotations, c.agreement_with_consensus))
+    };
+    assert_eq!(cell("x", "w0"), Some((1, Some(0.0))));
+    assert_eq!(cell("x", "w1"), Some((2, Some(0.5))));
+    assert_eq!(cell("y", "w1"), Some((1, Some(1.0))));
+    assert_eq!(cell("y", "w0"), None);
+    assert_eq!(
+        (
+            drift.batches[1].annotations,
+            drift.batches[1].agreement_with_consensus
+        ),
+        (4, Some(0.75))
+    );
+}

@@ -32,7 +32,10 @@ fn read_labels(p: &Path) -> Vec<u16> {
     assert_eq!(&b[..6], b"\x93NUMPY");
     let header = u16::from_le_bytes([b[8], b[9]]) as usize;
     let text = std::str::from_utf8(&b[10..10 + header]).unwrap();
-    assert!(text.contains("'<u2'") && text.contains(&format!("({N},)")), "{text}");
+    assert!(
+        text.contains("'<u2'") && text.contains(&format!("({N},)")),
+        "{text}"
+    );
     b[10 + header..]
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -120,13 +123,23 @@ fn the_real_cifar10_campaign_raises_no_alarm_and_a_randomised_annotator_is_caugh
         .iter()
         .filter(|a| a.kind == DriftKind::Annotator)
         .map(|a| {
-            assert_eq!(a.annotator.as_deref(), Some("a3"), "a stray annotator alarm: {a:?}");
+            assert_eq!(
+                a.annotator.as_deref(),
+                Some("a3"),
+                "a stray annotator alarm: {a:?}"
+            );
             a.batch.clone()
         })
         .min()
         .expect("no annotator alarm for the randomised annotator");
-    let want = [format!("b{FROM_BATCH:02}"), format!("b{:02}", FROM_BATCH + 1)];
-    assert!(want.contains(&first), "first a3 alarm at {first}, not {want:?}");
+    let want = [
+        format!("b{FROM_BATCH:02}"),
+        format!("b{:02}", FROM_BATCH + 1),
+    ];
+    assert!(
+        want.contains(&first),
+        "first a3 alarm at {first}, not {want:?}"
+    );
     // A dataset-level `quality` alarm is allowed (a3 really lowers the
     // batch's quality, from batch 12 on); a class alarm is not: random labels
     // keep the balanced class mix.
