@@ -13,7 +13,7 @@ the label wrong on 3 % of items), seeded. Standard library only.
 
 Usage: python3 benches/drift.py [--bin target/release/triage] [--items 1000000]
        [--annotators 200] [--batches 365] [--classes 10] [--reps 3]
-       [--work /tmp/triage-drift] [--json out.json]
+       [--work /tmp/triage-drift] [--out-root /dev/shm] [--json out.json]
 """
 
 import argparse
@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--work", default="/tmp/triage-drift")
+    ap.add_argument("--out-root", help="where the runs write (default --work); a tmpfs such as "
+                    "/dev/shm takes the disk's noise out of the comparison")
     ap.add_argument("--json")
     a = ap.parse_args()
     t = time.perf_counter()
@@ -108,7 +110,7 @@ def main():
     drift = None
     for _ in range(a.reps):
         for key, d in (("without", without), ("with", with_batch)):
-            w, c, q, dr = run(a.bin, d, os.path.join(a.work, "out-" + key))
+            w, c, q, dr = run(a.bin, d, os.path.join(a.out_root or a.work, "out-" + key))
             walls[key].append(w)
             cpus[key].append(c)
             queue[key].append(q)
@@ -132,6 +134,12 @@ def main():
         # make single walls vary by a second or more on a shared disk).
         "wall_min_s": {k: min(v) for k, v in walls.items()},
         "overhead_min": min(walls["with"]) / min(walls["without"]) - 1.0,
+        # Each rep's two runs are adjacent, so share the machine's state:
+        # the median of their ratios is the steadiest figure here.
+        "overhead_pairs": statistics.median(
+            w / o for w, o in zip(walls["with"], walls["without"])) - 1.0,
+        "cpu_overhead_pairs": statistics.median(
+            w / o for w, o in zip(cpus["with"], cpus["without"])) - 1.0,
         "tests": drift["tests"] if drift else None,
         "families": drift["families"] if drift else None,
         "alarms": len(drift["alarms"]) if drift else None,

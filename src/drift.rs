@@ -1439,7 +1439,7 @@ pub fn analyse_with(
              batches (at least {MIN_BASELINE} items): exact conditional p-chart (Fisher's exact \
              test, one-sided) on each check's flagged share and on the share of labels against \
              the consensus, one-sided CUSUM (k = {CUSUM_K}) on the p-chart's z-scores, Welch's \
-             z-test on the mean label quality (one-sided) and, segmentation, on the mean mIoU \
+             t-test on the mean label quality (one-sided) and, segmentation, on the mean mIoU \
              against the model (one-sided) and each class's mean annotated-area bias \
              (a - p)/(a + p) (two-sided; at least {MIN_MEAN_ITEMS} items a side), per-class \
              p-chart and chi-square test of the class mix; false alarms controlled by two-level Benjamini-Hochberg at {} % (Benjamini and \
