@@ -266,3 +266,20 @@ def test_private_output_dir_lives_as_long_as_the_result(cifar, tmp_path):
     del res
     gc.collect()
     assert not root.exists(), "the private directory outlived its Result"
+
+
+def test_history_keyword_lists_the_earlier_nights(cifar, tmp_path):
+    """``history=`` is ``--history``: the earlier run's figures, then this run's."""
+    nights = tmp_path / "nights"
+    first = triage.run(cifar, out=nights / "2026-12-01", backend="cpu")
+    res = triage.run(cifar, backend="cpu", history=nights)
+    hist = res.report["history"]
+    assert len(hist) == 2
+    r = first.report
+    labelled = r["n_items"] - r["selection"]["unlabelled"] if r.get("selection") else r["n_items"]
+    assert hist[0]["flagged_share"] == pytest.approx(r["queue"]["flagged"] / labelled)
+    assert hist[0]["items"] == r["n_items"]
+    # Tonight last, at this run's start.
+    assert hist[1]["at"] == res.report["started_at"]
+    with pytest.raises(triage.TriageError, match="no-such-dir"):
+        triage.run(cifar, backend="cpu", history=tmp_path / "no-such-dir")
