@@ -9,7 +9,11 @@
 //!
 //! It builds the extension into that venv with `maturin develop` (into
 //! `target/python`, a target directory of its own, so it never waits on the
-//! lock of the `cargo test` running it), then runs
+//! lock of the `cargo test` running it) — unless `TRIAGE_PYTHON_PREBUILT=1`
+//! says the caller installed it from this tree already (`.ci/run` does, with
+//! `maturin develop --release` into `target/` before `cargo test`, sharing
+//! the release build's dependencies instead of building them all again in
+//! the dev profile) — then runs
 //! `python -m pytest python/tests -q` with `TRIAGE_BIN` set to this build's
 //! `triage` binary. Any pytest failure fails this test.
 
@@ -66,17 +70,16 @@ fn python_package_tests() {
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))
     .expect("PATH entries join");
-    let status = Command::new(&py)
-        .args(["-m", "maturin", "develop", "-q", "-m"])
-        .arg(root.join("python/Cargo.toml"))
-        .current_dir(root)
-        .env("CARGO_TARGET_DIR", root.join("target/python"))
-        .env("VIRTUAL_ENV", &venv)
-        .env("PYO3_PYTHON", &py)
-        .env("PATH", &path)
-        .status()
-        .expect("maturin runs");
-    assert!(status.success(), "maturin develop failed ({status})");
+    let prebuilt = std::env::var("TRIAGE_PYTHON_PREBUILT").as_deref() == Ok("1");
+    let status = if prebuilt {
+        eprintln!("TRIAGE_PYTHON_PREBUILT=1: the extension installed by the caller is tested");
+        None
+    } else {
+        Some(build(&py, root, &venv, &path))
+    };
+    if let Some(status) = status {
+        assert!(status.success(), "maturin develop failed ({status})");
+    }
     let status = Command::new(&py)
         .args(["-m", "pytest", "python/tests", "-q", "-rs"])
         .current_dir(root)
@@ -86,4 +89,19 @@ fn python_package_tests() {
         .status()
         .expect("pytest runs");
     assert!(status.success(), "the Python tests failed ({status})");
+}
+
+/// `maturin develop` of the extension into the venv `venv`, in the dev
+/// profile, in `target/python`.
+fn build(py: &Path, root: &Path, venv: &Path, path: &std::ffi::OsStr) -> std::process::ExitStatus {
+    Command::new(py)
+        .args(["-m", "maturin", "develop", "-q", "-m"])
+        .arg(root.join("python/Cargo.toml"))
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", root.join("target/python"))
+        .env("VIRTUAL_ENV", venv)
+        .env("PYO3_PYTHON", py)
+        .env("PATH", path)
+        .status()
+        .expect("maturin runs")
 }
