@@ -779,20 +779,6 @@ pub fn analyse(
     items: &[ItemFact<'_>],
     annotations: Option<&Annotations>,
 ) -> Analysis {
-    analyse_with(campaign, classes, checks, items, annotations, true)
-}
-
-/// [`analyse`]; with `rows` false, the section's `batches`, `annotators`
-/// and `alarms` are left empty (the verdicts alone, for the check's
-/// scores).
-pub fn analyse_with(
-    campaign: &Campaign,
-    classes: &[String],
-    checks: &[&str],
-    items: &[ItemFact<'_>],
-    annotations: Option<&Annotations>,
-    rows: bool,
-) -> Analysis {
     let q_checks = checks.len().min(64);
     let n_batches = campaign.batches.len();
     let c = classes.len();
@@ -1162,7 +1148,7 @@ pub fn analyse_with(
     // p-chart limits per (series, batch, check).
     let mut limits: HashMap<(u32, u32, usize), f64> = HashMap::default();
     let mut class_limits: HashMap<(u32, u32), f64> = HashMap::default();
-    for (i, t) in tests.iter().enumerate().filter(|_| rows) {
+    for (i, t) in tests.iter().enumerate() {
         match (t.stat, t.quantity) {
             (Stat::PChart, Quantity::Check(j)) => {
                 if let Some(l) = limit_of(i) {
@@ -1266,24 +1252,6 @@ pub fn analyse_with(
         verdicts.insert(key, Verdict { q: q[i], reason });
     }
 
-    if !rows {
-        return Analysis {
-            section: Drift {
-                grouping: campaign.grouping.clone(),
-                method: String::new(),
-                fdr: FDR,
-                tests: tests.len(),
-                families: fam_index.len(),
-                families_alarmed: levels.selected,
-                checks: Vec::new(),
-                batches: Vec::new(),
-                annotators: Vec::new(),
-                alarms: Vec::new(),
-            },
-            verdicts,
-            by_annotator: campaign.annotator_of_row.is_some(),
-        };
-    }
     // Alarms: runs of consecutive alarmed positions per series and metric.
     type Key = (DriftKind, u32, Option<u32>, Quantity);
     let mut runs: IndexMap<Key, Vec<(u32, usize)>> = IndexMap::new();
@@ -1503,18 +1471,8 @@ fn limit(t: &Test, cutoff: f64) -> Option<f64> {
         Stat::Mean => {
             let (se, nu) = (f64::from_bits(t.aux.0), f64::from_bits(t.aux.1));
             // The t with `P(T ≥ t) = tail`.
-            let t_at = |tail: f64| {
-                let mut hi = 64.0;
-                while student_t_sf(hi, nu) > tail {
-                    hi *= 2.0;
-                    if hi > 1e12 {
-                        return None;
-                    }
-                }
-                Some(smallest_alarming(0.0, hi, 60, |x| {
-                    student_t_sf(x, nu) <= tail
-                }))
-            };
+            let t_at =
+                |tail: f64| smallest_alarming_from(64.0, 60, |x| student_t_sf(x, nu) <= tail);
             let m0 = t.baseline?;
             Some(match t.quantity {
                 // Two-sided, on the side of the value.
@@ -1525,18 +1483,24 @@ fn limit(t: &Test, cutoff: f64) -> Option<f64> {
         }
         Stat::ChiSquare => {
             let df = t.aux.0 as usize;
-            let mut hi = 1e3 + 100.0 * df as f64;
-            while chi_square_sf(hi, df) > cutoff {
-                hi *= 2.0;
-                if hi > 1e12 {
-                    return None;
-                }
-            }
-            Some(smallest_alarming(0.0, hi, 100, |x| {
+            smallest_alarming_from(1e3 + 100.0 * df as f64, 100, |x| {
                 chi_square_sf(x, df) <= cutoff
-            }))
+            })
         }
     }
+}
+
+/// [`smallest_alarming`] over `[0, hi]`, `hi` doubled from `start` until
+/// `alarms(hi)` holds; `None` when it does not by 1e12.
+fn smallest_alarming_from(start: f64, steps: u32, alarms: impl Fn(f64) -> bool) -> Option<f64> {
+    let mut hi = start;
+    while !alarms(hi) {
+        hi *= 2.0;
+        if hi > 1e12 {
+            return None;
+        }
+    }
+    Some(smallest_alarming(0.0, hi, steps, alarms))
 }
 
 /// Bisection of `[lo, hi]` (`alarms(hi)` true, `alarms` monotone) in

@@ -17,7 +17,7 @@
 
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
-use crate::drift::{ALARM_SCORE, Analysis, FDR, ItemFact, analyse_with};
+use crate::drift::{ALARM_SCORE, Analysis, FDR, ItemFact, analyse};
 use crate::schema::{CheckDetails, DriftSummary};
 use crate::scores::Score;
 
@@ -34,9 +34,9 @@ pub struct Drift {
     memo: std::sync::Mutex<Option<Analysis>>,
 }
 
-/// The drift analysis of `inputs` (`None` without a campaign); `rows`:
-/// with the section's rows ([`crate::drift::analyse_with`]).
-pub fn analysis(inputs: &Inputs<'_>, rows: bool) -> Option<Analysis> {
+/// The drift analysis of `inputs` ([`crate::drift::analyse`]; `None`
+/// without a campaign).
+pub fn analysis(inputs: &Inputs<'_>) -> Option<Analysis> {
     let campaign = inputs.campaign?;
     let followed: Vec<&super::CheckRun> = inputs
         .earlier
@@ -69,13 +69,12 @@ pub fn analysis(inputs: &Inputs<'_>, rows: bool) -> Option<Analysis> {
             }
         })
         .collect();
-    Some(analyse_with(
+    Some(analyse(
         campaign,
         &inputs.cfg.class_names,
         &names,
         &facts,
         inputs.annotations,
-        rows,
     ))
 }
 
@@ -95,7 +94,7 @@ impl Check for Drift {
             .because("the cell changed against its earlier batches, at a 1 % false discovery rate")
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        let (Some(a), Some(campaign)) = (analysis(inputs, true), inputs.campaign) else {
+        let (Some(a), Some(campaign)) = (analysis(inputs), inputs.campaign) else {
             return vec![None; inputs.items.len()];
         };
         let scores = inputs
@@ -110,8 +109,7 @@ impl Check for Drift {
     }
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
         let memo = self.memo.lock().ok().and_then(|mut m| m.take());
-        let (Some(a), Some(campaign)) = (memo.or_else(|| analysis(inputs, true)), inputs.campaign)
-        else {
+        let (Some(a), Some(campaign)) = (memo.or_else(|| analysis(inputs)), inputs.campaign) else {
             return Explained::default();
         };
         let mut reasons = Vec::new();

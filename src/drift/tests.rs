@@ -147,17 +147,15 @@ fn cusum_bound_by_hand() {
 // ---------------------------------------------------------------------------
 // Simulated campaigns (counts, no files).
 
-/// A seeded stream (SplitMix64).
-struct Rng(u64);
+/// A seeded stream of uniform `f64` in [0, 1) (ChaCha8, as `synth` uses).
+struct Rng(rand_chacha::ChaCha8Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        rand::Rng::random(&mut self.0)
     }
 }
 
@@ -172,7 +170,7 @@ fn campaign(
     rate: impl Fn(usize, usize) -> f64,
     mix: impl Fn(usize) -> Vec<f64>,
 ) -> (Campaign, Vec<ItemFact<'static>>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut of_row = Vec::new();
     let mut who = Vec::new();
     let mut items = Vec::new();
@@ -206,7 +204,19 @@ fn campaign(
             }
         }
     }
-    let c = Campaign {
+    let c = batch_campaign(batches, annotators, of_row, who);
+    (c, items)
+}
+
+/// A campaign of `batches` batches named `b000`, `b001`, … and `annotators`
+/// annotators `a0`, `a1`, …; `of_row` and `who` as in [`Campaign`].
+fn batch_campaign(
+    batches: usize,
+    annotators: usize,
+    of_row: Vec<u32>,
+    who: Vec<Option<u32>>,
+) -> Campaign {
+    Campaign {
         grouping: "batch".into(),
         batches: (0..batches)
             .map(|b| crate::io::campaign::Batch {
@@ -218,8 +228,7 @@ fn campaign(
         annotators: (0..annotators).map(|a| format!("a{a}")).collect(),
         annotator_of_row: Some(who),
         of_annotation: None,
-    };
-    (c, items)
+    }
 }
 
 fn classes(c: usize) -> Vec<String> {
@@ -567,7 +576,7 @@ fn seg_campaign(
     from: usize,
     grow: f64,
 ) -> (Campaign, Vec<Vec<(u32, u64, u64)>>, Vec<f64>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (annotators, batches) = (4usize, 10usize);
     let mut of_row = Vec::new();
     let mut who = Vec::new();
@@ -597,19 +606,7 @@ fn seg_campaign(
             }
         }
     }
-    let c = Campaign {
-        grouping: "batch".into(),
-        batches: (0..batches)
-            .map(|b| crate::io::campaign::Batch {
-                name: format!("b{b:03}"),
-                first_day: None,
-            })
-            .collect(),
-        of_row,
-        annotators: (0..annotators).map(|a| format!("a{a}")).collect(),
-        annotator_of_row: Some(who),
-        of_annotation: None,
-    };
+    let c = batch_campaign(batches, annotators, of_row, who);
     (c, areas, miou)
 }
 
@@ -749,7 +746,7 @@ fn no_segmentation_drift_raises_no_alarm() {
 fn drift_cost_at_scale() {
     let (ann, batches, per) = (200usize, 170usize, 30usize);
     let n = ann * batches * per;
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let mut of_row = Vec::with_capacity(n);
     let mut who = Vec::with_capacity(n);
     let mut areas = Vec::with_capacity(n);
@@ -764,19 +761,7 @@ fn drift_cost_at_scale() {
             }
         }
     }
-    let c = Campaign {
-        grouping: "batch".into(),
-        batches: (0..batches)
-            .map(|b| crate::io::campaign::Batch {
-                name: format!("b{b}"),
-                first_day: None,
-            })
-            .collect(),
-        of_row,
-        annotators: (0..ann).map(|a| format!("a{a}")).collect(),
-        annotator_of_row: Some(who),
-        of_annotation: None,
-    };
+    let c = batch_campaign(batches, ann, of_row, who);
     let mk = |seg: bool| -> Vec<ItemFact<'_>> {
         areas
             .iter()

@@ -466,23 +466,13 @@ fn gpu_backend_without_an_adapter_fails_clearly() {
 /// no panic, nothing of `not` (with `Some`: the error the scoring pass
 /// would have reported) and no output files.
 fn expect_failure_with(dataset: &Path, extra: &[&str], needles: &[&str], not: Option<&str>) {
-    let out = dataset.join("out");
-    let args = cpu_args(dataset, &out, extra);
-    let o = triage(&args);
-    let msg = describe(&args, &o);
-    assert_eq!(o.status.code(), Some(2), "{msg}");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
-    }
-    assert!(!stderr.contains("panicked"), "{msg}");
+    let stderr = refused_run(dataset, extra, needles);
     if let Some(not) = not {
-        assert!(!stderr.contains(not), "the scoring pass ran first\n{msg}");
+        assert!(
+            !stderr.contains(not),
+            "the scoring pass ran first\n{stderr}"
+        );
     }
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "a failed run left files: {left:?}");
 }
 
 /// Every option and side input that can fail is checked before the first

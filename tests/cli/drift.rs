@@ -8,20 +8,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// A seeded stream (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 const CLASSES: usize = 5;
 
 /// A classification campaign: `annotators` × `batches` × `per_cell` items,
@@ -37,7 +23,7 @@ fn campaign(
     seed: u64,
     error: impl Fn(usize, usize) -> f64,
 ) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     std::fs::write(
         dir.join("triage.toml"),
         "task = \"classification\"\nclasses = [\"c0\", \"c1\", \"c2\", \"c3\", \"c4\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\n",
@@ -73,21 +59,6 @@ fn campaign(
     write_f32(&dir.join("probs.npy"), &[n, CLASSES], &probs);
 }
 
-/// Run, expect exit 2, every needle in stderr and no output files.
-fn refused(dataset: &Path, extra: &[&str], needles: &[&str]) {
-    let out = dataset.join("out");
-    let args = cpu_args(dataset, &out, extra);
-    let o = triage(&args);
-    let msg = describe(&args, &o);
-    assert_eq!(o.status.code(), Some(2), "{msg}");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
-    }
-    assert!(!stderr.contains("panicked"), "{msg}");
-    assert!(!out.join("report.json").exists(), "{msg}");
-}
-
 fn small(dir: &Path, items_csv: &str) {
     std::fs::write(
         dir.join("triage.toml"),
@@ -110,7 +81,7 @@ fn a_date_that_does_not_parse_is_named() {
         d,
         "id,label,annotated_at\na,cat,2026-11-01\nb,dog,2026-11-31\nc,cat,2026-11-02\n",
     );
-    refused(
+    refused_run(
         d,
         &[],
         &[
@@ -122,7 +93,7 @@ fn a_date_that_does_not_parse_is_named() {
         d,
         "id,label,annotated_at\na,cat,2026-11-01\nb,dog,01/11/2026\nc,cat,2026-11-02\n",
     );
-    refused(d, &[], &["item \"b\": annotated_at: line 3", "YYYY-MM-DD"]);
+    refused_run(d, &[], &["item \"b\": annotated_at: line 3", "YYYY-MM-DD"]);
 }
 
 #[test]
@@ -130,7 +101,7 @@ fn a_batch_column_in_only_some_rows_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     small(d, "id,label,batch\na,cat,w1\nb,dog,\nc,cat,w2\n");
-    refused(
+    refused_run(
         d,
         &[],
         &["items.csv: item \"b\": batch: line 3: empty batch, while line 2 has one"],
@@ -139,19 +110,19 @@ fn a_batch_column_in_only_some_rows_is_named() {
         d,
         "id,label,annotated_at\na,cat,\nb,dog,2026-11-01\nc,cat,2026-11-02\n",
     );
-    refused(
+    refused_run(
         d,
         &[],
         &["item \"a\": annotated_at: line 2: empty annotated_at, while line 3 has one"],
     );
     // A window without dates is a usage error.
     small(d, "id,label\na,cat\nb,dog\nc,cat\n");
-    refused(
+    refused_run(
         d,
         &["--drift-window", "week"],
         &["--drift-window week", "annotated_at"],
     );
-    refused(d, &["--drift-window", "month"], &["month"]);
+    refused_run(d, &["--drift-window", "month"], &["month"]);
 }
 
 #[test]
@@ -369,7 +340,7 @@ const SEG_SIDE: usize = 16;
 /// squares from batch `b` on are also dilated by 2 pixels into the
 /// background.
 fn seg_campaign(dir: &Path, seed: u64, thicken: Option<(usize, usize)>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let (h, w, c) = (SEG_SIDE, SEG_SIDE, SEG_CLASSES);
     std::fs::write(
         dir.join("triage.toml"),
@@ -598,7 +569,7 @@ fn bad_time_columns_in_annotations_are_named() {
         d,
         "id,annotator,label,batch\na,x,cat,w1\nb,x,dog,\nc,x,cat,w2\n",
     );
-    refused(
+    refused_run(
         d,
         &[],
         &["annotations.csv: item \"b\": batch: line 3: empty batch, while line 2 has one"],
@@ -607,7 +578,7 @@ fn bad_time_columns_in_annotations_are_named() {
         d,
         "id,annotator,label,annotated_at\na,x,cat,2026-11-01\nb,y,dog,2026-02-30T10:00\n",
     );
-    refused(
+    refused_run(
         d,
         &[],
         &[
@@ -628,7 +599,7 @@ fn bad_time_columns_in_annotations_are_named() {
         "id,annotator,label,batch\na,x,cat,w1\n",
     )
     .unwrap();
-    refused(
+    refused_run(
         d,
         &[],
         &[

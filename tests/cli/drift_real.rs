@@ -48,20 +48,12 @@ fn campaign(d: &Path, src: &Path, plant: bool) {
     std::fs::copy(src.join("pred_probs/cifar10.npy"), d.join("probs.npy")).unwrap();
     let labels = read_labels(&src.join("labels/cifar10.npy"));
     assert_eq!(labels.len(), N);
-    // SplitMix64, seeded: the planted labels.
-    let mut state = 31u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = Rng::new(31);
     let mut csv = String::from("id,label,annotator,batch\n");
     for (r, &l) in labels.iter().enumerate() {
         let (a, b) = (r % ANNOTATORS, r / BATCH);
         let label = if plant && a == DRIFTED && b >= FROM_BATCH {
-            next() % 10
+            (rng.next() * 10.0) as u64
         } else {
             u64::from(l)
         };

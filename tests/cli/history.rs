@@ -208,22 +208,9 @@ fn three_nights_are_listed_in_time_order_with_their_own_flagged_shares() {
 }
 
 /// `triage run --history dir` must exit 2 naming every needle, writing
-/// nothing to `out`.
+/// nothing.
 fn assert_refused(dataset: &Path, dir: &Path, needles: &[&str]) {
-    let out = dataset.join("refused-out");
-    let args = cpu_args(dataset, &out, &["--history", dir.to_str().unwrap()]);
-    let o = triage(&args);
-    let msg = describe(&args, &o);
-    assert_eq!(o.status.code(), Some(2), "{msg}");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    for n in needles {
-        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
-    }
-    assert!(!stderr.contains("panicked"), "{msg}");
-    assert!(
-        !out.join("report.json").exists(),
-        "a refused run wrote\n{msg}"
-    );
+    refused_run(dataset, &["--history", dir.to_str().unwrap()], needles);
 }
 
 #[test]

@@ -345,3 +345,37 @@ pub fn triage_measured(
         timed_out,
     }
 }
+
+/// `triage run dataset --out dataset/refused-out --backend cpu extra…`
+/// must exit 2 with every needle in stderr, no panic, and no file left in
+/// the output directory. Returns stderr.
+pub fn refused_run(dataset: &Path, extra: &[&str], needles: &[&str]) -> String {
+    let out = dataset.join("refused-out");
+    let args = cpu_args(dataset, &out, extra);
+    let o = triage(&args);
+    let msg = describe(&args, &o);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}\n{msg}");
+    }
+    assert!(!stderr.contains("panicked"), "{msg}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused run left files: {left:?}\n{msg}");
+    stderr
+}
+
+/// A seeded stream of uniform `f64` in [0, 1) for generated test data
+/// (ChaCha8, as `triage synth` uses: the same stream on every platform).
+pub struct Rng(rand_chacha::ChaCha8Rng);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
+    pub fn next(&mut self) -> f64 {
+        rand::Rng::random(&mut self.0)
+    }
+}
