@@ -215,7 +215,7 @@ pub fn apply_segmentation(
     let na = ann.annotators.len();
     let mut dims = vec![None; ann.items.len()];
     for it in items.iter() {
-        dims[it.index] = it.dims;
+        dims[it.index] = it.dims();
     }
     let compared: Vec<SegItemPairs> = (0..ann.items.len())
         .into_par_iter()

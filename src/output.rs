@@ -600,7 +600,7 @@ impl<'a> QueueColumns<'a> {
             scores: schema::RowScores::of(&it.scores),
             cluster: self.with_neighbors.then_some(it.cluster),
             neighbors: self.with_neighbors.then(|| {
-                it.neighbors
+                it.neighbors()
                     .iter()
                     .map(|n| schema::RowNeighbor {
                         id: Cow::Borrowed(manifest.ids[n.index].as_str()),
@@ -668,38 +668,56 @@ fn write_items_parquet(
         scores: cols.score_names.clone(),
     };
     let score_of: Vec<Option<Score>> = layout.scores.iter().map(|n| Score::from_name(n)).collect();
-    // 1-based rank by position in `items` (0: not in the queue).
-    let mut rank = vec![0u64; items.len()];
+    // Two tables of 4 bytes an item (items.len() + pool.len() < 2^32 is
+    // checked): by row in the items file, where the item is (`< items.len()`:
+    // that position in `items`, else in `pool` after them); by position in
+    // `items`, its 1-based rank in the queue (0: not in it).
+    let n = items.len() + pool.len();
+    let narrow = |v: usize| {
+        u32::try_from(v).map_err(|_| {
+            crate::Error::Internal(format!("{n} items: more than items.parquet's 2^32 rows"))
+        })
+    };
+    let mut rank = vec![0u32; items.len()];
     for (i, p) in cols.plan.rows.iter().enumerate() {
         if let Some(r) = rank.get_mut(p.item) {
-            *r = i as u64 + 1;
+            *r = narrow(i + 1)?;
         }
     }
-    // Every item, labelled and not, by its row in the items file.
-    let mut order: Vec<(&ItemResult, u64)> = items
-        .iter()
-        .zip(rank)
-        .chain(pool.iter().map(|it| (it, 0)))
-        .collect();
-    order.sort_unstable_by_key(|(it, _)| it.index);
+    let mut at = vec![u32::MAX; manifest.ids.len()];
+    for (pos, it) in items.iter().chain(pool).enumerate() {
+        if let Some(a) = at.get_mut(it.index) {
+            *a = narrow(pos)?;
+        }
+    }
     let name = |k: u32| cfg.class_names.get(k as usize).map(String::as_str);
     files.write("items.parquet", |w| {
         items_parquet::write(
             w,
             &layout,
-            order.iter().map(|&(it, rank)| items_parquet::ItemRow {
-                id: manifest.ids[it.index].as_str(),
-                rank: (rank > 0).then_some(rank),
-                priority: Some(it.priority),
-                label: it.row.as_ref().and_then(|f| name(f.label)),
-                predicted: it.row.as_ref().and_then(|f| name(f.pred)),
-                unlabelled: it.unlabelled,
-                flags: cols.reasons.flag_row(it),
-                scores: score_of
-                    .iter()
-                    .map(|s| s.and_then(|s| it.scores.get(s)))
-                    .collect(),
-            }),
+            at.iter()
+                .filter(|&&a| a != u32::MAX)
+                .map(|&a| {
+                    let a = a as usize;
+                    let (it, rank) = match items.get(a) {
+                        Some(it) => (it, u64::from(rank[a])),
+                        None => (&pool[a - items.len()], 0),
+                    };
+                    (it, rank)
+                })
+                .map(|(it, rank)| items_parquet::ItemRow {
+                    id: manifest.ids[it.index].as_str(),
+                    rank: (rank > 0).then_some(rank),
+                    priority: Some(it.priority),
+                    label: it.row.as_ref().and_then(|f| name(f.label)),
+                    predicted: it.row.as_ref().and_then(|f| name(f.pred)),
+                    unlabelled: it.unlabelled,
+                    flags: cols.reasons.flag_row(it),
+                    scores: score_of
+                        .iter()
+                        .map(|s| s.and_then(|s| it.scores.get(s)))
+                        .collect(),
+                }),
         )
     })
 }

@@ -859,7 +859,7 @@ fn lowest_agreement(
                 .scores
                 .get(Score::AnnotatorAgreement)
                 .filter(|a| a.is_finite())?;
-            Some((a, it.index, it.dims?))
+            Some((a, it.index, it.dims()?))
         })
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -972,14 +972,9 @@ mod tests {
             index,
             scores: Default::default(),
             priority,
-            reasons: vec![],
             row: None,
-            seg_facts: None,
-            confused: None,
-            label_set: vec![],
-            dims: None,
             cluster: None,
-            neighbors: vec![],
+            extra: None,
             class: None,
             consensus: None,
             unlabelled,

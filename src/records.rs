@@ -20,7 +20,19 @@ use crate::scores::{ItemScores, Score, Stage, TABLE};
 pub const UNLABELLED: u32 = u32::MAX;
 
 /// One scored item.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Every item holds one through the queue and write stages, so it keeps
+/// inline only what every item has (its row, scores, priority, classes and
+/// cluster: 192 bytes) and boxes the rest in [`ItemExtra`]: the
+/// segmentation facts, stored reasons and flagged neighbours that a
+/// classification item without a near-duplicate never has (8 bytes for it
+/// then; BENCHMARKS.md "Many items"). Read those through the accessors
+/// ([`ItemResult::reasons`], [`ItemResult::dims`], ...), set them through
+/// [`ItemResult::extra_mut`]. Serialised (checkpoints, partials, cache
+/// entries) as one flat record with every field, boxed or not
+/// ([`ItemWire`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "ItemWire")]
 pub struct ItemResult {
     /// Row in items order.
     pub index: usize,
@@ -30,53 +42,152 @@ pub struct ItemResult {
     /// recorded ([`crate::priority::priorities`]); 0 until then (so in
     /// checkpoints, partials and cache entries).
     pub priority: f64,
-    /// Stored reasons (segmentation: its score reasons). Classification
-    /// rows store none: their score reasons are derived from `scores` and
-    /// `row` when written (two strings per row would dominate the memory of
-    /// a large run); the writers read every reason through
-    /// `crate::checks::Reasons::of`, which adds the checks' reasons too.
-    pub reasons: Vec<String>,
     /// Classification: annotated and predicted class.
     pub row: Option<RowFacts>,
-    /// Segmentation: its worst class, for its reasons (written once every
-    /// item is scored, as they quote the dataset's medians). Boxed, as is
-    /// `confused`: a classification item keeps 8 bytes for each, not 40
-    /// and 24 (the same JSON in checkpoints, partials and caches).
-    pub seg_facts: Option<Box<SegFacts>>,
-    /// Segmentation: the worst class's largest confusion in the item
-    /// ([`crate::metrics::confusion::Confusion::largest_confusion`]), so
-    /// its reasons name both classes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confused: Option<Box<Confused>>,
-    /// Segmentation: the sorted set of annotated classes, compared by the
-    /// neighbour checks (empty for classification, whose label is in `row`;
-    /// read both through [`ItemResult::label_set`]).
-    pub label_set: Vec<u32>,
-    /// Segmentation: the mask's height and width.
-    pub dims: Option<(usize, usize)>,
     /// Near-duplicate cluster id, when embeddings are given.
     pub cluster: Option<usize>,
-    /// Flagged near-duplicate partners.
-    pub neighbors: Vec<NeighborRef>,
     /// Stratification class of `--min-per-class`: the annotated label
     /// (classification) or the class with the lowest IoU in the item
     /// (segmentation; `None` when no class has a defined IoU).
     pub class: Option<u32>,
     /// With annotations (classification): the strict majority of the
     /// item's annotators (`None` when tied or unannotated).
-    #[serde(default)]
     pub consensus: Option<u32>,
     /// The item has no annotation (an empty `label` or `mask` cell, or -1
     /// in `labels.npy`): it has only the label-free scores, never enters
     /// the review queue, and is offered to the selection for labelling
     /// ([`crate::queue::selection`]); `class` is then its predicted class.
-    #[serde(default)]
     pub unlabelled: bool,
+    /// What few items carry (`None`: all empty).
+    pub extra: Option<Box<ItemExtra>>,
 }
 
 // Every item holds one through the queue and write stages: keep it small
 // (BENCHMARKS.md "Many items").
-const _: () = assert!(std::mem::size_of::<ItemResult>() <= 296);
+const _: () = assert!(std::mem::size_of::<ItemResult>() <= 192);
+
+/// The fields of an [`ItemResult`] that most items leave empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemExtra {
+    /// Stored reasons (segmentation: its score reasons). Classification
+    /// rows store none: their score reasons are derived from `scores` and
+    /// `row` when written (two strings per row would dominate the memory of
+    /// a large run); the writers read every reason through
+    /// `crate::checks::Reasons::of`, which adds the checks' reasons too.
+    pub reasons: Vec<String>,
+    /// Segmentation: its worst class, for its reasons (written once every
+    /// item is scored, as they quote the dataset's medians).
+    pub seg_facts: Option<SegFacts>,
+    /// Segmentation: the worst class's largest confusion in the item
+    /// ([`crate::metrics::confusion::Confusion::largest_confusion`]), so
+    /// its reasons name both classes.
+    pub confused: Option<Confused>,
+    /// Segmentation: the sorted set of annotated classes, compared by the
+    /// neighbour checks (empty for classification, whose label is in `row`;
+    /// read both through [`ItemResult::label_set`]).
+    pub label_set: Vec<u32>,
+    /// Segmentation: the mask's height and width.
+    pub dims: Option<(usize, usize)>,
+    /// Flagged near-duplicate partners.
+    pub neighbors: Vec<NeighborRef>,
+}
+
+impl ItemExtra {
+    /// `Some(boxed)`, or `None` when every field is empty.
+    pub fn boxed(self) -> Option<Box<ItemExtra>> {
+        (self != ItemExtra::default()).then(|| Box::new(self))
+    }
+}
+
+/// An [`ItemResult`] as checkpoints, partials and cache entries hold it:
+/// every field at the top level, in this order (the boxed ones included),
+/// so the record reads the same whatever is boxed in memory.
+#[derive(Deserialize)]
+struct ItemWire {
+    index: usize,
+    scores: ItemScores,
+    priority: f64,
+    reasons: Vec<String>,
+    row: Option<RowFacts>,
+    seg_facts: Option<SegFacts>,
+    #[serde(default)]
+    confused: Option<Confused>,
+    label_set: Vec<u32>,
+    dims: Option<(usize, usize)>,
+    cluster: Option<usize>,
+    neighbors: Vec<NeighborRef>,
+    class: Option<u32>,
+    #[serde(default)]
+    consensus: Option<u32>,
+    #[serde(default)]
+    unlabelled: bool,
+}
+
+/// [`ItemWire`] by reference, for writing.
+#[derive(Serialize)]
+struct ItemWireRef<'a> {
+    index: usize,
+    scores: &'a ItemScores,
+    priority: f64,
+    reasons: &'a [String],
+    row: &'a Option<RowFacts>,
+    seg_facts: Option<&'a SegFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confused: Option<Confused>,
+    label_set: &'a [u32],
+    dims: Option<(usize, usize)>,
+    cluster: Option<usize>,
+    neighbors: &'a [NeighborRef],
+    class: Option<u32>,
+    consensus: Option<u32>,
+    unlabelled: bool,
+}
+
+impl From<ItemWire> for ItemResult {
+    fn from(w: ItemWire) -> Self {
+        ItemResult {
+            index: w.index,
+            scores: w.scores,
+            priority: w.priority,
+            row: w.row,
+            cluster: w.cluster,
+            class: w.class,
+            consensus: w.consensus,
+            unlabelled: w.unlabelled,
+            extra: ItemExtra {
+                reasons: w.reasons,
+                seg_facts: w.seg_facts,
+                confused: w.confused,
+                label_set: w.label_set,
+                dims: w.dims,
+                neighbors: w.neighbors,
+            }
+            .boxed(),
+        }
+    }
+}
+
+impl Serialize for ItemResult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ItemWireRef {
+            index: self.index,
+            scores: &self.scores,
+            priority: self.priority,
+            reasons: self.reasons(),
+            row: &self.row,
+            seg_facts: self.seg_facts(),
+            confused: self.confused(),
+            label_set: self.annotated_classes(),
+            dims: self.dims(),
+            cluster: self.cluster,
+            neighbors: self.neighbors(),
+            class: self.class,
+            consensus: self.consensus,
+            unlabelled: self.unlabelled,
+        }
+        .serialize(s)
+    }
+}
 
 /// Pixels of an item annotated one class where the model predicts another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +206,45 @@ impl ItemResult {
         }
         match &self.row {
             Some(facts) => std::slice::from_ref(&facts.label),
-            None => &self.label_set,
+            None => self.annotated_classes(),
         }
+    }
+
+    /// The boxed fields, allocated (empty) on first use.
+    pub fn extra_mut(&mut self) -> &mut ItemExtra {
+        self.extra.get_or_insert_default()
+    }
+
+    /// Stored reasons ([`ItemExtra::reasons`]).
+    pub fn reasons(&self) -> &[String] {
+        self.extra.as_deref().map_or(&[], |e| &e.reasons)
+    }
+
+    /// Segmentation: its worst class and areas ([`ItemExtra::seg_facts`]).
+    pub fn seg_facts(&self) -> Option<&SegFacts> {
+        self.extra.as_deref().and_then(|e| e.seg_facts.as_ref())
+    }
+
+    /// Segmentation: the worst class's largest confusion
+    /// ([`ItemExtra::confused`]).
+    pub fn confused(&self) -> Option<Confused> {
+        self.extra.as_deref().and_then(|e| e.confused)
+    }
+
+    /// Segmentation: the sorted set of annotated classes as stored
+    /// ([`ItemExtra::label_set`]; empty for classification).
+    pub fn annotated_classes(&self) -> &[u32] {
+        self.extra.as_deref().map_or(&[], |e| &e.label_set)
+    }
+
+    /// Segmentation: the mask's height and width ([`ItemExtra::dims`]).
+    pub fn dims(&self) -> Option<(usize, usize)> {
+        self.extra.as_deref().and_then(|e| e.dims)
+    }
+
+    /// Flagged near-duplicate partners ([`ItemExtra::neighbors`]).
+    pub fn neighbors(&self) -> &[NeighborRef] {
+        self.extra.as_deref().map_or(&[], |e| &e.neighbors)
     }
 }
 
@@ -189,8 +337,8 @@ impl ItemResult {
                 Ok(())
             }
         };
-        unset("reasons", !self.reasons.is_empty())?;
-        unset("neighbors", !self.neighbors.is_empty())?;
+        unset("reasons", !self.reasons().is_empty())?;
+        unset("neighbors", !self.neighbors().is_empty())?;
         unset("cluster", self.cluster.is_some())?;
         unset("consensus", self.consensus.is_some())?;
         // The scores of later stages (neighbours, agreement).
@@ -204,7 +352,7 @@ impl ItemResult {
             class("class", k)?;
         }
         let mut last = None;
-        for (j, &k) in self.label_set.iter().enumerate() {
+        for (j, &k) in self.annotated_classes().iter().enumerate() {
             class(&format!("label_set[{j}]"), k)?;
             if last.is_some_and(|l| l >= k) {
                 return Err(Invalid::new(
@@ -214,7 +362,7 @@ impl ItemResult {
             }
             last = Some(k);
         }
-        if let Some(f) = &self.seg_facts {
+        if let Some(f) = self.seg_facts() {
             if let Some((k, ..)) = f.worst_class {
                 let k = u32::try_from(k).unwrap_or(u32::MAX);
                 class("seg_facts.worst_class", k)?;
@@ -232,7 +380,7 @@ impl ItemResult {
                 last = Some(k);
             }
         }
-        if let Some(x) = self.confused.as_deref() {
+        if let Some(x) = self.confused() {
             class("confused.annotated", x.annotated)?;
             class("confused.predicted", x.predicted)?;
             if x.annotated == x.predicted || x.pixels == 0 {
@@ -241,11 +389,11 @@ impl ItemResult {
                     "not a confusion (the same class, or no pixel)",
                 ));
             }
-            unset("confused", self.seg_facts.is_none())?;
+            unset("confused", self.seg_facts().is_none())?;
         }
         if d.segmentation {
             unset("row", self.row.is_some())?;
-            let Some((h, w)) = self.dims else {
+            let Some((h, w)) = self.dims() else {
                 return Err(Invalid::new("dims", "missing (a segmentation item)"));
             };
             let area = (h as u64)
@@ -271,14 +419,14 @@ impl ItemResult {
                 ));
             }
             if self.unlabelled {
-                unset("label_set", !self.label_set.is_empty())?;
-                unset("seg_facts", self.seg_facts.is_some())?;
+                unset("label_set", !self.annotated_classes().is_empty())?;
+                unset("seg_facts", self.seg_facts().is_some())?;
             }
         } else {
-            unset("dims", self.dims.is_some())?;
+            unset("dims", self.dims().is_some())?;
             unset("scores.segmentation", self.scores.is_segmentation())?;
-            unset("seg_facts", self.seg_facts.is_some())?;
-            unset("label_set", !self.label_set.is_empty())?;
+            unset("seg_facts", self.seg_facts().is_some())?;
+            unset("label_set", !self.annotated_classes().is_empty())?;
             match (&self.row, self.unlabelled) {
                 (Some(_), true) => unset("row", true)?,
                 (None, false) => {
@@ -305,7 +453,7 @@ impl ItemResult {
         if self.unlabelled {
             return (0, 0);
         }
-        match (self.scores.is_segmentation(), self.dims) {
+        match (self.scores.is_segmentation(), self.dims()) {
             (true, Some((h, w))) => (self.scores.pixels(), (h as u64).saturating_mul(w as u64)),
             _ => (1, 0),
         }
@@ -663,20 +811,21 @@ mod area_tests {
             index: 0,
             scores: ItemScores::segmentation(16),
             priority: 0.0,
-            reasons: Vec::new(),
             row: None,
-            seg_facts: Some(Box::new(SegFacts {
-                worst_class: None,
-                areas,
-            })),
-            confused: None,
-            label_set: vec![0, 1],
-            dims: Some((4, 4)),
             cluster: None,
-            neighbors: Vec::new(),
             class: None,
             consensus: None,
             unlabelled: false,
+            extra: ItemExtra {
+                seg_facts: Some(SegFacts {
+                    worst_class: None,
+                    areas,
+                }),
+                label_set: vec![0, 1],
+                dims: Some((4, 4)),
+                ..ItemExtra::default()
+            }
+            .boxed(),
         };
         let d = RunDims {
             classes: 2,

@@ -230,6 +230,44 @@ def test_result_accessors(cifar, tmp_path):
         res.bytes("nope.txt")
 
 
+def test_items_frame_reads_items_parquet_with_queue_jsonl_values(cifar, tmp_path):
+    """``Result.items`` is items.parquet: every item in items order, the
+    unlabelled ones with no rank, and for each queue row the same rank,
+    priority, classes and scores as queue.jsonl, from the private directory
+    (out=None) and from bytes read back (out=DIR) alike."""
+    need("pyarrow")
+    probs = np.load(cifar / "probs.npy")[:400]
+    labels = np.load(cifar / "labels.npy")[:400].astype(np.int64)
+    unl = [5, 123, 399]
+    labels[unl] = -1
+    for res in (
+        triage.classification(probs, labels, top=50, **CPU),
+        triage.classification(probs, labels, out=tmp_path / "o", top=50, **CPU),
+    ):
+        items = res.items
+        assert list(items["id"]) == [str(i) for i in range(400)]
+        assert sorted(np.flatnonzero(items["unlabelled"].to_numpy())) == unl
+        assert items["rank"].iloc[unl].isna().all()
+        # --top cuts the queue files, never items.parquet.
+        queue = res.queue_records()
+        assert len(queue) == 50
+        ranked = items.dropna(subset=["rank"]).sort_values("rank")
+        assert list(ranked["rank"].astype(int)) == list(range(1, 398))
+        by_id = items.set_index("id")
+        for q in queue:
+            row = by_id.loc[q["id"]]
+            assert int(row["rank"]) == q["rank"]
+            assert row["priority"] == q["priority"]
+            assert (row["label"], row["predicted"]) == (q["label"], q["predicted"])
+            for k, v in q["scores"].items():
+                assert row[k] == v, (q["id"], k)
+            for check in q["flags"]:
+                assert bool(row[f"flag_{check}"]), (q["id"], check)
+        # The predicted class of an unlabelled row is the arg-max of its probabilities.
+        for i in unl:
+            assert by_id.loc[str(i), "predicted"] == str(int(probs[i].argmax()))
+
+
 def test_progress_callback(cifar):
     seen = []
     triage.classification(

@@ -73,6 +73,7 @@ _QUEUE = "queue.jsonl"
 _TO_LABEL = "to_label.jsonl"
 _CLUSTERS = "clusters.jsonl"
 _REPORT = "report.json"
+_ITEMS = "items.parquet"
 # The CLI's record of the files it committed to --out (written with them).
 _OUTPUTS_RECORD = ".triage-outputs.json"
 
@@ -114,8 +115,9 @@ class Result:
     report : dict
         ``report.json`` as a dict (parsed on first use).
 
-    The DataFrame accessors (``queue``, ``to_label``, ``clusters``) import
-    pandas when first used; ``queue_records()`` needs no pandas.
+    The DataFrame accessors (``items``, ``queue``, ``to_label``,
+    ``clusters``) import pandas when first used (``items`` also pyarrow);
+    ``queue_records()`` needs no pandas.
     """
 
     def __init__(self, contents: Mapping[str, bytes], out: Optional[str]) -> None:
@@ -158,6 +160,29 @@ class Result:
         ``priority``, ``in_budget``, ``reasons``, ``scores``, ...); nested
         values (lists, dicts) stay Python objects."""
         return _frame(self.queue_records())
+
+    @property
+    def items(self) -> "Any":
+        """Every item of the run, the unlabelled ones included, as a pandas
+        DataFrame read from ``items.parquet``: one row per item in the items'
+        order, with ``id``, ``rank`` (null outside the review queue),
+        ``priority``, ``label`` and ``predicted`` (classification),
+        ``unlabelled``, a ``flag_<check>`` column per check that ran and a
+        float64 column per score, the same values as ``queue.jsonl``
+        (docs/reference.md, ``items.parquet``). Unlike ``queue`` it is
+        columnar: no JSON is parsed, and ``top=`` does not cut it. Needs
+        pyarrow (``pip install "triage[parquet]"``); read on each access,
+        from the private directory's file when the run had no ``out``."""
+        import io
+
+        import pandas as pd  # imported here: only the DataFrame accessors need pandas
+
+        if _ITEMS not in self.files:
+            raise KeyError(f"{_ITEMS!r} is not among the run's files: {self.files}")
+        path = getattr(self._contents, "path", None)
+        if path is not None:
+            return pd.read_parquet(path(_ITEMS), engine="pyarrow")
+        return pd.read_parquet(io.BytesIO(self._contents[_ITEMS]), engine="pyarrow")
 
     @property
     def to_label(self) -> "Any":
@@ -223,6 +248,13 @@ class _PrivateFiles(Mapping[str, bytes]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
+
+    def path(self, name: str) -> str:
+        """Where output ``name`` lies in the private directory (read there
+        by pyarrow without a copy of its bytes)."""
+        if name not in self._names:
+            raise KeyError(name)
+        return os.path.join(self._root, *name.split("/"))
 
     def __len__(self) -> int:
         return len(self._names)

@@ -65,7 +65,7 @@ pub fn analysis(inputs: &Inputs<'_>) -> Option<Analysis> {
                 confidence: it.scores.get(Score::LeastConfidence).map(|v| 1.0 - v),
                 miou: it.scores.get(Score::Miou),
                 boundary_iou: it.scores.get(Score::BoundaryIou),
-                areas: it.seg_facts.as_deref().map_or(&[], |f| f.areas.as_slice()),
+                areas: it.seg_facts().map_or(&[], |f| f.areas.as_slice()),
             }
         })
         .collect();

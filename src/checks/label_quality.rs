@@ -197,14 +197,9 @@ pub fn explain_segmentation(items: &mut [ItemResult], class_names: &[String]) {
         median_boundary_iou: median(Score::BoundaryIou),
     };
     for item in items.iter_mut() {
-        if let Some(f) = &item.seg_facts {
-            item.reasons = seg_reasons(
-                &item.scores,
-                f,
-                item.confused.as_deref().copied(),
-                &ctx,
-                class_names,
-            );
+        if let Some(f) = item.seg_facts() {
+            let reasons = seg_reasons(&item.scores, f, item.confused(), &ctx, class_names);
+            item.extra_mut().reasons = reasons;
         }
     }
 }

@@ -514,9 +514,9 @@ impl Reasons<'_> {
         match &item.row {
             Some(facts) => {
                 out.extend(label_quality::row_reasons(&item.scores, facts, class_names));
-                out.extend_from_slice(&item.reasons);
+                out.extend_from_slice(item.reasons());
             }
-            None => out.extend_from_slice(&item.reasons),
+            None => out.extend_from_slice(item.reasons()),
         }
         out.extend(placed(Place::Last));
         out

@@ -59,7 +59,7 @@ impl Check for DuplicateConflict {
         };
         for it in inputs.items {
             let row = it.index;
-            for nb in it.neighbors.iter().filter(|n| n.conflict) {
+            for nb in it.neighbors().iter().filter(|n| n.conflict) {
                 let text = match cfg.task {
                     Task::Classification => format!(
                         "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) labelled {:?}, this item {:?}",

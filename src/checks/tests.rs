@@ -73,14 +73,9 @@ fn item(index: usize, scores: ItemScores) -> ItemResult {
         index,
         scores,
         priority: 0.0,
-        reasons: Vec::new(),
         row: None,
-        seg_facts: None,
-        confused: None,
-        label_set: Vec::new(),
-        dims: None,
         cluster: None,
-        neighbors: Vec::new(),
+        extra: None,
         class: None,
         consensus: None,
         unlabelled: false,
@@ -103,8 +98,9 @@ fn neighbours(n: usize, items: &mut [ItemResult]) -> NeighborResult {
         .collect();
     for it in items.iter_mut() {
         if dup_conflict[it.index] > 0.0 {
-            it.neighbors.push(crate::records::NeighborRef {
-                index: (it.index + 1) % n,
+            let partner = (it.index + 1) % n;
+            it.extra_mut().neighbors.push(crate::records::NeighborRef {
+                index: partner,
                 distance: 0.01,
                 label: "b".into(),
                 conflict: true,
@@ -293,8 +289,8 @@ fn segmentation(embeddings: bool, annotators: bool) -> Fixture {
                     .with(Score::BoundaryIou, (i != 2).then(|| u(i, 9)))
                     .with(Score::NormalizedMarginSoftmin, Some(u(i, 10))),
             );
-            it.label_set = vec![0, 1];
-            it.dims = Some((8, 8));
+            it.extra_mut().label_set = vec![0, 1];
+            it.extra_mut().dims = Some((8, 8));
             it
         })
         .collect();

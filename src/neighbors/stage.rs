@@ -64,7 +64,7 @@ impl Oracle<'_> {
         let Some(col) = self.manifest.column("mask") else {
             return Ok(None);
         };
-        let Some(dims) = self.items[i].dims else {
+        let Some(dims) = self.items[i].dims() else {
             return Ok(None);
         };
         let id = &self.manifest.ids[i];
@@ -91,7 +91,7 @@ impl LabelOracle for Oracle<'_> {
         if self.cfg.task == Task::Classification {
             return Ok((self.items[a].label_set() != self.items[b].label_set(), None));
         }
-        if self.items[a].dims != self.items[b].dims {
+        if self.items[a].dims() != self.items[b].dims() {
             return Ok((false, None)); // masks of different sizes are not compared
         }
         let (Some(ma), Some(mb)) = (self.mask(a)?, self.mask(b)?) else {
@@ -521,7 +521,7 @@ pub fn apply(
     let labels: Vec<String> = items.iter().map(|it| label_text(cfg, it)).collect();
     for p in &result.pairs {
         for (me, other) in [(p.a, p.b), (p.b, p.a)] {
-            items[me].neighbors.push(NeighborRef {
+            items[me].extra_mut().neighbors.push(NeighborRef {
                 index: other,
                 distance: p.distance,
                 label: labels[other].clone(),
@@ -590,11 +590,15 @@ pub fn conflict(it: &ItemResult) -> Option<(usize, f64)> {
     if it.unlabelled {
         return None;
     }
-    let partner = it.neighbors.iter().filter(|n| n.conflict).min_by(|a, b| {
-        a.distance
-            .total_cmp(&b.distance)
-            .then(a.index.cmp(&b.index))
-    })?;
+    let partner = it
+        .neighbors()
+        .iter()
+        .filter(|n| n.conflict)
+        .min_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.index.cmp(&b.index))
+        })?;
     Some((partner.index, it.scores.get(Score::DupConflict)?))
 }
 

@@ -200,11 +200,11 @@ impl Tally {
     }
 }
 
-fn candidates(
+fn candidates<'a>(
     items: &[ItemResult],
     positions: &[usize],
-    annotator: Option<(usize, &Manifest)>,
-) -> Vec<Candidate> {
+    annotator: Option<(usize, &'a Manifest)>,
+) -> Vec<Candidate<'a>> {
     positions
         .iter()
         .map(|&p| {
@@ -212,7 +212,7 @@ fn candidates(
             Candidate {
                 class: it.class,
                 cluster: it.cluster,
-                annotator: annotator.map(|(col, m)| m.rows[it.index][col].trim().to_string()),
+                annotator: annotator.map(|(col, m)| m.rows[it.index][col].trim()),
             }
         })
         .collect()
@@ -229,6 +229,7 @@ fn row_plan(
     changed: &HashMap<usize, (&ReviewRecord, Vec<&str>)>,
     annot: Option<(usize, &Manifest)>,
     pk: &Pick,
+    also: &[usize],
 ) -> RowPlan {
     let id_of = |p: usize| manifest.ids[items[p].index].as_str();
     let p = qpos[pk.pos];
@@ -265,11 +266,7 @@ fn row_plan(
             m.rows[items[p].index][col].trim()
         ));
     }
-    let also_in_cluster: Vec<String> = pk
-        .also_in_cluster
-        .iter()
-        .map(|&j| id_of(qpos[j]).to_string())
-        .collect();
+    let also_in_cluster: Vec<String> = also.iter().map(|&j| id_of(qpos[j]).to_string()).collect();
     RowPlan {
         item: p,
         in_budget: pk.in_budget,
@@ -523,7 +520,7 @@ fn review_section(
         .map(|d| (d.check.name(), Tally::default()))
         .collect();
     let mut overall = Tally::default();
-    for pk in &full {
+    for pk in full.iter() {
         let Some(r) = current.get(&pk.pos) else {
             continue;
         };
@@ -660,8 +657,12 @@ pub fn plan(
     let picks = policy::select(&candidates(items, &qpos, annot), pol);
     let mut rows: Vec<RowPlan> = picks
         .iter()
-        .map(|pk| row_plan(cfg, manifest, items, &qpos, &changed, annot, pk))
+        .map(|pk| {
+            let also = picks.also_in_cluster(pk.pos);
+            row_plan(cfg, manifest, items, &qpos, &changed, annot, pk, also)
+        })
         .collect();
+    drop(picks);
 
     let queue_policy = policy_section(cfg, pol, &rows, qpos.len());
     let evidence = evidence(checks, items, &rows);

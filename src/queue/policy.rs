@@ -42,14 +42,15 @@ use rand_chacha::ChaCha8Rng;
 
 /// One item offered to the selection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Candidate {
+pub struct Candidate<'a> {
     /// Stratification class (classification: the annotated label;
     /// segmentation: the class with the lowest IoU in the item).
     pub class: Option<u32>,
     /// Near-duplicate cluster id.
     pub cluster: Option<usize>,
-    /// The `annotator` column, when there is one.
-    pub annotator: Option<String>,
+    /// The `annotator` column, when there is one (borrowed from the
+    /// manifest: no string per candidate).
+    pub annotator: Option<&'a str>,
 }
 
 /// The queue policy (flags of `triage run`).
@@ -129,8 +130,8 @@ pub enum Why {
     Below,
 }
 
-/// The selection's verdict on one candidate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The selection's verdict on one candidate (32 bytes: one per item).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
     /// Position of the candidate in the input.
     pub pos: usize,
@@ -138,14 +139,39 @@ pub struct Pick {
     pub why: Why,
     /// Its annotator is in `review_all_from`.
     pub review_all: bool,
-    /// Representatives: positions of the other members of the cluster.
-    pub also_in_cluster: Vec<usize>,
 }
+
+const _: () = assert!(std::mem::size_of::<Pick>() <= 32);
 
 impl Pick {
     /// Picked as a random spot check.
     pub fn spot_check(&self) -> bool {
         self.why == Why::SpotCheck
+    }
+}
+
+/// What [`select`] chose: the picks in queue order (read as a slice of
+/// [`Pick`]), and the representatives' cluster members, kept apart from
+/// the picks because few candidates have any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    picks: Vec<Pick>,
+    /// By candidate position, when anything was de-duplicated (else empty).
+    also: Vec<Vec<usize>>,
+}
+
+impl Selection {
+    /// Representatives: positions of the other members of the cluster of
+    /// the candidate at `pos` (empty for every other candidate).
+    pub fn also_in_cluster(&self, pos: usize) -> &[usize] {
+        self.also.get(pos).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::Deref for Selection {
+    type Target = [Pick];
+    fn deref(&self) -> &[Pick] {
+        &self.picks
     }
 }
 
@@ -226,7 +252,12 @@ fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<
 }
 
 /// Select the budget; see the module documentation for the exact rules.
-pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
+///
+/// Memory: besides the candidates and the picks (32 bytes each), 17 bytes
+/// a candidate while choosing (the verdicts and two flags), freed before
+/// the picks are built; the per-class, eligible and spot-check lists only
+/// when their option asks for them.
+pub fn select(cands: &[Candidate], policy: &Policy) -> Selection {
     let n = cands.len();
     let Counts {
         budget: _,
@@ -238,71 +269,66 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
     let mut why: Vec<Option<Why>> = vec![None; n];
     let forced: Vec<bool> = cands
         .iter()
-        .map(|c| {
-            c.annotator
-                .as_deref()
-                .is_some_and(|a| review_all.contains(a))
-        })
+        .map(|c| c.annotator.is_some_and(|a| review_all.contains(a)))
         .collect();
-    let (duplicate_of, mut also) = duplicates(cands, policy);
+    let (duplicate_of, also) = duplicates(cands, policy);
     let duplicate = |i: usize| duplicate_of.get(i).copied().flatten();
-    let eligible: Vec<usize> = (0..n)
-        .filter(|&i| duplicate(i).is_none() && !forced[i])
-        .collect();
-    // Per-class minimum, then fill by rank.
-    // Flags indexed by candidate (not hash or tree sets: O(1) per item at
-    // 200 000 items and more).
-    let mut plain = vec![false; n];
-    for &i in eligible.iter().take(r) {
-        plain[i] = true;
-    }
-    let mut picked = Picked {
-        set: vec![false; n],
-        len: 0,
-    };
-    if q > 0 {
-        // Each class's first `q` eligible items, in one pass (O(N log C), not
-        // a pass per class), then reserved class by class in class order.
-        let mut firsts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for &i in &eligible {
-            if let Some(c) = cands[i].class {
-                let v = firsts.entry(c).or_default();
-                if v.len() < q {
-                    v.push(i);
+    let eligible = || (0..n).filter(|&i| duplicate(i).is_none() && !forced[i]);
+    {
+        // Flags indexed by candidate (not hash or tree sets: O(1) per item
+        // at 200 000 items and more).
+        let mut picked = Picked {
+            set: vec![false; n],
+            len: 0,
+        };
+        // Per-class minimum, then fill by rank.
+        if q > 0 {
+            let mut plain = vec![false; n];
+            for i in eligible().take(r) {
+                plain[i] = true;
+            }
+            // Each class's first `q` eligible items, in one pass (O(N log
+            // C), not a pass per class), then reserved class by class in
+            // class order.
+            let mut firsts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+            for i in eligible() {
+                if let Some(c) = cands[i].class {
+                    let v = firsts.entry(c).or_default();
+                    if v.len() < q {
+                        v.push(i);
+                    }
+                }
+            }
+            for (c, members) in firsts {
+                for i in members {
+                    if picked.len < r && picked.insert(i) {
+                        why[i] = Some(if plain[i] {
+                            Why::Ranking
+                        } else {
+                            Why::MinShare(c)
+                        });
+                    }
                 }
             }
         }
-        for (c, members) in firsts {
-            for i in members {
-                if picked.len < r && picked.insert(i) {
-                    why[i] = Some(if plain[i] {
-                        Why::Ranking
-                    } else {
-                        Why::MinShare(c)
-                    });
-                }
+        for i in eligible() {
+            if picked.len >= r {
+                break;
+            }
+            if picked.insert(i) {
+                why[i] = Some(Why::Ranking);
             }
         }
-    }
-    for &i in &eligible {
-        if picked.len >= r {
-            break;
-        }
-        if picked.insert(i) {
-            why[i] = Some(Why::Ranking);
-        }
-    }
-    // Spot checks from what the ranking left.
-    let pool: Vec<usize> = eligible
-        .iter()
-        .copied()
-        .filter(|&i| !picked.set[i])
-        .collect();
-    let m = s.min(pool.len());
-    if m > 0 {
-        let mut rng = ChaCha8Rng::seed_from_u64(policy.seed);
-        for j in rand::seq::index::sample(&mut rng, pool.len(), m) {
-            why[pool[j]] = Some(Why::SpotCheck);
+        // Spot checks from what the ranking left.
+        if s > 0 {
+            let pool: Vec<usize> = eligible().filter(|&i| !picked.set[i]).collect();
+            let m = s.min(pool.len());
+            if m > 0 {
+                let mut rng = ChaCha8Rng::seed_from_u64(policy.seed);
+                for j in rand::seq::index::sample(&mut rng, pool.len(), m) {
+                    why[pool[j]] = Some(Why::SpotCheck);
+                }
+            }
         }
     }
     for i in 0..n {
@@ -325,9 +351,8 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Vec<Pick> {
                 in_budget,
                 why: w,
                 review_all: forced[i],
-                also_in_cluster: also.get_mut(i).map(std::mem::take).unwrap_or_default(),
             });
         }
     }
-    picks
+    Selection { picks, also }
 }

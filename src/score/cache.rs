@@ -264,7 +264,7 @@ impl SegEntry {
         self.item.validate(dims).map_err(|e| e.under("item"))?;
         let mut tally = Tally::default();
         let (_, pixels) = self.item.pooled();
-        let area = match self.item.dims {
+        let area = match self.item.dims() {
             Some((h, w)) => (h as u64).saturating_mul(w as u64),
             None => pixels,
         };

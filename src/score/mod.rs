@@ -39,7 +39,7 @@ use crate::io::npy::{Dtype, NpyArray};
 use crate::io::seg_probs::SegProbs;
 use crate::metrics::pixel_stats::{SampleScores, normalise};
 use crate::priority::{self, RowFacts, SegFacts};
-use crate::records::{DatasetStats, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
+use crate::records::{DatasetStats, ItemExtra, ItemResult, PredMaps, Shard, Timings, UNLABELLED};
 use crate::score::cache::{Cache, Key, Recorder, RowEntry, SegEntry};
 use crate::score::checkpoint::{Checkpoint, Resumed};
 use crate::scores::{ItemScores, Score};
@@ -463,17 +463,12 @@ fn row_item(index: usize, s: &SampleScores, label: u32) -> ItemResult {
         index,
         priority: 0.0,
         scores: sc,
-        reasons: Vec::new(),
         row: Some(facts),
-        seg_facts: None,
-        confused: None,
-        label_set: Vec::new(),
-        dims: None,
         cluster: None,
-        neighbors: Vec::new(),
         class: Some(label),
         consensus: None,
         unlabelled: false,
+        extra: None,
     }
 }
 
@@ -486,17 +481,12 @@ fn unlabelled_row_item(index: usize, s: &SampleScores) -> ItemResult {
         index,
         priority: 0.0,
         scores: row_scores(s, s.pred, false),
-        reasons: Vec::new(),
         row: None,
-        seg_facts: None,
-        confused: None,
-        label_set: Vec::new(),
-        dims: None,
         cluster: None,
-        neighbors: Vec::new(),
         class: Some(s.pred),
         consensus: None,
         unlabelled: true,
+        extra: None,
     }
 }
 
@@ -947,29 +937,29 @@ fn fold_seg_item(
         index,
         priority: 0.0,
         scores,
-        reasons: vec![],
         row: None,
-        label_set: (0..c)
-            .filter(|&k| st.confusion.label_count(k) > 0)
-            .map(|k| k as u32)
-            .collect(),
-        dims: Some((item.height, item.width)),
         cluster: None,
-        neighbors: Vec::new(),
         class: f.worst_class.map(|w| w.0 as u32),
-        confused: f
-            .worst_class
-            .and_then(|w| st.confusion.largest_confusion(w.0))
-            .map(|(a, p, n)| {
-                Box::new(crate::records::Confused {
+        consensus: None,
+        unlabelled: false,
+        extra: ItemExtra {
+            label_set: (0..c)
+                .filter(|&k| st.confusion.label_count(k) > 0)
+                .map(|k| k as u32)
+                .collect(),
+            dims: Some((item.height, item.width)),
+            confused: f
+                .worst_class
+                .and_then(|w| st.confusion.largest_confusion(w.0))
+                .map(|(a, p, n)| crate::records::Confused {
                     annotated: a as u32,
                     predicted: p as u32,
                     pixels: n,
-                })
-            }),
-        seg_facts: Some(Box::new(f)),
-        consensus: None,
-        unlabelled: false,
+                }),
+            seg_facts: Some(f),
+            ..ItemExtra::default()
+        }
+        .boxed(),
     });
     Ok(())
 }
@@ -992,17 +982,16 @@ fn unlabelled_seg_item(index: usize, item: &SegItem, st: &SegItemStats) -> ItemR
         index,
         priority: 0.0,
         scores,
-        reasons: vec![],
         row: None,
-        label_set: Vec::new(),
-        dims: Some((item.height, item.width)),
         cluster: None,
-        neighbors: Vec::new(),
         class: rarest,
-        seg_facts: None,
-        confused: None,
         consensus: None,
         unlabelled: true,
+        extra: ItemExtra {
+            dims: Some((item.height, item.width)),
+            ..ItemExtra::default()
+        }
+        .boxed(),
     }
 }
 

@@ -18,6 +18,7 @@ mod hostile_input;
 mod hostile_output;
 mod hostile_state;
 mod incremental;
+mod many_items;
 mod memory;
 mod npz;
 mod queue_policy;
