@@ -710,7 +710,12 @@ fn write_items_parquet(
                     rank: (rank > 0).then_some(rank),
                     priority: Some(it.priority),
                     label: it.row.as_ref().and_then(|f| name(f.label)),
-                    predicted: it.row.as_ref().and_then(|f| name(f.pred)),
+                    // An unlabelled item's class is its predicted class.
+                    predicted: match (&it.row, it.unlabelled) {
+                        (Some(f), _) => name(f.pred),
+                        (None, true) if layout.classification => it.class.and_then(name),
+                        (None, _) => None,
+                    },
                     unlabelled: it.unlabelled,
                     flags: cols.reasons.flag_row(it),
                     scores: score_of

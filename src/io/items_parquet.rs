@@ -11,7 +11,7 @@
 //! | `id` | `BYTE_ARRAY` (UTF-8) | never |
 //! | `rank` | `INT64` | the item is not in the review queue (unlabelled) |
 //! | `priority` | `DOUBLE` | not finite |
-//! | `label`, `predicted` | `BYTE_ARRAY` (UTF-8), classification only | unlabelled (`label`) |
+//! | `label`, `predicted` | `BYTE_ARRAY` (UTF-8), classification only | `label`: unlabelled; `predicted`: never |
 //! | `unlabelled` | `BOOLEAN` | never |
 //! | `flag_<check>`, one per check of the registry that ran | `BOOLEAN` | never |
 //! | one per score of the run ([`crate::scores::TABLE`] order, as `queue.jsonl`'s `scores`) | `DOUBLE` | undefined or not finite |

@@ -512,7 +512,7 @@ fn review_section(
     let (recs, current, changed, unknown) =
         (done.records, done.current, done.changed, done.unknown);
     let all: Vec<usize> = (0..items.len()).collect();
-    let full = policy::select(&candidates(items, &all, annot), pol);
+    let full = policy::select_owned(candidates(items, &all, annot), pol);
     let mut per_signal: BTreeMap<&str, Tally> =
         SIGNALS.iter().map(|&s| (s, Tally::default())).collect();
     let mut per_type: BTreeMap<&str, Tally> = checks
@@ -654,7 +654,7 @@ pub fn plan(
     let qpos: Vec<usize> = (0..items.len())
         .filter(|p| !current.contains_key(p))
         .collect();
-    let picks = policy::select(&candidates(items, &qpos, annot), pol);
+    let picks = policy::select_owned(candidates(items, &qpos, annot), pol);
     let mut rows: Vec<RowPlan> = picks
         .iter()
         .map(|pk| {

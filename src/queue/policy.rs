@@ -254,10 +254,31 @@ fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<
 /// Select the budget; see the module documentation for the exact rules.
 ///
 /// Memory: besides the candidates and the picks (32 bytes each), 17 bytes
-/// a candidate while choosing (the verdicts and two flags), freed before
-/// the picks are built; the per-class, eligible and spot-check lists only
-/// when their option asks for them.
+/// a candidate while choosing (the verdicts and two flags); the per-class,
+/// eligible and spot-check lists only when their option asks for them.
+/// [`select_owned`] frees the candidates before the picks are built.
 pub fn select(cands: &[Candidate], policy: &Policy) -> Selection {
+    verdicts(cands, policy).picks()
+}
+
+/// [`select`], dropping the candidates (40 bytes each) once every verdict
+/// is in, before the picks are built: the queue stage's peak is then the
+/// larger of the two, not their sum.
+pub fn select_owned(cands: Vec<Candidate>, policy: &Policy) -> Selection {
+    let v = verdicts(&cands, policy);
+    drop(cands);
+    v.picks()
+}
+
+/// Every candidate's verdict, before the picks are built from them.
+struct Verdicts {
+    why: Vec<Option<Why>>,
+    forced: Vec<bool>,
+    duplicate_of: Vec<Option<usize>>,
+    also: Vec<Vec<usize>>,
+}
+
+fn verdicts(cands: &[Candidate], policy: &Policy) -> Verdicts {
     let n = cands.len();
     let Counts {
         budget: _,
@@ -336,23 +357,43 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Selection {
             why[i] = Some(Why::ReviewAll);
         }
     }
-    // In queue order, built once: the in-budget candidates, then the others,
-    // each in priority order (no partition into two more vectors).
-    let mut picks: Vec<Pick> = Vec::with_capacity(n);
-    for inside in [true, false] {
-        for i in (0..n).filter(|&i| why[i].is_some() == inside) {
-            let (in_budget, w) = match (why[i], duplicate(i)) {
-                (Some(w), _) => (true, w),
-                (None, Some(rep)) => (false, Why::Duplicate(rep)),
-                (None, None) => (false, Why::Below),
-            };
-            picks.push(Pick {
-                pos: i,
-                in_budget,
-                why: w,
-                review_all: forced[i],
-            });
-        }
+    Verdicts {
+        why,
+        forced,
+        duplicate_of,
+        also,
     }
-    Selection { picks, also }
+}
+
+impl Verdicts {
+    /// The picks in queue order, built once: the in-budget candidates, then
+    /// the others, each in priority order (no partition into two more
+    /// vectors).
+    fn picks(self) -> Selection {
+        let Verdicts {
+            why,
+            forced,
+            duplicate_of,
+            also,
+        } = self;
+        let n = why.len();
+        let duplicate = |i: usize| duplicate_of.get(i).copied().flatten();
+        let mut picks: Vec<Pick> = Vec::with_capacity(n);
+        for inside in [true, false] {
+            for i in (0..n).filter(|&i| why[i].is_some() == inside) {
+                let (in_budget, w) = match (why[i], duplicate(i)) {
+                    (Some(w), _) => (true, w),
+                    (None, Some(rep)) => (false, Why::Duplicate(rep)),
+                    (None, None) => (false, Why::Below),
+                };
+                picks.push(Pick {
+                    pos: i,
+                    in_budget,
+                    why: w,
+                    review_all: forced[i],
+                });
+            }
+        }
+        Selection { picks, also }
+    }
 }
