@@ -324,7 +324,7 @@ pub fn load(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Annotatio
                 ann.items[i].len()
             ),
         )
-        .item(manifest.ids[i].clone())
+        .item(manifest.ids[i].to_string())
         .field("annotator"));
     }
     Ok(Some(ann))

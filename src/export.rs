@@ -392,7 +392,7 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
     let mut corrected = 0;
     for i in 0..manifest.len() {
         let id = &manifest.ids[i];
-        let fix = fixes.get(id.as_str());
+        let fix = fixes.get(id);
         let cell = match cfg.task {
             Task::Classification => match fix.and_then(|r| r.corrected_label.clone()) {
                 Some(name) => {
@@ -445,7 +445,7 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
                 }
             }
         };
-        let mut row = vec![id.clone(), cell];
+        let mut row = vec![id.to_string(), cell];
         row.extend(carried.iter().map(|&j| {
             let v = manifest.rows[i][j].trim();
             // Paths stay valid from the new directory: absolute, inside

@@ -358,7 +358,7 @@ fn as_row<'a>(
     let it = &pool[r.pos];
     ToLabelRow {
         rank: rank + 1,
-        id: manifest.ids[it.index].as_str(),
+        id: &manifest.ids[it.index],
         score: r.score.filter(|v| v.is_finite()),
         predicted: it
             .class
@@ -573,7 +573,7 @@ impl<'a> QueueColumns<'a> {
         reasons.extend(check_reasons.into_iter().map(Cow::Owned));
         schema::QueueRow {
             rank: i + 1,
-            id: Cow::Borrowed(manifest.ids[it.index].as_str()),
+            id: Cow::Borrowed(&manifest.ids[it.index]),
             priority: finite(Some(it.priority)),
             in_budget: p.in_budget,
             spot_check: p.spot_check,
@@ -603,7 +603,7 @@ impl<'a> QueueColumns<'a> {
                 it.neighbors()
                     .iter()
                     .map(|n| schema::RowNeighbor {
-                        id: Cow::Borrowed(manifest.ids[n.index].as_str()),
+                        id: Cow::Borrowed(&manifest.ids[n.index]),
                         // `json!(f32)` widened to f64 before printing; keep those digits.
                         distance: n.distance as f64,
                         label: Cow::Borrowed(n.label.as_str()),
@@ -706,7 +706,7 @@ fn write_items_parquet(
                     (it, rank)
                 })
                 .map(|(it, rank)| items_parquet::ItemRow {
-                    id: manifest.ids[it.index].as_str(),
+                    id: &manifest.ids[it.index],
                     rank: (rank > 0).then_some(rank),
                     priority: Some(it.priority),
                     label: it.row.as_ref().and_then(|f| name(f.label)),

@@ -63,7 +63,7 @@ impl Check for DuplicateConflict {
                 let text = match cfg.task {
                     Task::Classification => format!(
                         "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) labelled {:?}, this item {:?}",
-                        ids[nb.index],
+                        &ids[nb.index],
                         nb.distance,
                         t,
                         nb.label,
@@ -71,7 +71,7 @@ impl Check for DuplicateConflict {
                     ),
                     Task::Segmentation => format!(
                         "near-duplicate of {:?} (cosine distance {:.4} <= {:.4}) whose mask disagrees",
-                        ids[nb.index], nb.distance, t
+                        &ids[nb.index], nb.distance, t
                     ),
                 };
                 out.reasons.push((row, Place::First, text));

@@ -504,7 +504,7 @@ mod tests {
     use super::*;
 
     fn emb(rows: &[[f32; 2]]) -> Embeddings {
-        let ids: Vec<String> = (0..rows.len()).map(|i| i.to_string()).collect();
+        let ids = crate::io::manifest::Ids::numbered(rows.len());
         Embeddings::from_rows(
             Path::new("e"),
             rows.iter().flatten().copied().collect(),
@@ -543,7 +543,7 @@ mod tests {
                 let (a, b) = raw.split_at_mut(r * d);
                 b[..d].copy_from_slice(&a[..d]);
             }
-            let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+            let ids = crate::io::manifest::Ids::numbered(n);
             let e = Embeddings::from_rows(Path::new("e"), raw, n, d, &ids).unwrap();
             for k in [1, 10] {
                 let want = exact_reference(&e, k);

@@ -255,7 +255,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
                     r + 2
                 ),
             )
-            .item(manifest.ids[r].clone())
+            .item(manifest.ids[r].to_string())
             .field(field));
         }
         Ok(())
@@ -275,7 +275,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
                         r + 2
                     ),
                 )
-                .item(manifest.ids[r].clone())
+                .item(manifest.ids[r].to_string())
                 .field("annotated_at")
             })?;
             v.push(day);

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::io::manifest::Ids;
 use crate::io::npy::NpyArray;
 use crate::io::probs::ProbBuf;
 
@@ -23,19 +24,13 @@ impl Embeddings {
     }
 
     /// Build from raw rows, normalising each; `ids` name the items in errors.
-    pub fn from_rows(
-        path: &Path,
-        raw: Vec<f32>,
-        n: usize,
-        d: usize,
-        ids: &[String],
-    ) -> Result<Self> {
+    pub fn from_rows(path: &Path, raw: Vec<f32>, n: usize, d: usize, ids: &Ids) -> Result<Self> {
         let mut data = raw;
         for i in 0..n {
             let row = &mut data[i * d..(i + 1) * d];
             let bad = |msg: String| {
                 Error::input(path, msg)
-                    .item(ids.get(i).cloned().unwrap_or_else(|| i.to_string()))
+                    .item(ids.get(i).map_or_else(|| i.to_string(), str::to_string))
                     .field("embeddings")
             };
             if let Some(k) = row.iter().position(|v| !v.is_finite()) {
@@ -57,12 +52,12 @@ impl Embeddings {
     }
 
     /// Read and validate `path` against the item ids.
-    pub fn load(path: &Path, ids: &[String]) -> Result<Self> {
+    pub fn load(path: &Path, ids: &Ids) -> Result<Self> {
         Self::load_array(NpyArray::open(path)?, ids)
     }
 
     /// Read and validate an opened array against the item ids.
-    pub fn load_array(arr: NpyArray, ids: &[String]) -> Result<Self> {
+    pub fn load_array(arr: NpyArray, ids: &Ids) -> Result<Self> {
         let (mut arr, n, d) = Self::check_array(arr, ids)?;
         let path = arr.path.clone();
         let path = path.as_path();
@@ -79,13 +74,13 @@ impl Embeddings {
     /// Open `path` and check its header against the items (2-D, `D > 0`,
     /// one row per item, every byte present) without reading the rows: the
     /// checks [`Embeddings::load`] makes first, run before scoring.
-    pub fn check(path: &Path, ids: &[String]) -> Result<()> {
+    pub fn check(path: &Path, ids: &Ids) -> Result<()> {
         Self::check_array(NpyArray::open(path)?, ids).map(|_| ())
     }
 
     /// The checks of [`Embeddings::check`] on an opened array; the array
     /// and its `(N, D)`.
-    pub fn check_array(arr: NpyArray, ids: &[String]) -> Result<(NpyArray, usize, usize)> {
+    pub fn check_array(arr: NpyArray, ids: &Ids) -> Result<(NpyArray, usize, usize)> {
         let path = arr.path.clone();
         let path = path.as_path();
         let shape = arr.shape.clone();
@@ -142,7 +137,7 @@ mod tests {
 
     #[test]
     fn rows_are_normalised_and_bad_rows_named() {
-        let ids: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let ids: Ids = ["a", "b"].into_iter().collect();
         let e = Embeddings::from_rows(Path::new("e.npy"), vec![3.0, 4.0, 0.0, 2.0], 2, 2, &ids)
             .unwrap();
         assert_eq!(e.row(0), &[0.6, 0.8]);

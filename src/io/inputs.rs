@@ -60,7 +60,7 @@ pub fn memory_manifest(cfg: &DatasetConfig, n: usize) -> Option<Manifest> {
     let mut m = match &mem.ids {
         Some(ids) => Manifest {
             columns: vec![],
-            ids: ids.clone(),
+            ids: ids.iter().collect(),
             rows: vec![vec![]; ids.len()],
         },
         None => Manifest::numbered(n),
@@ -68,7 +68,7 @@ pub fn memory_manifest(cfg: &DatasetConfig, n: usize) -> Option<Manifest> {
     if cfg.task == crate::config::Task::Segmentation {
         m.columns = vec!["id".into(), "mask".into()];
         for (row, id) in m.rows.iter_mut().zip(&m.ids) {
-            *row = vec![id.clone(), MASKS.into()];
+            *row = vec![id.to_string(), MASKS.into()];
         }
     }
     Some(m)

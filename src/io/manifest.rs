@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 pub struct Manifest {
     /// Column names in file order.
     pub columns: Vec<String>,
-    /// Item ids in row order.
-    pub ids: Vec<String>,
+    /// Item ids in row order, kept once ([`Ids`]).
+    pub ids: Ids,
     /// Every cell, row-major, `rows[i][j]` for column `columns[j]`.
     pub rows: Vec<Vec<String>>,
 }
@@ -65,7 +65,7 @@ impl Manifest {
             .position(|c| c == "id")
             .ok_or_else(|| Error::input(path, "no `id` column in the header").field("id"))?;
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut ids = Vec::new();
+        let mut ids = Ids::default();
         let mut rows = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let record = record.map_err(|e| csv_error(path, e))?;
@@ -83,7 +83,7 @@ impl Manifest {
                 .item(id)
                 .field("id"));
             }
-            ids.push(id);
+            ids.push(&id);
             rows.push(row);
         }
         Ok(Manifest { columns, ids, rows })
@@ -93,7 +93,7 @@ impl Manifest {
     pub fn numbered(n: usize) -> Self {
         Manifest {
             columns: vec![],
-            ids: (0..n).map(|i| i.to_string()).collect(),
+            ids: Ids::numbered(n),
             rows: vec![vec![]; n],
         }
     }
@@ -110,11 +110,7 @@ impl Manifest {
 
     /// Each id's row, for looking items up by id.
     pub fn positions(&self) -> HashMap<&str, usize> {
-        self.ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect()
+        self.ids.iter().enumerate().map(|(i, id)| (id, i)).collect()
     }
 
     /// Index of a column.
@@ -122,6 +118,123 @@ impl Manifest {
         self.columns.iter().position(|c| c == name)
     }
 }
+
+/// Item ids in row order, kept once: every id's text in one buffer and
+/// where each ends, so that an id costs its bytes and 8 more (a `String`
+/// apiece cost 24 bytes and an allocation: about 32 bytes for the short
+/// ids of a million-item run; BENCHMARKS.md "Many items"). Read an id as
+/// `&ids[i]` or [`Ids::get`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    text: String,
+    /// `ends[i]`: where id `i` ends in `text` (it starts where `i − 1` ends).
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    /// `"0"`, `"1"`, ... `"n-1"`.
+    pub fn numbered(n: usize) -> Ids {
+        let mut ids = Ids {
+            text: String::with_capacity(n.saturating_mul(7)),
+            ends: Vec::with_capacity(n),
+        };
+        let mut b = itoa::Buffer::new();
+        for i in 0..n {
+            ids.push(b.format(i));
+        }
+        ids
+    }
+
+    /// Add `id` after the others.
+    pub fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+    }
+
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// No id.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Id `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+
+    /// Every id, in row order.
+    pub fn iter(&self) -> IdsIter<'_> {
+        IdsIter {
+            ids: self,
+            rows: 0..self.len(),
+        }
+    }
+
+    /// The ids as owned strings.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+impl std::ops::Index<usize> for Ids {
+    type Output = str;
+    /// Id `i`; panics past the end, as a slice does.
+    fn index(&self, i: usize) -> &str {
+        match self.get(i) {
+            Some(id) => id,
+            None => panic!("id {i} of {}", self.len()),
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Ids {
+    fn from_iter<I: IntoIterator<Item = S>>(it: I) -> Ids {
+        let mut ids = Ids::default();
+        for s in it {
+            ids.push(s.as_ref());
+        }
+        ids
+    }
+}
+
+impl<'a> IntoIterator for &'a Ids {
+    type Item = &'a str;
+    type IntoIter = IdsIter<'a>;
+    fn into_iter(self) -> IdsIter<'a> {
+        self.iter()
+    }
+}
+
+/// The ids of [`Ids::iter`], in row order.
+#[derive(Debug, Clone)]
+pub struct IdsIter<'a> {
+    ids: &'a Ids,
+    rows: std::ops::Range<usize>,
+}
+
+impl<'a> Iterator for IdsIter<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        self.rows.next().map(|i| &self.ids[i])
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.rows.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for IdsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.rows.next_back().map(|i| &self.ids[i])
+    }
+}
+
+impl ExactSizeIterator for IdsIter<'_> {}
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {
     let line = e.position().map(|p| p.line());
@@ -147,13 +260,33 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 mod tests {
     use super::*;
 
+    /// Ids kept in one buffer read back as the strings they were, in order,
+    /// from either end, with nothing past the last.
+    #[test]
+    fn ids_read_back_as_pushed() {
+        let ids = Ids::numbered(12);
+        assert_eq!(ids.len(), 12);
+        assert_eq!(
+            (&ids[0], &ids[9], &ids[10], &ids[11]),
+            ("0", "9", "10", "11")
+        );
+        assert_eq!(ids.get(12), None);
+        let words = ["é", "", "a,b", "x y"];
+        let ids: Ids = words.iter().collect();
+        assert_eq!(ids.iter().collect::<Vec<_>>(), words);
+        assert_eq!(ids.iter().rev().next(), Some("x y"));
+        assert_eq!(ids.iter().len(), 4);
+        assert_eq!(ids.to_vec(), words.map(String::from));
+        assert!(Ids::default().is_empty() && Ids::default().get(0).is_none());
+    }
+
     #[test]
     fn parses_and_rejects_duplicates() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("items.csv");
         std::fs::write(&p, "id,label,annotator\na,1,x\nb,2,y\n").unwrap();
         let m = Manifest::load(&p).unwrap();
-        assert_eq!(m.ids, vec!["a", "b"]);
+        assert_eq!(m.ids.iter().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(m.column("annotator"), Some(2));
         std::fs::write(&p, "id,label\na,1\nb,2\na,3\n").unwrap();
         let e = Manifest::load(&p).unwrap_err().to_string();

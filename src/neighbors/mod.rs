@@ -470,7 +470,7 @@ mod tests {
         // 50°. Centre-bounded clusters hold at most a centre and its two
         // direct neighbours.
         let rows: Vec<f32> = (0..6).flat_map(|i| unit(10.0 * i as f32)).collect();
-        let ids: Vec<String> = (0..6).map(|i| i.to_string()).collect();
+        let ids = crate::io::manifest::Ids::numbered(6);
         let e = Embeddings::from_rows(Path::new("e"), rows, 6, 2, &ids).unwrap();
         let g = knn::exact(&e, 3);
         let r = analyse(
@@ -519,7 +519,7 @@ mod tests {
             ]),
             vec![(0, 2), (0, 4), (2, 4)]
         );
-        let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let ids = crate::io::manifest::Ids::numbered(4);
         let rows: Vec<f32> = [unit(0.0), unit(1.0), unit(60.0), unit(120.0)].concat();
         let e = Embeddings::from_rows(Path::new("e"), rows, 4, 2, &ids).unwrap();
         let g = knn::exact(&e, 1);

@@ -18,6 +18,7 @@ use super::{
 use crate::backend::Backend;
 use crate::config::{DatasetConfig, Task};
 use crate::error::{Error, Result};
+use crate::io::manifest::Ids;
 use crate::io::manifest::Manifest;
 use crate::io::mask::read_dataset_mask;
 use crate::records::{ItemResult, NeighborRef};
@@ -142,7 +143,7 @@ fn file_xxh3(path: &Path) -> Result<u64> {
 /// The items of the saved index in `dir` that the run may reuse: the
 /// manifest's prefix that matches `ids` and `hashes`, when the dump files
 /// still hash to what the manifest recorded; 0 (rebuild) otherwise.
-fn reusable_prefix(dir: &Path, ids: &[String], hashes: &[u64]) -> Result<usize> {
+fn reusable_prefix(dir: &Path, ids: &Ids, hashes: &[u64]) -> Result<usize> {
     let manifest_path = dir.join("index.json");
     match std::fs::symlink_metadata(&manifest_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -155,7 +156,7 @@ fn reusable_prefix(dir: &Path, ids: &[String], hashes: &[u64]) -> Result<usize> 
     let m_len = m.ids.len();
     let same_prefix = m_len <= ids.len()
         && m.row_hashes.len() == m_len
-        && m.ids[..] == ids[..m_len]
+        && m.ids.iter().map(String::as_str).eq(ids.iter().take(m_len))
         && m.row_hashes[..] == hashes[..m_len];
     if !same_prefix || m_len == 0 {
         return Ok(0);
@@ -186,7 +187,7 @@ fn row_hash(row: &[f32]) -> u64 {
 
 fn build_graph(
     emb: &Embeddings,
-    ids: &[String],
+    ids: &Ids,
     o: &NeighborOptions,
     backend: &dyn Backend,
 ) -> Result<(super::KnnGraph, Option<schema::IvfSummary>)> {
@@ -344,7 +345,7 @@ pub fn check_images(cfg: &DatasetConfig, manifest: &Manifest) -> Result<()> {
     paths.par_iter().enumerate().try_for_each(|(i, p)| match p {
         Some(p) => open_image(p)
             .map(drop)
-            .map_err(|e| e.item(manifest.ids[i].as_str()).field("image")),
+            .map_err(|e| e.item(&manifest.ids[i]).field("image")),
         None => Ok(()),
     })
 }
@@ -649,11 +650,11 @@ pub fn cluster_rows(
                     .iter()
                     .zip(&labels)
                     .map(|(&m, l)| schema::ClusterMember {
-                        id: manifest.ids[m].clone(),
+                        id: manifest.ids[m].to_string(),
                         label: l.clone(),
                     })
                     .collect(),
-                centre: manifest.ids[c.centre].clone(),
+                centre: manifest.ids[c.centre].to_string(),
                 majority_label: majority,
                 conflict,
                 conflict_fraction: match n_labelled {

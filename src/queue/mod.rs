@@ -231,7 +231,7 @@ fn row_plan(
     pk: &Pick,
     also: &[usize],
 ) -> RowPlan {
-    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let id_of = |p: usize| &manifest.ids[items[p].index];
     let p = qpos[pk.pos];
     let mut why = Vec::new();
     if let Some((r, what)) = changed.get(&p) {
@@ -419,7 +419,7 @@ fn views_section(
     items: &[ItemResult],
     rows: &[RowPlan],
 ) -> IndexMap<String, schema::View> {
-    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let id_of = |p: usize| &manifest.ids[items[p].index];
     let mut views = IndexMap::new();
     for d in checks {
         let mut hits: Vec<(f64, usize)> = rows
@@ -471,7 +471,7 @@ fn previous_section(
     let mut now: HashSet<&str> = HashSet::new();
     for r in rows.iter_mut().filter(|r| r.in_budget) {
         let it = &items[r.item];
-        let id = manifest.ids[it.index].as_str();
+        let id = &manifest.ids[it.index];
         now.insert(id);
         r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
     }
@@ -508,7 +508,7 @@ fn review_section(
     checks: &[CheckRun],
     done: &Decisions<'_>,
 ) -> schema::Review {
-    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let id_of = |p: usize| &manifest.ids[items[p].index];
     let (recs, current, changed, unknown) =
         (done.records, done.current, done.changed, done.unknown);
     let all: Vec<usize> = (0..items.len()).collect();
@@ -618,7 +618,7 @@ pub fn plan(
 ) -> Result<QueuePlan> {
     let pol = &opts.policy;
     let annot = manifest.column("annotator").map(|col| (col, manifest));
-    let id_of = |p: usize| manifest.ids[items[p].index].as_str();
+    let id_of = |p: usize| &manifest.ids[items[p].index];
 
     // Decisions already made, and whether their items changed since.
     let reviews = inputs.reviews;

@@ -614,7 +614,7 @@ fn read_tool_export(
             .item(img.key.clone())
             .field("image"));
         };
-        let id = manifest.ids[index].clone();
+        let id = manifest.ids[index].to_string();
         if let Some(first) = seen.insert(index, t) {
             return Err(Error::input(
                 path,

@@ -425,11 +425,11 @@ pub fn run(
                 )),
                 Some(Pass::Near(q)) => reasons.push(format!(
                     "fills the batch: {:?}, a nearest neighbour, ranks before it",
-                    ids[pool[q].index]
+                    &ids[pool[q].index]
                 )),
                 Some(Pass::Duplicate(q)) => reasons.push(format!(
                     "near-duplicate of {:?}, which ranks before it: the pool has fewer clusters than the budget",
-                    ids[pool[q].index]
+                    &ids[pool[q].index]
                 )),
                 None => {}
             }

@@ -157,8 +157,8 @@ fn visuals(inp: &Inputs<'_>) -> (HashMap<String, Visual>, Files) {
         .ids
         .iter()
         .enumerate()
-        .filter(|(_, id)| wanted.contains(id.as_str()))
-        .map(|(i, id)| (id.as_str(), i))
+        .filter(|(_, id)| wanted.contains(id))
+        .map(|(i, id)| (id, i))
         .collect();
     let mut stacked = if crate::io::inputs::probs_dir(cfg) {
         None
@@ -270,7 +270,7 @@ fn annotator_visuals(inp: &Inputs<'_>, out: &mut HashMap<String, Visual>, files:
             let rel = format!("{OVERLAY_DIR}/{}.annotators.png", escape::file_stem(id));
             let img = overlay::annotators_overlay(inp.cfg, inp.manifest, a.index, a.dims, &a.masks);
             (
-                id.clone(),
+                id.to_string(),
                 rel,
                 img.and_then(|img| overlay::png_bytes(&img)),
             )

@@ -151,7 +151,7 @@ fn segmentation_in_memory_scores_as_the_cli_does() {
             labels: None,
             masks: Some(array(masks, &[shape[0], h, w])),
             embeddings: Some(array(emb, &eshape)),
-            ids: Some(manifest.ids.clone()),
+            ids: Some(manifest.ids.to_vec()),
         },
     )
     .unwrap();

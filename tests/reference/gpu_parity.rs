@@ -466,7 +466,7 @@ fn unit_rows(rng: &mut ChaCha8Rng, n: usize, d: usize) -> Vec<f32> {
 }
 
 fn embeddings(rows: Vec<f32>, n: usize, d: usize) -> triage::neighbors::Embeddings {
-    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    let ids: triage::io::manifest::Ids = (0..n).map(|i| format!("e{i}")).collect();
     triage::neighbors::Embeddings::from_rows(std::path::Path::new("emb.npy"), rows, n, d, &ids)
         .unwrap()
 }

@@ -212,7 +212,7 @@ fn a_dense_group_does_not_chain() {
                 .collect()
         })
         .collect();
-    let ids: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+    let ids = triage::io::manifest::Ids::numbered(12);
     let e = Embeddings::from_rows(Path::new("e"), rows.concat(), 12, d, &ids).unwrap();
     let g = knn::exact(&e, 6);
     struct Same;
@@ -240,7 +240,7 @@ fn a_dense_group_does_not_chain() {
 fn hnsw_recall_at_10_against_exact() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (rows, _) = clustered(&mut rng, 4000, 32, 50);
-    let ids: Vec<String> = (0..4000).map(|i| i.to_string()).collect();
+    let ids = triage::io::manifest::Ids::numbered(4000);
     let e = Embeddings::from_rows(Path::new("e"), rows.concat(), 4000, 32, &ids).unwrap();
     let exact = knn::exact(&e, 10);
     let approx = knn::hnsw(&e, 10, None, false).unwrap();
@@ -264,7 +264,7 @@ fn ivf_recall_at_10_against_exact() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let n = 20_000;
     let (rows, _) = clustered(&mut rng, n, 32, 200);
-    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let ids = triage::io::manifest::Ids::numbered(n);
     let e = Embeddings::from_rows(Path::new("e"), rows.concat(), n, 32, &ids).unwrap();
     let exact = knn::exact(&e, 10);
     let p = knn::IvfParams::for_size(n);

@@ -409,7 +409,7 @@ pub fn attach(cfg: &mut DatasetConfig) -> Result<()> {
             let mut used = vec![false; ids.len()];
             let mut order = Vec::with_capacity(m.len());
             for id in &m.ids {
-                let Some(&i) = at.get(id.as_str()) else {
+                let Some(&i) = at.get(id) else {
                     return Err(Error::input(
                         items,
                         format!(
