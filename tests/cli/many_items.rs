@@ -7,7 +7,7 @@
 //! `per_item = (peak(1 000 000) − peak(250 000)) / 750 000`
 //!
 //! must stay within [`PER_ITEM`] bytes and the larger run within
-//! [`WHOLE`]. Slow (two synthetic sets, about 10 s of runs, 0.5 GB): runs
+//! [`whole_bound`]. Slow (two synthetic sets, about 10 s of runs, 0.5 GB): runs
 //! when `TRIAGE_BIG_TESTS=1` (CI sets it), and says it skipped otherwise.
 //! Speed is measured in `benches/many_items.py`, never asserted here.
 
@@ -16,11 +16,19 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Bytes of peak resident memory an item may add (measured 2026-12-04 at
-/// about 330 B/item; was 950 B before issue 33; BENCHMARKS.md "Many
-/// items"). The goal of issue 33 is 150.
+/// 305–330 B/item, the 40 B of its float32 probabilities read through
+/// the page cache included; 950 before issue 33; BENCHMARKS.md "Many
+/// items"). The goal of issue 33 is 150 plus the input's working set.
 const PER_ITEM: f64 = 400.0;
-/// The whole 1 000 000-item run's peak (measured about 430 MB).
-const WHOLE: u64 = 520 << 20;
+
+/// The whole 1 000 000-item run's peak (measured about 390 MB on 2
+/// threads): this much, plus the writers' windows, which grow with the
+/// thread count (two windows of `2 × threads` chunks of 1024 rows of about
+/// 900 bytes).
+fn whole_bound() -> u64 {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    (460 << 20) + threads * (4 << 20)
+}
 
 /// `triage run` over `items` synthetic items with `--queue-rows flagged`;
 /// returns the peak RSS in bytes, after checking that every item reached
@@ -71,8 +79,9 @@ fn a_million_items_add_a_bounded_few_hundred_bytes_each() {
         per_item <= PER_ITEM,
         "{per_item:.0} bytes an item (250 000 items: {small} B, 1 000 000: {large} B), above {PER_ITEM}"
     );
+    let whole = whole_bound();
     assert!(
-        large <= WHOLE,
-        "{large} bytes at 1 000 000 items, above {WHOLE}"
+        large <= whole,
+        "{large} bytes at 1 000 000 items, above {whole}"
     );
 }
