@@ -16,9 +16,10 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Bytes of peak resident memory an item may add (measured 2026-12-04 at
-/// 305–330 B/item, the 40 B of its float32 probabilities read through
-/// the page cache included; 950 before issue 33; BENCHMARKS.md "Many
-/// items"). The goal of issue 33 is 150 plus the input's working set.
+/// 305–330 B/item; 950 before issue 33; BENCHMARKS.md "Many items"). It
+/// includes the reader's probability windows growing from 10 MB to their
+/// 32 MiB cap between the two sizes (about 40 B an item here, none beyond
+/// the cap). The goal of issue 33 is 150 plus the input's working set.
 const PER_ITEM: f64 = 400.0;
 
 /// The whole 1 000 000-item run's peak (measured about 390 MB on 2
