@@ -59,7 +59,7 @@ fn clustered(n: usize, d: usize) -> Embeddings {
             data.push(cdata[c * d + j] + sigma * rng.random_range(-1.0f32..1.0));
         }
     }
-    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let ids = triage::io::manifest::Ids::numbered(n);
     match Embeddings::from_rows(std::path::Path::new("bench"), data, n, d, &ids) {
         Ok(e) => e,
         Err(e) => panic!("bench data: {e}"),

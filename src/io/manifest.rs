@@ -274,7 +274,7 @@ mod tests {
         let words = ["é", "", "a,b", "x y"];
         let ids: Ids = words.iter().collect();
         assert_eq!(ids.iter().collect::<Vec<_>>(), words);
-        assert_eq!(ids.iter().rev().next(), Some("x y"));
+        assert_eq!(ids.iter().next_back(), Some("x y"));
         assert_eq!(ids.iter().len(), 4);
         assert_eq!(ids.to_vec(), words.map(String::from));
         assert!(Ids::default().is_empty() && Ids::default().get(0).is_none());

@@ -228,8 +228,7 @@ fn row_plan(
     qpos: &[usize],
     changed: &HashMap<usize, (&ReviewRecord, Vec<&str>)>,
     annot: Option<(usize, &Manifest)>,
-    pk: &Pick,
-    also: &[usize],
+    (pk, also): (&Pick, &[usize]),
 ) -> RowPlan {
     let id_of = |p: usize| &manifest.ids[items[p].index];
     let p = qpos[pk.pos];
@@ -659,7 +658,7 @@ pub fn plan(
         .iter()
         .map(|pk| {
             let also = picks.also_in_cluster(pk.pos);
-            row_plan(cfg, manifest, items, &qpos, &changed, annot, pk, also)
+            row_plan(cfg, manifest, items, &qpos, &changed, annot, (pk, also))
         })
         .collect();
     drop(picks);
