@@ -34,9 +34,12 @@ use parquet::schema::types::{ColumnPath, Type, TypePtr};
 /// item; large enough for the readers' vectorised scans.
 pub const ROW_GROUP: usize = 131_072;
 
-/// The zstd level: 3, zstd's default (fast, and a third of the size of
-/// `queue.jsonl`'s numbers).
-const ZSTD_LEVEL: i32 = 3;
+/// The zstd level: 1, zstd's fastest ordinary level. At 1 000 000 items
+/// level 3 (zstd's default) wrote 37.3 MB, level 1 41.3 MB (+11 %) in
+/// about a fifth less of the write stage (1.04–1.27 s against 1.26–1.58 s
+/// with `--top 1000`, where items.parquet is most of it; BENCHMARKS.md
+/// "Many items"): the file is small beside the queue files either way.
+const ZSTD_LEVEL: i32 = 1;
 
 /// What a run's file holds: its score columns and its checks.
 #[derive(Debug, Clone, PartialEq)]
