@@ -253,9 +253,10 @@ fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<
 
 /// Select the budget; see the module documentation for the exact rules.
 ///
-/// Memory: besides the candidates and the picks (32 bytes each), 17 bytes
-/// a candidate while choosing (the verdicts and two flags); the per-class,
-/// eligible and spot-check lists only when their option asks for them.
+/// Memory: besides the candidates (40 bytes each) and the picks (32), 18
+/// bytes a candidate while choosing (its verdict and two flags; 16 more
+/// when near-duplicates are de-duplicated within a budget); the per-class
+/// and spot-check lists only when their option asks for them.
 /// [`select_owned`] frees the candidates before the picks are built.
 pub fn select(cands: &[Candidate], policy: &Policy) -> Selection {
     verdicts(cands, policy).picks()
