@@ -156,15 +156,16 @@ impl Pick {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     picks: Vec<Pick>,
-    /// By candidate position, when anything was de-duplicated (else empty).
-    also: Vec<Vec<usize>>,
+    /// By representative's position: the other members of its cluster
+    /// (only representatives of clusters with more than one member).
+    also: HashMap<usize, Vec<usize>>,
 }
 
 impl Selection {
     /// Representatives: positions of the other members of the cluster of
     /// the candidate at `pos` (empty for every other candidate).
     pub fn also_in_cluster(&self, pos: usize) -> &[usize] {
-        self.also.get(pos).map_or(&[], Vec::as_slice)
+        self.also.get(&pos).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -223,29 +224,31 @@ impl Picked {
 
 /// De-duplication (with `--dedup` and a budget): each near-duplicate
 /// cluster is represented by its best-ranked member. Returns, per
-/// candidate, the representative it is a duplicate of, and, for each
-/// representative, the other members of its cluster; both empty (no
-/// memory per candidate) when nothing is de-duplicated (read them with
-/// `get`).
-fn duplicates(cands: &[Candidate], policy: &Policy) -> (Vec<Option<usize>>, Vec<Vec<usize>>) {
+/// candidate, the representative it is a duplicate of (empty, no memory
+/// per candidate, when nothing is de-duplicated: read it with `get`), and,
+/// by representative, the other members of its cluster (only for clusters
+/// of more than one member: no memory for the others).
+fn duplicates(
+    cands: &[Candidate],
+    policy: &Policy,
+) -> (Vec<Option<usize>>, HashMap<usize, Vec<usize>>) {
     let n = cands.len();
     let mut duplicate_of: Vec<Option<usize>> = Vec::new();
-    let mut also: Vec<Vec<usize>> = Vec::new();
+    let mut also: HashMap<usize, Vec<usize>> = HashMap::new();
     if policy.dedup && policy.budget.is_some() {
         duplicate_of = vec![None; n];
-        also = vec![Vec::new(); n];
         let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             if let Some(cl) = c.cluster {
                 members.entry(cl).or_default().push(i);
             }
         }
-        for m in members.values() {
+        for m in members.into_values().filter(|m| m.len() > 1) {
             let rep = m[0];
-            also[rep] = m[1..].to_vec();
             for &i in &m[1..] {
                 duplicate_of[i] = Some(rep);
             }
+            also.insert(rep, m[1..].to_vec());
         }
     }
     (duplicate_of, also)
@@ -276,7 +279,7 @@ struct Verdicts {
     why: Vec<Option<Why>>,
     forced: Vec<bool>,
     duplicate_of: Vec<Option<usize>>,
-    also: Vec<Vec<usize>>,
+    also: HashMap<usize, Vec<usize>>,
 }
 
 fn verdicts(cands: &[Candidate], policy: &Policy) -> Verdicts {
