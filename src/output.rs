@@ -699,11 +699,10 @@ fn write_items_parquet(
                 .filter(|&&a| a != u32::MAX)
                 .map(|&a| {
                     let a = a as usize;
-                    let (it, rank) = match items.get(a) {
+                    match items.get(a) {
                         Some(it) => (it, u64::from(rank[a])),
                         None => (&pool[a - items.len()], 0),
-                    };
-                    (it, rank)
+                    }
                 })
                 .map(|(it, rank)| items_parquet::ItemRow {
                     id: &manifest.ids[it.index],

@@ -222,6 +222,26 @@ impl Picked {
     }
 }
 
+/// Each class's first `q` entries of `order` (`(position, class)`, in
+/// rank order; entries without a class skipped), by class in class order:
+/// one pass, O(N log C), not a pass per class. The per-class minimum of
+/// the review budget and of the labelling batch reserve from it.
+pub fn first_per_class(
+    order: impl IntoIterator<Item = (usize, Option<u32>)>,
+    q: usize,
+) -> BTreeMap<u32, Vec<usize>> {
+    let mut firsts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, class) in order {
+        if let Some(c) = class {
+            let v = firsts.entry(c).or_default();
+            if v.len() < q {
+                v.push(i);
+            }
+        }
+    }
+    firsts
+}
+
 /// De-duplication (with `--dedup` and a budget): each near-duplicate
 /// cluster is represented by its best-ranked member. Returns, per
 /// candidate, the representative it is a duplicate of (empty, no memory
@@ -312,18 +332,8 @@ fn verdicts(cands: &[Candidate], policy: &Policy) -> Verdicts {
             for i in eligible().take(r) {
                 plain[i] = true;
             }
-            // Each class's first `q` eligible items, in one pass (O(N log
-            // C), not a pass per class), then reserved class by class in
-            // class order.
-            let mut firsts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-            for i in eligible() {
-                if let Some(c) = cands[i].class {
-                    let v = firsts.entry(c).or_default();
-                    if v.len() < q {
-                        v.push(i);
-                    }
-                }
-            }
+            // Each class's first `q` eligible items, reserved class by class.
+            let firsts = first_per_class(eligible().map(|i| (i, cands[i].class)), q);
             for (c, members) in firsts {
                 for i in members {
                     if picked.len < r && picked.insert(i) {

@@ -337,15 +337,8 @@ pub fn run(
     if q > 0 {
         let mut per: std::collections::BTreeMap<u32, usize> = Default::default();
         let plain: HashSet<usize> = order.iter().take(k).map(|&(p, _)| p).collect();
-        let mut firsts: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
-        for &(p, _) in &order {
-            if let Some(c) = pool[p].class {
-                let v = firsts.entry(c).or_default();
-                if v.len() < q {
-                    v.push(p);
-                }
-            }
-        }
+        let firsts =
+            super::policy::first_per_class(order.iter().map(|&(p, _)| (p, pool[p].class)), q);
         for (c, members) in firsts {
             for p in members {
                 if count < k && !chosen[p] {
