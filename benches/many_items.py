@@ -19,8 +19,13 @@ What it does:
                 timed inside the Python process (interpreter start and imports
                 excluded: generous to the peer), with the process's peak RSS;
      with --base OLD, also that binary's run (default listing), as `before`;
+     and after each triage run, the write floor: the same bytes as its
+     outputs (file by file) written by a plain sequential writer into the
+     same directory and fdatasync'ed, as triage makes its outputs durable:
+     no run that writes these files can be faster on this disk;
   4. prints medians, per-item bytes (peak RSS / items) and the same-run
-     ratios triage / cleanlab; writes them as JSON (--json).
+     ratios triage / cleanlab and triage / floor; writes them as JSON
+     (--json).
 
 The outputs of each run are deleted before the next (8M items write about
 7 GB with --queue-rows all).
@@ -103,6 +108,26 @@ def du(path):
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
+def write_floor(out):
+    """Seconds to write the bytes of the files in `out` again, each into a
+    new file beside it in 1 MiB writes, fdatasync'ed (the write floor of a
+    run that leaves these files durable); the copies are removed."""
+    sizes = [f.stat().st_size for f in out.iterdir() if f.is_file()]
+    block = bytes(range(256)) * 4096
+    t = time.perf_counter()
+    for k, size in enumerate(sizes):
+        path = out / f".floor-{k}"
+        with open(path, "wb", buffering=0) as f:
+            left = size
+            while left > 0:
+                left -= f.write(block[: min(left, len(block))])
+            os.fdatasync(f.fileno())
+    took = time.perf_counter() - t
+    for k in range(len(sizes)):
+        (out / f".floor-{k}").unlink()
+    return took
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="250000,1000000,4000000,8000000")
@@ -148,7 +173,7 @@ def main():
                 wall, rss, _ = run_child(cmd)
                 t = json.load(open(out / "report.json"))["timings"]
                 runs[x].append({"wall_s": wall, "rss": rss, "outputs": du(out),
-                                **{k: t[k] for k in STAGES}})
+                                "floor_s": write_floor(out), **{k: t[k] for k in STAGES}})
                 shutil.rmtree(out, ignore_errors=True)
             if py:
                 wall, rss, stdout = run_child([str(py), "-c", PEER, str(d)])
@@ -171,11 +196,13 @@ def main():
                     f"(score {m['score_s']:.2f}, queue {m['queue_s']:.2f}, write {m['write_s']:.2f}, "
                     f"report {m['report_s']:.2f}), peak RSS {m['rss'] / 1e6:.0f} MB "
                     f"({m['rss'] / n:.0f} B/item), outputs {m['outputs'] / 1e6:.0f} MB, "
-                    f"{m['wall_s'] / n * 1e6:.2f} µs/item")
+                    f"{m['wall_s'] / n * 1e6:.2f} µs/item; write floor {m['floor_s']:.2f} s "
+                    f"({m['wall_s'] / m['floor_s']:.2f}x)")
             if peer:
                 c = entry["cleanlab"]
                 line += (f"; vs cleanlab: time {m['wall_s'] / c['total_s']:.2f}x, "
-                         f"RSS {m['rss'] / c['rss']:.2f}x")
+                         f"RSS {m['rss'] / c['rss']:.2f}x, the floor alone "
+                         f"{m['floor_s'] / c['total_s']:.2f}x")
             print(line)
         res["sizes"][n] = entry
     res["load_after"] = os.getloadavg()

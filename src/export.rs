@@ -197,7 +197,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
         let current =
             crate::io::labelfile::current_label(&cfg, &manifest, labels.as_deref(), i, dims)?;
         let rel = image_col
-            .map(|c| manifest.rows[i][c].trim().to_string())
+            .map(|c| manifest.rows.cell(i, c).trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| row.id.clone());
         items.push(ExportItem {
@@ -447,13 +447,13 @@ pub fn apply(dataset: &Path, out_dir: &Path) -> Result<ApplySummary> {
         };
         let mut row = vec![id.to_string(), cell];
         row.extend(carried.iter().map(|&j| {
-            let v = manifest.rows[i][j].trim();
+            let v = manifest.rows.cell(i, j).trim();
             // Paths stay valid from the new directory: absolute, inside
             // the original dataset (a root of the new one).
             if manifest.columns[j] == "image" && !v.is_empty() && Path::new(v).is_relative() {
                 original.join(v).to_string_lossy().into_owned()
             } else {
-                manifest.rows[i][j].clone()
+                manifest.rows.cell(i, j).to_string()
             }
         }));
         table.push(row);

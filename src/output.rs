@@ -423,7 +423,9 @@ type ChunkFormatter<'a, const K: usize> =
 /// windows of `2 × threads` chunks: while one window is formatted, the
 /// previous one is written by another thread, and the two windows' buffers
 /// are reused throughout (no page faults or regrowth after the first), so
-/// memory stays bounded at any N.
+/// memory stays bounded at any N. A write error is tagged with its writer's
+/// index ([`crate::io::atomic::in_file`]): pass the first `K` writers of an
+/// `AtomicOutputs::write_many`, in its order, so the error names its file.
 fn write_parallel<const K: usize>(
     mut w: [&mut (dyn Write + Send); K],
     n: usize,
@@ -456,8 +458,9 @@ fn write_parallel<const K: usize>(
         let (written, filled) = std::thread::scope(|scope| {
             let writer = scope.spawn(|| -> std::io::Result<()> {
                 for b in &ready {
-                    for (out, bytes) in w.iter_mut().zip(b) {
-                        out.write_all(bytes)?;
+                    for (k, (out, bytes)) in w.iter_mut().zip(b).enumerate() {
+                        out.write_all(bytes)
+                            .map_err(|e| crate::io::atomic::in_file(k, e))?;
                     }
                 }
                 Ok(())
@@ -617,7 +620,7 @@ impl<'a> QueueColumns<'a> {
                     .map(|(j, key)| {
                         (
                             Cow::Borrowed(key.as_str()),
-                            Cow::Borrowed(manifest.rows[it.index][*j].as_str()),
+                            Cow::Borrowed(manifest.rows.cell(it.index, *j)),
                         )
                     })
                     .collect(),
@@ -655,52 +658,76 @@ impl<'a> QueueColumns<'a> {
 /// and the unlabelled ones (`pool`), in items order (`ItemResult::index`),
 /// with its rank in the queue (`null` for an unlabelled item), its
 /// priority, label and prediction, a flag per check that ran and the
-/// queue's score columns.
-fn write_items_parquet(
-    files: &mut AtomicOutputs,
-    cols: &QueueColumns<'_>,
-    pool: &[ItemResult],
-) -> Result<()> {
-    let (cfg, manifest, items) = (cols.cfg, cols.manifest, cols.items);
-    let layout = items_parquet::Layout {
-        classification: cfg.task == Task::Classification,
-        checks: cols.reasons.ran(),
-        scores: cols.score_names.clone(),
-    };
-    let score_of: Vec<Option<Score>> = layout.scores.iter().map(|n| Score::from_name(n)).collect();
-    // Two tables of 4 bytes an item (items.len() + pool.len() < 2^32 is
-    // checked): by row in the items file, where the item is (`< items.len()`:
-    // that position in `items`, else in `pool` after them); by position in
-    // `items`, its 1-based rank in the queue (0: not in it).
-    let n = items.len() + pool.len();
-    let narrow = |v: usize| {
-        u32::try_from(v).map_err(|_| {
-            crate::Error::Internal(format!("{n} items: more than items.parquet's 2^32 rows"))
+/// queue's score columns. [`ItemsParquet::new`] lays it out;
+/// [`ItemsParquet::write`] writes it (on its own thread, beside the queue
+/// files).
+struct ItemsParquet<'a> {
+    cols: &'a QueueColumns<'a>,
+    pool: &'a [ItemResult],
+    layout: items_parquet::Layout,
+    score_of: Vec<Option<Score>>,
+    /// By position in `cols.items`: the 1-based rank in the queue (0: not
+    /// in it).
+    rank: Vec<u32>,
+    /// By row in the items file: where the item is (`< items.len()`: that
+    /// position in `cols.items`, else in `pool` after them; `u32::MAX`:
+    /// neither).
+    at: Vec<u32>,
+}
+
+impl<'a> ItemsParquet<'a> {
+    /// Two tables of 4 bytes an item (`items.len() + pool.len() < 2^32` is
+    /// checked) instead of a row list.
+    fn new(cols: &'a QueueColumns<'a>, pool: &'a [ItemResult]) -> Result<Self> {
+        let (cfg, manifest, items) = (cols.cfg, cols.manifest, cols.items);
+        let layout = items_parquet::Layout {
+            classification: cfg.task == Task::Classification,
+            checks: cols.reasons.ran(),
+            scores: cols.score_names.clone(),
+        };
+        let score_of = layout.scores.iter().map(|n| Score::from_name(n)).collect();
+        let n = items.len() + pool.len();
+        let narrow = |v: usize| {
+            u32::try_from(v).map_err(|_| {
+                crate::Error::Internal(format!("{n} items: more than items.parquet's 2^32 rows"))
+            })
+        };
+        let mut rank = vec![0u32; items.len()];
+        for (i, p) in cols.plan.rows.iter().enumerate() {
+            if let Some(r) = rank.get_mut(p.item) {
+                *r = narrow(i + 1)?;
+            }
+        }
+        let mut at = vec![u32::MAX; manifest.ids.len()];
+        for (pos, it) in items.iter().chain(pool).enumerate() {
+            if let Some(a) = at.get_mut(it.index) {
+                *a = narrow(pos)?;
+            }
+        }
+        Ok(ItemsParquet {
+            cols,
+            pool,
+            layout,
+            score_of,
+            rank,
+            at,
         })
-    };
-    let mut rank = vec![0u32; items.len()];
-    for (i, p) in cols.plan.rows.iter().enumerate() {
-        if let Some(r) = rank.get_mut(p.item) {
-            *r = narrow(i + 1)?;
-        }
     }
-    let mut at = vec![u32::MAX; manifest.ids.len()];
-    for (pos, it) in items.iter().chain(pool).enumerate() {
-        if let Some(a) = at.get_mut(it.index) {
-            *a = narrow(pos)?;
-        }
-    }
-    let name = |k: u32| cfg.class_names.get(k as usize).map(String::as_str);
-    files.write("items.parquet", |w| {
+
+    fn write(&self, w: &mut (dyn Write + Send)) -> std::io::Result<()> {
+        let (cfg, manifest, items) = (self.cols.cfg, self.cols.manifest, self.cols.items);
+        let (pool, layout) = (self.pool, &self.layout);
+        let name = |k: u32| cfg.class_names.get(k as usize).map(String::as_str);
         items_parquet::write(
             w,
-            &layout,
-            at.iter()
+            layout,
+            self.at
+                .iter()
                 .filter(|&&a| a != u32::MAX)
                 .map(|&a| {
                     let a = a as usize;
                     match items.get(a) {
-                        Some(it) => (it, u64::from(rank[a])),
+                        Some(it) => (it, u64::from(self.rank[a])),
                         None => (&pool[a - items.len()], 0),
                     }
                 })
@@ -716,14 +743,15 @@ fn write_items_parquet(
                         (None, _) => None,
                     },
                     unlabelled: it.unlabelled,
-                    flags: cols.reasons.flag_row(it),
-                    scores: score_of
+                    flags: self.cols.reasons.flag_row(it),
+                    scores: self
+                        .score_of
                         .iter()
                         .map(|s| s.and_then(|s| it.scores.get(s)))
                         .collect(),
                 }),
         )
-    })
+    }
 }
 
 /// Write `row`'s `queue.csv` record in the columns of
@@ -834,13 +862,16 @@ fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
 /// Write `queue.jsonl` and `queue.csv` (the first `shown` queue rows of
 /// `listed`, every row when `None`, in rank order) in one parallel pass,
 /// each row built once ([`QueueColumns::row`]) and written to both files,
-/// and return the first [`HEAD_ROWS`] of them for the page.
+/// and `items.parquet` on a thread of its own beside them; return the first
+/// [`HEAD_ROWS`] queue rows for the page.
 fn write_queue_files<'a>(
     files: &mut AtomicOutputs,
     cols: &QueueColumns<'a>,
+    parquet: &ItemsParquet<'_>,
     listed: Option<&[usize]>,
     shown: usize,
 ) -> Result<Vec<schema::QueueRow<'a>>> {
+    use crate::io::atomic::in_file;
     let head_rows = HEAD_ROWS.min(shown);
     let head = std::sync::Mutex::new(Vec::with_capacity(head_rows));
     // One pass over the rows feeds both queue files: each row is built
@@ -867,14 +898,31 @@ fn write_queue_files<'a>(
         }
         csv.flush()
     };
-    files.write_many(["queue.jsonl", "queue.csv"], |[wj, wc]| {
-        let mut csv = csv::Writer::from_writer(&mut *wc);
-        csv.write_record(cols.header().iter().map(|h| csv_text(h).into_owned()))
-            .map_err(std::io::Error::other)?;
-        csv.flush()?;
-        drop(csv);
-        write_parallel([wj, wc], shown, &rows)
-    })?;
+    files.write_many(
+        ["queue.jsonl", "queue.csv", "items.parquet"],
+        |[wj, wc, wp]| {
+            std::thread::scope(|scope| {
+                // The Parquet encoder is one thread's work; it overlaps the
+                // queue files' formatting and their copy into the page cache.
+                let items = scope.spawn(|| parquet.write(wp).map_err(|e| in_file(2, e)));
+                let queue = (|| {
+                    let mut csv = csv::Writer::from_writer(&mut *wc);
+                    csv.write_record(cols.header().iter().map(|h| csv_text(h).into_owned()))
+                        .map_err(|e| in_file(1, std::io::Error::other(e)))?;
+                    csv.flush().map_err(|e| in_file(1, e))?;
+                    drop(csv);
+                    write_parallel([wj, wc], shown, &rows)
+                })();
+                let items = items.join().unwrap_or_else(|_| {
+                    Err(in_file(
+                        2,
+                        std::io::Error::other("the items.parquet writer panicked"),
+                    ))
+                });
+                queue.and(items)
+            })
+        },
+    )?;
     let mut head = head.into_inner().map_err(|_| {
         crate::Error::io(
             files.dir_path(),
@@ -964,12 +1012,13 @@ pub fn write_all(
         ),
         reasons,
     };
-    let head = write_queue_files(&mut files, &cols, listed.as_deref(), shown)?;
     let pool = extras
         .to_label
         .as_ref()
         .map_or(&[][..], |(pool, _)| &pool[..]);
-    write_items_parquet(&mut files, &cols, pool)?;
+    let parquet = ItemsParquet::new(&cols, pool)?;
+    let head = write_queue_files(&mut files, &cols, &parquet, listed.as_deref(), shown)?;
+    drop(parquet);
 
     if let Some((pool, rows)) = &extras.to_label {
         write_to_label(&mut files, cfg, manifest, pool, rows)?;

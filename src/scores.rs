@@ -349,18 +349,22 @@ impl ScoreSums {
 /// `None` is written as `null` (a score undefined for the item, e.g. mIoU
 /// when every pixel is ignored); so is a set value that is not finite.
 ///
-/// Every item holds one through the queue and write stages, so the values
-/// of the scores that apply to segmentation only ([`Applies::Segmentation`])
-/// are kept apart, allocated once one of them is set: a classification
-/// item holds 96 bytes, not 152. Two score sets are equal when the same
-/// scores are set, the flags agree and every value compares equal (an
-/// unset value reads 0).
+/// Every item holds one through the queue and write stages, so only the
+/// scores every item of the score stage has (`Applies::Any`,
+/// `Stage::Score`) are kept inline; the segmentation-only scores
+/// ([`Applies::Segmentation`]) and those of the later stages (neighbours,
+/// agreement) are kept apart, each group allocated once one of its scores
+/// is set: a classification item holds 72 bytes, not 152. Two score sets
+/// are equal when the same scores are set, the flags agree and every value
+/// compares equal (an unset value reads 0).
 #[derive(Debug, Clone, Default)]
 pub struct ItemScores {
-    /// The values of the other scores, at their [`SLOTS`] index.
+    /// The values of the inline scores, at their [`SLOTS`] index.
     common: [f64; N_COMMON],
     /// The values of the segmentation-only scores, at their [`SLOTS`] index.
     seg: Option<Box<[f64; N_SEG]>>,
+    /// The values of the later stages' scores, at their [`SLOTS`] index.
+    late: Option<Box<[f64; N_LATE]>>,
     /// Bit `i`: score `i` is set.
     set: u32,
     /// A segmentation item (its [`Show::Segmentation`] scores are fields).
@@ -369,34 +373,52 @@ pub struct ItemScores {
 
 const _: () = assert!(N_SCORES <= 32, "ItemScores::set holds one bit per score");
 
-/// The number of scores that apply to segmentation only.
-const N_SEG: usize = {
+/// Where score `i` is kept: inline, with the segmentation-only scores, or
+/// with the later stages' scores.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Group {
+    Common,
+    Seg,
+    Late,
+}
+
+const fn group(d: &Decl) -> Group {
+    match (d.applies, d.stage) {
+        (Applies::Segmentation, _) => Group::Seg,
+        (_, Stage::Score) => Group::Common,
+        _ => Group::Late,
+    }
+}
+
+/// How many declared scores `g` holds.
+const fn count(g: Group) -> usize {
     let (mut n, mut i) = (0, 0);
     while i < N_SCORES {
-        if matches!(TABLE[i].applies, Applies::Segmentation) {
+        if group(&TABLE[i]) as u8 == g as u8 {
             n += 1;
         }
         i += 1;
     }
     n
-};
-/// The number of the other scores.
-const N_COMMON: usize = N_SCORES - N_SEG;
+}
 
-/// Where the value of score `i` is kept: `(false, j)` in
-/// `ItemScores::common[j]`, `(true, j)` in `ItemScores::seg[j]`, `j`
-/// counting the scores of its kind in [`TABLE`] order.
-const SLOTS: [(bool, usize); N_SCORES] = {
-    let mut out = [(false, 0); N_SCORES];
-    let (mut c, mut g, mut i) = (0, 0, 0);
+/// The number of scores that apply to segmentation only.
+const N_SEG: usize = count(Group::Seg);
+/// The number of the later stages' scores.
+const N_LATE: usize = count(Group::Late);
+/// The number of inline scores.
+const N_COMMON: usize = count(Group::Common);
+
+/// Where the value of score `i` is kept: its group and `j`, its index in
+/// the group's array, counting the group's scores in [`TABLE`] order.
+const SLOTS: [(Group, usize); N_SCORES] = {
+    let mut out = [(Group::Common, 0); N_SCORES];
+    let mut next = [0usize; 3];
+    let mut i = 0;
     while i < N_SCORES {
-        if matches!(TABLE[i].applies, Applies::Segmentation) {
-            out[i] = (true, g);
-            g += 1;
-        } else {
-            out[i] = (false, c);
-            c += 1;
-        }
+        let g = group(&TABLE[i]);
+        out[i] = (g, next[g as usize]);
+        next[g as usize] += 1;
         i += 1;
     }
     out
@@ -430,8 +452,9 @@ impl ItemScores {
     #[inline]
     fn value(&self, i: usize) -> f64 {
         match SLOTS[i] {
-            (false, j) => self.common[j],
-            (true, j) => self.seg.as_ref().map_or(0.0, |v| v[j]),
+            (Group::Common, j) => self.common[j],
+            (Group::Seg, j) => self.seg.as_ref().map_or(0.0, |v| v[j]),
+            (Group::Late, j) => self.late.as_ref().map_or(0.0, |v| v[j]),
         }
     }
 
@@ -447,17 +470,23 @@ impl ItemScores {
     pub fn set(&mut self, score: Score, v: Option<f64>) {
         let i = score as usize;
         let x = v.unwrap_or(0.0);
-        match SLOTS[i] {
-            (false, j) => self.common[j] = x,
-            (true, j) => match (&mut self.seg, v) {
-                (Some(seg), _) => seg[j] = x,
-                (None, Some(_)) => {
-                    let mut seg = Box::new([0.0; N_SEG]);
-                    seg[j] = x;
-                    self.seg = Some(seg);
+        /// Store `x` at `j` of a group kept apart, allocating it for a
+        /// value that is set (`v`), not for a cleared one.
+        fn put<const N: usize>(group: &mut Option<Box<[f64; N]>>, j: usize, x: f64, v: bool) {
+            match group {
+                Some(g) => g[j] = x,
+                None if v => {
+                    let mut g = Box::new([0.0; N]);
+                    g[j] = x;
+                    *group = Some(g);
                 }
-                (None, None) => {}
-            },
+                None => {}
+            }
+        }
+        match SLOTS[i] {
+            (Group::Common, j) => self.common[j] = x,
+            (Group::Seg, j) => put(&mut self.seg, j, x, v.is_some()),
+            (Group::Late, j) => put(&mut self.late, j, x, v.is_some()),
         }
         match v {
             Some(_) => self.set |= 1 << i,
@@ -670,6 +699,9 @@ mod tests {
             .collect();
         assert_eq!(seg_only.len(), N_SEG);
         assert!(seg_only.contains(&Score::Miou) && !seg_only.contains(&Score::Ece));
+        // Inline: the six per-sample scores and the item's ECE.
+        assert_eq!(N_COMMON, N_SAMPLE + 1);
+        assert_eq!(N_LATE, 3);
         let mut s = ItemScores::default();
         for (i, d) in TABLE.iter().enumerate() {
             s.set(d.score, Some(i as f64 + 0.5));
@@ -689,10 +721,14 @@ mod tests {
         let c = ItemScores::default()
             .with(Score::Entropy, Some(0.1))
             .with(Score::Ece, Some(0.2))
-            .with(Score::DupConflict, Some(0.3))
-            .with(Score::Miou, None);
-        assert!(c.seg.is_none());
-        assert_eq!(std::mem::size_of::<ItemScores>(), 8 * N_COMMON + 16);
+            .with(Score::Miou, None)
+            .with(Score::AnnotatorAgreement, None);
+        assert!(c.seg.is_none() && c.late.is_none());
+        let d = c.clone().with(Score::DupConflict, Some(0.3));
+        assert!(d.seg.is_none() && d.late.is_some());
+        assert_eq!(d.get(Score::DupConflict), Some(0.3));
+        assert_eq!(d.get(Score::KnnDisagreement), None);
+        assert_eq!(std::mem::size_of::<ItemScores>(), 8 * N_COMMON + 24);
     }
 
     #[test]

@@ -51,14 +51,20 @@ impl Check for WrongLabel {
             .because("the model prefers another class than the label")
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        each(inputs, |it| {
-            let term = match it.scores.is_segmentation() {
-                true => Score::NormalizedMarginSoftmin,
-                false => Score::NormalizedMargin,
-            };
-            it.scores.get(term).map(|v| 1.0 - v)
-        })
+        each(inputs, wrong_label)
     }
+    fn of_item(&self) -> Option<fn(&ItemResult) -> Option<f64>> {
+        Some(wrong_label)
+    }
+}
+
+/// [`WrongLabel`]'s score of `it`.
+fn wrong_label(it: &ItemResult) -> Option<f64> {
+    let term = match it.scores.is_segmentation() {
+        true => Score::NormalizedMarginSoftmin,
+        false => Score::NormalizedMargin,
+    };
+    it.scores.get(term).map(|v| 1.0 - v)
 }
 
 /// The model is unsure: score the mean normalised entropy, flagged at or
@@ -79,8 +85,16 @@ impl Check for Uncertain {
         Threshold::at_least(UNCERTAIN_ENTROPY)
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        each(inputs, |it| it.scores.get(Score::Entropy))
+        each(inputs, uncertain)
     }
+    fn of_item(&self) -> Option<fn(&ItemResult) -> Option<f64>> {
+        Some(uncertain)
+    }
+}
+
+/// [`Uncertain`]'s score of `it`.
+fn uncertain(it: &ItemResult) -> Option<f64> {
+    it.scores.get(Score::Entropy)
 }
 
 /// The model's confidence misses its accuracy on the item: score the item's
@@ -101,8 +115,16 @@ impl Check for Miscalibrated {
         Threshold::at_least(MISCALIBRATED_ECE)
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        each(inputs, |it| it.scores.get(Score::Ece))
+        each(inputs, miscalibrated)
     }
+    fn of_item(&self) -> Option<fn(&ItemResult) -> Option<f64>> {
+        Some(miscalibrated)
+    }
+}
+
+/// [`Miscalibrated`]'s score of `it`.
+fn miscalibrated(it: &ItemResult) -> Option<f64> {
+    it.scores.get(Score::Ece)
 }
 
 /// Outlines disagree: score `1 − boundary_iou`, flagged above
@@ -123,10 +145,16 @@ impl Check for BoundaryDisagreement {
         Threshold::above(BOUNDARY_DISAGREEMENT_ABOVE)
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        each(inputs, |it| {
-            it.scores.get(Score::BoundaryIou).map(|v| 1.0 - v)
-        })
+        each(inputs, boundary_disagreement)
     }
+    fn of_item(&self) -> Option<fn(&ItemResult) -> Option<f64>> {
+        Some(boundary_disagreement)
+    }
+}
+
+/// [`BoundaryDisagreement`]'s score of `it`.
+fn boundary_disagreement(it: &ItemResult) -> Option<f64> {
+    it.scores.get(Score::BoundaryIou).map(|v| 1.0 - v)
 }
 
 fn f3(x: f64) -> String {

@@ -212,6 +212,16 @@ pub trait Check: Sync {
     /// [`Check::needs`] is there. [`each`] scores item by item.
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>>;
 
+    /// The item's score when it follows from the item's own record (as the
+    /// label-quality checks' do): the same value [`Check::scores`] gives
+    /// it. [`run_one`] then keeps no column of scores for the check and
+    /// reads an item's from the item when asked ([`Finding::score`]).
+    /// `None` (the default): the scores need more than the item, and are
+    /// kept, 8 bytes a row.
+    fn of_item(&self) -> Option<fn(&ItemResult) -> Option<f64>> {
+        None
+    }
+
     /// The reasons it adds to flagged items, and its summary. `flags` holds
     /// its flag per row ([`ItemResult::index`]). The default adds no reason
     /// (the item's score lines already say it) and summarises nothing
@@ -252,28 +262,72 @@ pub struct Explained {
     pub drift: Option<Box<crate::schema::Drift>>,
 }
 
+/// One bit per row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    /// `n` bits, all clear.
+    pub fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    /// Set bit `i` (past the end: nothing).
+    pub fn set(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    /// Bit `i` (past the end: clear).
+    pub fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+}
+
 /// What a check that ran found, by row ([`ItemResult::index`]; rows of no
-/// item given to it, the unlabelled ones, have no score and no flag).
+/// item given to it, the unlabelled ones, have no score and no flag): a
+/// bit a row for each of given and flagged, and, for a check whose score
+/// needs more than the item ([`Check::of_item`]), 8 bytes a row of scores.
 #[derive(Debug, Clone)]
 pub struct Finding {
-    /// Per row: its score, NaN where undefined (8 bytes a row).
-    scores: Vec<f64>,
+    /// Per row: the check was given its item.
+    given: Bits,
+    /// Per row: its score, NaN where undefined; `None` when the scores are
+    /// read from the items (`of_item`).
+    stored: Option<Vec<f64>>,
+    /// The check's [`Check::of_item`].
+    of_item: Option<fn(&ItemResult) -> Option<f64>>,
     /// Per row: whether the check flags it.
-    flags: Vec<bool>,
+    flags: Bits,
     /// How many items it flags.
     pub flagged: usize,
     pub explained: Explained,
 }
 
 impl Finding {
-    /// The score of the item at `row`; `None` where undefined.
-    pub fn score(&self, row: usize) -> Option<f64> {
-        self.scores.get(row).copied().filter(|v| !v.is_nan())
+    /// The score of `item`; `None` where undefined or the check was not
+    /// given the item.
+    pub fn score(&self, item: &ItemResult) -> Option<f64> {
+        if !self.given(item.index) {
+            return None;
+        }
+        let v = match (&self.stored, self.of_item) {
+            (Some(stored), _) => stored.get(item.index).copied(),
+            (None, Some(of_item)) => of_item(item),
+            (None, None) => None,
+        };
+        v.filter(|v| !v.is_nan())
+    }
+
+    /// Whether the check was given the item at `row`.
+    pub fn given(&self, row: usize) -> bool {
+        self.given.get(row)
     }
 
     /// Whether the check flags the item at `row`.
     pub fn flagged(&self, row: usize) -> bool {
-        self.flags.get(row).copied().unwrap_or(false)
+        self.flags.get(row)
     }
 }
 
@@ -301,11 +355,10 @@ impl CheckRun {
         }
     }
 
-    /// The check's score of the item at `row`, when it ran and the score
-    /// is defined.
-    pub fn score(&self, row: usize) -> Option<f64> {
+    /// The check's score of `item`, when it ran and the score is defined.
+    pub fn score(&self, item: &ItemResult) -> Option<f64> {
         match &self.outcome {
-            Outcome::Ran(f) => f.score(row),
+            Outcome::Ran(f) => f.score(item),
             Outcome::Skipped(_) => None,
         }
     }
@@ -377,19 +430,30 @@ pub fn run_one(check: &dyn Check, inputs: &Inputs<'_>) -> Outcome {
     }
     let task = inputs.cfg.task;
     let n = rows(inputs);
-    let mut scores = vec![f64::NAN; n];
+    let of_item = check.of_item();
+    let mut stored = of_item.is_none().then(|| vec![f64::NAN; n]);
+    let mut given = Bits::new(n);
     let mut flags = vec![false; n];
     for (it, s) in inputs.items.iter().zip(check.scores(inputs)) {
+        given.set(it.index);
         if let Some(v) = s {
-            scores[it.index] = v;
+            if let Some(slot) = stored.as_mut().and_then(|st| st.get_mut(it.index)) {
+                *slot = v;
+            }
             flags[it.index] = v.is_finite() && check.flags(task, v);
         }
     }
     let flagged = flags.iter().filter(|&&f| f).count();
     let explained = check.explain(inputs, &flags);
+    let mut bits = Bits::new(n);
+    for (row, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+        bits.set(row);
+    }
     Outcome::Ran(Finding {
-        scores,
-        flags,
+        given,
+        stored,
+        of_item,
+        flags: bits,
         flagged,
         explained,
     })

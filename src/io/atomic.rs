@@ -169,6 +169,49 @@ impl Write for EarlySync<'_> {
     }
 }
 
+/// An error of one of [`AtomicOutputs::write_many`]'s files: the `file`-th
+/// of its names ([`in_file`]).
+#[derive(Debug)]
+struct InFile {
+    file: usize,
+    error: std::io::Error,
+}
+
+impl std::fmt::Display for InFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for InFile {}
+
+/// Tag `error` as one of the `file`-th writer of a
+/// [`AtomicOutputs::write_many`] fill, so the error names that file. An
+/// error already tagged keeps its tag.
+pub fn in_file(file: usize, error: std::io::Error) -> std::io::Error {
+    if error
+        .get_ref()
+        .is_some_and(|t| t.downcast_ref::<InFile>().is_some())
+    {
+        return error;
+    }
+    std::io::Error::new(error.kind(), InFile { file, error })
+}
+
+/// The error [`in_file`] wrapped, or `e` itself.
+fn untag(e: std::io::Error) -> std::io::Error {
+    if e.get_ref()
+        .is_none_or(|t| t.downcast_ref::<InFile>().is_none())
+    {
+        return e;
+    }
+    match e.into_inner().map(|t| t.downcast::<InFile>()) {
+        Some(Ok(t)) => t.error,
+        Some(Err(other)) => std::io::Error::other(other),
+        None => std::io::Error::other("write failed"),
+    }
+}
+
 /// One file written and waiting for the commit.
 struct Pending {
     tmp: NamedTempFile,
@@ -339,9 +382,10 @@ impl AtomicOutputs {
 
     /// Write the files `names` together through one `fill`, which gets a
     /// writer for each, in the same order (so one pass over the data can
-    /// feed several files). As [`AtomicOutputs::write`], nothing is visible
-    /// until [`AtomicOutputs::commit`]; an error from `fill` is reported
-    /// against the first name.
+    /// feed several files, or several threads write their own). As
+    /// [`AtomicOutputs::write`], nothing is visible until
+    /// [`AtomicOutputs::commit`]. An error from `fill` is reported against
+    /// the file [`in_file`] tagged it with, else against the first name.
     pub fn write_many<const K: usize>(
         &mut self,
         names: [&str; K],
@@ -366,7 +410,13 @@ impl AtomicOutputs {
             let arr: [&mut (dyn Write + Send); K] = refs
                 .try_into()
                 .map_err(|_| Error::io(&first, std::io::Error::other("one writer per name")))?;
-            fill(arr).map_err(|e| Error::io(&first, e))?;
+            fill(arr).map_err(|e| {
+                let named = match e.get_ref().and_then(|t| t.downcast_ref::<InFile>()) {
+                    Some(t) => opened.get(t.file).map(|(_, rel)| self.dir.join(rel)),
+                    None => None,
+                };
+                Error::io(named.unwrap_or(first), untag(e))
+            })?;
             for (w, (_, rel)) in ws.iter_mut().zip(&opened) {
                 w.flush().map_err(|e| Error::io(self.dir.join(rel), e))?;
             }
@@ -1611,14 +1661,37 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("b.jsonl"), "{err}");
         drop(out);
+        // An error tagged with its file names that file, with its own message.
+        let mut out2 = AtomicOutputs::new(dir.path());
+        let err = out2
+            .write_many(["c.jsonl", "c.csv", "c.parquet"], |[_, _, p]| {
+                p.write_all(b"PAR1")?;
+                Err(in_file(2, std::io::Error::other("encoder failed")))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.parquet") && !err.contains("c.jsonl"),
+            "{err}"
+        );
+        assert!(err.contains("encoder failed"), "{err}");
+        // The first tag wins when an error is tagged twice on its way out.
+        let again = in_file(0, in_file(1, std::io::Error::other("x")));
+        let mut out3 = AtomicOutputs::new(dir.path());
+        let err = out3
+            .write_many(["d.jsonl", "d.csv"], |_| Err(again))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d.csv") && !err.contains("d.jsonl"), "{err}");
+        drop((out2, out3));
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(
-            !names
+            !names.iter().any(|n| ["b", ".b", "c", ".c", "d", ".d"]
                 .iter()
-                .any(|n| n.starts_with("b") || n.starts_with(".b")),
+                .any(|p| n.starts_with(p))),
             "{names:?}"
         );
     }

@@ -239,7 +239,7 @@ pub fn load(path: &Path, manifest: &Manifest, window: Option<Window>) -> Result<
         return Ok(None);
     }
     let cell = |row: usize, col: usize| -> &str {
-        manifest.rows[row].get(col).map(|s| s.trim()).unwrap_or("")
+        manifest.rows.get(row, col).map(str::trim).unwrap_or("")
     };
     let filled = |col: usize, field: &str| -> Result<()> {
         let first = (0..manifest.len()).find(|&r| !cell(r, col).is_empty());
@@ -549,10 +549,8 @@ mod tests {
         Manifest {
             columns: columns.iter().map(|s| s.to_string()).collect(),
             ids: rows.iter().map(|r| r[0].to_string()).collect(),
-            rows: rows
-                .iter()
-                .map(|r| r.iter().map(|s| s.to_string()).collect())
-                .collect(),
+            rows: crate::io::manifest::Cells::from_rows(columns.len(), rows.iter().copied())
+                .unwrap(),
         }
     }
 

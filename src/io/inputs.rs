@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::config::DatasetConfig;
 use crate::error::{Error, Result};
-use crate::io::manifest::Manifest;
+use crate::io::manifest::{Cells, Manifest};
 use crate::io::npy::NpyArray;
 use crate::memory::ArraySource;
 
@@ -61,15 +61,16 @@ pub fn memory_manifest(cfg: &DatasetConfig, n: usize) -> Option<Manifest> {
         Some(ids) => Manifest {
             columns: vec![],
             ids: ids.iter().collect(),
-            rows: vec![vec![]; ids.len()],
+            rows: Cells::empty_rows(ids.len()),
         },
         None => Manifest::numbered(n),
     };
     if cfg.task == crate::config::Task::Segmentation {
         m.columns = vec!["id".into(), "mask".into()];
-        for (row, id) in m.rows.iter_mut().zip(&m.ids) {
-            *row = vec![id.to_string(), MASKS.into()];
-        }
+        m.rows = Cells::tabulate(m.ids.len(), 2, |i, j| match j {
+            0 => &m.ids[i],
+            _ => MASKS,
+        });
     }
     Some(m)
 }

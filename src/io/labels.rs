@@ -74,14 +74,14 @@ pub fn class_labels(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<u32>
         };
         manifest
             .rows
-            .iter()
+            .column(col)
             .enumerate()
-            .map(|(i, row)| {
-                if row[col].trim().is_empty() {
+            .map(|(i, cell)| {
+                if cell.trim().is_empty() {
                     return Ok(UNLABELLED);
                 }
-                cfg.parse_class(&row[col]).ok_or_else(|| {
-                    Error::input(items_path, cfg.unknown_class("label", &row[col]))
+                cfg.parse_class(cell).ok_or_else(|| {
+                    Error::input(items_path, cfg.unknown_class("label", cell))
                         .item(&manifest.ids[i])
                         .field("label")
                 })
@@ -115,12 +115,12 @@ fn lookalike_label_column(manifest: &Manifest, items_path: &Path) -> Option<Erro
     let (col, name) = manifest.columns.iter().enumerate().find(|(j, name)| {
         let folded = name.trim().to_lowercase();
         LABEL_LOOKALIKES.contains(&folded.as_str())
-            && manifest.rows.iter().any(|r| !r[*j].trim().is_empty())
+            && manifest.rows.column(*j).any(|c| !c.trim().is_empty())
     })?;
     let filled = manifest
         .rows
-        .iter()
-        .filter(|r| !r[col].trim().is_empty())
+        .column(col)
+        .filter(|c| !c.trim().is_empty())
         .count();
     Some(
         Error::input(

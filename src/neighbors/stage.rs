@@ -74,7 +74,7 @@ impl Oracle<'_> {
         }
         let path = self
             .cfg
-            .item_file(id, "mask", self.manifest.rows[i][col].trim())?;
+            .item_file(id, "mask", self.manifest.rows.cell(i, col).trim())?;
         read_dataset_mask(self.cfg, &path, &self.manifest.ids[i], dims).map(Some)
     }
 }
@@ -301,7 +301,7 @@ fn image_paths(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Option<Vec<Op
     (0..manifest.len())
         .into_par_iter()
         .map(|i| {
-            let cell = manifest.rows[i][col].trim();
+            let cell = manifest.rows.cell(i, col).trim();
             if cell.is_empty() {
                 return Ok(None);
             }

@@ -211,8 +211,9 @@ fn candidates<'a>(
             let it = &items[p];
             Candidate {
                 class: it.class,
-                cluster: it.cluster,
-                annotator: annotator.map(|(col, m)| m.rows[it.index][col].trim()),
+                // Below 2^32, as the items are (`plan`).
+                cluster: it.cluster.and_then(|c| u32::try_from(c).ok()),
+                annotator: annotator.map(|(col, m)| m.rows.cell(it.index, col).trim()),
             }
         })
         .collect()
@@ -253,7 +254,7 @@ fn row_plan(
         )),
         Why::Duplicate(rep) => why.push(format!(
             "outside the budget: near-duplicate cluster represented by {}",
-            id_of(qpos[rep])
+            id_of(qpos[rep as usize])
         )),
         _ => {}
     }
@@ -262,7 +263,7 @@ fn row_plan(
     {
         why.push(format!(
             "new annotator {:?}: every item reviewed (--review-all-from)",
-            m.rows[items[p].index][col].trim()
+            m.rows.cell(items[p].index, col).trim()
         ));
     }
     let also_in_cluster: Vec<String> = also.iter().map(|&j| id_of(qpos[j]).to_string()).collect();
@@ -425,7 +426,7 @@ fn views_section(
             .iter()
             .enumerate()
             .filter(|(_, r)| d.flagged(items[r.item].index))
-            .filter_map(|(rank, r)| Some((d.score(items[r.item].index)?, rank)))
+            .filter_map(|(rank, r)| Some((d.score(&items[r.item])?, rank)))
             .collect();
         let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if hits.len() > VIEW_SIZE {
@@ -616,6 +617,13 @@ pub fn plan(
     checks: &[CheckRun],
 ) -> Result<QueuePlan> {
     let pol = &opts.policy;
+    // Positions and cluster ids (rows) are kept as `u32` in the selection.
+    let n = items.len().max(manifest.len());
+    if u32::try_from(n).is_err() {
+        return Err(crate::Error::Usage(format!(
+            "{n} items: the queue holds fewer than 2^32"
+        )));
+    }
     let annot = manifest.column("annotator").map(|col| (col, manifest));
     let id_of = |p: usize| &manifest.ids[items[p].index];
 

@@ -46,12 +46,16 @@ pub struct Candidate<'a> {
     /// Stratification class (classification: the annotated label;
     /// segmentation: the class with the lowest IoU in the item).
     pub class: Option<u32>,
-    /// Near-duplicate cluster id.
-    pub cluster: Option<usize>,
+    /// Near-duplicate cluster id (`u32`, so a candidate is 32 bytes:
+    /// [`crate::queue::plan`] refuses 2^32 items or more).
+    pub cluster: Option<u32>,
     /// The `annotator` column, when there is one (borrowed from the
     /// manifest: no string per candidate).
     pub annotator: Option<&'a str>,
 }
+
+const _: () = assert!(std::mem::size_of::<Candidate>() <= 32);
+const _: () = assert!(std::mem::size_of::<Option<Why>>() <= 8);
 
 /// The queue policy (flags of `triage run`).
 #[derive(Debug, Clone, PartialEq)]
@@ -124,13 +128,15 @@ pub enum Why {
     SpotCheck,
     /// In the budget because of its annotator.
     ReviewAll,
-    /// Outside the budget: a near-duplicate of the candidate at this position.
-    Duplicate(usize),
+    /// Outside the budget: a near-duplicate of the candidate at this
+    /// position (`u32`, so a pick is 24 bytes: [`crate::queue::plan`]
+    /// refuses 2^32 items or more).
+    Duplicate(u32),
     /// Outside the budget: ranked below it.
     Below,
 }
 
-/// The selection's verdict on one candidate (32 bytes: one per item).
+/// The selection's verdict on one candidate (24 bytes: one per item).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
     /// Position of the candidate in the input.
@@ -141,7 +147,7 @@ pub struct Pick {
     pub review_all: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Pick>() <= 32);
+const _: () = assert!(std::mem::size_of::<Pick>() <= 24);
 
 impl Pick {
     /// Picked as a random spot check.
@@ -257,7 +263,7 @@ fn duplicates(
     let mut also: HashMap<usize, Vec<usize>> = HashMap::new();
     if policy.dedup && policy.budget.is_some() {
         duplicate_of = vec![None; n];
-        let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
         for (i, c) in cands.iter().enumerate() {
             if let Some(cl) = c.cluster {
                 members.entry(cl).or_default().push(i);
@@ -276,7 +282,7 @@ fn duplicates(
 
 /// Select the budget; see the module documentation for the exact rules.
 ///
-/// Memory: besides the candidates (40 bytes each) and the picks (32), 18
+/// Memory: besides the candidates (32 bytes each) and the picks (24), 10
 /// bytes a candidate while choosing (its verdict and two flags; 16 more
 /// when near-duplicates are de-duplicated within a budget); the per-class
 /// and spot-check lists only when their option asks for them.
@@ -285,7 +291,7 @@ pub fn select(cands: &[Candidate], policy: &Policy) -> Selection {
     verdicts(cands, policy).picks()
 }
 
-/// [`select`], dropping the candidates (40 bytes each) once every verdict
+/// [`select`], dropping the candidates (32 bytes each) once every verdict
 /// is in, before the picks are built: the queue stage's peak is then the
 /// larger of the two, not their sum.
 pub fn select_owned(cands: Vec<Candidate>, policy: &Policy) -> Selection {
@@ -397,7 +403,11 @@ impl Verdicts {
             for i in (0..n).filter(|&i| why[i].is_some() == inside) {
                 let (in_budget, w) = match (why[i], duplicate(i)) {
                     (Some(w), _) => (true, w),
-                    (None, Some(rep)) => (false, Why::Duplicate(rep)),
+                    (None, Some(rep)) => match u32::try_from(rep) {
+                        Ok(rep) => (false, Why::Duplicate(rep)),
+                        // Past what `plan` admits: no representative to name.
+                        Err(_) => (false, Why::Below),
+                    },
                     (None, None) => (false, Why::Below),
                 };
                 picks.push(Pick {

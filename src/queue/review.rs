@@ -249,7 +249,7 @@ impl<'a> ContentHasher<'a> {
             (Task::Segmentation, Some(col)) => fnv_file(&self.cfg.item_file(
                 id,
                 "mask",
-                &self.manifest.rows[index][col],
+                self.manifest.rows.cell(index, col),
             )?)?,
             _ => fnv(&label.unwrap_or(u32::MAX).to_le_bytes()),
         };
@@ -541,9 +541,9 @@ fn read_tool_export(
     let by_image: HashMap<&str, usize> = match manifest.column("image") {
         Some(col) => manifest
             .rows
-            .iter()
+            .column(col)
             .enumerate()
-            .map(|(i, r)| (r[col].trim(), i))
+            .map(|(i, c)| (c.trim(), i))
             .filter(|(c, _)| !c.is_empty())
             .collect(),
         None => HashMap::new(),
@@ -552,8 +552,8 @@ fn read_tool_export(
     // a tool that keeps only the file name.
     let mut by_file_name: HashMap<&std::ffi::OsStr, usize> = HashMap::new();
     if let Some(col) = manifest.column("image") {
-        for (i, r) in manifest.rows.iter().enumerate() {
-            if let Some(f) = Path::new(r[col].trim()).file_name() {
+        for (i, c) in manifest.rows.column(col).enumerate() {
+            if let Some(f) = Path::new(c.trim()).file_name() {
                 by_file_name.entry(f).or_insert(i);
             }
         }

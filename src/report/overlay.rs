@@ -277,7 +277,7 @@ pub fn annotators_overlay(
     let id = &manifest.ids[index];
     let official = manifest
         .column("mask")
-        .map(|col| cfg.item_file(id, "mask", &manifest.rows[index][col]))
+        .map(|col| cfg.item_file(id, "mask", manifest.rows.cell(index, col)))
         .ok_or_else(|| Error::Internal("an annotator overlay without a `mask` column".into()))??;
     let gt = match crate::io::inputs::given_mask(cfg, id, index, dims) {
         Some(m) => m?,
@@ -393,7 +393,7 @@ pub fn load_rgb(path: &Path) -> Option<RgbImage> {
 /// one that does not before scoring) and loads ([`load_rgb`]).
 pub fn item_image(cfg: &DatasetConfig, manifest: &Manifest, index: usize) -> Option<RgbImage> {
     let col = manifest.column("image")?;
-    let rel = manifest.rows.get(index)?.get(col)?.trim();
+    let rel = manifest.rows.get(index, col)?.trim();
     if rel.is_empty() {
         return None;
     }
@@ -432,7 +432,7 @@ pub fn segmentation_overlay(
     let mask_col = manifest
         .column("mask")
         .ok_or_else(|| Error::Internal("an overlay of an item without a `mask` column".into()))?;
-    let mask_path = cfg.item_file(id, "mask", &manifest.rows[index][mask_col])?;
+    let mask_path = cfg.item_file(id, "mask", manifest.rows.cell(index, mask_col))?;
     // The kept map, or the item read once more and its argmax.
     let computed;
     let (pred, h, w): (&[u16], usize, usize) = match kept {

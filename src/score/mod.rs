@@ -689,7 +689,7 @@ impl SegReader<'_> {
                     .map_err(|e| e.item(id))?;
             }
         }
-        let cell = self.manifest.rows[i][self.mask_col].trim();
+        let cell = self.manifest.rows.cell(i, self.mask_col).trim();
         item.unlabelled = cell.is_empty();
         if item.unlabelled {
             item.labels.clear();

@@ -138,7 +138,7 @@ fn segmentation_in_memory_scores_as_the_cli_does() {
     let (h, w) = (shape[2], shape[3]);
     let mut masks = Vec::with_capacity(shape[0] * h * w);
     for (i, id) in manifest.ids.iter().enumerate() {
-        let path = ds.join(&manifest.rows[i][1]);
+        let path = ds.join(manifest.rows.cell(i, 1));
         masks.extend(triage::io::mask::read_mask(&path, id, (h, w), 5, 255).unwrap());
     }
     let cfg = DatasetConfig::in_memory(

@@ -10,7 +10,7 @@ use crate::common::*;
 use triage::queue::policy::{Candidate, Pick, Policy, Why, select};
 use triage::schema::QueueRow;
 
-fn cand(class: u32, cluster: Option<usize>, annotator: &'static str) -> Candidate<'static> {
+fn cand(class: u32, cluster: Option<u32>, annotator: &'static str) -> Candidate<'static> {
     Candidate {
         class: Some(class),
         cluster,
@@ -221,8 +221,8 @@ fn spot_checks_are_seeded_and_come_from_outside_the_ranking() {
     // 20..30 only.
     let mut c = many(30);
     for i in 0..10 {
-        c[i].cluster = Some(i);
-        c[i + 10].cluster = Some(i);
+        c[i].cluster = Some(i as u32);
+        c[i + 10].cluster = Some(i as u32);
     }
     for seed in 0..20 {
         let p = select(

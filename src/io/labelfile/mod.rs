@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::config::{DatasetConfig, IdFrom, LabelFormat, LabelsInput, Overlap, Task, Unlabeled};
 use crate::error::{Error, Result};
 use crate::io::coco_rle::Rle;
-use crate::io::manifest::Manifest;
+use crate::io::manifest::{Cells, Manifest};
 use crate::labelset::{ItemAnnotation, ItemLabels, LabelSet, Painted};
 use crate::records::UNLABELLED;
 
@@ -555,20 +555,20 @@ pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
                     .as_ref()
                     .and_then(|l| l.images.clone())
                     .unwrap_or_default();
-                let mut m = Manifest {
+                let image = |it: &ItemLabels| {
+                    let name = it.file_name.split(['?', '#']).next().unwrap_or("");
+                    dir.join(name.trim_start_matches('/'))
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                Manifest {
                     columns: vec!["id".into(), "image".into()],
                     ids: set.items.iter().map(|it| it.id.clone()).collect(),
-                    rows: Vec::with_capacity(set.items.len()),
-                };
-                for it in &set.items {
-                    let name = it.file_name.split(['?', '#']).next().unwrap_or("");
-                    let cell = dir
-                        .join(name.trim_start_matches('/'))
-                        .to_string_lossy()
-                        .into_owned();
-                    m.rows.push(vec![it.id.clone(), cell]);
+                    rows: Cells::tabulate(set.items.len(), 2, |i, j| match j {
+                        0 => set.items[i].id.clone(),
+                        _ => image(&set.items[i]),
+                    }),
                 }
-                m
             }
             None => {
                 let relative = set.items.iter().all(|it| {
@@ -582,13 +582,11 @@ pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
                 let mut m = Manifest {
                     columns: vec!["id".into()],
                     ids: set.items.iter().map(|it| it.id.clone()).collect(),
-                    rows: set.items.iter().map(|it| vec![it.id.clone()]).collect(),
+                    rows: Cells::tabulate(set.items.len(), 1, |i, _| &set.items[i].id),
                 };
                 if relative {
                     m.columns.push("image".into());
-                    for (row, it) in m.rows.iter_mut().zip(&set.items) {
-                        row.push(it.file_name.clone());
-                    }
+                    m.rows = m.rows.with_column(|i| set.items[i].file_name.clone());
                 }
                 m
             }
@@ -621,9 +619,9 @@ pub fn manifest(cfg: &DatasetConfig) -> Option<Result<Manifest>> {
             }
             .into(),
         );
-        for (row, it) in m.rows.iter_mut().zip(&set.items) {
-            row.push(cell(it));
-        }
+        m.rows = m
+            .rows
+            .with_column(|i| set.items.get(i).map(&cell).unwrap_or_default());
         Ok(m)
     })())
 }
@@ -690,7 +688,7 @@ pub fn current_label(
             let col = manifest.column("mask").ok_or_else(|| {
                 Error::input(cfg.items_file(), "segmentation needs a `mask` column").field("mask")
             })?;
-            let cell = manifest.rows[i][col].trim();
+            let cell = manifest.rows.cell(i, col).trim();
             if cell.is_empty() {
                 return Ok(None);
             }
