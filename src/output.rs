@@ -567,9 +567,9 @@ impl<'a> QueueColumns<'a> {
     fn row(&self, i: usize) -> schema::QueueRow<'a> {
         let (cfg, manifest) = (self.cfg, self.manifest);
         let p: &'a RowPlan = &self.plan.rows[i];
-        let it: &'a ItemResult = &self.items[p.item];
+        let it: &'a ItemResult = &self.items[p.item()];
         let name = |k: u32| Cow::Borrowed(cfg.class_names[k as usize].as_str());
-        let check_reasons = self.reasons.of(p.item, it, &cfg.class_names);
+        let check_reasons = self.reasons.of(p.item(), it, &cfg.class_names);
         let policy_reasons = p.policy_reasons();
         let mut reasons = Vec::with_capacity(policy_reasons.len() + check_reasons.len());
         reasons.extend(policy_reasons.iter().map(|r| Cow::Borrowed(r.as_str())));
@@ -694,7 +694,7 @@ impl<'a> ItemsParquet<'a> {
         };
         let mut rank = vec![0u32; items.len()];
         for (i, p) in cols.plan.rows.iter().enumerate() {
-            if let Some(r) = rank.get_mut(p.item) {
+            if let Some(r) = rank.get_mut(p.item()) {
                 *r = narrow(i + 1)?;
             }
         }

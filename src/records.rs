@@ -23,7 +23,7 @@ pub const UNLABELLED: u32 = u32::MAX;
 ///
 /// Every item holds one through the queue and write stages, so it keeps
 /// inline only what every item has (its row, scores, priority, classes and
-/// cluster: 192 bytes) and boxes the rest in [`ItemExtra`]: the
+/// cluster: 160 bytes) and boxes the rest in [`ItemExtra`]: the
 /// segmentation facts, stored reasons and flagged neighbours that a
 /// classification item without a near-duplicate never has (8 bytes for it
 /// then; BENCHMARKS.md "Many items"). Read those through the accessors
@@ -64,7 +64,7 @@ pub struct ItemResult {
 
 // Every item holds one through the queue and write stages: keep it small
 // (BENCHMARKS.md "Many items").
-const _: () = assert!(std::mem::size_of::<ItemResult>() <= 176);
+const _: () = assert!(std::mem::size_of::<ItemResult>() <= 160);
 
 /// The fields of an [`ItemResult`] that most items leave empty.
 #[derive(Debug, Clone, Default, PartialEq)]

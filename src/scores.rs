@@ -354,12 +354,24 @@ impl ScoreSums {
 /// `Stage::Score`) are kept inline; the segmentation-only scores
 /// ([`Applies::Segmentation`]) and those of the later stages (neighbours,
 /// agreement) are kept apart, each group allocated once one of its scores
-/// is set: a classification item holds 72 bytes, not 152. Two score sets
-/// are equal when the same scores are set, the flags agree and every value
-/// compares equal (an unset value reads 0).
+/// is set. The per-sample scores are kept as `f32` while their value is
+/// one exactly, as a classification row's always is (the mean of one `f32`
+/// sample); a value that is not (a mean over a segmentation item's pixels)
+/// goes to a boxed `f64` slot instead, so every value reads back as set. A
+/// classification item holds 64 bytes, not 152. Two score sets are equal
+/// when the same scores are set, the flags agree and every value compares
+/// equal (an unset value reads 0).
 #[derive(Debug, Clone, Default)]
 pub struct ItemScores {
-    /// The values of the inline scores, at their [`SLOTS`] index.
+    /// The per-sample scores' values that are `f32` exactly, at their
+    /// [`SLOTS`] index.
+    sample: [f32; N_SAMPLE],
+    /// The per-sample scores' values that are not (bit `j` of `wide_mask`
+    /// set), at the same index.
+    wide: Option<Box<[f64; N_SAMPLE]>>,
+    /// Bit `j`: per-sample score `j` is in `wide`.
+    wide_mask: u8,
+    /// The values of the other inline scores, at their [`SLOTS`] index.
     common: [f64; N_COMMON],
     /// The values of the segmentation-only scores, at their [`SLOTS`] index.
     seg: Option<Box<[f64; N_SEG]>>,
@@ -377,18 +389,26 @@ const _: () = assert!(N_SCORES <= 32, "ItemScores::set holds one bit per score")
 /// with the later stages' scores.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Group {
+    Sample,
     Common,
     Seg,
     Late,
 }
 
 const fn group(d: &Decl) -> Group {
-    match (d.applies, d.stage) {
-        (Applies::Segmentation, _) => Group::Seg,
-        (_, Stage::Score) => Group::Common,
+    match (d.level, d.applies, d.stage) {
+        (Level::Sample, _, _) => Group::Sample,
+        (_, Applies::Segmentation, _) => Group::Seg,
+        (_, _, Stage::Score) => Group::Common,
         _ => Group::Late,
     }
 }
+
+const _: () = assert!(
+    N_SAMPLE <= 8,
+    "ItemScores::wide_mask holds one bit per sample score"
+);
+const _: () = assert!(count(Group::Sample) == N_SAMPLE);
 
 /// How many declared scores `g` holds.
 const fn count(g: Group) -> usize {
@@ -413,7 +433,7 @@ const N_COMMON: usize = count(Group::Common);
 /// the group's array, counting the group's scores in [`TABLE`] order.
 const SLOTS: [(Group, usize); N_SCORES] = {
     let mut out = [(Group::Common, 0); N_SCORES];
-    let mut next = [0usize; 3];
+    let mut next = [0usize; 4];
     let mut i = 0;
     while i < N_SCORES {
         let g = group(&TABLE[i]);
@@ -452,6 +472,10 @@ impl ItemScores {
     #[inline]
     fn value(&self, i: usize) -> f64 {
         match SLOTS[i] {
+            (Group::Sample, j) => match self.wide_mask >> j & 1 {
+                0 => f64::from(self.sample[j]),
+                _ => self.wide.as_ref().map_or(0.0, |v| v[j]),
+            },
             (Group::Common, j) => self.common[j],
             (Group::Seg, j) => self.seg.as_ref().map_or(0.0, |v| v[j]),
             (Group::Late, j) => self.late.as_ref().map_or(0.0, |v| v[j]),
@@ -484,6 +508,17 @@ impl ItemScores {
             }
         }
         match SLOTS[i] {
+            (Group::Sample, j) => {
+                let narrow = x as f32;
+                if f64::from(narrow).to_bits() == x.to_bits() {
+                    self.sample[j] = narrow;
+                    self.wide_mask &= !(1 << j);
+                } else {
+                    self.sample[j] = 0.0;
+                    put(&mut self.wide, j, x, true);
+                    self.wide_mask |= 1 << j;
+                }
+            }
             (Group::Common, j) => self.common[j] = x,
             (Group::Seg, j) => put(&mut self.seg, j, x, v.is_some()),
             (Group::Late, j) => put(&mut self.late, j, x, v.is_some()),
@@ -699,8 +734,8 @@ mod tests {
             .collect();
         assert_eq!(seg_only.len(), N_SEG);
         assert!(seg_only.contains(&Score::Miou) && !seg_only.contains(&Score::Ece));
-        // Inline: the six per-sample scores and the item's ECE.
-        assert_eq!(N_COMMON, N_SAMPLE + 1);
+        // Inline: the six per-sample scores (as f32) and the item's ECE.
+        assert_eq!(N_COMMON, 1);
         assert_eq!(N_LATE, 3);
         let mut s = ItemScores::default();
         for (i, d) in TABLE.iter().enumerate() {
@@ -728,7 +763,33 @@ mod tests {
         assert!(d.seg.is_none() && d.late.is_some());
         assert_eq!(d.get(Score::DupConflict), Some(0.3));
         assert_eq!(d.get(Score::KnnDisagreement), None);
-        assert_eq!(std::mem::size_of::<ItemScores>(), 8 * N_COMMON + 24);
+        assert_eq!(std::mem::size_of::<ItemScores>(), 64);
+        // A per-sample value that is an f32 exactly stays narrow; one that
+        // is not reads back exactly from the wide slot; setting an exact
+        // one again narrows it; NaN and the signed zeros keep their bits.
+        let f32_exact = f64::from(0.1f32);
+        let mut w = ItemScores::default().with(Score::Entropy, Some(f32_exact));
+        assert!(w.wide.is_none());
+        assert_eq!(w.get(Score::Entropy), Some(f32_exact));
+        w.set(Score::Margin, Some(0.1));
+        assert!(w.wide.is_some() && w.wide_mask == 0b10);
+        assert_eq!(w.get(Score::Margin), Some(0.1));
+        assert_eq!(w.get(Score::Entropy), Some(f32_exact));
+        w.set(Score::Margin, Some(0.25));
+        assert_eq!((w.wide_mask, w.get(Score::Margin)), (0, Some(0.25)));
+        w.set(Score::Brier, Some(-0.0));
+        assert_eq!(
+            w.get(Score::Brier).map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
+        w.set(Score::Brier, Some(f64::NAN));
+        assert!(w.get(Score::Brier).is_some_and(f64::is_nan));
+        w.set(Score::Brier, Some(1e-300));
+        assert_eq!(w.get(Score::Brier), Some(1e-300));
+        assert_eq!(
+            w.clone().with(Score::Margin, Some(0.1)),
+            w.clone().with(Score::Margin, Some(0.1))
+        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn listed_rows(
         QueueRows::Flagged => Some(
             plan.par_iter()
                 .enumerate()
-                .filter(|(_, r)| (budget && r.in_budget) || flags(r.item))
+                .filter(|(_, r)| (budget && r.in_budget) || flags(r.item()))
                 .map(|(i, _)| i)
                 .collect(),
         ),
@@ -87,12 +87,13 @@ pub fn listed_rows(
 /// Entries per view in `report.json`.
 pub const VIEW_SIZE: usize = 50;
 
-/// One row of the queue files, in queue order: 24 bytes a row (one is
+/// One row of the queue files, in queue order: 16 bytes a row (one is
 /// kept for every item through the write stage), the rare parts boxed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowPlan {
-    /// Position in the priority-sorted items.
-    pub item: usize,
+    /// Position in the priority-sorted items ([`RowPlan::item`]; `u32`:
+    /// [`plan`] refuses 2^32 items or more).
+    item: u32,
     pub in_budget: bool,
     pub spot_check: bool,
     pub review_all: bool,
@@ -111,6 +112,11 @@ struct RowExtra {
 }
 
 impl RowPlan {
+    /// Position in the priority-sorted items.
+    pub fn item(&self) -> usize {
+        self.item as usize
+    }
+
     /// Representatives: ids of the other members of the near-duplicate
     /// cluster (empty for every other row).
     pub fn also_in_cluster(&self) -> &[String] {
@@ -123,7 +129,7 @@ impl RowPlan {
     }
 }
 
-const _: () = assert!(std::mem::size_of::<RowPlan>() <= 24);
+const _: () = assert!(std::mem::size_of::<RowPlan>() <= 16);
 
 /// The queue rows and the report sections built from them.
 #[derive(Debug, Clone)]
@@ -268,7 +274,8 @@ fn row_plan(
     }
     let also_in_cluster: Vec<String> = also.iter().map(|&j| id_of(qpos[j]).to_string()).collect();
     RowPlan {
-        item: p,
+        // Below 2^32: `plan` refuses more items.
+        item: u32::try_from(p).unwrap_or(u32::MAX),
         in_budget: pk.in_budget,
         spot_check: pk.spot_check(),
         review_all: pk.review_all,
@@ -386,8 +393,8 @@ pub fn evidence(
     items: &[ItemResult],
     rows: &[RowPlan],
 ) -> schema::QueueSummary {
-    let flagged = |r: &RowPlan| checks.iter().any(|c| c.flagged(items[r.item].index));
-    let level = |r: &RowPlan| log_odds(items[r.item].priority);
+    let flagged = |r: &RowPlan| checks.iter().any(|c| c.flagged(items[r.item()].index));
+    let level = |r: &RowPlan| log_odds(items[r.item()].priority);
     let t = otsu_threshold(rows.iter().map(level)).unwrap_or(f64::NEG_INFINITY);
     let mut count = 0;
     let mut last = 0;
@@ -425,8 +432,8 @@ fn views_section(
         let mut hits: Vec<(f64, usize)> = rows
             .iter()
             .enumerate()
-            .filter(|(_, r)| d.flagged(items[r.item].index))
-            .filter_map(|(rank, r)| Some((d.score(&items[r.item])?, rank)))
+            .filter(|(_, r)| d.flagged(items[r.item()].index))
+            .filter_map(|(rank, r)| Some((d.score(&items[r.item()])?, rank)))
             .collect();
         let order = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if hits.len() > VIEW_SIZE {
@@ -440,7 +447,7 @@ fn views_section(
             .iter()
             .take(VIEW_SIZE)
             .map(|&(score, rank)| schema::ViewItem {
-                id: id_of(rows[rank].item).to_string(),
+                id: id_of(rows[rank].item()).to_string(),
                 score,
                 rank: rank + 1,
             })
@@ -470,7 +477,7 @@ fn previous_section(
     let cmp = previous::Comparison::new(prev);
     let mut now: HashSet<&str> = HashSet::new();
     for r in rows.iter_mut().filter(|r| r.in_budget) {
-        let it = &items[r.item];
+        let it = &items[r.item()];
         let id = &manifest.ids[it.index];
         now.insert(id);
         r.status = Some(cmp.status(id, it.priority, &scores_json(it)));
