@@ -15,6 +15,7 @@
 //! name its section without importing a module of the same layer.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
@@ -543,6 +544,35 @@ pub enum CheckDetails {
     ClassImbalance(ClassImbalanceSummary),
     LowAgreement(LowAgreementSummary),
     Drift(DriftSummary),
+    Leakage(LeakageSummary),
+}
+
+/// `checks.leakage.summary`: the near-duplicate pairs whose items lie in
+/// different splits, and how much of each evaluation split has a
+/// near-duplicate in the training split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeakageSummary {
+    /// The split the others are measured against: `train` when a split has
+    /// that name (any case), else `null` (and `split_share` is empty).
+    pub train_split: Option<String>,
+    /// Every cross-split pair, closest first (ties: by ids).
+    pub pairs: Vec<LeakPair>,
+    /// Per split other than `train_split`: the share of its items with a
+    /// near-duplicate in `train_split`.
+    pub split_share: BTreeMap<String, f64>,
+}
+
+/// One cross-split near-duplicate pair (`a` before `b` in items order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeakPair {
+    pub a: String,
+    pub b: String,
+    pub split_a: String,
+    pub split_b: String,
+    /// Cosine distance of their embeddings.
+    pub distance: f64,
+    /// Found as identical (embedding or image hash, or distance 0).
+    pub exact: bool,
 }
 
 /// `checks.class_imbalance.summary`.

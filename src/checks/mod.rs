@@ -27,6 +27,7 @@
 pub mod class_imbalance;
 pub mod drift;
 pub mod label_quality;
+pub mod leakage;
 pub mod low_agreement;
 pub mod near_duplicate;
 
@@ -53,6 +54,8 @@ pub enum Need {
     Annotations,
     /// A time column in items.csv (`batch` or `annotated_at`).
     Time,
+    /// A `split` column in items.csv with two or more values.
+    Splits,
 }
 
 impl Need {
@@ -64,6 +67,7 @@ impl Need {
             Need::Embeddings => "embeddings",
             Need::Annotations => "annotations",
             Need::Time => "time",
+            Need::Splits => "splits",
         }
     }
 
@@ -75,6 +79,7 @@ impl Need {
             Need::Embeddings => "needs embeddings ([inputs] embeddings)",
             Need::Annotations => "needs several annotators ([inputs] annotations)",
             Need::Time => "needs a time column (batch or annotated_at in items.csv)",
+            Need::Splits => "needs a split column in items.csv with two or more values",
         }
     }
 }
@@ -111,6 +116,7 @@ impl Inputs<'_> {
             Need::Embeddings => self.neighbors.is_some(),
             Need::Annotations => self.annotations.is_some(),
             Need::Time => self.campaign.is_some(),
+            Need::Splits => leakage::splits(self.manifest).is_some(),
         }
     }
 }
@@ -376,6 +382,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(label_quality::Miscalibrated),
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
+        Box::new(leakage::Leakage),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
         Box::new(drift::Drift::default()),

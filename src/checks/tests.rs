@@ -124,7 +124,27 @@ fn neighbours(n: usize, items: &mut [ItemResult]) -> NeighborResult {
         threshold: 0.05,
         rule: crate::neighbors::Threshold::Absolute(0.05),
         median_nn: 0.1,
-        pairs: Vec::new(),
+        // The conflicting partners above as pairs, and an identical pair
+        // (found by hash) every seventh row.
+        pairs: (0..n)
+            .filter(|&i| dup_conflict[i] > 0.0)
+            .map(|i| crate::neighbors::DupPair {
+                a: i,
+                b: (i + 1) % n,
+                distance: 0.01,
+                found_by: "knn",
+                conflict: true,
+                mask_iou: None,
+            })
+            .chain((0..n).step_by(7).map(|i| crate::neighbors::DupPair {
+                a: i,
+                b: (i + 2) % n,
+                distance: 0.0,
+                found_by: "embedding_hash",
+                conflict: false,
+                mask_iou: None,
+            }))
+            .collect(),
         clusters: Vec::new(),
         cluster_of: vec![None; n],
         knn_disagreement: (0..n).map(|i| u(i, 6)).collect(),
@@ -142,10 +162,16 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
         dir.path(),
         "task = \"classification\"\nclasses = [\"a\", \"b\", \"c\"]\n[inputs]\nprobs = \"probs.npy\"\nlabels = \"labels.npy\"\n",
     );
+    // Every third item in a `test` split (the `leakage` check runs with
+    // embeddings).
     let manifest = Manifest {
-        columns: vec!["id".into()],
+        columns: vec!["id".into(), "split".into()],
         ids: (0..N).map(|i| format!("r{i}")).collect(),
-        rows: crate::io::manifest::Cells::tabulate(N, 1, |i, _| format!("r{i}")),
+        rows: crate::io::manifest::Cells::tabulate(N, 2, |i, j| match (j, i % 3) {
+            (0, _) => format!("r{i}"),
+            (_, 0) => "test".into(),
+            _ => "train".into(),
+        }),
     };
     let mut items: Vec<ItemResult> = (0..N)
         .filter(|&i| !unlabelled(i))
@@ -499,6 +525,7 @@ fn a_missing_input_skips_its_checks_with_the_reason() {
                 "duplicate_conflict",
                 "needs embeddings ([inputs] embeddings)"
             ),
+            ("leakage", "needs embeddings ([inputs] embeddings)"),
             (
                 "low_agreement",
                 "needs several annotators ([inputs] annotations)"

@@ -172,3 +172,170 @@ fn segmentation_with_embeddings_runs_the_neighbour_check_and_skips_class_imbalan
         Value::from(triage::priority::CONFLICT_RAISE)
     );
 }
+
+/// 30 classification items with 8-dimensional embeddings, each its own
+/// direction, and items.csv's `split`: rows 0–19 `train`, 20–24 `val`,
+/// 25–29 `test`. Planted: `val` row 20 is train row 3 with a tiny nudge (a
+/// near-duplicate across splits), `test` row 25 is train row 7 exactly (an
+/// identical item), and train rows 10 and 11 are near-duplicates inside one
+/// split (not leakage). Every label agrees with its copy's, so no
+/// near-duplicate conflicts.
+fn leaky_dataset(d: &Path, with_split: bool) {
+    let n = 30;
+    let dim = 8;
+    let mut emb: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..dim).map(move |k| {
+                // A direction per item: a splitmix64 hash of (i, k) in
+                // [-0.5, 0.5), so two items are far apart.
+                let mut z = ((i * dim + k) as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+        })
+        .collect();
+    let copy = |emb: &mut Vec<f32>, from: usize, to: usize, nudge: f32| {
+        for k in 0..dim {
+            emb[to * dim + k] = emb[from * dim + k] + if k == 0 { nudge } else { 0.0 };
+        }
+    };
+    copy(&mut emb, 3, 20, 1e-3);
+    copy(&mut emb, 7, 25, 0.0);
+    copy(&mut emb, 10, 11, 1e-3);
+    let labels: Vec<usize> = (0..n)
+        .map(|i| match i {
+            20 => 3 % 3,
+            25 => 7 % 3,
+            11 => 10 % 3,
+            _ => i % 3,
+        })
+        .collect();
+    let mut csv = String::from(if with_split {
+        "id,label,split\n"
+    } else {
+        "id,label\n"
+    });
+    let mut probs = Vec::new();
+    for (i, &l) in labels.iter().enumerate() {
+        let split = match i {
+            0..20 => "train",
+            20..25 => "val",
+            _ => "test",
+        };
+        if with_split {
+            csv.push_str(&format!("i{i:02},c{l},{split}\n"));
+        } else {
+            csv.push_str(&format!("i{i:02},c{l}\n"));
+        }
+        probs.extend((0..3).map(|k| if k == l { 0.8f32 } else { 0.1 }));
+    }
+    std::fs::write(d.join("items.csv"), csv).unwrap();
+    write_f32(&d.join("probs.npy"), &[n, 3], &probs);
+    write_f32(&d.join("embeddings.npy"), &[n, dim], &emb);
+    std::fs::write(
+        d.join("triage.toml"),
+        "task = \"classification\"\nclasses = [\"c0\", \"c1\", \"c2\"]\n[inputs]\nitems = \"items.csv\"\nprobs = \"probs.npy\"\nembeddings = \"embeddings.npy\"\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn leakage_finds_the_planted_cross_split_copies_and_nothing_inside_a_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    leaky_dataset(d, true);
+    let out = d.join("out");
+    run_ok(d, &out, &[]);
+    let r = read_report(&out);
+    let lk = &r["checks"]["leakage"];
+    assert_eq!(lk["status"], "ran", "{lk}");
+    assert_eq!(lk["needs"], json!(["embeddings", "splits"]));
+    // Both items of each planted pair, and no other.
+    assert_eq!(lk["flagged"], 4, "{lk}");
+    let s = &lk["summary"];
+    assert_eq!(s["train_split"], "train");
+    let pairs = s["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{pairs:?}");
+    // Closest first: the identical copy.
+    assert_eq!(
+        (&pairs[0]["a"], &pairs[0]["b"], &pairs[0]["exact"]),
+        (&json!("i07"), &json!("i25"), &json!(true))
+    );
+    assert_eq!(
+        (&pairs[0]["split_a"], &pairs[0]["split_b"]),
+        (&json!("train"), &json!("test"))
+    );
+    assert_eq!(
+        (&pairs[1]["a"], &pairs[1]["b"], &pairs[1]["exact"]),
+        (&json!("i03"), &json!("i20"), &json!(false))
+    );
+    assert!(pairs[1]["distance"].as_f64().unwrap() > 0.0);
+    // One of 5 `val` items and one of 5 `test` items has a copy in train.
+    assert_eq!(s["split_share"], json!({"test": 0.2, "val": 0.2}));
+
+    // The queue: the leaking rows carry the flag and a reason naming the
+    // other split; the within-split pair (i10, i11) carries neither.
+    let rows = read_queue(&out);
+    let row = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    for (id, other, split) in [
+        ("i25", "i07", "train"),
+        ("i07", "i25", "test"),
+        ("i20", "i03", "train"),
+    ] {
+        let r = row(id);
+        assert!(
+            r["flags"].as_array().unwrap().contains(&json!("leakage")),
+            "{r}"
+        );
+        let reasons: Vec<&str> = r["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|t| t.starts_with("leakage:") && t.contains(other) && t.contains(split)),
+            "{reasons:?}"
+        );
+    }
+    for id in ["i10", "i11", "i00"] {
+        assert!(
+            !row(id)["flags"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("leakage")),
+            "{id}"
+        );
+    }
+    // Its view: score 1 for the identical pair, 1 − d/(2t) in [0.5, 1) for the near one.
+    let view = &r["views"]["leakage"];
+    let score = |id: &str| {
+        view["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(score("i25"), 1.0);
+    let near = score("i20");
+    assert!((0.5..1.0).contains(&near), "{near}");
+
+    // Without a split column the check is skipped, with its reason.
+    let tmp2 = tempfile::tempdir().unwrap();
+    leaky_dataset(tmp2.path(), false);
+    let out2 = tmp2.path().join("out");
+    run_ok(tmp2.path(), &out2, &[]);
+    let r2 = read_report(&out2);
+    assert_eq!(r2["checks"]["leakage"]["status"], "skipped");
+    assert_eq!(
+        r2["checks"]["leakage"]["reason"],
+        "needs a split column in items.csv with two or more values"
+    );
+}
