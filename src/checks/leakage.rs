@@ -213,3 +213,38 @@ impl Check for Leakage {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::manifest::{Cells, Ids};
+
+    fn manifest(columns: &[&str], rows: &[&[&str]]) -> Manifest {
+        Manifest {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            ids: rows.iter().map(|r| r[0]).collect::<Ids>(),
+            rows: Cells::from_rows(columns.len(), rows.iter().copied()).unwrap(),
+        }
+    }
+
+    /// The check needs two non-empty split values: one value, blank cells
+    /// or no column at all leave it out; values are trimmed and listed in
+    /// first-seen order.
+    #[test]
+    fn splits_need_a_column_with_two_values() {
+        let one = manifest(
+            &["id", "split"],
+            &[&["a", "train"], &["b", " train "], &["c", ""]],
+        );
+        assert!(splits(&one).is_none());
+        let none = manifest(&["id", "camera"], &[&["a", "x"], &["b", "y"]]);
+        assert!(splits(&none).is_none());
+        let two = manifest(
+            &["id", "split"],
+            &[&["a", " test"], &["b", ""], &["c", "train"], &["d", "test"]],
+        );
+        assert_eq!(splits(&two), Some((1, vec!["test", "train"])));
+        assert_eq!(split_of(&two, 1, 1), None);
+        assert_eq!(split_of(&two, 1, 0), Some("test"));
+    }
+}
