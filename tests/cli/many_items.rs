@@ -16,19 +16,19 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Bytes of peak resident memory an item may add (measured 2026-12-04 at
-/// 305–330 B/item; 950 before issue 33; BENCHMARKS.md "Many items"). It
-/// includes the reader's probability windows growing from 10 MB to their
-/// 32 MiB cap between the two sizes (about 40 B an item here, none beyond
-/// the cap). The goal of issue 33 is 150 plus the input's working set.
-const PER_ITEM: f64 = 400.0;
+/// 219–223 B/item in three runs; 305–330 in the morning, 950 before issue
+/// 33; BENCHMARKS.md "Many items"). It includes the reader's probability
+/// windows growing from 10 MB to their 32 MiB cap between the two sizes
+/// (about 40 B an item here, none beyond the cap). The goal of issue 33 is
+/// 150 plus the input's working set.
+const PER_ITEM: f64 = 290.0;
 
-/// The whole 1 000 000-item run's peak (measured about 390 MB on 2
-/// threads): this much, plus the writers' windows, which grow with the
-/// thread count (two windows of `2 × threads` chunks of 1024 rows of about
-/// 900 bytes).
+/// The whole 1 000 000-item run's peak (measured 291–294 MB on 2 threads):
+/// this much, plus the writers' windows, which grow with the thread count
+/// (two windows of `2 × threads` chunks of 1024 rows of about 900 bytes).
 fn whole_bound() -> u64 {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    (460 << 20) + threads * (4 << 20)
+    (360 << 20) + threads * (4 << 20)
 }
 
 /// `triage run` over `items` synthetic items with `--queue-rows flagged`;
