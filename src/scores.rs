@@ -385,8 +385,9 @@ pub struct ItemScores {
 
 const _: () = assert!(N_SCORES <= 32, "ItemScores::set holds one bit per score");
 
-/// Where score `i` is kept: inline, with the segmentation-only scores, or
-/// with the later stages' scores.
+/// Where score `i` is kept: the per-sample scores inline as `f32` (or in
+/// their boxed `f64` slots), the other inline scores, the boxed
+/// segmentation-only scores, or the boxed later stages' scores.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Group {
     Sample,

@@ -158,8 +158,6 @@ impl Check for Leakage {
                 ));
             }
         }
-        // Reasons in row order, each row's in pair order.
-        out.reasons.sort_by_key(|&(row, _, _)| row);
 
         let train = values
             .iter()
@@ -217,14 +215,9 @@ impl Check for Leakage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::manifest::{Cells, Ids};
 
     fn manifest(columns: &[&str], rows: &[&[&str]]) -> Manifest {
-        Manifest {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            ids: rows.iter().map(|r| r[0]).collect::<Ids>(),
-            rows: Cells::from_rows(columns.len(), rows.iter().copied()).unwrap(),
-        }
+        Manifest::of_table(columns, rows)
     }
 
     /// The check needs two non-empty split values: one value, blank cells

@@ -546,12 +546,7 @@ mod tests {
     }
 
     fn manifest(columns: &[&str], rows: &[&[&str]]) -> Manifest {
-        Manifest {
-            columns: columns.iter().map(|s| s.to_string()).collect(),
-            ids: rows.iter().map(|r| r[0].to_string()).collect(),
-            rows: crate::io::manifest::Cells::from_rows(columns.len(), rows.iter().copied())
-                .unwrap(),
-        }
+        Manifest::of_table(columns, rows)
     }
 
     #[test]

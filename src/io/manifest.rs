@@ -90,6 +90,18 @@ impl Manifest {
         Ok(Manifest { columns, ids, rows })
     }
 
+    /// A manifest of `rows` under `columns`, ids from the first column (for
+    /// tests).
+    #[cfg(test)]
+    pub fn of_table(columns: &[&str], rows: &[&[&str]]) -> Manifest {
+        Manifest {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            ids: rows.iter().map(|r| r[0]).collect(),
+            rows: Cells::from_rows(columns.len(), rows.iter().copied())
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
     /// A manifest of `n` items with ids `"0"`, `"1"`, ... and no columns.
     pub fn numbered(n: usize) -> Self {
         Manifest {
@@ -150,6 +162,12 @@ impl Ids {
     pub fn push(&mut self, id: &str) {
         self.text.push_str(id);
         self.ends.push(self.text.len());
+    }
+
+    /// Keep the first `len` ids (all when there are fewer).
+    pub fn truncate(&mut self, len: usize) {
+        self.ends.truncate(len);
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
     }
 
     /// How many ids.
@@ -237,17 +255,17 @@ impl DoubleEndedIterator for IdsIter<'_> {
 
 impl ExactSizeIterator for IdsIter<'_> {}
 
-/// A table of text cells, `width` a row, row-major in one buffer with
-/// the end offset of each cell: 8 bytes a cell beside its text, where a
-/// `Vec<Vec<String>>` costs 24 a row and 24 a cell plus an allocation.
+/// A table of text cells, `width` a row, kept row-major as one [`Ids`]
+/// (one text buffer and the end offset of each cell): 8 bytes a cell beside
+/// its text, where a `Vec<Vec<String>>` costs 24 a row and 24 a cell plus
+/// an allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cells {
     width: usize,
     /// The number of rows (kept apart: a table without columns has rows).
     n: usize,
-    text: String,
-    /// The end of cell `k` (row `k / width`, column `k % width`) in `text`.
-    ends: Vec<usize>,
+    /// Cell `k` is row `k / width`, column `k % width`.
+    cells: Ids,
 }
 
 impl Cells {
@@ -274,11 +292,9 @@ impl Cells {
         mut cell: impl FnMut(usize, usize) -> S,
     ) -> Cells {
         let mut c = Cells::new(width);
-        c.ends.reserve(n.saturating_mul(width));
         for i in 0..n {
             for j in 0..width {
-                c.text.push_str(cell(i, j).as_ref());
-                c.ends.push(c.text.len());
+                c.cells.push(cell(i, j).as_ref());
             }
         }
         c.n = n;
@@ -304,19 +320,17 @@ impl Cells {
         &mut self,
         cells: impl IntoIterator<Item = S>,
     ) -> std::result::Result<(), String> {
-        let (text_len, ends_len) = (self.text.len(), self.ends.len());
+        let before = self.cells.len();
         let mut k = 0;
         for cell in cells {
             k += 1;
             if k > self.width {
                 break;
             }
-            self.text.push_str(cell.as_ref());
-            self.ends.push(self.text.len());
+            self.cells.push(cell.as_ref());
         }
         if k != self.width {
-            self.text.truncate(text_len);
-            self.ends.truncate(ends_len);
+            self.cells.truncate(before);
             return Err(format!("{k} cells where the table has {}", self.width));
         }
         self.n += 1;
@@ -325,19 +339,10 @@ impl Cells {
 
     /// The table with one more column at the end, `cell(i)` in row `i`.
     pub fn with_column(&self, mut cell: impl FnMut(usize) -> String) -> Cells {
-        let mut out = Cells::new(self.width + 1);
-        out.text.reserve(self.text.len());
-        out.ends.reserve(self.n * (self.width + 1));
-        for i in 0..self.n {
-            for j in 0..self.width {
-                out.text.push_str(self.cell(i, j));
-                out.ends.push(out.text.len());
-            }
-            out.text.push_str(&cell(i));
-            out.ends.push(out.text.len());
-        }
-        out.n = self.n;
-        out
+        Cells::tabulate(self.n, self.width + 1, |i, j| match self.get(i, j) {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(cell(i)),
+        })
     }
 
     /// The number of rows.
@@ -355,10 +360,7 @@ impl Cells {
         if j >= self.width {
             return None;
         }
-        let k = i.checked_mul(self.width)?.checked_add(j)?;
-        let end = *self.ends.get(k)?;
-        let start = if k == 0 { 0 } else { self.ends[k - 1] };
-        self.text.get(start..end)
+        self.cells.get(i.checked_mul(self.width)?.checked_add(j)?)
     }
 
     /// Cell `(i, j)`; panics out of the table, as a slice does.
