@@ -30,13 +30,14 @@ use indexmap::IndexMap;
 
 /// Keys of a queue row that carried columns may not take (a carried
 /// column of one of these names is written as `item_<name>`).
-const RESERVED: [&str; 16] = [
+const RESERVED: [&str; 17] = [
     "rank",
     "id",
     "priority",
     "reasons",
     "flags",
     "scores",
+    "check_scores",
     "label",
     "predicted",
     "consensus_label",
@@ -521,6 +522,13 @@ fn write_json_row(out: &mut Vec<u8>, row: &schema::QueueRow<'_>) {
         }
         scores.end();
     }
+    {
+        let mut scores = jsonw::Obj::new(o.key("check_scores"));
+        for (k, v) in &row.check_scores.0 {
+            scores.float(k, *v);
+        }
+        scores.end();
+    }
     if let Some(cluster) = row.cluster {
         o.opt_uint("cluster", cluster.map(|c| c as u64));
     }
@@ -559,6 +567,8 @@ struct QueueColumns<'a> {
     with_consensus: bool,
     /// Every row's reasons, the checks' included.
     reasons: &'a Reasons<'a>,
+    /// The checks that ran ([`Reasons::ran`]): each row's `check_scores`.
+    checks: Vec<&'static str>,
 }
 
 impl<'a> QueueColumns<'a> {
@@ -601,6 +611,13 @@ impl<'a> QueueColumns<'a> {
             consensus_label: (self.with_consensus && it.row.is_some())
                 .then(|| it.consensus.map(name)),
             scores: schema::RowScores::of(&it.scores),
+            check_scores: schema::RowScores(
+                self.checks
+                    .iter()
+                    .zip(self.reasons.score_row(it))
+                    .map(|(&k, v)| (Cow::Borrowed(k), v))
+                    .collect(),
+            ),
             cluster: self.with_neighbors.then_some(it.cluster),
             neighbors: self.with_neighbors.then(|| {
                 it.neighbors()
@@ -629,7 +646,8 @@ impl<'a> QueueColumns<'a> {
     }
 
     /// The header: rank, id, priority, reasons, flags, (label, predicted), the
-    /// scores, (cluster, neighbors), the queue flags, (status), carried columns.
+    /// scores, the checks' scores (`check_<name>`), (cluster, neighbors), the
+    /// queue flags, (status), carried columns.
     fn header(&self) -> Vec<String> {
         let mut header: Vec<String> = ["rank", "id", "priority", "reasons", "flags"]
             .map(String::from)
@@ -641,6 +659,7 @@ impl<'a> QueueColumns<'a> {
             }
         }
         header.extend(self.score_names.iter().map(|k| k.to_string()));
+        header.extend(self.checks.iter().map(|k| format!("check_{k}")));
         if self.with_neighbors {
             header.extend(["cluster", "neighbors"].map(String::from));
         }
@@ -682,7 +701,7 @@ impl<'a> ItemsParquet<'a> {
         let (cfg, manifest, items) = (cols.cfg, cols.manifest, cols.items);
         let layout = items_parquet::Layout {
             classification: cfg.task == Task::Classification,
-            checks: cols.reasons.ran(),
+            checks: cols.checks.clone(),
             scores: cols.score_names.clone(),
         };
         let score_of = layout.scores.iter().map(|n| Score::from_name(n)).collect();
@@ -744,6 +763,7 @@ impl<'a> ItemsParquet<'a> {
                     },
                     unlabelled: it.unlabelled,
                     flags: self.cols.reasons.flag_row(it),
+                    check_scores: self.cols.reasons.score_row(it),
                     scores: self
                         .score_of
                         .iter()
@@ -805,7 +825,7 @@ fn write_csv_row<W: Write>(
             b.push_str(consensus.as_deref().unwrap_or(""))
         })?;
     }
-    for (_, v) in &row.scores.0 {
+    for (_, v) in row.scores.0.iter().chain(&row.check_scores.0) {
         field(false, &mut |b| {
             if let Some(x) = v {
                 b.push_str(floats.format(*x));
@@ -1011,6 +1031,7 @@ pub fn write_all(
             Some(schema::AgreementSection::Classification(_))
         ),
         reasons,
+        checks: reasons.ran(),
     };
     let pool = extras
         .to_label
@@ -1124,6 +1145,10 @@ mod tests {
                 (Cow::Borrowed("margin"), None),
                 (Cow::Borrowed("ece"), Some(-0.5)),
             ]),
+            check_scores: schema::RowScores(vec![
+                (Cow::Borrowed("wrong_label"), Some(0.75)),
+                (Cow::Borrowed("leakage"), None),
+            ]),
             cluster: Some((!nulls).then_some(3)),
             neighbors: Some(vec![schema::RowNeighbor {
                 id: text("n1"),
@@ -1193,6 +1218,8 @@ mod tests {
                 "1e-7",
                 "",
                 "-0.5",
+                "0.75",
+                "",
                 cluster,
                 "n1@0.1250",
                 "true",

@@ -545,6 +545,59 @@ pub enum CheckDetails {
     LowAgreement(LowAgreementSummary),
     Drift(DriftSummary),
     Leakage(LeakageSummary),
+    Outlier(OutlierSummary),
+    NonIid(NonIidSummary),
+    DataValuation(DataValuationSummary),
+}
+
+/// `checks.outlier.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutlierSummary {
+    /// `knn`: from the mean distance to the k nearest neighbours.
+    pub method: String,
+    /// Neighbours per item.
+    pub k: usize,
+    /// The median of the items' mean kNN distance (floored at 1e-6): the
+    /// scale of the scores.
+    pub median_distance: f64,
+    /// The mean kNN distance above which an item is an outlier (Q3 +
+    /// 1.7·IQR).
+    pub outlier_distance: f64,
+    /// The dataset's score: the mean item score (1 − Datalab's summary
+    /// score).
+    pub score: f64,
+}
+
+/// `checks.non_iid.summary`: whether the items' order is independent of
+/// their embedding neighbourhoods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NonIidSummary {
+    /// The order tested: `items` (items.csv order) or `time` (the
+    /// campaign's batches in order, from the `batch` or `annotated_at`
+    /// column; items order within a batch).
+    pub order: String,
+    /// Datalab's KS statistic of the index distances between neighbours.
+    pub statistic: f64,
+    /// Its p-value under random order (25 permutations, a Gaussian kernel
+    /// density estimate of their statistics, as Datalab computes it).
+    pub p_value: f64,
+    /// Whether `p_value < alpha`: the order is not independent.
+    pub non_iid: bool,
+    pub alpha: f64,
+    /// The dataset's score: `1 − p_value`.
+    pub score: f64,
+}
+
+/// `checks.data_valuation.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataValuationSummary {
+    /// Neighbours per item (the first k of the graph's rows).
+    pub valuation_k: usize,
+    /// The mean KNN-Shapley value.
+    pub mean_value: f64,
+    /// The dataset's score: the mean item score (1 − Datalab's summary
+    /// score).
+    pub score: f64,
 }
 
 /// `checks.leakage.summary`: the near-duplicate pairs whose items lie in
@@ -721,6 +774,13 @@ pub struct QueueRow<'a> {
     )]
     pub consensus_label: Option<Option<Cow<'a, str>>>,
     pub scores: RowScores,
+    /// Every check that ran: its score of the item (`null` where
+    /// undefined or the check was not given the item), keyed by the
+    /// check's name, in the checks' order (the `check_<name>` columns of
+    /// `queue.csv` and `items.parquet`). (Absent in the queue files of
+    /// earlier versions: read as empty.)
+    #[serde(default)]
+    pub check_scores: RowScores,
     /// With embeddings: the near-duplicate cluster, `null` outside one.
     #[serde(
         default,
@@ -756,7 +816,8 @@ impl QueueRow<'_> {
 
 /// A row's `scores` object: `(name, value)` in output order (as
 /// [`crate::scores::ItemScores::finite_fields`] lists them), `None`
-/// (`null`) for a score that is undefined or not finite.
+/// (`null`) for a score that is undefined or not finite; also its
+/// `check_scores` (the checks' names and scores, in the checks' order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowScores(pub Vec<(Cow<'static, str>, Option<f64>)>);
 

@@ -167,7 +167,8 @@ class Result:
         DataFrame read from ``items.parquet``: one row per item in the items'
         order, with ``id``, ``rank`` (null outside the review queue),
         ``priority``, ``label`` and ``predicted`` (classification),
-        ``unlabelled``, a ``flag_<check>`` column per check that ran and a
+        ``unlabelled``, a ``flag_<check>`` and a ``check_<check>`` (the
+        check's score) column per check that ran and a
         float64 column per score, the same values as ``queue.jsonl``
         (docs/reference.md, ``items.parquet``). Unlike ``queue`` it is
         columnar: no JSON is parsed, and ``top=`` does not cut it. Needs

@@ -547,6 +547,17 @@ impl Reasons<'_> {
             .collect()
     }
 
+    /// Per check of [`Reasons::ran`]: its score of `item` (`None` where
+    /// undefined, not finite or the check was not given the item): a
+    /// queue row's `check_scores`, the `check_<name>` columns.
+    pub fn score_row(&self, item: &ItemResult) -> Vec<Option<f64>> {
+        self.runs
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Ran(_)))
+            .map(|r| r.score(item).filter(|v| v.is_finite()))
+            .collect()
+    }
+
     /// Whether some check flags `item` ([`Reasons::flagged_by`] not empty),
     /// without collecting the names.
     pub fn any_flags(&self, item: &ItemResult) -> bool {

@@ -14,6 +14,7 @@
 //! | `label`, `predicted` | `BYTE_ARRAY` (UTF-8), classification only | `label`: unlabelled; `predicted`: never |
 //! | `unlabelled` | `BOOLEAN` | never |
 //! | `flag_<check>`, one per check of the registry that ran | `BOOLEAN` | never |
+//! | `check_<check>`, the check's score of the item, one per check that ran | `DOUBLE` | undefined, not finite or not given to the check |
 //! | one per score of the run ([`crate::scores::TABLE`] order, as `queue.jsonl`'s `scores`) | `DOUBLE` | undefined or not finite |
 //!
 //! Rows are buffered column by column for [`ROW_GROUP`] items, then
@@ -46,7 +47,8 @@ const ZSTD_LEVEL: i32 = 1;
 pub struct Layout {
     /// Classification: the `label` and `predicted` columns.
     pub classification: bool,
-    /// The names of the checks that ran, each a `flag_<name>` column.
+    /// The names of the checks that ran, each a `flag_<name>` and a
+    /// `check_<name>` column.
     pub checks: Vec<&'static str>,
     /// The score columns, in output order.
     pub scores: Vec<&'static str>,
@@ -78,6 +80,11 @@ impl Layout {
             self.checks
                 .iter()
                 .map(|n| (format!("flag_{n}"), Kind::Bool, false)),
+        );
+        c.extend(
+            self.checks
+                .iter()
+                .map(|n| (format!("check_{n}"), Kind::Double, true)),
         );
         c.extend(
             self.scores
@@ -128,6 +135,7 @@ pub struct ItemRow<'a> {
     pub predicted: Option<&'a str>,
     pub unlabelled: bool,
     pub flags: Vec<bool>,
+    pub check_scores: Vec<Option<f64>>,
     pub scores: Vec<Option<f64>>,
 }
 
@@ -286,12 +294,17 @@ fn write_parquet<'a>(
         Ok(())
     };
     for row in rows {
-        if row.flags.len() != layout.checks.len() || row.scores.len() != layout.scores.len() {
+        if row.flags.len() != layout.checks.len()
+            || row.check_scores.len() != layout.checks.len()
+            || row.scores.len() != layout.scores.len()
+        {
             return Err(parquet::errors::ParquetError::General(format!(
-                "items.parquet: item {:?} has {} flags and {} scores, the file {} and {}",
+                "items.parquet: item {:?} has {} flags, {} check scores and {} scores, the file {}, {} and {}",
                 row.id,
                 row.flags.len(),
+                row.check_scores.len(),
                 row.scores.len(),
+                layout.checks.len(),
                 layout.checks.len(),
                 layout.scores.len()
             )));
@@ -312,6 +325,9 @@ fn write_parquet<'a>(
         next()?.boolean(row.unlabelled);
         for f in &row.flags {
             next()?.boolean(*f);
+        }
+        for s in &row.check_scores {
+            next()?.double(*s);
         }
         for s in &row.scores {
             next()?.double(*s);
@@ -353,6 +369,7 @@ mod tests {
             predicted: Some("dog"),
             unlabelled,
             flags: vec![i.is_multiple_of(2), i == 1],
+            check_scores: vec![Some(i as f64 / 4.0), (i != 0).then_some(0.125)],
             scores: vec![Some(0.5 / (i + 1) as f64), None],
         }
     }
@@ -391,6 +408,8 @@ mod tests {
                 "unlabelled",
                 "flag_wrong_label",
                 "flag_uncertain",
+                "check_wrong_label",
+                "check_uncertain",
                 "self_confidence",
                 "entropy"
             ]
@@ -421,6 +440,9 @@ mod tests {
         assert_eq!(get(&rows[2], "unlabelled"), Field::Bool(true));
         assert_eq!(get(&rows[0], "flag_wrong_label"), Field::Bool(true));
         assert_eq!(get(&rows[1], "flag_uncertain"), Field::Bool(true));
+        assert_eq!(get(&rows[2], "check_wrong_label"), Field::Double(0.5));
+        assert_eq!(get(&rows[0], "check_uncertain"), Field::Null);
+        assert_eq!(get(&rows[1], "check_uncertain"), Field::Double(0.125));
         assert_eq!(get(&rows[1], "self_confidence"), Field::Double(0.25));
         assert_eq!(get(&rows[0], "entropy"), Field::Null);
     }
@@ -443,6 +465,9 @@ mod tests {
         let mut r = row(0);
         r.scores.pop();
         let e = write(&mut Vec::new(), &layout(), [r]).unwrap_err();
-        assert!(e.to_string().contains("1 scores, the file 2"), "{e}");
+        assert!(
+            e.to_string().contains("and 1 scores, the file 2, 2 and 2"),
+            "{e}"
+        );
     }
 }

@@ -339,3 +339,149 @@ fn leakage_finds_the_planted_cross_split_copies_and_nothing_inside_a_split() {
         "needs a split column in items.csv with two or more values"
     );
 }
+
+/// Every check's per-item score under its documented formula
+/// (docs/reference.md, the table of checks), from the row's own scores.
+fn documented_score(check: &str, seg: bool, s: &Value) -> Option<f64> {
+    let get = |k: &str| s.get(k).and_then(Value::as_f64);
+    match check {
+        "wrong_label" if seg => get("normalized_margin_softmin").map(|v| 1.0 - v),
+        "wrong_label" => get("normalized_margin").map(|v| 1.0 - v),
+        "uncertain" => get("entropy"),
+        "miscalibrated" => get("ece"),
+        "boundary_disagreement" => get("boundary_iou").map(|v| 1.0 - v),
+        "duplicate_conflict" => get("dup_conflict"),
+        _ => None,
+    }
+}
+
+/// The documented flag rule of the label-quality checks.
+fn documented_flag(check: &str, v: f64) -> Option<bool> {
+    match check {
+        "wrong_label" | "boundary_disagreement" => Some(v > 0.5),
+        "uncertain" => Some(v >= 0.5),
+        "miscalibrated" => Some(v >= 0.25),
+        "duplicate_conflict" | "leakage" => Some(v > 0.0),
+        "class_imbalance" => Some(v > 0.9),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_queue_row_carries_every_checks_score_in_jsonl_csv_and_parquet() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, seg) in [("demo", true), ("cifar10-label-errors", false)] {
+        let out = tmp.path().join(name);
+        run_ok(&root.join("datasets").join(name), &out, &[]);
+        let report = read_report(&out);
+        let ran: Vec<&str> = report["checks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c["status"] == "ran")
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert!(
+            ran.contains(&"wrong_label") && ran.contains(&"uncertain"),
+            "{ran:?}"
+        );
+        let rows = read_queue(&out);
+        let csv = std::fs::read_to_string(out.join("queue.csv")).unwrap();
+        let mut records = csv::Reader::from_reader(csv.as_bytes());
+        let header: Vec<String> = records
+            .headers()
+            .unwrap()
+            .iter()
+            .map(String::from)
+            .collect();
+        let records: Vec<csv::StringRecord> = records.records().map(Result::unwrap).collect();
+        assert_eq!(records.len(), rows.len());
+        let (mut checked, mut flagged) = (0, 0);
+        for (row, rec) in rows.iter().zip(&records) {
+            let cs = row["check_scores"].as_object().unwrap();
+            assert_eq!(
+                cs.keys().map(String::as_str).collect::<Vec<_>>(),
+                ran,
+                "{row}"
+            );
+            let flags: Vec<&str> = row["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            for (check, v) in cs {
+                let col = header
+                    .iter()
+                    .position(|h| *h == format!("check_{check}"))
+                    .unwrap();
+                let cell = &rec[col];
+                match v.as_f64() {
+                    Some(x) => assert_eq!(cell.parse::<f64>().unwrap(), x, "{check} {row}"),
+                    None => assert_eq!(cell, "", "{check} {row}"),
+                }
+                if let (Some(want), Some(x)) =
+                    (documented_score(check, seg, &row["scores"]), v.as_f64())
+                {
+                    assert!(
+                        (want - x).abs() < 1e-12,
+                        "{check}: {x} against {want} in {row}"
+                    );
+                    checked += 1;
+                }
+                if let Some(x) = v.as_f64()
+                    && let Some(f) = documented_flag(check, x)
+                {
+                    assert_eq!(flags.contains(&check.as_str()), f, "{check} = {x} in {row}");
+                    flagged += usize::from(f);
+                }
+            }
+        }
+        // wrong_label, uncertain, miscalibrated (and boundary_disagreement).
+        let per_row = if seg { 4 } else { 3 };
+        assert!(
+            checked >= per_row * rows.len(),
+            "{name}: {checked} scores checked"
+        );
+        assert!(flagged > 0, "{name}");
+        // items.parquet: the same scores, by id (every item, queue order aside).
+        let by_id: std::collections::HashMap<&str, &Value> = rows
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap(), r))
+            .collect();
+        let file = std::fs::File::open(out.join("items.parquet")).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        use parquet::file::reader::FileReader;
+        let mut seen = 0;
+        for rec in reader.get_row_iter(None).unwrap() {
+            let rec = rec.unwrap();
+            let cols: Vec<(String, parquet::record::Field)> = rec
+                .get_column_iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let id = match &cols[0].1 {
+                parquet::record::Field::Str(s) => s.clone(),
+                f => panic!("id {f:?}"),
+            };
+            let Some(row) = by_id.get(id.as_str()) else {
+                continue;
+            };
+            for check in &ran {
+                let field = &cols
+                    .iter()
+                    .find(|(k, _)| *k == format!("check_{check}"))
+                    .unwrap()
+                    .1;
+                let want = row["check_scores"][*check].as_f64();
+                match field {
+                    parquet::record::Field::Double(x) => assert_eq!(Some(*x), want, "{id} {check}"),
+                    parquet::record::Field::Null => assert_eq!(None, want, "{id} {check}"),
+                    f => panic!("{f:?}"),
+                }
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, rows.len(), "{name}");
+    }
+}
