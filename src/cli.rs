@@ -172,6 +172,11 @@ pub struct RunArgs {
     /// recommended for large sets). --top K still cuts to K rows.
     #[arg(long, value_enum, value_name = "ROWS", default_value_t = crate::queue::QueueRows::All)]
     pub queue_rows: crate::queue::QueueRows,
+    /// Run exactly these checks, comma-separated (e.g. wrong_label,outlier,leakage); the others
+    /// are recorded in report.json as skipped, "not selected". Default: every check but
+    /// data_valuation (Datalab's defaults). The names: docs/reference.md, "Checks and views".
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub checks: Option<Vec<String>>,
     /// The probabilities are logits: apply a softmax first.
     #[arg(long)]
     pub logits: bool,
@@ -344,6 +349,9 @@ impl RunArgs {
             rank_by: self.rank_by,
             progress: std::io::stderr().is_terminal(),
             neighbors,
+            checks: self
+                .checks
+                .map(|v| v.into_iter().map(|s| s.trim().to_string()).collect()),
             queue,
             shard: self.shard,
             resume: self.resume,

@@ -250,7 +250,14 @@ impl Report {
             confusion: conf.rows(),
             per_class,
             segmentation,
-            priority: priority::formula(cfg.task, sections.duplicates.is_some(), sections.rank),
+            priority: priority::formula(
+                cfg.task,
+                sections.duplicates.is_some(),
+                sections.checks.iter().any(|(name, c)| {
+                    c.status == schema::CheckStatus::Ran && crate::checks::raises_priority(name)
+                }),
+                sections.rank,
+            ),
             backend: sections.backend.clone(),
             options: sections.options,
             score_cache: sections.score_cache,

@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub rank_by: crate::priority::RankBy,
     /// Near-duplicate and kNN settings (used when the dataset has embeddings).
     pub neighbors: crate::neighbors::stage::NeighborOptions,
+    /// `--checks`: run exactly these checks (names of
+    /// [`crate::checks::registry`]), the others skipped as "not selected";
+    /// `None`: every check on by default ([`crate::checks::Check::by_default`]).
+    pub checks: Option<Vec<String>>,
     /// Budget, de-duplication, stratification, spot checks, `--previous`.
     pub queue: crate::queue::QueueOptions,
     /// Score only this shard and write its partial (`--shard I/N`).
@@ -90,6 +94,7 @@ impl RunOptions {
             progress: false,
             rank_by: Default::default(),
             neighbors: Default::default(),
+            checks: None,
             queue: Default::default(),
             shard: None,
             resume: false,
@@ -116,6 +121,9 @@ impl RunOptions {
         }
         if self.top == Some(0) {
             return Err(Error::Usage("--top must be at least 1".into()));
+        }
+        if let Some(names) = &self.checks {
+            crate::checks::validate_selection(names)?;
         }
         if self.label.budget == Some(0) {
             return Err(Error::Usage("--label-budget must be at least 1".into()));
@@ -165,6 +173,7 @@ impl RunOptions {
             rank_by: self.rank_by.name().into(),
             queue_rows: (self.queue.rows != crate::queue::QueueRows::All)
                 .then(|| self.queue.rows.name().into()),
+            checks: self.checks.clone(),
         }
     }
 }
@@ -766,9 +775,10 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         annotations: s.annotations.as_ref(),
         annotator_pairs: annotator_pairs.as_ref(),
         campaign: s.campaign.as_ref(),
+        selected: opts.checks.as_deref(),
         earlier: &[],
     });
-    assign_priority(&mut labelled, &mut pool, opts.rank_by);
+    assign_priority(&mut labelled, &mut pool, opts.rank_by, &checks);
     let items = by_priority(labelled);
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     run.timings.queue = t_queue.elapsed();
@@ -892,6 +902,7 @@ fn assign_priority(
     labelled: &mut [ItemResult],
     pool: &mut [ItemResult],
     rank: crate::priority::RankBy,
+    checks: &[crate::checks::CheckRun],
 ) {
     use crate::priority::{Raises, Terms};
     let n = labelled
@@ -907,6 +918,7 @@ fn assign_priority(
             raises: Raises {
                 disagreement: crate::agreement::disagreement(it),
                 conflict: crate::neighbors::stage::conflict(it),
+                audit: crate::checks::audit_score(checks, it),
             },
         };
     }

@@ -226,6 +226,9 @@ pub struct Options {
     /// every row, as before the option).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_rows: Option<String>,
+    /// `--checks` (absent: the checks on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<String>>,
     /// `--history DIR` (absent without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<PathBuf>,
@@ -548,6 +551,23 @@ pub enum CheckDetails {
     Outlier(OutlierSummary),
     NonIid(NonIidSummary),
     DataValuation(DataValuationSummary),
+    Underperforming(UnderperformingSummary),
+}
+
+/// `checks.underperforming_group.summary`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnderperformingSummary {
+    /// DBSCAN clusters of the kNN graph with at least 5 items.
+    pub clusters: usize,
+    /// Those whose mean self-confidence lies below the clusters' mean.
+    pub clusters_below_mean: usize,
+    /// The lowest ratio of a cluster's mean self-confidence to the
+    /// clusters' mean (1 when none lies below it): Datalab's dataset score.
+    pub worst_ratio: f64,
+    /// Items in that cluster (0 without one).
+    pub worst_items: usize,
+    /// The dataset's score: `1 − worst_ratio`.
+    pub score: f64,
 }
 
 /// `checks.outlier.summary`.

@@ -81,6 +81,9 @@ impl Check for Leakage {
     fn name(&self) -> &'static str {
         "leakage"
     }
+    fn raises_priority(&self) -> bool {
+        true
+    }
     fn needs(&self) -> &'static [Need] {
         &[Need::Embeddings, Need::Splits]
     }

@@ -25,11 +25,15 @@
 //! thresholds.
 
 pub mod class_imbalance;
+pub mod data_valuation;
 pub mod drift;
 pub mod label_quality;
 pub mod leakage;
 pub mod low_agreement;
 pub mod near_duplicate;
+pub mod non_iid;
+pub mod outlier;
+pub mod underperforming_group;
 
 use std::ops::RangeInclusive;
 
@@ -101,6 +105,9 @@ pub struct Inputs<'a> {
     /// The campaign's batches and each item's batch and annotator, with a
     /// time column in items.csv ([`crate::io::campaign`]).
     pub campaign: Option<&'a crate::io::campaign::Campaign>,
+    /// `--checks`: the checks to run (`None`: those on by default,
+    /// [`Check::by_default`]); the others are skipped, "not selected".
+    pub selected: Option<&'a [String]>,
     /// The checks before this one in [`registry`] order, with their
     /// outcomes ([`run`] fills it in; the `drift` check follows their
     /// flags). Empty when given to [`run`].
@@ -187,6 +194,19 @@ pub trait Check: Sync {
     /// The inputs it needs; it is skipped when one is missing.
     fn needs(&self) -> &'static [Need];
 
+    /// Whether the items it flags are raised in priority by its score
+    /// ([`crate::priority::audit_raise`]): the data-audit checks, whose
+    /// issue the item's own scores do not carry.
+    fn raises_priority(&self) -> bool {
+        false
+    }
+
+    /// Whether it runs without `--checks` naming it (as Datalab runs every
+    /// issue type but data valuation by default).
+    fn by_default(&self) -> bool {
+        true
+    }
+
     /// What its score is, as `report.json` describes it.
     fn score_text(&self, task: Task) -> &'static str;
 
@@ -200,6 +220,15 @@ pub trait Check: Sync {
     /// both the test ([`Check::flags`]) and its text in `report.json`
     /// ([`Check::flagged_when`]) follow.
     fn threshold(&self, task: Task) -> Threshold;
+
+    /// Whether [`Check::threshold`] is fitted to the data by
+    /// [`Check::scores`] (as Datalab fits its outlier cutoff to the
+    /// distances' quartiles): read it only after the scores; before, its
+    /// value is NaN and flags nothing. Its text then names the rule, and
+    /// `report.json` the fitted value.
+    fn fitted(&self) -> bool {
+        false
+    }
 
     /// When the score flags an item, as `report.json` describes it.
     fn flagged_when(&self, task: Task) -> String {
@@ -383,17 +412,64 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(leakage::Leakage),
+        Box::new(outlier::Outlier::default()),
+        Box::new(non_iid::NonIid::default()),
+        Box::new(underperforming_group::UnderperformingGroup),
+        Box::new(data_valuation::DataValuation),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
         Box::new(drift::Drift::default()),
     ]
 }
 
+/// The reason a check left out by `--checks` is skipped with.
+pub const NOT_SELECTED: &str = "not selected";
+
+/// The reason a check off by default is skipped with when `--checks` is
+/// not given.
+pub const OFF_BY_DEFAULT: &str = "not selected (off by default: name it in --checks)";
+
+/// Refuse a `--checks` list naming a check [`registry`] does not have, or
+/// none at all (a usage error listing the names).
+pub fn validate_selection(names: &[String]) -> crate::Result<()> {
+    let known: Vec<&'static str> = registry().iter().map(|c| c.name()).collect();
+    let unknown: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !known.contains(n))
+        .collect();
+    if names.is_empty() || !unknown.is_empty() {
+        return Err(crate::Error::Usage(format!(
+            "--checks: unknown check {:?}; the checks are {}",
+            unknown.first().copied().unwrap_or(""),
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Run every check of [`registry`] over `inputs`, in order, each seeing
-/// the outcomes of those before it ([`Inputs::earlier`]).
+/// the outcomes of those before it ([`Inputs::earlier`]); a check not
+/// selected ([`Inputs::selected`]) is skipped.
 pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
     let mut runs: Vec<CheckRun> = Vec::new();
     for check in registry() {
+        let chosen = match inputs.selected {
+            Some(names) => names.iter().any(|n| n == check.name()),
+            None => check.by_default(),
+        };
+        if !chosen {
+            let why = if inputs.selected.is_some() {
+                NOT_SELECTED
+            } else {
+                OFF_BY_DEFAULT
+            };
+            runs.push(CheckRun {
+                check,
+                outcome: Outcome::Skipped(why),
+            });
+            continue;
+        }
         let outcome = run_one(
             check.as_ref(),
             &Inputs {
@@ -491,6 +567,25 @@ pub fn section(runs: &[CheckRun]) -> IndexMap<String, CheckSummary> {
             (r.check.name().to_string(), summary)
         })
         .collect()
+}
+
+/// The audit raise's term of `item` ([`crate::priority::audit_raise`]):
+/// the highest score among the checks that ran, raise priority
+/// ([`Check::raises_priority`]) and flag it; `None` when none does.
+pub fn audit_score(runs: &[CheckRun], item: &ItemResult) -> Option<f64> {
+    runs.iter()
+        .filter(|r| r.check.raises_priority() && r.flagged(item.index))
+        .filter_map(|r| r.score(item))
+        .filter(|v| v.is_finite())
+        .reduce(f64::max)
+}
+
+/// Whether the check named `name` raises the priority of the items it
+/// flags ([`Check::raises_priority`]).
+pub fn raises_priority(name: &str) -> bool {
+    registry()
+        .iter()
+        .any(|c| c.name() == name && c.raises_priority())
 }
 
 /// The reasons every check added, by row, for the writers

@@ -41,6 +41,7 @@ impl Fixture {
             annotations: self.annotations.as_ref(),
             annotator_pairs: self.pairs.as_ref(),
             campaign: self.campaign.as_ref(),
+            selected: None,
             earlier: &[],
         }
     }
@@ -82,11 +83,12 @@ fn item(index: usize, scores: ItemScores) -> ItemResult {
     }
 }
 
-/// The neighbour stage's result for `n` rows: each row's next two rows as
-/// its neighbours, and a conflict (`dup_conflict > 0`) on every 5th
+/// The neighbour stage's result for `n` rows: rows in blocks of eight,
+/// each row's next four in its block (cyclically) as its neighbours (so
+/// each block is one DBSCAN cluster), and a conflict (`dup_conflict > 0`) on every 5th
 /// labelled row, which its item lists as a conflicting partner.
 fn neighbours(n: usize, items: &mut [ItemResult]) -> NeighborResult {
-    let k = 2;
+    let k = 4;
     let dup_conflict: Vec<f64> = (0..n)
         .map(|i| {
             if i % 5 == 0 && !unlabelled(i) {
@@ -114,10 +116,24 @@ fn neighbours(n: usize, items: &mut [ItemResult]) -> NeighborResult {
         graph: KnnGraph {
             k,
             ids: (0..n)
-                .flat_map(|i| [(i + 1) % n, (i + 2) % n])
+                .flat_map(|i| {
+                    let g = i / 8 * 8;
+                    (1..=4).map(move |d| (g + (i - g + d) % 8).min(n - 1))
+                })
                 .map(|j| j as u32)
                 .collect(),
-            dist: vec![0.1; n * k],
+            // Every 11th row from row 3 far from its neighbours (outliers),
+            // the others at 0.10-0.12.
+            dist: (0..n * k)
+                .map(|e| {
+                    let i = e / k;
+                    if i % 11 == 3 {
+                        0.9
+                    } else {
+                        0.1 + 0.01 * (i % 3) as f32
+                    }
+                })
+                .collect(),
             method: "exact",
             loaded: 0,
         },
@@ -201,6 +217,16 @@ fn classification(embeddings: bool, annotators: bool) -> Fixture {
                     .with(
                         Score::Ece,
                         Some(if on_threshold { 0.25 } else { 0.5 * u(i, 4) }),
+                    )
+                    // Rows 16-23, one block of the graph, where the model
+                    // fails the labels (an underperforming group).
+                    .with(
+                        Score::SelfConfidence,
+                        Some(if (16..24).contains(&i) {
+                            0.01
+                        } else {
+                            0.3 + 0.6 * u(i, 9)
+                        }),
                     ),
             );
             it.row = Some(RowFacts {
@@ -506,6 +532,41 @@ fn every_check_of_the_registry_keeps_the_contract() {
     }
 }
 
+/// `--checks` runs exactly the checks it names (an off-by-default one
+/// included), the others skipped as "not selected"; a name no check has
+/// is refused with the list of names.
+#[test]
+fn a_selection_runs_exactly_the_checks_it_names() {
+    let fx = classification(true, false);
+    let names = ["outlier".to_string(), "data_valuation".to_string()];
+    let runs = run(&Inputs {
+        selected: Some(&names),
+        ..fx.inputs()
+    });
+    let outcomes: Vec<(&str, Option<&str>)> = runs
+        .iter()
+        .map(|r| match r.outcome {
+            Outcome::Skipped(why) => (r.check.name(), Some(why)),
+            Outcome::Ran(_) => (r.check.name(), None),
+        })
+        .collect();
+    for (name, skipped) in &outcomes {
+        if names.iter().any(|n| n == name) {
+            assert_eq!(*skipped, None, "{name}");
+        } else {
+            assert_eq!(*skipped, Some(NOT_SELECTED), "{name}");
+        }
+    }
+    assert_eq!(outcomes.len(), registry().len());
+    assert!(validate_selection(&names).is_ok());
+    let e = validate_selection(&["outlier".into(), "outliers".into()]).unwrap_err();
+    assert!(
+        e.to_string().contains("\"outliers\"") && e.to_string().contains("data_valuation"),
+        "{e}"
+    );
+    assert!(validate_selection(&[]).is_err());
+}
+
 #[test]
 fn a_missing_input_skips_its_checks_with_the_reason() {
     let fx = classification(false, false);
@@ -526,6 +587,16 @@ fn a_missing_input_skips_its_checks_with_the_reason() {
                 "needs embeddings ([inputs] embeddings)"
             ),
             ("leakage", "needs embeddings ([inputs] embeddings)"),
+            ("outlier", "needs embeddings ([inputs] embeddings)"),
+            ("non_iid", "needs embeddings ([inputs] embeddings)"),
+            (
+                "underperforming_group",
+                "needs embeddings ([inputs] embeddings)"
+            ),
+            (
+                "data_valuation",
+                "not selected (off by default: name it in --checks)"
+            ),
             (
                 "low_agreement",
                 "needs several annotators ([inputs] annotations)"
@@ -654,7 +725,18 @@ fn the_text_and_the_test_come_from_one_value() {
 #[test]
 fn every_check_flags_what_its_text_says() {
     for task in [Task::Classification, Task::Segmentation] {
+        let fx = match task {
+            Task::Classification => classification(true, true),
+            Task::Segmentation => segmentation(true, true),
+        };
         for c in registry() {
+            if c.fitted() {
+                // Before its scores a fitted threshold flags nothing.
+                let t = c.threshold(task);
+                assert!(t.value.is_nan() && !t.flags(0.5), "{}", c.name());
+                let _ = run_one(c.as_ref(), &fx.inputs());
+                assert!(c.threshold(task).value.is_finite(), "{}: fitted", c.name());
+            }
             let t = c.threshold(task);
             let text = c.flagged_when(task);
             let op = if t.inclusive { ">= " } else { "> " };
@@ -701,6 +783,15 @@ fn the_reference_table_states_the_thresholds_of_the_code() {
                 })
             })
             .collect();
+        if c.fitted() {
+            // Its value follows from the data: the cell names the rule.
+            assert!(
+                cell.contains("fitted"),
+                "docs/reference.md {}: {cell:?}",
+                c.name()
+            );
+            continue;
+        }
         let mut values = Vec::new();
         for t in tasks {
             let th = c.threshold(t);

@@ -219,7 +219,14 @@ fn classification_scores_and_label_names() {
     let header = csv.lines().next().unwrap();
     assert_eq!(
         header,
-        "rank,id,priority,reasons,flags,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,brier,ece,in_budget,spot_check,review_all,also_in_cluster,annotator"
+        "rank,id,priority,reasons,flags,label,predicted,entropy,margin,least_confidence,self_confidence,normalized_margin,brier,ece,check_wrong_label,check_uncertain,check_miscalibrated,check_class_imbalance,in_budget,spot_check,review_all,also_in_cluster,annotator"
+    );
+    // x3's check scores: wrong_label 1 − nm = 0.45, miscalibrated its ece 0.6.
+    close(&q[1]["check_scores"]["wrong_label"], 0.45, "x3 wrong_label");
+    close(
+        &q[1]["check_scores"]["miscalibrated"],
+        0.6,
+        "x3 miscalibrated",
     );
     assert_eq!(csv.lines().count(), 3);
 }

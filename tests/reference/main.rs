@@ -13,6 +13,7 @@ mod brier;
 mod coco_file;
 mod coco_rle;
 mod cvat;
+mod datalab;
 mod gpu_parity;
 mod hand_worked;
 mod items_parquet;
