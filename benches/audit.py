@@ -28,7 +28,7 @@ What it does:
 The peer needs cleanlab[datalab] in --python (default: the reference venv
 .ci/run makes, target/ci-ref-venv).
 
-Usage: python3 benches/audit.py [--sizes 20000,200000] [--reps 3]
+Usage: target/ci-ref-venv/bin/python benches/audit.py [--sizes 20000,200000] [--reps 3]
        [--work /tmp/triage-audit] [--bin target/release/triage]
        [--python target/ci-ref-venv/bin/python] [--no-peer] [--json out.json]
 """

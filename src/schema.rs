@@ -552,6 +552,19 @@ pub enum CheckDetails {
     NonIid(NonIidSummary),
     DataValuation(DataValuationSummary),
     Underperforming(UnderperformingSummary),
+    Null(NullSummary),
+}
+
+/// `checks.null.summary`: the embedding rows left out of the kNN graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NullSummary {
+    pub null_rows: usize,
+    /// Rows with a NaN or infinite component.
+    pub non_finite: usize,
+    /// Rows of zeros.
+    pub zero: usize,
+    /// Rows of equal components (D ≥ 4).
+    pub constant: usize,
 }
 
 /// `checks.underperforming_group.summary`.

@@ -42,6 +42,7 @@ RECORDED = [
     ({"budget": 50, "min_per_class": 0.05}, "min_per_class", 0.05),
     ({"budget": 50, "spot_check": 0.2}, "spot_check", 0.2),
     ({"seed": 7}, "seed", 7),
+    ({"checks": ["outlier", "non_iid"]}, "checks", ["outlier", "non_iid"]),
 ]
 
 
@@ -51,6 +52,17 @@ def test_option_recorded(small, kw, key, want):
     kw.pop("backend", None)
     res = run_small(small, **kw)
     assert res.report["options"][key] == want
+
+
+def test_checks_run_exactly_those_named(small):
+    res = run_small(small, checks=["outlier", "non_iid"])
+    # (select_for_labelling, the unlabelled items' selection, is no check of --checks.)
+    ran = sorted(
+        k for k, c in res.report["checks"].items() if c["status"] == "ran" and k != "select_for_labelling"
+    )
+    assert ran == ["non_iid", "outlier"]
+    assert res.report["checks"]["wrong_label"]["reason"] == "not selected"
+    assert list(res.queue_records()[0]["check_scores"]) == ["outlier", "non_iid"]
 
 
 def test_top_cuts_the_queue(small):
@@ -162,6 +174,7 @@ BAD = [
     {"top": 0},
     {"dup_threshold": 0.1, "dup_relative": 0.5},
     {"backend": "tpu"},
+    {"checks": ["outlier", "outliers"]},
 ]
 
 

@@ -87,7 +87,7 @@ impl Check for ClassImbalance {
             .filter(|&k| {
                 by_class
                     .class_score(k)
-                    .is_some_and(|v| self.flags(Task::Classification, v))
+                    .is_some_and(|v| self.threshold(Task::Classification).flags(v))
             })
             .collect();
         let mut out = Explained::default();
@@ -139,7 +139,7 @@ mod tests {
     }
 
     fn flags(v: f64) -> bool {
-        ClassImbalance.flags(Task::Classification, v)
+        ClassImbalance.threshold(Task::Classification).flags(v)
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub fn row_reasons(scores: &ItemScores, facts: &RowFacts, names: &[String]) -> V
         ));
     }
     if let Some(h) = scores.get(Score::Entropy)
-        && Uncertain.flags(Task::Classification, h)
+        && Uncertain.threshold(Task::Classification).flags(h)
     {
         r.push(format!("model is uncertain: normalized entropy {}", f3(h)));
     }

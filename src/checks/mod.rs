@@ -32,6 +32,7 @@ pub mod leakage;
 pub mod low_agreement;
 pub mod near_duplicate;
 pub mod non_iid;
+pub mod null;
 pub mod outlier;
 pub mod underperforming_group;
 
@@ -217,7 +218,7 @@ pub trait Check: Sync {
     }
 
     /// When the score flags an item (for `task`): one value, from which
-    /// both the test ([`Check::flags`]) and its text in `report.json`
+    /// both the test ([`Threshold::flags`], applied by [`run_one`]) and its text in `report.json`
     /// ([`Check::flagged_when`]) follow.
     fn threshold(&self, task: Task) -> Threshold;
 
@@ -233,12 +234,6 @@ pub trait Check: Sync {
     /// When the score flags an item, as `report.json` describes it.
     fn flagged_when(&self, task: Task) -> String {
         self.threshold(task).text()
-    }
-
-    /// Whether a score flags its item: its threshold's test. (The registry
-    /// test holds every check to this.)
-    fn flags(&self, task: Task, score: f64) -> bool {
-        self.threshold(task).flags(score)
     }
 
     /// Every item's score, one per item of `inputs.items` in that order:
@@ -412,9 +407,10 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(label_quality::BoundaryDisagreement),
         Box::new(near_duplicate::DuplicateConflict),
         Box::new(leakage::Leakage),
+        Box::new(null::Null),
         Box::new(outlier::Outlier::default()),
         Box::new(non_iid::NonIid::default()),
-        Box::new(underperforming_group::UnderperformingGroup),
+        Box::new(underperforming_group::UnderperformingGroup::default()),
         Box::new(data_valuation::DataValuation),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
@@ -505,8 +501,9 @@ fn rows(inputs: &Inputs<'_>) -> usize {
 }
 
 /// Run `check` over `inputs`: skipped when an input it needs is missing;
-/// else its scores, an item flagged when its score is finite and
-/// [`Check::flags`] it, and its explanation of those flags.
+/// else its scores, an item flagged when its score is finite and crosses
+/// the check's [`Check::threshold`] (built once, after the scores; a check
+/// has no other way to flag), and its explanation of those flags.
 pub fn run_one(check: &dyn Check, inputs: &Inputs<'_>) -> Outcome {
     if let Some(n) = check.needs().iter().find(|&&n| !inputs.has(n)) {
         return Outcome::Skipped(n.missing());
@@ -517,13 +514,17 @@ pub fn run_one(check: &dyn Check, inputs: &Inputs<'_>) -> Outcome {
     let mut stored = of_item.is_none().then(|| vec![f64::NAN; n]);
     let mut given = Bits::new(n);
     let mut flags = vec![false; n];
-    for (it, s) in inputs.items.iter().zip(check.scores(inputs)) {
+    let scores = check.scores(inputs);
+    // Once, after the scores (a fitted threshold is known then), not per
+    // item.
+    let threshold = check.threshold(task);
+    for (it, s) in inputs.items.iter().zip(scores) {
         given.set(it.index);
         if let Some(v) = s {
             if let Some(slot) = stored.as_mut().and_then(|st| st.get_mut(it.index)) {
                 *slot = v;
             }
-            flags[it.index] = v.is_finite() && check.flags(task, v);
+            flags[it.index] = v.is_finite() && threshold.flags(v);
         }
     }
     let flagged = flags.iter().filter(|&&f| f).count();

@@ -39,7 +39,9 @@ pub const PERMUTATIONS: usize = 25;
 /// is below its threshold). Needs embeddings.
 #[derive(Default)]
 pub struct NonIid {
-    memo: std::sync::Mutex<Option<Test>>,
+    /// The test, run once (its per-row scores shared, not copied, by
+    /// `scores` and `explain`).
+    memo: std::sync::Mutex<Option<std::sync::Arc<Test>>>,
 }
 
 /// The test's result.
@@ -61,8 +63,8 @@ pub struct Test {
 /// values `s_0 ≤ … ≤ s_m` (with `n − 1` appended, as Datalab appends it),
 /// `B(d)` the CDF of a random pair's distance at `d` (at `d = 0`, its last
 /// value, as numpy's index `−1` reads it).
-pub fn ks_statistic(hist: &[u64], bg_cdf: &[f64]) -> f64 {
-    let m: u64 = hist.iter().sum();
+pub fn ks_statistic<T: Copy + Into<u64>>(hist: &[T], bg_cdf: &[f64]) -> f64 {
+    let m: u64 = hist.iter().map(|&c| c.into()).sum();
     if m == 0 || bg_cdf.is_empty() {
         return f64::NAN;
     }
@@ -72,7 +74,7 @@ pub fn ks_statistic(hist: &[u64], bg_cdf: &[f64]) -> f64 {
     let mut best = 0.0f64;
     for (d, &c) in hist.iter().enumerate() {
         // The appended `n − 1` joins the last value's run.
-        let c = c + u64::from(d == n - 1);
+        let c = c.into() + u64::from(d == n - 1);
         if c == 0 {
             continue;
         }
@@ -127,17 +129,22 @@ pub fn permutation(rng: &mut Mt, n: usize) -> Vec<u32> {
 }
 
 /// The histogram of the index distances between every item and its
-/// neighbours, the item at `row` placed at `pos[row]`.
-fn distance_histogram(graph: &KnnGraph, pos: &[u32]) -> Vec<u64> {
+/// neighbours, the item at `row` placed at `pos[row]`. `T` holds a count of
+/// up to `rows × k` ([`ks_of`] picks `u32` when that fits: half the
+/// memory to hit at random, 25 times over).
+fn distance_histogram<T: Copy + Default + std::ops::AddAssign + From<u8>>(
+    graph: &KnnGraph,
+    pos: &[u32],
+) -> Vec<T> {
     let n = pos.len();
-    let mut hist = vec![0u64; n];
+    let mut hist = vec![T::default(); n];
     for (i, &pi) in pos.iter().enumerate() {
         if (i + 1) * graph.k > graph.ids.len() {
             break;
         }
         for (j, _) in graph.neighbours(i) {
             if let Some(&pj) = pos.get(j) {
-                hist[pi.abs_diff(pj) as usize] += 1;
+                hist[pi.abs_diff(pj) as usize] += T::from(1);
             }
         }
     }
@@ -199,12 +206,21 @@ pub fn item_score(i: usize, n: usize, xs: &[u32]) -> Option<f64> {
     Some((stat / i.max(n - i) as f64).tanh())
 }
 
+/// The KS statistic of the graph's index distances with the rows at `pos`.
+fn ks_of(graph: &KnnGraph, pos: &[u32], bg: &[f64]) -> f64 {
+    if (graph.ids.len() as u64) < u64::from(u32::MAX) {
+        ks_statistic(&distance_histogram::<u32>(graph, pos), bg)
+    } else {
+        ks_statistic(&distance_histogram::<u64>(graph, pos), bg)
+    }
+}
+
 /// The test over every row of `graph`, the row at `r` at position
 /// `pos[r]` (a permutation of `0..n`).
 pub fn test(graph: &KnnGraph, pos: &[u32], order: &'static str) -> Test {
     let n = pos.len();
     let bg = background_cdf(n);
-    let statistic = ks_statistic(&distance_histogram(graph, pos), &bg);
+    let statistic = ks_of(graph, pos, &bg);
     use rayon::prelude::*;
     // The permutations come from one stream, in order; their statistics
     // are computed a thread's worth at a time (memory: 12 bytes an item
@@ -219,7 +235,7 @@ pub fn test(graph: &KnnGraph, pos: &[u32], order: &'static str) -> Test {
         permuted.par_extend(batch.into_par_iter().map(|perm| {
             // The item at position p moves to position perm[p].
             let moved: Vec<u32> = pos.iter().map(|&p| perm[p as usize]).collect();
-            ks_statistic(&distance_histogram(graph, &moved), &bg)
+            ks_of(graph, &moved, &bg)
         }));
     }
     let p_value = if statistic.is_nan() || n < 3 {
@@ -280,13 +296,13 @@ fn order(inputs: &Inputs<'_>) -> (Vec<u32>, &'static str) {
 }
 
 impl NonIid {
-    fn tested(&self, inputs: &Inputs<'_>) -> Option<Test> {
+    fn tested(&self, inputs: &Inputs<'_>) -> Option<std::sync::Arc<Test>> {
         if let Some(t) = self.memo.lock().ok().and_then(|m| m.clone()) {
             return Some(t);
         }
         let result = inputs.neighbors?;
         let (pos, name) = order(inputs);
-        let t = test(&result.graph, &pos, name);
+        let t = std::sync::Arc::new(test(&result.graph, &pos, name));
         if let Ok(mut m) = self.memo.lock() {
             *m = Some(t.clone());
         }
@@ -402,7 +418,8 @@ mod tests {
         // largest gap 0.5.
         let bg = background_cdf(4);
         assert_eq!(bg, vec![0.5, 0.5 + 2.0 / 6.0, 0.5 + 2.0 / 6.0 + 1.0 / 6.0]);
-        assert_eq!(ks_statistic(&[0, 3, 0, 1], &bg), 0.5);
+        assert_eq!(ks_statistic(&[0u64, 3, 0, 1], &bg), 0.5);
+        assert_eq!(ks_statistic(&[0u32, 3, 0, 1], &bg), 0.5);
         let graph = KnnGraph {
             k: 1,
             ids: vec![1, 2, 3, 0],
@@ -410,7 +427,10 @@ mod tests {
             method: "exact",
             loaded: 0,
         };
-        assert_eq!(distance_histogram(&graph, &[0, 1, 2, 3]), [0, 3, 0, 1]);
+        assert_eq!(
+            distance_histogram::<u32>(&graph, &[0, 1, 2, 3]),
+            [0, 3, 0, 1]
+        );
     }
 
     #[test]

@@ -37,24 +37,27 @@ pub const RATIO: f64 = 0.1;
 /// running ratio, as its code has it); this flags every cluster under the
 /// ratio, so it finds at least what Datalab finds. Needs classification
 /// and embeddings.
-pub struct UnderperformingGroup;
+#[derive(Default)]
+pub struct UnderperformingGroup {
+    /// The clusters, found once for `scores` and `explain`.
+    memo: std::sync::Mutex<Option<std::sync::Arc<Found>>>,
+}
 
 /// DBSCAN labels by row (`None`: noise), with the rows of `graph`
 /// (`rows` of them).
 pub fn dbscan(graph: &KnnGraph, rows: usize) -> Vec<Option<u32>> {
-    let within = |i: usize| -> Vec<usize> {
-        let mut nb = vec![i];
-        if (i + 1) * graph.k <= graph.ids.len() {
-            nb.extend(
-                graph
-                    .neighbours(i)
-                    .filter(|&(j, d)| d <= EPS && j != i && j < rows)
-                    .map(|(j, _)| j),
-            );
-        }
-        nb
+    let within = |i: usize| {
+        let row = ((i + 1) * graph.k <= graph.ids.len()).then(|| graph.neighbours(i));
+        std::iter::once(i).chain(
+            row.into_iter()
+                .flatten()
+                .filter(move |&(j, d)| d <= EPS && j != i && j < rows)
+                .map(|(j, _)| j),
+        )
     };
-    let core: Vec<bool> = (0..rows).map(|i| within(i).len() >= MIN_SAMPLES).collect();
+    let core: Vec<bool> = (0..rows)
+        .map(|i| within(i).count() >= MIN_SAMPLES)
+        .collect();
     let mut label: Vec<Option<u32>> = vec![None; rows];
     let mut next = 0u32;
     let mut stack = Vec::new();
@@ -67,7 +70,7 @@ pub fn dbscan(graph: &KnnGraph, rows: usize) -> Vec<Option<u32>> {
             if label[i].is_none() {
                 label[i] = Some(next);
                 if core[i] {
-                    stack.extend(within(i).into_iter().filter(|&v| label[v].is_none()));
+                    stack.extend(within(i).filter(|&v| label[v].is_none()));
                 }
             }
             match stack.pop() {
@@ -147,6 +150,19 @@ pub fn judge(graph: &KnnGraph, sc: &[Option<f64>]) -> Found {
     }
 }
 
+impl UnderperformingGroup {
+    fn found(&self, inputs: &Inputs<'_>) -> Option<std::sync::Arc<Found>> {
+        if let Some(f) = self.memo.lock().ok().and_then(|m| m.clone()) {
+            return Some(f);
+        }
+        let f = std::sync::Arc::new(found(inputs)?);
+        if let Ok(mut m) = self.memo.lock() {
+            *m = Some(f.clone());
+        }
+        Some(f)
+    }
+}
+
 fn found(inputs: &Inputs<'_>) -> Option<Found> {
     let result = inputs.neighbors?;
     let mut sc = vec![None; inputs.manifest.len()];
@@ -178,7 +194,7 @@ impl Check for UnderperformingGroup {
             .because("its cluster's mean label quality is under a tenth of the clusters' mean")
     }
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        let Some(f) = found(inputs) else {
+        let Some(f) = self.found(inputs) else {
             return vec![None; inputs.items.len()];
         };
         inputs
@@ -188,7 +204,7 @@ impl Check for UnderperformingGroup {
             .collect()
     }
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
-        let Some(f) = found(inputs) else {
+        let Some(f) = self.found(inputs) else {
             return Explained::default();
         };
         let reasons = inputs

@@ -1,5 +1,9 @@
 //! The optional `embeddings` input: (N, D) float16/32/64 in items order,
-//! validated and L2-normalised on load.
+//! validated and L2-normalised on load. A row that cannot be normalised
+//! (a non-finite component, all zeros, or every component equal) does not
+//! fail the run: it is recorded as a [`NullRow`], zeroed, and left out of
+//! the neighbours (`crate::neighbors::stage::apply`); the `null` check
+//! flags its item, which keeps the scores of its other inputs.
 
 use std::path::Path;
 
@@ -8,12 +12,50 @@ use crate::io::manifest::Ids;
 use crate::io::npy::NpyArray;
 use crate::io::probs::ProbBuf;
 
-/// Unit-length embeddings, row-major `n × d`.
+/// Unit-length embeddings, row-major `n × d`; the [`NullRow`]s zeroed.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub n: usize,
     pub d: usize,
     pub data: Vec<f32>,
+    /// The rows that could not be normalised, by row, ascending.
+    pub null: Vec<(usize, NullRow)>,
+}
+
+/// Why an embedding row has no direction to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullRow {
+    /// This many components are NaN or infinite.
+    NonFinite(u32),
+    /// Every component is 0.
+    Zero,
+    /// Every component is the same non-zero value, with `D ≥`
+    /// [`CONSTANT_MIN_DIM`] (a broken extractor's output, not a direction).
+    Constant,
+}
+
+/// A row of equal components is null from this dimension on (below it, as
+/// in a 2-D toy set, `(1, 1)` is a direction like any other).
+pub const CONSTANT_MIN_DIM: usize = 4;
+
+impl NullRow {
+    /// What is wrong with the row, for a reason.
+    pub fn text(self, d: usize) -> String {
+        match self {
+            NullRow::NonFinite(k) => format!("{k} of its {d} components are not finite"),
+            NullRow::Zero => "all zeros".into(),
+            NullRow::Constant => format!("all {d} components equal"),
+        }
+    }
+
+    /// The `null` check's score: the share of non-finite components (1 −
+    /// Datalab's non-null share), 1 for a zero or constant row.
+    pub fn score(self, d: usize) -> f64 {
+        match self {
+            NullRow::NonFinite(k) => f64::from(k) / d.max(1) as f64,
+            NullRow::Zero | NullRow::Constant => 1.0,
+        }
+    }
 }
 
 impl Embeddings {
@@ -23,32 +65,58 @@ impl Embeddings {
         &self.data[i * self.d..(i + 1) * self.d]
     }
 
-    /// Build from raw rows, normalising each; `ids` name the items in errors.
+    /// Build from raw rows, normalising each; a row that cannot be is
+    /// recorded in [`Embeddings::null`] and zeroed. `n × d` must be
+    /// `raw.len()` (an internal error otherwise; `ids` and `path` name it).
     pub fn from_rows(path: &Path, raw: Vec<f32>, n: usize, d: usize, ids: &Ids) -> Result<Self> {
+        if n.checked_mul(d) != Some(raw.len()) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{} values for {n} rows of {d} ({} items)",
+                    raw.len(),
+                    ids.len()
+                ),
+            )
+            .field("embeddings"));
+        }
         let mut data = raw;
+        let mut null = Vec::new();
         for i in 0..n {
             let row = &mut data[i * d..(i + 1) * d];
-            let bad = |msg: String| {
-                Error::input(path, msg)
-                    .item(ids.get(i).map_or_else(|| i.to_string(), str::to_string))
-                    .field("embeddings")
-            };
-            if let Some(k) = row.iter().position(|v| !v.is_finite()) {
-                return Err(bad(format!("component {k} is {}", row[k])));
-            }
+            let bad = row.iter().filter(|v| !v.is_finite()).count();
             let norm = row
                 .iter()
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 .sqrt();
-            if norm == 0.0 {
-                return Err(bad("the row is all zeros and has no direction".into()));
-            }
-            for v in row.iter_mut() {
-                *v = (f64::from(*v) / norm) as f32;
+            let why = if bad > 0 {
+                Some(NullRow::NonFinite(u32::try_from(bad).unwrap_or(u32::MAX)))
+            } else if norm == 0.0 {
+                Some(NullRow::Zero)
+            } else if d >= CONSTANT_MIN_DIM && row.iter().all(|&v| v == row[0]) {
+                Some(NullRow::Constant)
+            } else {
+                None
+            };
+            match why {
+                Some(why) => {
+                    null.push((i, why));
+                    row.fill(0.0);
+                }
+                None => {
+                    for v in row.iter_mut() {
+                        *v = (f64::from(*v) / norm) as f32;
+                    }
+                }
             }
         }
-        Ok(Embeddings { n, d, data })
+        Ok(Embeddings { n, d, data, null })
+    }
+
+    /// Whether row `i` is null ([`Embeddings::null`]).
+    pub fn is_null(&self, i: usize) -> bool {
+        self.null.binary_search_by_key(&i, |&(r, _)| r).is_ok()
     }
 
     /// Read and validate `path` against the item ids.
@@ -136,30 +204,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_normalised_and_bad_rows_named() {
+    fn rows_are_normalised_and_null_rows_recorded() {
         let ids: Ids = ["a", "b"].into_iter().collect();
         let e = Embeddings::from_rows(Path::new("e.npy"), vec![3.0, 4.0, 0.0, 2.0], 2, 2, &ids)
             .unwrap();
         assert_eq!(e.row(0), &[0.6, 0.8]);
         assert_eq!(e.row(1), &[0.0, 1.0]);
         assert!((cosine_distance(e.row(0), e.row(1)) - 0.2).abs() < 1e-6);
-        let err = Embeddings::from_rows(
+        assert!(e.null.is_empty());
+        let e = Embeddings::from_rows(
             Path::new("e.npy"),
             vec![1.0, 0.0, f32::NAN, 1.0],
             2,
             2,
             &ids,
         )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("\"b\"") && err.contains("embeddings") && err.contains("NaN"),
-            "{err}"
+        .unwrap();
+        assert_eq!(e.null, [(1, NullRow::NonFinite(1))]);
+        assert_eq!(e.row(1), &[0.0, 0.0], "zeroed");
+        assert_eq!(NullRow::NonFinite(1).score(2), 0.5);
+        // Four rows of four: zeros, constant, an infinity, a direction;
+        // (1, 1) in two dimensions stays a direction.
+        let ids: Ids = ["a", "b", "c", "d"].into_iter().collect();
+        let mut raw = vec![0.0; 4];
+        raw.extend([0.3; 4]);
+        raw.extend([1.0, f32::INFINITY, f32::NEG_INFINITY, 0.0]);
+        raw.extend([1.0, 1.0, 1.0, 2.0]);
+        let e = Embeddings::from_rows(Path::new("e.npy"), raw, 4, 4, &ids).unwrap();
+        assert_eq!(
+            e.null,
+            [
+                (0, NullRow::Zero),
+                (1, NullRow::Constant),
+                (2, NullRow::NonFinite(2))
+            ]
         );
-        let err = Embeddings::from_rows(Path::new("e.npy"), vec![0.0, 0.0, 1.0, 1.0], 2, 2, &ids)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"a\"") && err.contains("zeros"), "{err}");
+        assert!(e.is_null(1) && !e.is_null(3));
+        assert_eq!(NullRow::Constant.score(4), 1.0);
+        let two: Ids = ["a", "b"].into_iter().collect();
+        let e = Embeddings::from_rows(Path::new("e.npy"), vec![1.0; 4], 2, 2, &two).unwrap();
+        assert!(e.null.is_empty());
     }
 
     #[test]

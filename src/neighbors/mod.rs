@@ -123,6 +123,41 @@ pub struct NeighborResult {
     pub cluster_of: Vec<Option<usize>>,
     pub dup_conflict: Vec<f64>,
     pub knn_disagreement: Vec<f64>,
+    /// The embedding rows that could not be normalised, left out of the
+    /// graph ([`crate::io::embeddings::NullRow`]), and the dimension.
+    pub null: Vec<(usize, crate::io::embeddings::NullRow)>,
+    pub dim: usize,
+}
+
+/// Take the null rows of `emb` ([`Embeddings::null`]) out of `graph`: their
+/// own rows emptied, and every row's neighbours among them removed (the
+/// rest kept in order, the padding at the end).
+pub fn without_null(graph: &mut KnnGraph, emb: &Embeddings) {
+    if emb.null.is_empty() || graph.k == 0 {
+        return;
+    }
+    let k = graph.k;
+    let rows = graph.ids.len() / k;
+    for i in 0..rows {
+        let (ids, dist) = (
+            &mut graph.ids[i * k..(i + 1) * k],
+            &mut graph.dist[i * k..(i + 1) * k],
+        );
+        if emb.is_null(i) {
+            ids.fill(u32::MAX);
+            continue;
+        }
+        let mut w = 0;
+        for r in 0..k {
+            let j = ids[r];
+            if j != u32::MAX && !emb.is_null(j as usize) {
+                ids[w] = j;
+                dist[w] = dist[r];
+                w += 1;
+            }
+        }
+        ids[w..].fill(u32::MAX);
+    }
 }
 
 /// What the neighbour stage needs to know about labels.
@@ -378,6 +413,8 @@ pub fn analyse(
         cluster_of,
         dup_conflict,
         knn_disagreement,
+        null: emb.null.clone(),
+        dim: emb.d,
     })
 }
 

@@ -494,10 +494,14 @@ pub fn apply(
     o.validate()?;
     let emb = Embeddings::load_array(crate::io::inputs::open(cfg, path)?, &manifest.ids)?;
     super::graph_len(emb.n, o.k)?;
-    let (graph, ivf) = build_graph(&emb, &manifest.ids, o, backend)?;
-    // Rows hashed and compared as bytes in place (no copy of the matrix).
+    let (mut graph, ivf) = build_graph(&emb, &manifest.ids, o, backend)?;
+    super::without_null(&mut graph, &emb);
+    // Rows hashed and compared as bytes in place (no copy of the matrix);
+    // the null rows (zeroed) are no one's twin.
     let row_bytes = |i: usize| bytemuck::cast_slice::<f32, u8>(emb.row(i));
-    let emb_hashes: Vec<Option<u64>> = (0..emb.n).map(|i| Some(hash_bytes(row_bytes(i)))).collect();
+    let emb_hashes: Vec<Option<u64>> = (0..emb.n)
+        .map(|i| (!emb.is_null(i)).then(|| hash_bytes(row_bytes(i))))
+        .collect();
     let mut extra: Vec<(usize, usize, &'static str)> =
         identical_pairs_by(&emb_hashes, |a, b| row_bytes(a) == row_bytes(b))
             .into_iter()

@@ -485,3 +485,117 @@ fn every_queue_row_carries_every_checks_score_in_jsonl_csv_and_parquet() {
         assert_eq!(seen, rows.len(), "{name}");
     }
 }
+
+/// Broken embedding rows (two NaN components, all zeros, all equal) do not
+/// fail the run: the `null` check flags exactly those items, with their
+/// share of bad components as score, they have no neighbours and are no
+/// one's, and they keep the scores of their probabilities.
+#[test]
+fn null_embedding_rows_are_flagged_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    leaky_dataset(d, false);
+    // leaky_dataset's 30 × 8 float32 rows, three of them broken.
+    let path = d.join("embeddings.npy");
+    let bytes = std::fs::read(&path).unwrap();
+    let header = bytes.len() - 30 * 8 * 4;
+    let mut emb: Vec<f32> = bytes[header..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    emb[4 * 8 + 1] = f32::NAN;
+    emb[4 * 8 + 6] = f32::INFINITY;
+    emb[9 * 8..10 * 8].fill(0.0);
+    emb[17 * 8..18 * 8].fill(0.25);
+    write_f32(&path, &[30, 8], &emb);
+    let out = d.join("out");
+    run_ok(d, &out, &["--knn", "exact"]);
+    let report = read_report(&out);
+    let null = &report["checks"]["null"];
+    assert_eq!(null["status"], "ran");
+    assert_eq!(null["flagged"], 3);
+    assert_eq!(
+        null["summary"],
+        json!({"null_rows": 3, "non_finite": 1, "zero": 1, "constant": 1})
+    );
+    let rows = read_queue(&out);
+    for r in &rows {
+        let id = r["id"].as_str().unwrap();
+        let want = match id {
+            "i04" => 0.25,
+            "i09" | "i17" => 1.0,
+            _ => 0.0,
+        };
+        assert_eq!(r["check_scores"]["null"].as_f64(), Some(want), "{id}");
+        let flagged = r["flags"].as_array().unwrap().iter().any(|f| f == "null");
+        assert_eq!(flagged, want > 0.0, "{id}");
+        // Every item keeps its label-quality scores.
+        assert!(r["scores"]["normalized_margin"].as_f64().is_some(), "{id}");
+        if want > 0.0 {
+            let reason = r["reasons"][0].as_str().unwrap();
+            assert!(reason.starts_with("null embedding: "), "{id}: {reason}");
+        }
+        // No one's neighbour is a broken row.
+        for n in r["neighbors"].as_array().unwrap() {
+            assert!(
+                !["i04", "i09", "i17"].contains(&n["id"].as_str().unwrap()),
+                "{r}"
+            );
+        }
+    }
+    assert!(rows.iter().any(|r| {
+        r["id"] == "i04"
+            && r["reasons"][0]
+                .as_str()
+                .unwrap()
+                .contains("2 of its 8 components are not finite")
+    }));
+    // The outlier check sees only the usable rows: none of the broken ones
+    // has a score.
+    for r in rows
+        .iter()
+        .filter(|r| ["i04", "i09", "i17"].contains(&r["id"].as_str().unwrap()))
+    {
+        assert!(r["check_scores"]["outlier"].is_null(), "{r}");
+    }
+}
+
+/// `--checks` runs exactly the named checks (the others skipped, "not
+/// selected", and recorded in `options.checks`); an unknown name exits 2,
+/// names the check and the valid ones, and writes nothing.
+#[test]
+fn checks_option_selects_and_refuses_unknown_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    leaky_dataset(d, true);
+    let out = d.join("out");
+    run_ok(d, &out, &["--checks", "leakage,data_valuation"]);
+    let report = read_report(&out);
+    for (name, c) in report["checks"].as_object().unwrap() {
+        let want = if ["leakage", "data_valuation"].contains(&name.as_str()) {
+            "ran"
+        } else {
+            "skipped"
+        };
+        assert_eq!(c["status"], want, "{name}");
+        if want == "skipped" && name != "select_for_labelling" {
+            assert_eq!(c["reason"], "not selected", "{name}");
+        }
+    }
+    assert_eq!(
+        report["options"]["checks"],
+        json!(["leakage", "data_valuation"])
+    );
+    let rows = read_queue(&out);
+    let keys: Vec<&String> = rows[0]["check_scores"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["leakage", "data_valuation"]);
+    refused_run(
+        d,
+        &["--checks", "leakage,outliers"],
+        &["\"outliers\"", "underperforming_group"],
+    );
+}
