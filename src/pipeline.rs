@@ -755,6 +755,14 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         }
         None => None,
     };
+    // Without embeddings, identical images still show leakage between
+    // splits (hashed only when there are splits to compare).
+    let identical = match (&neighbor_summary, crate::checks::leakage::splits(manifest)) {
+        (None, Some(_)) if cfg.memory.is_none() => {
+            crate::neighbors::stage::identical_images(cfg, manifest)?
+        }
+        _ => None,
+    };
     let t_queue = Instant::now();
     // The unlabelled items leave here: the review queue and its checks see
     // the labelled ones, the selection for labelling the others.
@@ -772,6 +780,7 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
         manifest,
         items: &labelled,
         neighbors: neighbor_summary.as_ref().map(|s| &s.result),
+        identical: identical.as_deref(),
         annotations: s.annotations.as_ref(),
         annotator_pairs: annotator_pairs.as_ref(),
         campaign: s.campaign.as_ref(),

@@ -1,14 +1,15 @@
 //! The same or nearly the same item in two splits ([`Leakage`]): the
 //! neighbour stage's near-duplicate pairs (its one kNN graph, and the
 //! identical embeddings and images it finds by hash) whose items carry
-//! different values in items.csv's `split` column.
+//! different values in items.csv's `split` column; without embeddings, the
+//! items whose `image` files are identical ([`Inputs::identical`]).
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::{Check, Explained, Inputs, Need, Place, Threshold};
 use crate::config::Task;
 use crate::io::manifest::Manifest;
-use crate::neighbors::{DupPair, NeighborResult};
+use crate::neighbors::DupPair;
 use crate::schema::{CheckDetails, LeakPair, LeakageSummary};
 
 /// The items.csv column that names each item's split.
@@ -63,13 +64,24 @@ fn split_of(manifest: &Manifest, col: usize, row: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The pairs of `result` whose two items lie in different splits.
+/// The run's pairs of (nearly) identical items and the near-duplicate
+/// threshold: the neighbour stage's, or without embeddings the identical
+/// image files (all exact, so no threshold applies).
+fn twins<'r>(inputs: &Inputs<'r>) -> Option<(&'r [DupPair], f32)> {
+    match (inputs.neighbors, inputs.identical) {
+        (Some(r), _) => Some((r.pairs.as_slice(), r.threshold)),
+        (None, Some(pairs)) => Some((pairs, 0.0)),
+        (None, None) => None,
+    }
+}
+
+/// The pairs whose two items lie in different splits.
 fn cross_pairs<'r>(
-    result: &'r NeighborResult,
+    pairs: &'r [DupPair],
     manifest: &'r Manifest,
     col: usize,
 ) -> impl Iterator<Item = &'r DupPair> + 'r {
-    result.pairs.iter().filter(move |p| {
+    pairs.iter().filter(move |p| {
         matches!(
             (split_of(manifest, col, p.a), split_of(manifest, col, p.b)),
             (Some(x), Some(y)) if x != y
@@ -85,7 +97,7 @@ impl Check for Leakage {
         true
     }
     fn needs(&self) -> &'static [Need] {
-        &[Need::Embeddings, Need::Splits]
+        &[Need::Twins, Need::Splits]
     }
     fn score_text(&self, _: Task) -> &'static str {
         "1 for an identical item in another split, else 1 - d/(2·threshold) for the closest near-duplicate in another split, 0 without one"
@@ -95,13 +107,14 @@ impl Check for Leakage {
     }
 
     fn scores(&self, inputs: &Inputs<'_>) -> Vec<Option<f64>> {
-        let (Some(result), Some((col, _))) = (inputs.neighbors, splits(inputs.manifest)) else {
+        let (Some((pairs, threshold)), Some((col, _))) = (twins(inputs), splits(inputs.manifest))
+        else {
             return vec![None; inputs.items.len()];
         };
         let rows = inputs.manifest.len();
         let mut best = vec![0.0f64; rows];
-        for p in cross_pairs(result, inputs.manifest, col) {
-            let s = pair_score(p, result.threshold);
+        for p in cross_pairs(pairs, inputs.manifest, col) {
+            let s = pair_score(p, threshold);
             for r in [p.a, p.b] {
                 if let Some(b) = best.get_mut(r) {
                     *b = b.max(s);
@@ -120,7 +133,8 @@ impl Check for Leakage {
 
     fn explain(&self, inputs: &Inputs<'_>, flags: &[bool]) -> Explained {
         let mut out = Explained::default();
-        let (Some(result), Some((col, values))) = (inputs.neighbors, splits(inputs.manifest))
+        let (Some((twin_pairs, threshold)), Some((col, values))) =
+            (twins(inputs), splits(inputs.manifest))
         else {
             return out;
         };
@@ -128,7 +142,7 @@ impl Check for Leakage {
         // Every cross-split pair, an unlabelled item's too (leakage is in
         // the data, not the labels); flags and reasons only on the items
         // given to the check.
-        let mut pairs: Vec<&DupPair> = cross_pairs(result, manifest, col).collect();
+        let mut pairs: Vec<&DupPair> = cross_pairs(twin_pairs, manifest, col).collect();
         pairs.sort_by(|x, y| {
             x.distance
                 .total_cmp(&y.distance)
@@ -146,7 +160,7 @@ impl Check for Leakage {
                 } else {
                     format!(
                         "a near-duplicate (cosine distance {:.4} <= {:.4})",
-                        p.distance, result.threshold
+                        p.distance, threshold
                     )
                 };
                 out.reasons.push((

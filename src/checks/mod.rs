@@ -61,6 +61,9 @@ pub enum Need {
     Time,
     /// A `split` column in items.csv with two or more values.
     Splits,
+    /// Pairs of identical or nearly identical items: embeddings (the
+    /// neighbour stage's pairs), or an `image` column (identical files).
+    Twins,
 }
 
 impl Need {
@@ -73,6 +76,7 @@ impl Need {
             Need::Annotations => "annotations",
             Need::Time => "time",
             Need::Splits => "splits",
+            Need::Twins => "embeddings_or_images",
         }
     }
 
@@ -85,6 +89,7 @@ impl Need {
             Need::Annotations => "needs several annotators ([inputs] annotations)",
             Need::Time => "needs a time column (batch or annotated_at in items.csv)",
             Need::Splits => "needs a split column in items.csv with two or more values",
+            Need::Twins => "needs embeddings ([inputs] embeddings) or an image column in items.csv",
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Inputs<'a> {
     /// The neighbour stage's result (its graph and pairs are by row in
     /// items order, [`ItemResult::index`]), when embeddings were given.
     pub neighbors: Option<&'a NeighborResult>,
+    /// Without embeddings, with an `image` column: the pairs of items whose
+    /// image files are identical (`found_by` `image_hash`, distance 0).
+    pub identical: Option<&'a [crate::neighbors::DupPair]>,
     /// The annotators' labels, with `[inputs] annotations`.
     pub annotations: Option<&'a crate::io::annotations::Annotations>,
     /// Segmentation with annotations: each item's annotator pairs and their
@@ -125,6 +133,7 @@ impl Inputs<'_> {
             Need::Annotations => self.annotations.is_some(),
             Need::Time => self.campaign.is_some(),
             Need::Splits => leakage::splits(self.manifest).is_some(),
+            Need::Twins => self.neighbors.is_some() || self.identical.is_some(),
         }
     }
 }

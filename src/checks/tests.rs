@@ -38,6 +38,7 @@ impl Fixture {
             manifest: &self.manifest,
             items: &self.items,
             neighbors: self.neighbors.as_ref(),
+            identical: None,
             annotations: self.annotations.as_ref(),
             annotator_pairs: self.pairs.as_ref(),
             campaign: self.campaign.as_ref(),
@@ -592,7 +593,10 @@ fn a_missing_input_skips_its_checks_with_the_reason() {
                 "duplicate_conflict",
                 "needs embeddings ([inputs] embeddings)"
             ),
-            ("leakage", "needs embeddings ([inputs] embeddings)"),
+            (
+                "leakage",
+                "needs embeddings ([inputs] embeddings) or an image column in items.csv"
+            ),
             ("null", "needs embeddings ([inputs] embeddings)"),
             ("outlier", "needs embeddings ([inputs] embeddings)"),
             ("non_iid", "needs embeddings ([inputs] embeddings)"),

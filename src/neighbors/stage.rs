@@ -350,6 +350,33 @@ pub fn check_images(cfg: &DatasetConfig, manifest: &Manifest) -> Result<()> {
     })
 }
 
+/// Without embeddings: the items whose `image` files are identical, as
+/// near-duplicate pairs at distance 0 found by `image_hash` (no conflict
+/// is judged), for the `leakage` check; `None` without an `image` column.
+/// The files are hashed as [`apply`] hashes them (an unreadable one is an
+/// error naming it).
+pub fn identical_images(
+    cfg: &DatasetConfig,
+    manifest: &Manifest,
+) -> Result<Option<Vec<super::DupPair>>> {
+    let Some(paths) = image_paths(cfg, manifest)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        identical_files(&paths)?
+            .into_iter()
+            .map(|(a, b)| super::DupPair {
+                a,
+                b,
+                distance: 0.0,
+                found_by: "image_hash",
+                conflict: false,
+                mask_iou: None,
+            })
+            .collect(),
+    ))
+}
+
 /// Identical items by file content of the `image` column, when present.
 fn image_pairs(cfg: &DatasetConfig, manifest: &Manifest) -> Result<Vec<(usize, usize)>> {
     match image_paths(cfg, manifest)? {

@@ -251,7 +251,7 @@ fn leakage_finds_the_planted_cross_split_copies_and_nothing_inside_a_split() {
     let r = read_report(&out);
     let lk = &r["checks"]["leakage"];
     assert_eq!(lk["status"], "ran", "{lk}");
-    assert_eq!(lk["needs"], json!(["embeddings", "splits"]));
+    assert_eq!(lk["needs"], json!(["embeddings_or_images", "splits"]));
     // Both items of each planted pair, and no other.
     assert_eq!(lk["flagged"], 4, "{lk}");
     let s = &lk["summary"];
@@ -598,4 +598,73 @@ fn checks_option_selects_and_refuses_unknown_names() {
         &["--checks", "leakage,outliers"],
         &["\"outliers\"", "underperforming_group"],
     );
+}
+
+/// Without embeddings, identical image files (by content) in different
+/// splits are leakage: both items flagged at score 1 with an "identical
+/// item" reason; identical files inside one split, and different files,
+/// are not. Without an image column the check is skipped with its reason.
+#[test]
+fn identical_images_across_splits_are_leakage_without_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    leaky_dataset(d, true);
+    // No embeddings; an image per item: i03 and i20 (train, val) the same
+    // bytes, i01 and i02 (both train) the same, every other file its own.
+    let toml = std::fs::read_to_string(d.join("triage.toml")).unwrap();
+    std::fs::write(
+        d.join("triage.toml"),
+        toml.replace("embeddings = \"embeddings.npy\"\n", ""),
+    )
+    .unwrap();
+    let out = d.join("out-noimage");
+    run_ok(d, &out, &[]);
+    assert_eq!(
+        read_report(&out)["checks"]["leakage"]["reason"],
+        "needs embeddings ([inputs] embeddings) or an image column in items.csv"
+    );
+    std::fs::create_dir_all(d.join("img")).unwrap();
+    let csv = std::fs::read_to_string(d.join("items.csv")).unwrap();
+    let mut lines = csv.lines();
+    let mut with_image = format!("{},image\n", lines.next().unwrap());
+    for (i, line) in lines.enumerate() {
+        let content = match i {
+            20 => "pixels of 3".to_string(),
+            2 => "pixels of 1".to_string(),
+            _ => format!("pixels of {i}"),
+        };
+        std::fs::write(d.join(format!("img/{i}.png")), content).unwrap();
+        with_image.push_str(&format!("{line},img/{i}.png\n"));
+    }
+    std::fs::write(d.join("items.csv"), with_image).unwrap();
+    let out = d.join("out");
+    run_ok(d, &out, &[]);
+    let report = read_report(&out);
+    let leak = &report["checks"]["leakage"];
+    assert_eq!(leak["status"], "ran", "{leak}");
+    assert_eq!(leak["flagged"], 2, "{leak}");
+    assert_eq!(
+        leak["summary"]["pairs"].as_array().unwrap().len(),
+        1,
+        "{leak}"
+    );
+    assert_eq!(leak["summary"]["pairs"][0]["exact"], true);
+    for r in read_queue(&out) {
+        let id = r["id"].as_str().unwrap();
+        let leaked = ["i03", "i20"].contains(&id);
+        assert_eq!(
+            r["check_scores"]["leakage"].as_f64(),
+            Some(if leaked { 1.0 } else { 0.0 }),
+            "{id}"
+        );
+        if leaked {
+            assert!(
+                r["reasons"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("leakage: an identical item"),
+                "{r}"
+            );
+        }
+    }
 }
