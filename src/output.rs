@@ -883,6 +883,11 @@ fn timings_json(timings: &Timings, t0: Instant) -> schema::Timings {
         report_s: timings.report.as_secs_f64(),
         overlays_s: timings.overlays.as_secs_f64(),
         total_s: t0.elapsed().as_secs_f64(),
+        checks_s: timings
+            .checks
+            .iter()
+            .map(|(name, d)| (name.to_string(), d.as_secs_f64()))
+            .collect(),
     }
 }
 

@@ -791,6 +791,11 @@ fn assemble(run: &mut Run, s: Scored) -> Result<RunSummary> {
     let items = by_priority(labelled);
     let plan = crate::queue::plan(cfg, manifest, &items, &opts.queue, s.queue_inputs, &checks)?;
     run.timings.queue = t_queue.elapsed();
+    run.timings.checks = checks
+        .iter()
+        .filter(|r| matches!(r.outcome, crate::checks::Outcome::Ran(_)))
+        .map(|r| (r.check.name(), r.took))
+        .collect();
     let t_report = Instant::now();
     let info = run.backend_info();
     let drift = crate::checks::take_drift_section(&mut checks);

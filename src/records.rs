@@ -700,8 +700,10 @@ pub struct Timings {
     pub score: Duration,
     /// The neighbour stage, when embeddings were given.
     pub neighbors: Option<Duration>,
-    /// Sorting by priority and the queue policy.
+    /// Sorting by priority and the queue policy (the checks included).
     pub queue: Duration,
+    /// Each check that ran, within `queue`: its name and time.
+    pub checks: Vec<(&'static str, Duration)>,
     /// Writing the queue files and `clusters.jsonl`.
     pub write: Duration,
     /// Building `report.json`'s sections, then rendering and writing `report.html`.

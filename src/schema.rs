@@ -267,6 +267,10 @@ pub struct Timings {
     pub report_s: f64,
     pub overlays_s: f64,
     pub total_s: f64,
+    /// Each check that ran (within `queue_s`), in the checks' order: its
+    /// seconds. (Absent in earlier reports.)
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub checks_s: IndexMap<String, f64>,
 }
 
 /// `memory`.

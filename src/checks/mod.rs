@@ -382,6 +382,9 @@ pub enum Outcome {
 pub struct CheckRun {
     pub check: Box<dyn Check>,
     pub outcome: Outcome,
+    /// How long it took (`report.json` `timings.checks_s`; zero when
+    /// skipped).
+    pub took: std::time::Duration,
 }
 
 impl CheckRun {
@@ -472,9 +475,11 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
             runs.push(CheckRun {
                 check,
                 outcome: Outcome::Skipped(why),
+                took: std::time::Duration::ZERO,
             });
             continue;
         }
+        let t = std::time::Instant::now();
         let outcome = run_one(
             check.as_ref(),
             &Inputs {
@@ -482,7 +487,11 @@ pub fn run(inputs: &Inputs<'_>) -> Vec<CheckRun> {
                 ..*inputs
             },
         );
-        runs.push(CheckRun { check, outcome });
+        runs.push(CheckRun {
+            check,
+            outcome,
+            took: t.elapsed(),
+        });
     }
     runs
 }

@@ -586,6 +586,17 @@ fn checks_option_selects_and_refuses_unknown_names() {
         report["options"]["checks"],
         json!(["leakage", "data_valuation"])
     );
+    // Each check that ran has its time, within the queue stage's.
+    let t = &report["timings"];
+    let names: Vec<&String> = t["checks_s"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["leakage", "data_valuation"]);
+    let sum: f64 = t["checks_s"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!(sum >= 0.0 && sum <= t["queue_s"].as_f64().unwrap(), "{t}");
     let rows = read_queue(&out);
     let keys: Vec<&String> = rows[0]["check_scores"]
         .as_object()
