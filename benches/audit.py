@@ -23,6 +23,9 @@ What it does:
                  underperforming_group, null), timed inside the Python
                  process (interpreter start and imports excluded: generous
                  to the peer), with its peak RSS;
+       read      the read limit: the three input files read once, start to
+                 end, into a reused buffer (warm page cache), the least any
+                 run over these arrays can take;
   3. prints medians and the same-run ratios; writes JSON with --json.
 
 The peer needs cleanlab[datalab] in --python (default: the reference venv
@@ -105,6 +108,16 @@ def timed(cmd):
     return s, ru.ru_maxrss * 1024, out
 
 
+def read_floor(d: Path) -> float:
+    buf = bytearray(1 << 20)
+    t = time.perf_counter()
+    for name in ["embeddings.npy", "probs.npy", "labels.npy"]:
+        with open(d / name, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="20000,200000")
@@ -119,8 +132,9 @@ def main() -> None:
     for n in [int(s) for s in a.sizes.split(",")]:
         d = Path(a.work) / f"n{n}"
         make(d, n)
-        runs = {"triage": [], "base": [], "datalab": []}
+        runs = {"triage": [], "base": [], "datalab": [], "read": []}
         for _ in range(a.reps):
+            runs["read"].append({"seconds": read_floor(d), "rss": 0})
             for kind in ["triage", "base"]:
                 out = d / "out"
                 shutil.rmtree(out, ignore_errors=True)
@@ -135,7 +149,8 @@ def main() -> None:
                 runs["datalab"].append(json.loads(out))
         med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items() if v}
         rss = {k: statistics.median(r["rss"] for r in v) for k, v in runs.items() if v}
-        line = f"{n:>9} items: triage {med['triage']:.2f} s ({rss['triage'] / 1e6:.0f} MB), "
+        line = f"{n:>9} items: read limit {med['read']:.3f} s; "
+        line += f"triage {med['triage']:.2f} s ({rss['triage'] / 1e6:.0f} MB), "
         line += f"without the audit checks {med['base']:.2f} s (+{100 * (med['triage'] / med['base'] - 1):.0f} %)"
         if "datalab" in med:
             line += f"; Datalab {med['datalab']:.2f} s ({rss['datalab'] / 1e6:.0f} MB): "

@@ -253,9 +253,14 @@ impl Report {
             priority: priority::formula(
                 cfg.task,
                 sections.duplicates.is_some(),
-                sections.checks.iter().any(|(name, c)| {
-                    c.status == schema::CheckStatus::Ran && crate::checks::raises_priority(name)
-                }),
+                &sections
+                    .checks
+                    .iter()
+                    .filter(|(name, c)| {
+                        c.status == schema::CheckStatus::Ran && crate::checks::raises_priority(name)
+                    })
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>(),
                 sections.rank,
             ),
             backend: sections.backend.clone(),

@@ -31,12 +31,11 @@
 //! where `p'` is its priority after the agreement raise and `p'_j` that of
 //! its closest conflicting partner (text: [`CONFLICT_RAISE`]).
 //!
-//! **The audit raise** (when a data-audit check ran: `leakage`,
-//! `outlier`, `non_iid`, `underperforming_group`, `data_valuation`, those whose
-//! [`crate::checks::Check::raises_priority`]): an item such a check flags
-//! is raised by [`audit_raise`], `p''' = p'' + AUDIT_WEIGHT · audit · (1 −
-//! p'')`, `audit` the highest score among the audit checks that flag it
-//! (text: [`AUDIT_RAISE`]).
+//! **The audit raise** (when a data-audit check ran, one whose
+//! [`crate::checks::Check::raises_priority`]: `leakage`, `outlier`, ...):
+//! an item such a check flags is raised by [`audit_raise`], `p''' = p'' +
+//! AUDIT_WEIGHT · audit · (1 − p'')`, `audit` the highest score among the
+//! audit checks that flag it (text: [`audit_raise_text`]).
 //!
 //! [`priorities`] is the one place that computes them, for every item at
 //! once, after the checks: the stages only record what a raise needs
@@ -173,23 +172,23 @@ pub struct PriorityFormula {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflict_raise: Option<String>,
     /// When an audit check ran: the raise of an item it flags
-    /// ([`AUDIT_RAISE`]).
+    /// ([`audit_raise_text`]), naming the audit checks that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_raise: Option<String>,
 }
 
 /// The formula used for `task` under `rank`; `with_neighbors`: the
-/// neighbour stage ran, so the conflict raise applies; `with_audit`: an
-/// audit check ran, so the audit raise applies.
+/// neighbour stage ran, so the conflict raise applies; `audit_checks`: the
+/// audit checks that ran (the audit raise applies when there is one).
 pub fn formula(
     task: Task,
     with_neighbors: bool,
-    with_audit: bool,
+    audit_checks: &[&str],
     rank: RankBy,
 ) -> PriorityFormula {
     let formula = base_formula(task, with_neighbors, rank);
     PriorityFormula {
-        audit_raise: with_audit.then(|| AUDIT_RAISE.to_string()),
+        audit_raise: (!audit_checks.is_empty()).then(|| audit_raise_text(audit_checks)),
         ..formula
     }
 }
@@ -239,8 +238,14 @@ fn base_formula(task: Task, with_neighbors: bool, rank: RankBy) -> PriorityFormu
 /// Weight of the audit checks' score in [`audit_raise`].
 pub const AUDIT_WEIGHT: f64 = 0.1;
 
-/// [`audit_raise`] as `report.json` `priority.audit_raise` writes it.
-pub const AUDIT_RAISE: &str = "p + 0.1 * audit * (1 - p), audit = the highest score among the audit checks (leakage, outlier, non_iid, underperforming_group, data_valuation) that flag the item";
+/// [`audit_raise`] as `report.json` `priority.audit_raise` writes it, with
+/// the audit checks that ran.
+pub fn audit_raise_text(audit_checks: &[&str]) -> String {
+    format!(
+        "p + {AUDIT_WEIGHT} * audit * (1 - p), audit = the highest score among the audit checks ({}) that flag the item",
+        audit_checks.join(", ")
+    )
+}
 
 /// The priority of an item a data-audit check flags: `p + AUDIT_WEIGHT ·
 /// audit · (1 − p)`, `audit` the highest score in [0, 1] among the audit
@@ -500,7 +505,10 @@ mod tests {
         assert_eq!(p[1], 0.5, "the partner's own priority is not raised");
         assert_eq!(audit_raise(0.0, 1.0), 0.1);
         assert_eq!(audit_raise(0.3, 0.0), 0.3);
-        assert!(AUDIT_RAISE.starts_with(&format!("p + {AUDIT_WEIGHT} * audit")));
+        assert_eq!(
+            audit_raise_text(&["leakage", "outlier"]),
+            "p + 0.1 * audit * (1 - p), audit = the highest score among the audit checks (leakage, outlier) that flag the item"
+        );
     }
 
     #[test]
@@ -583,14 +591,20 @@ mod tests {
             formula(
                 Task::Classification,
                 false,
-                false,
+                &[],
                 RankBy::Score(Score::Brier)
             )
             .formula,
             "brier / 2"
         );
         assert_eq!(
-            formula(Task::Segmentation, true, true, RankBy::Score(Score::Miou)).formula,
+            formula(
+                Task::Segmentation,
+                true,
+                &["outlier"],
+                RankBy::Score(Score::Miou)
+            )
+            .formula,
             "1 - miou"
         );
         // The raises apply to the chosen term.

@@ -19,7 +19,11 @@ use crate::schema::{CheckDetails, DataValuationSummary};
 /// (1 − v)/2`, flagged above 0.5. An unlabelled neighbour never carries
 /// the label. Off unless `--checks` names it, as in Datalab. Needs
 /// classification and embeddings.
-pub struct DataValuation;
+#[derive(Default)]
+pub struct DataValuation {
+    /// The mean value over the items given, from `scores` for `explain`.
+    mean_value: std::sync::Mutex<Option<f64>>,
+}
 
 /// The items' values `v` by row, from the labels by row (`None`:
 /// unlabelled).
@@ -77,6 +81,14 @@ impl Check for DataValuation {
             return vec![None; inputs.items.len()];
         };
         let v = values(&result.graph, &labels(inputs));
+        let given: Vec<f64> = inputs
+            .items
+            .iter()
+            .filter_map(|it| v.get(it.index).copied())
+            .collect();
+        if let Ok(mut m) = self.mean_value.lock() {
+            *m = Some(given.iter().sum::<f64>() / given.len().max(1) as f64);
+        }
         inputs
             .items
             .iter()
@@ -87,14 +99,9 @@ impl Check for DataValuation {
         let Some(result) = inputs.neighbors else {
             return Explained::default();
         };
-        let labels = labels(inputs);
-        let v = values(&result.graph, &labels);
-        let given: Vec<f64> = inputs
-            .items
-            .iter()
-            .filter_map(|it| v.get(it.index).copied())
-            .collect();
-        let mean_value = given.iter().sum::<f64>() / given.len().max(1) as f64;
+        let Some(mean_value) = self.mean_value.lock().ok().and_then(|m| *m) else {
+            return Explained::default();
+        };
         Explained {
             reasons: Vec::new(),
             summary: Some(CheckDetails::DataValuation(DataValuationSummary {

@@ -423,7 +423,7 @@ pub fn registry() -> Vec<Box<dyn Check>> {
         Box::new(outlier::Outlier::default()),
         Box::new(non_iid::NonIid::default()),
         Box::new(underperforming_group::UnderperformingGroup::default()),
-        Box::new(data_valuation::DataValuation),
+        Box::new(data_valuation::DataValuation::default()),
         Box::new(class_imbalance::ClassImbalance),
         Box::new(low_agreement::LowAgreement),
         Box::new(drift::Drift::default()),

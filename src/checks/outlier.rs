@@ -48,20 +48,16 @@ pub struct Fit {
     pub mean_score: f64,
 }
 
-/// The mean distance of every row of `graph` to its neighbours (`None`
+/// The mean distance of row `i` of `graph` to its neighbours (`None`
 /// without any).
-pub fn mean_distances(graph: &KnnGraph, rows: usize) -> Vec<Option<f64>> {
-    (0..rows)
-        .map(|i| {
-            if (i + 1) * graph.k > graph.ids.len() {
-                return None;
-            }
-            let (sum, n) = graph
-                .neighbours(i)
-                .fold((0.0f64, 0usize), |(s, n), (_, d)| (s + f64::from(d), n + 1));
-            (n > 0).then(|| sum / n as f64)
-        })
-        .collect()
+pub fn mean_distance(graph: &KnnGraph, i: usize) -> Option<f64> {
+    if (i + 1) * graph.k > graph.ids.len() {
+        return None;
+    }
+    let (sum, n) = graph
+        .neighbours(i)
+        .fold((0.0f64, 0usize), |(s, n), (_, d)| (s + f64::from(d), n + 1));
+    (n > 0).then(|| sum / n as f64)
 }
 
 /// numpy's `percentile(v, q)` (linear) of sorted `v` (not empty).
@@ -141,8 +137,9 @@ impl Check for Outlier {
         let Some(result) = inputs.neighbors else {
             return vec![None; inputs.items.len()];
         };
-        let rows = inputs.manifest.len();
-        let a = mean_distances(&result.graph, rows);
+        let a: Vec<Option<f64>> = (0..inputs.manifest.len())
+            .map(|i| mean_distance(&result.graph, i))
+            .collect();
         let (scores, fit) = fit(&a, result.graph.k);
         if let Ok(mut m) = self.memo.lock() {
             *m = fit;
@@ -158,13 +155,12 @@ impl Check for Outlier {
         let (Some(result), Some(fit)) = (inputs.neighbors, self.fitted()) else {
             return Explained::default();
         };
-        let a = mean_distances(&result.graph, inputs.manifest.len());
         let reasons = inputs
             .items
             .iter()
             .filter(|it| flags.get(it.index).copied().unwrap_or(false))
             .filter_map(|it| {
-                let d = a.get(it.index).copied().flatten()?;
+                let d = mean_distance(&result.graph, it.index)?;
                 Some((
                     it.index,
                     Place::First,
